@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs every Debian package magix's build, tests and benchmarks need. Idempotent; run as root.
+set -euo pipefail
+packages=(
+  build-essential cmake ninja-build pkg-config git xz-utils python3
+  libopenblas-dev libopenblas0-openmp libdnnl-dev
+  libopenmpi-dev openmpi-bin
+  nlohmann-json3-dev libpcre2-dev libcli11-dev libfmt-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+echo "magix: all build dependencies are installed"

@@ -1,0 +1,30 @@
+// The magix command: wires the subcommands together and turns errors into an exit status.
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <exception>
+
+#include "commands.hpp"
+#include "magix/error.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"magix: train and run Hugging Face decoder LLMs with data and model parallelism"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "magix 0.1.0");
+  magix::cli::add_init_command(app);
+  magix::cli::add_score_command(app);
+  magix::cli::add_tokenize_command(app);
+  magix::cli::add_chat_template_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const magix::Error& e) {
+    fmt::print(stderr, "magix: error: {}\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "magix: error: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

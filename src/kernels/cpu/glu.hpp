@@ -1,0 +1,17 @@
+// Gated MLP activations: out = act(gate) * up, act = SiLU (SwiGLU) or tanh-GELU (GeGLU).
+#pragma once
+
+#include <cstdint>
+
+namespace magix::cpu {
+
+enum class Activation { kSilu, kGeluTanh };
+
+// out, gate, up: n elements.
+void glu_forward(float* out, const float* gate, const float* up, int64_t n, Activation act);
+
+// dgate += dout * up * act'(gate); dup += dout * act(gate).
+void glu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up,
+                  int64_t n, Activation act);
+
+}  // namespace magix::cpu
