@@ -1,0 +1,95 @@
+#include "magix/tokenizer_config.hpp"
+
+#include <fstream>
+#include <sstream>
+
+#include "magix/error.hpp"
+
+namespace magix {
+
+namespace {
+
+// A special token is written either as a string or as an AddedToken object {"content": ...}.
+std::optional<std::string> read_token(const nlohmann::json& j, const char* key,
+                                      const std::string& source) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_object() && it->contains("content") && (*it)["content"].is_string()) {
+    return (*it)["content"].get<std::string>();
+  }
+  MAGIX_FAIL("{}: '{}' must be a string or an object with a string 'content'", source, key);
+}
+
+std::optional<bool> read_bool(const nlohmann::json& j, const char* key, const std::string& source) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  MAGIX_CHECK(it->is_boolean(), "{}: '{}' must be true or false", source, key);
+  return it->get<bool>();
+}
+
+}  // namespace
+
+std::optional<std::string> TokenizerConfig::chat_template(
+    const std::optional<std::string>& name) const {
+  if (name) {
+    auto it = chat_templates.find(*name);
+    MAGIX_CHECK(it != chat_templates.end(), "the tokenizer has no chat template named '{}'",
+                *name);
+    return it->second;
+  }
+  auto it = chat_templates.find("default");
+  if (it == chat_templates.end()) return std::nullopt;
+  return it->second;
+}
+
+TokenizerConfig parse_tokenizer_config(const nlohmann::json& j, const std::string& source) {
+  MAGIX_CHECK(j.is_object(), "{}: expected a JSON object", source);
+  TokenizerConfig c;
+  c.raw = j;
+  c.bos_token = read_token(j, "bos_token", source);
+  c.eos_token = read_token(j, "eos_token", source);
+  c.pad_token = read_token(j, "pad_token", source);
+  c.unk_token = read_token(j, "unk_token", source);
+  c.add_bos_token = read_bool(j, "add_bos_token", source);
+  c.add_eos_token = read_bool(j, "add_eos_token", source);
+  if (auto it = j.find("chat_template"); it != j.end() && !it->is_null()) {
+    if (it->is_string()) {
+      c.chat_templates["default"] = it->get<std::string>();
+    } else if (it->is_array()) {
+      for (const auto& t : *it) {
+        MAGIX_CHECK(t.is_object() && t.contains("name") && t["name"].is_string() &&
+                        t.contains("template") && t["template"].is_string(),
+                    "{}: each entry of 'chat_template' must be {{\"name\": ..., \"template\": ...}}",
+                    source);
+        c.chat_templates[t["name"].get<std::string>()] = t["template"].get<std::string>();
+      }
+    } else {
+      MAGIX_FAIL("{}: 'chat_template' must be a string or a list of named templates", source);
+    }
+  }
+  return c;
+}
+
+TokenizerConfig load_tokenizer_config(const std::filesystem::path& dir) {
+  TokenizerConfig c;
+  auto path = dir / "tokenizer_config.json";
+  if (std::filesystem::exists(path)) {
+    std::ifstream in(path);
+    MAGIX_CHECK(in, "cannot open {}", path.string());
+    nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    MAGIX_CHECK(!j.is_discarded(), "{}: invalid JSON", path.string());
+    c = parse_tokenizer_config(j, path.string());
+  }
+  auto jinja = dir / "chat_template.jinja";
+  if (std::filesystem::exists(jinja)) {
+    std::ifstream in(jinja, std::ios::binary);
+    MAGIX_CHECK(in, "cannot open {}", jinja.string());
+    std::stringstream ss;
+    ss << in.rdbuf();
+    c.chat_templates["default"] = ss.str();
+  }
+  return c;
+}
+
+}  // namespace magix
