@@ -1,0 +1,63 @@
+// Hugging Face model folders: finding them in the local cache, reading their (possibly
+// sharded) safetensors weights, and writing weights in the layout transformers loads.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "magix/safetensors.hpp"
+#include "magix/tensor.hpp"
+
+namespace magix {
+
+// An existing folder, or a hub name "ORG/NAME" found in the local HF cache:
+// $HF_HUB_CACHE/models--ORG--NAME/snapshots/<rev>/ if HF_HUB_CACHE is set, else
+// $HF_HOME/hub/... (HF_HOME defaults to ~/.cache/huggingface). <rev> comes from refs/main if
+// present, else the only snapshot (several without refs/main: an error listing them).
+// Never downloads; a clear error saying where it looked.
+std::filesystem::path resolve_model_dir(const std::string& name_or_path);
+
+// The tensors of an HF model folder: model.safetensors, or model.safetensors.index.json + its
+// shards (paths must stay inside the folder: no absolute paths, no "..", no symlink escape).
+// Every shard is opened and validated on construction; every tensor of the index must be in
+// its shard, and no tensor may appear in two files.
+class HfWeights {
+ public:
+  explicit HfWeights(const std::filesystem::path& model_dir);
+  ~HfWeights();
+  HfWeights(HfWeights&&) noexcept;
+  HfWeights& operator=(HfWeights&&) noexcept;
+
+  const std::filesystem::path& dir() const { return dir_; }
+  std::vector<std::string> names() const;  // sorted
+  bool contains(std::string_view name) const;
+  const SafetensorsEntry& entry(std::string_view name) const;  // throws naming the tensor and folder
+  Tensor read(std::string_view name) const;  // in its stored dtype
+  Tensor read_f32(std::string_view name) const;
+  Tensor read_box_f32(std::string_view name, const Shape& start, const Shape& extent) const;
+
+ private:
+  const SafetensorsReader& reader_of(std::string_view name) const;
+
+  std::filesystem::path dir_;
+  std::vector<SafetensorsReader> shards_;
+  std::map<std::string, size_t, std::less<>> shard_of_;  // tensor name -> index into shards_
+};
+
+// HF layout: model.safetensors, or model-00001-of-0000N.safetensors files +
+// model.safetensors.index.json ({"metadata": {"total_size": ...}, "weight_map": {...}}) when the
+// total exceeds max_shard_bytes. Tensors converted to `dtype` (F32 or BF16). metadata
+// {"format": "pt"} as transformers writes. Index written last; nothing half-written left
+// looking valid (each file is written atomically; stale weight files of another layout in
+// `dir` are removed first). Creates `dir` if needed.
+void write_hf_weights(const std::filesystem::path& dir, std::span<const NamedTensor> tensors,
+                      DType dtype, uint64_t max_shard_bytes = 5'000'000'000ull);
+
+}  // namespace magix
