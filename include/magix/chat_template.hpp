@@ -1,0 +1,57 @@
+// Chat templates: a Jinja interpreter that renders HF chat templates exactly as Python jinja2
+// does under transformers' settings (trim_blocks, lstrip_blocks, loopcontrols, raise_exception,
+// strftime_now, transformers' tojson), and apply_chat_template on top of it.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "magix/tokenizer_config.hpp"
+
+namespace magix {
+
+namespace jinja {
+struct Template;  // the parsed program (src/text/jinja_ast.hpp)
+}
+
+// Options of a render that are not template variables.
+struct ChatTemplateOptions {
+  // The clock behind strftime_now(); empty: std::chrono::system_clock::now (local time).
+  std::function<std::chrono::system_clock::time_point()> now;
+};
+
+// A parsed template; render() evaluates it against a JSON context (objects keep key order).
+class ChatTemplate {
+ public:
+  explicit ChatTemplate(std::string source);  // throws magix::Error on syntax errors, with line:column
+  ~ChatTemplate();
+  ChatTemplate(ChatTemplate&&) noexcept;
+  ChatTemplate& operator=(ChatTemplate&&) noexcept;
+
+  // throws magix::Error (raise_exception message, or evaluation error with position)
+  std::string render(const nlohmann::ordered_json& context) const;
+  std::string render(const nlohmann::ordered_json& context, const ChatTemplateOptions& options) const;
+
+  const std::string& source() const;
+
+ private:
+  std::shared_ptr<const jinja::Template> impl_;
+};
+
+// Renders `messages` (a JSON array of {role, content, ...}) as transformers'
+// apply_chat_template(tokenize=False) does with this tokenizer config: its template (named
+// `template_name` if given), the special token strings, add_generation_prompt, and `extra`
+// variables merged into the context. Without a template, the reference scripts' built-in
+// format (docs/chat_templates.md).
+std::string apply_chat_template(
+    const TokenizerConfig& config, const nlohmann::ordered_json& messages,
+    bool add_generation_prompt,
+    const nlohmann::ordered_json& extra = nlohmann::ordered_json::object(),
+    const std::optional<std::string>& template_name = std::nullopt);
+
+}  // namespace magix
