@@ -1,0 +1,418 @@
+#!/usr/bin/env python3
+"""Write the golden decoder fixtures under tests/fixtures/models/<case>/.
+
+Each case is a tiny random Hugging Face model (transformers' own classes, fp32, CPU, eager
+attention) saved as a normal HF folder (config.json, model.safetensors, generation_config.json)
+plus reference outputs of one forward/backward pass:
+
+  reference.safetensors
+    input_ids          I64 (B, T)   row 0 full length, row 1 right-padded
+    attention_mask     I64 (B, T)   1 = real token, 0 = padding
+    labels             I64 (B, T)   input_ids with -100 at padding
+    logits             F32 (B, T, V) model(input_ids, attention_mask=attention_mask).logits
+    loss               F32 []        HF causal-LM loss (mean over counted shifted targets)
+    nll_per_example    F32 (B)       sum over the row's counted targets of -log p (float64 math)
+    tokens_per_example I64 (B)       number of counted targets in the row
+    grad.<param name>  F32           d loss / d param for every model.named_parameters()
+  reference.json       case metadata (versions, loss, tied, notes)
+
+For the case llama_gqa it also writes score_input.jsonl / score_expected.jsonl (per-sequence
+negative log-likelihoods, no padding) for `magix score`.
+
+Run with the reference venv (see README.md):
+  /work/refenv/bin/python tools/reference/make_model_fixtures.py [--out tests/fixtures/models]
+        [--only CASE ...]
+The output is deterministic: running it twice gives byte-identical files.
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+
+import torch
+import transformers
+from safetensors.torch import save_file
+from transformers import (
+    GemmaConfig,
+    GemmaForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+FAMILIES = {
+    "llama": (LlamaConfig, LlamaForCausalLM),
+    "mistral": (MistralConfig, MistralForCausalLM),
+    "gemma": (GemmaConfig, GemmaForCausalLM),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+}
+
+# Every case: family, config kwargs, sequence length T, number of padding positions at the end
+# of row 1, the seed, and (optionally) a rewrite of config.json into the older (transformers
+# v4) layout with top-level rope_theta / rope_scaling.
+CASES = [
+    {
+        "case": "llama_gqa",
+        "family": "llama",
+        "description": "Llama, GQA (4 heads / 2 kv heads), llama3 rope scaling that changes "
+        "some frequencies (and leaves others unchanged / smoothly interpolated), untied.",
+        "config": dict(
+            vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+            rms_norm_eps=1e-5, initializer_range=0.1, tie_word_embeddings=False,
+            bos_token_id=1, eos_token_id=2,
+            rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0,
+                             "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                             "original_max_position_embeddings": 32},
+        ),
+        "T": 20, "pad": 4, "seed": 1001, "legacy_config": False,
+    },
+    {
+        "case": "llama_mqa_bias",
+        "family": "llama",
+        "description": "Llama, MQA (1 kv head), attention_bias and mlp_bias, head_dim 16 with "
+        "4 heads and hidden 48 (heads*head_dim != hidden), linear rope scaling factor 2, tied "
+        "embeddings. config.json is written in the older layout (rope_theta and rope_scaling "
+        "{'type': 'linear'} at top level) and checked to load to the same model.",
+        "config": dict(
+            vocab_size=128, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=1, head_dim=16,
+            max_position_embeddings=128, rms_norm_eps=1e-6, initializer_range=0.1,
+            tie_word_embeddings=True, attention_bias=True, mlp_bias=True,
+            bos_token_id=1, eos_token_id=2,
+            rope_parameters={"rope_type": "linear", "rope_theta": 500.0, "factor": 2.0},
+        ),
+        "T": 16, "pad": 5, "seed": 1002, "legacy_config": True,
+    },
+    {
+        "case": "mistral_window",
+        "family": "mistral",
+        "description": "Mistral, GQA (4 heads / 2 kv heads), sliding_window 6 < T=20: query q "
+        "sees keys k with q-6 < k <= q. config.json is written in the older layout "
+        "(rope_theta at top level, no rope_parameters).",
+        "config": dict(
+            vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+            rms_norm_eps=1e-5, initializer_range=0.1, tie_word_embeddings=False,
+            sliding_window=6, bos_token_id=1, eos_token_id=2,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000.0},
+        ),
+        "T": 20, "pad": 4, "seed": 1003, "legacy_config": True,
+    },
+    {
+        "case": "gemma",
+        "family": "gemma",
+        "description": "Gemma (v1), 4 heads / 2 kv heads, head_dim 12 with hidden 32 "
+        "(heads*head_dim != hidden), GeGLU (gelu_pytorch_tanh), RMSNorm scale (1 + w), "
+        "embeddings scaled by sqrt(hidden), tied embeddings.",
+        "config": dict(
+            vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=12,
+            max_position_embeddings=128, rms_norm_eps=1e-6, initializer_range=0.1,
+            hidden_act="gelu_pytorch_tanh", tie_word_embeddings=True,
+            pad_token_id=0, eos_token_id=1, bos_token_id=2,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        ),
+        "T": 16, "pad": 3, "seed": 1004, "legacy_config": False,
+    },
+    {
+        "case": "qwen2",
+        "family": "qwen2",
+        "description": "Qwen2, 4 heads / 2 kv heads, q/k/v biases (o_proj without bias), "
+        "untied; no sliding-window layer (use_sliding_window false).",
+        "config": dict(
+            vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+            rms_norm_eps=1e-6, initializer_range=0.1, tie_word_embeddings=False,
+            use_sliding_window=False, sliding_window=4096, max_window_layers=28,
+            bos_token_id=1, eos_token_id=2,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        ),
+        "T": 16, "pad": 4, "seed": 1005, "legacy_config": False,
+    },
+    {
+        "case": "qwen2_tied",
+        "family": "qwen2",
+        "description": "Qwen2, 6 heads / 2 kv heads (head_dim 8), q/k/v biases, tied "
+        "embeddings; no sliding-window layer (use_sliding_window false).",
+        "config": dict(
+            vocab_size=128, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+            num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=128,
+            rms_norm_eps=1e-6, initializer_range=0.1, tie_word_embeddings=True,
+            use_sliding_window=False, sliding_window=4096, max_window_layers=28,
+            bos_token_id=1, eos_token_id=2,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        ),
+        "T": 18, "pad": 5, "seed": 1006, "legacy_config": False,
+    },
+]
+
+# Sequence lengths for the llama_gqa scoring check (no padding, one sequence per line).
+SCORE_LENGTHS = [2, 7, 13, 20]
+
+
+def build_model(spec, attn_implementation):
+    config_cls, model_cls = FAMILIES[spec["family"]]
+    config = config_cls(**spec["config"])
+    config._attn_implementation = attn_implementation
+    torch.manual_seed(spec["seed"])
+    model = model_cls(config)
+    model.to(torch.float32)
+    # Perturb norms and biases so that they are not all ones/zeros. Gemma's RMSNorm scales by
+    # (1 + w) with w initialised to 0, so adding noise gives the same kind of spread.
+    gen = torch.Generator().manual_seed(spec["seed"] + 7)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith(".bias"):
+                p.add_(0.1 * torch.randn(p.shape, generator=gen, dtype=torch.float32))
+    model.eval()
+    return model
+
+
+def make_inputs(spec, config):
+    """Row 0: T real tokens; row 1: T - pad real tokens then pad positions (right padding)."""
+    T, pad = spec["T"], spec["pad"]
+    gen = torch.Generator().manual_seed(spec["seed"] + 13)
+    special = {config.bos_token_id, config.eos_token_id, config.pad_token_id}
+    low = 3
+    assert all(s is None or s < low for s in special)
+    ids = torch.randint(low, config.vocab_size, (2, T), generator=gen, dtype=torch.int64)
+    ids[:, 0] = config.bos_token_id
+    pad_id = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
+    mask = torch.ones(2, T, dtype=torch.int64)
+    mask[1, T - pad:] = 0
+    ids[1, T - pad:] = pad_id
+    labels = ids.clone()
+    labels[mask == 0] = -100
+    return ids, mask, labels
+
+
+def nll_from_logits(logits, labels):
+    """Per-row sum of -log p(target) over counted shifted targets, in float64. (B,), (B,)."""
+    logp = torch.log_softmax(logits.double(), dim=-1)[:, :-1, :]
+    tgt = labels[:, 1:]
+    counted = tgt != -100
+    picked = torch.gather(logp, 2, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    nll = -(picked * counted).sum(dim=1)
+    return nll, counted.sum(dim=1)
+
+
+def run_case(model, ids, mask, labels):
+    model.zero_grad(set_to_none=True)
+    out = model(input_ids=ids, attention_mask=mask, labels=labels)
+    out.loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    return out.logits.detach().clone(), out.loss.detach().clone(), grads
+
+
+def to_legacy_config(path):
+    """Rewrite config.json in the transformers v4 layout: rope_theta at top level and the
+    scaling (if any) as rope_scaling with the old key "type"."""
+    with open(path) as f:
+        cfg = json.load(f)
+    rope = dict(cfg.pop("rope_parameters"))
+    cfg["rope_theta"] = rope.pop("rope_theta")
+    rope_type = rope.pop("rope_type")
+    if rope_type != "default":
+        cfg["rope_scaling"] = {"type": rope_type, **rope}
+    else:
+        cfg["rope_scaling"] = None
+    if "dtype" in cfg:
+        cfg["torch_dtype"] = cfg.pop("dtype")
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def max_abs(a, b):
+    return float((a - b).abs().max())
+
+
+def write_case(spec, out_root, report):
+    case_dir = os.path.join(out_root, spec["case"])
+    if os.path.isdir(case_dir):
+        shutil.rmtree(case_dir)
+    os.makedirs(case_dir)
+
+    model = build_model(spec, "eager")
+    config = model.config
+    tied = bool(config.tie_word_embeddings)
+    ids, mask, labels = make_inputs(spec, config)
+    logits, loss, grads = run_case(model, ids, mask, labels)
+    nll, ntok = nll_from_logits(logits, labels)
+
+    model.save_pretrained(case_dir, safe_serialization=True)
+    if spec["legacy_config"]:
+        to_legacy_config(os.path.join(case_dir, "config.json"))
+
+    # The saved folder must load back (through whichever config layout was written) to the
+    # very same model: same logits bit for bit.
+    _, model_cls = FAMILIES[spec["family"]]
+    reloaded = model_cls.from_pretrained(case_dir, attn_implementation="eager",
+                                         dtype=torch.float32).eval()
+    re_logits, re_loss, re_grads = run_case(reloaded, ids, mask, labels)
+    assert torch.equal(re_logits, logits), spec["case"] + ": reload changed the logits"
+    assert set(re_grads) == set(grads)
+    info = {"reload_max_abs_logits": max_abs(re_logits, logits)}
+
+    # eager vs sdpa, stored in reference.json
+    sdpa = model_cls.from_pretrained(case_dir, attn_implementation="sdpa",
+                                     dtype=torch.float32).eval()
+    s_logits, s_loss, s_grads = run_case(sdpa, ids, mask, labels)
+    real = mask.bool()
+    info["sdpa_max_abs_logits_real"] = max_abs(s_logits[real], logits[real])
+    info["sdpa_max_abs_logits_all"] = max_abs(s_logits, logits)
+    info["sdpa_abs_loss"] = abs(float(s_loss) - float(loss))
+    info["sdpa_max_abs_grad"] = max(max_abs(s_grads[n], grads[n]) for n in grads)
+    info["sdpa_max_rel_grad"] = max(
+        max_abs(s_grads[n], grads[n]) / max(float(grads[n].abs().max()), 1e-30)
+        for n in grads)
+
+    hf_vs_nll = abs(float(loss) - float(nll.sum() / ntok.sum()))
+    info["loss_minus_sum_nll_over_tokens"] = hf_vs_nll
+    assert hf_vs_nll < 1e-5, hf_vs_nll
+
+    tensors = {
+        "input_ids": ids.contiguous(),
+        "attention_mask": mask.contiguous(),
+        "labels": labels.contiguous(),
+        "logits": logits.contiguous(),
+        "loss": loss.reshape([]).contiguous(),
+        "nll_per_example": nll.to(torch.float32).contiguous(),
+        "tokens_per_example": ntok.to(torch.int64).contiguous(),
+    }
+    for name, g in grads.items():
+        tensors["grad." + name] = g.to(torch.float32).contiguous()
+    save_file(tensors, os.path.join(case_dir, "reference.safetensors"))
+
+    rope_info = describe_rope(model)
+    notes = [
+        "Inputs: row 0 has T real tokens, row 1 is right-padded (attention_mask 0 at the end); "
+        "position_ids are 0..T-1 for both rows (HF default). Tokens at padded positions are "
+        f"{'pad_token_id' if config.pad_token_id is not None else 'eos_token_id'} "
+        f"({ids[1, -1].item()}); position 0 of each row is bos ({config.bos_token_id}).",
+        "Logits at padded positions are what HF computes there (the padded query attends to "
+        "all real keys at or before it; padded keys are never attended); they do not enter "
+        "the loss or gradients. Compare logits on attention_mask == 1 positions at least.",
+        "loss = sum(nll_per_example) / sum(tokens_per_example); a target at position t counts "
+        "when labels[t] != -100 (t >= 1), predicted from position t-1.",
+        "Model weights are fp32; norm weights and biases were perturbed (+0.1*randn) after "
+        "HF init, initializer_range 0.1.",
+        "attn_implementation eager; the sdpa_* fields give the max differences to sdpa.",
+    ]
+    if tied:
+        notes.append("Tied embeddings: model.named_parameters() has no lm_head.weight, so "
+                     "grad.model.embed_tokens.weight is the total gradient (embedding lookup + "
+                     "LM head); model.safetensors has no lm_head.weight either.")
+    if spec["family"] == "qwen2":
+        notes.append(f"Qwen2 layer_types = {config.layer_types}; sliding_window = "
+                     f"{config.sliding_window} (use_sliding_window false makes transformers set "
+                     "sliding_window to null), so every layer is full causal attention.")
+    if spec["family"] == "mistral":
+        notes.append("Mistral sliding window: query at position q attends keys k with "
+                     f"q - {config.sliding_window} < k <= q (HF masking_utils "
+                     "sliding_window_overlay) and not padded.")
+    if spec["family"] == "gemma":
+        notes.append("Gemma: hidden = embed(ids) * sqrt(hidden_size) (the scale is a float32 "
+                     "tensor), RMSNorm output * (1 + w), MLP act gelu_pytorch_tanh (tanh "
+                     "approximation), attention scaling head_dim**-0.5. pad_token_id 0 is the "
+                     "nn.Embedding padding_idx in HF; token 0 only occurs at padded positions.")
+    if spec["legacy_config"]:
+        notes.append("config.json rewritten into the older layout (rope_theta/rope_scaling at "
+                     "top level, torch_dtype); transformers loads it to the same model "
+                     "(checked: identical logits).")
+
+    meta = {
+        "case": spec["case"],
+        "description": spec["description"],
+        "family": spec["family"],
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "loss": float(loss),
+        "tied": tied,
+        "batch": int(ids.shape[0]),
+        "seq_len": int(ids.shape[1]),
+        "real_lengths": [int(x) for x in mask.sum(dim=1)],
+        "vocab_size": int(config.vocab_size),
+        "attn_implementation": "eager",
+        "rope": rope_info,
+        "parameters": [n for n, _ in model.named_parameters()],
+        "notes": notes,
+    }
+    meta.update({k: v for k, v in info.items() if k.startswith("sdpa")})
+    with open(os.path.join(case_dir, "reference.json"), "w") as f:
+        json.dump(meta, f, indent=2)
+        f.write("\n")
+
+    if spec["case"] == "llama_gqa":
+        write_score_files(model, spec, case_dir)
+
+    report[spec["case"]] = info
+
+
+def describe_rope(model):
+    """inv_freq actually used by the model vs. the unscaled one (theta^(-2i/d))."""
+    rotary = model.model.rotary_emb
+    inv = rotary.inv_freq.detach().double()
+    cfg = model.config
+    theta = cfg.rope_parameters["rope_theta"]
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    base = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    ratio = (base.double() / inv).tolist()
+    return {
+        "rope_parameters": dict(cfg.rope_parameters),
+        "head_dim": int(head_dim),
+        "attention_scaling": float(rotary.attention_scaling),
+        "inv_freq": [float(x) for x in rotary.inv_freq.tolist()],
+        "unscaled_over_scaled": [float(x) for x in ratio],
+    }
+
+
+def write_score_files(model, spec, case_dir):
+    gen = torch.Generator().manual_seed(spec["seed"] + 29)
+    inputs, expected = [], []
+    for i, n in enumerate(SCORE_LENGTHS):
+        ids = torch.randint(3, model.config.vocab_size, (1, n), generator=gen, dtype=torch.int64)
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits
+        nll, ntok = nll_from_logits(logits, ids)
+        nll_v, tok_v = float(nll[0]), int(ntok[0])
+        mean = nll_v / tok_v
+        inputs.append({"input_ids": [int(x) for x in ids[0]]})
+        expected.append({"index": i, "tokens": tok_v, "nll": nll_v, "mean_nll": mean,
+                         "ppl": math.exp(mean)})
+    with open(os.path.join(case_dir, "score_input.jsonl"), "w") as f:
+        for row in inputs:
+            f.write(json.dumps(row) + "\n")
+    with open(os.path.join(case_dir, "score_expected.jsonl"), "w") as f:
+        for row in expected:
+            f.write(json.dumps(row) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap.add_argument("--out", default=os.path.join(here, "..", "..", "tests", "fixtures", "models"))
+    ap.add_argument("--only", nargs="*", help="case names to (re)write")
+    args = ap.parse_args()
+
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    os.makedirs(args.out, exist_ok=True)
+    report = {}
+    for spec in CASES:
+        if args.only and spec["case"] not in args.only:
+            continue
+        write_case(spec, os.path.normpath(args.out), report)
+    json.dump(report, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()
