@@ -322,7 +322,9 @@ def write_case(spec, out_root, report):
         notes.append("Gemma: hidden = embed(ids) * sqrt(hidden_size) (the scale is a float32 "
                      "tensor), RMSNorm output * (1 + w), MLP act gelu_pytorch_tanh (tanh "
                      "approximation), attention scaling head_dim**-0.5. pad_token_id 0 is the "
-                     "nn.Embedding padding_idx in HF; token 0 only occurs at padded positions.")
+                     "nn.Embedding padding_idx in HF (its init zeroes that row of embed_tokens, so with "
+                     "tied weights the logit of token 0 is exactly 0); token 0 only occurs at "
+                     "padded positions, where it gets no gradient either way.")
     if spec["legacy_config"]:
         notes.append("config.json rewritten into the older layout (rope_theta/rope_scaling at "
                      "top level, torch_dtype); transformers loads it to the same model "
