@@ -1,0 +1,238 @@
+// GEMM throughput: magix's gemm()/matmul_forward against each candidate BLAS called directly,
+// fp32, square n = 512, 1024, 2048, in the same run. Every engine runs in its own child process
+// (OpenBLAS reads OPENBLAS_CORETYPE only when it is loaded), rounds interleave the engines, and
+// each figure is the median over rounds of the per-child median over repetitions.
+//
+//   bench_gemm [--threads 2] [--rounds 3] [--reps 5]      the table (docs/kernels.md)
+//   bench_gemm --child ENGINE [--reps 5]                   one engine, machine-readable lines
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/blas_library.hpp"
+#include "kernels/cpu/gemm.hpp"
+#include "kernels/cpu/matmul.hpp"
+
+namespace {
+
+constexpr int64_t kSizes[] = {512, 1024, 2048};
+constexpr const char* kOps[] = {"NN", "NT"};  // NT: C = A·B^T, the layout of matmul_forward
+
+#if defined(__x86_64__)
+#define MULTIARCH "/usr/lib/x86_64-linux-gnu/"
+#else
+#define MULTIARCH "/usr/lib/"
+#endif
+constexpr const char* kOpenblasPath = MULTIARCH "openblas-openmp/libopenblas.so.0";
+constexpr const char* kBlisPath = MULTIARCH "blis-openmp/libblis.so.4";
+constexpr const char* kDnnlPath = "libdnnl.so.2";
+
+// Engines measured; "openblas:X" forces OPENBLAS_CORETYPE=X, "openblas" uses its detection.
+const std::vector<std::string> kEngines = {
+    "magix", "openblas", "openblas:Haswell", "openblas:SkylakeX", "openblas:Cooperlake",
+    "blis",  "dnnl"};
+
+using Gemm = std::function<void(bool trans_b, int64_t n, const float* A, const float* B,
+                                float* C)>;
+
+[[noreturn]] void die(const std::string& message) {
+  std::fprintf(stderr, "bench_gemm: %s\n", message.c_str());
+  std::exit(1);
+}
+
+void* open_or_die(const char* path) {
+  void* handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (handle == nullptr) die(std::string("cannot open ") + path + ": " + dlerror());
+  return handle;
+}
+
+// Returns the engine's gemm and prints its "name" line.
+Gemm make_engine(const std::string& engine) {
+  if (engine == "magix") {
+    std::printf("name %s\n", magix::cpu::gemm_backend_name().c_str());
+    return [](bool trans_b, int64_t n, const float* A, const float* B, float* C) {
+      if (trans_b) {
+        magix::cpu::matmul_forward(C, A, B, nullptr, n, n, n);
+      } else {
+        magix::cpu::gemm(false, false, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
+      }
+    };
+  }
+  if (engine.rfind("openblas", 0) == 0 || engine == "blis") {
+    void* handle = open_or_die(engine == "blis" ? kBlisPath : kOpenblasPath);
+    auto sgemm = reinterpret_cast<magix::cpu::BlasLibrary::Sgemm>(dlsym(handle, "cblas_sgemm"));
+    if (sgemm == nullptr) die(engine + ": no cblas_sgemm");
+    if (auto core = reinterpret_cast<char* (*)()>(dlsym(handle, "openblas_get_corename"))) {
+      std::printf("name OpenBLAS %s\n", core());
+    } else {
+      std::printf("name %s\n", engine.c_str());
+    }
+    return [sgemm](bool trans_b, int64_t n, const float* A, const float* B, float* C) {
+      const int m = static_cast<int>(n);
+      sgemm(magix::cpu::kCblasRowMajor, magix::cpu::kCblasNoTrans,
+            trans_b ? magix::cpu::kCblasTrans : magix::cpu::kCblasNoTrans, m, m, m, 1.0f, A, m,
+            B, m, 0.0f, C, m);
+    };
+  }
+  if (engine == "dnnl") {
+    void* handle = open_or_die(kDnnlPath);
+    using Sgemm = int (*)(char, char, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                          const float*, int64_t, float, float*, int64_t);
+    auto sgemm = reinterpret_cast<Sgemm>(dlsym(handle, "dnnl_sgemm"));
+    if (sgemm == nullptr) die("dnnl: no dnnl_sgemm");
+    std::printf("name oneDNN dnnl_sgemm\n");
+    return [sgemm](bool trans_b, int64_t n, const float* A, const float* B, float* C) {
+      if (sgemm('N', trans_b ? 'T' : 'N', n, n, n, 1.0f, A, n, B, n, 0.0f, C, n) != 0) {
+        die("dnnl_sgemm failed");
+      }
+    };
+  }
+  die("unknown engine " + engine);
+}
+
+struct FreeDeleter {
+  void operator()(float* p) const { std::free(p); }
+};
+using Buffer = std::unique_ptr<float[], FreeDeleter>;
+
+Buffer random_buffer(int64_t count, std::mt19937& rng) {
+  Buffer buffer(static_cast<float*>(std::aligned_alloc(64, count * sizeof(float))));
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  for (int64_t i = 0; i < count; i++) buffer[i] = dist(rng);
+  return buffer;
+}
+
+// Child: for each op and size, median GFLOP/s over `reps` timed calls after one warm-up.
+int run_child(const std::string& engine, int reps) {
+  Gemm gemm = make_engine(engine);
+  std::mt19937 rng(1234);
+  for (const char* op : kOps) {
+    for (int64_t n : kSizes) {
+      Buffer A = random_buffer(n * n, rng), B = random_buffer(n * n, rng),
+             C = random_buffer(n * n, rng);
+      const bool trans_b = std::strcmp(op, "NT") == 0;
+      gemm(trans_b, n, A.get(), B.get(), C.get());
+      std::vector<double> gflops;
+      for (int r = 0; r < reps; r++) {
+        auto t0 = std::chrono::steady_clock::now();
+        gemm(trans_b, n, A.get(), B.get(), C.get());
+        std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
+        gflops.push_back(2.0 * n * n * n / dt.count() * 1e-9);
+      }
+      std::sort(gflops.begin(), gflops.end());
+      std::printf("result %s %lld %.2f\n", op, static_cast<long long>(n), gflops[reps / 2]);
+    }
+  }
+  return 0;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+int run_driver(int threads, int rounds, int reps) {
+  char self[4096];
+  ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (len <= 0) die("cannot find /proc/self/exe");
+  self[len] = '\0';
+  const char* user_coretype = std::getenv("OPENBLAS_CORETYPE");
+  // results[engine][op + n] = per-round medians
+  std::map<std::string, std::map<std::string, std::vector<double>>> results;
+  std::map<std::string, std::string> names;
+  for (int round = 0; round < rounds; round++) {
+    for (const std::string& engine : kEngines) {
+      std::string env = "OMP_NUM_THREADS=" + std::to_string(threads) +
+                        " BLIS_NUM_THREADS=" + std::to_string(threads);
+      if (engine.rfind("openblas:", 0) == 0) {
+        env += " OPENBLAS_CORETYPE=" + engine.substr(9);
+      } else if (engine != "magix" || user_coretype == nullptr) {
+        env = "env -u OPENBLAS_CORETYPE " + env;
+      }
+      std::string command = env + " '" + self + "' --child " + engine + " --reps " +
+                            std::to_string(reps);
+      FILE* pipe = popen(command.c_str(), "r");
+      if (pipe == nullptr) die("popen failed");
+      char line[512];
+      while (std::fgets(line, sizeof(line), pipe)) {
+        char op[8];
+        long long n = 0;
+        double value = 0;
+        if (std::strncmp(line, "name ", 5) == 0) {
+          names[engine] = std::string(line + 5, std::strcspn(line + 5, "\n"));
+        } else if (std::sscanf(line, "result %7s %lld %lf", op, &n, &value) == 3) {
+          results[engine][std::string(op) + std::to_string(n)].push_back(value);
+        }
+      }
+      if (pclose(pipe) != 0) std::fprintf(stderr, "bench_gemm: engine %s failed\n", engine.c_str());
+    }
+  }
+  std::printf("fp32 GEMM, square n, %d threads, GFLOP/s: median of %d rounds x %d reps\n",
+              threads, rounds, reps);
+  std::printf("%-44s", "engine");
+  std::vector<std::string> columns;
+  for (const char* op : kOps) {
+    for (int64_t n : kSizes) {
+      columns.push_back(std::string(op) + std::to_string(n));
+      std::printf(" %8s", columns.back().c_str());
+    }
+  }
+  std::printf("\n");
+  std::map<std::string, double> best;
+  for (const std::string& engine : kEngines) {
+    std::string label = engine + " [" + names[engine] + "]";
+    std::printf("%-44.44s", label.c_str());
+    for (const std::string& column : columns) {
+      double value = median(results[engine][column]);
+      if (engine != "magix") best[column] = std::max(best[column], value);
+      std::printf(" %8.1f", value);
+    }
+    std::printf("\n");
+  }
+  std::printf("%-44s", "magix / fastest candidate");
+  for (const std::string& column : columns) {
+    double ratio = best[column] > 0 ? median(results["magix"][column]) / best[column] : 0.0;
+    std::printf(" %8.3f", ratio);
+  }
+  std::printf("\n");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = 2, rounds = 3, reps = 5;
+  std::string child;
+  for (int i = 1; i < argc; i++) {
+    std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) die("missing value after " + arg);
+      return argv[++i];
+    };
+    if (arg == "--threads") {
+      threads = std::atoi(value().c_str());
+    } else if (arg == "--rounds") {
+      rounds = std::atoi(value().c_str());
+    } else if (arg == "--reps") {
+      reps = std::atoi(value().c_str());
+    } else if (arg == "--child") {
+      child = value();
+    } else {
+      die("unknown argument " + arg + " (see the comment at the top of bench/gemm.cpp)");
+    }
+  }
+  if (threads < 1 || rounds < 1 || reps < 1) die("--threads, --rounds and --reps must be >= 1");
+  if (!child.empty()) return run_child(child, reps);
+  return run_driver(threads, rounds, reps);
+}
