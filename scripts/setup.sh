@@ -5,7 +5,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git xz-utils python3
   libopenblas-dev libopenblas0-openmp libdnnl-dev
   libopenmpi-dev openmpi-bin
-  nlohmann-json3-dev libpcre2-dev libcli11-dev libfmt-dev
+  nlohmann-json3-dev libpcre2-dev libicu-dev libcli11-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
 )
