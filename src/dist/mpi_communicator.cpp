@@ -1,5 +1,8 @@
 // The MPI engine behind Communicator, and the Runtime that owns the MPI world. The only file
 // that includes mpi.h.
+// The C API only: no MPI C++ bindings.
+#define OMPI_SKIP_MPICXX 1
+#define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 #include <unistd.h>
 
