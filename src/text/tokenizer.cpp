@@ -1,39 +1,233 @@
-// Tokenizer: transient stubs (being written).
+// Tokenizer: loading tokenizer.json and the encode / decode pipelines (HF tokenizers' order:
+// added tokens -> normalizer -> normalized added tokens -> pre-tokenizer -> BPE -> post-processor).
 #include "magix/tokenizer.hpp"
 
+#include <fstream>
+#include <sstream>
+
 #include "magix/error.hpp"
+#include "magix/hf_files.hpp"
+#include "text/tokenizer_impl.hpp"
+#include "text/unicode.hpp"
 
 namespace magix {
 
-struct TokenizerImpl {};
+using nlohmann::json;
+
+std::optional<int32_t> TokenizerImpl::token_to_id(std::string_view token) const {
+  if (const auto it = added_by_content.find(token); it != added_by_content.end()) return it->second;
+  return model->token_to_id(token);
+}
+
+std::optional<std::string> TokenizerImpl::id_to_token(int32_t id) const {
+  if (const auto it = added_by_id.find(id); it != added_by_id.end()) return added[it->second].content;
+  if (const std::string* t = model->id_to_token(id)) return *t;
+  return std::nullopt;
+}
+
+bool TokenizerImpl::is_special(int32_t id) const {
+  const auto it = added_by_id.find(id);
+  return it != added_by_id.end() && added[it->second].special;
+}
+
+void TokenizerImpl::encode_plain(std::string_view text, size_t begin, text::EncodingBuffer& out) const {
+  text::NormalizedString ns = text::NormalizedString::from_original(text, begin);
+  if (normalizer) normalizer->normalize(ns);
+  std::vector<text::AddedSplit> splits;
+  if (normalized_matcher.empty()) {
+    splits.push_back({{0, ns.text.size()}, -1});
+  } else {
+    splits = normalized_matcher.split(ns.text, added);
+  }
+  std::vector<text::NormalizedString> pieces;
+  std::vector<text::ModelToken> tokens;
+  for (const auto& sp : splits) {
+    const auto [b, e] = sp.range;
+    if (sp.token >= 0) {
+      out.ids.push_back(added[static_cast<size_t>(sp.token)].id);
+      out.offsets.push_back(e > b ? ns.original_range(b, e) : text::Range{ns.original_begin, ns.original_begin});
+      continue;
+    }
+    if (e <= b) continue;
+    pieces.clear();
+    pieces.push_back(b == 0 && e == ns.text.size() ? std::move(ns) : ns.slice(b, e));
+    if (pre_tokenizer) pre_tokenizer->split(pieces);
+    for (const auto& piece : pieces) {
+      tokens.clear();
+      model->tokenize(piece.text, tokens);
+      for (const auto& t : tokens) {
+        out.ids.push_back(t.id);
+        out.offsets.push_back(piece.original_range(t.begin, t.end));
+      }
+    }
+  }
+}
+
+text::EncodingBuffer TokenizerImpl::encode(std::string_view input, bool add_special_tokens) const {
+  text::check_utf8(input, "Tokenizer::encode: input text");
+  text::EncodingBuffer enc;
+  if (raw_matcher.empty()) {
+    encode_plain(input, 0, enc);
+  } else {
+    for (const auto& sp : raw_matcher.split(input, added)) {
+      const auto [b, e] = sp.range;
+      if (sp.token >= 0) {
+        enc.ids.push_back(added[static_cast<size_t>(sp.token)].id);
+        enc.offsets.push_back({b, e});
+      } else {
+        encode_plain(input.substr(b, e - b), b, enc);
+      }
+    }
+  }
+  if (post_processor) {
+    post_processor->process(enc, add_special_tokens, [this](int32_t id) { return id_to_token(id).value_or(""); });
+  }
+  return enc;
+}
+
+namespace {
+
+std::shared_ptr<TokenizerImpl> build_impl(const json& j, TokenizerConfig config, const std::string& source) {
+  auto impl = std::make_shared<TokenizerImpl>();
+  impl->source = source;
+  impl->config = std::move(config);
+  MAGIX_CHECK(j.is_object() && j.contains("model"), "{}: not a tokenizer.json (no 'model')", source);
+  const auto field = [&](const char* key) { return j.contains(key) ? j.at(key) : json(); };
+  MAGIX_CHECK(field("truncation").is_null() && field("padding").is_null(),
+              "{}: 'truncation' and 'padding' in tokenizer.json are not supported (set them to null)", source);
+  impl->normalizer = text::make_normalizer(field("normalizer"), source);
+  impl->pre_tokenizer = text::make_pre_tokenizer(field("pre_tokenizer"), source);
+  impl->model = std::make_unique<text::BpeModel>(j.at("model"), source);
+  impl->post_processor = text::make_post_processor(field("post_processor"), source);
+  impl->decoder = text::make_decoder(field("decoder"), source);
+
+  int64_t max_id = impl->model->max_id();
+  const json& added = j.contains("added_tokens") ? j.at("added_tokens") : json::array();
+  MAGIX_CHECK(added.is_array(), "{}: 'added_tokens' must be an array", source);
+  for (const auto& a : added) {
+    text::AddedToken t;
+    t.id = a.at("id").get<int32_t>();
+    MAGIX_CHECK(t.id >= 0, "{}: added token id {} is negative", source, t.id);
+    t.content = a.at("content").get<std::string>();
+    text::check_utf8(t.content, source + ": added token content");
+    t.single_word = a.value("single_word", false);
+    t.lstrip = a.value("lstrip", false);
+    t.rstrip = a.value("rstrip", false);
+    t.normalized = a.value("normalized", !a.value("special", false));
+    t.special = a.value("special", false);
+    max_id = std::max<int64_t>(max_id, t.id);
+    impl->added_by_id[t.id] = impl->added.size();
+    impl->added_by_content[t.content] = t.id;
+    impl->added.push_back(std::move(t));
+  }
+  // Special tokens are matched before the others of the same pattern (HF order).
+  for (int pass = 0; pass < 2; ++pass) {
+    for (size_t i = 0; i < impl->added.size(); ++i) {
+      const text::AddedToken& t = impl->added[i];
+      if (t.special != (pass == 0)) continue;
+      if (!t.normalized) {
+        impl->raw_matcher.add(t.content, static_cast<int32_t>(i));
+      } else {
+        text::NormalizedString ns = text::NormalizedString::from_original(t.content, 0);
+        if (impl->normalizer) impl->normalizer->normalize(ns);
+        impl->normalized_matcher.add(ns.text, static_cast<int32_t>(i));
+      }
+    }
+  }
+  impl->vocab_size = max_id + 1;
+  const auto special_id = [&](const std::optional<std::string>& tok, const char* what) -> std::optional<int32_t> {
+    if (!tok) return std::nullopt;
+    const auto id = impl->token_to_id(*tok);
+    MAGIX_CHECK(id.has_value(), "{}: tokenizer_config {} '{}' is not in the vocabulary", source, what, *tok);
+    return id;
+  };
+  impl->bos = special_id(impl->config.bos_token, "bos_token");
+  impl->eos = special_id(impl->config.eos_token, "eos_token");
+  impl->pad = special_id(impl->config.pad_token, "pad_token");
+  return impl;
+}
+
+}  // namespace
 
 Tokenizer::Tokenizer(std::shared_ptr<const TokenizerImpl> impl) : impl_(std::move(impl)) {}
 Tokenizer::~Tokenizer() = default;
 
-Tokenizer Tokenizer::load(const std::string&) { MAGIX_FAIL("Tokenizer: not built yet"); }
-Tokenizer Tokenizer::from_file(const std::filesystem::path&, TokenizerConfig) {
-  MAGIX_FAIL("Tokenizer: not built yet");
+Tokenizer Tokenizer::from_json_string(std::string_view text, TokenizerConfig config, const std::string& source) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    MAGIX_FAIL("{}: invalid JSON: {}", source, e.what());
+  }
+  try {
+    return Tokenizer(build_impl(j, std::move(config), source));
+  } catch (const json::exception& e) {
+    MAGIX_FAIL("{}: unexpected tokenizer.json structure: {}", source, e.what());
+  }
 }
-Tokenizer Tokenizer::from_json_string(std::string_view, TokenizerConfig, const std::string&) {
-  MAGIX_FAIL("Tokenizer: not built yet");
-}
-std::vector<int32_t> Tokenizer::encode(std::string_view, bool) const { MAGIX_FAIL("not built yet"); }
-Tokenizer::Encoding Tokenizer::encode_with_offsets(std::string_view, bool) const {
-  MAGIX_FAIL("not built yet");
-}
-std::string Tokenizer::decode(std::span<const int32_t>, bool) const { MAGIX_FAIL("not built yet"); }
-int64_t Tokenizer::vocab_size() const { MAGIX_FAIL("not built yet"); }
-std::optional<int32_t> Tokenizer::token_to_id(std::string_view) const { MAGIX_FAIL("not built yet"); }
-std::string Tokenizer::id_to_token(int32_t) const { MAGIX_FAIL("not built yet"); }
-bool Tokenizer::is_special(int32_t) const { MAGIX_FAIL("not built yet"); }
-std::optional<int32_t> Tokenizer::bos_id() const { MAGIX_FAIL("not built yet"); }
-std::optional<int32_t> Tokenizer::eos_id() const { MAGIX_FAIL("not built yet"); }
-std::optional<int32_t> Tokenizer::pad_id() const { MAGIX_FAIL("not built yet"); }
-const TokenizerConfig& Tokenizer::config() const { MAGIX_FAIL("not built yet"); }
 
-StreamDecoder::StreamDecoder(const Tokenizer& tokenizer, bool skip_special_tokens)
-    : tokenizer_(&tokenizer), skip_special_tokens_(skip_special_tokens) {}
-std::string StreamDecoder::push(int32_t) { MAGIX_FAIL("not built yet"); }
-std::string StreamDecoder::finish() { MAGIX_FAIL("not built yet"); }
+Tokenizer Tokenizer::from_file(const std::filesystem::path& tokenizer_json, TokenizerConfig config) {
+  std::ifstream in(tokenizer_json, std::ios::binary);
+  MAGIX_CHECK(in.good(), "cannot open tokenizer file '{}'", tokenizer_json.string());
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  MAGIX_CHECK(!in.bad(), "cannot read tokenizer file '{}'", tokenizer_json.string());
+  return from_json_string(ss.str(), std::move(config), tokenizer_json.string());
+}
+
+Tokenizer Tokenizer::load(const std::string& name_or_path) {
+  namespace fs = std::filesystem;
+  const fs::path p(name_or_path);
+  if (fs::is_regular_file(p)) return from_file(p, load_tokenizer_config(p.parent_path()));
+  const fs::path dir = fs::is_directory(p) ? p : resolve_model_dir(name_or_path);
+  const fs::path file = dir / "tokenizer.json";
+  MAGIX_CHECK(fs::is_regular_file(file), "no tokenizer.json in '{}' (only tokenizer.json files are supported)",
+              dir.string());
+  return from_file(file, load_tokenizer_config(dir));
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
+  return impl_->encode(text, add_special_tokens).ids;
+}
+
+Tokenizer::Encoding Tokenizer::encode_with_offsets(std::string_view text, bool add_special_tokens) const {
+  text::EncodingBuffer enc = impl_->encode(text, add_special_tokens);
+  return Encoding{std::move(enc.ids), std::move(enc.offsets)};
+}
+
+std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_tokens) const {
+  std::vector<std::string> tokens;
+  tokens.reserve(ids.size());
+  for (const int32_t id : ids) {
+    if (skip_special_tokens && impl_->is_special(id)) continue;
+    auto t = impl_->id_to_token(id);
+    MAGIX_CHECK(t.has_value(), "Tokenizer::decode: id {} is not in the vocabulary of {} (size {})", id,
+                impl_->source, impl_->vocab_size);
+    tokens.push_back(std::move(*t));
+  }
+  if (!impl_->decoder) {
+    std::string out;
+    for (size_t i = 0; i < tokens.size(); ++i) out += (i ? " " : "") + tokens[i];
+    return out;
+  }
+  impl_->decoder->decode_chain(tokens);
+  std::string out;
+  for (const auto& t : tokens) out += t;
+  return out;
+}
+
+int64_t Tokenizer::vocab_size() const { return impl_->vocab_size; }
+std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const { return impl_->token_to_id(token); }
+std::string Tokenizer::id_to_token(int32_t id) const {
+  auto t = impl_->id_to_token(id);
+  MAGIX_CHECK(t.has_value(), "Tokenizer::id_to_token: id {} is out of range for {} (vocab size {})", id,
+              impl_->source, impl_->vocab_size);
+  return std::move(*t);
+}
+bool Tokenizer::is_special(int32_t id) const { return impl_->is_special(id); }
+std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos; }
+std::optional<int32_t> Tokenizer::eos_id() const { return impl_->eos; }
+std::optional<int32_t> Tokenizer::pad_id() const { return impl_->pad; }
+const TokenizerConfig& Tokenizer::config() const { return impl_->config; }
 
 }  // namespace magix

@@ -1,0 +1,34 @@
+// tokenizer.json "post_processor": TemplateProcessing, ByteLevel (offset trimming), BertProcessing,
+// Sequence. Runs on the encoding of a single sequence.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "text/normalized_string.hpp"
+
+namespace magix::text {
+
+struct EncodingBuffer {
+  std::vector<int32_t> ids;
+  std::vector<Range> offsets;  // byte offsets into the input; {0, 0} for added special tokens
+};
+
+// id -> token string (for offset trimming).
+using IdToToken = std::function<std::string(int32_t)>;
+
+class PostProcessor {
+ public:
+  virtual ~PostProcessor() = default;
+  virtual void process(EncodingBuffer& enc, bool add_special_tokens, const IdToToken& id_to_token) const = 0;
+};
+
+// null -> nullptr; an unknown "type" is an error naming it and `source`.
+std::unique_ptr<PostProcessor> make_post_processor(const nlohmann::json& j, const std::string& source);
+
+}  // namespace magix::text

@@ -1,0 +1,111 @@
+#include "text/tokenizer_regex.hpp"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include "magix/error.hpp"
+#include "text/unicode.hpp"
+
+namespace magix::text {
+namespace {
+
+// Oniguruma's (and Rust regex's) \s is Unicode White_Space, which also holds U+0085 (NEL);
+// PCRE2's UCP \s does not. Rewrites \s to include it (\S outside classes likewise).
+std::string widen_whitespace_class(const std::string& p) {
+  std::string out;
+  int class_depth = 0;
+  for (size_t i = 0; i < p.size(); ++i) {
+    const char c = p[i];
+    if (c == '\\' && i + 1 < p.size()) {
+      const char n = p[i + 1];
+      if (n == 's') {
+        out += class_depth > 0 ? "\\s\\x{85}" : "[\\s\\x{85}]";
+      } else if (n == 'S' && class_depth == 0) {
+        out += "[^\\s\\x{85}]";
+      } else {
+        out += c;
+        out += n;
+      }
+      ++i;
+      continue;
+    }
+    if (c == '[') {
+      ++class_depth;
+      out += c;
+      // A ']' right after '[' or '[^' is a literal.
+      if (i + 1 < p.size() && p[i + 1] == '^') out += p[++i];
+      if (i + 1 < p.size() && p[i + 1] == ']') out += p[++i];
+      continue;
+    }
+    if (c == ']' && class_depth > 0) --class_depth;
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+Regex::Regex(const std::string& pattern, const std::string& context) {
+  const std::string p = widen_whitespace_class(pattern);
+  int err = 0;
+  PCRE2_SIZE err_offset = 0;
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(p.data()), p.size(),
+                                   PCRE2_UTF | PCRE2_UCP, &err, &err_offset, nullptr);
+  if (code == nullptr) {
+    PCRE2_UCHAR msg[256];
+    pcre2_get_error_message(err, msg, sizeof(msg));
+    MAGIX_FAIL("{}: cannot compile regex '{}': {} at offset {}", context, pattern,
+               reinterpret_cast<const char*>(msg), err_offset);
+  }
+  pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // falls back to the interpreter if JIT is absent
+  code_ = std::shared_ptr<void>(code, [](void* c) { pcre2_code_free(static_cast<pcre2_code*>(c)); });
+}
+
+void Regex::find_all(std::string_view s, std::vector<Range>& out) const {
+  auto* code = static_cast<pcre2_code*>(code_.get());
+  std::unique_ptr<pcre2_match_data, void (*)(pcre2_match_data*)> md(
+      pcre2_match_data_create_from_pattern(code, nullptr), pcre2_match_data_free);
+  MAGIX_CHECK(md != nullptr, "regex: out of memory");
+  const auto* subject = reinterpret_cast<PCRE2_SPTR>(s.data());
+  size_t start = 0;
+  while (start <= s.size()) {
+    const int rc = pcre2_match(code, subject, s.size(), start, PCRE2_NO_UTF_CHECK, md.get(), nullptr);
+    if (rc == PCRE2_ERROR_NOMATCH) break;
+    MAGIX_CHECK(rc >= 0, "regex: match failed with PCRE2 error {}", rc);
+    const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md.get());
+    const size_t b = ov[0], e = ov[1];
+    if (e > b) {
+      out.emplace_back(b, e);
+      start = e;
+    } else {  // empty match: move on by one character
+      if (b >= s.size()) break;
+      start = b + utf8_len(static_cast<unsigned char>(s[b]));
+    }
+  }
+}
+
+Pattern Pattern::literal(std::string s) {
+  Pattern p;
+  p.literal_ = std::move(s);
+  return p;
+}
+
+Pattern Pattern::regex(const std::string& pattern, const std::string& context) {
+  Pattern p;
+  p.regex_ = std::make_shared<const Regex>(pattern, context);
+  return p;
+}
+
+void Pattern::find_all(std::string_view s, std::vector<Range>& out) const {
+  if (regex_) {
+    regex_->find_all(s, out);
+    return;
+  }
+  if (literal_.empty()) return;
+  for (size_t pos = s.find(literal_); pos != std::string_view::npos; pos = s.find(literal_, pos)) {
+    out.emplace_back(pos, pos + literal_.size());
+    pos += literal_.size();
+  }
+}
+
+}  // namespace magix::text
