@@ -15,9 +15,10 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "magix/error.hpp"
@@ -29,113 +30,170 @@ constexpr int64_t kQueryBlock = 64;
 constexpr int64_t kColTile = 16;  // columns per register tile in matmul_nt
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// exp(x) in float for x in [-87, 88], ~1 ulp; returns exactly 0 below -87.3 (so -inf -> 0) where
-// expf would give a denormal (< 1.2e-38, negligible against a softmax sum >= 1). Callers pass
-// x <= ~0 (scores minus the row max or the lse).
-// Written so that loops over it vectorize: Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2,
-// degree-6 minimax polynomial for e^r, then 2^n from the exponent bits.
-inline float exp_neg(float x) {
-  const float xc = std::min(std::max(x, -87.0f), 88.0f);
-  const float n = std::floor(xc * 1.44269504088896341f + 0.5f);
-  float r = xc - n * 0.693359375f;
+// Eight floats (int32s) in one register: AVX2 with the project's -march, two SSE halves without.
+using Vec8 = float __attribute__((vector_size(32)));
+using Int8 = int32_t __attribute__((vector_size(32)));
+
+inline Vec8 load8(const float* p) {
+  Vec8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline void store8(float* p, Vec8 v) { std::memcpy(p, &v, sizeof v); }
+
+// exp(x) in float, ~1 ulp for x in [-87, 88]; exactly 0 below -87.33 (so -inf -> 0) where expf
+// would give a denormal (< 1.2e-38, negligible against a softmax sum >= 1). Callers pass
+// x <= ~0 (scores minus the row max or the lse). Cody-Waite reduction x = n ln2 + r,
+// |r| <= ln2/2 (n rounded with the 1.5 * 2^23 trick), degree-6 polynomial for e^r (the Cephes
+// expf coefficients), 2^n from the exponent bits. One body for T = float and T = Vec8.
+template <class T, class I>
+inline T exp_neg(T x) {
+  const T lo = T{} - 87.0f, hi = T{} + 88.0f;
+  const T xc = x < lo ? lo : (x > hi ? hi : x);
+  const T n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  T r = xc - n * 0.693359375f;
   r = r + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
+  T p = T{} + 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  const float y = p * std::bit_cast<float>(bits);
-  return x < -87.33f ? 0.0f : y;
+  I bits;
+  if constexpr (std::is_same_v<T, float>) {
+    bits = (static_cast<int32_t>(n) + 127) << 23;
+  } else {
+    bits = (__builtin_convertvector(n, I) + 127) << 23;
+  }
+  T two_n;
+  std::memcpy(&two_n, &bits, sizeof two_n);
+  return x < -87.33f ? T{} : p * two_n;
 }
 
-// C (M, N) = alpha * A (M, K) · B^T, B (N, K) row-major with leading dims lda, ldb, ldc.
-// bt is scratch of K * round_up(N, kColTile) floats (B is packed transposed into it).
+// max(x[0..n)), -inf for n = 0.
+float row_max(const float* x, int64_t n) {
+  Vec8 m8 = Vec8{} + kNegInf;
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) {
+    const Vec8 v = load8(x + c);
+    m8 = v > m8 ? v : m8;
+  }
+  float m = kNegInf;
+  for (int j = 0; j < 8; ++j) m = std::max(m, m8[j]);
+  for (; c < n; ++c) m = std::max(m, x[c]);
+  return m;
+}
+
+// x[c] = exp(x[c] - shift) for c < n; returns their sum.
+float exp_shifted(float* x, int64_t n, float shift) {
+  Vec8 s8{};
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) {
+    const Vec8 e = exp_neg<Vec8, Int8>(load8(x + c) - shift);
+    store8(x + c, e);
+    s8 += e;
+  }
+  float sum = 0.0f;
+  for (int j = 0; j < 8; ++j) sum += s8[j];
+  for (; c < n; ++c) sum += x[c] = exp_neg<float, int32_t>(x[c] - shift);
+  return sum;
+}
+
+// One 4 x 16 tile of C at (m0, n0): C (=|+=) alpha * sum_k a(r, k) * B[k, n0 + j], where
+// a(r, k) = A[(m0 + r) * a_row + k * a_k]. Rows r >= mm repeat row mm - 1 and are not stored;
+// kFull: 16 columns readable from B (else nn < 16 of them, read through a zero-padded copy).
+template <bool kFull>
+void tile_4x16(int64_t mm, int64_t nn, int64_t K, float alpha, const float* A, int64_t a_row,
+               int64_t a_k, const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  const float* a0 = A;
+  const float* a1 = A + std::min<int64_t>(1, mm - 1) * a_row;
+  const float* a2 = A + std::min<int64_t>(2, mm - 1) * a_row;
+  const float* a3 = A + std::min<int64_t>(3, mm - 1) * a_row;
+  Vec8 c00{}, c01{}, c10{}, c11{}, c20{}, c21{}, c30{}, c31{};
+  for (int64_t k = 0; k < K; ++k) {
+    Vec8 b0, b1;
+    if constexpr (kFull) {
+      b0 = load8(B + k * ldb);
+      b1 = load8(B + k * ldb + 8);
+    } else {
+      float pad[kColTile] = {};
+      std::memcpy(pad, B + k * ldb, nn * sizeof(float));
+      b0 = load8(pad);
+      b1 = load8(pad + 8);
+    }
+    const int64_t ka = k * a_k;
+    c00 += a0[ka] * b0;
+    c01 += a0[ka] * b1;
+    c10 += a1[ka] * b0;
+    c11 += a1[ka] * b1;
+    c20 += a2[ka] * b0;
+    c21 += a2[ka] * b1;
+    c30 += a3[ka] * b0;
+    c31 += a3[ka] * b1;
+  }
+  const Vec8 acc[4][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
+  for (int64_t r = 0; r < mm; ++r) {
+    float tile[kColTile];
+    std::memcpy(tile, &acc[r][0], sizeof(Vec8));
+    std::memcpy(tile + 8, &acc[r][1], sizeof(Vec8));
+    float* c = C + r * ldc;
+    if (accumulate) {
+      for (int64_t j = 0; j < nn; ++j) c[j] += alpha * tile[j];
+    } else {
+      for (int64_t j = 0; j < nn; ++j) c[j] = alpha * tile[j];
+    }
+  }
+}
+
+// C (M, N) (=|+=) alpha * op(A) · B with B (K, N) row-major; op(A) = A (M, K), or A^T for A
+// (K, M) if trans_a. b_padded: B's rows are readable up to round_up(N, kColTile).
+void matmul(bool trans_a, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+            int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate,
+            bool b_padded = false) {
+  static_assert(kColTile == 16);
+  const int64_t a_row = trans_a ? 1 : lda, a_k = trans_a ? lda : 1;
+  for (int64_t n0 = 0; n0 < N; n0 += kColTile) {
+    const int64_t nn = std::min(kColTile, N - n0);
+    for (int64_t m0 = 0; m0 < M; m0 += 4) {
+      const int64_t mm = std::min<int64_t>(4, M - m0);
+      const float* a = A + m0 * a_row;
+      float* c = C + m0 * ldc + n0;
+      if (nn == kColTile || b_padded)
+        tile_4x16<true>(mm, nn, K, alpha, a, a_row, a_k, B + n0, ldb, c, ldc, accumulate);
+      else
+        tile_4x16<false>(mm, nn, K, alpha, a, a_row, a_k, B + n0, ldb, c, ldc, accumulate);
+    }
+  }
+}
+
+// C (M, N) = alpha * A (M, K) · B^T, B (N, K) row-major. bt is scratch of
+// K * round_up(N, kColTile) floats: B packed transposed and zero-padded.
 void matmul_nt(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                const float* B, int64_t ldb, float* C, int64_t ldc, float* bt) {
   const int64_t np = (N + kColTile - 1) / kColTile * kColTile;
-  for (int64_t k = 0; k < K; ++k) {
-    float* dst = bt + k * np;
-    for (int64_t n = 0; n < N; ++n) dst[n] = B[n * ldb + k];
-    for (int64_t n = N; n < np; ++n) dst[n] = 0.0f;
-  }
-  for (int64_t n0 = 0; n0 < N; n0 += kColTile) {
+  for (int64_t n0 = 0; n0 < np; n0 += kColTile) {  // 16 rows of B at a time stay in L1
     const int64_t nn = std::min(kColTile, N - n0);
-    int64_t m0 = 0;
-    for (; m0 + 4 <= M; m0 += 4) {
-      float acc[4][kColTile] = {};
-      const float* a = A + m0 * lda;
-      for (int64_t k = 0; k < K; ++k) {
-        const float* b = bt + k * np + n0;
-        for (int r = 0; r < 4; ++r) {
-          const float ar = a[r * lda + k];
-          for (int64_t c = 0; c < kColTile; ++c) acc[r][c] += ar * b[c];
-        }
-      }
-      for (int r = 0; r < 4; ++r)
-        for (int64_t c = 0; c < nn; ++c) C[(m0 + r) * ldc + n0 + c] = alpha * acc[r][c];
-    }
-    for (; m0 < M; ++m0) {
-      float acc[kColTile] = {};
-      for (int64_t k = 0; k < K; ++k) {
-        const float ar = A[m0 * lda + k];
-        const float* b = bt + k * np + n0;
-        for (int64_t c = 0; c < kColTile; ++c) acc[c] += ar * b[c];
-      }
-      for (int64_t c = 0; c < nn; ++c) C[m0 * ldc + n0 + c] = alpha * acc[c];
+    for (int64_t k = 0; k < K; ++k) {
+      float* dst = bt + k * np + n0;
+      for (int64_t n = 0; n < nn; ++n) dst[n] = B[(n0 + n) * ldb + k];
+      for (int64_t n = nn; n < kColTile; ++n) dst[n] = 0.0f;
     }
   }
+  matmul(false, M, N, K, alpha, A, lda, bt, np, C, ldc, false, true);
 }
 
-// C (M, N) += alpha * A (M, K) · B (K, N). Zero entries of A (masked probabilities) are cheap.
+// C (M, N) += alpha * A (M, K) · B (K, N).
 void matmul_nn_acc(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                    const float* B, int64_t ldb, float* C, int64_t ldc) {
-  for (int64_t m = 0; m < M; ++m) {
-    float* c = C + m * ldc;
-    const float* a = A + m * lda;
-    int64_t k = 0;
-    for (; k + 4 <= K; k += 4) {
-      const float a0 = alpha * a[k], a1 = alpha * a[k + 1];
-      const float a2 = alpha * a[k + 2], a3 = alpha * a[k + 3];
-      if (a0 == 0.0f && a1 == 0.0f && a2 == 0.0f && a3 == 0.0f) continue;
-      const float* b0 = B + k * ldb;
-      const float* b1 = b0 + ldb;
-      const float* b2 = b1 + ldb;
-      const float* b3 = b2 + ldb;
-      for (int64_t n = 0; n < N; ++n) c[n] += a0 * b0[n] + a1 * b1[n] + a2 * b2[n] + a3 * b3[n];
-    }
-    for (; k < K; ++k) {
-      const float a0 = alpha * a[k];
-      const float* b0 = B + k * ldb;
-      for (int64_t n = 0; n < N; ++n) c[n] += a0 * b0[n];
-    }
-  }
+  matmul(false, M, N, K, alpha, A, lda, B, ldb, C, ldc, true);
 }
 
 // C (M, N) += alpha * A^T · B, A (K, M), B (K, N).
 void matmul_tn_acc(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                    const float* B, int64_t ldb, float* C, int64_t ldc) {
-  for (int64_t m = 0; m < M; ++m) {
-    float* c = C + m * ldc;
-    int64_t k = 0;
-    for (; k + 4 <= K; k += 4) {
-      const float a0 = alpha * A[k * lda + m], a1 = alpha * A[(k + 1) * lda + m];
-      const float a2 = alpha * A[(k + 2) * lda + m], a3 = alpha * A[(k + 3) * lda + m];
-      if (a0 == 0.0f && a1 == 0.0f && a2 == 0.0f && a3 == 0.0f) continue;
-      const float* b0 = B + k * ldb;
-      const float* b1 = b0 + ldb;
-      const float* b2 = b1 + ldb;
-      const float* b3 = b2 + ldb;
-      for (int64_t n = 0; n < N; ++n) c[n] += a0 * b0[n] + a1 * b1[n] + a2 * b2[n] + a3 * b3[n];
-    }
-    for (; k < K; ++k) {
-      const float a0 = alpha * A[k * lda + m];
-      const float* b0 = B + k * ldb;
-      for (int64_t n = 0; n < N; ++n) c[n] += a0 * b0[n];
-    }
-  }
+  matmul(true, M, N, K, alpha, A, lda, B, ldb, C, ldc, true);
 }
 
 // Shapes, pointers and the per-query visible key interval shared by forward and backward.
@@ -151,12 +209,27 @@ struct Problem {
   int64_t kv_off(int64_t b, int64_t t, int64_t g) const { return ((b * T + t) * Hkv + g) * D; }
   int64_t lse_off(int64_t b, int64_t h, int64_t t) const { return (b * Hq + h) * T + t; }
 
-  bool visible(int64_t b, int64_t i, int64_t j) const {
+  // Sets the masked scores of query i (row b) to -inf; sr holds the scores against keys
+  // [jlo, jlo + nk). Returns the largest visible score, -inf if none.
+  float mask_row(int64_t b, int64_t i, int64_t jlo, int64_t nk, float* sr) const {
     const int64_t n = b * T;
-    if (j < lo[n + i] || j > hi[n + i]) return false;  // causality and window live in lo/hi
-    if (mask->key_valid && mask->key_valid[n + j] == 0) return false;
-    if (mask->segment && mask->segment[n + j] != mask->segment[n + i]) return false;
-    return true;
+    // Causality, the window and the valid/segment bounds are in [lo, hi].
+    const int64_t a = std::clamp<int64_t>(lo[n + i] - jlo, 0, nk);
+    const int64_t e = std::clamp<int64_t>(hi[n + i] - jlo + 1, a, nk);
+    std::fill(sr, sr + a, kNegInf);
+    std::fill(sr + e, sr + nk, kNegInf);
+    if (mask->key_valid) {
+      const int32_t* valid = mask->key_valid + n + jlo;
+      for (int64_t c = a; c < e; ++c)
+        if (valid[c] == 0) sr[c] = kNegInf;
+    }
+    if (mask->segment) {
+      const int32_t* seg = mask->segment + n + jlo;
+      const int32_t own = mask->segment[n + i];
+      for (int64_t c = a; c < e; ++c)
+        if (seg[c] != own) sr[c] = kNegInf;
+    }
+    return row_max(sr + a, e - a);
   }
 
   // Keys [jlo, jhi] cover everything visible from queries [i0, i0 + nq) of row b; false: none.
@@ -240,25 +313,14 @@ void forward_block(const Problem& p, float* out, float* lse, const float* q, con
   for (int64_t r = 0; r < nq; ++r) {
     const int64_t i = i0 + r;
     float* sr = s + r * nk;
-    float m = kNegInf;
-    for (int64_t c = 0; c < nk; ++c) {
-      if (p.visible(b, i, jlo + c))
-        m = std::max(m, sr[c]);
-      else
-        sr[c] = kNegInf;
-    }
+    const float m = p.mask_row(b, i, jlo, nk, sr);
     if (m == kNegInf) {  // sees no key: out stays 0
       std::fill(sr, sr + nk, 0.0f);
       lse[p.lse_off(b, h, i)] = kNegInf;
       w.row[r] = 0.0f;
       continue;
     }
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t c = 0; c < nk; ++c) {
-      sr[c] = exp_neg(sr[c] - m);
-      sum += sr[c];
-    }
+    const float sum = exp_shifted(sr, nk, m);
     lse[p.lse_off(b, h, i)] = m + std::log(sum);
     w.row[r] = 1.0f / sum;
   }
@@ -290,10 +352,8 @@ void backward_block(const Problem& p, float* dq, float* dk, float* dv, const flo
       std::fill(sr, sr + nk, 0.0f);
       continue;
     }
-    for (int64_t c = 0; c < nk; ++c)
-      if (!p.visible(b, i, jlo + c)) sr[c] = kNegInf;
-#pragma omp simd
-    for (int64_t c = 0; c < nk; ++c) sr[c] = exp_neg(sr[c] - l);
+    p.mask_row(b, i, jlo, nk, sr);
+    exp_shifted(sr, nk, l);
     float di = 0.0f;  // rowsum(dO ∘ O)
     for (int64_t d = 0; d < D; ++d) di += dob[r * ldq + d] * ob[r * ldq + d];
     w.row[r] = di;
