@@ -1,11 +1,114 @@
+// magix score: per-example negative log-likelihood and perplexity of token sequences.
+#include <fmt/format.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "cli_util.hpp"
 #include "commands.hpp"
+#include "io/safetensors_util.hpp"
 #include "magix/error.hpp"
+#include "magix/model.hpp"
 
 namespace magix::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct ScoreArgs {
+  std::string model;
+  std::string input;
+  std::string output_file;
+  int64_t batch_size = 8;
+  std::string data_field;  // text input: needs the tokenizer (a later issue)
+};
+
+// One example per non-blank line: {"input_ids": [int, ...]} with at least 2 ids in [0, vocab).
+// Errors name the file and the line.
+std::vector<std::vector<int32_t>> read_token_examples(const fs::path& path, int64_t vocab) {
+  std::ifstream in(path);
+  MAGIX_CHECK(in.good(), "cannot open --input '{}'", path.string());
+  std::vector<std::vector<int32_t>> out;
+  std::string line;
+  for (int64_t lineno = 1; std::getline(in, line); ++lineno) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = fmt::format("{}:{}", path.string(), lineno);
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    MAGIX_CHECK(!j.is_discarded(), "{}: invalid JSON", where);
+    MAGIX_CHECK(j.is_object() && j.contains("input_ids"), "{}: no \"input_ids\" field", where);
+    const nlohmann::json& ids = j.at("input_ids");
+    MAGIX_CHECK(ids.is_array(), "{}: \"input_ids\" must be a list of token ids", where);
+    std::vector<int32_t> row;
+    for (const nlohmann::json& id : ids) {
+      MAGIX_CHECK(id.is_number_integer(), "{}: \"input_ids\" holds a non-integer {}", where,
+                  id.dump());
+      const int64_t v = id.get<int64_t>();
+      MAGIX_CHECK(v >= 0 && v < vocab, "{}: token id {} is outside the vocabulary [0, {})",
+                  where, v, vocab);
+      row.push_back(static_cast<int32_t>(v));
+    }
+    MAGIX_CHECK(row.size() >= 2, "{}: needs at least 2 tokens to score, got {}", where,
+                row.size());
+    out.push_back(std::move(row));
+  }
+  MAGIX_CHECK(!out.empty(), "--input '{}' holds no examples", path.string());
+  return out;
+}
+
+void run_score(const ScoreArgs& a) {
+  MAGIX_CHECK(a.data_field.empty(),
+              "--data_field (text input) needs a tokenizer, which magix score does not support "
+              "yet; give token ids as {{\"input_ids\": [...]}} lines");
+  MAGIX_CHECK(a.batch_size > 0, "--batch_size must be positive, got {}", a.batch_size);
+  Mesh mesh;
+  Decoder model = load_decoder(a.model, mesh);
+  const auto examples = read_token_examples(a.input, model.config().vocab_size);
+
+  std::string text;
+  double total_nll = 0;
+  int64_t total_tokens = 0;
+  for (size_t start = 0; start < examples.size(); start += static_cast<size_t>(a.batch_size)) {
+    const size_t end = std::min(examples.size(), start + static_cast<size_t>(a.batch_size));
+    std::vector<std::vector<int32_t>> rows(examples.begin() + start, examples.begin() + end);
+    const LossResult res = model.loss(make_causal_batch(rows), 1.0);
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const double nll = res.nll_per_row[r];
+      const int64_t tokens = res.tokens_per_row[r];
+      const double mean = nll / static_cast<double>(tokens);
+      nlohmann::json line{{"index", start + r}, {"tokens", tokens}, {"nll", nll},
+                          {"mean_nll", mean}, {"ppl", std::exp(mean)}};
+      text += line.dump() + "\n";
+      total_nll += nll;
+      total_tokens += tokens;
+    }
+  }
+  // Atomic: a temporary file renamed into place, so no half-written file looks valid.
+  io::write_file_atomically(a.output_file, [&](int fd, const fs::path& tmp) {
+    io::write_all(fd, text.data(), text.size(), tmp);
+  });
+  const double mean = total_nll / static_cast<double>(total_tokens);
+  fmt::print("examples: {}\ntokens: {}\nmean NLL: {:.6f}\nperplexity: {:.4f}\n", examples.size(),
+             total_tokens, mean, std::exp(mean));
+}
+
+}  // namespace
 
 void add_score_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("score", "(not built yet)");
-  cmd->callback([] { MAGIX_FAIL("'score' is not built yet"); });
+  auto* cmd = app.add_subcommand(
+      "score", "Per-example negative log-likelihood and perplexity of token sequences");
+  auto args = std::make_shared<ScoreArgs>();
+  cmd->add_option(flag("model_name_or_path"), args->model, "HF model folder or hub name")
+      ->required();
+  cmd->add_option(flag("input"), args->input,
+                  "JSONL file, one {\"input_ids\": [...]} per line")->required();
+  cmd->add_option(flag("output_file"), args->output_file,
+                  "JSONL output: index, tokens, nll, mean_nll, ppl per line")->required();
+  cmd->add_option(flag("batch_size"), args->batch_size, "examples per forward pass")
+      ->capture_default_str();
+  cmd->add_option(flag("data_field"), args->data_field,
+                  "text field to tokenize (not supported yet: needs the tokenizer)");
+  cmd->callback([args] { run_score(*args); });
 }
 
 }  // namespace magix::cli

@@ -1,0 +1,159 @@
+// The decoder of the llama / mistral / gemma / qwen2 families: parameters by their HF names,
+// sharded over the mesh by partition specs (DESIGN.md §3), a hand-written forward and backward
+// pass per block, and a chunked LM head + cross-entropy that never keeps full (B·T, V) logits.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "magix/batch.hpp"
+#include "magix/mesh.hpp"
+#include "magix/model_config.hpp"
+#include "magix/tensor.hpp"
+
+namespace magix {
+
+// ---------------------------------------------------------------------------------------------
+// Parameters and their shards
+
+// The mesh axis that shards one tensor dim.
+enum class MeshAxis : uint8_t { kNone, kData, kModel };
+
+// Per tensor dim, the axis that shards it (DESIGN.md §3). Empty dims = replicated.
+struct PartitionSpec {
+  std::vector<MeshAxis> dims;
+  std::string str() const;  // "(model, data)", "()" for replicated
+};
+
+// The default rules (same for every family), first match wins, no match = replicated:
+//   embed_tokens.weight, lm_head.weight          (model, data)   vocab-parallel + FSDP
+//   (q|k|v|gate|up)_proj.weight                  (model, data)   column-parallel + FSDP
+//   (o|down)_proj.weight                         (data, model)   row-parallel + FSDP
+//   (q|k|v|gate|up)_proj.bias                    (model)         follows its weight
+//   everything else (norms, o/down biases)       ()              replicated
+PartitionSpec default_partition_spec(std::string_view name);
+
+struct ParamInfo {
+  std::string name;       // HF name, e.g. "model.layers.0.self_attn.q_proj.weight"
+  Shape global_shape;     // torch layout [out, in] for linear weights
+  PartitionSpec spec;
+  Shape box_start;        // this rank's shard: [box_start, box_start + box_extent) per dim
+  Shape box_extent;       // equals global_shape on the 1x1 mesh
+};
+
+// Every parameter a model of `config` has, in HF order (embed_tokens, per layer: input_layernorm,
+// q/k/v/o (+ biases), post_attention_layernorm, gate/up/down (+ biases); norm; lm_head unless
+// tied), with global shapes and default specs; boxes cover the whole tensor.
+std::vector<ParamInfo> expected_parameters(const ModelConfig& config);
+
+// Sets each info's box for this rank of `mesh`; a dim that does not divide by its axis size is
+// an error naming the parameter and the dim.
+void shard_parameters(std::vector<ParamInfo>& infos, const Mesh& mesh);
+
+// An ordered set of fp32 tensors, one per parameter, each holding this rank's box. Gradients
+// use a ParameterSet of the same layout.
+class ParameterSet {
+ public:
+  ParameterSet() = default;
+  explicit ParameterSet(std::vector<ParamInfo> infos);  // zero-filled local tensors
+
+  size_t size() const { return infos_.size(); }
+  const ParamInfo& info(size_t i) const { return infos_.at(i); }
+  const std::vector<ParamInfo>& infos() const { return infos_; }
+  Tensor& tensor(size_t i) { return tensors_.at(i); }
+  const Tensor& tensor(size_t i) const { return tensors_.at(i); }
+  std::optional<size_t> find(std::string_view name) const;
+  Tensor& at(std::string_view name);  // throws naming the parameter
+  const Tensor& at(std::string_view name) const;
+
+  ParameterSet zeros_like() const;  // same infos, zero tensors
+  void fill_zero();
+
+ private:
+  std::vector<ParamInfo> infos_;
+  std::vector<Tensor> tensors_;
+};
+
+// Checks a folder's tensor names and shapes against `expected`: every expected tensor present
+// with its global shape, nothing unexpected (tolerated: lm_head.weight of a tied model and
+// rotary inv_freq buffers, which transformers ignores too). The error lists every missing,
+// unexpected and mis-shaped tensor. `shape_of` returns the stored shape of a name.
+class HfWeights;
+void validate_weight_names(const std::vector<ParamInfo>& expected, const HfWeights& weights);
+
+// Reads this rank's box of every parameter (bf16/f16 converted to fp32).
+ParameterSet load_parameters(const std::vector<ParamInfo>& infos, const HfWeights& weights);
+
+// Random init as transformers' _init_weights: Linear and Embedding weights ~ normal(0,
+// initializer_range), biases 0, RMSNorm weights 1 (gemma: 0, it scales by 1 + w), the
+// pad_token_id row of embed_tokens 0. Element e of parameter `name` is a pure function of
+// (seed, name, e) (see docs/model.md), so every rank can draw its own box.
+ParameterSet init_parameters(const ModelConfig& config, const std::vector<ParamInfo>& infos,
+                             uint64_t seed);
+
+// ---------------------------------------------------------------------------------------------
+// The decoder
+
+struct DecoderOptions {
+  bool recompute = false;        // keep only each block's input; recompute the rest in backward
+  int64_t head_chunk_rows = 256; // rows of logits computed at a time in the LM head
+};
+
+struct LossResult {
+  double nll_sum = 0;     // sum of NLL over counted targets, all ranks (all-reduced over data)
+  double loss = 0;        // nll_sum / token_count
+  std::vector<double> nll_per_row;     // (B) this rank's rows: sum of NLL of counted targets
+  std::vector<int64_t> tokens_per_row; // (B) counted targets per row
+};
+
+class Decoder {
+ public:
+  // `mesh` must outlive the decoder. `params` must have the layout of
+  // shard_parameters(expected_parameters(config), mesh).
+  Decoder(ModelConfig config, const Mesh& mesh, ParameterSet params, DecoderOptions options = {});
+  ~Decoder();
+  Decoder(Decoder&&) noexcept;
+  Decoder& operator=(Decoder&&) noexcept;
+
+  const ModelConfig& config() const { return config_; }
+  const DecoderOptions& options() const { return options_; }
+  void set_options(const DecoderOptions& options) { options_ = options; }
+  ParameterSet& params() { return params_; }
+  const ParameterSet& params() const { return params_; }
+  const Mesh& mesh() const { return *mesh_; }
+
+  // Loss = (sum of NLL over targets != TokenBatch::kIgnore) / token_count. token_count is the
+  // global number of counted targets (over data ranks and accumulation steps).
+  LossResult loss(const TokenBatch& batch, double token_count);
+  // Same, and grads += d loss / d params (grads has this decoder's parameter layout).
+  LossResult loss_and_grad(const TokenBatch& batch, double token_count, ParameterSet& grads);
+  // Full-vocabulary logits (B, T, V) of this rank's rows (for tests and scoring).
+  Tensor logits(const TokenBatch& batch);
+
+ private:
+  friend class DecoderStep;
+  struct State;
+  ModelConfig config_;
+  const Mesh* mesh_;
+  ParameterSet params_;
+  DecoderOptions options_;
+  std::unique_ptr<State> state_;
+};
+
+// An HF folder or hub name (resolve_model_dir) -> config + this rank's parameter shards.
+Decoder load_decoder(const std::string& name_or_path, const Mesh& mesh,
+                     DecoderOptions options = {});
+
+// The HF-format inputs of a batch of token rows: right-padded rows of `ids` (each at least one
+// token), key_valid 1 on real tokens, positions 0..T-1, targets[t] = ids[t + 1] on real tokens
+// (kIgnore at the last real token and on padding) — the labels = input_ids convention of
+// transformers' causal LM loss.
+TokenBatch make_causal_batch(const std::vector<std::vector<int32_t>>& ids, int32_t pad_id = 0);
+
+}  // namespace magix

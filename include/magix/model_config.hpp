@@ -1,0 +1,61 @@
+// The architecture of a decoder, parsed strictly from a Hugging Face config.json
+// (model_type llama, mistral, gemma or qwen2; the field names and defaults of transformers 5.23,
+// both the older rope_theta/rope_scaling layout and the newer rope_parameters one).
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/glu.hpp"
+#include "kernels/cpu/rope.hpp"
+
+namespace magix {
+
+enum class ModelFamily { kLlama, kMistral, kGemma, kQwen2 };
+
+std::string_view family_name(ModelFamily family);
+
+struct ModelConfig {
+  ModelFamily family = ModelFamily::kLlama;
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;          // C
+  int64_t intermediate_size = 0;    // I
+  int64_t num_layers = 0;           // L
+  int64_t num_heads = 0;            // Hq
+  int64_t num_kv_heads = 0;         // Hkv (divides Hq)
+  int64_t head_dim = 0;             // D (even)
+  float rms_norm_eps = 1e-6f;
+  float rope_theta = 10000.0f;
+  cpu::RopeScaling rope_scaling;    // kNone, kLinear or kLlama3
+  bool attention_bias = false;      // bias on q, k, v projections
+  bool o_proj_bias = false;         // bias on o_proj (llama's attention_bias covers o too; qwen2: none)
+  bool mlp_bias = false;            // bias on gate, up, down
+  bool tie_word_embeddings = false; // lm_head shares model.embed_tokens.weight
+  cpu::Activation activation = cpu::Activation::kSilu;
+  float norm_offset = 0.0f;         // gemma: RMSNorm scales by (1 + w)
+  float embed_scale = 1.0f;         // gemma: embeddings times sqrt(hidden_size), rounded to fp32
+  // Per layer: keys further back than this are masked (query i sees key j iff i - j < window);
+  // 0 = unlimited. Size num_layers.
+  std::vector<int64_t> sliding_window;
+  int64_t max_position_embeddings = 0;
+  double initializer_range = 0.02;
+  std::optional<int64_t> pad_token_id, bos_token_id;
+  std::vector<int64_t> eos_token_ids;
+
+  nlohmann::json raw;  // the config.json as read (written back by `magix init`)
+};
+
+// Parses the JSON of a config.json; `source` names the file in error messages. Unsupported
+// values (another model_type, rope type, activation, attention_dropout > 0, ...) and missing
+// required fields throw magix::Error naming the field. Unknown keys are ignored.
+ModelConfig parse_model_config(const nlohmann::json& j, const std::string& source);
+
+// Reads and parses `path` (a config.json file).
+ModelConfig load_model_config(const std::filesystem::path& path);
+
+}  // namespace magix

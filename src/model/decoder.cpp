@@ -1,0 +1,400 @@
+// The whole decoder: vocab-parallel embedding -> blocks -> final norm -> chunked LM head with a
+// staged (vocab-parallel) cross-entropy; the backward pass in reverse; FSDP gathers of weights
+// before use and reduce-scatters of gradients after.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "block.hpp"
+#include "kernels/cpu/cross_entropy.hpp"
+#include "kernels/cpu/embedding.hpp"
+#include "kernels/cpu/matmul.hpp"
+#include "kernels/cpu/rmsnorm.hpp"
+#include "kernels/cpu/rope.hpp"
+#include "magix/error.hpp"
+#include "magix/model.hpp"
+#include "shard_ops.hpp"
+
+namespace magix {
+namespace {
+
+constexpr int kNone = -1;
+
+// Indices into the ParameterSet of one layer's tensors (kNone where the config has none).
+struct LayerIndex {
+  int ln1, wq, bq, wk, bk, wv, bv, wo, bo, ln2, wg, bg, wu, bu, wd, bd;
+};
+
+int index_of(const ParameterSet& p, const std::string& name) {
+  auto i = p.find(name);
+  return i ? static_cast<int>(*i) : kNone;
+}
+
+// The data-sharded dim of a spec, or -1.
+int data_dim(const PartitionSpec& spec) {
+  for (size_t d = 0; d < spec.dims.size(); ++d) {
+    if (spec.dims[d] == MeshAxis::kData) return static_cast<int>(d);
+  }
+  return -1;
+}
+
+void all_reduce(Communicator& comm, float* x, int64_t n, ReduceOp op) {
+  if (comm.size() > 1) comm.all_reduce(std::span<float>(x, static_cast<size_t>(n)), op);
+}
+
+}  // namespace
+
+struct Decoder::State {
+  // Per parameter: the weight as used (this rank's model slice, gathered over data) and its
+  // gradient buffer. Both alias the ParameterSets' tensors when the data axis has size 1.
+  std::vector<Tensor> full_w, full_g;
+  std::vector<LayerIndex> layers;
+  int embed = kNone, norm = kNone, head = kNone;
+  std::vector<float> inv_freq;  // (D/2)
+  int64_t C = 0, I = 0, Hq = 0, Hkv = 0, D = 0, V = 0, v0 = 0;  // local sizes
+  // Workspace for the current number of rows N (rebuilt when N changes).
+  int64_t N = -1;
+  bool acts_per_layer = false;
+  std::vector<Tensor> x;             // (L + 1) x (N, C): block inputs; x[L] = last output
+  std::vector<model::BlockActs> acts;  // per layer, or one (recompute / no grad)
+  model::BlockScratch scratch;
+  Tensor xf, rstd_f, dx, dxf, tmp;   // (N, C), (N), (N, C) x3
+  std::vector<int32_t> positions, key_valid;
+
+  model::BlockWeights weights(int l) const;
+  model::BlockGrads grads(int l);
+};
+
+model::BlockWeights Decoder::State::weights(int l) const {
+  const LayerIndex& i = layers[static_cast<size_t>(l)];
+  auto w = [&](int k) -> const float* { return k == kNone ? nullptr : full_w[k].data<float>(); };
+  return {w(i.ln1), w(i.wq), w(i.bq), w(i.wk), w(i.bk), w(i.wv), w(i.bv), w(i.wo),
+          w(i.bo),  w(i.ln2), w(i.wg), w(i.bg), w(i.wu), w(i.bu), w(i.wd), w(i.bd)};
+}
+
+model::BlockGrads Decoder::State::grads(int l) {
+  const LayerIndex& i = layers[static_cast<size_t>(l)];
+  auto g = [&](int k) -> float* { return k == kNone ? nullptr : full_g[k].data<float>(); };
+  return {g(i.ln1), g(i.wq), g(i.bq), g(i.wk), g(i.bk), g(i.wv), g(i.bv), g(i.wo),
+          g(i.bo),  g(i.ln2), g(i.wg), g(i.bg), g(i.wu), g(i.bu), g(i.wd), g(i.bd)};
+}
+
+Decoder::Decoder(ModelConfig config, const Mesh& mesh, ParameterSet params,
+                 DecoderOptions options)
+    : config_(std::move(config)),
+      mesh_(&mesh),
+      params_(std::move(params)),
+      options_(options),
+      state_(std::make_unique<State>()) {
+  const ModelConfig& c = config_;
+  const int64_t M = mesh.model_size();
+  MAGIX_CHECK(c.num_heads % M == 0 && c.num_kv_heads % M == 0 && c.intermediate_size % M == 0 &&
+                  c.vocab_size % M == 0,
+              "the model axis size {} must divide num_attention_heads ({}), num_key_value_heads "
+              "({}), intermediate_size ({}) and vocab_size ({})", M, c.num_heads,
+              c.num_kv_heads, c.intermediate_size, c.vocab_size);
+  std::vector<ParamInfo> expected = expected_parameters(c);
+  shard_parameters(expected, mesh);
+  MAGIX_CHECK(expected.size() == params_.size(), "parameter set has {} tensors, the config {}",
+              params_.size(), expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    MAGIX_CHECK(expected[i].name == params_.info(i).name &&
+                    expected[i].box_extent == params_.tensor(i).shape(),
+                "parameter {} ('{}') does not match the config's layout ('{}' {})", i,
+                params_.info(i).name, expected[i].name, shape_str(expected[i].box_extent));
+  }
+  State& s = *state_;
+  s.C = c.hidden_size;
+  s.I = c.intermediate_size / M;
+  s.Hq = c.num_heads / M;
+  s.Hkv = c.num_kv_heads / M;
+  s.D = c.head_dim;
+  s.V = c.vocab_size / M;
+  s.v0 = mesh.model_rank() * s.V;
+  s.inv_freq = cpu::rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const std::string p = fmt::format("model.layers.{}.", l);
+    auto at = [&](const char* n) { return index_of(params_, p + n); };
+    s.layers.push_back({at("input_layernorm.weight"), at("self_attn.q_proj.weight"),
+                        at("self_attn.q_proj.bias"), at("self_attn.k_proj.weight"),
+                        at("self_attn.k_proj.bias"), at("self_attn.v_proj.weight"),
+                        at("self_attn.v_proj.bias"), at("self_attn.o_proj.weight"),
+                        at("self_attn.o_proj.bias"), at("post_attention_layernorm.weight"),
+                        at("mlp.gate_proj.weight"), at("mlp.gate_proj.bias"),
+                        at("mlp.up_proj.weight"), at("mlp.up_proj.bias"),
+                        at("mlp.down_proj.weight"), at("mlp.down_proj.bias")});
+  }
+  s.embed = index_of(params_, "model.embed_tokens.weight");
+  s.norm = index_of(params_, "model.norm.weight");
+  s.head = c.tie_word_embeddings ? s.embed : index_of(params_, "lm_head.weight");
+}
+
+Decoder::~Decoder() = default;
+Decoder::Decoder(Decoder&&) noexcept = default;
+Decoder& Decoder::operator=(Decoder&&) noexcept = default;
+
+namespace {
+
+// Checks a batch from the data loader (user data: errors, not asserts).
+void check_batch(const TokenBatch& b, int64_t vocab) {
+  const size_t n = static_cast<size_t>(b.batch * b.seq);
+  MAGIX_CHECK(b.batch > 0 && b.seq > 0, "empty batch ({} x {})", b.batch, b.seq);
+  MAGIX_CHECK(b.input_ids.size() == n && b.targets.size() == n,
+              "batch arrays must hold B*T = {} entries (input_ids {}, targets {})", n,
+              b.input_ids.size(), b.targets.size());
+  MAGIX_CHECK(b.key_valid.empty() || b.key_valid.size() == n, "key_valid must be empty or B*T");
+  MAGIX_CHECK(b.positions.empty() || b.positions.size() == n, "positions must be empty or B*T");
+  MAGIX_CHECK(b.segments.empty() || b.segments.size() == n, "segments must be empty or B*T");
+  for (size_t i = 0; i < n; ++i) {
+    MAGIX_CHECK(b.input_ids[i] >= 0 && b.input_ids[i] < vocab,
+                "token id {} at row {}, position {} is outside the vocabulary [0, {})",
+                b.input_ids[i], i / b.seq, i % b.seq, vocab);
+    MAGIX_CHECK(b.targets[i] == TokenBatch::kIgnore || (b.targets[i] >= 0 && b.targets[i] < vocab),
+                "target {} at row {}, position {} is outside the vocabulary [0, {})",
+                b.targets[i], i / b.seq, i % b.seq, vocab);
+  }
+}
+
+}  // namespace
+
+// The pieces of a step, shared by loss, loss_and_grad and logits.
+class DecoderStep {
+ public:
+  DecoderStep(const ModelConfig& c, const Mesh& mesh, ParameterSet& params,
+              const DecoderOptions& opt, Decoder::State& s, const TokenBatch& b, bool grad)
+      : c_(c), mesh_(mesh), params_(params), opt_(opt), s_(s), b_(b), grad_(grad) {
+    check_batch(b, c.vocab_size);
+    prepare_workspace();
+    gather_weights();
+  }
+
+  // x[L] <- blocks(embedding(ids)); keeps what the backward pass needs.
+  void forward() {
+    const int64_t N = b_.batch * b_.seq;
+    cpu::embedding_forward(x(0), b_.input_ids.data(), w(s_.embed), N, s_.C, s_.v0, s_.V,
+                           c_.embed_scale);
+    all_reduce(mesh_.model(), x(0), N * s_.C, ReduceOp::kSum);  // vocab-parallel rows
+    for (int l = 0; l < c_.num_layers; ++l) {
+      model::BlockDims d = dims(l);
+      model::block_forward(x(l + 1), x(l), s_.weights(l), acts(l), d);
+    }
+    cpu::rmsnorm_forward(s_.xf.data<float>(), s_.rstd_f.data<float>(), x(c_.num_layers),
+                         w(s_.norm), N, s_.C, c_.rms_norm_eps, c_.norm_offset);
+  }
+
+  // LM head + cross-entropy in row chunks; with grad, also d xf and d head weight.
+  LossResult head(double token_count) {
+    const int64_t N = b_.batch * b_.seq, C = s_.C, V = s_.V;
+    const int64_t R = std::max<int64_t>(1, opt_.head_chunk_rows);
+    LossResult res;
+    res.nll_per_row.assign(static_cast<size_t>(b_.batch), 0.0);
+    res.tokens_per_row.assign(static_cast<size_t>(b_.batch), 0);
+    Tensor logits({std::min(R, N), V});
+    std::vector<float> row_max(R), stats(2 * R), losses(R), dloss(R);
+    const float dl = static_cast<float>(1.0 / token_count);
+    if (grad_) s_.dxf.fill_zero();
+    for (int64_t r0 = 0; r0 < N; r0 += R) {
+      const int64_t rows = std::min(R, N - r0);
+      const int32_t* tgt = b_.targets.data() + r0;
+      const float* xf = s_.xf.data<float>() + r0 * C;
+      float* lg = logits.data<float>();
+      cpu::matmul_forward(lg, xf, w(s_.head), nullptr, rows, C, V);
+      cpu::cross_entropy_max(row_max.data(), lg, rows, V);
+      all_reduce(mesh_.model(), row_max.data(), rows, ReduceOp::kMax);
+      float* sumexp = stats.data();
+      float* tlogit = stats.data() + rows;
+      cpu::cross_entropy_sumexp(sumexp, tlogit, lg, row_max.data(), tgt, s_.v0, rows, V);
+      all_reduce(mesh_.model(), stats.data(), 2 * rows, ReduceOp::kSum);
+      cpu::cross_entropy_loss(losses.data(), row_max.data(), sumexp, tlogit, tgt, rows);
+      for (int64_t i = 0; i < rows; ++i) {
+        if (tgt[i] == TokenBatch::kIgnore) continue;
+        const size_t row = static_cast<size_t>((r0 + i) / b_.seq);
+        res.nll_per_row[row] += losses[i];
+        res.tokens_per_row[row] += 1;
+      }
+      if (!grad_) continue;
+      std::fill(dloss.begin(), dloss.end(), dl);
+      cpu::cross_entropy_backward(lg, lg, row_max.data(), sumexp, tgt, dloss.data(), s_.v0, rows,
+                                  V);
+      cpu::matmul_backward(s_.dxf.data<float>() + r0 * C, g(s_.head), nullptr, lg, xf,
+                           w(s_.head), rows, C, V);
+    }
+    for (double v : res.nll_per_row) res.nll_sum += v;
+    all_reduce_double(res.nll_sum);
+    res.loss = res.nll_sum / token_count;
+    return res;
+  }
+
+  // From d xf back to the parameters; then gradients go to their shards.
+  void backward() {
+    const int64_t N = b_.batch * b_.seq, C = s_.C;
+    all_reduce(mesh_.model(), s_.dxf.data<float>(), N * C, ReduceOp::kSum);  // vocab-parallel
+    s_.dx.fill_zero();
+    cpu::rmsnorm_backward(s_.dx.data<float>(), g(s_.norm), s_.dxf.data<float>(),
+                          x(c_.num_layers), w(s_.norm), s_.rstd_f.data<float>(), N, C,
+                          c_.norm_offset);
+    for (int l = static_cast<int>(c_.num_layers) - 1; l >= 0; --l) {
+      model::BlockDims d = dims(l);
+      if (!s_.acts_per_layer) {  // recompute this block's activations from its input
+        model::block_forward(s_.tmp.data<float>(), x(l), s_.weights(l), acts(l), d);
+      }
+      model::BlockGrads bg = s_.grads(l);
+      model::block_backward(s_.dx.data<float>(), x(l), s_.weights(l), bg, acts(l), s_.scratch, d);
+    }
+    cpu::embedding_backward(g(s_.embed), s_.dx.data<float>(), b_.input_ids.data(), N, C, s_.v0,
+                            s_.V, c_.embed_scale);
+  }
+
+  // Full-vocabulary logits (N, V_global) from xf.
+  Tensor logits() {
+    const int64_t N = b_.batch * b_.seq, C = s_.C, V = s_.V;
+    const int64_t M = mesh_.model_size();
+    Tensor local({N, V});
+    cpu::matmul_forward(local.data<float>(), s_.xf.data<float>(), w(s_.head), nullptr, N, C, V);
+    if (M == 1) return local.reshape({b_.batch, b_.seq, V});
+    Tensor full({N, V * M});
+    model::gather_along_dim(mesh_.model(), local, 1, full);
+    return full.reshape({b_.batch, b_.seq, V * M});
+  }
+
+  // Gradients of this step into their shards (+= into grads).
+  void scatter_grads(ParameterSet& grads) {
+    if (mesh_.data_size() == 1) return;  // full_g aliases grads
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const int dd = data_dim(params_.info(i).spec);
+      if (dd >= 0) {
+        model::reduce_scatter_along_dim(mesh_.data(), s_.full_g[i], dd, grads.tensor(i));
+      } else {
+        model::all_reduce_add(mesh_.data(), s_.full_g[i], grads.tensor(i));
+      }
+    }
+  }
+
+  void bind_grads(ParameterSet& grads) {
+    s_.full_g.resize(params_.size());
+    for (size_t i = 0; i < params_.size(); ++i) {
+      MAGIX_CHECK(grads.tensor(i).shape() == params_.tensor(i).shape(),
+                  "gradient of '{}' has shape {}, the parameter {}", params_.info(i).name,
+                  shape_str(grads.tensor(i).shape()), shape_str(params_.tensor(i).shape()));
+      if (mesh_.data_size() == 1) {
+        s_.full_g[i] = grads.tensor(i);
+      } else {
+        s_.full_g[i] = Tensor(s_.full_w[i].shape());
+      }
+    }
+  }
+
+ private:
+  float* x(int64_t l) { return s_.x[static_cast<size_t>(l)].data<float>(); }
+  const float* w(int k) const { return s_.full_w[static_cast<size_t>(k)].data<float>(); }
+  float* g(int k) { return s_.full_g[static_cast<size_t>(k)].data<float>(); }
+  model::BlockActs& acts(int l) { return s_.acts[s_.acts_per_layer ? l : 0]; }
+
+  void all_reduce_double(double& v) {
+    if (mesh_.data_size() > 1) mesh_.data().all_reduce(std::span<double>(&v, 1), ReduceOp::kSum);
+  }
+
+  model::BlockDims dims(int l) {
+    model::BlockDims d;
+    d.B = b_.batch;
+    d.T = b_.seq;
+    d.C = s_.C;
+    d.I = s_.I;
+    d.Hq = s_.Hq;
+    d.Hkv = s_.Hkv;
+    d.D = s_.D;
+    d.eps = c_.rms_norm_eps;
+    d.norm_offset = c_.norm_offset;
+    d.attn_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(s_.D)));
+    d.act = c_.activation;
+    d.mask.key_valid = s_.key_valid.data();
+    d.mask.segment = b_.segments.empty() ? nullptr : b_.segments.data();
+    d.mask.sliding_window = c_.sliding_window[static_cast<size_t>(l)];
+    d.pos = s_.positions.data();
+    d.inv_freq = s_.inv_freq.data();
+    d.model_comm = &mesh_.model();
+    return d;
+  }
+
+  void prepare_workspace() {
+    const int64_t N = b_.batch * b_.seq, C = s_.C;
+    const bool per_layer = grad_ && !opt_.recompute;
+    model::BlockDims d = dims(0);
+    if (s_.N != N || s_.acts_per_layer != per_layer) {
+      s_.N = N;
+      s_.acts_per_layer = per_layer;
+      s_.x.assign(static_cast<size_t>(c_.num_layers + 1), Tensor());
+      for (Tensor& t : s_.x) t = Tensor({N, C});
+      s_.acts.clear();
+      const int64_t n_acts = per_layer ? c_.num_layers : 1;
+      for (int64_t l = 0; l < n_acts; ++l) s_.acts.push_back(model::BlockActs::allocate(d));
+      s_.scratch = model::BlockScratch::allocate(d);
+      s_.xf = Tensor({N, C});
+      s_.rstd_f = Tensor({N});
+      s_.dx = Tensor({N, C});
+      s_.dxf = Tensor({N, C});
+      s_.tmp = Tensor({N, C});
+    }
+    // Defaults of a batch without mask or positions: every key valid, positions 0..T-1.
+    s_.key_valid = b_.key_valid;
+    if (s_.key_valid.empty()) s_.key_valid.assign(static_cast<size_t>(N), 1);
+    s_.positions = b_.positions;
+    if (s_.positions.empty()) {
+      s_.positions.resize(static_cast<size_t>(N));
+      for (int64_t i = 0; i < N; ++i) s_.positions[i] = static_cast<int32_t>(i % b_.seq);
+    }
+  }
+
+  void gather_weights() {
+    s_.full_w.resize(params_.size());
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const int dd = data_dim(params_.info(i).spec);
+      if (mesh_.data_size() == 1 || dd < 0) {
+        s_.full_w[i] = params_.tensor(i);
+        continue;
+      }
+      Shape shape = params_.tensor(i).shape();
+      shape[static_cast<size_t>(dd)] *= mesh_.data_size();
+      s_.full_w[i] = Tensor(shape);
+      model::gather_along_dim(mesh_.data(), params_.tensor(i), dd, s_.full_w[i]);
+    }
+  }
+
+  const ModelConfig& c_;
+  const Mesh& mesh_;
+  ParameterSet& params_;
+  const DecoderOptions& opt_;
+  Decoder::State& s_;
+  const TokenBatch& b_;
+  bool grad_;
+};
+
+LossResult Decoder::loss(const TokenBatch& batch, double token_count) {
+  MAGIX_CHECK(token_count > 0, "token_count must be positive, got {}", token_count);
+  DecoderStep step(config_, *mesh_, params_, options_, *state_, batch, /*grad=*/false);
+  step.forward();
+  return step.head(token_count);
+}
+
+LossResult Decoder::loss_and_grad(const TokenBatch& batch, double token_count,
+                                  ParameterSet& grads) {
+  MAGIX_CHECK(token_count > 0, "token_count must be positive, got {}", token_count);
+  MAGIX_CHECK(grads.size() == params_.size(), "gradient set has {} tensors, the model {}",
+              grads.size(), params_.size());
+  DecoderStep step(config_, *mesh_, params_, options_, *state_, batch, /*grad=*/true);
+  step.bind_grads(grads);
+  step.forward();
+  LossResult res = step.head(token_count);
+  step.backward();
+  step.scatter_grads(grads);
+  state_->full_g.clear();  // drop the aliases of `grads`
+  return res;
+}
+
+Tensor Decoder::logits(const TokenBatch& batch) {
+  DecoderStep step(config_, *mesh_, params_, options_, *state_, batch, /*grad=*/false);
+  step.forward();
+  return step.logits();
+}
+
+}  // namespace magix

@@ -1,0 +1,48 @@
+// Loading a decoder from an HF folder, and building HF-style causal batches.
+#include <algorithm>
+
+#include "magix/error.hpp"
+#include "magix/hf_files.hpp"
+#include "magix/model.hpp"
+
+namespace magix {
+
+Decoder load_decoder(const std::string& name_or_path, const Mesh& mesh, DecoderOptions options) {
+  const std::filesystem::path dir = resolve_model_dir(name_or_path);
+  ModelConfig config = load_model_config(dir / "config.json");
+  std::vector<ParamInfo> infos = expected_parameters(config);
+  shard_parameters(infos, mesh);
+  HfWeights weights(dir);
+  ParameterSet params = load_parameters(infos, weights);
+  return Decoder(std::move(config), mesh, std::move(params), options);
+}
+
+TokenBatch make_causal_batch(const std::vector<std::vector<int32_t>>& ids, int32_t pad_id) {
+  MAGIX_CHECK(!ids.empty(), "make_causal_batch: no rows");
+  TokenBatch b;
+  b.batch = static_cast<int64_t>(ids.size());
+  for (const auto& row : ids) {
+    MAGIX_CHECK(!row.empty(), "make_causal_batch: an empty row");
+    b.seq = std::max<int64_t>(b.seq, static_cast<int64_t>(row.size()));
+  }
+  const size_t n = static_cast<size_t>(b.batch * b.seq);
+  b.input_ids.assign(n, pad_id);
+  b.targets.assign(n, TokenBatch::kIgnore);
+  b.key_valid.assign(n, 0);
+  b.positions.resize(n);
+  for (int64_t r = 0; r < b.batch; ++r) {
+    const auto& row = ids[static_cast<size_t>(r)];
+    const int64_t len = static_cast<int64_t>(row.size());
+    for (int64_t t = 0; t < b.seq; ++t) {
+      const size_t i = static_cast<size_t>(r * b.seq + t);
+      b.positions[i] = static_cast<int32_t>(t);
+      if (t >= len) continue;
+      b.input_ids[i] = row[static_cast<size_t>(t)];
+      b.key_valid[i] = 1;
+      if (t + 1 < len) b.targets[i] = row[static_cast<size_t>(t + 1)];
+    }
+  }
+  return b;
+}
+
+}  // namespace magix

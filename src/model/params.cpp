@@ -1,0 +1,244 @@
+// Parameter names, shapes, partition specs and shard boxes; loading from an HF folder; random
+// init as transformers does it.
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <numbers>
+#include <regex>
+#include <set>
+
+#include "magix/error.hpp"
+#include "magix/hf_files.hpp"
+#include "magix/model.hpp"
+
+namespace magix {
+namespace {
+
+std::string layer_prefix(int64_t l) { return fmt::format("model.layers.{}.", l); }
+
+std::string list_names(const std::vector<std::string>& names, size_t max_listed = 20) {
+  std::string out;
+  for (size_t i = 0; i < names.size() && i < max_listed; ++i) {
+    out += (i ? ", " : "") + names[i];
+  }
+  if (names.size() > max_listed) out += fmt::format(", ... ({} in all)", names.size());
+  return out;
+}
+
+// SplitMix64 finaliser: a well-mixed 64-bit hash of a counter.
+uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+uint64_t fnv1a(std::string_view s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (char c : s) {
+    h ^= static_cast<uint8_t>(c);
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+// Uniform in (0, 1] from 53 random bits.
+double unit_open(uint64_t bits) { return (static_cast<double>(bits >> 11) + 1.0) * 0x1.0p-53; }
+
+// Standard normal number `e` of the stream `key` (Box-Muller on the pair e / 2).
+double normal_at(uint64_t key, int64_t e) {
+  const uint64_t pair = static_cast<uint64_t>(e / 2);
+  const double u1 = unit_open(mix64(key ^ mix64(2 * pair)));
+  const double u2 = unit_open(mix64(key ^ mix64(2 * pair + 1)));
+  const double r = std::sqrt(-2.0 * std::log(u1));
+  const double angle = 2.0 * std::numbers::pi * u2;
+  return (e % 2 == 0) ? r * std::cos(angle) : r * std::sin(angle);
+}
+
+}  // namespace
+
+std::string PartitionSpec::str() const {
+  std::string out = "(";
+  for (size_t i = 0; i < dims.size(); ++i) {
+    out += i ? ", " : "";
+    out += dims[i] == MeshAxis::kData ? "data" : dims[i] == MeshAxis::kModel ? "model" : "None";
+  }
+  return out + ")";
+}
+
+PartitionSpec default_partition_spec(std::string_view name) {
+  // The rule table of DESIGN.md §3 (data, not code paths: one regex per spec).
+  static const std::regex kColumn(R"((embed_tokens|lm_head|(q|k|v|gate|up)_proj)\.weight$)");
+  static const std::regex kRow(R"((o|down)_proj\.weight$)");
+  static const std::regex kColumnBias(R"((q|k|v|gate|up)_proj\.bias$)");
+  const std::string s(name);
+  if (std::regex_search(s, kColumn)) return {{MeshAxis::kModel, MeshAxis::kData}};
+  if (std::regex_search(s, kRow)) return {{MeshAxis::kData, MeshAxis::kModel}};
+  if (std::regex_search(s, kColumnBias)) return {{MeshAxis::kModel}};
+  return {};
+}
+
+std::vector<ParamInfo> expected_parameters(const ModelConfig& c) {
+  std::vector<ParamInfo> out;
+  auto add = [&](std::string name, Shape shape) {
+    PartitionSpec spec = default_partition_spec(name);
+    out.push_back({std::move(name), shape, std::move(spec), Shape(shape.size(), 0), shape});
+  };
+  const int64_t C = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
+  const int64_t q_out = c.num_heads * D, kv_out = c.num_kv_heads * D;
+  add("model.embed_tokens.weight", {c.vocab_size, C});
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const std::string p = layer_prefix(l);
+    add(p + "input_layernorm.weight", {C});
+    add(p + "self_attn.q_proj.weight", {q_out, C});
+    if (c.attention_bias) add(p + "self_attn.q_proj.bias", {q_out});
+    add(p + "self_attn.k_proj.weight", {kv_out, C});
+    if (c.attention_bias) add(p + "self_attn.k_proj.bias", {kv_out});
+    add(p + "self_attn.v_proj.weight", {kv_out, C});
+    if (c.attention_bias) add(p + "self_attn.v_proj.bias", {kv_out});
+    add(p + "self_attn.o_proj.weight", {C, q_out});
+    if (c.o_proj_bias) add(p + "self_attn.o_proj.bias", {C});
+    add(p + "post_attention_layernorm.weight", {C});
+    add(p + "mlp.gate_proj.weight", {I, C});
+    if (c.mlp_bias) add(p + "mlp.gate_proj.bias", {I});
+    add(p + "mlp.up_proj.weight", {I, C});
+    if (c.mlp_bias) add(p + "mlp.up_proj.bias", {I});
+    add(p + "mlp.down_proj.weight", {C, I});
+    if (c.mlp_bias) add(p + "mlp.down_proj.bias", {C});
+  }
+  add("model.norm.weight", {C});
+  if (!c.tie_word_embeddings) add("lm_head.weight", {c.vocab_size, C});
+  return out;
+}
+
+void shard_parameters(std::vector<ParamInfo>& infos, const Mesh& mesh) {
+  for (ParamInfo& p : infos) {
+    p.box_start.assign(p.global_shape.size(), 0);
+    p.box_extent = p.global_shape;
+    for (size_t d = 0; d < p.spec.dims.size() && d < p.global_shape.size(); ++d) {
+      if (p.spec.dims[d] == MeshAxis::kNone) continue;
+      const bool data = p.spec.dims[d] == MeshAxis::kData;
+      const int64_t n = data ? mesh.data_size() : mesh.model_size();
+      const int64_t r = data ? mesh.data_rank() : mesh.model_rank();
+      MAGIX_CHECK(p.global_shape[d] % n == 0,
+                  "parameter '{}' (shape {}, spec {}): dim {} of size {} does not divide by the "
+                  "{} axis size {}", p.name, shape_str(p.global_shape), p.spec.str(), d,
+                  p.global_shape[d], data ? "data" : "model", n);
+      p.box_extent[d] = p.global_shape[d] / n;
+      p.box_start[d] = r * p.box_extent[d];
+    }
+  }
+}
+
+ParameterSet::ParameterSet(std::vector<ParamInfo> infos) : infos_(std::move(infos)) {
+  tensors_.reserve(infos_.size());
+  for (const ParamInfo& p : infos_) tensors_.emplace_back(p.box_extent, DType::kF32);
+}
+
+std::optional<size_t> ParameterSet::find(std::string_view name) const {
+  for (size_t i = 0; i < infos_.size(); ++i) {
+    if (infos_[i].name == name) return i;
+  }
+  return std::nullopt;
+}
+
+Tensor& ParameterSet::at(std::string_view name) {
+  auto i = find(name);
+  MAGIX_CHECK(i.has_value(), "no parameter named '{}'", name);
+  return tensors_[*i];
+}
+
+const Tensor& ParameterSet::at(std::string_view name) const {
+  auto i = find(name);
+  MAGIX_CHECK(i.has_value(), "no parameter named '{}'", name);
+  return tensors_[*i];
+}
+
+ParameterSet ParameterSet::zeros_like() const { return ParameterSet(infos_); }
+
+void ParameterSet::fill_zero() {
+  for (Tensor& t : tensors_) t.fill_zero();
+}
+
+void validate_weight_names(const std::vector<ParamInfo>& expected, const HfWeights& weights) {
+  std::vector<std::string> missing, unexpected, misshaped;
+  std::set<std::string, std::less<>> known;
+  bool tied = true;
+  for (const ParamInfo& p : expected) {
+    known.insert(p.name);
+    if (p.name == "lm_head.weight") tied = false;
+    if (!weights.contains(p.name)) {
+      missing.push_back(p.name);
+      continue;
+    }
+    const Shape& stored = weights.entry(p.name).shape;
+    if (stored != p.global_shape) {
+      misshaped.push_back(fmt::format("{} (file {}, expected {})", p.name, shape_str(stored),
+                                      shape_str(p.global_shape)));
+    }
+  }
+  for (const std::string& name : weights.names()) {
+    if (known.count(name)) continue;
+    if (tied && name == "lm_head.weight") continue;  // transformers ties it and ignores the copy
+    if (name.ends_with("rotary_emb.inv_freq")) continue;  // a buffer older checkpoints saved
+    unexpected.push_back(name);
+  }
+  if (missing.empty() && unexpected.empty() && misshaped.empty()) return;
+  std::string msg = fmt::format("model weights in '{}' do not match its config:",
+                                weights.dir().string());
+  if (!missing.empty()) msg += fmt::format("\n  missing tensors: {}", list_names(missing));
+  if (!misshaped.empty()) msg += fmt::format("\n  wrong shapes: {}", list_names(misshaped));
+  if (!unexpected.empty()) msg += fmt::format("\n  unexpected tensors: {}", list_names(unexpected));
+  MAGIX_FAIL("{}", msg);
+}
+
+ParameterSet load_parameters(const std::vector<ParamInfo>& infos, const HfWeights& weights) {
+  validate_weight_names(infos, weights);
+  ParameterSet params(infos);
+  for (size_t i = 0; i < infos.size(); ++i) {
+    const ParamInfo& p = infos[i];
+    Tensor t = p.box_extent == p.global_shape
+                   ? weights.read_f32(p.name)
+                   : weights.read_box_f32(p.name, p.box_start, p.box_extent);
+    MAGIX_CHECK(t.shape() == p.box_extent, "tensor '{}': read shape {}, expected {}", p.name,
+                shape_str(t.shape()), shape_str(p.box_extent));
+    params.tensor(i) = t.reshape(p.box_extent);
+  }
+  return params;
+}
+
+ParameterSet init_parameters(const ModelConfig& c, const std::vector<ParamInfo>& infos,
+                             uint64_t seed) {
+  ParameterSet params(infos);
+  const double stdev = c.initializer_range;
+  for (size_t i = 0; i < infos.size(); ++i) {
+    const ParamInfo& p = infos[i];
+    float* out = params.tensor(i).data<float>();
+    const int64_t n = params.tensor(i).numel();
+    const bool norm = p.name.ends_with("norm.weight");
+    const bool bias = p.name.ends_with(".bias");
+    if (norm) {
+      std::fill(out, out + n, c.family == ModelFamily::kGemma ? 0.0f : 1.0f);
+      continue;
+    }
+    if (bias) continue;  // zeros
+    // Linear or Embedding weight: element (r, k) of the global tensor is normal draw number
+    // r * cols + k of the stream keyed by (seed, name).
+    const uint64_t key = mix64(seed ^ mix64(fnv1a(p.name)));
+    const int64_t cols = p.global_shape[1];
+    const int64_t rows_local = p.box_extent[0], cols_local = p.box_extent[1];
+    for (int64_t r = 0; r < rows_local; ++r) {
+      const int64_t gr = p.box_start[0] + r;
+      const bool pad_row = p.name == "model.embed_tokens.weight" && c.pad_token_id &&
+                           gr == *c.pad_token_id;
+      for (int64_t k = 0; k < cols_local; ++k) {
+        const int64_t e = gr * cols + p.box_start[1] + k;
+        out[r * cols_local + k] =
+            pad_row ? 0.0f : static_cast<float>(stdev * normal_at(key, e));
+      }
+    }
+  }
+  return params;
+}
+
+}  // namespace magix

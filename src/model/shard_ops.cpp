@@ -1,0 +1,75 @@
+#include "shard_ops.hpp"
+
+#include <algorithm>
+#include <vector>
+
+#include "magix/error.hpp"
+
+namespace magix::model {
+namespace {
+
+// rows x cols view of a tensor split along `dim`: dim 0 -> chunks are contiguous row blocks;
+// dim 1 of (R, C) -> chunk r is columns [r * c, (r + 1) * c).
+struct Split {
+  int64_t rows, cols;  // of one chunk
+};
+
+Split split_of(const Tensor& local, int dim) {
+  MAGIX_CHECK(local.ndim() >= 1 && local.ndim() <= 2 && dim < local.ndim(),
+              "shard ops: unsupported tensor rank {} / dim {}", local.ndim(), dim);
+  if (dim == 0) return {1, local.numel()};
+  return {local.dim(0), local.dim(1)};
+}
+
+}  // namespace
+
+void gather_along_dim(Communicator& comm, const Tensor& local, int dim, Tensor& full) {
+  const int64_t n = comm.size();
+  MAGIX_CHECK(full.numel() == n * local.numel(), "gather: sizes do not match");
+  const Split s = split_of(local, dim);
+  if (s.rows == 1) {
+    comm.all_gather(local.span<float>(), full.span<float>());
+    return;
+  }
+  std::vector<float> buf(static_cast<size_t>(full.numel()));
+  comm.all_gather(local.span<float>(), buf);
+  float* out = full.data<float>();
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t i = 0; i < s.rows; ++i) {
+      std::copy_n(buf.data() + (r * s.rows + i) * s.cols, s.cols,
+                  out + i * n * s.cols + r * s.cols);
+    }
+  }
+}
+
+void reduce_scatter_along_dim(Communicator& comm, const Tensor& full, int dim, Tensor& local) {
+  const int64_t n = comm.size();
+  MAGIX_CHECK(full.numel() == n * local.numel(), "reduce_scatter: sizes do not match");
+  const Split s = split_of(local, dim);
+  std::vector<float> in(static_cast<size_t>(full.numel()));
+  const float* src = full.data<float>();
+  if (s.rows == 1) {
+    std::copy_n(src, full.numel(), in.data());
+  } else {
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t i = 0; i < s.rows; ++i) {
+        std::copy_n(src + i * n * s.cols + r * s.cols, s.cols,
+                    in.data() + (r * s.rows + i) * s.cols);
+      }
+    }
+  }
+  std::vector<float> out(static_cast<size_t>(local.numel()));
+  comm.reduce_scatter(in, out);
+  float* dst = local.data<float>();
+  for (size_t i = 0; i < out.size(); ++i) dst[i] += out[i];
+}
+
+void all_reduce_add(Communicator& comm, const Tensor& full, Tensor& local) {
+  MAGIX_CHECK(full.numel() == local.numel(), "all_reduce_add: sizes do not match");
+  std::vector<float> buf(full.span<float>().begin(), full.span<float>().end());
+  comm.all_reduce(buf, ReduceOp::kSum);
+  float* dst = local.data<float>();
+  for (size_t i = 0; i < buf.size(); ++i) dst[i] += buf[i];
+}
+
+}  // namespace magix::model

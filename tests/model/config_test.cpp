@@ -1,0 +1,168 @@
+// config.json parsing: layouts of real HF folders, family defaults, and clear errors.
+#include <gtest/gtest.h>
+
+#include "magix/error.hpp"
+#include "magix/model.hpp"
+
+namespace magix {
+namespace {
+
+using nlohmann::json;
+
+json llama() {
+  return json{{"model_type", "llama"},         {"vocab_size", 256},
+              {"hidden_size", 64},             {"intermediate_size", 128},
+              {"num_hidden_layers", 2},        {"num_attention_heads", 4},
+              {"num_key_value_heads", 2},      {"rms_norm_eps", 1e-5},
+              {"max_position_embeddings", 256}};
+}
+
+// The message of the Error that parsing `j` throws ("" if none).
+std::string error_of(const json& j) {
+  try {
+    parse_model_config(j, "cfg.json");
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(ModelConfig, LlamaDefaults) {
+  ModelConfig c = parse_model_config(llama(), "cfg.json");
+  EXPECT_EQ(c.family, ModelFamily::kLlama);
+  EXPECT_EQ(c.head_dim, 16);
+  EXPECT_EQ(c.num_kv_heads, 2);
+  EXPECT_FLOAT_EQ(c.rope_theta, 10000.0f);
+  EXPECT_EQ(c.rope_scaling.kind, cpu::RopeScaling::Kind::kNone);
+  EXPECT_FALSE(c.tie_word_embeddings);
+  EXPECT_FALSE(c.attention_bias);
+  EXPECT_EQ(c.sliding_window, std::vector<int64_t>(2, 0));
+  EXPECT_EQ(c.activation, cpu::Activation::kSilu);
+  json j = llama();
+  j.erase("num_key_value_heads");
+  EXPECT_EQ(parse_model_config(j, "x").num_kv_heads, 4);
+}
+
+TEST(ModelConfig, RopeOldAndNewLayoutsAgree) {
+  json old_layout = llama();
+  old_layout["rope_theta"] = 500000.0;
+  old_layout["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  json new_layout = llama();
+  new_layout["rope_parameters"] = {{"rope_type", "linear"}, {"factor", 2.0},
+                                   {"rope_theta", 500000.0}};
+  for (const json& j : {old_layout, new_layout}) {
+    ModelConfig c = parse_model_config(j, "x");
+    EXPECT_EQ(c.rope_scaling.kind, cpu::RopeScaling::Kind::kLinear);
+    EXPECT_FLOAT_EQ(c.rope_scaling.factor, 2.0f);
+    EXPECT_FLOAT_EQ(c.rope_theta, 500000.0f);
+  }
+  json l3 = llama();
+  l3["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                        {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 64}};
+  ModelConfig c = parse_model_config(l3, "x");
+  EXPECT_EQ(c.rope_scaling.kind, cpu::RopeScaling::Kind::kLlama3);
+  EXPECT_EQ(c.rope_scaling.original_max_position, 64);
+  l3["rope_scaling"].erase("original_max_position_embeddings");
+  EXPECT_EQ(parse_model_config(l3, "x").rope_scaling.original_max_position, 256);
+}
+
+TEST(ModelConfig, FamilyVariants) {
+  json g = llama();
+  g["model_type"] = "gemma";
+  g["hidden_act"] = "gelu";  // legacy Gemma value: the tanh approximation
+  g["head_dim"] = 12;
+  ModelConfig c = parse_model_config(g, "x");
+  EXPECT_EQ(c.activation, cpu::Activation::kGeluTanh);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_FLOAT_EQ(c.norm_offset, 1.0f);
+  EXPECT_FLOAT_EQ(c.embed_scale, 8.0f);
+  EXPECT_EQ(c.head_dim, 12);
+  ASSERT_TRUE(c.pad_token_id.has_value());
+  EXPECT_EQ(*c.pad_token_id, 0);
+
+  json q = llama();
+  q["model_type"] = "qwen2";
+  c = parse_model_config(q, "x");
+  EXPECT_TRUE(c.attention_bias);
+  EXPECT_FALSE(c.o_proj_bias);
+  EXPECT_EQ(c.sliding_window, std::vector<int64_t>(2, 0));  // use_sliding_window false
+  q["use_sliding_window"] = true;
+  q["sliding_window"] = 8;
+  q["max_window_layers"] = 1;
+  EXPECT_EQ(parse_model_config(q, "x").sliding_window, (std::vector<int64_t>{0, 8}));
+
+  json m = llama();
+  m["model_type"] = "mistral";
+  EXPECT_EQ(parse_model_config(m, "x").sliding_window, std::vector<int64_t>(2, 4096));
+  m["sliding_window"] = nullptr;
+  EXPECT_EQ(parse_model_config(m, "x").sliding_window, std::vector<int64_t>(2, 0));
+  m["sliding_window"] = 6;
+  EXPECT_EQ(parse_model_config(m, "x").sliding_window, std::vector<int64_t>(2, 6));
+
+  json lb = llama();
+  lb["attention_bias"] = true;
+  lb["mlp_bias"] = true;
+  c = parse_model_config(lb, "x");
+  EXPECT_TRUE(c.attention_bias && c.o_proj_bias && c.mlp_bias);
+}
+
+TEST(ModelConfig, ErrorsNameTheField) {
+  json j = llama();
+  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+  EXPECT_NE(error_of(j).find("rope type 'yarn'"), std::string::npos) << error_of(j);
+  j = llama();
+  j["rope_parameters"] = {{"rope_type", "dynamic"}, {"factor", 4.0}};
+  EXPECT_NE(error_of(j).find("'dynamic'"), std::string::npos);
+  j = llama();
+  j["attention_dropout"] = 0.1;
+  EXPECT_NE(error_of(j).find("attention_dropout"), std::string::npos);
+  j = llama();
+  j.erase("hidden_size");
+  EXPECT_NE(error_of(j).find("'hidden_size' is missing"), std::string::npos);
+  j = llama();
+  j["model_type"] = "gpt2";
+  EXPECT_NE(error_of(j).find("model_type 'gpt2'"), std::string::npos);
+  j = llama();
+  j["hidden_act"] = "relu";
+  EXPECT_NE(error_of(j).find("hidden_act 'relu'"), std::string::npos);
+  j = llama();
+  j["num_key_value_heads"] = 3;
+  EXPECT_NE(error_of(j).find("num_key_value_heads"), std::string::npos);
+  j = llama();
+  j["vocab_size"] = "many";
+  EXPECT_NE(error_of(j).find("'vocab_size' must be an integer"), std::string::npos);
+  j = llama();
+  j["model_type"] = "gemma";
+  j["use_bidirectional_attention"] = true;
+  EXPECT_NE(error_of(j).find("use_bidirectional_attention"), std::string::npos);
+  j = llama();
+  j["some_unknown_key"] = 5;  // ignored
+  EXPECT_EQ(error_of(j), "");
+}
+
+TEST(ModelConfig, ExpectedParametersAndSpecs) {
+  json j = llama();
+  j["attention_bias"] = true;
+  ModelConfig c = parse_model_config(j, "x");
+  std::vector<ParamInfo> p = expected_parameters(c);
+  // embed + 2 x (2 norms + 4 attention weights + 4 attention biases + 3 mlp) + norm + lm_head
+  ASSERT_EQ(p.size(), 1u + 2u * 13u + 2u);
+  EXPECT_EQ(p.front().name, "model.embed_tokens.weight");
+  EXPECT_EQ(p.back().name, "lm_head.weight");
+  EXPECT_EQ(p[2].name, "model.layers.0.self_attn.q_proj.weight");
+  EXPECT_EQ(p[2].global_shape, (Shape{64, 64}));
+  EXPECT_EQ(p[4].name, "model.layers.0.self_attn.k_proj.weight");
+  EXPECT_EQ(p[4].global_shape, (Shape{32, 64}));
+  EXPECT_EQ(default_partition_spec("model.layers.3.self_attn.q_proj.weight").str(), "(model, data)");
+  EXPECT_EQ(default_partition_spec("model.layers.3.mlp.down_proj.weight").str(), "(data, model)");
+  EXPECT_EQ(default_partition_spec("model.layers.3.self_attn.k_proj.bias").str(), "(model)");
+  EXPECT_EQ(default_partition_spec("model.layers.3.self_attn.o_proj.bias").str(), "()");
+  EXPECT_EQ(default_partition_spec("model.norm.weight").str(), "()");
+  EXPECT_EQ(default_partition_spec("lm_head.weight").str(), "(model, data)");
+  Mesh mesh;
+  shard_parameters(p, mesh);
+  for (const ParamInfo& info : p) EXPECT_EQ(info.box_extent, info.global_shape);
+}
+
+}  // namespace
+}  // namespace magix
