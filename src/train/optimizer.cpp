@@ -1,0 +1,120 @@
+#include <cmath>
+#include <numbers>
+
+#include "magix/error.hpp"
+#include "magix/optimizer.hpp"
+
+namespace magix {
+
+double LrSchedule::operator()(int64_t step) const {
+  if (step < warmup_steps) {
+    return peak * static_cast<double>(step) / static_cast<double>(warmup_steps);
+  }
+  if (kind == ScheduleKind::kConstant) return peak;
+  int64_t span = decay_end - warmup_steps;
+  if (span <= 0) return end_value;
+  double t = std::min(1.0, static_cast<double>(step - warmup_steps) / static_cast<double>(span));
+  if (kind == ScheduleKind::kLinear) return peak + (end_value - peak) * t;
+  return end_value + (peak - end_value) * 0.5 * (1.0 + std::cos(std::numbers::pi * t));
+}
+
+ScheduleKind parse_schedule_kind(const std::string& name) {
+  if (name == "warmup_cosine") return ScheduleKind::kWarmupCosine;
+  if (name == "linear") return ScheduleKind::kLinear;
+  if (name == "constant") return ScheduleKind::kConstant;
+  MAGIX_FAIL("unknown learning-rate schedule '{}' (use warmup_cosine, linear or constant)", name);
+}
+
+bool decays(const std::string& name) {
+  bool bias = name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0;
+  bool norm = name.find("norm") != std::string::npos;
+  return !bias && !norm;
+}
+
+AdamW::AdamW(AdamWOptions options, std::vector<std::string> names,
+             const std::vector<Shape>& shapes)
+    : options_(options), names_(std::move(names)) {
+  MAGIX_CHECK(names_.size() == shapes.size(), "AdamW: {} names for {} shapes", names_.size(),
+              shapes.size());
+  for (size_t i = 0; i < names_.size(); ++i) {
+    decay_.push_back(decays(names_[i]));
+    mu_.emplace_back(shapes[i], DType::kF32);
+    nu_.emplace_back(shapes[i], DType::kF32);
+  }
+}
+
+void AdamW::set_counters(int64_t updates, int64_t consecutive_skipped) {
+  count_ = updates;
+  skipped_ = consecutive_skipped;
+}
+
+StepReport AdamW::step(std::span<Tensor> params, std::span<const Tensor> grads, double lr,
+                       double grad_norm) {
+  MAGIX_CHECK(params.size() == mu_.size() && grads.size() == mu_.size(),
+              "AdamW::step: {} parameters and {} gradients for {} states", params.size(),
+              grads.size(), mu_.size());
+  StepReport report;
+  report.grad_norm = grad_norm;
+  if (!std::isfinite(grad_norm)) {
+    ++skipped_;
+    report.consecutive_skipped = skipped_;
+    MAGIX_CHECK(skipped_ <= options_.max_consecutive_nonfinite,
+                "{} consecutive steps had a non-finite gradient norm; stopping rather than "
+                "applying a bad update (lower the learning rate or check the data)",
+                skipped_);
+    return report;
+  }
+  skipped_ = 0;
+  ++count_;
+  const double scale = (options_.max_grad_norm > 0 && grad_norm > options_.max_grad_norm)
+                           ? options_.max_grad_norm / grad_norm
+                           : 1.0;
+  const double b1 = options_.beta1, b2 = options_.beta2;
+  const double c1 = 1.0 - std::pow(b1, static_cast<double>(count_));
+  const double c2 = 1.0 - std::pow(b2, static_cast<double>(count_));
+  for (size_t p = 0; p < params.size(); ++p) {
+    MAGIX_CHECK(params[p].numel() == mu_[p].numel() && grads[p].numel() == mu_[p].numel(),
+                "AdamW::step: size mismatch for {}", names_[p]);
+    float* w = params[p].data<float>();
+    const float* g = grads[p].data<float>();
+    float* m = mu_[p].data<float>();
+    float* v = nu_[p].data<float>();
+    const float wd = decay_[p] ? static_cast<float>(options_.weight_decay) : 0.0f;
+    const float fs = static_cast<float>(scale), fb1 = static_cast<float>(b1),
+                fb2 = static_cast<float>(b2), fc1 = static_cast<float>(c1),
+                fc2 = static_cast<float>(c2), feps = static_cast<float>(options_.eps),
+                flr = static_cast<float>(lr);
+    const int64_t n = params[p].numel();
+#pragma omp parallel for schedule(static) if (n > (1 << 15))
+    for (int64_t i = 0; i < n; ++i) {
+      float gi = g[i] * fs;
+      m[i] = fb1 * m[i] + (1.0f - fb1) * gi;
+      v[i] = fb2 * v[i] + (1.0f - fb2) * gi * gi;
+      float mhat = m[i] / fc1, vhat = v[i] / fc2;
+      w[i] -= flr * (mhat / (std::sqrt(vhat) + feps) + wd * w[i]);
+    }
+  }
+  report.applied = true;
+  return report;
+}
+
+double sum_of_squares(std::span<const float> g) {
+  // Fixed blocks summed in order: the same result whatever the thread count.
+  constexpr int64_t kBlock = 1 << 16;
+  const int64_t n = static_cast<int64_t>(g.size());
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
+#pragma omp parallel for schedule(static) if (blocks > 1)
+  for (int64_t b = 0; b < blocks; ++b) {
+    double s = 0.0;
+    for (int64_t i = b * kBlock; i < std::min(n, (b + 1) * kBlock); ++i) {
+      s += static_cast<double>(g[i]) * g[i];
+    }
+    partial[b] = s;
+  }
+  double total = 0.0;
+  for (double s : partial) total += s;
+  return total;
+}
+
+}  // namespace magix

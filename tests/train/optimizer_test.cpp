@@ -1,0 +1,131 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <limits>
+
+#include <nlohmann/json.hpp>
+
+#include "magix/error.hpp"
+#include "magix/optimizer.hpp"
+#include "magix/safetensors.hpp"
+
+namespace magix {
+namespace {
+
+const std::filesystem::path kFixture = std::filesystem::path(MAGIX_FIXTURES_DIR) / "optimizer";
+
+double rel_l2(const Tensor& a, const Tensor& b) {
+  double num = 0, den = 0;
+  auto x = a.span<float>(), y = b.span<float>();
+  for (size_t i = 0; i < x.size(); ++i) {
+    num += (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
+    den += double(y[i]) * y[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+// Ten updates against torch.optim.AdamW driven as optax's chain (see
+// tools/reference/make_optimizer_fixture.py): clipping, masked decay, warmup-cosine, a skipped
+// non-finite step.
+TEST(AdamW, MatchesReferenceOverTenSteps) {
+  SafetensorsReader ref(kFixture / "adamw.safetensors");
+  nlohmann::json meta = nlohmann::json::parse(std::ifstream(kFixture / "adamw.json"));
+  std::vector<std::string> names = meta["names"].get<std::vector<std::string>>();
+  std::vector<Tensor> params;
+  std::vector<Shape> shapes;
+  for (const auto& n : names) {
+    params.push_back(ref.read_f32("init." + n));
+    shapes.push_back(params.back().shape());
+  }
+  AdamWOptions o;
+  o.beta1 = meta["betas"][0];
+  o.beta2 = meta["betas"][1];
+  o.eps = meta["eps"];
+  o.weight_decay = meta["weight_decay"];
+  o.max_grad_norm = meta["max_grad_norm"];
+  AdamW opt(o, names, shapes);
+  int64_t steps = meta["steps"];
+  LrSchedule sched{ScheduleKind::kWarmupCosine, meta["peak_lr"], meta["warmup_steps"], steps, 0.0};
+  for (int64_t step = 0; step < steps; ++step) {
+    std::vector<Tensor> grads;
+    double sq = 0;
+    for (const auto& n : names) {
+      grads.push_back(ref.read_f32(fmt::format("grad.{}.{}", step, n)));
+      sq += sum_of_squares(grads.back().span<float>());
+    }
+    double norm = std::sqrt(sq);
+    double lr = sched(opt.updates());
+    if (meta["lrs"][step].is_null()) {
+      EXPECT_FALSE(std::isfinite(norm));
+    } else {
+      EXPECT_NEAR(lr, meta["lrs"][step].get<double>(), 1e-12) << "step " << step;
+      EXPECT_NEAR(norm, meta["grad_norms"][step].get<double>(), 1e-9 * norm) << "step " << step;
+    }
+    StepReport r = opt.step(params, grads, lr, norm);
+    EXPECT_EQ(r.applied, std::isfinite(norm));
+    for (size_t i = 0; i < names.size(); ++i) {
+      Tensor want = ref.read_f32(fmt::format("param.{}.{}", step, names[i]));
+      EXPECT_LT(rel_l2(params[i], want), 1e-5) << "step " << step << " " << names[i];
+    }
+  }
+  EXPECT_EQ(opt.updates(), steps - 1);
+}
+
+TEST(AdamW, StopsAfterTooManyNonFiniteSteps) {
+  AdamWOptions o;
+  o.max_consecutive_nonfinite = 2;
+  AdamW opt(o, {"w"}, {{3}});
+  std::vector<Tensor> p{Tensor({3})}, g{Tensor({3})};
+  double inf = std::numeric_limits<double>::infinity();
+  EXPECT_FALSE(opt.step(p, g, 0.1, inf).applied);
+  EXPECT_FALSE(opt.step(p, g, 0.1, std::nan("")).applied);
+  EXPECT_THROW(opt.step(p, g, 0.1, inf), Error);
+  for (float v : p[0].span<float>()) EXPECT_EQ(v, 0.0f);
+  AdamW fresh(o, {"w"}, {{3}});
+  fresh.step(p, g, 0.1, inf);
+  EXPECT_TRUE(fresh.step(p, g, 0.1, 0.0).applied);  // a finite step resets the run of skips
+  EXPECT_EQ(fresh.consecutive_skipped(), 0);
+}
+
+TEST(AdamW, DecayMask) {
+  EXPECT_TRUE(decays("model.layers.0.mlp.up_proj.weight"));
+  EXPECT_TRUE(decays("model.embed_tokens.weight"));
+  EXPECT_FALSE(decays("model.layers.0.self_attn.q_proj.bias"));
+  EXPECT_FALSE(decays("model.layers.0.post_attention_layernorm.weight"));
+  EXPECT_FALSE(decays("model.norm.weight"));
+}
+
+TEST(LrSchedule, Shapes) {
+  LrSchedule cos{ScheduleKind::kWarmupCosine, 1.0, 10, 100, 0.0};
+  EXPECT_DOUBLE_EQ(cos(0), 0.0);
+  EXPECT_DOUBLE_EQ(cos(5), 0.5);
+  EXPECT_DOUBLE_EQ(cos(10), 1.0);
+  EXPECT_NEAR(cos(55), 0.5, 1e-12);
+  EXPECT_NEAR(cos(100), 0.0, 1e-12);
+  EXPECT_NEAR(cos(150), 0.0, 1e-12);
+  // The reference scripts' quirk: decay ends at 90% of the steps.
+  LrSchedule ref{ScheduleKind::kWarmupCosine, 1.0, 10, 90, 0.0};
+  EXPECT_NEAR(ref(90), 0.0, 1e-12);
+  EXPECT_NEAR(ref(95), 0.0, 1e-12);
+  LrSchedule lin{ScheduleKind::kLinear, 2.0, 0, 10, 0.0};
+  EXPECT_DOUBLE_EQ(lin(0), 2.0);
+  EXPECT_DOUBLE_EQ(lin(5), 1.0);
+  LrSchedule cst{ScheduleKind::kConstant, 3.0, 4, 10, 0.0};
+  EXPECT_DOUBLE_EQ(cst(2), 1.5);
+  EXPECT_DOUBLE_EQ(cst(9), 3.0);
+  EXPECT_THROW(parse_schedule_kind("cosine_restarts"), Error);
+}
+
+TEST(SumOfSquares, IndependentOfThreadCountAndExact) {
+  std::vector<float> g(300000);
+  double want = 0;
+  for (size_t i = 0; i < g.size(); ++i) {
+    g[i] = std::sin(0.001 * i);
+    want += double(g[i]) * g[i];
+  }
+  EXPECT_NEAR(sum_of_squares(g), want, 1e-9 * want);
+}
+
+}  // namespace
+}  // namespace magix
