@@ -196,7 +196,7 @@ void parse_json_array(std::string_view content, const std::string& source, Recor
                   source, line, begin_line);
       std::string_view element = content.substr(begin, pos - begin);
       if (is_blank(element)) {
-        sink.bad(begin_line, "empty array element");
+        sink.bad(begin_line, "empty array element (a trailing comma?)");
       } else if (auto at = find_invalid_utf8(element)) {
         sink.bad(begin_line, fmt::format("invalid UTF-8 at byte {} of the element", *at));
       } else {
