@@ -79,6 +79,10 @@ class StructureChecker {
 }  // namespace
 
 nlohmann::json parse_json_strict(std::string_view text, int max_depth) {
+  // nlohmann stops at a NUL byte as if the input ended there; valid JSON never holds a raw NUL.
+  if (auto nul = text.find('\0'); nul != std::string_view::npos) {
+    MAGIX_FAIL("invalid JSON: NUL byte at offset {}", nul);
+  }
   StructureChecker checker(max_depth);
   bool ok = nlohmann::json::sax_parse(text.begin(), text.end(), &checker,
                                       nlohmann::json::input_format_t::json, /*strict=*/true);

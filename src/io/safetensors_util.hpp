@@ -14,7 +14,7 @@ namespace magix::io {
 
 // Parses `text` as one JSON value. Rejects what nlohmann accepts silently: duplicate keys in any
 // object (nlohmann keeps the last) and nesting deeper than `max_depth` (checked before the DOM
-// is built, so deep input cannot exhaust the stack). Throws magix::Error (message without a
+// is built, so deep input cannot exhaust the stack) and raw NUL bytes. Throws magix::Error (message without a
 // file name: callers add it).
 nlohmann::json parse_json_strict(std::string_view text, int max_depth);
 
