@@ -1,8 +1,9 @@
 // Attention throughput on the CPU: attention_forward / attention_backward against a naive
 // implementation (full (T, T) score matrix per head, plain loops, the same OpenMP split) timed
-// in the same run, fp32. Prints tokens/s (B*T per second), effective GFLOP/s (causal half of
-// the 4*T*T*D forward and 10*T*T*D backward flops per head; windowed cases count only the
-// visible band) and the largest difference between the two implementations.
+// in the same run, fp32. Prints tokens/s (B*T per wall second), GFLOP/s per CPU-second (the
+// visible pairs' share of 4*T*T*D forward and 10*T*T*D backward flops per head; CPU time is
+// robust on a shared machine), the naive/attention CPU-time ratio and the largest difference
+// between the two implementations.
 //
 //   bench_attention [--reps 5]
 #include <omp.h>
@@ -13,12 +14,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "kernels/cpu/attention.hpp"
+#include "kernels/cpu/gemm.hpp"
 
 namespace {
 
@@ -125,16 +128,30 @@ void naive_backward(float* dq, float* dk, float* dv, const float* dout, const fl
   }
 }
 
+double cpu_seconds() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+}
+
+// Median wall and process-CPU seconds of one call of f.
+struct Timing {
+  double wall, cpu;
+};
+
 template <class F>
-double median_seconds(int reps, F&& f) {
-  std::vector<double> t;
+Timing median_time(int reps, F&& f) {
+  std::vector<double> wall, cpu;
   for (int r = 0; r < reps; ++r) {
+    const double c0 = cpu_seconds();
     const auto t0 = std::chrono::steady_clock::now();
     f();
-    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    wall.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    cpu.push_back(cpu_seconds() - c0);
   }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  std::sort(wall.begin(), wall.end());
+  std::sort(cpu.begin(), cpu.end());
+  return {wall[wall.size() / 2], cpu[cpu.size() / 2]};
 }
 
 double max_diff(const std::vector<float>& a, const std::vector<float>& b) {
@@ -149,9 +166,14 @@ int main(int argc, char** argv) {
   int reps = 5;
   for (int i = 1; i + 1 < argc; i += 2)
     if (std::strcmp(argv[i], "--reps") == 0) reps = std::max(1, std::atoi(argv[i + 1]));
-  std::printf("threads %d, reps %d (median)\n", omp_get_max_threads(), reps);
-  std::printf("%-28s %7s %12s %9s %12s %9s %9s %9s %10s\n", "case (B=4 T=512)", "", "fwd tok/s",
-              "GFLOP/s", "bwd tok/s", "GFLOP/s", "fwd x", "bwd x", "max|diff|");
+  std::printf("threads %d, reps %d (median), BLAS %s\n", omp_get_max_threads(), reps,
+              magix::cpu::gemm_backend_name().c_str());
+  std::printf(
+      "tok/s = B*T / wall time; GFLOP/s per CPU-second (visible pairs only); naive x = CPU time "
+      "of the naive implementation / CPU time of attention_*\n");
+  std::printf("%-26s %10s %8s %7s %10s %8s %7s %8s %8s %9s\n", "case (B=4 T=512)", "fwd tok/s",
+              "GF/cpu-s", "cpu ms", "bwd tok/s", "GF/cpu-s", "cpu ms", "naive x", "naive x",
+              "max|diff|");
   for (const Config& c : kConfigs) {
     std::mt19937 gen(42);
     std::uniform_real_distribution<float> u(-1.0f, 1.0f);
@@ -167,8 +189,8 @@ int main(int argc, char** argv) {
     std::vector<float> dq_n(q.size()), dk_n(k.size()), dv_n(v.size());
 
     auto fwd = [&] {
-      magix::cpu::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), c.B,
-                                    c.T, c.Hq, c.Hkv, c.D, scale, mask);
+      magix::cpu::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), c.B, c.T,
+                                    c.Hq, c.Hkv, c.D, scale, mask);
     };
     auto bwd = [&] {
       magix::cpu::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), out.data(),
@@ -183,22 +205,22 @@ int main(int argc, char** argv) {
                      q.data(), k.data(), v.data(), c, scale);
     };
     fwd();  // warm-up
-    const double tf = median_seconds(reps, fwd);
-    const double tb = median_seconds(reps, bwd);
-    const double tfn = median_seconds(1, fwd_n);
-    const double tbn = median_seconds(1, bwd_n);
+    const Timing tf = median_time(reps, fwd);
+    const Timing tb = median_time(reps, bwd);
+    const Timing tfn = median_time(1, fwd_n);
+    const Timing tbn = median_time(1, bwd_n);
     // One clean backward each for the comparison.
     for (auto* x : {&dq, &dk, &dv, &dq_n, &dk_n, &dv_n}) std::fill(x->begin(), x->end(), 0.0f);
     bwd();
     bwd_n();
-    const double diff = std::max({max_diff(out, out_n), max_diff(dq, dq_n), max_diff(dk, dk_n),
-                                  max_diff(dv, dv_n)});
+    const double diff = std::max(
+        {max_diff(out, out_n), max_diff(dq, dq_n), max_diff(dk, dk_n), max_diff(dv, dv_n)});
     const double pairs = c.B * c.Hq * visible_pairs(c.T, c.window);
     const double tokens = double(c.B * c.T);
-    std::printf("%-28s %7s %12.0f %9.1f %12.0f %9.1f %9.1f %9.1f %10.2g\n", c.name, "",
-                tokens / tf, 4 * pairs * c.D / tf * 1e-9, tokens / tb,
-                10 * pairs * c.D / tb * 1e-9, tfn / tf, tbn / tb, diff);
+    std::printf("%-26s %10.0f %8.1f %7.1f %10.0f %8.1f %7.1f %8.1f %8.1f %9.2g\n", c.name,
+                tokens / tf.wall, 4 * pairs * c.D / tf.cpu * 1e-9, tf.cpu * 1e3, tokens / tb.wall,
+                10 * pairs * c.D / tb.cpu * 1e-9, tb.cpu * 1e3, tfn.cpu / tf.cpu, tbn.cpu / tb.cpu,
+                diff);
   }
-  std::printf("fwd x / bwd x: time of the naive implementation / time of attention_*\n");
   return 0;
 }

@@ -95,15 +95,17 @@ RefRow ref_row(const Case& c, const std::vector<double>& q, const std::vector<do
 
 // sum_d w[b, i, h, d] * out[b, i, h, d] from the reference.
 double ref_row_loss(const Case& c, const std::vector<double>& q, const std::vector<double>& k,
-                    const std::vector<double>& v, const std::vector<float>& w, int64_t b,
-                    int64_t i, int64_t h) {
+                    const std::vector<double>& v, const std::vector<float>& w, int64_t b, int64_t i,
+                    int64_t h) {
   const RefRow r = ref_row(c, q, k, v, b, i, h);
   double l = 0.0;
   for (int64_t d = 0; d < c.D; ++d) l += w[((b * c.T + i) * c.Hq + h) * c.D + d] * r.out[d];
   return l;
 }
 
-std::vector<double> to_double(const std::vector<float>& x) { return {x.begin(), x.end()}; }
+std::vector<double> to_double(const std::vector<float>& x) {
+  return {x.begin(), x.end()};
+}
 
 double max_abs(const std::vector<double>& x) {
   double m = 0.0;
@@ -226,11 +228,17 @@ Case with_window(Case c, int64_t window) {
   return c;
 }
 
-TEST(Attention, MultiHead) { check_case(shape(2, 13, 3, 3, 8)); }
+TEST(Attention, MultiHead) {
+  check_case(shape(2, 13, 3, 3, 8));
+}
 
-TEST(Attention, GroupedQuery) { check_case(shape(2, 13, 4, 2, 8)); }
+TEST(Attention, GroupedQuery) {
+  check_case(shape(2, 13, 4, 2, 8));
+}
 
-TEST(Attention, MultiQuery) { check_case(shape(2, 11, 4, 1, 8)); }
+TEST(Attention, MultiQuery) {
+  check_case(shape(2, 11, 4, 1, 8));
+}
 
 TEST(Attention, SlidingWindow) {
   check_case(with_window(shape(2, 13, 4, 2, 8), 4));
@@ -251,7 +259,7 @@ TEST(Attention, KeyPadding) {
 
 TEST(Attention, PackedSegments) {
   Case c = shape(2, 14, 4, 2, 8);
-  c.segment = {0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 3, 4, 4, 4,  //
+  c.segment = {0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 3, 4, 4, 4,   //
                7, 7, 3, 3, 3, 7, 7, 7, 9, 9, 9, 9, 9, 9};  // ids may repeat non-contiguously
   check_case(c);
   // Packed rows padded at the end, with a window.
@@ -299,8 +307,8 @@ TEST(Attention, LongRowsNoMask) {
 
 TEST(Attention, RejectsBadHeads) {
   std::vector<float> x(3 * 2 * 4, 0.0f), lse(3 * 2, 0.0f);
-  EXPECT_THROW(attention_forward(x.data(), lse.data(), x.data(), x.data(), x.data(), 1, 2, 3, 2,
-                                 4, 0.5f, AttentionMask{}),
+  EXPECT_THROW(attention_forward(x.data(), lse.data(), x.data(), x.data(), x.data(), 1, 2, 3, 2, 4,
+                                 0.5f, AttentionMask{}),
                Error);
 }
 

@@ -10,9 +10,12 @@
 // gets out = 0 and lse = -inf. The backward recomputes P = exp(s - lse) (rows with lse = -inf
 // contribute nothing) and runs one task per (b, kv head), so the dk/dv rows of a kv head, which
 // all query heads of its group accumulate into, are written by a single thread.
+//
+// The block products go through gemm() (one BLAS call per product, single-threaded inside the
+// OpenMP region). Measured by CPU time on one thread for B=4, T=512, D=64 and 128 (MHA and GQA)
+// against a register-tiled AVX2 loop version of the same blocks (commit 4e54805), OpenBLAS
+// (SkylakeX kernels) was 1.6-1.9x faster forward and 1.5-3.0x faster backward.
 #include "kernels/cpu/attention.hpp"
-
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -21,13 +24,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "kernels/cpu/gemm.hpp"
 #include "magix/error.hpp"
 
 namespace magix::cpu {
 namespace {
 
 constexpr int64_t kQueryBlock = 64;
-constexpr int64_t kColTile = 16;  // columns per register tile in matmul_nt
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // Eight floats (int32s) in one register: AVX2 with the project's -march, two SSE halves without.
@@ -40,7 +43,9 @@ inline Vec8 load8(const float* p) {
   return v;
 }
 
-inline void store8(float* p, Vec8 v) { std::memcpy(p, &v, sizeof v); }
+inline void store8(float* p, Vec8 v) {
+  std::memcpy(p, &v, sizeof v);
+}
 
 // exp(x) in float, ~1 ulp for x in [-87, 88]; exactly 0 below -87.33 (so -inf -> 0) where expf
 // would give a denormal (< 1.2e-38, negligible against a softmax sum >= 1). Callers pass
@@ -101,101 +106,6 @@ float exp_shifted(float* x, int64_t n, float shift) {
   return sum;
 }
 
-// One 4 x 16 tile of C at (m0, n0): C (=|+=) alpha * sum_k a(r, k) * B[k, n0 + j], where
-// a(r, k) = A[(m0 + r) * a_row + k * a_k]. Rows r >= mm repeat row mm - 1 and are not stored;
-// kFull: 16 columns readable from B (else nn < 16 of them, read through a zero-padded copy).
-template <bool kFull>
-void tile_4x16(int64_t mm, int64_t nn, int64_t K, float alpha, const float* A, int64_t a_row,
-               int64_t a_k, const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
-  const float* a0 = A;
-  const float* a1 = A + std::min<int64_t>(1, mm - 1) * a_row;
-  const float* a2 = A + std::min<int64_t>(2, mm - 1) * a_row;
-  const float* a3 = A + std::min<int64_t>(3, mm - 1) * a_row;
-  Vec8 c00{}, c01{}, c10{}, c11{}, c20{}, c21{}, c30{}, c31{};
-  for (int64_t k = 0; k < K; ++k) {
-    Vec8 b0, b1;
-    if constexpr (kFull) {
-      b0 = load8(B + k * ldb);
-      b1 = load8(B + k * ldb + 8);
-    } else {
-      float pad[kColTile] = {};
-      std::memcpy(pad, B + k * ldb, nn * sizeof(float));
-      b0 = load8(pad);
-      b1 = load8(pad + 8);
-    }
-    const int64_t ka = k * a_k;
-    c00 += a0[ka] * b0;
-    c01 += a0[ka] * b1;
-    c10 += a1[ka] * b0;
-    c11 += a1[ka] * b1;
-    c20 += a2[ka] * b0;
-    c21 += a2[ka] * b1;
-    c30 += a3[ka] * b0;
-    c31 += a3[ka] * b1;
-  }
-  const Vec8 acc[4][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
-  for (int64_t r = 0; r < mm; ++r) {
-    float tile[kColTile];
-    std::memcpy(tile, &acc[r][0], sizeof(Vec8));
-    std::memcpy(tile + 8, &acc[r][1], sizeof(Vec8));
-    float* c = C + r * ldc;
-    if (accumulate) {
-      for (int64_t j = 0; j < nn; ++j) c[j] += alpha * tile[j];
-    } else {
-      for (int64_t j = 0; j < nn; ++j) c[j] = alpha * tile[j];
-    }
-  }
-}
-
-// C (M, N) (=|+=) alpha * op(A) · B with B (K, N) row-major; op(A) = A (M, K), or A^T for A
-// (K, M) if trans_a. b_padded: B's rows are readable up to round_up(N, kColTile).
-void matmul(bool trans_a, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-            int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate,
-            bool b_padded = false) {
-  static_assert(kColTile == 16);
-  const int64_t a_row = trans_a ? 1 : lda, a_k = trans_a ? lda : 1;
-  for (int64_t n0 = 0; n0 < N; n0 += kColTile) {
-    const int64_t nn = std::min(kColTile, N - n0);
-    for (int64_t m0 = 0; m0 < M; m0 += 4) {
-      const int64_t mm = std::min<int64_t>(4, M - m0);
-      const float* a = A + m0 * a_row;
-      float* c = C + m0 * ldc + n0;
-      if (nn == kColTile || b_padded)
-        tile_4x16<true>(mm, nn, K, alpha, a, a_row, a_k, B + n0, ldb, c, ldc, accumulate);
-      else
-        tile_4x16<false>(mm, nn, K, alpha, a, a_row, a_k, B + n0, ldb, c, ldc, accumulate);
-    }
-  }
-}
-
-// C (M, N) = alpha * A (M, K) · B^T, B (N, K) row-major. bt is scratch of
-// K * round_up(N, kColTile) floats: B packed transposed and zero-padded.
-void matmul_nt(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-               const float* B, int64_t ldb, float* C, int64_t ldc, float* bt) {
-  const int64_t np = (N + kColTile - 1) / kColTile * kColTile;
-  for (int64_t n0 = 0; n0 < np; n0 += kColTile) {  // 16 rows of B at a time stay in L1
-    const int64_t nn = std::min(kColTile, N - n0);
-    for (int64_t k = 0; k < K; ++k) {
-      float* dst = bt + k * np + n0;
-      for (int64_t n = 0; n < nn; ++n) dst[n] = B[(n0 + n) * ldb + k];
-      for (int64_t n = nn; n < kColTile; ++n) dst[n] = 0.0f;
-    }
-  }
-  matmul(false, M, N, K, alpha, A, lda, bt, np, C, ldc, false, true);
-}
-
-// C (M, N) += alpha * A (M, K) · B (K, N).
-void matmul_nn_acc(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                   const float* B, int64_t ldb, float* C, int64_t ldc) {
-  matmul(false, M, N, K, alpha, A, lda, B, ldb, C, ldc, true);
-}
-
-// C (M, N) += alpha * A^T · B, A (K, M), B (K, N).
-void matmul_tn_acc(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                   const float* B, int64_t ldb, float* C, int64_t ldc) {
-  matmul(true, M, N, K, alpha, A, lda, B, ldb, C, ldc, true);
-}
-
 // Shapes, pointers and the per-query visible key interval shared by forward and backward.
 struct Problem {
   int64_t B, T, Hq, Hkv, D;
@@ -249,8 +159,10 @@ Problem make_problem(int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t D, f
                      const AttentionMask& mask) {
   MAGIX_CHECK(B >= 0 && T >= 0 && D > 0 && Hq > 0 && Hkv > 0,
               "attention: bad shape B={} T={} Hq={} Hkv={} D={}", B, T, Hq, Hkv, D);
-  MAGIX_CHECK(Hq % Hkv == 0, "attention: {} query heads is not a multiple of {} kv heads", Hq,
-              Hkv);
+  MAGIX_CHECK(Hq % Hkv == 0, "attention: {} query heads is not a multiple of {} kv heads", Hq, Hkv);
+  // Loads the BLAS here, so that a failure is an exception to the caller and not a throw
+  // inside an OpenMP region (gemm itself cannot fail for the shapes used below).
+  (void)gemm_backend_name();
   Problem p{B, T, Hq, Hkv, D, scale, &mask, {}, {}};
   p.lo.resize(B * T);
   p.hi.resize(B * T);
@@ -284,14 +196,11 @@ Problem make_problem(int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t D, f
   return p;
 }
 
+// Per-thread buffers: (kQueryBlock, T) scores/probabilities and dP/dS, and a per-row factor.
 struct Scratch {
-  std::vector<float> s, dp, bt;
-  std::vector<float> row;  // (kQueryBlock) per-row factor
+  std::vector<float> s, dp, row;
   explicit Scratch(const Problem& p)
-      : s(kQueryBlock * p.T),
-        dp(kQueryBlock * p.T),
-        bt(p.D * ((p.T + kColTile - 1) / kColTile * kColTile)),
-        row(kQueryBlock) {}
+      : s(kQueryBlock * p.T), dp(kQueryBlock * p.T), row(kQueryBlock) {}
 };
 
 // Forward for queries [i0, i0 + nq) of (b, h): out rows and lse.
@@ -300,31 +209,33 @@ void forward_block(const Problem& p, float* out, float* lse, const float* q, con
   const int64_t g = h / p.group(), D = p.D;
   const int64_t ldq = p.Hq * D, ldkv = p.Hkv * D;
   float* o = out + p.q_off(b, i0, h);
-  for (int64_t r = 0; r < nq; ++r) std::fill(o + r * ldq, o + r * ldq + D, 0.0f);
   int64_t jlo, jhi;
   if (!p.key_range(b, i0, nq, &jlo, &jhi)) {
-    for (int64_t r = 0; r < nq; ++r) lse[p.lse_off(b, h, i0 + r)] = kNegInf;
+    for (int64_t r = 0; r < nq; ++r) {
+      std::fill(o + r * ldq, o + r * ldq + D, 0.0f);
+      lse[p.lse_off(b, h, i0 + r)] = kNegInf;
+    }
     return;
   }
   const int64_t nk = jhi - jlo + 1;
-  float* s = w.s.data();  // (nq, nk)
-  matmul_nt(nq, nk, D, p.scale, q + p.q_off(b, i0, h), ldq, k + p.kv_off(b, jlo, g), ldkv, s, nk,
-            w.bt.data());
+  float* s = w.s.data();  // (nq, nk): S = scale Q K^T, then unnormalised P
+  gemm(false, true, nq, nk, D, p.scale, q + p.q_off(b, i0, h), ldq, k + p.kv_off(b, jlo, g), ldkv,
+       0.0f, s, nk);
   for (int64_t r = 0; r < nq; ++r) {
     const int64_t i = i0 + r;
     float* sr = s + r * nk;
     const float m = p.mask_row(b, i, jlo, nk, sr);
-    if (m == kNegInf) {  // sees no key: out stays 0
+    if (m == kNegInf) {  // sees no key: out = 0
       std::fill(sr, sr + nk, 0.0f);
       lse[p.lse_off(b, h, i)] = kNegInf;
       w.row[r] = 0.0f;
       continue;
     }
-    const float sum = exp_shifted(sr, nk, m);
+    const float sum = exp_shifted(sr, nk, m);  // >= 1: the max contributes exp(0)
     lse[p.lse_off(b, h, i)] = m + std::log(sum);
     w.row[r] = 1.0f / sum;
   }
-  matmul_nn_acc(nq, D, nk, 1.0f, s, nk, v + p.kv_off(b, jlo, g), ldkv, o, ldq);
+  gemm(false, false, nq, D, nk, 1.0f, s, nk, v + p.kv_off(b, jlo, g), ldkv, 0.0f, o, ldq);
   for (int64_t r = 0; r < nq; ++r)
     for (int64_t d = 0; d < D; ++d) o[r * ldq + d] *= w.row[r];
 }
@@ -341,35 +252,35 @@ void backward_block(const Problem& p, float* dq, float* dk, float* dv, const flo
   const float* qb = q + p.q_off(b, i0, h);
   const float* dob = dout + p.q_off(b, i0, h);
   const float* ob = out + p.q_off(b, i0, h);
+  const float* kb = k + p.kv_off(b, jlo, g);
+  const float* vb = v + p.kv_off(b, jlo, g);
   float* s = w.s.data();    // (nq, nk): scores, then P
   float* dp = w.dp.data();  // (nq, nk): dP, then dS
-  matmul_nt(nq, nk, D, p.scale, qb, ldq, k + p.kv_off(b, jlo, g), ldkv, s, nk, w.bt.data());
+  gemm(false, true, nq, nk, D, p.scale, qb, ldq, kb, ldkv, 0.0f, s, nk);
   for (int64_t r = 0; r < nq; ++r) {
-    const int64_t i = i0 + r;
     float* sr = s + r * nk;
-    const float l = lse[p.lse_off(b, h, i)];
+    const float l = lse[p.lse_off(b, h, i0 + r)];
+    w.row[r] = 0.0f;
     if (l == kNegInf) {  // fully masked row: P = 0, no gradient
       std::fill(sr, sr + nk, 0.0f);
       continue;
     }
-    p.mask_row(b, i, jlo, nk, sr);
+    p.mask_row(b, i0 + r, jlo, nk, sr);
     exp_shifted(sr, nk, l);
     float di = 0.0f;  // rowsum(dO ∘ O)
     for (int64_t d = 0; d < D; ++d) di += dob[r * ldq + d] * ob[r * ldq + d];
     w.row[r] = di;
   }
-  matmul_tn_acc(nk, D, nq, 1.0f, s, nk, dob, ldq, dv + p.kv_off(b, jlo, g), ldkv);
-  matmul_nt(nq, nk, D, 1.0f, dob, ldq, v + p.kv_off(b, jlo, g), ldkv, dp, nk, w.bt.data());
+  gemm(true, false, nk, D, nq, 1.0f, s, nk, dob, ldq, 1.0f, dv + p.kv_off(b, jlo, g), ldkv);
+  gemm(false, true, nq, nk, D, 1.0f, dob, ldq, vb, ldkv, 0.0f, dp, nk);
   for (int64_t r = 0; r < nq; ++r) {
     const float* sr = s + r * nk;
     float* dr = dp + r * nk;
-    const float di = lse[p.lse_off(b, h, i0 + r)] == kNegInf ? 0.0f : w.row[r];
-#pragma omp simd
+    const float di = w.row[r];
     for (int64_t c = 0; c < nk; ++c) dr[c] = sr[c] * (dr[c] - di);
   }
-  matmul_nn_acc(nq, D, nk, p.scale, dp, nk, k + p.kv_off(b, jlo, g), ldkv, dq + p.q_off(b, i0, h),
-                ldq);
-  matmul_tn_acc(nk, D, nq, p.scale, dp, nk, qb, ldq, dk + p.kv_off(b, jlo, g), ldkv);
+  gemm(false, false, nq, D, nk, p.scale, dp, nk, kb, ldkv, 1.0f, dq + p.q_off(b, i0, h), ldq);
+  gemm(true, false, nk, D, nq, p.scale, dp, nk, qb, ldq, 1.0f, dk + p.kv_off(b, jlo, g), ldkv);
 }
 
 }  // namespace
@@ -395,8 +306,8 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 }
 
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
-                        const float* lse, const float* q, const float* k, const float* v,
-                        int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t D, float scale,
+                        const float* lse, const float* q, const float* k, const float* v, int64_t B,
+                        int64_t T, int64_t Hq, int64_t Hkv, int64_t D, float scale,
                         const AttentionMask& mask) {
   const Problem p = make_problem(B, T, Hq, Hkv, D, scale, mask);
   const int64_t nblocks = (T + kQueryBlock - 1) / kQueryBlock;
