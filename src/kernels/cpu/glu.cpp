@@ -1,0 +1,71 @@
+#include "kernels/cpu/glu.hpp"
+
+#include <cmath>
+#include <numbers>
+
+#include "magix/error.hpp"
+
+namespace magix::cpu {
+
+namespace {
+
+// Constants of torch's gelu(approximate="tanh"): sqrt(2/pi) and 0.044715.
+constexpr float kGeluBeta = static_cast<float>(std::numbers::sqrt2 * std::numbers::inv_sqrtpi);
+constexpr float kGeluKappa = 0.044715f;
+constexpr int64_t kParallelMin = 1 << 14;
+
+inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+// d/dx x * sigmoid(x) = s * (1 + x * (1 - s)).
+inline float silu_grad(float x) {
+  const float s = 1.0f / (1.0f + std::exp(-x));
+  return s * (1.0f + x * (1.0f - s));
+}
+
+inline float gelu_tanh(float x) {
+  const float inner = kGeluBeta * (x + kGeluKappa * x * x * x);
+  return 0.5f * x * (1.0f + std::tanh(inner));
+}
+
+// d/dx 0.5 x (1 + tanh(u)), u = beta (x + kappa x^3):
+//   0.5 (1 + t) + 0.5 x (1 - t^2) beta (1 + 3 kappa x^2).
+inline float gelu_tanh_grad(float x) {
+  const float x2 = x * x;
+  const float t = std::tanh(kGeluBeta * (x + kGeluKappa * x2 * x));
+  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * kGeluBeta * (1.0f + 3.0f * kGeluKappa * x2);
+}
+
+}  // namespace
+
+void glu_forward(float* out, const float* gate, const float* up, int64_t n, Activation act) {
+  MAGIX_CHECK(n >= 0, "glu_forward: n={} < 0", n);
+  if (act == Activation::kSilu) {
+#pragma omp parallel for if (n > kParallelMin)
+    for (int64_t i = 0; i < n; i++) out[i] = silu(gate[i]) * up[i];
+  } else {
+#pragma omp parallel for if (n > kParallelMin)
+    for (int64_t i = 0; i < n; i++) out[i] = gelu_tanh(gate[i]) * up[i];
+  }
+}
+
+void glu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up,
+                  int64_t n, Activation act) {
+  MAGIX_CHECK(n >= 0, "glu_backward: n={} < 0", n);
+  if (act == Activation::kSilu) {
+#pragma omp parallel for if (n > kParallelMin)
+    for (int64_t i = 0; i < n; i++) {
+      const float g = gate[i];
+      dgate[i] += dout[i] * up[i] * silu_grad(g);
+      dup[i] += dout[i] * silu(g);
+    }
+  } else {
+#pragma omp parallel for if (n > kParallelMin)
+    for (int64_t i = 0; i < n; i++) {
+      const float g = gate[i];
+      dgate[i] += dout[i] * up[i] * gelu_tanh_grad(g);
+      dup[i] += dout[i] * gelu_tanh(g);
+    }
+  }
+}
+
+}  // namespace magix::cpu
