@@ -38,6 +38,7 @@ const Config kConfigs[] = {
     {"MHA  H=6 D=128", 4, 512, 6, 6, 128, 0},
     {"GQA  Hq=8 Hkv=2 D=128", 4, 512, 8, 2, 128, 0},
     {"MHA  H=12 D=64 window=128", 4, 512, 12, 12, 64, 128},
+    {"MQA  B=1 Hq=12 Hkv=1 D=64", 1, 512, 12, 1, 64, 0},
 };
 
 // The visible-pair count of a causal (optionally windowed) T x T mask.
@@ -171,9 +172,9 @@ int main(int argc, char** argv) {
   std::printf(
       "tok/s = B*T / wall time; GFLOP/s per CPU-second (visible pairs only); naive x = CPU time "
       "of the naive implementation / CPU time of attention_*\n");
-  std::printf("%-26s %10s %8s %7s %10s %8s %7s %8s %8s %9s\n", "case (B=4 T=512)", "fwd tok/s",
-              "GF/cpu-s", "cpu ms", "bwd tok/s", "GF/cpu-s", "cpu ms", "naive x", "naive x",
-              "max|diff|");
+  std::printf("%-30s %10s %8s %7s %10s %8s %7s %8s %8s %9s\n", "case (B=4 T=512 unless said)",
+              "fwd tok/s", "GF/cpu-s", "cpu ms", "bwd tok/s", "GF/cpu-s", "cpu ms", "naive x",
+              "naive x", "max|diff|");
   for (const Config& c : kConfigs) {
     std::mt19937 gen(42);
     std::uniform_real_distribution<float> u(-1.0f, 1.0f);
@@ -217,7 +218,7 @@ int main(int argc, char** argv) {
         {max_diff(out, out_n), max_diff(dq, dq_n), max_diff(dk, dk_n), max_diff(dv, dv_n)});
     const double pairs = c.B * c.Hq * visible_pairs(c.T, c.window);
     const double tokens = double(c.B * c.T);
-    std::printf("%-26s %10.0f %8.1f %7.1f %10.0f %8.1f %7.1f %8.1f %8.1f %9.2g\n", c.name,
+    std::printf("%-30s %10.0f %8.1f %7.1f %10.0f %8.1f %7.1f %8.1f %8.1f %9.2g\n", c.name,
                 tokens / tf.wall, 4 * pairs * c.D / tf.cpu * 1e-9, tf.cpu * 1e3, tokens / tb.wall,
                 10 * pairs * c.D / tb.cpu * 1e-9, tb.cpu * 1e3, tfn.cpu / tf.cpu, tbn.cpu / tb.cpu,
                 diff);

@@ -1,6 +1,7 @@
 // attention_forward / attention_backward against a naive double-precision reference (explicit
 // mask, plain softmax) and against central finite differences of that reference.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -303,6 +304,20 @@ TEST(Attention, LongRowsNoMask) {
   Case c = shape(1, 200, 2, 1, 16);
   c.fd_stride = 11;
   check_case(c);
+}
+
+// Fewer (b, kv head) pairs than threads: the backward splits a kv head's work across threads
+// and sums their dk/dv afterwards. Also run with one thread (no split) and an odd count.
+TEST(Attention, ThreadCounts) {
+  const int saved = omp_get_max_threads();
+  for (int threads : {1, 3, 4}) {
+    omp_set_num_threads(threads);
+    Case c = with_window(shape(1, 100, 4, 1, 8), 80);
+    c.fd_stride = 7;
+    check_case(c);
+    check_case(shape(2, 37, 2, 1, 8));
+  }
+  omp_set_num_threads(saved);
 }
 
 TEST(Attention, RejectsBadHeads) {
