@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "magix/error.hpp"
 #include "magix/tokenizer_config.hpp"
 
 namespace magix {
@@ -18,6 +19,18 @@ namespace magix {
 namespace jinja {
 struct Template;  // the parsed program (src/text/jinja_ast.hpp)
 }
+
+// Thrown by render() when the template calls raise_exception(message) (a conversation the
+// template rejects): what() is "chat template error: " + message; message() is the text verbatim.
+class ChatTemplateRaised : public Error {
+ public:
+  explicit ChatTemplateRaised(std::string message)
+      : Error("chat template error: " + message, "raise_exception"), message_(std::move(message)) {}
+  const std::string& message() const { return message_; }
+
+ private:
+  std::string message_;
+};
 
 // Options of a render that are not template variables.
 struct ChatTemplateOptions {

@@ -1,17 +1,12 @@
 #include "magix/chat_template.hpp"
 
 #include "magix/error.hpp"
+#include "text/jinja_ast.hpp"
+#include "text/jinja_eval.hpp"
 
 namespace magix {
 
-namespace jinja {
-struct Template {
-  std::string source;
-};
-}  // namespace jinja
-
-ChatTemplate::ChatTemplate(std::string source)
-    : impl_(std::make_shared<jinja::Template>(jinja::Template{std::move(source)})) {}
+ChatTemplate::ChatTemplate(std::string source) : impl_(jinja::parse_template(std::move(source))) {}
 ChatTemplate::~ChatTemplate() = default;
 ChatTemplate::ChatTemplate(ChatTemplate&&) noexcept = default;
 ChatTemplate& ChatTemplate::operator=(ChatTemplate&&) noexcept = default;
@@ -19,14 +14,121 @@ ChatTemplate& ChatTemplate::operator=(ChatTemplate&&) noexcept = default;
 std::string ChatTemplate::render(const nlohmann::ordered_json& context) const {
   return render(context, ChatTemplateOptions{});
 }
-std::string ChatTemplate::render(const nlohmann::ordered_json&, const ChatTemplateOptions&) const {
-  MAGIX_FAIL("chat templates are not built yet");
+
+std::string ChatTemplate::render(const nlohmann::ordered_json& context,
+                                 const ChatTemplateOptions& options) const {
+  MAGIX_CHECK(context.is_object(), "the chat template context must be a JSON object");
+  jinja::RenderOptions ro;
+  ro.now = options.now;
+  try {
+    return jinja::render_template(*impl_, jinja::from_json(context), ro);
+  } catch (const jinja::RaisedByTemplate& r) {
+    throw ChatTemplateRaised(r.message);
+  }
 }
+
 const std::string& ChatTemplate::source() const { return impl_->source; }
 
-std::string apply_chat_template(const TokenizerConfig&, const nlohmann::ordered_json&, bool,
-                                const nlohmann::ordered_json&, const std::optional<std::string>&) {
-  MAGIX_FAIL("chat templates are not built yet");
+namespace {
+
+// transformers' _alias_reasoning_fields: a message with reasoning under any of its names gets
+// {"thinking": r, **message, "reasoning_content": r}.
+nlohmann::ordered_json alias_reasoning(const nlohmann::ordered_json& m) {
+  static const char* const kFields[] = {"reasoning_content", "thinking", "reasoning"};
+  const nlohmann::ordered_json* reasoning = nullptr;
+  for (const char* f : kFields) {
+    auto it = m.find(f);
+    if (it != m.end() && !it->is_null()) {
+      reasoning = &*it;
+      break;
+    }
+  }
+  if (!reasoning) return m;
+  nlohmann::ordered_json out = nlohmann::ordered_json::object();
+  out["thinking"] = *reasoning;
+  for (const auto& [k, v] : m.items()) out[k] = v;
+  out["reasoning_content"] = *reasoning;
+  return out;
+}
+
+// The reference scripts' chat format, for tokenizers without a template (docs/chat_templates.md).
+std::string builtin_format(const TokenizerConfig& config, const nlohmann::ordered_json& messages,
+                           bool add_generation_prompt) {
+  std::string eos = config.eos_token.value_or("");
+  std::string out;
+  for (size_t k = 0; k < messages.size(); ++k) {
+    const auto& m = messages[k];
+    MAGIX_CHECK(m.contains("role") && m["role"].is_string(), "message {} has no string 'role'", k);
+    const std::string role = m["role"].get<std::string>();
+    MAGIX_CHECK(role == "user" || role == "assistant" || role == "system",
+                "message {}: the built-in chat format knows roles user, assistant and system, not '{}'", k, role);
+    MAGIX_CHECK(m.contains("content") && m["content"].is_string(), "message {} has no string 'content'", k);
+    if (k) out += "\n";
+    out += "<|" + role + "|>\n" + m["content"].get<std::string>() + eos;
+  }
+  if (add_generation_prompt) out += "<|assistant|>\n";
+  return out;
+}
+
+}  // namespace
+
+std::string apply_chat_template(const TokenizerConfig& config, const nlohmann::ordered_json& messages,
+                                bool add_generation_prompt, const nlohmann::ordered_json& extra,
+                                const std::optional<std::string>& template_name) {
+  MAGIX_CHECK(messages.is_array(), "'messages' must be a JSON array of {{\"role\", \"content\"}} objects");
+  MAGIX_CHECK(!messages.empty(), "Cannot apply chat template to an empty conversation. Provide at least one message.");
+  MAGIX_CHECK(extra.is_object(), "extra chat template variables must be a JSON object");
+  for (size_t k = 0; k < messages.size(); ++k) {
+    MAGIX_CHECK(messages[k].is_object(), "message {} must be a JSON object", k);
+  }
+  auto has_tools = extra.contains("tools") && !extra["tools"].is_null();
+  std::optional<std::string> source;
+  if (template_name) {
+    source = config.chat_template(template_name);
+  } else if (has_tools && config.chat_templates.count("tool_use")) {
+    source = config.chat_template("tool_use");
+  } else {
+    source = config.chat_template();
+    MAGIX_CHECK(source || config.chat_templates.empty(),
+                "the tokenizer has several chat templates and no 'default': pass a template name");
+  }
+  if (!source) return builtin_format(config, messages, add_generation_prompt);
+
+  // As transformers: keys whose value is None are dropped from each message, reasoning aliased.
+  nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
+  for (const auto& m : messages) {
+    nlohmann::ordered_json clean = nlohmann::ordered_json::object();
+    for (const auto& [k, v] : m.items()) {
+      if (!v.is_null()) clean[k] = v;
+    }
+    msgs.push_back(alias_reasoning(clean));
+  }
+  // special_tokens_map (named tokens, then extra special tokens), then the call's variables.
+  nlohmann::ordered_json ctx = nlohmann::ordered_json::object();
+  ctx["messages"] = msgs;
+  ctx["tools"] = nullptr;
+  ctx["documents"] = nullptr;
+  ctx["add_generation_prompt"] = add_generation_prompt;
+  auto put = [&](const char* key, const std::optional<std::string>& v) {
+    if (v) ctx[key] = *v;
+  };
+  put("bos_token", config.bos_token);
+  put("eos_token", config.eos_token);
+  put("unk_token", config.unk_token);
+  put("pad_token", config.pad_token);
+  for (const char* key : {"sep_token", "cls_token", "mask_token"}) {
+    auto it = config.raw.find(key);
+    if (it == config.raw.end()) continue;
+    if (it->is_string()) ctx[key] = it->get<std::string>();
+    if (it->is_object() && it->contains("content") && (*it)["content"].is_string()) ctx[key] = (*it)["content"].get<std::string>();
+  }
+  if (auto it = config.raw.find("extra_special_tokens"); it != config.raw.end() && it->is_object()) {
+    for (const auto& [k, v] : it->items()) {
+      if (v.is_string()) ctx[k] = v.get<std::string>();
+    }
+  }
+  for (const auto& [k, v] : extra.items()) ctx[k] = v;
+  return ChatTemplate(*source).render(ctx);
 }
 
 }  // namespace magix

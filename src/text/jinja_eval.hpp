@@ -1,0 +1,25 @@
+// Evaluates a parsed template against a context, as jinja2 renders it.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <string>
+
+#include "text/jinja_ast.hpp"
+
+namespace magix::jinja {
+
+// Thrown by raise_exception(message): the message is the template's text verbatim.
+struct RaisedByTemplate {
+  std::string message;
+};
+
+struct RenderOptions {
+  std::function<std::chrono::system_clock::time_point()> now;  // empty: the system clock
+};
+
+// Renders `t` with the variables of `context` (a Dict). Throws magix::Error "... at line L,
+// column C: ..." for evaluation errors and RaisedByTemplate for raise_exception.
+std::string render_template(const Template& t, const Value& context, const RenderOptions& options);
+
+}  // namespace magix::jinja
