@@ -12,7 +12,7 @@ void fail_undefined(const Value& v) {
   MAGIX_FAIL("{}", v.s.empty() ? std::string("undefined value") : v.s);
 }
 
-const Value& arg_or(const Args& args, size_t index, const char* name, const Value& fallback) {
+Value arg_or(const Args& args, size_t index, const char* name, const Value& fallback) {
   if (index < args.pos.size()) return args.pos[index];
   if (const Value* v = args.kwarg(name)) return *v;
   return fallback;
@@ -165,7 +165,7 @@ Value string_method(const Value& self, const std::string& name) {
     bool reverse = name == "rsplit";
     return fn([s, reverse](const Args& a) {
       int64_t maxsplit = need_int(arg_or(a, 1, "maxsplit", Value::integer(-1)), "maxsplit");
-      const Value& sep = arg_or(a, 0, "sep", kNone);
+      Value sep = arg_or(a, 0, "sep", kNone);
       if (!reverse || maxsplit < 0) return Value::make_list(py_split(s, sep, maxsplit));
       // rsplit with a limit: split the reversed string by the reversed separator
       auto cps = decode_utf8(s);

@@ -48,6 +48,6 @@ Value call_filter(const std::string& name, const Value& v, const Args& args);
 bool call_test(const std::string& name, const Value& v, const Args& args);
 
 // Argument binding for builtins: positional `index` or keyword `name`, else `fallback`.
-const Value& arg_or(const Args& args, size_t index, const char* name, const Value& fallback);
+Value arg_or(const Args& args, size_t index, const char* name, const Value& fallback);
 
 }  // namespace magix::jinja

@@ -145,7 +145,7 @@ std::vector<std::string> splitlines(const std::string& s) {
 }
 
 Value indent_filter(const Value& v, const Args& args) {
-  const Value& width = arg_or(args, 0, "width", Value::integer(4));
+  Value width = arg_or(args, 0, "width", Value::integer(4));
   bool first = truthy(arg_or(args, 1, "first", kFalse));
   bool blank = truthy(arg_or(args, 2, "blank", kFalse));
   std::string ind = width.kind == Kind::String ? width.s : std::string(static_cast<size_t>(std::max<int64_t>(0, width.i)), ' ');
@@ -183,7 +183,7 @@ Value round_filter(const Value& v, const Args& args) {
 }
 
 Value int_filter(const Value& v, const Args& args) {
-  const Value& dflt = arg_or(args, 0, "default", Value::integer(0));
+  Value dflt = arg_or(args, 0, "default", Value::integer(0));
   int base = static_cast<int>(arg_or(args, 1, "base", Value::integer(10)).i);
   if (v.is_int_like()) return Value::integer(v.i);
   if (v.kind == Kind::Float) return std::isfinite(v.f) ? Value::integer(static_cast<int64_t>(v.f)) : dflt;
@@ -201,7 +201,7 @@ Value int_filter(const Value& v, const Args& args) {
 }
 
 Value float_filter(const Value& v, const Args& args) {
-  const Value& dflt = arg_or(args, 0, "default", Value::real(0.0));
+  Value dflt = arg_or(args, 0, "default", Value::real(0.0));
   if (v.is_number()) return Value::real(v.as_double());
   if (v.kind == Kind::String) {
     std::string s = py_strip(v.s, kNone, true, true);
@@ -215,13 +215,13 @@ Value float_filter(const Value& v, const Args& args) {
 Value tojson_filter(const Value& v, const Args& args) {
   JsonOptions o;
   bool ensure_ascii = truthy(arg_or(args, 0, "ensure_ascii", kFalse));
-  const Value& indent = arg_or(args, 1, "indent", kNone);
+  Value indent = arg_or(args, 1, "indent", kNone);
   if (!indent.is_none()) {
     o.has_indent = true;
     o.indent = indent.kind == Kind::String ? indent.s : std::string(static_cast<size_t>(std::max<int64_t>(0, indent.i)), ' ');
     o.item_separator = ",";
   }
-  const Value& seps = arg_or(args, 2, "separators", kNone);
+  Value seps = arg_or(args, 2, "separators", kNone);
   if (seps.is_sequence() && seps.items().size() == 2) {
     o.item_separator = to_str(seps.items()[0]);
     o.key_separator = to_str(seps.items()[1]);
@@ -253,7 +253,7 @@ Value tojson_filter(const Value& v, const Args& args) {
 Value sorted_values(std::vector<Value> items, const Args& args, size_t first_arg) {
   bool reverse = truthy(arg_or(args, first_arg, "reverse", kFalse));
   bool case_sensitive = truthy(arg_or(args, first_arg + 1, "case_sensitive", kFalse));
-  const Value& attribute = arg_or(args, first_arg + 2, "attribute", kNone);
+  Value attribute = arg_or(args, first_arg + 2, "attribute", kNone);
   auto key = [&](const Value& x) {
     return sort_key(attribute.is_none() ? x : attr_path(x, attribute), case_sensitive);
   };
@@ -271,7 +271,7 @@ bool has_test(const std::string& name) { return test_names().count(name) > 0; }
 Value call_filter(const std::string& name, const Value& v, const Args& args) {
   const Value& a0 = args.pos.empty() ? kNone : args.pos[0];
   if (name == "default" || name == "d") {
-    const Value& dflt = arg_or(args, 0, "default_value", Value::str(""));
+    Value dflt = arg_or(args, 0, "default_value", Value::str(""));
     bool boolean = truthy(arg_or(args, 1, "boolean", kFalse));
     return v.is_undefined() || (boolean && !truthy(v)) ? dflt : v;
   }
@@ -299,12 +299,12 @@ Value call_filter(const std::string& name, const Value& v, const Args& args) {
   }
   if (name == "replace") {
     if (args.pos.size() < 2) MAGIX_FAIL("replace needs old and new");
-    const Value& count = arg_or(args, 2, "count", kNone);
+    Value count = arg_or(args, 2, "count", kNone);
     return Value::str(py_replace(to_str(v), to_str(args.pos[0]), to_str(args.pos[1]), count.is_none() ? -1 : count.i));
   }
   if (name == "join") {
     std::string sep = to_str(arg_or(args, 0, "d", Value::str("")));
-    const Value& attribute = arg_or(args, 1, "attribute", kNone);
+    Value attribute = arg_or(args, 1, "attribute", kNone);
     std::string out;
     bool first = true;
     for (const Value& x : iterate(v)) {
@@ -362,7 +362,7 @@ Value call_filter(const std::string& name, const Value& v, const Args& args) {
   if (name == "sort") return sorted_values(iterate(v), args, 0);
   if (name == "unique" || name == "min" || name == "max") {
     bool case_sensitive = truthy(arg_or(args, 0, "case_sensitive", kFalse));
-    const Value& attribute = arg_or(args, 1, "attribute", kNone);
+    Value attribute = arg_or(args, 1, "attribute", kNone);
     auto key = [&](const Value& x) {
       return sort_key(attribute.is_none() ? x : attr_path(x, attribute), case_sensitive);
     };
@@ -387,7 +387,7 @@ Value call_filter(const std::string& name, const Value& v, const Args& args) {
     return best;
   }
   if (name == "sum") {
-    const Value& attribute = arg_or(args, 0, "attribute", kNone);
+    Value attribute = arg_or(args, 0, "attribute", kNone);
     Value total = arg_or(args, 1, "start", Value::integer(0));
     for (const Value& x : iterate(v)) total = binary_op("+", total, attribute.is_none() ? x : attr_path(x, attribute));
     return total;
@@ -423,7 +423,7 @@ Value call_filter(const std::string& name, const Value& v, const Args& args) {
     int64_t length = arg_or(args, 0, "length", Value::integer(255)).i;
     bool killwords = truthy(arg_or(args, 1, "killwords", kFalse));
     std::string end = to_str(arg_or(args, 2, "end", Value::str("...")));
-    const Value& lw = arg_or(args, 3, "leeway", kNone);
+    Value lw = arg_or(args, 3, "leeway", kNone);
     int64_t leeway = lw.is_none() ? 5 : lw.i;
     auto cps = decode_utf8(s);
     if (static_cast<int64_t>(cps.size()) <= length + leeway) return Value::str(s);
@@ -436,7 +436,7 @@ Value call_filter(const std::string& name, const Value& v, const Args& args) {
   if (name == "batch") {
     int64_t n = a0.i;
     if (n <= 0) MAGIX_FAIL("batch size must be positive");
-    const Value& fill = arg_or(args, 1, "fill_with", kNone);
+    Value fill = arg_or(args, 1, "fill_with", kNone);
     std::vector<Value> out, cur;
     for (const Value& x : iterate(v)) {
       cur.push_back(x);
