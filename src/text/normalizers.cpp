@@ -1,5 +1,7 @@
 #include "text/normalizers.hpp"
 
+#include <algorithm>
+
 #include <unicode/normalizer2.h>
 #include <unicode/uchar.h>
 #include <unicode/unistr.h>
@@ -86,10 +88,20 @@ class UnicodeNormalizer final : public Normalizer {
       out.text.append(piece);
       out.align.insert(out.align.end(), s.align.begin() + static_cast<std::ptrdiff_t>(b),
                        s.align.begin() + static_cast<std::ptrdiff_t>(e));
-    } else {
-      out.append(utf8, s.original_range(b, e));
+      return;
+    }
+    // Output character k aligns with input character min(k, last): a composed character takes
+    // its base character's range, extra decomposed characters the last one's (as HF does).
+    std::vector<Range> in_ranges;
+    for (size_t i = b; i < e; i += utf8_len(static_cast<unsigned char>(s.text[i]))) in_ranges.push_back(s.align[i]);
+    size_t k = 0;
+    for (size_t i = 0; i < utf8.size(); ++k) {
+      const size_t n = utf8_len(static_cast<unsigned char>(utf8[i]));
+      out.append(std::string_view(utf8).substr(i, n), in_ranges[std::min(k, in_ranges.size() - 1)]);
+      i += n;
     }
   }
+
   const icu::Normalizer2* norm_ = nullptr;
 };
 

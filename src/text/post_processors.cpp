@@ -33,9 +33,11 @@ class TemplateProcessor final : public PostProcessor {
       if (it.is_sequence) {
         out.ids.insert(out.ids.end(), enc.ids.begin(), enc.ids.end());
         out.offsets.insert(out.offsets.end(), enc.offsets.begin(), enc.offsets.end());
+        out.from_input.insert(out.from_input.end(), enc.from_input.begin(), enc.from_input.end());
       } else {
         out.ids.insert(out.ids.end(), it.ids.begin(), it.ids.end());
         out.offsets.insert(out.offsets.end(), it.ids.size(), Range{0, 0});
+        out.from_input.insert(out.from_input.end(), it.ids.size(), 0);
       }
     }
     enc = std::move(out);
@@ -46,11 +48,11 @@ class TemplateProcessor final : public PostProcessor {
 class ByteLevelProcessor final : public PostProcessor {
  public:
   bool trim_offsets = true, add_prefix_space = true;
-  void process(EncodingBuffer& enc, bool, const IdToToken& id_to_token) const override {
+  void process(EncodingBuffer& enc, bool, const IdToToken& token_text) const override {
     if (!trim_offsets) return;
     const auto is_space = [](char32_t c) { return c == 0x120 || is_whitespace(c); };  // 'Ġ' is byte ' '
     for (size_t i = 0; i < enc.ids.size(); ++i) {
-      const std::string t = id_to_token(enc.ids[i]);
+      const std::string t = token_text(i);
       std::vector<char32_t> cps;
       for (size_t p = 0; p < t.size();) {
         const Utf8Step st = utf8_step(t, p);
@@ -79,8 +81,10 @@ class BertProcessor final : public PostProcessor {
     if (!add) return;
     enc.ids.insert(enc.ids.begin(), cls);
     enc.offsets.insert(enc.offsets.begin(), Range{0, 0});
+    enc.from_input.insert(enc.from_input.begin(), 0);
     enc.ids.push_back(sep);
     enc.offsets.push_back({0, 0});
+    enc.from_input.push_back(0);
   }
 };
 

@@ -17,10 +17,11 @@ namespace magix::text {
 struct EncodingBuffer {
   std::vector<int32_t> ids;
   std::vector<Range> offsets;  // byte offsets into the input; {0, 0} for added special tokens
+  std::vector<uint8_t> from_input;  // 1 where the token's text is the input slice (added tokens)
 };
 
-// id -> token string (for offset trimming).
-using IdToToken = std::function<std::string(int32_t)>;
+// The text of token i of an encoding (for offset trimming).
+using IdToToken = std::function<std::string(size_t)>;
 
 class PostProcessor {
  public:

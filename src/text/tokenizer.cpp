@@ -46,6 +46,7 @@ void TokenizerImpl::encode_plain(std::string_view text, size_t begin, text::Enco
     if (sp.token >= 0) {
       out.ids.push_back(added[static_cast<size_t>(sp.token)].id);
       out.offsets.push_back(e > b ? ns.original_range(b, e) : text::Range{ns.original_begin, ns.original_begin});
+      out.from_input.push_back(1);
       continue;
     }
     if (e <= b) continue;
@@ -59,6 +60,7 @@ void TokenizerImpl::encode_plain(std::string_view text, size_t begin, text::Enco
         out.ids.push_back(t.id);
         out.offsets.push_back(piece.original_range(t.begin, t.end));
       }
+      out.from_input.resize(out.ids.size(), 0);
     }
   }
 }
@@ -74,13 +76,17 @@ text::EncodingBuffer TokenizerImpl::encode(std::string_view input, bool add_spec
       if (sp.token >= 0) {
         enc.ids.push_back(added[static_cast<size_t>(sp.token)].id);
         enc.offsets.push_back({b, e});
+        enc.from_input.push_back(1);
       } else {
         encode_plain(input.substr(b, e - b), b, enc);
       }
     }
   }
   if (post_processor) {
-    post_processor->process(enc, add_special_tokens, [this](int32_t id) { return id_to_token(id).value_or(""); });
+    post_processor->process(enc, add_special_tokens, [&](size_t i) {
+      if (enc.from_input[i]) return std::string(input.substr(enc.offsets[i].first, enc.offsets[i].second - enc.offsets[i].first));
+      return id_to_token(enc.ids[i]).value_or("");
+    });
   }
   return enc;
 }
