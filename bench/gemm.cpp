@@ -1,7 +1,9 @@
 // GEMM throughput: magix's gemm()/matmul_forward against each candidate BLAS called directly,
 // fp32, square n = 512, 1024, 2048, in the same run. Every engine runs in its own child process
 // (OpenBLAS reads OPENBLAS_CORETYPE only when it is loaded), rounds interleave the engines, and
-// each figure is the median over rounds of the per-child median over repetitions.
+// each figure is the median over rounds of the per-child median over repetitions. Two tables:
+// GFLOP/s of wall time (what a user gets), and GFLOP per CPU-second of the process (per-core
+// efficiency, much less disturbed when other processes share the cores).
 //
 //   bench_gemm [--threads 2] [--rounds 3] [--reps 5]      the table (docs/kernels.md)
 //   bench_gemm --child ENGINE [--reps 5]                   one engine, machine-readable lines
@@ -10,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -113,6 +116,18 @@ Buffer random_buffer(int64_t count, std::mt19937& rng) {
   return buffer;
 }
 
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+// CPU time of the whole process (all threads), in seconds.
+double cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 // Child: for each op and size, median GFLOP/s over `reps` timed calls after one warm-up.
 int run_child(const std::string& engine, int reps) {
   Gemm gemm = make_engine(engine);
@@ -123,23 +138,70 @@ int run_child(const std::string& engine, int reps) {
              C = random_buffer(n * n, rng);
       const bool trans_b = std::strcmp(op, "NT") == 0;
       gemm(trans_b, n, A.get(), B.get(), C.get());
-      std::vector<double> gflops;
+      std::vector<double> wall, cpu;
       for (int r = 0; r < reps; r++) {
+        const double c0 = cpu_seconds();
         auto t0 = std::chrono::steady_clock::now();
         gemm(trans_b, n, A.get(), B.get(), C.get());
         std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
-        gflops.push_back(2.0 * n * n * n / dt.count() * 1e-9);
+        const double flop = 2.0 * n * n * n;
+        wall.push_back(flop / dt.count() * 1e-9);
+        cpu.push_back(flop / std::max(cpu_seconds() - c0, 1e-9) * 1e-9);
       }
-      std::sort(gflops.begin(), gflops.end());
-      std::printf("result %s %lld %.2f\n", op, static_cast<long long>(n), gflops[reps / 2]);
+      std::printf("result wall %s %lld %.2f\n", op, static_cast<long long>(n), median(wall));
+      std::printf("result cpu %s %lld %.2f\n", op, static_cast<long long>(n), median(cpu));
     }
   }
   return 0;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
+using Results = std::map<std::string, std::map<std::string, std::vector<double>>>;
+
+std::string load_average() {
+  FILE* f = std::fopen("/proc/loadavg", "r");
+  char buf[128] = "?";
+  if (f != nullptr) {
+    if (std::fgets(buf, sizeof(buf), f) == nullptr) buf[0] = '\0';
+    std::fclose(f);
+  }
+  return std::string(buf, std::strcspn(buf, "\n"));
+}
+
+// One table: a row per engine, a column per (op, n), then magix over the fastest candidate.
+void print_table(const char* title, const std::string& kind, Results& results,
+                 std::map<std::string, std::string>& names) {
+  std::printf("\n%s\n%-44s", title, "engine");
+  std::vector<std::string> columns;
+  for (const char* op : kOps) {
+    for (int64_t n : kSizes) {
+      columns.push_back(std::string(op) + std::to_string(n));
+      std::printf(" %8s", columns.back().c_str());
+    }
+  }
+  std::printf("\n");
+  std::map<std::string, double> best;
+  for (const std::string& engine : kEngines) {
+    std::string label = engine + " [" + names[engine] + "]";
+    std::printf("%-44.44s", label.c_str());
+    for (const std::string& column : columns) {
+      const std::vector<double>& values = results[kind + " " + engine][column];
+      if (values.empty()) {  // the engine's library is not installed, or it failed
+        std::printf(" %8s", "n/a");
+        continue;
+      }
+      const double value = median(values);
+      if (engine != "magix") best[column] = std::max(best[column], value);
+      std::printf(" %8.1f", value);
+    }
+    std::printf("\n");
+  }
+  std::printf("%-44s", "magix / fastest candidate");
+  for (const std::string& column : columns) {
+    double ratio =
+        best[column] > 0 ? median(results[kind + " magix"][column]) / best[column] : 0.0;
+    std::printf(" %8.3f", ratio);
+  }
+  std::printf("\n");
 }
 
 int run_driver(int threads, int rounds, int reps) {
@@ -148,8 +210,8 @@ int run_driver(int threads, int rounds, int reps) {
   if (len <= 0) die("cannot find /proc/self/exe");
   self[len] = '\0';
   const char* user_coretype = std::getenv("OPENBLAS_CORETYPE");
-  // results[engine][op + n] = per-round medians
-  std::map<std::string, std::map<std::string, std::vector<double>>> results;
+  // results["wall ENGINE" or "cpu ENGINE"][op + n] = per-round medians
+  Results results;
   std::map<std::string, std::string> names;
   for (int round = 0; round < rounds; round++) {
     for (const std::string& engine : kEngines) {
@@ -166,46 +228,24 @@ int run_driver(int threads, int rounds, int reps) {
       if (pipe == nullptr) die("popen failed");
       char line[512];
       while (std::fgets(line, sizeof(line), pipe)) {
-        char op[8];
+        char kind[8], op[8];
         long long n = 0;
         double value = 0;
         if (std::strncmp(line, "name ", 5) == 0) {
           names[engine] = std::string(line + 5, std::strcspn(line + 5, "\n"));
-        } else if (std::sscanf(line, "result %7s %lld %lf", op, &n, &value) == 3) {
-          results[engine][std::string(op) + std::to_string(n)].push_back(value);
+        } else if (std::sscanf(line, "result %7s %7s %lld %lf", kind, op, &n, &value) == 4) {
+          results[std::string(kind) + " " + engine][std::string(op) + std::to_string(n)]
+              .push_back(value);
         }
       }
       if (pclose(pipe) != 0) std::fprintf(stderr, "bench_gemm: engine %s failed\n", engine.c_str());
     }
   }
-  std::printf("fp32 GEMM, square n, %d threads, GFLOP/s: median of %d rounds x %d reps\n",
-              threads, rounds, reps);
-  std::printf("%-44s", "engine");
-  std::vector<std::string> columns;
-  for (const char* op : kOps) {
-    for (int64_t n : kSizes) {
-      columns.push_back(std::string(op) + std::to_string(n));
-      std::printf(" %8s", columns.back().c_str());
-    }
-  }
-  std::printf("\n");
-  std::map<std::string, double> best;
-  for (const std::string& engine : kEngines) {
-    std::string label = engine + " [" + names[engine] + "]";
-    std::printf("%-44.44s", label.c_str());
-    for (const std::string& column : columns) {
-      double value = median(results[engine][column]);
-      if (engine != "magix") best[column] = std::max(best[column], value);
-      std::printf(" %8.1f", value);
-    }
-    std::printf("\n");
-  }
-  std::printf("%-44s", "magix / fastest candidate");
-  for (const std::string& column : columns) {
-    double ratio = best[column] > 0 ? median(results["magix"][column]) / best[column] : 0.0;
-    std::printf(" %8.3f", ratio);
-  }
-  std::printf("\n");
+  std::printf("fp32 GEMM, square n, %d threads, median of %d rounds x %d reps; load average "
+              "at the end: %s\n",
+              threads, rounds, reps, load_average().c_str());
+  print_table("GFLOP/s (wall time)", "wall", results, names);
+  print_table("GFLOP per CPU-second of the process", "cpu", results, names);
   return 0;
 }
 

@@ -3,7 +3,9 @@
 set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git xz-utils python3
-  libopenblas-dev libopenblas0-openmp libdnnl-dev
+  # GEMM engine, opened with dlopen at run time (docs/kernels.md): OpenBLAS, OpenMP build.
+  # The other candidates measured by bench_gemm: BLIS (OpenMP build) and oneDNN.
+  libopenblas0-openmp libblis4-openmp libdnnl2
   libopenmpi-dev openmpi-bin
   nlohmann-json3-dev libpcre2-dev libicu-dev libcli11-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
