@@ -106,9 +106,12 @@ std::vector<std::pair<size_t, size_t>> assistant_spans(const TokenizerConfig& co
   size_t previous_end = 0;
   for (size_t i = 0; i < messages.size(); ++i) {
     if (messages[i].at("role") != "assistant") continue;
-    // The role header: what add_generation_prompt appends after messages[:i].
-    const std::string before = render(config, head(messages, i), false, name, extra);
-    const std::string with_prompt = render(config, head(messages, i), true, name, extra);
+    // The role header: what add_generation_prompt appends after messages[:i] (templates cannot
+    // render an empty conversation: for i = 0, after a stand-in user message).
+    nlohmann::ordered_json prefix = head(messages, i);
+    if (prefix.empty()) prefix.push_back({{"role", "user"}, {"content", "x"}});
+    const std::string before = render(config, prefix, false, name, extra);
+    const std::string with_prompt = render(config, prefix, true, name, extra);
     MAGIX_CHECK(with_prompt.size() > before.size() && with_prompt.compare(0, before.size(), before) == 0,
                 "train_on assistant: the chat template adds no generation prompt after message {}, "
                 "so the assistant's role header cannot be told from its content",
