@@ -22,17 +22,19 @@ inline float silu_grad(float x) {
   return s * (1.0f + x * (1.0f - s));
 }
 
+// 0.5 x (1 + tanh(u)) with u = beta (x + kappa x^3), evaluated as x * sigmoid(2u) (the same
+// function: 0.5 (1 + tanh(u)) = 1 / (1 + exp(-2u))), which needs one exp instead of a tanh,
+// several times slower in libm; the two forms agree within a few ulp.
 inline float gelu_tanh(float x) {
-  const float inner = kGeluBeta * (x + kGeluKappa * x * x * x);
-  return 0.5f * x * (1.0f + std::tanh(inner));
+  const float u = kGeluBeta * (x + kGeluKappa * x * x * x);
+  return x / (1.0f + std::exp(-2.0f * u));
 }
 
-// d/dx 0.5 x (1 + tanh(u)), u = beta (x + kappa x^3):
-//   0.5 (1 + t) + 0.5 x (1 - t^2) beta (1 + 3 kappa x^2).
+// d/dx x s(2u) = s + 2 x s (1 - s) u', with s = sigmoid(2u) and u' = beta (1 + 3 kappa x^2).
 inline float gelu_tanh_grad(float x) {
   const float x2 = x * x;
-  const float t = std::tanh(kGeluBeta * (x + kGeluKappa * x2 * x));
-  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * kGeluBeta * (1.0f + 3.0f * kGeluKappa * x2);
+  const float s = 1.0f / (1.0f + std::exp(-2.0f * kGeluBeta * (x + kGeluKappa * x2 * x)));
+  return s + 2.0f * x * s * (1.0f - s) * kGeluBeta * (1.0f + 3.0f * kGeluKappa * x2);
 }
 
 }  // namespace
