@@ -15,6 +15,7 @@
 #include "magix/batch.hpp"
 #include "magix/mesh.hpp"
 #include "magix/model_config.hpp"
+#include "magix/sharding.hpp"
 #include "magix/tensor.hpp"
 
 namespace magix {
@@ -22,38 +23,27 @@ namespace magix {
 // ---------------------------------------------------------------------------------------------
 // Parameters and their shards
 
-// The mesh axis that shards one tensor dim.
-enum class MeshAxis : uint8_t { kNone, kData, kModel };
-
-// Per tensor dim, the axis that shards it (DESIGN.md §3). Empty dims = replicated.
-struct PartitionSpec {
-  std::vector<MeshAxis> dims;
-  std::string str() const;  // "(model, data)", "()" for replicated
-};
-
-// The default rules (same for every family), first match wins, no match = replicated:
-//   embed_tokens.weight, lm_head.weight          (model, data)   vocab-parallel + FSDP
-//   (q|k|v|gate|up)_proj.weight                  (model, data)   column-parallel + FSDP
-//   (o|down)_proj.weight                         (data, model)   row-parallel + FSDP
-//   (q|k|v|gate|up)_proj.bias                    (model)         follows its weight
-//   everything else (norms, o/down biases)       ()              replicated
-PartitionSpec default_partition_spec(std::string_view name);
-
 struct ParamInfo {
   std::string name;       // HF name, e.g. "model.layers.0.self_attn.q_proj.weight"
   Shape global_shape;     // torch layout [out, in] for linear weights
-  PartitionSpec spec;
+  PartitionSpec spec;     // from the partition rules (magix/sharding.hpp)
   Shape box_start;        // this rank's shard: [box_start, box_start + box_extent) per dim
   Shape box_extent;       // equals global_shape on the 1x1 mesh
 };
 
 // Every parameter a model of `config` has, in HF order (embed_tokens, per layer: input_layernorm,
 // q/k/v/o (+ biases), post_attention_layernorm, gate/up/down (+ biases); norm; lm_head unless
-// tied), with global shapes and default specs; boxes cover the whole tensor.
+// tied), with global shapes and the specs of default_partition_rules(family); boxes cover the
+// whole tensor.
 std::vector<ParamInfo> expected_parameters(const ModelConfig& config);
 
-// Sets each info's box for this rank of `mesh`; a dim that does not divide by its axis size is
-// an error naming the parameter and the dim.
+// Replaces the specs by those of user rules (--partition_rules). The decoder accepts any use of
+// the data axis (FSDP over one dim) but only the model-axis layout of the default rules (the
+// tensor-parallel layers it implements); Decoder's constructor checks that.
+void apply_partition_rules(std::vector<ParamInfo>& infos, const PartitionRules& rules);
+
+// Sets each info's box for this rank of `mesh` (shard_box); a dim that does not divide by its
+// axis size is an error naming the parameter and the dim.
 void shard_parameters(std::vector<ParamInfo>& infos, const Mesh& mesh);
 
 // An ordered set of fp32 tensors, one per parameter, each holding this rank's box. Gradients

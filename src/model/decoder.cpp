@@ -33,9 +33,23 @@ int index_of(const ParameterSet& p, const std::string& name) {
 // The data-sharded dim of a spec, or -1.
 int data_dim(const PartitionSpec& spec) {
   for (size_t d = 0; d < spec.dims.size(); ++d) {
-    if (spec.dims[d] == MeshAxis::kData) return static_cast<int>(d);
+    if (spec.dims[d] == "data") return static_cast<int>(d);
   }
   return -1;
+}
+
+// The layers implement one tensor-parallel layout: the model axis of the default rules. The
+// data axis may shard any one dim (FSDP gathers it whole before use).
+void check_supported_spec(const ParamInfo& p, const PartitionSpec& default_spec) {
+  for (size_t d = 0; d < p.global_shape.size(); ++d) {
+    const bool model = p.spec.axis(d) == "model";
+    const bool want = default_spec.axis(d) == "model";
+    MAGIX_CHECK(model == want,
+                "parameter '{}': partition spec {} is not supported by the decoder; the model "
+                "axis must shard it as {} does (vocab / column-parallel weights (model, *), "
+                "row-parallel weights (*, model), q/k/v/gate/up biases (model)); the data "
+                "axis may shard any one dim", p.name, p.spec.str(), default_spec.str());
+  }
 }
 
 void all_reduce(Communicator& comm, float* x, int64_t n, ReduceOp op) {
@@ -94,14 +108,16 @@ Decoder::Decoder(ModelConfig config, const Mesh& mesh, ParameterSet params,
               "({}), intermediate_size ({}) and vocab_size ({})", M, c.num_heads,
               c.num_kv_heads, c.intermediate_size, c.vocab_size);
   std::vector<ParamInfo> expected = expected_parameters(c);
-  shard_parameters(expected, mesh);
   MAGIX_CHECK(expected.size() == params_.size(), "parameter set has {} tensors, the config {}",
               params_.size(), expected.size());
   for (size_t i = 0; i < expected.size(); ++i) {
-    MAGIX_CHECK(expected[i].name == params_.info(i).name &&
-                    expected[i].box_extent == params_.tensor(i).shape(),
-                "parameter {} ('{}') does not match the config's layout ('{}' {})", i,
-                params_.info(i).name, expected[i].name, shape_str(expected[i].box_extent));
+    const ParamInfo& p = params_.info(i);
+    check_supported_spec(p, expected[i].spec);
+    MAGIX_CHECK(expected[i].name == p.name && expected[i].global_shape == p.global_shape &&
+                    p.box_extent == params_.tensor(i).shape(),
+                "parameter {} ('{}' {}) does not match the config's layout ('{}' {})", i, p.name,
+                shape_str(params_.tensor(i).shape()), expected[i].name,
+                shape_str(expected[i].global_shape));
   }
   State& s = *state_;
   s.C = c.hidden_size;

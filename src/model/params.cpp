@@ -4,7 +4,6 @@
 #include <cmath>
 #include <map>
 #include <numbers>
-#include <regex>
 #include <set>
 
 #include "magix/error.hpp"
@@ -57,31 +56,11 @@ double normal_at(uint64_t key, int64_t e) {
 
 }  // namespace
 
-std::string PartitionSpec::str() const {
-  std::string out = "(";
-  for (size_t i = 0; i < dims.size(); ++i) {
-    out += i ? ", " : "";
-    out += dims[i] == MeshAxis::kData ? "data" : dims[i] == MeshAxis::kModel ? "model" : "None";
-  }
-  return out + ")";
-}
-
-PartitionSpec default_partition_spec(std::string_view name) {
-  // The rule table of DESIGN.md §3 (data, not code paths: one regex per spec).
-  static const std::regex kColumn(R"((embed_tokens|lm_head|(q|k|v|gate|up)_proj)\.weight$)");
-  static const std::regex kRow(R"((o|down)_proj\.weight$)");
-  static const std::regex kColumnBias(R"((q|k|v|gate|up)_proj\.bias$)");
-  const std::string s(name);
-  if (std::regex_search(s, kColumn)) return {{MeshAxis::kModel, MeshAxis::kData}};
-  if (std::regex_search(s, kRow)) return {{MeshAxis::kData, MeshAxis::kModel}};
-  if (std::regex_search(s, kColumnBias)) return {{MeshAxis::kModel}};
-  return {};
-}
-
 std::vector<ParamInfo> expected_parameters(const ModelConfig& c) {
   std::vector<ParamInfo> out;
+  const PartitionRules rules = default_partition_rules(std::string(family_name(c.family)));
   auto add = [&](std::string name, Shape shape) {
-    PartitionSpec spec = default_partition_spec(name);
+    PartitionSpec spec = rules.spec_for(name, static_cast<int>(shape.size()));
     out.push_back({std::move(name), shape, std::move(spec), Shape(shape.size(), 0), shape});
   };
   const int64_t C = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
@@ -111,22 +90,17 @@ std::vector<ParamInfo> expected_parameters(const ModelConfig& c) {
   return out;
 }
 
+void apply_partition_rules(std::vector<ParamInfo>& infos, const PartitionRules& rules) {
+  for (ParamInfo& p : infos) {
+    p.spec = rules.spec_for(p.name, static_cast<int>(p.global_shape.size()));
+  }
+}
+
 void shard_parameters(std::vector<ParamInfo>& infos, const Mesh& mesh) {
   for (ParamInfo& p : infos) {
-    p.box_start.assign(p.global_shape.size(), 0);
-    p.box_extent = p.global_shape;
-    for (size_t d = 0; d < p.spec.dims.size() && d < p.global_shape.size(); ++d) {
-      if (p.spec.dims[d] == MeshAxis::kNone) continue;
-      const bool data = p.spec.dims[d] == MeshAxis::kData;
-      const int64_t n = data ? mesh.data_size() : mesh.model_size();
-      const int64_t r = data ? mesh.data_rank() : mesh.model_rank();
-      MAGIX_CHECK(p.global_shape[d] % n == 0,
-                  "parameter '{}' (shape {}, spec {}): dim {} of size {} does not divide by the "
-                  "{} axis size {}", p.name, shape_str(p.global_shape), p.spec.str(), d,
-                  p.global_shape[d], data ? "data" : "model", n);
-      p.box_extent[d] = p.global_shape[d] / n;
-      p.box_start[d] = r * p.box_extent[d];
-    }
+    ShardBox box = shard_box(p.name, p.global_shape, p.spec, mesh);
+    p.box_start = std::move(box.start);
+    p.box_extent = std::move(box.extent);
   }
 }
 

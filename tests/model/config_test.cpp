@@ -153,15 +153,51 @@ TEST(ModelConfig, ExpectedParametersAndSpecs) {
   EXPECT_EQ(p[2].global_shape, (Shape{64, 64}));
   EXPECT_EQ(p[4].name, "model.layers.0.self_attn.k_proj.weight");
   EXPECT_EQ(p[4].global_shape, (Shape{32, 64}));
-  EXPECT_EQ(default_partition_spec("model.layers.3.self_attn.q_proj.weight").str(), "(model, data)");
-  EXPECT_EQ(default_partition_spec("model.layers.3.mlp.down_proj.weight").str(), "(data, model)");
-  EXPECT_EQ(default_partition_spec("model.layers.3.self_attn.k_proj.bias").str(), "(model)");
-  EXPECT_EQ(default_partition_spec("model.layers.3.self_attn.o_proj.bias").str(), "()");
-  EXPECT_EQ(default_partition_spec("model.norm.weight").str(), "()");
-  EXPECT_EQ(default_partition_spec("lm_head.weight").str(), "(model, data)");
+  auto spec = [&](const std::string& name) {
+    for (const ParamInfo& info : p) {
+      if (info.name == name) return info.spec.str();
+    }
+    return std::string("absent");
+  };
+  EXPECT_EQ(spec("model.layers.1.self_attn.q_proj.weight"), "(model, data)");
+  EXPECT_EQ(spec("model.layers.1.self_attn.o_proj.weight"), "(data, model)");
+  EXPECT_EQ(spec("model.layers.1.mlp.down_proj.weight"), "(data, model)");
+  EXPECT_EQ(spec("model.layers.1.self_attn.k_proj.bias"), "(model)");
+  EXPECT_EQ(spec("model.layers.1.self_attn.o_proj.bias"), "()");
+  EXPECT_EQ(spec("model.norm.weight"), "()");
+  EXPECT_EQ(spec("lm_head.weight"), "(model, data)");
+  EXPECT_EQ(spec("model.embed_tokens.weight"), "(model, data)");
   Mesh mesh;
   shard_parameters(p, mesh);
   for (const ParamInfo& info : p) EXPECT_EQ(info.box_extent, info.global_shape);
+}
+
+TEST(ModelConfig, UnsupportedPartitionSpecIsAnError) {
+  ModelConfig c = parse_model_config(llama(), "x");
+  std::vector<ParamInfo> p = expected_parameters(c);
+  RuleList rules;
+  rules.emplace_back(R"(q_proj\.weight$)", PartitionSpec{"data", "model"});
+  const PartitionRules defaults = default_partition_rules("llama");
+  for (const auto& r : defaults.rules()) rules.push_back(r);
+  apply_partition_rules(p, PartitionRules(rules));
+  Mesh mesh;
+  shard_parameters(p, mesh);
+  try {
+    Decoder d(c, mesh, ParameterSet(p));
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'model.layers.0.self_attn.q_proj.weight': partition "
+                                         "spec (data, model) is not supported"),
+              std::string::npos) << e.what();
+  }
+  // The data axis may shard another dim than the default one.
+  p = expected_parameters(c);
+  RuleList fsdp_only_q;  // q_proj: model axis as the default, not sharded over data
+  fsdp_only_q.emplace_back(R"(q_proj\.weight$)", PartitionSpec{"model"});
+  for (const auto& r : defaults.rules()) fsdp_only_q.push_back(r);
+  apply_partition_rules(p, PartitionRules(fsdp_only_q));
+  shard_parameters(p, mesh);
+  EXPECT_NO_THROW(Decoder(c, mesh, ParameterSet(p)));
 }
 
 }  // namespace

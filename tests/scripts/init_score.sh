@@ -68,7 +68,7 @@ import json, math, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 assert [r["tokens"] for r in rows] == [4, 1], rows
 for r in rows:
-    assert abs(r["mean_nll"] - math.log(64)) < 0.1, r
+    assert abs(r["mean_nll"] - math.log(64)) < 0.5, r
     assert math.isclose(r["ppl"], math.exp(r["mean_nll"]), rel_tol=1e-9), r
 PY
 done
