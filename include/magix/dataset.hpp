@@ -90,8 +90,8 @@ TrainOn parse_train_on(std::string_view name);  // "all" | "assistant"
 struct EncodeOptions {
   bool use_chat_template = false;
   TrainOn train_on = TrainOn::kAll;
-  int64_t max_length = 1024;                          // examples keep at most max_length + 1 tokens
-  std::optional<std::string> chat_template_name;      // a named template of the tokenizer
+  int64_t max_length = 1024;                      // examples keep at most max_length + 1 tokens
+  std::optional<std::string> chat_template_name;  // a named template of the tokenizer
   nlohmann::ordered_json template_extra = nlohmann::ordered_json::object();  // extra variables
 };
 
@@ -111,11 +111,11 @@ struct Example {
 
 struct DatasetStats {
   ReadStats read;
-  int64_t examples = 0;               // examples returned
-  int64_t skipped_encode = 0;         // records skipped because they could not be encoded
-  int64_t truncated = 0;              // examples cut to max_length + 1 tokens
-  int64_t without_targets = 0;        // examples with no counted target (e.g. truncated away)
-  int64_t tokens = 0;                 // tokens over all examples
+  int64_t examples = 0;                     // examples returned
+  int64_t skipped_encode = 0;               // records skipped because they could not be encoded
+  int64_t truncated = 0;                    // examples cut to max_length + 1 tokens
+  int64_t without_targets = 0;              // examples with no counted target (e.g. truncated away)
+  int64_t tokens = 0;                       // tokens over all examples
   std::vector<std::string> skipped_errors;  // "file:line: why" for the first skipped encodes
   int64_t skipped() const { return read.skipped + skipped_encode; }
 };
@@ -173,9 +173,9 @@ std::string render_prompt(const Tokenizer& tokenizer, const std::string& prompt,
 
 // render_prompt, tokenised: plain prompts and the built-in format with the post-processor's
 // special tokens (bos), the tokenizer's own template without them (it writes its own).
-std::vector<int32_t> encode_prompt(const Tokenizer& tokenizer, const std::string& prompt,
-                                   bool use_chat_template,
-                                   const std::optional<std::string>& template_name = std::nullopt,
-                                   const nlohmann::ordered_json& extra = nlohmann::ordered_json::object());
+std::vector<int32_t> encode_prompt(
+    const Tokenizer& tokenizer, const std::string& prompt, bool use_chat_template,
+    const std::optional<std::string>& template_name = std::nullopt,
+    const nlohmann::ordered_json& extra = nlohmann::ordered_json::object());
 
 }  // namespace magix

@@ -94,7 +94,8 @@ DataLoader::DataLoader(std::vector<Example> examples, const LoaderOptions& optio
     rows_ = pack_rows(examples_, row_length);
   } else {
     rows_.reserve(examples_.size());
-    for (size_t e = 0; e < examples_.size(); ++e) rows_.push_back(RowSpan{static_cast<int64_t>(e), 1});
+    for (size_t e = 0; e < examples_.size(); ++e)
+      rows_.push_back(RowSpan{static_cast<int64_t>(e), 1});
   }
   MAGIX_CHECK(num_rows() >= o.global_batch,
               "the training data gives {} rows{}, fewer than one batch of {}: nothing to train on "
@@ -109,7 +110,8 @@ DataLoader::DataLoader(std::vector<Example> examples, const LoaderOptions& optio
       h = fnv1a(h, 0xFFFFFFFFFFFFFFFEull);  // example boundary
       const Example& ex = examples_[e];
       for (size_t i = 0; i < ex.ids.size(); ++i) {
-        h = fnv1a(h, (static_cast<uint64_t>(static_cast<uint32_t>(ex.ids[i])) << 1) | ex.loss_mask[i]);
+        h = fnv1a(h,
+                  (static_cast<uint64_t>(static_cast<uint32_t>(ex.ids[i])) << 1) | ex.loss_mask[i]);
       }
     }
   }
@@ -242,8 +244,8 @@ void DataLoader::restore(const nlohmann::json& state) {
               version, kStateVersion);
   const nlohmann::json mine = this->state();
   // Everything the batch order depends on must match; the mesh (data_rank/size) may differ.
-  for (const char* key : {"seed", "global_batch", "max_length", "pack", "shuffle",
-                          "num_examples", "num_rows", "fingerprint"}) {
+  for (const char* key : {"seed", "global_batch", "max_length", "pack", "shuffle", "num_examples",
+                          "num_rows", "fingerprint"}) {
     MAGIX_CHECK(state.contains(key), "data loader state: '{}' is missing", key);
     MAGIX_CHECK(state.at(key) == mine.at(key),
                 "data loader state: saved {} = {} but this run has {} = {}; the saved position "

@@ -34,7 +34,8 @@ bool starts_with_at(const std::string& s, size_t at, std::string_view p) {
 }
 
 std::string_view rtrim(std::string_view s) {
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\n' || s.back() == '\t' || s.back() == '\r')) {
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\n' || s.back() == '\t' || s.back() == '\r')) {
     s.remove_suffix(1);
   }
   return s;
@@ -78,8 +79,9 @@ TrainOn parse_train_on(std::string_view name) {
 int32_t training_pad_id(const Tokenizer& tokenizer) {
   if (auto pad = tokenizer.pad_id()) return *pad;
   if (auto eos = tokenizer.eos_id()) return *eos;
-  MAGIX_FAIL("the tokenizer has neither a pad nor an eos token: cannot pad training rows "
-             "(set pad_token or eos_token in tokenizer_config.json)");
+  MAGIX_FAIL(
+      "the tokenizer has neither a pad nor an eos token: cannot pad training rows "
+      "(set pad_token or eos_token in tokenizer_config.json)");
 }
 
 std::string render_record(const Record& record, const Tokenizer& tokenizer,
@@ -112,10 +114,11 @@ std::vector<std::pair<size_t, size_t>> assistant_spans(const TokenizerConfig& co
     if (prefix.empty()) prefix.push_back({{"role", "user"}, {"content", "x"}});
     const std::string before = render(config, prefix, false, name, extra);
     const std::string with_prompt = render(config, prefix, true, name, extra);
-    MAGIX_CHECK(with_prompt.size() > before.size() && with_prompt.compare(0, before.size(), before) == 0,
-                "train_on assistant: the chat template adds no generation prompt after message {}, "
-                "so the assistant's role header cannot be told from its content",
-                i);
+    MAGIX_CHECK(
+        with_prompt.size() > before.size() && with_prompt.compare(0, before.size(), before) == 0,
+        "train_on assistant: the chat template adds no generation prompt after message {}, "
+        "so the assistant's role header cannot be told from its content",
+        i);
     const std::string header = with_prompt.substr(before.size());
 
     // Where the content ends: render with this content replaced by the sentinel; the text after
@@ -124,23 +127,24 @@ std::vector<std::pair<size_t, size_t>> assistant_spans(const TokenizerConfig& co
     marked[i]["content"] = std::string(kSentinel);
     const std::string rendered_marked = render(config, marked, false, name, extra);
     const size_t at = rendered_marked.find(kSentinel);
-    MAGIX_CHECK(at != std::string::npos && rendered_marked.find(kSentinel, at + 1) == std::string::npos,
-                "train_on assistant: the chat template does not write the content of message {} "
-                "exactly once",
-                i);
+    MAGIX_CHECK(
+        at != std::string::npos && rendered_marked.find(kSentinel, at + 1) == std::string::npos,
+        "train_on assistant: the chat template does not write the content of message {} "
+        "exactly once",
+        i);
     const size_t tail = rendered_marked.size() - at - kSentinel.size();
-    MAGIX_CHECK(tail <= rendered.size() &&
-                    rendered.compare(rendered.size() - tail, tail, rendered_marked, at + kSentinel.size(),
-                                     tail) == 0,
-                "train_on assistant: the text the chat template writes after message {} depends "
-                "on its content",
-                i);
+    MAGIX_CHECK(
+        tail <= rendered.size() && rendered.compare(rendered.size() - tail, tail, rendered_marked,
+                                                    at + kSentinel.size(), tail) == 0,
+        "train_on assistant: the text the chat template writes after message {} depends "
+        "on its content",
+        i);
     const size_t content_end = rendered.size() - tail;
 
     // Where the content starts: right after the last header before the sentinel, the rendering
     // being the same up to there.
-    const size_t header_at = at >= header.size() ? rendered_marked.rfind(header, at - header.size())
-                                                 : std::string::npos;
+    const size_t header_at =
+        at >= header.size() ? rendered_marked.rfind(header, at - header.size()) : std::string::npos;
     MAGIX_CHECK(header_at != std::string::npos,
                 "train_on assistant: the assistant header '{}' of message {} is not in the "
                 "rendered conversation",
@@ -278,9 +282,10 @@ std::vector<Example> load_examples(const DatasetOptions& options, const Tokenize
     } catch (const Error& e) {
       std::string message = fmt::format("{}:{}: {}", source, record.line, e.what());
       if (!options.skip_bad_records) {
-        MAGIX_FAIL("{} (fix the record, or pass --skip_bad_records to skip and count such "
-                   "records)",
-                   message);
+        MAGIX_FAIL(
+            "{} (fix the record, or pass --skip_bad_records to skip and count such "
+            "records)",
+            message);
       }
       st.skipped_encode += 1;
       if (st.skipped_errors.size() < ReadStats::kMaxReported) st.skipped_errors.push_back(message);
@@ -325,7 +330,8 @@ std::vector<int32_t> encode_prompt(const Tokenizer& tokenizer, const std::string
                                    bool use_chat_template,
                                    const std::optional<std::string>& template_name,
                                    const nlohmann::ordered_json& extra) {
-  const std::string text = render_prompt(tokenizer, prompt, use_chat_template, template_name, extra);
+  const std::string text =
+      render_prompt(tokenizer, prompt, use_chat_template, template_name, extra);
   const bool own_template = use_chat_template && has_own_template(tokenizer, template_name);
   return tokenizer.encode(text, !own_template);
 }

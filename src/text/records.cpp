@@ -86,7 +86,8 @@ bool is_blank(std::string_view s) {
 std::string json_reason(const nlohmann::json::exception& e) {
   std::string what = e.what();
   auto close = what.find("] ");
-  if (what.rfind("[json.exception", 0) == 0 && close != std::string::npos) what = what.substr(close + 2);
+  if (what.rfind("[json.exception", 0) == 0 && close != std::string::npos)
+    what = what.substr(close + 2);
   return what;
 }
 
@@ -144,7 +145,7 @@ void parse_json_array(std::string_view content, const std::string& source, Recor
   int64_t line = 1;
   auto skip_ws = [&] {
     while (pos < content.size() && (content[pos] == ' ' || content[pos] == '\t' ||
-                                     content[pos] == '\r' || content[pos] == '\n')) {
+                                    content[pos] == '\r' || content[pos] == '\n')) {
       if (content[pos] == '\n') line += 1;
       ++pos;
     }
@@ -220,8 +221,10 @@ void parse_json_array(std::string_view content, const std::string& source, Recor
 
 std::string read_whole_file(const std::filesystem::path& path) {
   std::error_code ec;
-  MAGIX_CHECK(std::filesystem::is_regular_file(path, ec), "data file '{}' does not exist or is "
-              "not a regular file", path.string());
+  MAGIX_CHECK(std::filesystem::is_regular_file(path, ec),
+              "data file '{}' does not exist or is "
+              "not a regular file",
+              path.string());
   std::ifstream in(path, std::ios::binary);
   MAGIX_CHECK(in.good(), "cannot open data file '{}'", path.string());
   std::ostringstream buffer;

@@ -87,7 +87,7 @@ TEST(Batches, PaddingAndTargetsFollowTheReferenceRule) {
   o.max_length = 5;
   o.pad_id = 2;
   o.shuffle = false;
-  std::vector<Example> examples = {make_example({1, 10, 11, 12}),          // shorter: padded
+  std::vector<Example> examples = {make_example({1, 10, 11, 12}),           // shorter: padded
                                    make_example({1, 20, 21, 22, 23, 24})};  // exactly L = 6
   DataLoader loader(examples, o);
   const TokenBatch b = loader.next();
@@ -182,10 +182,13 @@ TEST(Batches, RankSlicesConcatenateToTheGlobalBatch) {
         for (auto& rank : ranks) {
           const TokenBatch part = rank.next();
           EXPECT_EQ(part.batch, 8 / d);
-          joined.input_ids.insert(joined.input_ids.end(), part.input_ids.begin(), part.input_ids.end());
+          joined.input_ids.insert(joined.input_ids.end(), part.input_ids.begin(),
+                                  part.input_ids.end());
           joined.targets.insert(joined.targets.end(), part.targets.begin(), part.targets.end());
-          joined.key_valid.insert(joined.key_valid.end(), part.key_valid.begin(), part.key_valid.end());
-          joined.positions.insert(joined.positions.end(), part.positions.begin(), part.positions.end());
+          joined.key_valid.insert(joined.key_valid.end(), part.key_valid.begin(),
+                                  part.key_valid.end());
+          joined.positions.insert(joined.positions.end(), part.positions.begin(),
+                                  part.positions.end());
           joined.segments.insert(joined.segments.end(), part.segments.begin(), part.segments.end());
         }
         joined.batch = global.batch;
@@ -221,8 +224,8 @@ TEST(Batches, StateRestoresExactlyOnAnyDataAxis) {
     expect_same(resumed.next(), expected);
     const TokenBatch part = resumed_rank1.next();
     const size_t half_n = expected.input_ids.size() / 2;
-    EXPECT_EQ(part.input_ids, std::vector<int32_t>(expected.input_ids.begin() + half_n,
-                                                   expected.input_ids.end()));
+    EXPECT_EQ(part.input_ids,
+              std::vector<int32_t>(expected.input_ids.begin() + half_n, expected.input_ids.end()));
     EXPECT_EQ(part.targets,
               std::vector<int32_t>(expected.targets.begin() + half_n, expected.targets.end()));
   }
@@ -285,10 +288,10 @@ TEST(Packing, SegmentsPositionsAndBoundaryTargets) {
   const TokenBatch b = loader.next();
   const int32_t X = TokenBatch::kIgnore;
   // Row 0: slots 10 11 12 20 21 pad pad -> inputs are the first 6 slots.
-  EXPECT_EQ(b.input_ids, (std::vector<int32_t>{10, 11, 12, 20, 21, 0,  //
+  EXPECT_EQ(b.input_ids, (std::vector<int32_t>{10, 11, 12, 20, 21, 0,   //
                                                30, 31, 32, 33, 40, 41,  //
                                                50, 51, 52, 53, 54, 55}));
-  EXPECT_EQ(b.targets, (std::vector<int32_t>{11, 12, X, 21, X, X,  // 12 -> 20 crosses a boundary
+  EXPECT_EQ(b.targets, (std::vector<int32_t>{11, 12, X, 21, X, X,   // 12 -> 20 crosses a boundary
                                              31, 32, 33, X, X, 42,  // 33 -> 40 crosses; 41 masked
                                              51, 52, 53, 54, 55, X}));
   EXPECT_EQ(b.segments, (std::vector<int32_t>{0, 0, 0, 1, 1, 1,  //
@@ -348,7 +351,8 @@ TEST(Packing, GreedyInOrderAndRowsHoldTheirExamples) {
       EXPECT_EQ(b.segments[t], segs[t]);
       EXPECT_EQ(b.positions[t], poss[t]);
       const bool next_real = t + 1 < static_cast<int64_t>(slots.size());
-      EXPECT_EQ(b.targets[t], next_real && segs[t + 1] == segs[t] ? slots[t + 1] : TokenBatch::kIgnore);
+      EXPECT_EQ(b.targets[t],
+                next_real && segs[t + 1] == segs[t] ? slots[t + 1] : TokenBatch::kIgnore);
     }
   }
 }

@@ -39,8 +39,8 @@ std::optional<std::filesystem::path> tokenizer_dir(const std::string& name) {
   return dir;
 }
 
-#define LOAD_TOKENIZER_OR_SKIP(var, name)                                        \
-  const auto var##_dir = tokenizer_dir(name);                                    \
+#define LOAD_TOKENIZER_OR_SKIP(var, name)                                             \
+  const auto var##_dir = tokenizer_dir(name);                                         \
   if (!var##_dir) GTEST_SKIP() << "../shared/tokenizers/" << name << " or xz absent"; \
   const Tokenizer var = Tokenizer::load(var##_dir->string())
 
@@ -177,7 +177,9 @@ TEST(AssistantMask, ExactToTheTokenOnRealTemplates) {
       {"llama3_1", {"It is 4.<|eot_id|>", "Blue, like the sky.<|eot_id|>"}, true},
       {"gemma3", {"It is 4.<end_of_turn>", "Blue, like the sky.<end_of_turn>"}, true},
       // Qwen 3 writes an empty think block into the final assistant turn (not earlier ones).
-      {"qwen3", {"It is 4.<|im_end|>", "<think>\n\n</think>\n\nBlue, like the sky.<|im_end|>"}, false},
+      {"qwen3",
+       {"It is 4.<|im_end|>", "<think>\n\n</think>\n\nBlue, like the sky.<|im_end|>"},
+       false},
       // No template: the reference's built-in format, eos ending each turn.
       {"mistral", {"It is 4.</s>", "Blue, like the sky.</s>"}, false},
   };
@@ -268,9 +270,12 @@ TEST(AssistantMask, TemplateErrorsAreBadRecordsWithFileAndLine) {
                     ("magix_test_data_" + std::to_string(::getpid())) / "alternation.jsonl";
   {
     std::ofstream out(path);
-    out << R"({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]})" << "\n";
-    out << R"({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]})" << "\n";
-    out << R"({"messages": [{"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]})" << "\n";
+    out << R"({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]})"
+        << "\n";
+    out << R"({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]})"
+        << "\n";
+    out << R"({"messages": [{"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]})"
+        << "\n";
   }
   DatasetOptions options;
   options.path = path;

@@ -103,12 +103,14 @@ TEST(Records, EachBadRecordNamesFileAndLine) {
   const BadCase cases[] = {
       {"{\"text\": \"ok\"}\n{\"text\": \"unterminated}\n", DataFormat::kJsonl, 2, "invalid JSON"},
       {"{\"text\": \"ok\"}\n\n{\"other\": 1}\n", DataFormat::kJsonl, 3, "field 'text' is missing"},
-      {"{\"text\": 42}\n", DataFormat::kJsonl, 1, "must be a string or a list of messages, got number"},
+      {"{\"text\": 42}\n", DataFormat::kJsonl, 1,
+       "must be a string or a list of messages, got number"},
       {"{\"text\": \"a\xC3(b\"}\n", DataFormat::kJsonl, 1, "invalid UTF-8 at byte 11"},
       {"ok\nbad \xED\xA0\x80 surrogate\n", DataFormat::kTxt, 2, "invalid UTF-8 at byte 4"},
       {"ok\n\xC0\xAF overlong\n", DataFormat::kTxt, 2, "invalid UTF-8 at byte 0"},
       {"{\"text\": []}\n", DataFormat::kJsonl, 1, "empty list of messages"},
-      {"{\"text\": [{\"content\": \"x\"}]}\n", DataFormat::kJsonl, 1, "message 0 of 'text' has no 'role'"},
+      {"{\"text\": [{\"content\": \"x\"}]}\n", DataFormat::kJsonl, 1,
+       "message 0 of 'text' has no 'role'"},
       {"{\"text\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\"}]}\n",
        DataFormat::kJsonl, 1, "message 1 of 'text' has no 'content'"},
       {"{\"text\": [{\"role\": \"user\", \"content\": null}]}\n", DataFormat::kJsonl, 1,
@@ -122,7 +124,8 @@ TEST(Records, EachBadRecordNamesFileAndLine) {
   for (const BadCase& c : cases) {
     SCOPED_TRACE(c.content);
     const std::string message = error_of([&] { parse(c.content, c.format); });
-    EXPECT_NE(message.find("mem.data:" + std::to_string(c.line) + ": "), std::string::npos) << message;
+    EXPECT_NE(message.find("mem.data:" + std::to_string(c.line) + ": "), std::string::npos)
+        << message;
     EXPECT_NE(message.find(c.reason), std::string::npos) << message;
     EXPECT_NE(message.find("--skip_bad_records"), std::string::npos) << message;
     // Skipping: the bad record is counted and reported, the others are kept.
@@ -157,7 +160,8 @@ TEST(Records, BadFileSkippedAndCounted) {
   ASSERT_EQ(stats.skipped_errors.size(), 9u);
   const int bad_lines[] = {2, 3, 4, 5, 6, 7, 8, 9, 11};
   for (size_t i = 0; i < 9; ++i) {
-    EXPECT_EQ(stats.skipped_errors[i].rfind(path + ":" + std::to_string(bad_lines[i]) + ": ", 0), 0u)
+    EXPECT_EQ(stats.skipped_errors[i].rfind(path + ":" + std::to_string(bad_lines[i]) + ": ", 0),
+              0u)
         << stats.skipped_errors[i];
   }
 }
@@ -174,14 +178,17 @@ TEST(Records, ReportsAtMostTenSkippedMessages) {
 }
 
 TEST(Records, JsonStructureErrorsAreFileErrors) {
-  EXPECT_NE(error_of([] { parse("{\"text\": \"a\"}", DataFormat::kJson); })
-                .find("mem.data:1: a .json data file must hold one JSON array"),
+  EXPECT_NE(error_of([] {
+              parse("{\"text\": \"a\"}", DataFormat::kJson);
+            }).find("mem.data:1: a .json data file must hold one JSON array"),
             std::string::npos);
-  EXPECT_NE(error_of([] { parse("[\n{\"text\": \"a\"},\n{\"text\": \"b\"}\n", DataFormat::kJson); })
-                .find("unexpected end of file"),
+  EXPECT_NE(error_of([] {
+              parse("[\n{\"text\": \"a\"},\n{\"text\": \"b\"}\n", DataFormat::kJson);
+            }).find("unexpected end of file"),
             std::string::npos);
-  EXPECT_NE(error_of([] { parse("[{\"text\": \"a\"}]\n]", DataFormat::kJson); })
-                .find("mem.data:2: unexpected content after the JSON array"),
+  EXPECT_NE(error_of([] {
+              parse("[{\"text\": \"a\"}]\n]", DataFormat::kJson);
+            }).find("mem.data:2: unexpected content after the JSON array"),
             std::string::npos);
   // Structure errors are not per-record: skipping does not hide them.
   ReadOptions skip;
@@ -191,10 +198,12 @@ TEST(Records, JsonStructureErrorsAreFileErrors) {
 }
 
 TEST(Records, FileErrors) {
-  EXPECT_NE(error_of([] { read_records(kDir / "missing.jsonl", ReadOptions{}); }).find("missing.jsonl"),
-            std::string::npos);
-  EXPECT_NE(error_of([] { data_format_from_path("data.csv"); }).find("unsupported extension '.csv'"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([] { read_records(kDir / "missing.jsonl", ReadOptions{}); }).find("missing.jsonl"),
+      std::string::npos);
+  EXPECT_NE(
+      error_of([] { data_format_from_path("data.csv"); }).find("unsupported extension '.csv'"),
+      std::string::npos);
   EXPECT_EQ(data_format_from_path("a/b.jsonl"), DataFormat::kJsonl);
   EXPECT_EQ(data_format_from_path("b.json"), DataFormat::kJson);
   EXPECT_EQ(data_format_from_path("b.txt"), DataFormat::kTxt);
@@ -203,10 +212,10 @@ TEST(Records, FileErrors) {
 TEST(Records, Utf8Validation) {
   EXPECT_FALSE(find_invalid_utf8("plain ascii").has_value());
   EXPECT_FALSE(find_invalid_utf8("h\xC3\xA9 \xE2\x9C\x93 \xF0\x9F\x98\x80").has_value());
-  EXPECT_EQ(find_invalid_utf8("ab\x80"), 2u);              // lone continuation byte
-  EXPECT_EQ(find_invalid_utf8("a\xE2\x9C"), 1u);           // truncated sequence
-  EXPECT_EQ(find_invalid_utf8("\xF4\x90\x80\x80"), 0u);    // past U+10FFFF
-  EXPECT_EQ(find_invalid_utf8("x\xE0\x80\x80"), 1u);       // overlong
+  EXPECT_EQ(find_invalid_utf8("ab\x80"), 2u);                // lone continuation byte
+  EXPECT_EQ(find_invalid_utf8("a\xE2\x9C"), 1u);             // truncated sequence
+  EXPECT_EQ(find_invalid_utf8("\xF4\x90\x80\x80"), 0u);      // past U+10FFFF
+  EXPECT_EQ(find_invalid_utf8("x\xE0\x80\x80"), 1u);         // overlong
   EXPECT_EQ(find_invalid_utf8("\xF8\x88\x80\x80\x80"), 0u);  // 5-byte form
 }
 
