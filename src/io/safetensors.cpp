@@ -192,21 +192,20 @@ struct SafetensorsReader::File {
 SafetensorsReader::SafetensorsReader(const std::filesystem::path& path)
     : path_(path), file_(std::make_unique<File>()) {
   uint64_t size = 0;
-  file_->fd = io::open_for_reading(path, &size);
-  try {
-    std::vector<std::byte> prefix(std::min<uint64_t>(size, 8));
-    io::read_exact(file_->fd.get(), 0, prefix.data(), prefix.size(), path);
-    if (prefix.size() == 8) {
-      uint64_t n = read_le64(prefix.data());
-      // Read the header only once its length is known to be sane; the parser reports otherwise.
-      if (n <= kSafetensorsMaxHeaderBytes && n <= size - 8) {
-        prefix.resize(8 + n);
-        io::read_exact(file_->fd.get(), 8, prefix.data() + 8, n, path);
-      }
+  file_->fd = io::open_for_reading(path, &size);  // errors name the file
+  std::vector<std::byte> prefix(std::min<uint64_t>(size, 8));
+  io::read_exact(file_->fd.get(), 0, prefix.data(), prefix.size(), path);
+  if (prefix.size() == 8) {
+    uint64_t n = read_le64(prefix.data());
+    // Read the header only once its length is known to be sane; the parser reports otherwise.
+    if (n <= kSafetensorsMaxHeaderBytes && n <= size - 8) {
+      prefix.resize(8 + n);
+      io::read_exact(file_->fd.get(), 8, prefix.data() + 8, n, path);
     }
+  }
+  try {
     header_ = parse_safetensors_header(prefix, size);
   } catch (const Error& e) {
-    if (std::string_view(e.what()).starts_with(path.string())) throw;
     throw Error(fmt::format("{}: {}", path.string(), e.what()), e.where());
   }
   for (size_t i = 0; i < header_.entries.size(); ++i) index_.emplace(header_.entries[i].name, i);
