@@ -659,6 +659,8 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
   if (op == "**") {
     if (ints && b.i >= 0) {
       int64_t result = 1, base = a.i;
+      if (base == 0 || base == 1) return Value::integer(b.i == 0 ? 1 : base);
+      if (base == -1) return Value::integer(b.i % 2 ? -1 : 1);
       for (int64_t e = b.i; e > 0; --e) {
         if (__builtin_mul_overflow(result, base, &result)) MAGIX_FAIL("integer overflow");
       }

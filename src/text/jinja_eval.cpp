@@ -270,6 +270,12 @@ class Evaluator {
   Value make_macro(const Stmt& s, const ScopePtr& defined_in, const Value& caller) {
     const Stmt* stmt = &s;
     return Value::function(s.k == Stmt::K::Macro ? s.text : "caller", [this, stmt, defined_in, caller](const Args& a) {
+      if (call_depth_ >= kMaxCallDepth) MAGIX_FAIL("maximum recursion depth exceeded in macro '{}'", stmt->text);
+      ++call_depth_;
+      struct Leave {
+        int& depth;
+        ~Leave() { --depth; }
+      } leave{call_depth_};
       auto call = std::make_shared<Scope>();
       call->parent = defined_in;
       const auto& params = stmt->params;
@@ -437,9 +443,11 @@ class Evaluator {
     return Value::undefined();
   }
 
+  static constexpr int kMaxCallDepth = 100;  // macro recursion: an error, not a stack overflow
   const Template& t_;
   const RenderOptions& options_;
   Value filter_base_;
+  int call_depth_ = 0;
 };
 
 }  // namespace

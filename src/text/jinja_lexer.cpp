@@ -117,14 +117,16 @@ class Lexer {
   void emit(Tok type, std::string text, size_t offset) {
     // positions are computed incrementally: offsets only grow
     while (line_pos_ < offset) {
-      if (src_[line_pos_] == '\n') {
+      auto c = static_cast<unsigned char>(src_[line_pos_]);
+      if (c == '\n') {
         ++line_;
-        line_start_ = line_pos_ + 1;
+        column_ = 1;
+      } else if ((c & 0xc0) != 0x80) {
+        ++column_;  // a code point starts here (UTF-8 continuation bytes do not count)
       }
       ++line_pos_;
     }
-    int column = static_cast<int>(utf8_length(std::string_view(src_).substr(line_start_, offset - line_start_))) + 1;
-    tokens_.push_back(Token{type, std::move(text), line_, column});
+    tokens_.push_back(Token{type, std::move(text), line_, column_});
   }
 
   size_t find_tag(size_t from) const {
@@ -425,7 +427,8 @@ class Lexer {
   size_t pos_ = 0;
   std::vector<Token> tokens_;
   int line_ = 1;
-  size_t line_start_ = 0, line_pos_ = 0;
+  int column_ = 1;       // of the byte at line_pos_
+  size_t line_pos_ = 0;  // tokens are emitted at increasing offsets
 };
 
 }  // namespace
