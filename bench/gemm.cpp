@@ -12,10 +12,11 @@
 
 #include <algorithm>
 #include <chrono>
-#include <ctime>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <map>
 #include <memory>
@@ -46,8 +47,7 @@ const std::vector<std::string> kEngines = {
     "magix", "openblas", "openblas:Haswell", "openblas:SkylakeX", "openblas:Cooperlake",
     "blis",  "dnnl"};
 
-using Gemm = std::function<void(bool trans_b, int64_t n, const float* A, const float* B,
-                                float* C)>;
+using Gemm = std::function<void(bool trans_b, int64_t n, const float* A, const float* B, float* C)>;
 
 [[noreturn]] void die(const std::string& message) {
   std::fprintf(stderr, "bench_gemm: %s\n", message.c_str());
@@ -84,8 +84,8 @@ Gemm make_engine(const std::string& engine) {
     return [sgemm](bool trans_b, int64_t n, const float* A, const float* B, float* C) {
       const int m = static_cast<int>(n);
       sgemm(magix::cpu::kCblasRowMajor, magix::cpu::kCblasNoTrans,
-            trans_b ? magix::cpu::kCblasTrans : magix::cpu::kCblasNoTrans, m, m, m, 1.0f, A, m,
-            B, m, 0.0f, C, m);
+            trans_b ? magix::cpu::kCblasTrans : magix::cpu::kCblasNoTrans, m, m, m, 1.0f, A, m, B,
+            m, 0.0f, C, m);
     };
   }
   if (engine == "dnnl") {
@@ -148,6 +148,19 @@ int run_child(const std::string& engine, int reps) {
         wall.push_back(flop / dt.count() * 1e-9);
         cpu.push_back(flop / std::max(cpu_seconds() - c0, 1e-9) * 1e-9);
       }
+      // A figure only counts if the product is right: spot-check entries against double sums.
+      for (int probe = 0; probe < 16; probe++) {
+        const int64_t i = (probe * 7919) % n, j = (probe * 104729) % n;
+        double ref = 0.0;
+        for (int64_t k = 0; k < n; k++) {
+          ref += static_cast<double>(A[i * n + k]) * (trans_b ? B[j * n + k] : B[k * n + j]);
+        }
+        if (std::fabs(C[i * n + j] - ref) > 1e-4 * n) {
+          std::fprintf(stderr, "bench_gemm: %s %s n=%lld gives a wrong product\n",
+                       engine.c_str(), op, static_cast<long long>(n));
+          return 1;
+        }
+      }
       std::printf("result wall %s %lld %.2f\n", op, static_cast<long long>(n), median(wall));
       std::printf("result cpu %s %lld %.2f\n", op, static_cast<long long>(n), median(cpu));
     }
@@ -197,8 +210,7 @@ void print_table(const char* title, const std::string& kind, Results& results,
   }
   std::printf("%-44s", "magix / fastest candidate");
   for (const std::string& column : columns) {
-    double ratio =
-        best[column] > 0 ? median(results[kind + " magix"][column]) / best[column] : 0.0;
+    double ratio = best[column] > 0 ? median(results[kind + " magix"][column]) / best[column] : 0.0;
     std::printf(" %8.3f", ratio);
   }
   std::printf("\n");
@@ -222,8 +234,8 @@ int run_driver(int threads, int rounds, int reps) {
       } else if (engine != "magix" || user_coretype == nullptr) {
         env = "env -u OPENBLAS_CORETYPE " + env;
       }
-      std::string command = env + " '" + self + "' --child " + engine + " --reps " +
-                            std::to_string(reps);
+      std::string command =
+          env + " '" + self + "' --child " + engine + " --reps " + std::to_string(reps);
       FILE* pipe = popen(command.c_str(), "r");
       if (pipe == nullptr) die("popen failed");
       char line[512];
@@ -234,16 +246,17 @@ int run_driver(int threads, int rounds, int reps) {
         if (std::strncmp(line, "name ", 5) == 0) {
           names[engine] = std::string(line + 5, std::strcspn(line + 5, "\n"));
         } else if (std::sscanf(line, "result %7s %7s %lld %lf", kind, op, &n, &value) == 4) {
-          results[std::string(kind) + " " + engine][std::string(op) + std::to_string(n)]
-              .push_back(value);
+          results[std::string(kind) + " " + engine][std::string(op) + std::to_string(n)].push_back(
+              value);
         }
       }
       if (pclose(pipe) != 0) std::fprintf(stderr, "bench_gemm: engine %s failed\n", engine.c_str());
     }
   }
-  std::printf("fp32 GEMM, square n, %d threads, median of %d rounds x %d reps; load average "
-              "at the end: %s\n",
-              threads, rounds, reps, load_average().c_str());
+  std::printf(
+      "fp32 GEMM, square n, %d threads, median of %d rounds x %d reps; load average "
+      "at the end: %s\n",
+      threads, rounds, reps, load_average().c_str());
   print_table("GFLOP/s (wall time)", "wall", results, names);
   print_table("GFLOP per CPU-second of the process", "cpu", results, names);
   return 0;

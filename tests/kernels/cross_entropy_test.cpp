@@ -124,8 +124,8 @@ TEST(CrossEntropy, VocabShardsCombineToTheSingleShardResult) {
       EXPECT_EQ(gtgt[n], logits[n * kV + kTargets[n]]);
     }
   }
-  cross_entropy_loss(shard_losses.data(), gmax.data(), gsum.data(), gtgt.data(),
-                     kTargets.data(), kN);
+  cross_entropy_loss(shard_losses.data(), gmax.data(), gsum.data(), gtgt.data(), kTargets.data(),
+                     kN);
   // Only the split of the double sum of exp differs: a relative 1e-6 on row_sumexp moves the
   // loss by 1e-6 absolute.
   test::expect_close(shard_losses, losses, 0.0, 1e-5, "sharded losses");
@@ -154,8 +154,8 @@ TEST(CrossEntropy, LargeLogitsStayFinite) {
   EXPECT_EQ(row_sumexp[0], 2.0f);
   EXPECT_FLOAT_EQ(losses[0], 1e30f);
   const float dloss = 1.0f;
-  cross_entropy_backward(d.data(), logits.data(), row_max.data(), row_sumexp.data(),
-                         targets.data(), &dloss, 0, 1, V);
+  cross_entropy_backward(d.data(), logits.data(), row_max.data(), row_sumexp.data(), targets.data(),
+                         &dloss, 0, 1, V);
   EXPECT_EQ(d[0], 0.5f);
   EXPECT_EQ(d[1], 0.0f);
   EXPECT_EQ(d[2], -1.0f);

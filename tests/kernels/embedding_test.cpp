@@ -16,8 +16,8 @@ constexpr int64_t kVocab = 11, kC = 70, kN = 9;  // kC > 64: two column blocks i
 const std::vector<int32_t> kIds = {3, 0, 10, 3, 7, 3, 5, 10, 1};  // repeats on purpose
 
 // out (N, C) = scale * table[ids - row_start] for ids in [row_start, row_start + rows), else 0.
-std::vector<double> embedding_ref(const std::vector<double>& table, int64_t row_start,
-                                  int64_t rows, double scale) {
+std::vector<double> embedding_ref(const std::vector<double>& table, int64_t row_start, int64_t rows,
+                                  double scale) {
   std::vector<double> out(kN * kC, 0.0);
   for (int64_t n = 0; n < kN; n++) {
     const int64_t row = kIds[n] - row_start;

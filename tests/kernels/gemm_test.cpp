@@ -73,8 +73,8 @@ void check_gemm_against_naive(float beta_value) {
             }
             const double tol = 2.0 * (K + 2) * FLT_EPSILON * bound + 1e-30;
             ASSERT_NEAR(C[i * ldc + j], ref[i * ldc + j], tol)
-                << "M=" << M << " N=" << N << " K=" << K << " ta=" << ta << " tb=" << tb
-                << " at (" << i << ", " << j << ")";
+                << "M=" << M << " N=" << N << " K=" << K << " ta=" << ta << " tb=" << tb << " at ("
+                << i << ", " << j << ")";
           }
           // The padding between rows of C is never written.
           for (int64_t j = N; j < ldc; j++) {
@@ -87,8 +87,12 @@ void check_gemm_against_naive(float beta_value) {
   }
 }
 
-TEST(Gemm, MatchesNaiveAllTransposesOddSizesPaddedRows) { check_gemm_against_naive(0.5f); }
-TEST(Gemm, BetaZeroOverwritesNaN) { check_gemm_against_naive(0.0f); }
+TEST(Gemm, MatchesNaiveAllTransposesOddSizesPaddedRows) {
+  check_gemm_against_naive(0.5f);
+}
+TEST(Gemm, BetaZeroOverwritesNaN) {
+  check_gemm_against_naive(0.0f);
+}
 
 TEST(Gemm, EmptyAndZeroK) {
   float C[] = {1, 2, 3, 4};
@@ -129,8 +133,8 @@ void run_child(const std::string& env, const std::string& test) {
   const std::string exe = self_path();
   ASSERT_FALSE(exe.empty());
   const std::string command = "env -u OPENBLAS_CORETYPE -u MAGIX_BLAS_LIBRARY " + env +
-                              " MAGIX_TEST_CHILD=1 '" + exe + "' --gtest_filter=GemmChild." +
-                              test + " 2>&1";
+                              " MAGIX_TEST_CHILD=1 '" + exe + "' --gtest_filter=GemmChild." + test +
+                              " 2>&1";
   FILE* pipe = popen(command.c_str(), "r");
   ASSERT_NE(pipe, nullptr);
   std::string output;
@@ -147,18 +151,18 @@ TEST(GemmEngine, ForcedHaswellCoreIsCorrect) {
 }
 
 TEST(GemmEngine, DefaultCoreIsCorrect) {
-  run_child(std::string("MAGIX_TEST_EXPECT_CORE=") +
-                (cpu_has_avx512() ? blas_avx512_coretype() : "-"),
-            "MatchesNaive");
+  run_child(
+      std::string("MAGIX_TEST_EXPECT_CORE=") + (cpu_has_avx512() ? blas_avx512_coretype() : "-"),
+      "MatchesNaive");
 }
 
 TEST(GemmEngine, MissingLibraryIsAClearError) {
   run_child("MAGIX_BLAS_LIBRARY=/nonexistent/libnoblas.so", "MissingLibrary");
 }
 
-#define MAGIX_ONLY_IN_CHILD()                                                   \
-  if (std::getenv("MAGIX_TEST_CHILD") == nullptr) {                             \
-    GTEST_SKIP() << "runs only in the child process started by GemmEngine.*";   \
+#define MAGIX_ONLY_IN_CHILD()                                                 \
+  if (std::getenv("MAGIX_TEST_CHILD") == nullptr) {                           \
+    GTEST_SKIP() << "runs only in the child process started by GemmEngine.*"; \
   }
 
 TEST(GemmChild, MatchesNaive) {
@@ -190,8 +194,7 @@ TEST(GemmChild, MissingLibrary) {
 
 // out (N, OC) = inp (N, C) · weight (OC, C)^T + bias, in double.
 std::vector<double> matmul_ref(const std::vector<double>& inp, const std::vector<double>& weight,
-                               const std::vector<double>& bias, int64_t N, int64_t C,
-                               int64_t OC) {
+                               const std::vector<double>& bias, int64_t N, int64_t C, int64_t OC) {
   std::vector<double> out(N * OC);
   for (int64_t n = 0; n < N; n++) {
     for (int64_t o = 0; o < OC; o++) {
@@ -212,9 +215,10 @@ TEST(Matmul, ForwardMatchesReference) {
   matmul_forward(out_nobias.data(), inp.data(), weight.data(), nullptr, N, C, OC);
   // |inputs| <= 1: the error of a float dot product of length C is <= C eps sum|a b| <= C^2 eps.
   const double tol = 2.0 * C * C * FLT_EPSILON;
-  test::expect_close(out, matmul_ref(test::to_double(inp), test::to_double(weight),
-                                     test::to_double(bias), N, C, OC),
-                     0.0, tol, "out");
+  test::expect_close(
+      out,
+      matmul_ref(test::to_double(inp), test::to_double(weight), test::to_double(bias), N, C, OC),
+      0.0, tol, "out");
   test::expect_close(out_nobias,
                      matmul_ref(test::to_double(inp), test::to_double(weight), {}, N, C, OC), 0.0,
                      tol, "out without bias");
@@ -228,8 +232,8 @@ TEST(Matmul, BackwardMatchesFiniteDifferencesAndAccumulates) {
   auto dinp = random_floats(N * C, 25), dweight = random_floats(OC * C, 26);
   auto dbias = random_floats(OC, 27);
   const auto dinp0 = dinp, dweight0 = dweight, dbias0 = dbias;
-  matmul_backward(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(),
-                  weight.data(), N, C, OC);
+  matmul_backward(dinp.data(), dweight.data(), dbias.data(), dout.data(), inp.data(), weight.data(),
+                  N, C, OC);
 
   const auto w = test::to_double(dout);
   auto x = test::to_double(inp), W = test::to_double(weight), b = test::to_double(bias);
@@ -259,8 +263,7 @@ TEST(Matmul, BiasGradientOverManyRowsAndColumnBlocks) {
   auto dout = random_floats(N * OC, 31);
   std::vector<float> dbias(OC, 1.0f);
   std::vector<float> inp(N * C), weight(OC * C);
-  matmul_backward(nullptr, nullptr, dbias.data(), dout.data(), inp.data(), weight.data(), N, C,
-                  OC);
+  matmul_backward(nullptr, nullptr, dbias.data(), dout.data(), inp.data(), weight.data(), N, C, OC);
   std::vector<double> ref(OC, 1.0);
   for (int64_t n = 0; n < N; n++) {
     for (int64_t o = 0; o < OC; o++) ref[o] += dout[n * OC + o];

@@ -18,17 +18,13 @@ using test::random_floats;
 // torch 2.15 (/work/refenv): transformers' ACT2FN["silu"] and ACT2FN["gelu_pytorch_tanh"] at
 // kActX, printed by the script kernel_reference_dump.py quoted at the bottom of rope_test.cpp.
 
-constexpr float kActX[] = {
-    -8.0f, -3.5f, -1.0f, -0.25f, 0.0f, 0.300000012f, 1.0f, 2.5f, 6.0f};
+constexpr float kActX[] = {-8.0f, -3.5f, -1.0f, -0.25f, 0.0f, 0.300000012f, 1.0f, 2.5f, 6.0f};
 
-constexpr float kSilu[] = {
-    -0.0026828011f, -0.102592811f, -0.268941432f, -0.109455876f, 0.0f, 0.172332764f,
-    0.731058598f, 2.31035447f, 5.98516464f};
+constexpr float kSilu[] = {-0.0026828011f, -0.102592811f, -0.268941432f, -0.109455876f, 0.0f,
+                           0.172332764f,   0.731058598f,  2.31035447f,   5.98516464f};
 
-constexpr float kGeluTanh[] = {
-    -0.0f, -0.000616148114f, -0.158807993f, -0.100324646f, 0.0f, 0.185370937f, 0.841192007f,
-    2.48491573f, 6.0f};
-
+constexpr float kGeluTanh[] = {-0.0f,        -0.000616148114f, -0.158807993f, -0.100324646f, 0.0f,
+                               0.185370937f, 0.841192007f,     2.48491573f,   6.0f};
 
 double act_ref(double x, Activation act) {
   if (act == Activation::kSilu) return x / (1.0 + std::exp(-x));
@@ -66,8 +62,8 @@ TEST_P(GluTest, ForwardMatchesReference) {
   std::vector<float> out(n);
   glu_forward(out.data(), gate.data(), up.data(), n, act);
   // |out| <= 8; a few float roundings of relative size eps.
-  test::expect_close(out, glu_ref(test::to_double(gate), test::to_double(up), act),
-                     4 * FLT_EPSILON, 1e-7, "out");
+  test::expect_close(out, glu_ref(test::to_double(gate), test::to_double(up), act), 4 * FLT_EPSILON,
+                     1e-7, "out");
 }
 
 TEST_P(GluTest, BackwardMatchesFiniteDifferencesAndAccumulates) {

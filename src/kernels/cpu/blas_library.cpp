@@ -113,7 +113,9 @@ BlasLibrary load() {
 
 }  // namespace
 
-const char* blas_avx512_coretype() { return "SkylakeX"; }
+const char* blas_avx512_coretype() {
+  return "SkylakeX";
+}
 
 bool cpu_has_avx512() {
 #if defined(__x86_64__) || defined(__i386__)

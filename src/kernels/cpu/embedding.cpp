@@ -9,8 +9,7 @@ namespace magix::cpu {
 void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t N, int64_t C,
                        int64_t row_start, int64_t rows, float scale) {
   MAGIX_CHECK(N >= 0 && C >= 0 && rows >= 0 && row_start >= 0,
-              "embedding_forward: bad sizes N={} C={} rows={} row_start={}", N, C, rows,
-              row_start);
+              "embedding_forward: bad sizes N={} C={} rows={} row_start={}", N, C, rows, row_start);
   // out (N, C): one row per token; rows outside the shard are zero (another rank holds them).
 #pragma omp parallel for if (N * C > (1 << 15))
   for (int64_t n = 0; n < N; n++) {
@@ -25,8 +24,8 @@ void embedding_forward(float* out, const int32_t* ids, const float* table, int64
   }
 }
 
-void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t N,
-                        int64_t C, int64_t row_start, int64_t rows, float scale) {
+void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t N, int64_t C,
+                        int64_t row_start, int64_t rows, float scale) {
   MAGIX_CHECK(N >= 0 && C >= 0 && rows >= 0 && row_start >= 0,
               "embedding_backward: bad sizes N={} C={} rows={} row_start={}", N, C, rows,
               row_start);

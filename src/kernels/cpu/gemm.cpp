@@ -35,9 +35,8 @@ void scale_rows(float* C, int64_t ldc, int64_t M, int64_t N, float beta) {
 
 }  // namespace
 
-void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-          const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
-          int64_t ldc) {
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   check_gemm_args(trans_a, trans_b, M, N, K, lda, ldb, ldc);
   if (M == 0 || N == 0) return;
   if (K == 0 || alpha == 0.0f) {
@@ -46,11 +45,13 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
   }
   blas_library().sgemm(kCblasRowMajor, trans_a ? kCblasTrans : kCblasNoTrans,
                        trans_b ? kCblasTrans : kCblasNoTrans, static_cast<int>(M),
-                       static_cast<int>(N), static_cast<int>(K), alpha, A, static_cast<int>(lda),
-                       B, static_cast<int>(ldb), beta, C, static_cast<int>(ldc));
+                       static_cast<int>(N), static_cast<int>(K), alpha, A, static_cast<int>(lda), B,
+                       static_cast<int>(ldb), beta, C, static_cast<int>(ldc));
 }
 
-std::string gemm_backend_name() { return blas_library().name; }
+std::string gemm_backend_name() {
+  return blas_library().name;
+}
 
 void gemm_naive(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                 const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,

@@ -14,7 +14,9 @@ constexpr float kGeluBeta = static_cast<float>(std::numbers::sqrt2 * std::number
 constexpr float kGeluKappa = 0.044715f;
 constexpr int64_t kParallelMin = 1 << 14;
 
-inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+inline float silu(float x) {
+  return x / (1.0f + std::exp(-x));
+}
 
 // d/dx x * sigmoid(x) = s * (1 + x * (1 - s)).
 inline float silu_grad(float x) {

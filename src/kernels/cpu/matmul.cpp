@@ -6,8 +6,8 @@
 
 namespace magix::cpu {
 
-void matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
-                    int64_t N, int64_t C, int64_t OC) {
+void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
+                    int64_t C, int64_t OC) {
   // out (N, OC) = inp (N, C) · weight^T, weight (OC, C).
   gemm(false, true, N, OC, C, 1.0f, inp, C, weight, C, 0.0f, out, OC);
   if (bias == nullptr) return;
@@ -18,8 +18,8 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
   }
 }
 
-void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                     const float* inp, const float* weight, int64_t N, int64_t C, int64_t OC) {
+void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                     const float* weight, int64_t N, int64_t C, int64_t OC) {
   // dinp (N, C) += dout (N, OC) · weight (OC, C)
   if (dinp != nullptr) gemm(false, false, N, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
   // dweight (OC, C) += dout^T (OC, N) · inp (N, C)

@@ -78,8 +78,7 @@ namespace {
 // sign = -1 applies the transpose (the inverse rotation) instead.
 void rope_rotate(float* x, const int32_t* pos, const float* inv_freq, int64_t N, int64_t H,
                  int64_t D, float sign) {
-  MAGIX_CHECK(N >= 0 && H >= 0 && D > 0 && D % 2 == 0, "rope: bad sizes N={} H={} D={}", N, H,
-              D);
+  MAGIX_CHECK(N >= 0 && H >= 0 && D > 0 && D % 2 == 0, "rope: bad sizes N={} H={} D={}", N, H, D);
   const int64_t half = D / 2;
 #pragma omp parallel if (N * H * D > (1 << 15))
   {
