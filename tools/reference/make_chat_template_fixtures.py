@@ -273,6 +273,21 @@ FEATURES = r"""
 {{ i is eq 7 }} {{ i is equalto 7 }} {{ i is ne 7 }} {{ 2 is in l }} {{ i is gt 3 }} {{ i is lt 3 }} {{ i is ge 7 }} {{ i is le 6 }} {{ 'abc' is lower }} {{ 'ABC' is upper }} {{ greet is defined }} {{ range is callable }} {{ n is not none }}
 {{ range(3)|list }} {{ range(1, 7, 2)|list }} {{ range(5, 0, -2)|list }} {{ dict(a=1, b='x') }} {{ namespace(a=1).a }}
 {{ [1, 'a', none, true, 2.0, [3], {'k': "it's"}] }} {{ ['say "hi"', "both ' \""] }} {{ {1: 'int key', none: 0} }}
+{% for a, b in [[1, 2], [3, 4]] %}{{ a + b }},{% endfor %} {% for x in l %}{% if x > 1 %}{% set inner = x %}{% endif %}{{ inner }}{% endfor %}[{{ inner }}]
+{{ '\u3000 x\u00a0'|trim }}|{{ ' x '.strip() }}|{{ 'é'|upper }}|{{ 'ÀÉ'|lower }}|{{ 'ß'|length }}|{{ '漢字'|reverse }}|{{ u8|title }}|{{ u8.split('ö') }}
+{{ 'a' * 0 }}|{{ -0.0 }}|{{ 1e300 * 1e300 }}|{{ 1.0e-4 }}|{{ 12345678901234567.0 }}|{{ 0.5|round }}|{{ 1.5|round }}|{{ 2.675|round(2) }}|{{ 10 / 4 }}|{{ 10 // 4.0 }}|{{ -7.5 % 2 }}|{{ 2 ** 0.5 }}|{{ 7 % -3 }}
+{{ {'b': 2, 'A': 1}|dictsort(true) }} {{ ['b', 'A', 'c']|sort }} {{ ['b', 'A', 'c']|sort(case_sensitive=true) }} {{ ['B', 'b', 'a']|unique|list }} {{ [3, 'x']|length }}
+{{ {'é': [1, 2.5, none], 'k': {'n': true}}|tojson(separators=(',', ':')) }} {{ 'a\u2028b\x7f'|tojson }} {{ [1, [2, [3, []]], {}]|tojson(indent=1) }} {{ {'x': 1}|tojson(indent='\t') }}
+{{ none ~ 1 }}|{{ i|string + 'x' }}|{{ s.split()|map('length')|list }}|{{ users|map(attribute='name')|map('lower')|join }}|{{ l|map('string')|join('-') }}|{{ users|selectattr('admin', 'defined')|list|length }}|{{ users|selectattr('name', 'in', ['Ann', 'Cy'])|map(attribute='age')|sum }}
+{% for x in range(6) %}{% if loop.index is divisibleby 2 %}{{ x }}{% endif %}{% endfor %} {{ '0x1A'|int(0, 16) }} {{ '12'|int(base=8) }} {{ true|int }} {{ none|default('x') }} {{ ''|default('x', boolean=true) }}
+{% set ns = namespace(found=false, msgs=[]) %}{% macro note(m) %}{% set ns.found = true %}[{{ m }}]{% endmacro %}{{ note('a') }}{{ ns.found }}
+{% set greeting = 'hi' %}{% macro use_outer() %}{{ greeting }}{% endmacro %}{{ use_outer() }}{% set greeting = 'changed' %}{{ use_outer() }}
+{{ s[1:-1:2] }}|{{ s[100:] }}|{{ s[-100:2] }}|{{ l[::-2] }}|{{ l[5:1:-1] }}|{{ (1, 2, 3)[1:] }}|{{ u8[3:7] }}
+{{ 'abc' ~ 1.0 ~ [1] ~ {'a': none} ~ (2,) }}|{{ "it's" ~ ["it's"] }}|{{ ['\n', '\\', '\x00', 'é', '\u200b'] }}
+{{ messages is defined }}{{ 'x' is in 'xyz' }}{{ l is not sequence }}{{ s is iterable }}{{ n is mapping }}{{ 1.0 is integer }}{{ true is number }}{{ 3 is sameas 3 }}{{ none is sameas none }}
+{% set t = 'a' %}{% with %}{% set t = 'b' %}{{ t }}{% endwith %}{{ t }} {% for i in l %}{% set t = i %}{% endfor %}{{ t }}
+{% macro m(a, b=a ~ '!') %}{{ b }}{% endmacro %}{{ m('x') }} {{ m(b='y', a='z') }}
+{{ '%d items'|replace('%d', '3') }} {{ 'CamelCase'|lower|capitalize }} {{ 'x'|center(4) }}| {{ 'one two three four'|truncate(12, true) }} {{ 'one two three four'|truncate(12, false, '..', 0) }}
 {% raw %}{{ not rendered }} {% if %}{% endraw %}
 a {# comment #} b {#- trimmed -#} c
 {%- if true %}  no-strip-before-dash  {% endif -%}
@@ -320,6 +335,11 @@ WHITESPACE = [
     "{{- ' lead' }}   {{- 'x' -}}   {{ 'y' }}",
     "a  {#- c #}\nb {# c -#}   \n c\n  {# own line #}\nd",
     "{% raw -%}   raw {{ x }}   {%- endraw %}\nafter",
+    "x\n\n",
+    "x\n\n\n",
+    "{% for m in l %}\n    {%- if m %}\n        [{{ m }}]\n    {%- endif %}\n{% endfor %}\n",
+    "{%- for m in l -%}\n  {{ m }}\n{%- endfor -%}\n",
+    "  {{- 'a' }}\n  {%- if true %} b {% endif -%}  \n  c {#- x #}  ",
     "\r\nwindows\r\nnewlines {% if true %}\r\nx{% endif %}\r\n",
     "text {%- if true %}\n\n  y{%- endif %}\n",
     "  {%- set x = 1 %}\n  {{ x }}",
