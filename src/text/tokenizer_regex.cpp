@@ -10,8 +10,12 @@ namespace magix::text {
 namespace {
 
 // Oniguruma's (and Rust regex's) \s is Unicode White_Space, which also holds U+0085 (NEL);
-// PCRE2's UCP \s does not. Rewrites \s to include it (\S outside classes likewise).
-std::string widen_whitespace_class(const std::string& p) {
+// PCRE2's UCP \s does not. Oniguruma's \w is Alphabetic, M, Nd, Pc and Join_Control; PCRE2's is
+// L, N and '_'. Rewrites \s and \w to Oniguruma's meaning (\S and \W likewise, outside classes).
+constexpr const char* kSpace = "\\s\\x{85}";
+constexpr const char* kWord = "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{200c}\\x{200d}";
+
+std::string to_oniguruma_classes(const std::string& p) {
   std::string out;
   int class_depth = 0;
   for (size_t i = 0; i < p.size(); ++i) {
@@ -19,9 +23,13 @@ std::string widen_whitespace_class(const std::string& p) {
     if (c == '\\' && i + 1 < p.size()) {
       const char n = p[i + 1];
       if (n == 's') {
-        out += class_depth > 0 ? "\\s\\x{85}" : "[\\s\\x{85}]";
+        out += class_depth > 0 ? std::string(kSpace) : fmt::format("[{}]", kSpace);
       } else if (n == 'S' && class_depth == 0) {
-        out += "[^\\s\\x{85}]";
+        out += fmt::format("[^{}]", kSpace);
+      } else if (n == 'w') {
+        out += class_depth > 0 ? std::string(kWord) : fmt::format("[{}]", kWord);
+      } else if (n == 'W' && class_depth == 0) {
+        out += fmt::format("[^{}]", kWord);
       } else {
         out += c;
         out += n;
@@ -46,7 +54,7 @@ std::string widen_whitespace_class(const std::string& p) {
 }  // namespace
 
 Regex::Regex(const std::string& pattern, const std::string& context) {
-  const std::string p = widen_whitespace_class(pattern);
+  const std::string p = to_oniguruma_classes(pattern);
   int err = 0;
   PCRE2_SIZE err_offset = 0;
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(p.data()), p.size(),

@@ -36,6 +36,10 @@ TEST(TokenizerFixtures, TrainedMetaspace) {
   check_against_fixture(fixture_tokenizer("trained_metaspace"), "trained_metaspace", true);
 }
 
+TEST(TokenizerFixtures, TrainedMisc) {
+  check_against_fixture(fixture_tokenizer("trained_misc"), "trained_misc", true);
+}
+
 class SharedTokenizers : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(SharedTokenizers, MatchesHfTokenizers) {

@@ -5,7 +5,8 @@ Run by hand with the reference venv (tokenizers 0.23.3):
     /work/refenv/bin/python tools/reference/make_tokenizer_fixtures.py [--shared ../shared/tokenizers]
 
 Writes into tests/fixtures/tokenizers/:
-  trained_bytelevel/, trained_sentencepiece/, trained_metaspace/  small tokenizers TRAINED here
+  trained_bytelevel/, trained_sentencepiece/, trained_metaspace/, trained_misc/  small tokenizers
+      TRAINED here
       (tokenizer.json + tokenizer_config.json), vocab < 1000
   <name>.jsonl  one line per corpus text: {"text", "ids", "ids_no_special", "offsets" (byte
       offsets [begin, end) into the UTF-8 text, for "ids"), "decoded" (skip_special_tokens=True),
@@ -197,6 +198,20 @@ def metaspace_variant(sp_tok):
     return tok
 
 
+def train_misc():
+    """Less common components: NFKC + Lowercase + Strip, Whitespace + Digits, BertProcessing, no decoder."""
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase(), normalizers.Strip()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(),
+                                                 pre_tokenizers.Digits(individual_digits=True)])
+    trainer = trainers.BpeTrainer(vocab_size=400, min_frequency=1, show_progress=False, limit_alphabet=60,
+                                  special_tokens=["[UNK]", "[CLS]", "[SEP]"])
+    tok.train_from_iterator(TRAIN_TEXT * 3, trainer)
+    tok.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")),
+                                                   ("[CLS]", tok.token_to_id("[CLS]")))
+    return tok, {"unk_token": "[UNK]"}
+
+
 def write_tokenizer_dir(name, tok, config):
     d = os.path.join(OUT, name)
     os.makedirs(d, exist_ok=True)
@@ -222,8 +237,9 @@ def main():
     bl, bl_config = train_bytelevel()
     sp, sp_config = train_sentencepiece()
     ms = metaspace_variant(sp)
+    misc, misc_config = train_misc()
     for name, tok, config in [("trained_bytelevel", bl, bl_config), ("trained_sentencepiece", sp, sp_config),
-                              ("trained_metaspace", ms, sp_config)]:
+                              ("trained_metaspace", ms, sp_config), ("trained_misc", misc, misc_config)]:
         write_tokenizer_dir(name, tok, config)
         tok = Tokenizer.from_file(os.path.join(OUT, name, "tokenizer.json"))  # what the C++ side reads
         write_jsonl(name, expected_lines(tok, corpus))
