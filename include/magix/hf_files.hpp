@@ -38,7 +38,8 @@ class HfWeights {
   const std::filesystem::path& dir() const { return dir_; }
   std::vector<std::string> names() const;  // sorted
   bool contains(std::string_view name) const;
-  const SafetensorsEntry& entry(std::string_view name) const;  // throws naming the tensor and folder
+  // Throws naming the tensor and the folder when absent.
+  const SafetensorsEntry& entry(std::string_view name) const;
   Tensor read(std::string_view name) const;  // in its stored dtype
   Tensor read_f32(std::string_view name) const;
   Tensor read_box_f32(std::string_view name, const Shape& start, const Shape& extent) const;

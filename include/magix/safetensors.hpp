@@ -45,14 +45,15 @@ SafetensorsHeader parse_safetensors_header(std::span<const std::byte> prefix, ui
 
 class SafetensorsReader {
  public:
-  explicit SafetensorsReader(const std::filesystem::path& path);  // opens and validates; errors name the file
+  // Opens and validates the file; every error names it.
+  explicit SafetensorsReader(const std::filesystem::path& path);
   ~SafetensorsReader();
   SafetensorsReader(SafetensorsReader&&) noexcept;
   SafetensorsReader& operator=(SafetensorsReader&&) noexcept;
 
   const std::filesystem::path& path() const { return path_; }
   const std::vector<SafetensorsEntry>& entries() const { return header_.entries; }
-  const SafetensorsEntry* find(std::string_view name) const;  // null if absent
+  const SafetensorsEntry* find(std::string_view name) const;   // null if absent
   const SafetensorsEntry& entry(std::string_view name) const;  // throws naming tensor and file
   const std::map<std::string, std::string>& metadata() const { return header_.metadata; }
   uint64_t data_start() const { return header_.data_start; }

@@ -38,7 +38,8 @@ fs::path hub_cache_dir() {
     home = fs::path(x) / "huggingface";
   } else {
     auto user_home = env_or_empty("HOME");
-    MAGIX_CHECK(!user_home.empty(), "cannot locate the HF cache: HF_HUB_CACHE, HF_HOME and HOME "
+    MAGIX_CHECK(!user_home.empty(),
+                "cannot locate the HF cache: HF_HUB_CACHE, HF_HOME and HOME "
                 "are all unset");
     home = fs::path(user_home) / ".cache" / "huggingface";
   }
@@ -52,8 +53,7 @@ bool is_hub_name(const std::string& s) {
   for (char c : s) {
     if (c == '/') {
       ++slashes;
-    } else if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ||
-                 c == '.')) {
+    } else if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) {
       return false;
     }
   }
@@ -89,8 +89,10 @@ fs::path checked_shard_path(const fs::path& dir, const std::string& file, const 
               "{}: shard path '{}' is absolute; shard paths must be inside the model folder",
               index.string(), file);
   for (const auto& part : rel) {
-    MAGIX_CHECK(part != "..", "{}: shard path '{}' contains '..'; shard paths must stay inside "
-                "the model folder", index.string(), file);
+    MAGIX_CHECK(part != "..",
+                "{}: shard path '{}' contains '..'; shard paths must stay inside "
+                "the model folder",
+                index.string(), file);
   }
   fs::path full = dir / rel;
   std::error_code ec;
@@ -98,8 +100,10 @@ fs::path checked_shard_path(const fs::path& dir, const std::string& file, const 
               index.string(), file, full.string());
   fs::path canon = fs::canonical(full, ec);
   MAGIX_CHECK(!ec, "{}: cannot resolve shard '{}': {}", index.string(), file, ec.message());
-  MAGIX_CHECK(is_within(canon, dir), "{}: shard '{}' resolves to {}, outside the model folder "
-              "(symlink escape)", index.string(), file, canon.string());
+  MAGIX_CHECK(is_within(canon, dir),
+              "{}: shard '{}' resolves to {}, outside the model folder "
+              "(symlink escape)",
+              index.string(), file, canon.string());
   return full;
 }
 
@@ -131,20 +135,26 @@ fs::path resolve_model_dir(const std::string& name_or_path) {
   std::error_code ec;
   fs::path as_path(name_or_path);
   if (fs::exists(as_path, ec)) {
-    MAGIX_CHECK(fs::is_directory(as_path, ec), "{} is not a folder (a model is a folder with "
-                "config.json and safetensors weights)", name_or_path);
+    MAGIX_CHECK(fs::is_directory(as_path, ec),
+                "{} is not a folder (a model is a folder with "
+                "config.json and safetensors weights)",
+                name_or_path);
     return as_path;
   }
-  MAGIX_CHECK(is_hub_name(name_or_path), "model '{}' not found: no such folder, and it is not a "
-              "hub name of the form ORG/NAME", name_or_path);
+  MAGIX_CHECK(is_hub_name(name_or_path),
+              "model '{}' not found: no such folder, and it is not a "
+              "hub name of the form ORG/NAME",
+              name_or_path);
   fs::path cache = hub_cache_dir();
   std::string folder = "models--" + name_or_path;
   if (auto p = folder.find('/'); p != std::string::npos) folder.replace(p, 1, "--");
   fs::path repo = cache / folder;
-  MAGIX_CHECK(fs::is_directory(repo, ec), "model '{}' not found: no folder of that name, and "
+  MAGIX_CHECK(fs::is_directory(repo, ec),
+              "model '{}' not found: no folder of that name, and "
               "not in the local HF cache (looked for {}; set HF_HOME or HF_HUB_CACHE to point "
               "elsewhere). magix never downloads: fetch it first, e.g. `huggingface-cli download "
-              "{}`", name_or_path, repo.string(), name_or_path);
+              "{}`",
+              name_or_path, repo.string(), name_or_path);
   fs::path snapshots = repo / "snapshots";
   fs::path ref = repo / "refs" / "main";
   if (fs::is_regular_file(ref, ec)) {
@@ -152,8 +162,10 @@ fs::path resolve_model_dir(const std::string& name_or_path) {
     MAGIX_CHECK(!rev.empty() && rev.find('/') == std::string::npos && rev != "." && rev != "..",
                 "{}: invalid revision '{}'", ref.string(), rev);
     fs::path snap = snapshots / rev;
-    MAGIX_CHECK(fs::is_directory(snap, ec), "model '{}': {} names revision {} but {} does not "
-                "exist (incomplete download?)", name_or_path, ref.string(), rev, snap.string());
+    MAGIX_CHECK(fs::is_directory(snap, ec),
+                "model '{}': {} names revision {} but {} does not "
+                "exist (incomplete download?)",
+                name_or_path, ref.string(), rev, snap.string());
     return snap;
   }
   std::vector<std::string> revs;
@@ -163,11 +175,12 @@ fs::path resolve_model_dir(const std::string& name_or_path) {
     }
   }
   std::sort(revs.begin(), revs.end());
-  MAGIX_CHECK(!revs.empty(), "model '{}': no snapshot in {} (incomplete download?)",
-              name_or_path, snapshots.string());
-  MAGIX_CHECK(revs.size() == 1, "model '{}': {} has no refs/main and several snapshots ({}); "
-              "pass the folder of the one you want", name_or_path, repo.string(),
-              fmt::join(revs, ", "));
+  MAGIX_CHECK(!revs.empty(), "model '{}': no snapshot in {} (incomplete download?)", name_or_path,
+              snapshots.string());
+  MAGIX_CHECK(revs.size() == 1,
+              "model '{}': {} has no refs/main and several snapshots ({}); "
+              "pass the folder of the one you want",
+              name_or_path, repo.string(), fmt::join(revs, ", "));
   return snapshots / revs.front();
 }
 
@@ -226,7 +239,9 @@ std::vector<std::string> HfWeights::names() const {
   return out;
 }
 
-bool HfWeights::contains(std::string_view name) const { return shard_of_.count(name) > 0; }
+bool HfWeights::contains(std::string_view name) const {
+  return shard_of_.count(name) > 0;
+}
 
 const SafetensorsReader& HfWeights::reader_of(std::string_view name) const {
   auto it = shard_of_.find(name);
@@ -238,8 +253,12 @@ const SafetensorsReader& HfWeights::reader_of(std::string_view name) const {
 const SafetensorsEntry& HfWeights::entry(std::string_view name) const {
   return reader_of(name).entry(name);
 }
-Tensor HfWeights::read(std::string_view name) const { return reader_of(name).read(name); }
-Tensor HfWeights::read_f32(std::string_view name) const { return reader_of(name).read_f32(name); }
+Tensor HfWeights::read(std::string_view name) const {
+  return reader_of(name).read(name);
+}
+Tensor HfWeights::read_f32(std::string_view name) const {
+  return reader_of(name).read_f32(name);
+}
 Tensor HfWeights::read_box_f32(std::string_view name, const Shape& start,
                                const Shape& extent) const {
   return reader_of(name).read_box_f32(name, start, extent);
@@ -282,8 +301,8 @@ void write_hf_weights(const fs::path& dir, std::span<const NamedTensor> tensors,
   nlohmann::json weight_map = nlohmann::json::object();
   const size_t n = shards.size();
   for (size_t s = 0; s < n; ++s) {
-    std::string file =
-        n == 1 ? std::string(kSingleFile) : fmt::format("model-{:05d}-of-{:05d}.safetensors", s + 1, n);
+    std::string file = n == 1 ? std::string(kSingleFile)
+                              : fmt::format("model-{:05d}-of-{:05d}.safetensors", s + 1, n);
     std::vector<Tensor> converted;  // only this shard's tensors are converted at a time
     std::vector<NamedTensor> named;
     converted.reserve(shards[s].size());

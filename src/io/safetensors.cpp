@@ -19,8 +19,9 @@ using nlohmann::json;
 
 // Dtypes of the safetensors format that magix does not hold in a Tensor: named in the error.
 constexpr std::array<std::string_view, 17> kUnsupportedDtypes = {
-    "BOOL", "U8",      "I8",      "U16",     "I16",     "U32", "U64",     "F64",    "C64",
-    "F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4",  "F8_E4M3FNUZ", "F8_E5M2FNUZ"};
+    "BOOL",    "U8",      "I8",  "U16",         "I16",        "U32",
+    "U64",     "F64",     "C64", "F8_E4M3",     "F8_E5M2",    "F8_E8M0",
+    "F6_E2M3", "F6_E3M2", "F4",  "F8_E4M3FNUZ", "F8_E5M2FNUZ"};
 
 // A name for messages: quoted, cut if very long.
 std::string quote_name(std::string_view name) {
@@ -28,7 +29,9 @@ std::string quote_name(std::string_view name) {
   return fmt::format("'{}'", name);
 }
 
-std::string_view json_type(const json& v) { return v.type_name(); }
+std::string_view json_type(const json& v) {
+  return v.type_name();
+}
 
 uint64_t read_le64(const std::byte* p) {
   uint64_t v = 0;
@@ -44,19 +47,25 @@ uint64_t get_u64(const json& v, const std::string& what) {
              v.dump().substr(0, 40));
 }
 
-bool is_float_dtype(DType d) { return d == DType::kF32 || d == DType::kBF16 || d == DType::kF16; }
+bool is_float_dtype(DType d) {
+  return d == DType::kF32 || d == DType::kBF16 || d == DType::kF16;
+}
 
 SafetensorsEntry parse_entry(const std::string& name, const json& v) {
   std::string q = quote_name(name);
-  MAGIX_CHECK(v.is_object(), "tensor {}: expected an object with dtype, shape and data_offsets, "
-              "got {}", q, json_type(v));
-  bool exact = v.size() == 3 && v.contains("dtype") && v.contains("shape") &&
-               v.contains("data_offsets");
+  MAGIX_CHECK(v.is_object(),
+              "tensor {}: expected an object with dtype, shape and data_offsets, "
+              "got {}",
+              q, json_type(v));
+  bool exact =
+      v.size() == 3 && v.contains("dtype") && v.contains("shape") && v.contains("data_offsets");
   if (!exact) {
     std::vector<std::string> keys;
     for (const auto& [k, _] : v.items()) keys.push_back(quote_name(k));
-    MAGIX_FAIL("tensor {}: an entry must have exactly the keys dtype, shape, data_offsets; it has "
-               "[{}]", q, fmt::join(keys, ", "));
+    MAGIX_FAIL(
+        "tensor {}: an entry must have exactly the keys dtype, shape, data_offsets; it has "
+        "[{}]",
+        q, fmt::join(keys, ", "));
   }
   SafetensorsEntry e;
   e.name = name;
@@ -117,14 +126,17 @@ void check_box(const SafetensorsEntry& e, const Shape& start, const Shape& exten
 // Converts n stored elements of a float dtype to f32.
 void convert_to_f32(DType dtype, const void* src, float* dst, size_t n) {
   switch (dtype) {
-    case DType::kF32: std::memcpy(dst, src, n * sizeof(float)); break;
+    case DType::kF32:
+      std::memcpy(dst, src, n * sizeof(float));
+      break;
     case DType::kBF16:
       bf16_to_float({static_cast<const uint16_t*>(src), n}, {dst, n});
       break;
     case DType::kF16:
       f16_to_float({static_cast<const uint16_t*>(src), n}, {dst, n});
       break;
-    default: MAGIX_FAIL("internal: convert_to_f32 of {}", dtype_name(dtype));
+    default:
+      MAGIX_FAIL("internal: convert_to_f32 of {}", dtype_name(dtype));
   }
 }
 
@@ -140,8 +152,7 @@ SafetensorsHeader parse_safetensors_header(std::span<const std::byte> prefix, ui
               kSafetensorsMaxHeaderBytes);
   MAGIX_CHECK(n <= file_size - 8, "header length {} runs past the end of the file ({} bytes)", n,
               file_size);
-  MAGIX_CHECK(prefix.size() - 8 >= n, "only {} of the {} header bytes given", prefix.size() - 8,
-              n);
+  MAGIX_CHECK(prefix.size() - 8 >= n, "only {} of the {} header bytes given", prefix.size() - 8, n);
   std::string_view text(reinterpret_cast<const char*>(prefix.data()) + 8, n);
   MAGIX_CHECK(!text.empty() && text.front() == '{',
               "the header must be a JSON object starting with '{{'");
@@ -154,8 +165,7 @@ SafetensorsHeader parse_safetensors_header(std::span<const std::byte> prefix, ui
   MAGIX_CHECK(j.is_object(), "the header must be a JSON object, not {}", json_type(j));
   for (const auto& [name, v] : j.items()) {
     if (name == "__metadata__") {
-      MAGIX_CHECK(v.is_object(), "__metadata__ must be an object of strings, not {}",
-                  json_type(v));
+      MAGIX_CHECK(v.is_object(), "__metadata__ must be an object of strings, not {}", json_type(v));
       for (const auto& [k, s] : v.items()) {
         MAGIX_CHECK(s.is_string(), "__metadata__ value of {} must be a string, not {}",
                     quote_name(k), json_type(s));
@@ -172,16 +182,24 @@ SafetensorsHeader parse_safetensors_header(std::span<const std::byte> prefix, ui
   });
   uint64_t pos = 0;
   for (const auto& e : h.entries) {
-    MAGIX_CHECK(e.offset >= pos, "tensor {} at bytes [{}, {}) overlaps the previous tensor, "
-                "which ends at {}", quote_name(e.name), e.offset, e.offset + e.nbytes, pos);
-    MAGIX_CHECK(e.offset == pos, "gap in the data section: bytes [{}, {}) before tensor {} "
-                "belong to no tensor", pos, e.offset, quote_name(e.name));
+    MAGIX_CHECK(e.offset >= pos,
+                "tensor {} at bytes [{}, {}) overlaps the previous tensor, "
+                "which ends at {}",
+                quote_name(e.name), e.offset, e.offset + e.nbytes, pos);
+    MAGIX_CHECK(e.offset == pos,
+                "gap in the data section: bytes [{}, {}) before tensor {} "
+                "belong to no tensor",
+                pos, e.offset, quote_name(e.name));
     pos = e.offset + e.nbytes;
-    MAGIX_CHECK(pos <= data_len, "tensor {} ends at byte {} of the data section, past its end "
-                "({} bytes: file truncated?)", quote_name(e.name), pos, data_len);
+    MAGIX_CHECK(pos <= data_len,
+                "tensor {} ends at byte {} of the data section, past its end "
+                "({} bytes: file truncated?)",
+                quote_name(e.name), pos, data_len);
   }
-  MAGIX_CHECK(pos == data_len, "the data section has {} bytes but the tensors cover only {} "
-              "(trailing bytes)", data_len, pos);
+  MAGIX_CHECK(pos == data_len,
+              "the data section has {} bytes but the tensors cover only {} "
+              "(trailing bytes)",
+              data_len, pos);
   return h;
 }
 
@@ -235,8 +253,10 @@ Tensor SafetensorsReader::read(std::string_view name) const {
 
 Tensor SafetensorsReader::read_f32(std::string_view name) const {
   const SafetensorsEntry& e = entry(name);
-  MAGIX_CHECK(is_float_dtype(e.dtype), "{}: tensor {} is {}; only F32, BF16 and F16 convert to "
-              "F32", path_.string(), quote_name(name), dtype_name(e.dtype));
+  MAGIX_CHECK(is_float_dtype(e.dtype),
+              "{}: tensor {} is {}; only F32, BF16 and F16 convert to "
+              "F32",
+              path_.string(), quote_name(name), dtype_name(e.dtype));
   Tensor t = read(name);
   return e.dtype == DType::kF32 ? t : t.to(DType::kF32);
 }
@@ -244,8 +264,10 @@ Tensor SafetensorsReader::read_f32(std::string_view name) const {
 Tensor SafetensorsReader::read_box_f32(std::string_view name, const Shape& start,
                                        const Shape& extent) const {
   const SafetensorsEntry& e = entry(name);
-  MAGIX_CHECK(is_float_dtype(e.dtype), "{}: tensor {} is {}; only F32, BF16 and F16 convert to "
-              "F32", path_.string(), quote_name(name), dtype_name(e.dtype));
+  MAGIX_CHECK(is_float_dtype(e.dtype),
+              "{}: tensor {} is {}; only F32, BF16 and F16 convert to "
+              "F32",
+              path_.string(), quote_name(name), dtype_name(e.dtype));
   try {
     check_box(e, start, extent);
   } catch (const Error& err) {
@@ -311,9 +333,8 @@ void write_safetensors(const std::filesystem::path& path, std::span<const NamedT
                 path.string(), quote_name(nt.name));
     const Tensor& t = *nt.tensor;
     uint64_t end = offset + t.nbytes();
-    header[nt.name] = {{"dtype", dtype_name(t.dtype())},
-                       {"shape", t.shape()},
-                       {"data_offsets", {offset, end}}};
+    header[nt.name] = {
+        {"dtype", dtype_name(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {offset, end}}};
     offset = end;
   }
   std::string text;

@@ -125,8 +125,8 @@ void read_exact(int fd, uint64_t offset, void* dst, size_t n, const std::filesys
     ssize_t got = ::pread(fd, p, n, static_cast<off_t>(offset));
     if (got < 0 && errno == EINTR) continue;
     MAGIX_CHECK(got >= 0, "reading {} at byte {}: {}", path.string(), offset, std::strerror(errno));
-    MAGIX_CHECK(got > 0, "{} ended early at byte {} (was it truncated while open?)",
-                path.string(), offset);
+    MAGIX_CHECK(got > 0, "{} ended early at byte {} (was it truncated while open?)", path.string(),
+                offset);
     p += got;
     offset += static_cast<uint64_t>(got);
     n -= static_cast<size_t>(got);

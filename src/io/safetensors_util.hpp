@@ -14,8 +14,8 @@ namespace magix::io {
 
 // Parses `text` as one JSON value. Rejects what nlohmann accepts silently: duplicate keys in any
 // object (nlohmann keeps the last) and nesting deeper than `max_depth` (checked before the DOM
-// is built, so deep input cannot exhaust the stack) and raw NUL bytes. Throws magix::Error (message without a
-// file name: callers add it).
+// is built, so deep input cannot exhaust the stack) and raw NUL bytes. Throws magix::Error (message
+// without a file name: callers add it).
 nlohmann::json parse_json_strict(std::string_view text, int max_depth);
 
 // A read-only file descriptor that closes itself.
@@ -50,8 +50,9 @@ void write_all(int fd, const void* src, size_t n, const std::filesystem::path& p
 // Writes `path` atomically: `body` writes the contents to a new temporary file in the same
 // folder, which is then fsynced and renamed over `path`, and the folder is fsynced. On any
 // error the temporary file is removed and `path` is left as it was.
-void write_file_atomically(const std::filesystem::path& path,
-                           const std::function<void(int fd, const std::filesystem::path& tmp)>& body);
+void write_file_atomically(
+    const std::filesystem::path& path,
+    const std::function<void(int fd, const std::filesystem::path& tmp)>& body);
 
 // fsync a folder so that a rename or unlink inside it is durable.
 void fsync_dir(const std::filesystem::path& dir);

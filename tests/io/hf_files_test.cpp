@@ -16,7 +16,8 @@ namespace fs = std::filesystem;
 using test::TempDir;
 
 // Runs f and returns the magix::Error message ("" if none was thrown).
-template <class F> std::string error_of(F&& f) {
+template <class F>
+std::string error_of(F&& f) {
   try {
     f();
   } catch (const Error& e) {
@@ -25,10 +26,10 @@ template <class F> std::string error_of(F&& f) {
   return "";
 }
 
-#define EXPECT_ERROR_HAS(stmt, text)                                                   \
-  do {                                                                                 \
-    std::string msg_ = error_of([&] { stmt; });                                        \
-    EXPECT_FALSE(msg_.empty()) << #stmt " did not throw";                               \
+#define EXPECT_ERROR_HAS(stmt, text)                                                             \
+  do {                                                                                           \
+    std::string msg_ = error_of([&] { stmt; });                                                  \
+    EXPECT_FALSE(msg_.empty()) << #stmt " did not throw";                                        \
     EXPECT_NE(msg_.find(text), std::string::npos) << "expected '" << (text) << "' in: " << msg_; \
   } while (0)
 
@@ -46,15 +47,20 @@ Model small_model() {
   m.tensors.emplace_back("model.embed_tokens.weight", test::random_tensor({10, 8}, DType::kF32, 1));
   for (int l = 0; l < 3; ++l) {
     std::string p = "model.layers." + std::to_string(l) + ".";
-    m.tensors.emplace_back(p + "self_attn.q_proj.weight", test::random_tensor({8, 8}, DType::kF32, 10 + l));
-    m.tensors.emplace_back(p + "mlp.up_proj.weight", test::random_tensor({16, 8}, DType::kBF16, 20 + l));
-    m.tensors.emplace_back(p + "input_layernorm.weight", test::random_tensor({8}, DType::kF32, 30 + l));
+    m.tensors.emplace_back(p + "self_attn.q_proj.weight",
+                           test::random_tensor({8, 8}, DType::kF32, 10 + l));
+    m.tensors.emplace_back(p + "mlp.up_proj.weight",
+                           test::random_tensor({16, 8}, DType::kBF16, 20 + l));
+    m.tensors.emplace_back(p + "input_layernorm.weight",
+                           test::random_tensor({8}, DType::kF32, 30 + l));
   }
   m.tensors.emplace_back("model.norm.weight", test::random_tensor({8}, DType::kF32, 40));
   return m;
 }
 
-nlohmann::json read_json(const fs::path& p) { return nlohmann::json::parse(test::read_bytes(p)); }
+nlohmann::json read_json(const fs::path& p) {
+  return nlohmann::json::parse(test::read_bytes(p));
+}
 
 void expect_reads_back(const HfWeights& w, const Model& m, DType stored) {
   ASSERT_EQ(w.names().size(), m.tensors.size());

@@ -69,7 +69,8 @@ inline Tensor random_tensor(const Shape& shape, DType dtype, uint32_t seed) {
   switch (dtype) {
     case DType::kF32:
     case DType::kBF16:
-    case DType::kF16: return f.to(dtype);
+    case DType::kF16:
+      return f.to(dtype);
     case DType::kI32: {
       Tensor t(shape, dtype);
       for (int32_t& v : t.span<int32_t>()) v = static_cast<int32_t>(rng());

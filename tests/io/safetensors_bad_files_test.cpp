@@ -68,8 +68,8 @@ std::vector<BadFile> bad_files() {
        "unsupported dtype 'U8'"},
       {"shape not an array", file(R"({"a":{"dtype":"F32","shape":2,"data_offsets":[0,8]}})", 8),
        "shape must be an array"},
-      {"negative dimension",
-       file(R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8), "negative"},
+      {"negative dimension", file(R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8),
+       "negative"},
       {"fractional dimension",
        file(R"({"a":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}})", 8),
        "non-negative integer"},
@@ -80,8 +80,7 @@ std::vector<BadFile> bad_files() {
        file(R"({"a":{"dtype":"F32","shape":[9223372036854775808],"data_offsets":[0,8]}})", 8),
        "too large"},
       {"dimension beyond uint64",
-       file(R"({"a":{"dtype":"F32","shape":[99999999999999999999999],"data_offsets":[0,8]}})",
-            8),
+       file(R"({"a":{"dtype":"F32","shape":[99999999999999999999999],"data_offsets":[0,8]}})", 8),
        "non-negative integer"},
       {"element count overflows",
        file(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", 8),
@@ -90,8 +89,7 @@ std::vector<BadFile> bad_files() {
        file(R"({"a":{"dtype":"I64","shape":[4611686018427387904],"data_offsets":[0,8]}})", 8),
        "overflows"},
       {"huge tensor claimed in a tiny file",
-       file(R"({"a":{"dtype":"F32","shape":[1000000000000],"data_offsets":[0,4000000000000]}})",
-            8),
+       file(R"({"a":{"dtype":"F32","shape":[1000000000000],"data_offsets":[0,4000000000000]}})", 8),
        "past its end"},
       {"data_offsets not an array",
        file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":8}})", 8), "two integers"},
@@ -120,14 +118,12 @@ std::vector<BadFile> bad_files() {
             R"("b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
             8),
        "overlaps"},
-      {"tensor past the end of the file (truncated)", file("{" + kEntry + "}", 7),
-       "past its end"},
+      {"tensor past the end of the file (truncated)", file("{" + kEntry + "}", 7), "past its end"},
       {"trailing bytes after the last tensor", file("{" + kEntry + "}", 9), "trailing bytes"},
       {"data without tensors", file("{}", 4), "trailing bytes"},
       {"duplicate tensor names", file("{" + kEntry + "," + kEntry + "}", 8), "duplicate key"},
       {"metadata not an object", file(R"({"__metadata__":"x"})", 0), "__metadata__ must be"},
-      {"metadata value not a string", file(R"({"__metadata__":{"k":1}})", 0),
-       "must be a string"},
+      {"metadata value not a string", file(R"({"__metadata__":{"k":1}})", 0), "must be a string"},
       {"metadata value an object", file(R"({"__metadata__":{"k":{}}})", 0), "must be a string"},
       {"metadata with a duplicate key", file(R"({"__metadata__":{"k":"a","k":"b"}})", 0),
        "duplicate key"},
@@ -167,8 +163,8 @@ TEST(SafetensorsBadFiles, EveryRowIsAClearError) {
     } catch (const Error& e) {
       std::string msg = e.what();
       EXPECT_NE(msg.find(path.string()), std::string::npos) << msg;
-      EXPECT_NE(msg.find(bad.expected), std::string::npos) << "expected '" << bad.expected
-                                                            << "' in: " << msg;
+      EXPECT_NE(msg.find(bad.expected), std::string::npos)
+          << "expected '" << bad.expected << "' in: " << msg;
     }
     // The pure parser agrees, given the whole file.
     auto span = std::as_bytes(std::span(bad.bytes.data(), bad.bytes.size()));

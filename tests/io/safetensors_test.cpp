@@ -120,8 +120,8 @@ TEST(Safetensors, WriterRejectsBadInputAndKeepsTheOldFile) {
 TEST(Safetensors, ReadsTheReferenceLibraryFixture) {
   SafetensorsReader r(std::filesystem::path(MAGIX_FIXTURES_DIR) / "safetensors" /
                       "reference.safetensors");
-  EXPECT_EQ(r.metadata(), (std::map<std::string, std::string>{{"format", "pt"},
-                                                               {"source", "magix fixture"}}));
+  EXPECT_EQ(r.metadata(),
+            (std::map<std::string, std::string>{{"format", "pt"}, {"source", "magix fixture"}}));
   EXPECT_EQ(r.entries().size(), 9u);
 
   Tensor f32 = r.read("f32");
@@ -158,7 +158,8 @@ TEST(Safetensors, ReadsTheReferenceLibraryFixture) {
   Tensor f16_bits = r.read("f16_bits");
   ASSERT_EQ(f16.shape(), (Shape{5}));
   for (int i = 0; i < 5; ++i) {
-    EXPECT_EQ(f16.span<float>()[i], f16_to_float(static_cast<uint16_t>(f16_bits.span<int32_t>()[i])));
+    EXPECT_EQ(f16.span<float>()[i],
+              f16_to_float(static_cast<uint16_t>(f16_bits.span<int32_t>()[i])));
   }
   EXPECT_EQ(f16.span<float>()[0], 0.333251953125f);  // nearest f16 to 1/3
   EXPECT_EQ(f16.span<float>()[1], -2.5f);
@@ -167,8 +168,8 @@ TEST(Safetensors, ReadsTheReferenceLibraryFixture) {
   EXPECT_EQ(f16.span<float>()[4], 0.0999755859375f);  // nearest f16 to 0.1
 
   Tensor i64 = r.read("i64");
-  std::vector<int64_t> expected_i64 = {-(int64_t{1} << 62), -1, 0, 1, (int64_t{1} << 40) + 7,
-                                       INT64_MAX};
+  std::vector<int64_t> expected_i64 = {-(int64_t{1} << 62),    -1,       0, 1,
+                                       (int64_t{1} << 40) + 7, INT64_MAX};
   EXPECT_EQ(std::vector<int64_t>(i64.span<int64_t>().begin(), i64.span<int64_t>().end()),
             expected_i64);
   Tensor scalar = r.read_f32("scalar");
@@ -258,13 +259,13 @@ TEST(Safetensors, BadBoxesAreErrors) {
   std::vector<NamedTensor> named = {{"t", &t}, {"i", &i}};
   write_safetensors(dir / "b.safetensors", named);
   SafetensorsReader r(dir / "b.safetensors");
-  EXPECT_THROW(r.read_box_f32("t", {0}, {4}), Error);             // rank
-  EXPECT_THROW(r.read_box_f32("t", {0, 0}, {5, 6}), Error);       // too long
-  EXPECT_THROW(r.read_box_f32("t", {-1, 0}, {1, 6}), Error);      // negative start
-  EXPECT_THROW(r.read_box_f32("t", {0, 0}, {1, -1}), Error);      // negative extent
-  EXPECT_THROW(r.read_box_f32("t", {0, 7}, {1, 0}), Error);       // start past the end
+  EXPECT_THROW(r.read_box_f32("t", {0}, {4}), Error);                        // rank
+  EXPECT_THROW(r.read_box_f32("t", {0, 0}, {5, 6}), Error);                  // too long
+  EXPECT_THROW(r.read_box_f32("t", {-1, 0}, {1, 6}), Error);                 // negative start
+  EXPECT_THROW(r.read_box_f32("t", {0, 0}, {1, -1}), Error);                 // negative extent
+  EXPECT_THROW(r.read_box_f32("t", {0, 7}, {1, 0}), Error);                  // start past the end
   EXPECT_THROW(r.read_box_f32("t", {INT64_MAX, 0}, {INT64_MAX, 6}), Error);  // overflow
-  EXPECT_THROW(r.read_box_f32("i", {0}, {4}), Error);             // not a float tensor
+  EXPECT_THROW(r.read_box_f32("i", {0}, {4}), Error);                        // not a float tensor
   try {
     r.read_box_f32("t", {0, 0}, {5, 6});
   } catch (const Error& e) {
