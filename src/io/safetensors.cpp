@@ -123,6 +123,11 @@ void check_box(const SafetensorsEntry& e, const Shape& start, const Shape& exten
   }
 }
 
+void check_float(const SafetensorsEntry& e, const std::filesystem::path& path) {
+  MAGIX_CHECK(is_float_dtype(e.dtype), "{}: tensor {} is {}; only F32, BF16 and F16 convert to F32",
+              path.string(), quote_name(e.name), dtype_name(e.dtype));
+}
+
 // Converts n stored elements of a float dtype to f32.
 void convert_to_f32(DType dtype, const void* src, float* dst, size_t n) {
   switch (dtype) {
@@ -253,10 +258,7 @@ Tensor SafetensorsReader::read(std::string_view name) const {
 
 Tensor SafetensorsReader::read_f32(std::string_view name) const {
   const SafetensorsEntry& e = entry(name);
-  MAGIX_CHECK(is_float_dtype(e.dtype),
-              "{}: tensor {} is {}; only F32, BF16 and F16 convert to "
-              "F32",
-              path_.string(), quote_name(name), dtype_name(e.dtype));
+  check_float(e, path_);
   Tensor t = read(name);
   return e.dtype == DType::kF32 ? t : t.to(DType::kF32);
 }
@@ -264,10 +266,7 @@ Tensor SafetensorsReader::read_f32(std::string_view name) const {
 Tensor SafetensorsReader::read_box_f32(std::string_view name, const Shape& start,
                                        const Shape& extent) const {
   const SafetensorsEntry& e = entry(name);
-  MAGIX_CHECK(is_float_dtype(e.dtype),
-              "{}: tensor {} is {}; only F32, BF16 and F16 convert to "
-              "F32",
-              path_.string(), quote_name(name), dtype_name(e.dtype));
+  check_float(e, path_);
   try {
     check_box(e, start, extent);
   } catch (const Error& err) {
@@ -297,7 +296,9 @@ Tensor SafetensorsReader::read_box_f32(std::string_view name, const Shape& start
   int64_t first = 0;  // element index of the box's first element
   for (int d = 0; d < nd; ++d) first += start[d] * stride[d];
 
-  std::vector<std::byte> staging(e.dtype == DType::kF32 ? 0 : run * esize);
+  // 16-bit sources are read through a bounded staging buffer, a chunk of a run at a time.
+  const int64_t chunk = std::min<int64_t>(run, int64_t{1} << 20);
+  std::vector<std::byte> staging(e.dtype == DType::kF32 ? 0 : chunk * esize);
   std::vector<int64_t> idx(k, 0);  // odometer over dims 0..k-1 of the box
   for (int64_t r = 0, runs = out.numel() / run; r < runs; ++r) {
     int64_t elem = first;
@@ -307,8 +308,11 @@ Tensor SafetensorsReader::read_box_f32(std::string_view name, const Shape& start
     if (e.dtype == DType::kF32) {
       io::read_exact(file_->fd.get(), at, o, run * esize, path_);
     } else {
-      io::read_exact(file_->fd.get(), at, staging.data(), staging.size(), path_);
-      convert_to_f32(e.dtype, staging.data(), o, run);
+      for (int64_t c = 0; c < run; c += chunk) {
+        const int64_t m = std::min(chunk, run - c);
+        io::read_exact(file_->fd.get(), at + c * esize, staging.data(), m * esize, path_);
+        convert_to_f32(e.dtype, staging.data(), o + c, m);
+      }
     }
     for (int d = k - 1; d >= 0; --d) {
       if (++idx[d] < extent[d]) break;

@@ -252,6 +252,12 @@ TEST(Safetensors, BoxOfScalarAnd1d) {
   check_boxes(DType::kBF16, {9}, {{{0}, {9}}, {{4}, {3}}, {{8}, {1}}});
 }
 
+TEST(Safetensors, BoxRunsLongerThanTheStagingChunk) {
+  // 16-bit sources are converted through a staging buffer of 2^20 elements per read.
+  const int64_t w = (int64_t{1} << 20) + 3;
+  check_boxes(DType::kBF16, {2, w}, {{{0, 0}, {2, w}}, {{1, 0}, {1, w}}, {{0, 5}, {2, w - 7}}});
+}
+
 TEST(Safetensors, BadBoxesAreErrors) {
   TempDir dir;
   Tensor t = test::random_tensor({4, 6}, DType::kBF16, 1);
