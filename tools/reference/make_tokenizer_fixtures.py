@@ -86,7 +86,7 @@ CORPUS = [
 def long_text():
     rng = random.Random(1234)
     parts = []
-    while sum(len(p) for p in parts) < 3000:
+    while sum(len(p) for p in parts) < 1500:
         parts.append(rng.choice(TRAIN_TEXT + CORPUS[2:20]))
     return " ".join(parts)
 
