@@ -95,6 +95,9 @@ class DataLoader {
 
   std::vector<Example> examples_;
   std::vector<RowSpan> rows_;
+  // The permutation of the last epoch asked for (a cache: a DataLoader is not for concurrent use).
+  mutable int64_t perm_epoch_ = -1;
+  mutable std::vector<int64_t> perm_;
   LoaderOptions options_;
   uint64_t fingerprint_ = 0;
   int64_t epoch_ = 0;

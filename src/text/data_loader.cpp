@@ -138,8 +138,11 @@ std::vector<int64_t> DataLoader::global_rows(int64_t epoch, int64_t step) const 
   const int64_t b = options_.global_batch;
   std::vector<int64_t> rows(static_cast<size_t>(b));
   if (options_.shuffle) {
-    const std::vector<int64_t> perm = shuffle_permutation(num_rows(), options_.seed, epoch);
-    for (int64_t i = 0; i < b; ++i) rows[i] = perm[step * b + i];
+    if (perm_epoch_ != epoch) {
+      perm_ = shuffle_permutation(num_rows(), options_.seed, epoch);
+      perm_epoch_ = epoch;
+    }
+    for (int64_t i = 0; i < b; ++i) rows[i] = perm_[step * b + i];
   } else {
     for (int64_t i = 0; i < b; ++i) rows[i] = step * b + i;
   }

@@ -303,20 +303,6 @@ std::vector<Example> load_examples(const DatasetOptions& options, const Tokenize
   return examples;
 }
 
-std::vector<std::string> read_prompts(const std::filesystem::path& path,
-                                      const std::string& data_field, bool skip_bad_records,
-                                      ReadStats* stats) {
-  ReadOptions read;
-  read.field = data_field;
-  read.allow_messages = false;
-  read.skip_bad_records = skip_bad_records;
-  std::vector<Record> records = read_records(path, read, stats);
-  std::vector<std::string> prompts;
-  prompts.reserve(records.size());
-  for (Record& r : records) prompts.push_back(std::move(r.text));
-  return prompts;
-}
-
 std::string render_prompt(const Tokenizer& tokenizer, const std::string& prompt,
                           bool use_chat_template, const std::optional<std::string>& template_name,
                           const nlohmann::ordered_json& extra) {

@@ -338,4 +338,18 @@ std::vector<Record> read_records(const std::filesystem::path& path, const ReadOp
   return parse_records(content, format, path.string(), options, stats);
 }
 
+std::vector<std::string> read_prompts(const std::filesystem::path& path,
+                                      const std::string& data_field, bool skip_bad_records,
+                                      ReadStats* stats) {
+  ReadOptions read;
+  read.field = data_field;
+  read.allow_messages = false;
+  read.skip_bad_records = skip_bad_records;
+  std::vector<Record> records = read_records(path, read, stats);
+  std::vector<std::string> prompts;
+  prompts.reserve(records.size());
+  for (Record& r : records) prompts.push_back(std::move(r.text));
+  return prompts;
+}
+
 }  // namespace magix

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <random>
 #include <string>
 
 #include "magix/dataset.hpp"
@@ -217,6 +218,49 @@ TEST(Records, Utf8Validation) {
   EXPECT_EQ(find_invalid_utf8("\xF4\x90\x80\x80"), 0u);      // past U+10FFFF
   EXPECT_EQ(find_invalid_utf8("x\xE0\x80\x80"), 1u);         // overlong
   EXPECT_EQ(find_invalid_utf8("\xF8\x88\x80\x80\x80"), 0u);  // 5-byte form
+}
+
+// Damaged files never crash the reader: every outcome is records or a magix::Error.
+TEST(Records, MutatedFilesGiveRecordsOrErrors) {
+  const std::string seeds[] = {
+      "[\n {\"text\": \"a\\\"b\"},\n {\"text\": [{\"role\": \"user\", \"content\": \"c\"}]}\n]\n",
+      "{\"text\": \"x\"}\n{\"text\": [{\"role\": \"user\", \"content\": \"y\"}]}\n",
+      "one\r\ntwo\n\nthree"};
+  const DataFormat formats[] = {DataFormat::kJson, DataFormat::kJsonl, DataFormat::kTxt};
+  std::mt19937 gen(1234);
+  const char alphabet[] = "[]{}\",:\\ \n\rax\x80\xC3";
+  for (int iter = 0; iter < 3000; ++iter) {
+    const int k = iter % 3;
+    std::string content = seeds[k];
+    const int edits = 1 + static_cast<int>(gen() % 4);
+    for (int e = 0; e < edits && !content.empty(); ++e) {
+      const size_t at = gen() % content.size();
+      const char c = alphabet[gen() % (sizeof(alphabet) - 1)];
+      switch (gen() % 3) {
+        case 0:
+          content[at] = c;
+          break;
+        case 1:
+          content.insert(content.begin() + static_cast<std::ptrdiff_t>(at), c);
+          break;
+        default:
+          content.erase(at, 1);
+      }
+    }
+    for (bool skip : {false, true}) {
+      ReadOptions options;
+      options.skip_bad_records = skip;
+      ReadStats stats;
+      try {
+        const auto records = parse(content, formats[k], options, &stats);
+        for (const auto& r : records) {
+          EXPECT_FALSE(find_invalid_utf8(r.text).has_value());
+          EXPECT_GE(r.line, 1);
+        }
+      } catch (const Error&) {
+      }
+    }
+  }
 }
 
 TEST(Prompts, TxtAndJsonl) {
