@@ -29,6 +29,9 @@ Value binary_op(const std::string& op, const Value& a, const Value& b);
 Value negate(const Value& v);
 bool contains(const Value& container, const Value& item);
 
+// s.name for a string s: a bound method (jinja_methods.cpp), or Undefined for unknown names.
+Value string_method(const Value& self, const std::string& name);
+
 // Python's str methods used by templates (split, strip, startswith, ...), for filters too.
 std::string py_strip(const std::string& s, const Value& chars, bool left, bool right);
 std::string py_upper(const std::string& s);

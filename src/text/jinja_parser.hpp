@@ -103,7 +103,7 @@ class Parser {
 
   ExprPtr binary(const char* op, Pos p, ExprPtr l, ExprPtr r) {
     auto e = make(Expr::K::Binary, p);
-    e->name = op;
+    e->name = std::string(op);  // (not `= op`: GCC 12 warns -Wrestrict falsely on that)
     e->args.push_back(std::move(l));
     e->args.push_back(std::move(r));
     return e;
