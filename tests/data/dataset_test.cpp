@@ -18,26 +18,49 @@ namespace {
 const std::filesystem::path kDir = std::filesystem::path(MAGIX_FIXTURES_DIR) / "data";
 const std::filesystem::path kTokenizers = std::filesystem::path(MAGIX_SHARED_DIR) / "tokenizers";
 
-// The folder of a real tokenizer with its tokenizer.json decompressed (xz) into a temp folder,
-// or nullopt when ../shared/tokenizers/<name> or the xz command is absent.
+// The folder of a real tokenizer with its tokenizer.json decompressed (xz), or nullopt when
+// ../shared/tokenizers/<name> or the xz command is absent. The folder is a cache shared by test
+// processes (ctest runs each test in its own): files are written under a unique name and renamed
+// into place, and the folder name carries the size of the .xz file.
 std::optional<std::filesystem::path> tokenizer_dir(const std::string& name) {
+  namespace fs = std::filesystem;
   const auto src = kTokenizers / name;
-  if (!std::filesystem::exists(src / "tokenizer.json.xz")) return std::nullopt;
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("magix_test_data_" + std::to_string(::getpid())) / name;
-  if (!std::filesystem::exists(dir / "tokenizer.json")) {
-    std::filesystem::create_directories(dir);
-    if (std::filesystem::exists(src / "tokenizer_config.json")) {
-      std::filesystem::copy_file(src / "tokenizer_config.json", dir / "tokenizer_config.json",
-                                 std::filesystem::copy_options::overwrite_existing);
+  if (!fs::exists(src / "tokenizer.json.xz")) return std::nullopt;
+  const auto dir = fs::temp_directory_path() / "magix_test_tokenizers" /
+                   (name + "-" + std::to_string(fs::file_size(src / "tokenizer.json.xz")));
+  const std::string tmp_suffix = ".tmp" + std::to_string(::getpid());
+  if (!fs::exists(dir / "tokenizer.json")) {
+    fs::create_directories(dir);
+    if (fs::exists(src / "tokenizer_config.json")) {
+      fs::copy_file(src / "tokenizer_config.json", dir / ("tokenizer_config.json" + tmp_suffix),
+                    fs::copy_options::overwrite_existing);
+      fs::rename(dir / ("tokenizer_config.json" + tmp_suffix), dir / "tokenizer_config.json");
     }
+    const auto tmp = dir / ("tokenizer.json" + tmp_suffix);
     const std::string cmd = "xz -dkc '" + (src / "tokenizer.json.xz").string() + "' > '" +
-                            (dir / "tokenizer.json.tmp").string() + "' 2>/dev/null";
-    if (std::system(cmd.c_str()) != 0) return std::nullopt;
-    std::filesystem::rename(dir / "tokenizer.json.tmp", dir / "tokenizer.json");
+                            tmp.string() + "' 2>/dev/null";
+    if (std::system(cmd.c_str()) != 0) {
+      fs::remove(tmp);
+      return std::nullopt;
+    }
+    fs::rename(tmp, dir / "tokenizer.json");
   }
   return dir;
 }
+
+// A scratch folder for one test, removed when it goes out of scope.
+struct ScratchDir {
+  std::filesystem::path path;
+  ScratchDir()
+      : path(std::filesystem::temp_directory_path() /
+             ("magix_test_data_" + std::to_string(::getpid()))) {
+    std::filesystem::create_directories(path);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
 
 #define LOAD_TOKENIZER_OR_SKIP(var, name)                                             \
   const auto var##_dir = tokenizer_dir(name);                                         \
@@ -266,8 +289,8 @@ TEST(AssistantMask, TruncationCutsTheMask) {
 TEST(AssistantMask, TemplateErrorsAreBadRecordsWithFileAndLine) {
   LOAD_TOKENIZER_OR_SKIP(tok, "gemma3");
   // Line 2 breaks Gemma's user/model alternation (the template raises an exception).
-  const auto path = std::filesystem::temp_directory_path() /
-                    ("magix_test_data_" + std::to_string(::getpid())) / "alternation.jsonl";
+  const ScratchDir scratch;
+  const auto path = scratch.path / "alternation.jsonl";
   {
     std::ofstream out(path);
     out << R"({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]})"
