@@ -85,6 +85,7 @@ struct Stmt {
   std::vector<MacroParam> params;
   std::vector<std::pair<Target, ExprPtr>> assignments;  // With
   bool recursive = false;
+  bool catch_varargs = true, catch_kwargs = true;  // Macro: extra arguments allowed
 };
 
 struct Template {

@@ -283,8 +283,10 @@ class Evaluator {
       for (size_t k = 0; k < a.pos.size(); ++k) {
         if (k < params.size()) {
           call->vars[params[k].name] = a.pos[k];
-        } else {
+        } else if (stmt->catch_varargs) {
           extra_pos.push_back(a.pos[k]);
+        } else {
+          MAGIX_FAIL("macro '{}' takes not more than {} argument(s)", stmt->text, params.size());
         }
       }
       Dict extra_kw;
@@ -299,8 +301,10 @@ class Evaluator {
         if (!is_param) {
           if (name == "caller") {
             call->vars["caller"] = v;
-          } else {
+          } else if (stmt->catch_kwargs) {
             extra_kw.set(Value::str(name), v);
+          } else {
+            MAGIX_FAIL("macro '{}' takes no keyword argument '{}'", stmt->text, name);
           }
         }
       }

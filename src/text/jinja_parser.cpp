@@ -110,9 +110,16 @@ StmtPtr Parser::parse_statement() {
     parse_signature(*s);
     expect_block_end();
     int saved_depth = loop_depth_;
+    bool saved_varargs = uses_varargs_, saved_kwargs = uses_kwargs_;
     loop_depth_ = 0;
+    uses_varargs_ = uses_kwargs_ = false;
     s->body = parse_body({"endmacro"});
+    // as jinja2: a macro accepts extra arguments only if its body reads varargs / kwargs
+    s->catch_varargs = uses_varargs_;
+    s->catch_kwargs = uses_kwargs_;
     loop_depth_ = saved_depth;
+    uses_varargs_ = saved_varargs || uses_varargs_;
+    uses_kwargs_ = saved_kwargs || uses_kwargs_;
     end_block();
   } else if (n == "call") {
     next();

@@ -146,6 +146,7 @@ class Parser {
   std::vector<Token> toks_;
   size_t i_ = 0;
   int depth_ = 0;
+  bool uses_varargs_ = false, uses_kwargs_ = false;  // in the macro being parsed
   int loop_depth_ = 0;  // for loops around the current position: break/continue need one
 };
 

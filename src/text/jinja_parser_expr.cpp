@@ -201,6 +201,8 @@ ExprPtr Parser::parse_primary() {
     } else {
       e->k = Expr::K::Name;
       e->name = t.text;
+      if (t.text == "varargs") uses_varargs_ = true;
+      if (t.text == "kwargs") uses_kwargs_ = true;
     }
     next();
     return e;
