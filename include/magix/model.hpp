@@ -136,9 +136,10 @@ class Decoder {
   std::unique_ptr<State> state_;
 };
 
-// An HF folder or hub name (resolve_model_dir) -> config + this rank's parameter shards.
+// An HF folder or hub name (resolve_model_dir) -> config + this rank's parameter shards, placed
+// by `rules` (null: default_partition_rules of the family).
 Decoder load_decoder(const std::string& name_or_path, const Mesh& mesh,
-                     DecoderOptions options = {});
+                     DecoderOptions options = {}, const PartitionRules* rules = nullptr);
 
 // The HF-format inputs of a batch of token rows: right-padded rows of `ids` (each at least one
 // token), key_valid 1 on real tokens, positions 0..T-1, targets[t] = ids[t + 1] on real tokens

@@ -7,10 +7,12 @@
 
 namespace magix {
 
-Decoder load_decoder(const std::string& name_or_path, const Mesh& mesh, DecoderOptions options) {
+Decoder load_decoder(const std::string& name_or_path, const Mesh& mesh, DecoderOptions options,
+                     const PartitionRules* rules) {
   const std::filesystem::path dir = resolve_model_dir(name_or_path);
   ModelConfig config = load_model_config(dir / "config.json");
   std::vector<ParamInfo> infos = expected_parameters(config);
+  if (rules) apply_partition_rules(infos, *rules);
   shard_parameters(infos, mesh);
   HfWeights weights(dir);
   ParameterSet params = load_parameters(infos, weights);
