@@ -257,8 +257,12 @@ class DecoderStep {
       model::BlockGrads bg = s_.grads(l);
       model::block_backward(s_.dx.data<float>(), x(l), s_.weights(l), bg, acts(l), s_.scratch, d);
     }
-    cpu::embedding_backward(g(s_.embed), s_.dx.data<float>(), b_.input_ids.data(), N, C, s_.v0,
-                            s_.V, c_.embed_scale);
+    // As torch's nn.Embedding(padding_idx=pad_token_id): the pad row gets no gradient from the
+    // lookup (id -1 lies outside every shard).
+    std::vector<int32_t> ids = b_.input_ids;
+    if (c_.pad_token_id) std::replace(ids.begin(), ids.end(), int32_t(*c_.pad_token_id), -1);
+    cpu::embedding_backward(g(s_.embed), s_.dx.data<float>(), ids.data(), N, C, s_.v0, s_.V,
+                            c_.embed_scale);
   }
 
   // Full-vocabulary logits (N, V_global) from xf.

@@ -85,5 +85,26 @@ TEST_P(FiniteDiffTest, DirectionalDerivativesMatchGradients) {
 INSTANTIATE_TEST_SUITE_P(Families, FiniteDiffTest,
                          testing::Values("llama", "mistral", "gemma", "qwen2"));
 
+// torch's nn.Embedding(padding_idx=pad_token_id) gives the pad row no gradient from the lookup,
+// even where the pad id is a real token; the other rows get theirs.
+TEST(PadTokenGradient, PadRowGetsNoLookupGradient) {
+  json j = tiny("llama");
+  j["pad_token_id"] = 5;
+  ModelConfig config = parse_model_config(j, "tiny");
+  Mesh mesh;
+  std::vector<ParamInfo> infos = expected_parameters(config);
+  shard_parameters(infos, mesh);
+  Decoder model(config, mesh, init_parameters(config, infos, 3));
+  TokenBatch b = make_causal_batch({{1, 5, 7, 5, 9}});
+  ParameterSet grads = model.params().zeros_like();
+  model.loss_and_grad(b, double(b.count_targets()), grads);
+  const Tensor& g = grads.at("model.embed_tokens.weight");
+  const int64_t C = g.dim(1);
+  for (int64_t c = 0; c < C; ++c) EXPECT_EQ(g.data<float>()[5 * C + c], 0.0f);
+  double row7 = 0;
+  for (int64_t c = 0; c < C; ++c) row7 += std::fabs(g.data<float>()[7 * C + c]);
+  EXPECT_GT(row7, 0.0);
+}
+
 }  // namespace
 }  // namespace magix
