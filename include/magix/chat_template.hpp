@@ -8,6 +8,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -66,5 +67,22 @@ std::string apply_chat_template(
     bool add_generation_prompt,
     const nlohmann::ordered_json& extra = nlohmann::ordered_json::object(),
     const std::optional<std::string>& template_name = std::nullopt);
+
+// apply_chat_template for many conversations: the tokenizer's templates are parsed once, at
+// construction (throws on syntax errors); render() is then what apply_chat_template returns.
+// Immutable after construction, so one ChatFormatter may be shared by threads.
+class ChatFormatter {
+ public:
+  explicit ChatFormatter(TokenizerConfig config,
+                         const std::optional<std::string>& template_name = std::nullopt);
+  std::string render(const nlohmann::ordered_json& messages, bool add_generation_prompt,
+                     const nlohmann::ordered_json& extra = nlohmann::ordered_json::object()) const;
+  bool has_template() const { return static_cast<bool>(main_); }
+
+ private:
+  TokenizerConfig config_;
+  std::optional<ChatTemplate> main_;      // the chosen (or default) template; none: built-in format
+  std::optional<ChatTemplate> tool_use_;  // "tool_use", used when tools are given and no name was
+};
 
 }  // namespace magix

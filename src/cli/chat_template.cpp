@@ -31,9 +31,9 @@ void run_chat_template(const ChatTemplateArgs& a) {
   fs::path dir = resolve_model_dir(a.tokenizer);
   MAGIX_CHECK(fs::exists(dir / "tokenizer_config.json") || fs::exists(dir / "chat_template.jinja"),
               "{} has no tokenizer_config.json", dir.string());
-  TokenizerConfig config = load_tokenizer_config(dir);
   std::optional<std::string> name;
   if (!a.template_name.empty()) name = a.template_name;
+  const ChatFormatter formatter(load_tokenizer_config(dir), name);  // templates parsed once
 
   std::ifstream in(a.input);
   MAGIX_CHECK(in, "cannot open {}", a.input);
@@ -65,7 +65,7 @@ void run_chat_template(const ChatTemplateArgs& a) {
       }
       nlohmann::ordered_json result = nlohmann::ordered_json::object();
       try {
-        result["text"] = apply_chat_template(config, j["messages"], agp, extra, name);
+        result["text"] = formatter.render(j["messages"], agp, extra);
         ++rendered;
       } catch (const ChatTemplateRaised& e) {
         result["error"] = e.message();

@@ -70,31 +70,33 @@ std::string builtin_format(const TokenizerConfig& config, const nlohmann::ordere
   return out;
 }
 
-}  // namespace
-
-std::string apply_chat_template(const TokenizerConfig& config, const nlohmann::ordered_json& messages,
-                                bool add_generation_prompt, const nlohmann::ordered_json& extra,
-                                const std::optional<std::string>& template_name) {
+void check_conversation(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& extra) {
   MAGIX_CHECK(messages.is_array(), "'messages' must be a JSON array of {{\"role\", \"content\"}} objects");
   MAGIX_CHECK(!messages.empty(), "Cannot apply chat template to an empty conversation. Provide at least one message.");
   MAGIX_CHECK(extra.is_object(), "extra chat template variables must be a JSON object");
   for (size_t k = 0; k < messages.size(); ++k) {
     MAGIX_CHECK(messages[k].is_object(), "message {} must be a JSON object", k);
   }
-  auto has_tools = extra.contains("tools") && !extra["tools"].is_null();
-  std::optional<std::string> source;
-  if (template_name) {
-    source = config.chat_template(template_name);
-  } else if (has_tools && config.chat_templates.count("tool_use")) {
-    source = config.chat_template("tool_use");
-  } else {
-    source = config.chat_template();
-    MAGIX_CHECK(source || config.chat_templates.empty(),
-                "the tokenizer has several chat templates and no 'default': pass a template name");
-  }
-  if (!source) return builtin_format(config, messages, add_generation_prompt);
+}
 
-  // As transformers: keys whose value is None are dropped from each message, reasoning aliased.
+bool has_tools(const nlohmann::ordered_json& extra) { return extra.contains("tools") && !extra["tools"].is_null(); }
+
+// The template transformers' get_chat_template picks: the named one; else "tool_use" when tools
+// are given and it exists; else "default"; none: the built-in format.
+std::optional<std::string> choose_template(const TokenizerConfig& config, bool tools,
+                                           const std::optional<std::string>& template_name) {
+  if (template_name) return config.chat_template(template_name);
+  if (tools && config.chat_templates.count("tool_use")) return config.chat_template("tool_use");
+  auto source = config.chat_template();
+  MAGIX_CHECK(source || config.chat_templates.empty(),
+              "the tokenizer has several chat templates and no 'default': pass a template name");
+  return source;
+}
+
+// The context transformers renders with (docs/chat_templates.md).
+nlohmann::ordered_json make_context(const TokenizerConfig& config, const nlohmann::ordered_json& messages,
+                                    bool add_generation_prompt, const nlohmann::ordered_json& extra) {
+  // keys whose value is None are dropped from each message, reasoning fields aliased
   nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
   for (const auto& m : messages) {
     nlohmann::ordered_json clean = nlohmann::ordered_json::object();
@@ -103,12 +105,12 @@ std::string apply_chat_template(const TokenizerConfig& config, const nlohmann::o
     }
     msgs.push_back(alias_reasoning(clean));
   }
-  // special_tokens_map (named tokens, then extra special tokens), then the call's variables.
   nlohmann::ordered_json ctx = nlohmann::ordered_json::object();
-  ctx["messages"] = msgs;
+  ctx["messages"] = std::move(msgs);
   ctx["tools"] = nullptr;
   ctx["documents"] = nullptr;
   ctx["add_generation_prompt"] = add_generation_prompt;
+  // special_tokens_map: named tokens, then extra special tokens; then the call's variables
   auto put = [&](const char* key, const std::optional<std::string>& v) {
     if (v) ctx[key] = *v;
   };
@@ -120,7 +122,9 @@ std::string apply_chat_template(const TokenizerConfig& config, const nlohmann::o
     auto it = config.raw.find(key);
     if (it == config.raw.end()) continue;
     if (it->is_string()) ctx[key] = it->get<std::string>();
-    if (it->is_object() && it->contains("content") && (*it)["content"].is_string()) ctx[key] = (*it)["content"].get<std::string>();
+    if (it->is_object() && it->contains("content") && (*it)["content"].is_string()) {
+      ctx[key] = (*it)["content"].get<std::string>();
+    }
   }
   if (auto it = config.raw.find("extra_special_tokens"); it != config.raw.end() && it->is_object()) {
     for (const auto& [k, v] : it->items()) {
@@ -128,7 +132,32 @@ std::string apply_chat_template(const TokenizerConfig& config, const nlohmann::o
     }
   }
   for (const auto& [k, v] : extra.items()) ctx[k] = v;
-  return ChatTemplate(*source).render(ctx);
+  return ctx;
+}
+
+}  // namespace
+
+std::string apply_chat_template(const TokenizerConfig& config, const nlohmann::ordered_json& messages,
+                                bool add_generation_prompt, const nlohmann::ordered_json& extra,
+                                const std::optional<std::string>& template_name) {
+  check_conversation(messages, extra);
+  auto source = choose_template(config, has_tools(extra), template_name);
+  if (!source) return builtin_format(config, messages, add_generation_prompt);
+  return ChatTemplate(*source).render(make_context(config, messages, add_generation_prompt, extra));
+}
+
+ChatFormatter::ChatFormatter(TokenizerConfig config, const std::optional<std::string>& template_name)
+    : config_(std::move(config)) {
+  if (auto source = choose_template(config_, false, template_name)) main_.emplace(*source);
+  if (!template_name && config_.chat_templates.count("tool_use")) tool_use_.emplace(*config_.chat_template("tool_use"));
+}
+
+std::string ChatFormatter::render(const nlohmann::ordered_json& messages, bool add_generation_prompt,
+                                  const nlohmann::ordered_json& extra) const {
+  check_conversation(messages, extra);
+  const ChatTemplate* t = tool_use_ && has_tools(extra) ? &*tool_use_ : main_ ? &*main_ : nullptr;
+  if (!t) return builtin_format(config_, messages, add_generation_prompt);
+  return t->render(make_context(config_, messages, add_generation_prompt, extra));
 }
 
 }  // namespace magix

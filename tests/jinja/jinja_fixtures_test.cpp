@@ -81,6 +81,7 @@ TEST(JinjaConversations, MatchTransformers) {
   base = magix::load_tokenizer_config(shared / "llama3_1");
   int checked = 0;
   std::map<std::string, magix::TokenizerConfig> configs;
+  std::map<std::string, magix::ChatFormatter> formatters;
   for (const auto& r : rows) {
     magix::TokenizerConfig config;
     std::string name;
@@ -93,19 +94,24 @@ TEST(JinjaConversations, MatchTransformers) {
       config = base;
       config.chat_templates = {{"default", read_file(kDir / "templates" / (name + ".jinja"))}};
     }
-    std::string got, error;
-    try {
-      got = magix::apply_chat_template(config, r["messages"], r["add_generation_prompt"], r["extra"]);
-    } catch (const magix::ChatTemplateRaised& e) {
-      error = e.message();
-    } catch (const magix::Error& e) {
-      error = std::string("(not raised by the template) ") + e.what();
-    }
-    if (r.contains("output")) {
-      EXPECT_EQ(error, "") << name << ": " << r["messages"].dump();
-      EXPECT_EQ(got, r["output"].get<std::string>()) << name << ": " << r["messages"].dump();
-    } else {
-      EXPECT_EQ(error, r["error"].get<std::string>()) << name << ": " << r["messages"].dump();
+    // both entry points: apply_chat_template, and a ChatFormatter (templates parsed once)
+    if (!formatters.count(name)) formatters.emplace(name, magix::ChatFormatter(config));
+    for (int way = 0; way < 2; ++way) {
+      std::string got, error;
+      try {
+        got = way == 0 ? magix::apply_chat_template(config, r["messages"], r["add_generation_prompt"], r["extra"])
+                       : formatters.at(name).render(r["messages"], r["add_generation_prompt"], r["extra"]);
+      } catch (const magix::ChatTemplateRaised& e) {
+        error = e.message();
+      } catch (const magix::Error& e) {
+        error = std::string("(not raised by the template) ") + e.what();
+      }
+      if (r.contains("output")) {
+        EXPECT_EQ(error, "") << name << " way " << way << ": " << r["messages"].dump();
+        EXPECT_EQ(got, r["output"].get<std::string>()) << name << " way " << way << ": " << r["messages"].dump();
+      } else {
+        EXPECT_EQ(error, r["error"].get<std::string>()) << name << " way " << way << ": " << r["messages"].dump();
+      }
     }
     ++checked;
   }
