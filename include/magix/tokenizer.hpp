@@ -56,8 +56,6 @@ class Tokenizer {
   Tokenizer& operator=(Tokenizer&&) noexcept = default;
   ~Tokenizer();
 
-  const TokenizerImpl& impl() const { return *impl_; }
-
  private:
   explicit Tokenizer(std::shared_ptr<const TokenizerImpl> impl);
   std::shared_ptr<const TokenizerImpl> impl_;
