@@ -298,7 +298,7 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
     MAGIX_FAIL("can't multiply sequence by non-int of type '{}'", type_name(b));
   }
   if (!nums) {
-    if (op == "%" && a.kind == Kind::String) MAGIX_FAIL("printf-style '%' formatting is not supported");
+    if (op == "%" && a.kind == Kind::String) return Value::str(py_percent_format(a.s, b));
     return unsupported();
   }
   if (op == "/") {

@@ -32,6 +32,9 @@ bool contains(const Value& container, const Value& item);
 // s.name for a string s: a bound method (jinja_methods.cpp), or Undefined for unknown names.
 Value string_method(const Value& self, const std::string& name);
 
+// Python's printf-style `fmt % values` (a tuple: several arguments; a dict: %(name)s keys).
+std::string py_percent_format(const std::string& fmt, const Value& values);
+
 // Python's str methods used by templates (split, strip, startswith, ...), for filters too.
 std::string py_strip(const std::string& s, const Value& chars, bool left, bool right);
 std::string py_upper(const std::string& s);

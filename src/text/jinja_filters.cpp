@@ -399,6 +399,15 @@ Value call_filter(const std::string& name, const Value& v, const Args& args) {
   if (name == "rejectattr") return select_like(v, args, true, false);
   if (name == "attr") return get_attr(v, to_str(a0));
   if (name == "tojson") return tojson_filter(v, args);
+  if (name == "format") {
+    if (!args.pos.empty() && !args.kw.empty()) MAGIX_FAIL("can't handle positional and keyword arguments at the same time");
+    if (!args.kw.empty()) {
+      Dict d;
+      for (const auto& [k, x] : args.kw) d.set(Value::str(k), x);
+      return Value::str(py_percent_format(to_str(v), Value::make_dict(std::move(d))));
+    }
+    return Value::str(py_percent_format(to_str(v), Value::make_tuple(args.pos)));
+  }
   if (name == "indent") return indent_filter(v, args);
   if (name == "center") {
     int64_t width = arg_or(args, 0, "width", Value::integer(80)).i;

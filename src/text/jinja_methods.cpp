@@ -1,6 +1,9 @@
 // Python's str methods for the Jinja interpreter (what `s.strip()`, `s.split(',')` ... return),
 // and the case mappings the filters share.
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
 
 #include "magix/error.hpp"
 #include "text/jinja_builtins.hpp"
@@ -342,6 +345,95 @@ std::string py_replace(const std::string& s, const std::string& old, const std::
     ++n;
   }
   out.append(s, start, std::string::npos);
+  return out;
+}
+
+std::string py_percent_format(const std::string& fmt_str, const Value& values) {
+  // the arguments: a tuple gives several, a dict is a mapping for %(name)s, anything else is one
+  std::vector<Value> args;
+  const Dict* mapping = values.kind == Kind::Dict ? values.dict.get() : nullptr;
+  if (values.kind == Kind::Tuple) {
+    args = values.items();
+  } else {
+    args.push_back(values);
+  }
+  size_t next_arg = 0;
+  bool used_mapping = false;
+  std::string out;
+  for (size_t k = 0; k < fmt_str.size(); ++k) {
+    if (fmt_str[k] != '%') {
+      out += fmt_str[k];
+      continue;
+    }
+    if (++k >= fmt_str.size()) MAGIX_FAIL("incomplete format");
+    const Value* arg = nullptr;
+    if (fmt_str[k] == '(') {
+      size_t close = fmt_str.find(')', k);
+      if (close == std::string::npos) MAGIX_FAIL("incomplete format key");
+      if (!mapping) MAGIX_FAIL("format requires a mapping");
+      std::string key = fmt_str.substr(k + 1, close - k - 1);
+      arg = mapping->find(key);
+      if (!arg) MAGIX_FAIL("'{}'", key);
+      used_mapping = true;
+      k = close + 1;
+    }
+    std::string spec = "%";
+    while (k < fmt_str.size() && std::strchr("-+ 0#", fmt_str[k])) spec += fmt_str[k++];
+    std::string width, precision;
+    while (k < fmt_str.size() && std::isdigit(static_cast<unsigned char>(fmt_str[k]))) width += fmt_str[k++];
+    if (k < fmt_str.size() && fmt_str[k] == '.') {
+      ++k;
+      while (k < fmt_str.size() && std::isdigit(static_cast<unsigned char>(fmt_str[k]))) precision += fmt_str[k++];
+      if (precision.empty()) precision = "0";
+    }
+    while (k < fmt_str.size() && (fmt_str[k] == 'l' || fmt_str[k] == 'h' || fmt_str[k] == 'L')) ++k;
+    if (k >= fmt_str.size()) MAGIX_FAIL("incomplete format");
+    char conv = fmt_str[k];
+    if (conv == '%' && spec == "%" && width.empty() && precision.empty() && !arg) {
+      out += '%';
+      continue;
+    }
+    if (!arg) {
+      if (next_arg >= args.size()) MAGIX_FAIL("not enough arguments for format string");
+      arg = &args[next_arg++];
+    }
+    std::string piece;
+    if (conv == 's' || conv == 'r' || conv == 'a') {
+      std::string text = conv == 's' ? to_str(*arg) : repr(*arg);
+      auto cps = decode_utf8(text);
+      if (!precision.empty()) cps.resize(std::min(cps.size(), static_cast<size_t>(std::stoul(precision))));
+      piece = encode_utf8(cps, 0, cps.size());
+      size_t w = width.empty() ? 0 : std::stoul(width);
+      if (cps.size() < w) {
+        std::string pad(w - cps.size(), ' ');
+        piece = spec.find('-') != std::string::npos ? piece + pad : pad + piece;
+      }
+    } else if (std::strchr("diouxXeEfFgGc", conv)) {
+      if (!arg->is_number()) {
+        MAGIX_FAIL("%{} format: a real number is required, not {}", conv, type_name(*arg));
+      }
+      char buf[512];
+      std::string f = spec + width + (precision.empty() ? "" : "." + precision);
+      if (std::strchr("diouxXc", conv)) {
+        auto v = static_cast<long long>(arg->kind == Kind::Float ? std::trunc(arg->f) : static_cast<double>(arg->i));
+        if (arg->is_int_like()) v = arg->i;
+        char c = conv == 'i' || conv == 'u' ? 'd' : conv;
+        if (c == 'c') {
+          append_utf8(piece, static_cast<char32_t>(v));
+        } else {
+          std::snprintf(buf, sizeof buf, (f + "ll" + c).c_str(), v);
+          piece = buf;
+        }
+      } else {
+        std::snprintf(buf, sizeof buf, (f + conv).c_str(), arg->as_double());
+        piece = buf;
+      }
+    } else {
+      MAGIX_FAIL("unsupported format character '{}'", conv);
+    }
+    out += piece;
+  }
+  if (!mapping && next_arg < args.size()) MAGIX_FAIL("not all arguments converted during string formatting");
   return out;
 }
 

@@ -286,6 +286,7 @@ FEATURES = r"""
 {{ 'abc' ~ 1.0 ~ [1] ~ {'a': none} ~ (2,) }}|{{ "it's" ~ ["it's"] }}|{{ ['\n', '\\', '\x00', 'é', '\u200b'] }}
 {{ messages is defined }}{{ 'x' is in 'xyz' }}{{ l is not sequence }}{{ s is iterable }}{{ n is mapping }}{{ 1.0 is integer }}{{ true is number }}{{ 3 is sameas 3 }}{{ none is sameas none }}
 {% set t = 'a' %}{% with %}{% set t = 'b' %}{{ t }}{% endwith %}{{ t }} {% for i in l %}{% set t = i %}{% endfor %}{{ t }}
+{{ '%s is %d years (%.2f) %5s|%-4s|%03d %x %%' % ('Ann', 30.7, 2.5, 'r', 'l', 7, 255) }} {{ '%s' % l }} {{ '%(a)s-%(b)s' % {'a': 1, 'b': none} }} {{ '%r %s' % ('q', true) }} {{ '%s, %s!'|format('Hello', 'World') }} {{ '%(x)s'|format(x=5) }} {{ '%.1s|%e|%g' % ('abc', 12345.678, 0.0001) }}
 {% macro m1(a) %}{{ a }}{{ varargs }}{% endmacro %}{{ m1(1, 2, 3) }} {% macro m2(a) %}{{ kwargs }}{% endmacro %}{{ m2(1, z=2) }} {% macro m(a, b=a ~ '!') %}{{ b }}{% endmacro %}{{ m('x') }} {{ m(b='y', a='z') }}
 {{ '%d items'|replace('%d', '3') }} {{ 'CamelCase'|lower|capitalize }} {{ 'x'|center(4) }}| {{ 'one two three four'|truncate(12, true) }} {{ 'one two three four'|truncate(12, false, '..', 0) }}
 {% raw %}{{ not rendered }} {% if %}{% endraw %}
@@ -322,6 +323,9 @@ ERRORS = [
     "{% for x in n %}{% endfor %}",
     "ok\n  {{ 1 + }}",
     "{% break %}",
+    "{{ '%d' % 'x' }}",
+    "{{ '%s %s' % ('a',) }}",
+    "{{ '%s' % ('a', 'b') }}",
     "{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, 2) }}",
     "{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, b=2) }}",
     "{% macro m(a) %}{{ a }}{{ varargs }}{% endmacro %}{{ m(1, b=2) }}",
