@@ -358,7 +358,6 @@ std::string py_percent_format(const std::string& fmt_str, const Value& values) {
     args.push_back(values);
   }
   size_t next_arg = 0;
-  bool used_mapping = false;
   std::string out;
   for (size_t k = 0; k < fmt_str.size(); ++k) {
     if (fmt_str[k] != '%') {
@@ -374,7 +373,6 @@ std::string py_percent_format(const std::string& fmt_str, const Value& values) {
       std::string key = fmt_str.substr(k + 1, close - k - 1);
       arg = mapping->find(key);
       if (!arg) MAGIX_FAIL("'{}'", key);
-      used_mapping = true;
       k = close + 1;
     }
     std::string spec = "%";
