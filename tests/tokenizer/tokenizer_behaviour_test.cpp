@@ -46,7 +46,8 @@ void check_stream(const Tokenizer& tok, const std::vector<int32_t>& ids, bool sk
 // Every fixture tokenizer and the real ones that are present.
 std::vector<std::pair<std::string, const Tokenizer*>> all_tokenizers() {
   std::vector<std::pair<std::string, const Tokenizer*>> out;
-  for (const char* name : {"trained_bytelevel", "trained_sentencepiece", "trained_metaspace", "trained_misc"}) {
+  for (const char* name : {"trained_bytelevel", "trained_sentencepiece", "trained_metaspace", "trained_misc",
+                           "trained_affixes"}) {
     out.emplace_back(name, &fixture_tokenizer(name));
   }
   for (const char* name : {"llama3", "mistral", "gemma3", "qwen3"}) {

@@ -40,6 +40,10 @@ TEST(TokenizerFixtures, TrainedMisc) {
   check_against_fixture(fixture_tokenizer("trained_misc"), "trained_misc", true);
 }
 
+TEST(TokenizerFixtures, TrainedAffixes) {
+  check_against_fixture(fixture_tokenizer("trained_affixes"), "trained_affixes", true);
+}
+
 class SharedTokenizers : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(SharedTokenizers, MatchesHfTokenizers) {

@@ -5,7 +5,7 @@ Run by hand with the reference venv (tokenizers 0.23.3):
     /work/refenv/bin/python tools/reference/make_tokenizer_fixtures.py [--shared ../shared/tokenizers]
 
 Writes into tests/fixtures/tokenizers/:
-  trained_bytelevel/, trained_sentencepiece/, trained_metaspace/, trained_misc/  small tokenizers
+  trained_bytelevel/, trained_sentencepiece/, trained_metaspace/, trained_misc/, trained_affixes/  small tokenizers
       TRAINED here
       (tokenizer.json + tokenizer_config.json), vocab < 1000
   <name>.jsonl  one line per corpus text: {"text", "ids", "ids_no_special", "offsets" (byte
@@ -212,6 +212,17 @@ def train_misc():
     return tok, {"unk_token": "[UNK]"}
 
 
+def train_affixes():
+    """continuing_subword_prefix / end_of_word_suffix (WordPiece-like BPE), Whitespace pre-tokenizer."""
+    tok = Tokenizer(models.BPE(unk_token="[UNK]", continuing_subword_prefix="##", end_of_word_suffix="</w>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.BpeTrainer(vocab_size=400, min_frequency=1, show_progress=False, limit_alphabet=60,
+                                  special_tokens=["[UNK]"], continuing_subword_prefix="##",
+                                  end_of_word_suffix="</w>")
+    tok.train_from_iterator(TRAIN_TEXT * 3, trainer)
+    return tok, {"unk_token": "[UNK]"}
+
+
 def write_tokenizer_dir(name, tok, config):
     d = os.path.join(OUT, name)
     os.makedirs(d, exist_ok=True)
@@ -238,8 +249,10 @@ def main():
     sp, sp_config = train_sentencepiece()
     ms = metaspace_variant(sp)
     misc, misc_config = train_misc()
+    affixes, affixes_config = train_affixes()
     for name, tok, config in [("trained_bytelevel", bl, bl_config), ("trained_sentencepiece", sp, sp_config),
-                              ("trained_metaspace", ms, sp_config), ("trained_misc", misc, misc_config)]:
+                              ("trained_metaspace", ms, sp_config), ("trained_misc", misc, misc_config),
+                              ("trained_affixes", affixes, affixes_config)]:
         write_tokenizer_dir(name, tok, config)
         tok = Tokenizer.from_file(os.path.join(OUT, name, "tokenizer.json"))  # what the C++ side reads
         write_jsonl(name, expected_lines(tok, corpus))
