@@ -77,10 +77,12 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
   MAGIX_CHECK(partial == 1.0, "{}: partial_rotary_factor {} is not supported (only 1.0)", source,
               partial);
   std::string type = "default";
-  if (given(rope, "rope_type")) {
-    type = rope.at("rope_type").get<std::string>();
-  } else if (given(rope, "type")) {
-    type = rope.at("type").get<std::string>();
+  for (const char* key : {"rope_type", "type"}) {
+    if (!given(rope, key)) continue;
+    MAGIX_CHECK(rope.at(key).is_string(), "{}: {}.{} must be a string, got {}", source, field,
+                key, rope.at(key).dump());
+    type = rope.at(key).get<std::string>();
+    break;
   }
   const std::string where = fmt::format("{}: {}", source, field);
   if (type == "default") {

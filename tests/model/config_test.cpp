@@ -114,6 +114,9 @@ TEST(ModelConfig, ErrorsNameTheField) {
   j["rope_parameters"] = {{"rope_type", "dynamic"}, {"factor", 4.0}};
   EXPECT_NE(error_of(j).find("'dynamic'"), std::string::npos);
   j = llama();
+  j["rope_scaling"] = {{"rope_type", 3}};
+  EXPECT_NE(error_of(j).find("rope_scaling.rope_type must be a string"), std::string::npos);
+  j = llama();
   j["attention_dropout"] = 0.1;
   EXPECT_NE(error_of(j).find("attention_dropout"), std::string::npos);
   j = llama();
