@@ -123,7 +123,10 @@ TEST(TokenizerInput, MegabyteSingleWordFinishes) {
   for (const auto& [name, tok] : all_tokenizers()) {
     const auto ids = tok->encode(word, false);
     EXPECT_GT(ids.size(), 1000u) << name;
-    EXPECT_LT(ids.size(), word.size()) << name;
+    EXPECT_LE(ids.size(), word.size()) << name;  // trained_affixes: one <unk> per character
+    if (name != "trained_affixes") {
+      EXPECT_LT(ids.size(), word.size()) << name;  // some merges happened
+    }
     if (name == "trained_bytelevel" || name == "llama3") {
       EXPECT_EQ(tok->decode(ids), word) << name;
     }
