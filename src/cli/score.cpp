@@ -8,8 +8,10 @@
 #include "cli_util.hpp"
 #include "commands.hpp"
 #include "io/safetensors_util.hpp"
+#include "magix/dataset.hpp"
 #include "magix/error.hpp"
 #include "magix/model.hpp"
+#include "magix/tokenizer.hpp"
 
 namespace magix::cli {
 namespace {
@@ -21,7 +23,9 @@ struct ScoreArgs {
   std::string input;
   std::string output_file;
   int64_t batch_size = 8;
-  std::string data_field;  // text input: needs the tokenizer (a later issue)
+  std::string data_field;   // text input: tokenised with the model's (or the given) tokenizer
+  std::string tokenizer;    // default: the model folder
+  bool add_special_tokens = true;
 };
 
 // One example per non-blank line: {"input_ids": [int, ...]} with at least 2 ids in [0, vocab).
@@ -56,14 +60,34 @@ std::vector<std::vector<int32_t>> read_token_examples(const fs::path& path, int6
   return out;
 }
 
+// Text examples: the `field` of each record (.jsonl / .json / .txt), tokenised.
+std::vector<std::vector<int32_t>> read_text_examples(const fs::path& path, const ScoreArgs& a,
+                                                     int64_t vocab) {
+  const Tokenizer tok = Tokenizer::load(a.tokenizer.empty() ? a.model : a.tokenizer);
+  MAGIX_CHECK(tok.vocab_size() <= vocab,
+              "the tokenizer has {} tokens but the model's vocabulary is {}", tok.vocab_size(),
+              vocab);
+  ReadOptions options;
+  options.field = a.data_field;
+  options.allow_messages = false;
+  std::vector<std::vector<int32_t>> out;
+  for (const Record& r : read_records(path, options)) {
+    std::vector<int32_t> ids = tok.encode(r.text, a.add_special_tokens);
+    MAGIX_CHECK(ids.size() >= 2, "{}:{}: needs at least 2 tokens to score, got {}",
+                path.string(), r.line, ids.size());
+    out.push_back(std::move(ids));
+  }
+  MAGIX_CHECK(!out.empty(), "--input '{}' holds no examples", path.string());
+  return out;
+}
+
 void run_score(const ScoreArgs& a) {
-  MAGIX_CHECK(a.data_field.empty(),
-              "--data_field (text input) needs a tokenizer, which magix score does not support "
-              "yet; give token ids as {{\"input_ids\": [...]}} lines");
   MAGIX_CHECK(a.batch_size > 0, "--batch_size must be positive, got {}", a.batch_size);
   Mesh mesh;
   Decoder model = load_decoder(a.model, mesh);
-  const auto examples = read_token_examples(a.input, model.config().vocab_size);
+  const auto examples = a.data_field.empty()
+                            ? read_token_examples(a.input, model.config().vocab_size)
+                            : read_text_examples(a.input, a, model.config().vocab_size);
 
   std::string text;
   double total_nll = 0;
@@ -107,7 +131,13 @@ void add_score_command(CLI::App& app) {
   cmd->add_option(flag("batch_size"), args->batch_size, "examples per forward pass")
       ->capture_default_str();
   cmd->add_option(flag("data_field"), args->data_field,
-                  "text field to tokenize (not supported yet: needs the tokenizer)");
+                  "score text instead of ids: the field of each .jsonl/.json record to tokenize "
+                  "(a .txt file: one text per line)");
+  cmd->add_option(flag("tokenizer_name_or_path"), args->tokenizer,
+                  "tokenizer folder or hub name for --data_field (default: the model's folder)");
+  cmd->add_option(flag("add_special_tokens"), args->add_special_tokens,
+                  "add the tokenizer's special tokens (e.g. bos) to each text")
+      ->capture_default_str();
   cmd->callback([args] { run_score(*args); });
 }
 
