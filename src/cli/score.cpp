@@ -7,7 +7,6 @@
 
 #include "cli_util.hpp"
 #include "commands.hpp"
-#include "io/safetensors_util.hpp"
 #include "magix/dataset.hpp"
 #include "magix/error.hpp"
 #include "magix/model.hpp"
@@ -107,10 +106,7 @@ void run_score(const ScoreArgs& a) {
       total_tokens += tokens;
     }
   }
-  // Atomic: a temporary file renamed into place, so no half-written file looks valid.
-  io::write_file_atomically(a.output_file, [&](int fd, const fs::path& tmp) {
-    io::write_all(fd, text.data(), text.size(), tmp);
-  });
+  write_output_file(a.output_file, text);
   const double mean = total_nll / static_cast<double>(total_tokens);
   fmt::print("examples: {}\ntokens: {}\nmean NLL: {:.6f}\nperplexity: {:.4f}\n", examples.size(),
              total_tokens, mean, std::exp(mean));

@@ -1,6 +1,5 @@
 // magix tokenize: text (a JSONL field) -> {"ids": [...]}, or with --decode {"ids"} -> {"text"}.
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -54,35 +53,21 @@ std::string process_line(const Tokenizer& tok, const TokenizeArgs& a, const std:
 }
 
 void run_tokenize(const TokenizeArgs& a) {
-  namespace fs = std::filesystem;
   const Tokenizer tok = Tokenizer::load(a.tokenizer);
   std::ifstream in(a.input, std::ios::binary);
   MAGIX_CHECK(in, "cannot open {}", a.input);
-  const fs::path out_path(a.output);
-  fs::path tmp = out_path;
-  tmp += ".tmp";
-  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-  MAGIX_CHECK(out, "cannot write {}", tmp.string());
-  try {
-    std::string line;
-    size_t lineno = 0, written = 0;
-    while (std::getline(in, line)) {
-      ++lineno;
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      out << process_line(tok, a, line, lineno) << '\n';
-      ++written;
-    }
-    MAGIX_CHECK(!in.bad(), "error reading {}", a.input);
-    out.close();
-    MAGIX_CHECK(out, "error writing {}", tmp.string());
-    fs::rename(tmp, out_path);
-    std::fprintf(stderr, "tokenize: %zu lines -> %s\n", written, a.output.c_str());
-  } catch (...) {
-    out.close();
-    std::error_code ec;
-    fs::remove(tmp, ec);
-    throw;
+  std::string text, line;
+  size_t lineno = 0, written = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    text += process_line(tok, a, line, lineno);
+    text += '\n';
+    ++written;
   }
+  MAGIX_CHECK(!in.bad(), "error reading {}", a.input);
+  write_output_file(a.output, text);
+  std::fprintf(stderr, "tokenize: %zu lines -> %s\n", written, a.output.c_str());
 }
 
 }  // namespace
