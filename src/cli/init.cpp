@@ -7,7 +7,6 @@
 
 #include "cli_util.hpp"
 #include "commands.hpp"
-#include "io/safetensors_util.hpp"
 #include "magix/error.hpp"
 #include "magix/hf_files.hpp"
 #include "magix/model.hpp"
@@ -63,9 +62,7 @@ void run_init(const InitArgs& a) {
   out["dtype"] = a.dtype;
   out["torch_dtype"] = a.dtype;
   const std::string text = out.dump(2) + "\n";
-  io::write_file_atomically(dir / "config.json", [&](int fd, const fs::path& tmp) {
-    io::write_all(fd, text.data(), text.size(), tmp);
-  });
+  write_output_file((dir / "config.json").string(), text);
   int64_t count = 0;
   for (size_t i = 0; i < params.size(); ++i) count += params.tensor(i).numel();
   fmt::print("initialised {} model ({} parameters, seed {}, {}) in {}\n",
