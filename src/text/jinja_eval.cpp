@@ -37,12 +37,22 @@ enum class Flow { Normal, Break, Continue };
 class Evaluator {
  public:
   Evaluator(const Template& t, const RenderOptions& options) : t_(t), options_(options) {}
+  Evaluator(const Evaluator&) = delete;
+  Evaluator& operator=(const Evaluator&) = delete;
+
+  // Macros hold their defining scope and scopes hold macros: a reference cycle. Every scope
+  // lives until the render ends and is emptied here, which frees them all.
+  ~Evaluator() {
+    for (const auto& s : scopes_) {
+      s->vars.clear();
+      s->parent.reset();
+    }
+  }
 
   std::string run(const Value& context) {
-    auto top = std::make_shared<Scope>();
+    auto top = new_scope(nullptr);
     add_globals(*top);
-    auto scope = std::make_shared<Scope>();
-    scope->parent = top;
+    auto scope = new_scope(top);
     if (context.kind == Kind::Dict) {
       for (const auto& [k, v] : context.dict->entries) top->vars[to_str(k)] = v;
     }
@@ -122,6 +132,13 @@ class Evaluator {
       size_t n = std::strftime(buf, sizeof buf, a.pos[0].s.c_str(), &tm);
       return Value::str(std::string(buf, n));
     });
+  }
+
+  ScopePtr new_scope(ScopePtr parent) {
+    auto s = std::make_shared<Scope>();
+    s->parent = std::move(parent);
+    scopes_.push_back(s);
+    return s;
   }
 
   // ---- statements ----
@@ -204,8 +221,7 @@ class Evaluator {
         return Flow::Normal;
       }
       case Stmt::K::With: {
-        auto inner = std::make_shared<Scope>();
-        inner->parent = scope;
+        auto inner = new_scope(scope);
         std::vector<Value> values;
         for (const auto& [target, expr] : s.assignments) values.push_back(eval(*expr, scope));
         for (size_t k = 0; k < values.size(); ++k) assign(s.assignments[k].first, values[k], inner, s.pos);
@@ -224,8 +240,7 @@ class Evaluator {
     if (s.expr2) {
       std::vector<Value> kept;
       for (const Value& item : items) {
-        auto probe = std::make_shared<Scope>();
-        probe->parent = scope;
+        auto probe = new_scope(scope);
         assign(s.target, item, probe, s.pos);
         if (truthy(eval(*s.expr2, probe))) kept.push_back(item);
       }
@@ -233,8 +248,7 @@ class Evaluator {
     }
     size_t n = items.size();
     for (size_t k = 0; k < n; ++k) {
-      auto iter = std::make_shared<Scope>();
-      iter->parent = scope;
+      auto iter = new_scope(scope);
       Dict loop;
       auto set = [&](const char* key, Value v) { loop.entries.emplace_back(Value::str(key), std::move(v)); };
       auto len = static_cast<int64_t>(n), idx = static_cast<int64_t>(k);
@@ -259,8 +273,7 @@ class Evaluator {
       if (f == Flow::Break) break;
     }
     if (n == 0) {
-      auto inner = std::make_shared<Scope>();
-      inner->parent = scope;
+      auto inner = new_scope(scope);
       exec_body(s.else_body, inner, out);
     }
     return Flow::Normal;
@@ -276,8 +289,7 @@ class Evaluator {
         int& depth;
         ~Leave() { --depth; }
       } leave{call_depth_};
-      auto call = std::make_shared<Scope>();
-      call->parent = defined_in;
+      auto call = new_scope(defined_in);
       const auto& params = stmt->params;
       std::vector<Value> extra_pos;
       for (size_t k = 0; k < a.pos.size(); ++k) {
@@ -452,6 +464,7 @@ class Evaluator {
   const RenderOptions& options_;
   Value filter_base_;
   int call_depth_ = 0;
+  std::vector<ScopePtr> scopes_;  // every scope of this render (see ~Evaluator)
 };
 
 }  // namespace
