@@ -37,56 +37,44 @@ void run_chat_template(const ChatTemplateArgs& a) {
 
   std::ifstream in(a.input);
   MAGIX_CHECK(in, "cannot open {}", a.input);
-  fs::path out_path(a.output);
-  fs::path tmp = out_path;
-  tmp += ".tmp";
-  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-  MAGIX_CHECK(out, "cannot write {}", tmp.string());
-  try {
-    std::string line;
-    size_t lineno = 0, rendered = 0, rejected = 0;
-    while (std::getline(in, line)) {
-      ++lineno;
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      auto j = nlohmann::ordered_json::parse(line, nullptr, /*allow_exceptions=*/false);
-      MAGIX_CHECK(!j.is_discarded(), "{}:{}: invalid JSON", a.input, lineno);
-      MAGIX_CHECK(j.is_object() && j.contains("messages") && j["messages"].is_array(),
-                  "{}:{}: expected an object with a 'messages' array", a.input, lineno);
-      bool agp = false;
-      nlohmann::ordered_json extra = nlohmann::ordered_json::object();
-      for (const auto& [k, v] : j.items()) {
-        if (k == "messages") continue;
-        if (k == "add_generation_prompt") {
-          MAGIX_CHECK(v.is_boolean(), "{}:{}: 'add_generation_prompt' must be true or false", a.input, lineno);
-          agp = v.get<bool>();
-        } else {
-          extra[k] = v;
-        }
+  std::string text, line;
+  size_t lineno = 0, rendered = 0, rejected = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    auto j = nlohmann::ordered_json::parse(line, nullptr, /*allow_exceptions=*/false);
+    MAGIX_CHECK(!j.is_discarded(), "{}:{}: invalid JSON", a.input, lineno);
+    MAGIX_CHECK(j.is_object() && j.contains("messages") && j["messages"].is_array(),
+                "{}:{}: expected an object with a 'messages' array", a.input, lineno);
+    bool agp = false;
+    nlohmann::ordered_json extra = nlohmann::ordered_json::object();
+    for (const auto& [k, v] : j.items()) {
+      if (k == "messages") continue;
+      if (k == "add_generation_prompt") {
+        MAGIX_CHECK(v.is_boolean(), "{}:{}: 'add_generation_prompt' must be true or false",
+                    a.input, lineno);
+        agp = v.get<bool>();
+      } else {
+        extra[k] = v;
       }
-      nlohmann::ordered_json result = nlohmann::ordered_json::object();
-      try {
-        result["text"] = formatter.render(j["messages"], agp, extra);
-        ++rendered;
-      } catch (const ChatTemplateRaised& e) {
-        result["error"] = e.message();
-        ++rejected;
-      } catch (const Error& e) {
-        MAGIX_FAIL("{}:{}: {}", a.input, lineno, e.what());
-      }
-      out << result.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << '\n';
     }
-    MAGIX_CHECK(!in.bad(), "error reading {}", a.input);
-    out.close();
-    MAGIX_CHECK(out, "error writing {}", tmp.string());
-    fs::rename(tmp, out_path);
-    std::fprintf(stderr, "chat-template: %zu rendered, %zu rejected by the template -> %s\n", rendered, rejected,
-                 a.output.c_str());
-  } catch (...) {
-    out.close();
-    std::error_code ec;
-    fs::remove(tmp, ec);
-    throw;
+    nlohmann::ordered_json result = nlohmann::ordered_json::object();
+    try {
+      result["text"] = formatter.render(j["messages"], agp, extra);
+      ++rendered;
+    } catch (const ChatTemplateRaised& e) {
+      result["error"] = e.message();
+      ++rejected;
+    } catch (const Error& e) {
+      MAGIX_FAIL("{}:{}: {}", a.input, lineno, e.what());
+    }
+    text += result.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+    text += '\n';
   }
+  MAGIX_CHECK(!in.bad(), "error reading {}", a.input);
+  write_output_file(a.output, text);
+  std::fprintf(stderr, "chat-template: %zu rendered, %zu rejected by the template -> %s\n",
+               rendered, rejected, a.output.c_str());
 }
 
 }  // namespace
