@@ -39,11 +39,11 @@ double gemm_gflops() {
 }
 
 int run_mode(bool recompute, int steps) {
-  nlohmann::json j{{"model_type", "llama"},        {"vocab_size", 32000},
-                   {"hidden_size", 768},           {"intermediate_size", 2048},
-                   {"num_hidden_layers", 12},      {"num_attention_heads", 12},
-                   {"num_key_value_heads", 12},    {"max_position_embeddings", 2048},
-                   {"rms_norm_eps", 1e-5},         {"tie_word_embeddings", true}};
+  nlohmann::json j{{"model_type", "llama"},     {"vocab_size", 32000},
+                   {"hidden_size", 768},        {"intermediate_size", 2048},
+                   {"num_hidden_layers", 12},   {"num_attention_heads", 12},
+                   {"num_key_value_heads", 12}, {"max_position_embeddings", 2048},
+                   {"rms_norm_eps", 1e-5},      {"tie_word_embeddings", true}};
   magix::ModelConfig config = magix::parse_model_config(j, "bench");
   magix::Mesh mesh;
   std::vector<magix::ParamInfo> infos = magix::expected_parameters(config);
@@ -76,10 +76,11 @@ int run_mode(bool recompute, int steps) {
   const double flops = 6.0 * n_params * tokens + 3.0 * 2.0 * tokens * batch.seq * 768 * 12;
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
-  fmt::print("{:<22} {:>8.0f} tokens/s  {:6.2f} s/step  {:6.1f} GFLOP/s  peak RSS {:6.0f} MiB  "
-             "loss {:.4f}  ({} params)\n",
-             recompute ? "recompute" : "stored activations", tokens / dt, dt, flops / dt / 1e9,
-             ru.ru_maxrss / 1024.0, loss, n_params);
+  fmt::print(
+      "{:<22} {:>8.0f} tokens/s  {:6.2f} s/step  {:6.1f} GFLOP/s  peak RSS {:6.0f} MiB  "
+      "loss {:.4f}  ({} params)\n",
+      recompute ? "recompute" : "stored activations", tokens / dt, dt, flops / dt / 1e9,
+      ru.ru_maxrss / 1024.0, loss, n_params);
   std::fflush(stdout);
   return 0;
 }
@@ -89,9 +90,10 @@ int run_mode(bool recompute, int steps) {
 int main(int argc, char** argv) {
   const int steps = argc > 1 ? std::atoi(argv[1]) : 2;
   const char* threads = std::getenv("OMP_NUM_THREADS");
-  fmt::print("decoder bench: Llama hidden 768, 12 layers, 12 heads, vocab 32000, B=4, T=512, "
-             "OMP_NUM_THREADS={}, GEMM: {}\n", threads ? threads : "(unset)",
-             magix::cpu::gemm_backend_name());
+  fmt::print(
+      "decoder bench: Llama hidden 768, 12 layers, 12 heads, vocab 32000, B=4, T=512, "
+      "OMP_NUM_THREADS={}, GEMM: {}\n",
+      threads ? threads : "(unset)", magix::cpu::gemm_backend_name());
   std::fflush(stdout);
   for (bool recompute : {false, true}) {
     pid_t pid = fork();

@@ -156,8 +156,8 @@ int run_child(const std::string& engine, int reps) {
           ref += static_cast<double>(A[i * n + k]) * (trans_b ? B[j * n + k] : B[k * n + j]);
         }
         if (std::fabs(C[i * n + j] - ref) > 1e-4 * n) {
-          std::fprintf(stderr, "bench_gemm: %s %s n=%lld gives a wrong product\n",
-                       engine.c_str(), op, static_cast<long long>(n));
+          std::fprintf(stderr, "bench_gemm: %s %s n=%lld gives a wrong product\n", engine.c_str(),
+                       op, static_cast<long long>(n));
           return 1;
         }
       }

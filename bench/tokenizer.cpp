@@ -35,25 +35,32 @@ int main(int argc, char** argv) {
   int repeat = 100, rounds = 5;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--repeat" && i + 1 < argc) repeat = std::stoi(argv[++i]);
-    else if (a == "--rounds" && i + 1 < argc) rounds = std::stoi(argv[++i]);
-    else pos.push_back(a);
+    if (a == "--repeat" && i + 1 < argc)
+      repeat = std::stoi(argv[++i]);
+    else if (a == "--rounds" && i + 1 < argc)
+      rounds = std::stoi(argv[++i]);
+    else
+      pos.push_back(a);
   }
   if (pos.empty()) {
-    std::fprintf(stderr, "usage: bench_tokenizer TOKENIZER [CORPUS.jsonl] [--repeat N] [--rounds N]\n");
+    std::fprintf(stderr,
+                 "usage: bench_tokenizer TOKENIZER [CORPUS.jsonl] [--repeat N] [--rounds N]\n");
     return 2;
   }
   try {
     const auto t0 = std::chrono::steady_clock::now();
     const magix::Tokenizer tok = magix::Tokenizer::load(pos[0]);
-    const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double load_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const std::string corpus_path =
-        pos.size() > 1 ? pos[1] : std::string(MAGIX_SOURCE_DIR) + "/tests/fixtures/tokenizers/llama3.jsonl";
+        pos.size() > 1 ? pos[1]
+                       : std::string(MAGIX_SOURCE_DIR) + "/tests/fixtures/tokenizers/llama3.jsonl";
     std::ifstream in(corpus_path);
     MAGIX_CHECK(in, "cannot open {}", corpus_path);
     std::vector<std::string> texts;
     std::string line;
-    while (std::getline(in, line)) texts.push_back(nlohmann::json::parse(line).at("text").get<std::string>());
+    while (std::getline(in, line))
+      texts.push_back(nlohmann::json::parse(line).at("text").get<std::string>());
     size_t bytes = 0;
     for (const auto& t : texts) bytes += t.size();
     bytes *= static_cast<size_t>(repeat);
@@ -73,8 +80,8 @@ int main(int argc, char** argv) {
     std::sort(wall.begin(), wall.end());
     std::sort(cpu.begin(), cpu.end());
     const double mb = static_cast<double>(bytes) / 1e6;
-    std::printf("magix tokenizer=%s corpus=%s texts=%zu x%d bytes=%zu ids=%zu load_s=%.2f\n", pos[0].c_str(),
-                corpus_path.c_str(), texts.size(), repeat, bytes, n_ids, load_s);
+    std::printf("magix tokenizer=%s corpus=%s texts=%zu x%d bytes=%zu ids=%zu load_s=%.2f\n",
+                pos[0].c_str(), corpus_path.c_str(), texts.size(), repeat, bytes, n_ids, load_s);
     std::printf("encode: %.2f MB/s wall (median of %d), %.2f MB/s per CPU-second, %.0f ids/s\n",
                 mb / wall[wall.size() / 2], rounds, mb / cpu[cpu.size() / 2],
                 static_cast<double>(n_ids) / wall[wall.size() / 2]);

@@ -7,8 +7,8 @@
 
 #include <chrono>
 #include <functional>
-#include <memory>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -42,14 +42,16 @@ struct ChatTemplateOptions {
 // A parsed template; render() evaluates it against a JSON context (objects keep key order).
 class ChatTemplate {
  public:
-  explicit ChatTemplate(std::string source);  // throws magix::Error on syntax errors, with line:column
+  explicit ChatTemplate(
+      std::string source);  // throws magix::Error on syntax errors, with line:column
   ~ChatTemplate();
   ChatTemplate(ChatTemplate&&) noexcept;
   ChatTemplate& operator=(ChatTemplate&&) noexcept;
 
   // throws magix::Error (raise_exception message, or evaluation error with position)
   std::string render(const nlohmann::ordered_json& context) const;
-  std::string render(const nlohmann::ordered_json& context, const ChatTemplateOptions& options) const;
+  std::string render(const nlohmann::ordered_json& context,
+                     const ChatTemplateOptions& options) const;
 
   const std::string& source() const;
 

@@ -20,7 +20,8 @@ class Communicator {
   virtual void all_reduce(std::span<double> data, ReduceOp op) = 0;
   // out = concatenation of every rank's `in`, in rank order; out.size() == size() * in.size().
   virtual void all_gather(std::span<const float> in, std::span<float> out) = 0;
-  // in is size() equal chunks; out = sum over ranks of chunk rank(); in.size() == size()*out.size().
+  // in is size() equal chunks; out = sum over ranks of chunk rank(); in.size() ==
+  // size()*out.size().
   virtual void reduce_scatter(std::span<const float> in, std::span<float> out) = 0;
   virtual void broadcast(std::span<std::byte> data, int root) = 0;
   virtual void barrier() = 0;

@@ -27,8 +27,8 @@ class Error : public std::runtime_error {
 }  // namespace magix
 
 // MAGIX_CHECK(cond, "format {}", args...): throws magix::Error with the formatted message.
-#define MAGIX_CHECK(cond, ...)                                            \
-  do {                                                                    \
+#define MAGIX_CHECK(cond, ...)                                                         \
+  do {                                                                                 \
     if (!(cond)) ::magix::throw_error(__FILE__, __LINE__, ::fmt::format(__VA_ARGS__)); \
   } while (0)
 

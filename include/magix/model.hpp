@@ -24,11 +24,11 @@ namespace magix {
 // Parameters and their shards
 
 struct ParamInfo {
-  std::string name;       // HF name, e.g. "model.layers.0.self_attn.q_proj.weight"
-  Shape global_shape;     // torch layout [out, in] for linear weights
-  PartitionSpec spec;     // from the partition rules (magix/sharding.hpp)
-  Shape box_start;        // this rank's shard: [box_start, box_start + box_extent) per dim
-  Shape box_extent;       // equals global_shape on the 1x1 mesh
+  std::string name;    // HF name, e.g. "model.layers.0.self_attn.q_proj.weight"
+  Shape global_shape;  // torch layout [out, in] for linear weights
+  PartitionSpec spec;  // from the partition rules (magix/sharding.hpp)
+  Shape box_start;     // this rank's shard: [box_start, box_start + box_extent) per dim
+  Shape box_extent;    // equals global_shape on the 1x1 mesh
 };
 
 // Every parameter a model of `config` has, in HF order (embed_tokens, per layer: input_layernorm,
@@ -91,15 +91,15 @@ ParameterSet init_parameters(const ModelConfig& config, const std::vector<ParamI
 // The decoder
 
 struct DecoderOptions {
-  bool recompute = false;        // keep only each block's input; recompute the rest in backward
-  int64_t head_chunk_rows = 256; // rows of logits computed at a time in the LM head
+  bool recompute = false;         // keep only each block's input; recompute the rest in backward
+  int64_t head_chunk_rows = 256;  // rows of logits computed at a time in the LM head
 };
 
 struct LossResult {
-  double nll_sum = 0;     // sum of NLL over counted targets, all ranks (all-reduced over data)
-  double loss = 0;        // nll_sum / token_count
-  std::vector<double> nll_per_row;     // (B) this rank's rows: sum of NLL of counted targets
-  std::vector<int64_t> tokens_per_row; // (B) counted targets per row
+  double nll_sum = 0;  // sum of NLL over counted targets, all ranks (all-reduced over data)
+  double loss = 0;     // nll_sum / token_count
+  std::vector<double> nll_per_row;      // (B) this rank's rows: sum of NLL of counted targets
+  std::vector<int64_t> tokens_per_row;  // (B) counted targets per row
 };
 
 class Decoder {
@@ -138,8 +138,8 @@ class Decoder {
 
 // An HF folder or hub name (resolve_model_dir) -> config + this rank's parameter shards, placed
 // by `rules` (null: default_partition_rules of the family).
-Decoder load_decoder(const std::string& name_or_path, const Mesh& mesh,
-                     DecoderOptions options = {}, const PartitionRules* rules = nullptr);
+Decoder load_decoder(const std::string& name_or_path, const Mesh& mesh, DecoderOptions options = {},
+                     const PartitionRules* rules = nullptr);
 
 // The HF-format inputs of a batch of token rows: right-padded rows of `ids` (each at least one
 // token), key_valid 1 on real tokens, positions 0..T-1, targets[t] = ids[t + 1] on real tokens

@@ -23,22 +23,22 @@ std::string_view family_name(ModelFamily family);
 struct ModelConfig {
   ModelFamily family = ModelFamily::kLlama;
   int64_t vocab_size = 0;
-  int64_t hidden_size = 0;          // C
-  int64_t intermediate_size = 0;    // I
-  int64_t num_layers = 0;           // L
-  int64_t num_heads = 0;            // Hq
-  int64_t num_kv_heads = 0;         // Hkv (divides Hq)
-  int64_t head_dim = 0;             // D (even)
+  int64_t hidden_size = 0;        // C
+  int64_t intermediate_size = 0;  // I
+  int64_t num_layers = 0;         // L
+  int64_t num_heads = 0;          // Hq
+  int64_t num_kv_heads = 0;       // Hkv (divides Hq)
+  int64_t head_dim = 0;           // D (even)
   float rms_norm_eps = 1e-6f;
   float rope_theta = 10000.0f;
-  cpu::RopeScaling rope_scaling;    // kNone, kLinear or kLlama3
-  bool attention_bias = false;      // bias on q, k, v projections
-  bool o_proj_bias = false;         // bias on o_proj (llama's attention_bias covers o too; qwen2: none)
-  bool mlp_bias = false;            // bias on gate, up, down
-  bool tie_word_embeddings = false; // lm_head shares model.embed_tokens.weight
+  cpu::RopeScaling rope_scaling;  // kNone, kLinear or kLlama3
+  bool attention_bias = false;    // bias on q, k, v projections
+  bool o_proj_bias = false;  // bias on o_proj (llama's attention_bias covers o too; qwen2: none)
+  bool mlp_bias = false;     // bias on gate, up, down
+  bool tie_word_embeddings = false;  // lm_head shares model.embed_tokens.weight
   cpu::Activation activation = cpu::Activation::kSilu;
-  float norm_offset = 0.0f;         // gemma: RMSNorm scales by (1 + w)
-  float embed_scale = 1.0f;         // gemma: embeddings times sqrt(hidden_size), rounded to fp32
+  float norm_offset = 0.0f;  // gemma: RMSNorm scales by (1 + w)
+  float embed_scale = 1.0f;  // gemma: embeddings times sqrt(hidden_size), rounded to fp32
   // Per layer: keys further back than this are masked (query i sees key j iff i - j < window);
   // 0 = unlimited. Size num_layers.
   std::vector<int64_t> sliding_window;

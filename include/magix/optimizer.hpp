@@ -29,7 +29,8 @@ struct LrSchedule {
   double operator()(int64_t step) const;
 };
 
-ScheduleKind parse_schedule_kind(const std::string& name);  // "warmup_cosine" | "linear" | "constant"
+ScheduleKind parse_schedule_kind(
+    const std::string& name);  // "warmup_cosine" | "linear" | "constant"
 
 // No weight decay on biases and norm weights (the reference mask).
 bool decays(const std::string& param_name);

@@ -43,10 +43,16 @@ class Tensor {
   const std::byte* bytes() const { return storage_.get(); }
 
   // Typed views; throw if T does not match the dtype (uint16_t for bf16/f16).
-  template <class T> T* data();
-  template <class T> const T* data() const;
-  template <class T> std::span<T> span() { return {data<T>(), static_cast<size_t>(numel_)}; }
-  template <class T> std::span<const T> span() const {
+  template <class T>
+  T* data();
+  template <class T>
+  const T* data() const;
+  template <class T>
+  std::span<T> span() {
+    return {data<T>(), static_cast<size_t>(numel_)};
+  }
+  template <class T>
+  std::span<const T> span() const {
     return {data<T>(), static_cast<size_t>(numel_)};
   }
 

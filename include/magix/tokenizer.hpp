@@ -26,7 +26,8 @@ class Tokenizer {
   // tokenizer.json (+ tokenizer_config.json / chat_template.jinja beside it, if present) from a
   // folder, or a hub name in the local HF cache (resolved as resolve_model_dir does).
   static Tokenizer load(const std::string& name_or_path);
-  static Tokenizer from_file(const std::filesystem::path& tokenizer_json, TokenizerConfig config = {});
+  static Tokenizer from_file(const std::filesystem::path& tokenizer_json,
+                             TokenizerConfig config = {});
   // The same from the JSON text of a tokenizer.json; `source` names it in error messages.
   static Tokenizer from_json_string(std::string_view json, TokenizerConfig config = {},
                                     const std::string& source = "<tokenizer.json>");

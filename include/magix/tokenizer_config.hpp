@@ -12,7 +12,8 @@ namespace magix {
 
 struct TokenizerConfig {
   std::optional<std::string> bos_token, eos_token, pad_token, unk_token;
-  std::optional<bool> add_bos_token, add_eos_token;  // absent: the tokenizer.json post-processor decides
+  std::optional<bool> add_bos_token,
+      add_eos_token;  // absent: the tokenizer.json post-processor decides
   // Chat templates by name; a plain string template is stored under "default".
   std::map<std::string, std::string> chat_templates;
   nlohmann::json raw = nlohmann::json::object();  // the whole file, for extra variables

@@ -51,8 +51,8 @@ void run_chat_template(const ChatTemplateArgs& a) {
     for (const auto& [k, v] : j.items()) {
       if (k == "messages") continue;
       if (k == "add_generation_prompt") {
-        MAGIX_CHECK(v.is_boolean(), "{}:{}: 'add_generation_prompt' must be true or false",
-                    a.input, lineno);
+        MAGIX_CHECK(v.is_boolean(), "{}:{}: 'add_generation_prompt' must be true or false", a.input,
+                    lineno);
         agp = v.get<bool>();
       } else {
         extra[k] = v;
@@ -81,14 +81,17 @@ void run_chat_template(const ChatTemplateArgs& a) {
 
 void add_chat_template_command(CLI::App& app) {
   auto args = std::make_shared<ChatTemplateArgs>();
-  auto* cmd = app.add_subcommand("chat-template", "Render conversations (JSONL) with a tokenizer's chat template");
+  auto* cmd = app.add_subcommand("chat-template",
+                                 "Render conversations (JSONL) with a tokenizer's chat template");
   cmd->add_option(flag("tokenizer_name_or_path"), args->tokenizer,
                   "Folder with tokenizer_config.json, or a hub name in the local HF cache")
       ->required();
   cmd->add_option(flag("input"), args->input,
-                  "JSONL: {\"messages\": [...], \"add_generation_prompt\": bool, ...extra template variables}")
+                  "JSONL: {\"messages\": [...], \"add_generation_prompt\": bool, ...extra template "
+                  "variables}")
       ->required();
-  cmd->add_option(flag("output_file"), args->output, "JSONL written atomically: {\"text\": ...} or {\"error\": ...}")
+  cmd->add_option(flag("output_file"), args->output,
+                  "JSONL written atomically: {\"text\": ...} or {\"error\": ...}")
       ->required();
   cmd->add_option(flag("chat_template_name"), args->template_name,
                   "Name of the template when the tokenizer has several (default: 'default')");

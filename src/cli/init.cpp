@@ -45,7 +45,8 @@ void run_init(const InitArgs& a) {
   const fs::path dir = a.output_dir;
   MAGIX_CHECK(a.overwrite || !holds_model_files(dir),
               "--output_dir '{}' already holds model files (config.json / *.safetensors); "
-              "choose an empty folder or pass --overwrite", dir.string());
+              "choose an empty folder or pass --overwrite",
+              dir.string());
   fs::create_directories(dir);
 
   Mesh mesh;
@@ -75,15 +76,16 @@ void add_init_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "init", "Write a randomly initialised HF-format model folder (config.json + safetensors)");
   auto args = std::make_shared<InitArgs>();
-  cmd->add_option(flag("config"), args->config, "config.json of the model (llama, mistral, "
-                  "gemma, qwen2)")->required();
+  cmd->add_option(flag("config"), args->config,
+                  "config.json of the model (llama, mistral, "
+                  "gemma, qwen2)")
+      ->required();
   cmd->add_option(flag("output_dir"), args->output_dir, "folder to write")->required();
   cmd->add_option(flag("seed"), args->seed, "random seed (init is a pure function of the seed)")
       ->capture_default_str();
   cmd->add_option(flag("dtype"), args->dtype, "weight dtype: float32 or bfloat16")
       ->capture_default_str();
-  cmd->add_flag(flag("overwrite"), args->overwrite,
-                "replace model files already in --output_dir");
+  cmd->add_flag(flag("overwrite"), args->overwrite, "replace model files already in --output_dir");
   cmd->callback([args] { run_init(*args); });
 }
 

@@ -22,8 +22,8 @@ struct ScoreArgs {
   std::string input;
   std::string output_file;
   int64_t batch_size = 8;
-  std::string data_field;   // text input: tokenised with the model's (or the given) tokenizer
-  std::string tokenizer;    // default: the model folder
+  std::string data_field;  // text input: tokenised with the model's (or the given) tokenizer
+  std::string tokenizer;   // default: the model folder
   bool add_special_tokens = true;
 };
 
@@ -47,12 +47,11 @@ std::vector<std::vector<int32_t>> read_token_examples(const fs::path& path, int6
       MAGIX_CHECK(id.is_number_integer(), "{}: \"input_ids\" holds a non-integer {}", where,
                   id.dump());
       const int64_t v = id.get<int64_t>();
-      MAGIX_CHECK(v >= 0 && v < vocab, "{}: token id {} is outside the vocabulary [0, {})",
-                  where, v, vocab);
+      MAGIX_CHECK(v >= 0 && v < vocab, "{}: token id {} is outside the vocabulary [0, {})", where,
+                  v, vocab);
       row.push_back(static_cast<int32_t>(v));
     }
-    MAGIX_CHECK(row.size() >= 2, "{}: needs at least 2 tokens to score, got {}", where,
-                row.size());
+    MAGIX_CHECK(row.size() >= 2, "{}: needs at least 2 tokens to score, got {}", where, row.size());
     out.push_back(std::move(row));
   }
   MAGIX_CHECK(!out.empty(), "--input '{}' holds no examples", path.string());
@@ -72,8 +71,8 @@ std::vector<std::vector<int32_t>> read_text_examples(const fs::path& path, const
   std::vector<std::vector<int32_t>> out;
   for (const Record& r : read_records(path, options)) {
     std::vector<int32_t> ids = tok.encode(r.text, a.add_special_tokens);
-    MAGIX_CHECK(ids.size() >= 2, "{}:{}: needs at least 2 tokens to score, got {}",
-                path.string(), r.line, ids.size());
+    MAGIX_CHECK(ids.size() >= 2, "{}:{}: needs at least 2 tokens to score, got {}", path.string(),
+                r.line, ids.size());
     out.push_back(std::move(ids));
   }
   MAGIX_CHECK(!out.empty(), "--input '{}' holds no examples", path.string());
@@ -99,8 +98,11 @@ void run_score(const ScoreArgs& a) {
       const double nll = res.nll_per_row[r];
       const int64_t tokens = res.tokens_per_row[r];
       const double mean = nll / static_cast<double>(tokens);
-      nlohmann::json line{{"index", start + r}, {"tokens", tokens}, {"nll", nll},
-                          {"mean_nll", mean}, {"ppl", std::exp(mean)}};
+      nlohmann::json line{{"index", start + r},
+                          {"tokens", tokens},
+                          {"nll", nll},
+                          {"mean_nll", mean},
+                          {"ppl", std::exp(mean)}};
       text += line.dump() + "\n";
       total_nll += nll;
       total_tokens += tokens;
@@ -120,10 +122,11 @@ void add_score_command(CLI::App& app) {
   auto args = std::make_shared<ScoreArgs>();
   cmd->add_option(flag("model_name_or_path"), args->model, "HF model folder or hub name")
       ->required();
-  cmd->add_option(flag("input"), args->input,
-                  "JSONL file, one {\"input_ids\": [...]} per line")->required();
+  cmd->add_option(flag("input"), args->input, "JSONL file, one {\"input_ids\": [...]} per line")
+      ->required();
   cmd->add_option(flag("output_file"), args->output_file,
-                  "JSONL output: index, tokens, nll, mean_nll, ppl per line")->required();
+                  "JSONL output: index, tokens, nll, mean_nll, ppl per line")
+      ->required();
   cmd->add_option(flag("batch_size"), args->batch_size, "examples per forward pass")
       ->capture_default_str();
   cmd->add_option(flag("data_field"), args->data_field,

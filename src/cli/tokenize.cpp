@@ -26,25 +26,30 @@ struct TokenizeArgs {
 };
 
 // One output line for one input line (blank lines are skipped).
-std::string process_line(const Tokenizer& tok, const TokenizeArgs& a, const std::string& line, size_t lineno) {
+std::string process_line(const Tokenizer& tok, const TokenizeArgs& a, const std::string& line,
+                         size_t lineno) {
   const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
   MAGIX_CHECK(!j.is_discarded(), "{}:{}: invalid JSON (or invalid UTF-8)", a.input, lineno);
   MAGIX_CHECK(j.is_object(), "{}:{}: expected a JSON object", a.input, lineno);
   nlohmann::json out = nlohmann::json::object();
   if (a.decode) {
-    MAGIX_CHECK(j.contains("ids") && j.at("ids").is_array(), "{}:{}: expected an 'ids' array", a.input, lineno);
+    MAGIX_CHECK(j.contains("ids") && j.at("ids").is_array(), "{}:{}: expected an 'ids' array",
+                a.input, lineno);
     std::vector<int32_t> ids;
     for (const auto& v : j.at("ids")) {
-      MAGIX_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() < tok.vocab_size(),
-                  "{}:{}: 'ids' must hold integers in [0, {}), got {}", a.input, lineno, tok.vocab_size(), v.dump());
+      MAGIX_CHECK(
+          v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() < tok.vocab_size(),
+          "{}:{}: 'ids' must hold integers in [0, {}), got {}", a.input, lineno, tok.vocab_size(),
+          v.dump());
       ids.push_back(v.get<int32_t>());
     }
     out["text"] = tok.decode(ids, a.skip_special_tokens);
   } else {
-    MAGIX_CHECK(j.contains(a.data_field) && j.at(a.data_field).is_string(), "{}:{}: expected a string field '{}'",
-                a.input, lineno, a.data_field);
+    MAGIX_CHECK(j.contains(a.data_field) && j.at(a.data_field).is_string(),
+                "{}:{}: expected a string field '{}'", a.input, lineno, a.data_field);
     try {
-      out["ids"] = tok.encode(j.at(a.data_field).get_ref<const std::string&>(), a.add_special_tokens);
+      out["ids"] =
+          tok.encode(j.at(a.data_field).get_ref<const std::string&>(), a.add_special_tokens);
     } catch (const Error& e) {
       MAGIX_FAIL("{}:{}: {}", a.input, lineno, e.what());
     }
@@ -74,16 +79,20 @@ void run_tokenize(const TokenizeArgs& a) {
 
 void add_tokenize_command(CLI::App& app) {
   auto args = std::make_shared<TokenizeArgs>();
-  auto* cmd = app.add_subcommand("tokenize", "Text (JSONL) to token ids with a tokenizer.json, or ids back to text");
+  auto* cmd = app.add_subcommand(
+      "tokenize", "Text (JSONL) to token ids with a tokenizer.json, or ids back to text");
   cmd->add_option(flag("tokenizer_name_or_path"), args->tokenizer,
-                  "Folder with tokenizer.json (and tokenizer_config.json), a tokenizer.json file, or a hub name "
+                  "Folder with tokenizer.json (and tokenizer_config.json), a tokenizer.json file, "
+                  "or a hub name "
                   "in the local HF cache")
       ->required();
   cmd->add_option(flag("input"), args->input, "JSONL input: one object per line")->required();
-  cmd->add_option(flag("output_file"), args->output,
-                  "JSONL written atomically: {\"ids\": [...]} per line ({\"text\": ...} with --decode)")
+  cmd->add_option(
+         flag("output_file"), args->output,
+         "JSONL written atomically: {\"ids\": [...]} per line ({\"text\": ...} with --decode)")
       ->required();
-  cmd->add_option(flag("data_field"), args->data_field, "Field holding the text to encode")->capture_default_str();
+  cmd->add_option(flag("data_field"), args->data_field, "Field holding the text to encode")
+      ->capture_default_str();
   cmd->add_option(flag("add_special_tokens"), args->add_special_tokens,
                   "Add the post-processor's special tokens (e.g. BOS): true|false")
       ->capture_default_str();

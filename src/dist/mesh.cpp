@@ -63,8 +63,7 @@ std::vector<int> resolve_mesh_shape(std::vector<int> shape, int world_size) {
                 fmt::join(shape, ", "), world_size, product, world_size);
     shape[inferred] = static_cast<int>(world_size / product);
   } else {
-    MAGIX_CHECK(product == world_size,
-                "mesh shape [{}] needs {} processes but {} are running",
+    MAGIX_CHECK(product == world_size, "mesh shape [{}] needs {} processes but {} are running",
                 fmt::join(shape, ", "), product, world_size);
   }
   return shape;

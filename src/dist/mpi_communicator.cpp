@@ -41,15 +41,15 @@ void on_terminate(int sig) {
   std::raise(sig);
 }
 
-#define MAGIX_CHECK_MPI(call)                                                        \
-  do {                                                                               \
-    int rc_ = (call);                                                                \
-    if (rc_ != MPI_SUCCESS) {                                                        \
-      char msg_[MPI_MAX_ERROR_STRING];                                               \
-      int len_ = 0;                                                                  \
-      MPI_Error_string(rc_, msg_, &len_);                                            \
-      MAGIX_FAIL("MPI call {} failed: {}", #call, std::string(msg_, len_));          \
-    }                                                                                \
+#define MAGIX_CHECK_MPI(call)                                               \
+  do {                                                                      \
+    int rc_ = (call);                                                       \
+    if (rc_ != MPI_SUCCESS) {                                               \
+      char msg_[MPI_MAX_ERROR_STRING];                                      \
+      int len_ = 0;                                                         \
+      MPI_Error_string(rc_, msg_, &len_);                                   \
+      MAGIX_FAIL("MPI call {} failed: {}", #call, std::string(msg_, len_)); \
+    }                                                                       \
   } while (0)
 
 // Marks the collective in progress for on_terminate.
@@ -64,7 +64,9 @@ class OpScope {
 // MPI counts are int: large buffers go in chunks.
 constexpr size_t kMaxChunk = size_t{1} << 30;
 
-MPI_Op to_mpi(ReduceOp op) { return op == ReduceOp::kSum ? MPI_SUM : MPI_MAX; }
+MPI_Op to_mpi(ReduceOp op) {
+  return op == ReduceOp::kSum ? MPI_SUM : MPI_MAX;
+}
 
 class MpiCommunicator final : public Communicator {
  public:
@@ -82,14 +84,16 @@ class MpiCommunicator final : public Communicator {
     OpScope scope("all_reduce", name_);
     for (size_t i = 0; i < data.size(); i += kMaxChunk) {
       int n = static_cast<int>(std::min(kMaxChunk, data.size() - i));
-      MAGIX_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, data.data() + i, n, MPI_FLOAT, to_mpi(op), comm_));
+      MAGIX_CHECK_MPI(
+          MPI_Allreduce(MPI_IN_PLACE, data.data() + i, n, MPI_FLOAT, to_mpi(op), comm_));
     }
   }
   void all_reduce(std::span<double> data, ReduceOp op) override {
     OpScope scope("all_reduce", name_);
     for (size_t i = 0; i < data.size(); i += kMaxChunk) {
       int n = static_cast<int>(std::min(kMaxChunk, data.size() - i));
-      MAGIX_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, data.data() + i, n, MPI_DOUBLE, to_mpi(op), comm_));
+      MAGIX_CHECK_MPI(
+          MPI_Allreduce(MPI_IN_PLACE, data.data() + i, n, MPI_DOUBLE, to_mpi(op), comm_));
     }
   }
   void all_gather(std::span<const float> in, std::span<float> out) override {
@@ -104,8 +108,8 @@ class MpiCommunicator final : public Communicator {
   }
   void reduce_scatter(std::span<const float> in, std::span<float> out) override {
     MAGIX_CHECK(in.size() == out.size() * static_cast<size_t>(size_),
-                "reduce_scatter over {}: input has {} elements, expected {} x {}", name_,
-                in.size(), size_, out.size());
+                "reduce_scatter over {}: input has {} elements, expected {} x {}", name_, in.size(),
+                size_, out.size());
     MAGIX_CHECK(out.size() <= std::numeric_limits<int>::max(),
                 "reduce_scatter over {}: {} elements per rank is too many", name_, out.size());
     OpScope scope("reduce_scatter", name_);

@@ -10,8 +10,12 @@
 namespace magix::model {
 namespace {
 
-float* f(Tensor& t) { return t.data<float>(); }
-const float* f(const Tensor& t) { return t.data<float>(); }
+float* f(Tensor& t) {
+  return t.data<float>();
+}
+const float* f(const Tensor& t) {
+  return t.data<float>();
+}
 
 // Row-parallel output: the partial sums of every model rank add up to the layer's output.
 void all_reduce_model(float* x, int64_t n, const BlockDims& d) {
@@ -122,8 +126,8 @@ void block_backward(float* dx, const float* inp, const BlockWeights& w, BlockGra
   s.dq.fill_zero();
   s.dk.fill_zero();
   s.dv.fill_zero();
-  cpu::attention_backward(f(s.dq), f(s.dk), f(s.dv), f(s.datt), f(a.att), f(a.lse), f(a.q),
-                          f(a.k), f(a.v), d.B, d.T, d.Hq, d.Hkv, d.D, d.attn_scale, d.mask);
+  cpu::attention_backward(f(s.dq), f(s.dk), f(s.dv), f(s.datt), f(a.att), f(a.lse), f(a.q), f(a.k),
+                          f(a.v), d.B, d.T, d.Hq, d.Hkv, d.D, d.attn_scale, d.mask);
   cpu::rope_backward(f(s.dq), d.pos, d.inv_freq, N, d.Hq, d.D);
   cpu::rope_backward(f(s.dk), d.pos, d.inv_freq, N, d.Hkv, d.D);
   s.dln.fill_zero();

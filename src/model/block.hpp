@@ -13,15 +13,15 @@
 namespace magix::model {
 
 struct BlockDims {
-  int64_t B = 0, T = 0;  // rows, positions; N = B * T
-  int64_t C = 0;         // hidden size
-  int64_t I = 0;         // local intermediate size
+  int64_t B = 0, T = 0;            // rows, positions; N = B * T
+  int64_t C = 0;                   // hidden size
+  int64_t I = 0;                   // local intermediate size
   int64_t Hq = 0, Hkv = 0, D = 0;  // local heads, head dim
   float eps = 1e-6f;
   float norm_offset = 0.0f;
   float attn_scale = 1.0f;
   cpu::Activation act = cpu::Activation::kSilu;
-  cpu::AttentionMask mask;     // key_valid, segments, this layer's sliding window
+  cpu::AttentionMask mask;             // key_valid, segments, this layer's sliding window
   const int32_t* pos = nullptr;        // (N) position ids
   const float* inv_freq = nullptr;     // (D/2)
   Communicator* model_comm = nullptr;  // all-reduce after row-parallel layers
@@ -30,15 +30,15 @@ struct BlockDims {
 
 // Weights as used (gathered over data). Biases may be null.
 struct BlockWeights {
-  const float* ln1 = nullptr;                     // (C)
-  const float *wq = nullptr, *bq = nullptr;       // (Hq*D, C), (Hq*D)
-  const float *wk = nullptr, *bk = nullptr;       // (Hkv*D, C)
-  const float *wv = nullptr, *bv = nullptr;       // (Hkv*D, C)
-  const float *wo = nullptr, *bo = nullptr;       // (C, Hq*D), (C)
-  const float* ln2 = nullptr;                     // (C)
-  const float *wg = nullptr, *bg = nullptr;       // (I, C)
-  const float *wu = nullptr, *bu = nullptr;       // (I, C)
-  const float *wd = nullptr, *bd = nullptr;       // (C, I), (C)
+  const float* ln1 = nullptr;                // (C)
+  const float *wq = nullptr, *bq = nullptr;  // (Hq*D, C), (Hq*D)
+  const float *wk = nullptr, *bk = nullptr;  // (Hkv*D, C)
+  const float *wv = nullptr, *bv = nullptr;  // (Hkv*D, C)
+  const float *wo = nullptr, *bo = nullptr;  // (C, Hq*D), (C)
+  const float* ln2 = nullptr;                // (C)
+  const float *wg = nullptr, *bg = nullptr;  // (I, C)
+  const float *wu = nullptr, *bu = nullptr;  // (I, C)
+  const float *wd = nullptr, *bd = nullptr;  // (C, I), (C)
 };
 
 // Gradients, same layout; accumulated (+=). Null where the weight is null.
@@ -63,9 +63,9 @@ struct BlockActs {
 
 // Backward scratch, reused by every block.
 struct BlockScratch {
-  Tensor dln;                 // (N, C)
-  Tensor datt, dq, dk, dv;    // (N, Hq*D), (N, Hkv*D) x2 (datt also holds d(o_proj input))
-  Tensor dh, dgate, dup;      // (N, I)
+  Tensor dln;               // (N, C)
+  Tensor datt, dq, dk, dv;  // (N, Hq*D), (N, Hkv*D) x2 (datt also holds d(o_proj input))
+  Tensor dh, dgate, dup;    // (N, I)
   static BlockScratch allocate(const BlockDims& d);
 };
 

@@ -48,7 +48,8 @@ void check_supported_spec(const ParamInfo& p, const PartitionSpec& default_spec)
                 "parameter '{}': partition spec {} is not supported by the decoder; the model "
                 "axis must shard it as {} does (vocab / column-parallel weights (model, *), "
                 "row-parallel weights (*, model), q/k/v/gate/up biases (model)); the data "
-                "axis may shard any one dim", p.name, p.spec.str(), default_spec.str());
+                "axis may shard any one dim",
+                p.name, p.spec.str(), default_spec.str());
   }
 }
 
@@ -64,15 +65,15 @@ struct Decoder::State {
   std::vector<Tensor> full_w, full_g;
   std::vector<LayerIndex> layers;
   int embed = kNone, norm = kNone, head = kNone;
-  std::vector<float> inv_freq;  // (D/2)
+  std::vector<float> inv_freq;                                  // (D/2)
   int64_t C = 0, I = 0, Hq = 0, Hkv = 0, D = 0, V = 0, v0 = 0;  // local sizes
   // Workspace for the current number of rows N (rebuilt when N changes).
   int64_t N = -1;
   bool acts_per_layer = false;
-  std::vector<Tensor> x;             // (L + 1) x (N, C): block inputs; x[L] = last output
+  std::vector<Tensor> x;               // (L + 1) x (N, C): block inputs; x[L] = last output
   std::vector<model::BlockActs> acts;  // per layer, or one (recompute / no grad)
   model::BlockScratch scratch;
-  Tensor xf, rstd_f, dx, dxf, tmp;   // (N, C), (N), (N, C) x3
+  Tensor xf, rstd_f, dx, dxf, tmp;  // (N, C), (N), (N, C) x3
   std::vector<int32_t> positions, key_valid;
 
   model::BlockWeights weights(int l) const;
@@ -82,19 +83,18 @@ struct Decoder::State {
 model::BlockWeights Decoder::State::weights(int l) const {
   const LayerIndex& i = layers[static_cast<size_t>(l)];
   auto w = [&](int k) -> const float* { return k == kNone ? nullptr : full_w[k].data<float>(); };
-  return {w(i.ln1), w(i.wq), w(i.bq), w(i.wk), w(i.bk), w(i.wv), w(i.bv), w(i.wo),
+  return {w(i.ln1), w(i.wq),  w(i.bq), w(i.wk), w(i.bk), w(i.wv), w(i.bv), w(i.wo),
           w(i.bo),  w(i.ln2), w(i.wg), w(i.bg), w(i.wu), w(i.bu), w(i.wd), w(i.bd)};
 }
 
 model::BlockGrads Decoder::State::grads(int l) {
   const LayerIndex& i = layers[static_cast<size_t>(l)];
   auto g = [&](int k) -> float* { return k == kNone ? nullptr : full_g[k].data<float>(); };
-  return {g(i.ln1), g(i.wq), g(i.bq), g(i.wk), g(i.bk), g(i.wv), g(i.bv), g(i.wo),
+  return {g(i.ln1), g(i.wq),  g(i.bq), g(i.wk), g(i.bk), g(i.wv), g(i.bv), g(i.wo),
           g(i.bo),  g(i.ln2), g(i.wg), g(i.bg), g(i.wu), g(i.bu), g(i.wd), g(i.bd)};
 }
 
-Decoder::Decoder(ModelConfig config, const Mesh& mesh, ParameterSet params,
-                 DecoderOptions options)
+Decoder::Decoder(ModelConfig config, const Mesh& mesh, ParameterSet params, DecoderOptions options)
     : config_(std::move(config)),
       mesh_(&mesh),
       params_(std::move(params)),
@@ -105,8 +105,8 @@ Decoder::Decoder(ModelConfig config, const Mesh& mesh, ParameterSet params,
   MAGIX_CHECK(c.num_heads % M == 0 && c.num_kv_heads % M == 0 && c.intermediate_size % M == 0 &&
                   c.vocab_size % M == 0,
               "the model axis size {} must divide num_attention_heads ({}), num_key_value_heads "
-              "({}), intermediate_size ({}) and vocab_size ({})", M, c.num_heads,
-              c.num_kv_heads, c.intermediate_size, c.vocab_size);
+              "({}), intermediate_size ({}) and vocab_size ({})",
+              M, c.num_heads, c.num_kv_heads, c.intermediate_size, c.vocab_size);
   std::vector<ParamInfo> expected = expected_parameters(c);
   MAGIX_CHECK(expected.size() == params_.size(), "parameter set has {} tensors, the config {}",
               params_.size(), expected.size());
@@ -131,14 +131,13 @@ Decoder::Decoder(ModelConfig config, const Mesh& mesh, ParameterSet params,
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);
     auto at = [&](const char* n) { return index_of(params_, p + n); };
-    s.layers.push_back({at("input_layernorm.weight"), at("self_attn.q_proj.weight"),
-                        at("self_attn.q_proj.bias"), at("self_attn.k_proj.weight"),
-                        at("self_attn.k_proj.bias"), at("self_attn.v_proj.weight"),
-                        at("self_attn.v_proj.bias"), at("self_attn.o_proj.weight"),
-                        at("self_attn.o_proj.bias"), at("post_attention_layernorm.weight"),
-                        at("mlp.gate_proj.weight"), at("mlp.gate_proj.bias"),
-                        at("mlp.up_proj.weight"), at("mlp.up_proj.bias"),
-                        at("mlp.down_proj.weight"), at("mlp.down_proj.bias")});
+    s.layers.push_back(
+        {at("input_layernorm.weight"), at("self_attn.q_proj.weight"), at("self_attn.q_proj.bias"),
+         at("self_attn.k_proj.weight"), at("self_attn.k_proj.bias"), at("self_attn.v_proj.weight"),
+         at("self_attn.v_proj.bias"), at("self_attn.o_proj.weight"), at("self_attn.o_proj.bias"),
+         at("post_attention_layernorm.weight"), at("mlp.gate_proj.weight"),
+         at("mlp.gate_proj.bias"), at("mlp.up_proj.weight"), at("mlp.up_proj.bias"),
+         at("mlp.down_proj.weight"), at("mlp.down_proj.bias")});
   }
   s.embed = index_of(params_, "model.embed_tokens.weight");
   s.norm = index_of(params_, "model.norm.weight");
@@ -166,8 +165,8 @@ void check_batch(const TokenBatch& b, int64_t vocab) {
                 "token id {} at row {}, position {} is outside the vocabulary [0, {})",
                 b.input_ids[i], i / b.seq, i % b.seq, vocab);
     MAGIX_CHECK(b.targets[i] == TokenBatch::kIgnore || (b.targets[i] >= 0 && b.targets[i] < vocab),
-                "target {} at row {}, position {} is outside the vocabulary [0, {})",
-                b.targets[i], i / b.seq, i % b.seq, vocab);
+                "target {} at row {}, position {} is outside the vocabulary [0, {})", b.targets[i],
+                i / b.seq, i % b.seq, vocab);
   }
 }
 
@@ -194,8 +193,8 @@ class DecoderStep {
       model::BlockDims d = dims(l);
       model::block_forward(x(l + 1), x(l), s_.weights(l), acts(l), d);
     }
-    cpu::rmsnorm_forward(s_.xf.data<float>(), s_.rstd_f.data<float>(), x(c_.num_layers),
-                         w(s_.norm), N, s_.C, c_.rms_norm_eps, c_.norm_offset);
+    cpu::rmsnorm_forward(s_.xf.data<float>(), s_.rstd_f.data<float>(), x(c_.num_layers), w(s_.norm),
+                         N, s_.C, c_.rms_norm_eps, c_.norm_offset);
   }
 
   // LM head + cross-entropy in row chunks; with grad, also d xf and d head weight.
@@ -232,8 +231,8 @@ class DecoderStep {
       std::fill(dloss.begin(), dloss.end(), dl);
       cpu::cross_entropy_backward(lg, lg, row_max.data(), sumexp, tgt, dloss.data(), s_.v0, rows,
                                   V);
-      cpu::matmul_backward(s_.dxf.data<float>() + r0 * C, g(s_.head), nullptr, lg, xf,
-                           w(s_.head), rows, C, V);
+      cpu::matmul_backward(s_.dxf.data<float>() + r0 * C, g(s_.head), nullptr, lg, xf, w(s_.head),
+                           rows, C, V);
     }
     for (double v : res.nll_per_row) res.nll_sum += v;
     all_reduce_double(res.nll_sum);
@@ -246,9 +245,8 @@ class DecoderStep {
     const int64_t N = b_.batch * b_.seq, C = s_.C;
     all_reduce(mesh_.model(), s_.dxf.data<float>(), N * C, ReduceOp::kSum);  // vocab-parallel
     s_.dx.fill_zero();
-    cpu::rmsnorm_backward(s_.dx.data<float>(), g(s_.norm), s_.dxf.data<float>(),
-                          x(c_.num_layers), w(s_.norm), s_.rstd_f.data<float>(), N, C,
-                          c_.norm_offset);
+    cpu::rmsnorm_backward(s_.dx.data<float>(), g(s_.norm), s_.dxf.data<float>(), x(c_.num_layers),
+                          w(s_.norm), s_.rstd_f.data<float>(), N, C, c_.norm_offset);
     for (int l = static_cast<int>(c_.num_layers) - 1; l >= 0; --l) {
       model::BlockDims d = dims(l);
       if (!s_.acts_per_layer) {  // recompute this block's activations from its input

@@ -13,7 +13,9 @@ namespace {
 using nlohmann::json;
 
 // A field that is absent or null counts as "not given".
-bool given(const json& j, const char* key) { return j.contains(key) && !j.at(key).is_null(); }
+bool given(const json& j, const char* key) {
+  return j.contains(key) && !j.at(key).is_null();
+}
 
 int64_t get_int(const json& j, const char* key, const std::string& source) {
   MAGIX_CHECK(given(j, key), "{}: required field '{}' is missing", source, key);
@@ -68,9 +70,8 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
   }
   MAGIX_CHECK(rope.is_object(), "{}: field '{}' must be an object, got {}", source, field,
               rope.dump());
-  c.rope_theta = static_cast<float>(get_number_or(rope, "rope_theta",
-                                                  get_number_or(j, "rope_theta", 10000.0, source),
-                                                  source));
+  c.rope_theta = static_cast<float>(
+      get_number_or(rope, "rope_theta", get_number_or(j, "rope_theta", 10000.0, source), source));
   MAGIX_CHECK(c.rope_theta > 0, "{}: rope_theta must be positive", source);
   double partial = get_number_or(rope, "partial_rotary_factor",
                                  get_number_or(j, "partial_rotary_factor", 1.0, source), source);
@@ -79,8 +80,8 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
   std::string type = "default";
   for (const char* key : {"rope_type", "type"}) {
     if (!given(rope, key)) continue;
-    MAGIX_CHECK(rope.at(key).is_string(), "{}: {}.{} must be a string, got {}", source, field,
-                key, rope.at(key).dump());
+    MAGIX_CHECK(rope.at(key).is_string(), "{}: {}.{} must be a string, got {}", source, field, key,
+                rope.at(key).dump());
     type = rope.at(key).get<std::string>();
     break;
   }
@@ -115,8 +116,7 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
 cpu::Activation parse_activation(const json& j, ModelFamily family, const std::string& source) {
   std::string act = family == ModelFamily::kGemma ? "gelu_pytorch_tanh" : "silu";
   if (given(j, "hidden_act")) {
-    MAGIX_CHECK(j.at("hidden_act").is_string(), "{}: field 'hidden_act' must be a string",
-                source);
+    MAGIX_CHECK(j.at("hidden_act").is_string(), "{}: field 'hidden_act' must be a string", source);
     act = j.at("hidden_act").get<std::string>();
   }
   // Gemma's legacy "gelu" means the tanh approximation (GemmaConfig.__post_init__); Gemma's
@@ -176,10 +176,14 @@ std::optional<int64_t> optional_id(const json& j, const char* key, std::optional
 
 std::string_view family_name(ModelFamily family) {
   switch (family) {
-    case ModelFamily::kLlama: return "llama";
-    case ModelFamily::kMistral: return "mistral";
-    case ModelFamily::kGemma: return "gemma";
-    case ModelFamily::kQwen2: return "qwen2";
+    case ModelFamily::kLlama:
+      return "llama";
+    case ModelFamily::kMistral:
+      return "mistral";
+    case ModelFamily::kGemma:
+      return "gemma";
+    case ModelFamily::kQwen2:
+      return "qwen2";
   }
   return "?";
 }
@@ -195,7 +199,8 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
   c.intermediate_size = get_int(j, "intermediate_size", source);
   c.num_layers = get_int(j, "num_hidden_layers", source);
   c.num_heads = get_int(j, "num_attention_heads", source);
-  for (auto [key, v] : {std::pair{"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size},
+  for (auto [key, v] : {std::pair{"vocab_size", c.vocab_size},
+                        {"hidden_size", c.hidden_size},
                         {"intermediate_size", c.intermediate_size},
                         {"num_hidden_layers", c.num_layers},
                         {"num_attention_heads", c.num_heads}}) {
@@ -211,13 +216,15 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
                        ? get_int_or(j, "num_key_value_heads", c.num_heads, source)
                        : kv_default;
   MAGIX_CHECK(c.num_kv_heads > 0 && c.num_heads % c.num_kv_heads == 0,
-              "{}: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
-              source, c.num_heads, c.num_kv_heads);
+              "{}: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})", source,
+              c.num_heads, c.num_kv_heads);
   int64_t head_dim_default = c.hidden_size / c.num_heads;
   if (f == ModelFamily::kGemma && !j.contains("head_dim")) head_dim_default = 256;
   c.head_dim = get_int_or(j, "head_dim", head_dim_default, source);
-  MAGIX_CHECK(c.head_dim > 0 && c.head_dim % 2 == 0, "{}: head_dim must be positive and even, "
-              "got {}", source, c.head_dim);
+  MAGIX_CHECK(c.head_dim > 0 && c.head_dim % 2 == 0,
+              "{}: head_dim must be positive and even, "
+              "got {}",
+              source, c.head_dim);
   if (f == ModelFamily::kLlama) {
     MAGIX_CHECK(c.hidden_size % c.num_heads == 0,
                 "{}: hidden_size ({}) must be a multiple of num_attention_heads ({})", source,
@@ -234,7 +241,8 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
   c.activation = parse_activation(j, f, source);
 
   const bool attention_bias = get_bool_or(j, "attention_bias", false, source);
-  c.attention_bias = f == ModelFamily::kQwen2 || ((f == ModelFamily::kLlama || f == ModelFamily::kGemma) && attention_bias);
+  c.attention_bias = f == ModelFamily::kQwen2 ||
+                     ((f == ModelFamily::kLlama || f == ModelFamily::kGemma) && attention_bias);
   c.o_proj_bias = (f == ModelFamily::kLlama || f == ModelFamily::kGemma) && attention_bias;
   c.mlp_bias = f == ModelFamily::kLlama && get_bool_or(j, "mlp_bias", false, source);
   c.tie_word_embeddings = get_bool_or(j, "tie_word_embeddings", f == ModelFamily::kGemma, source);
@@ -242,7 +250,8 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
   double dropout = get_number_or(j, "attention_dropout", 0.0, source);
   MAGIX_CHECK(dropout == 0.0,
               "{}: attention_dropout {} is not supported (training dropout is not implemented; "
-              "set it to 0.0)", source, dropout);
+              "set it to 0.0)",
+              source, dropout);
   if (f == ModelFamily::kGemma) {
     MAGIX_CHECK(!get_bool_or(j, "use_bidirectional_attention", false, source),
                 "{}: use_bidirectional_attention true is not supported (causal attention only)",
@@ -253,13 +262,12 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
   }
   parse_sliding_window(j, c, source);
 
-  c.pad_token_id = optional_id(j, "pad_token_id",
-                               f == ModelFamily::kGemma ? std::optional<int64_t>(0) : std::nullopt,
-                               source);
-  std::optional<int64_t> bos_default = f == ModelFamily::kGemma ? std::optional<int64_t>(2)
-                                       : f == ModelFamily::kQwen2
-                                           ? std::nullopt
-                                           : std::optional<int64_t>(1);
+  c.pad_token_id =
+      optional_id(j, "pad_token_id",
+                  f == ModelFamily::kGemma ? std::optional<int64_t>(0) : std::nullopt, source);
+  std::optional<int64_t> bos_default = f == ModelFamily::kGemma   ? std::optional<int64_t>(2)
+                                       : f == ModelFamily::kQwen2 ? std::nullopt
+                                                                  : std::optional<int64_t>(1);
   c.bos_token_id = optional_id(j, "bos_token_id", bos_default, source);
   if (j.contains("eos_token_id") && j.at("eos_token_id").is_array()) {
     for (const json& e : j.at("eos_token_id")) {
@@ -267,10 +275,9 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
       c.eos_token_ids.push_back(e.get<int64_t>());
     }
   } else {
-    std::optional<int64_t> eos_default = f == ModelFamily::kGemma ? std::optional<int64_t>(1)
-                                         : f == ModelFamily::kQwen2
-                                             ? std::nullopt
-                                             : std::optional<int64_t>(2);
+    std::optional<int64_t> eos_default = f == ModelFamily::kGemma   ? std::optional<int64_t>(1)
+                                         : f == ModelFamily::kQwen2 ? std::nullopt
+                                                                    : std::optional<int64_t>(2);
     if (auto eos = optional_id(j, "eos_token_id", eos_default, source)) {
       c.eos_token_ids.push_back(*eos);
     }

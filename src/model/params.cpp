@@ -13,7 +13,9 @@
 namespace magix {
 namespace {
 
-std::string layer_prefix(int64_t l) { return fmt::format("model.layers.{}.", l); }
+std::string layer_prefix(int64_t l) {
+  return fmt::format("model.layers.{}.", l);
+}
 
 std::string list_names(const std::vector<std::string>& names, size_t max_listed = 20) {
   std::string out;
@@ -42,7 +44,9 @@ uint64_t fnv1a(std::string_view s) {
 }
 
 // Uniform in (0, 1] from 53 random bits.
-double unit_open(uint64_t bits) { return (static_cast<double>(bits >> 11) + 1.0) * 0x1.0p-53; }
+double unit_open(uint64_t bits) {
+  return (static_cast<double>(bits >> 11) + 1.0) * 0x1.0p-53;
+}
 
 // Standard normal number `e` of the stream `key` (Box-Muller on the pair e / 2).
 double normal_at(uint64_t key, int64_t e) {
@@ -128,7 +132,9 @@ const Tensor& ParameterSet::at(std::string_view name) const {
   return tensors_[*i];
 }
 
-ParameterSet ParameterSet::zeros_like() const { return ParameterSet(infos_); }
+ParameterSet ParameterSet::zeros_like() const {
+  return ParameterSet(infos_);
+}
 
 void ParameterSet::fill_zero() {
   for (Tensor& t : tensors_) t.fill_zero();
@@ -158,8 +164,8 @@ void validate_weight_names(const std::vector<ParamInfo>& expected, const HfWeigh
     unexpected.push_back(name);
   }
   if (missing.empty() && unexpected.empty() && misshaped.empty()) return;
-  std::string msg = fmt::format("model weights in '{}' do not match its config:",
-                                weights.dir().string());
+  std::string msg =
+      fmt::format("model weights in '{}' do not match its config:", weights.dir().string());
   if (!missing.empty()) msg += fmt::format("\n  missing tensors: {}", list_names(missing));
   if (!misshaped.empty()) msg += fmt::format("\n  wrong shapes: {}", list_names(misshaped));
   if (!unexpected.empty()) msg += fmt::format("\n  unexpected tensors: {}", list_names(unexpected));
@@ -203,12 +209,11 @@ ParameterSet init_parameters(const ModelConfig& c, const std::vector<ParamInfo>&
     const int64_t rows_local = p.box_extent[0], cols_local = p.box_extent[1];
     for (int64_t r = 0; r < rows_local; ++r) {
       const int64_t gr = p.box_start[0] + r;
-      const bool pad_row = p.name == "model.embed_tokens.weight" && c.pad_token_id &&
-                           gr == *c.pad_token_id;
+      const bool pad_row =
+          p.name == "model.embed_tokens.weight" && c.pad_token_id && gr == *c.pad_token_id;
       for (int64_t k = 0; k < cols_local; ++k) {
         const int64_t e = gr * cols + p.box_start[1] + k;
-        out[r * cols_local + k] =
-            pad_row ? 0.0f : static_cast<float>(stdev * normal_at(key, e));
+        out[r * cols_local + k] = pad_row ? 0.0f : static_cast<float>(stdev * normal_at(key, e));
       }
     }
   }

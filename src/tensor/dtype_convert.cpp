@@ -32,13 +32,13 @@ uint16_t float_to_f16(float f) {
   std::memcpy(&bits, &f, sizeof bits);
   uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
   uint32_t abs = bits & 0x7fffffffu;
-  if (abs > 0x7f800000u) return sign | 0x7e00u;       // NaN
-  if (abs >= 0x477ff000u) return sign | 0x7c00u;      // rounds to >= 65520: infinity
-  if (abs < 0x38800000u) {                            // below the smallest normal (2^-14)
+  if (abs > 0x7f800000u) return sign | 0x7e00u;   // NaN
+  if (abs >= 0x477ff000u) return sign | 0x7c00u;  // rounds to >= 65520: infinity
+  if (abs < 0x38800000u) {                        // below the smallest normal (2^-14)
     // Subnormal: round abs * 2^24 to nearest even integer.
     float a;
     std::memcpy(&a, &abs, sizeof a);
-    float scaled = std::nearbyint(a * 16777216.0f);   // default rounding mode: ties to even
+    float scaled = std::nearbyint(a * 16777216.0f);  // default rounding mode: ties to even
     return sign | static_cast<uint16_t>(scaled);
   }
   uint32_t rounding = 0xfffu + ((abs >> 13) & 1u);

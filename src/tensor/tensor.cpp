@@ -10,22 +10,32 @@ namespace magix {
 
 size_t dtype_size(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return 4;
-    case DType::kBF16: return 2;
-    case DType::kF16: return 2;
-    case DType::kI32: return 4;
-    case DType::kI64: return 8;
+    case DType::kF32:
+      return 4;
+    case DType::kBF16:
+      return 2;
+    case DType::kF16:
+      return 2;
+    case DType::kI32:
+      return 4;
+    case DType::kI64:
+      return 8;
   }
   return 0;
 }
 
 std::string_view dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return "F32";
-    case DType::kBF16: return "BF16";
-    case DType::kF16: return "F16";
-    case DType::kI32: return "I32";
-    case DType::kI64: return "I64";
+    case DType::kF32:
+      return "F32";
+    case DType::kBF16:
+      return "BF16";
+    case DType::kF16:
+      return "F16";
+    case DType::kI32:
+      return "I32";
+    case DType::kI64:
+      return "I64";
   }
   return "?";
 }
@@ -48,7 +58,9 @@ int64_t shape_numel(const Shape& shape) {
   return n;
 }
 
-std::string shape_str(const Shape& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
+std::string shape_str(const Shape& shape) {
+  return fmt::format("[{}]", fmt::join(shape, ", "));
+}
 
 namespace {
 constexpr size_t kAlignment = 64;
@@ -62,7 +74,8 @@ std::shared_ptr<std::byte[]> allocate(size_t nbytes) {
       p, [](std::byte* q) { ::operator delete[](q, std::align_val_t(kAlignment)); });
 }
 
-template <class T> constexpr bool matches(DType d) {
+template <class T>
+constexpr bool matches(DType d) {
   if constexpr (std::is_same_v<T, float>) return d == DType::kF32;
   if constexpr (std::is_same_v<T, uint16_t>) return d == DType::kBF16 || d == DType::kF16;
   if constexpr (std::is_same_v<T, int32_t>) return d == DType::kI32;
@@ -86,12 +99,14 @@ int64_t Tensor::dim(int i) const {
   return shape_[i];
 }
 
-template <class T> T* Tensor::data() {
+template <class T>
+T* Tensor::data() {
   MAGIX_CHECK(matches<T>(dtype_), "tensor of dtype {} accessed with the wrong type",
               dtype_name(dtype_));
   return reinterpret_cast<T*>(storage_.get());
 }
-template <class T> const T* Tensor::data() const {
+template <class T>
+const T* Tensor::data() const {
   MAGIX_CHECK(matches<T>(dtype_), "tensor of dtype {} accessed with the wrong type",
               dtype_name(dtype_));
   return reinterpret_cast<const T*>(storage_.get());
@@ -124,16 +139,24 @@ void Tensor::fill_zero() {
 }
 
 namespace {
-bool is_float(DType d) { return d == DType::kF32 || d == DType::kBF16 || d == DType::kF16; }
+bool is_float(DType d) {
+  return d == DType::kF32 || d == DType::kBF16 || d == DType::kF16;
+}
 
 Tensor to_f32(const Tensor& t) {
   Tensor out(t.shape(), DType::kF32);
   auto o = out.span<float>();
   switch (t.dtype()) {
-    case DType::kF32: return t.clone();
-    case DType::kBF16: bf16_to_float(t.span<uint16_t>(), o); break;
-    case DType::kF16: f16_to_float(t.span<uint16_t>(), o); break;
-    default: MAGIX_FAIL("cannot convert {} to F32", dtype_name(t.dtype()));
+    case DType::kF32:
+      return t.clone();
+    case DType::kBF16:
+      bf16_to_float(t.span<uint16_t>(), o);
+      break;
+    case DType::kF16:
+      f16_to_float(t.span<uint16_t>(), o);
+      break;
+    default:
+      MAGIX_FAIL("cannot convert {} to F32", dtype_name(t.dtype()));
   }
   return out;
 }

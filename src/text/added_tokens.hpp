@@ -18,7 +18,7 @@ struct AddedToken {
 };
 
 struct AddedSplit {
-  Range range;        // byte range in the searched text
+  Range range;         // byte range in the searched text
   int32_t token = -1;  // index into the token list, or -1 for plain text
 };
 

@@ -8,7 +8,9 @@
 namespace magix::text {
 namespace {
 
-std::string byte_token_name(unsigned char b) { return fmt::format("<0x{:02X}>", b); }
+std::string byte_token_name(unsigned char b) {
+  return fmt::format("<0x{:02X}>", b);
+}
 
 // "<0xAB>" -> 0xAB; -1 if `t` does not look like a byte token; -2 if it does but is malformed.
 int parse_byte_token(std::string_view t) {
@@ -18,9 +20,12 @@ int parse_byte_token(std::string_view t) {
   int v = 0;
   for (char c : hex) {
     v *= 16;
-    if (c >= '0' && c <= '9') v += c - '0';
-    else if (c >= 'A' && c <= 'F') v += c - 'A' + 10;
-    else return -2;
+    if (c >= '0' && c <= '9')
+      v += c - '0';
+    else if (c >= 'A' && c <= 'F')
+      v += c - 'A' + 10;
+    else
+      return -2;
   }
   return v;
 }
@@ -30,13 +35,17 @@ int parse_byte_token(std::string_view t) {
 BpeModel::BpeModel(const nlohmann::json& m, const std::string& source) : source_(source) {
   const std::string type = m.value("type", std::string("BPE"));
   MAGIX_CHECK(type == "BPE", "{}: unsupported model type '{}' (supported: BPE)", source, type);
-  MAGIX_CHECK(m.contains("vocab") && m.at("vocab").is_object(), "{}: model.vocab must be an object", source);
-  MAGIX_CHECK(m.value("dropout", nlohmann::json()).is_null() || m.at("dropout").get<double>() == 0.0,
-              "{}: BPE dropout is not supported", source);
+  MAGIX_CHECK(m.contains("vocab") && m.at("vocab").is_object(), "{}: model.vocab must be an object",
+              source);
+  MAGIX_CHECK(
+      m.value("dropout", nlohmann::json()).is_null() || m.at("dropout").get<double>() == 0.0,
+      "{}: BPE dropout is not supported", source);
   for (const auto& [token, id_json] : m.at("vocab").items()) {
-    MAGIX_CHECK(id_json.is_number_integer(), "{}: vocab entry '{}' has a non-integer id", source, token);
+    MAGIX_CHECK(id_json.is_number_integer(), "{}: vocab entry '{}' has a non-integer id", source,
+                token);
     const int64_t id = id_json.get<int64_t>();
-    MAGIX_CHECK(id >= 0 && id < (int64_t{1} << 31) - 1, "{}: vocab id {} of '{}' out of range", source, id, token);
+    MAGIX_CHECK(id >= 0 && id < (int64_t{1} << 31) - 1, "{}: vocab id {} of '{}' out of range",
+                source, id, token);
     vocab_[token] = static_cast<int32_t>(id);
     if (static_cast<size_t>(id) >= id_to_token_.size()) {
       id_to_token_.resize(static_cast<size_t>(id) + 1);
@@ -65,14 +74,15 @@ BpeModel::BpeModel(const nlohmann::json& m, const std::string& source) : source_
   byte_tokens_.assign(256, -1);
   for (const auto& [token, id] : vocab_) {
     const int b = parse_byte_token(token);
-    MAGIX_CHECK(b != -2 || !byte_fallback_, "{}: malformed byte token '{}' (expected <0xHH>, uppercase hex)",
-                source, token);
+    MAGIX_CHECK(b != -2 || !byte_fallback_,
+                "{}: malformed byte token '{}' (expected <0xHH>, uppercase hex)", source, token);
     if (b >= 0) byte_tokens_[static_cast<size_t>(b)] = id;
   }
 
   const auto token_id = [&](const std::string& t, size_t rank) {
     const auto it = vocab_.find(t);
-    MAGIX_CHECK(it != vocab_.end(), "{}: merge #{} uses '{}' which is not in the vocab", source, rank, t);
+    MAGIX_CHECK(it != vocab_.end(), "{}: merge #{} uses '{}' which is not in the vocab", source,
+                rank, t);
     return it->second;
   };
   const nlohmann::json& merges = m.contains("merges") ? m.at("merges") : nlohmann::json::array();
@@ -109,7 +119,8 @@ std::optional<int32_t> BpeModel::token_to_id(std::string_view token) const {
 }
 
 const std::string* BpeModel::id_to_token(int32_t id) const {
-  if (id < 0 || static_cast<size_t>(id) >= id_to_token_.size() || !has_id_[static_cast<size_t>(id)]) return nullptr;
+  if (id < 0 || static_cast<size_t>(id) >= id_to_token_.size() || !has_id_[static_cast<size_t>(id)])
+    return nullptr;
   return &id_to_token_[static_cast<size_t>(id)];
 }
 
@@ -164,7 +175,8 @@ void BpeModel::tokenize(std::string_view word, std::vector<ModelToken>& out) con
       }
       add(it->second, i, n);
     } else if (byte_fallback_) {
-      for (size_t k = 0; k < s.size(); ++k) add(byte_token(static_cast<unsigned char>(s[k])), i + std::min(k, n - 1), 1);
+      for (size_t k = 0; k < s.size(); ++k)
+        add(byte_token(static_cast<unsigned char>(s[k])), i + std::min(k, n - 1), 1);
     } else if (unk_id_) {
       if (unk.active && fuse_unk_) {
         unk.len += n;
@@ -211,7 +223,8 @@ void BpeModel::tokenize(std::string_view word, std::vector<ModelToken>& out) con
     if (left.next >= 0) symbols[static_cast<size_t>(left.next)].prev = top.pos;
     if (left.prev >= 0) {
       const Symbol& p = symbols[static_cast<size_t>(left.prev)];
-      if (const Merge* pm = find_merge(p.id, left.id)) queue.push({pm->rank, left.prev, pm->new_id});
+      if (const Merge* pm = find_merge(p.id, left.id))
+        queue.push({pm->rank, left.prev, pm->new_id});
     }
     if (left.next >= 0) {
       const Symbol& nx = symbols[static_cast<size_t>(left.next)];

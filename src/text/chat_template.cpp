@@ -27,7 +27,9 @@ std::string ChatTemplate::render(const nlohmann::ordered_json& context,
   }
 }
 
-const std::string& ChatTemplate::source() const { return impl_->source; }
+const std::string& ChatTemplate::source() const {
+  return impl_->source;
+}
 
 namespace {
 
@@ -60,9 +62,12 @@ std::string builtin_format(const TokenizerConfig& config, const nlohmann::ordere
     const auto& m = messages[k];
     MAGIX_CHECK(m.contains("role") && m["role"].is_string(), "message {} has no string 'role'", k);
     const std::string role = m["role"].get<std::string>();
-    MAGIX_CHECK(role == "user" || role == "assistant" || role == "system",
-                "message {}: the built-in chat format knows roles user, assistant and system, not '{}'", k, role);
-    MAGIX_CHECK(m.contains("content") && m["content"].is_string(), "message {} has no string 'content'", k);
+    MAGIX_CHECK(
+        role == "user" || role == "assistant" || role == "system",
+        "message {}: the built-in chat format knows roles user, assistant and system, not '{}'", k,
+        role);
+    MAGIX_CHECK(m.contains("content") && m["content"].is_string(),
+                "message {} has no string 'content'", k);
     if (k) out += "\n";
     out += "<|" + role + "|>\n" + m["content"].get<std::string>() + eos;
   }
@@ -70,16 +75,21 @@ std::string builtin_format(const TokenizerConfig& config, const nlohmann::ordere
   return out;
 }
 
-void check_conversation(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& extra) {
-  MAGIX_CHECK(messages.is_array(), "'messages' must be a JSON array of {{\"role\", \"content\"}} objects");
-  MAGIX_CHECK(!messages.empty(), "Cannot apply chat template to an empty conversation. Provide at least one message.");
+void check_conversation(const nlohmann::ordered_json& messages,
+                        const nlohmann::ordered_json& extra) {
+  MAGIX_CHECK(messages.is_array(),
+              "'messages' must be a JSON array of {{\"role\", \"content\"}} objects");
+  MAGIX_CHECK(!messages.empty(),
+              "Cannot apply chat template to an empty conversation. Provide at least one message.");
   MAGIX_CHECK(extra.is_object(), "extra chat template variables must be a JSON object");
   for (size_t k = 0; k < messages.size(); ++k) {
     MAGIX_CHECK(messages[k].is_object(), "message {} must be a JSON object", k);
   }
 }
 
-bool has_tools(const nlohmann::ordered_json& extra) { return extra.contains("tools") && !extra["tools"].is_null(); }
+bool has_tools(const nlohmann::ordered_json& extra) {
+  return extra.contains("tools") && !extra["tools"].is_null();
+}
 
 // The template transformers' get_chat_template picks: the named one; else "tool_use" when tools
 // are given and it exists; else "default"; none: the built-in format.
@@ -94,8 +104,10 @@ std::optional<std::string> choose_template(const TokenizerConfig& config, bool t
 }
 
 // The context transformers renders with (docs/chat_templates.md).
-nlohmann::ordered_json make_context(const TokenizerConfig& config, const nlohmann::ordered_json& messages,
-                                    bool add_generation_prompt, const nlohmann::ordered_json& extra) {
+nlohmann::ordered_json make_context(const TokenizerConfig& config,
+                                    const nlohmann::ordered_json& messages,
+                                    bool add_generation_prompt,
+                                    const nlohmann::ordered_json& extra) {
   // keys whose value is None are dropped from each message, reasoning fields aliased
   nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
   for (const auto& m : messages) {
@@ -126,7 +138,8 @@ nlohmann::ordered_json make_context(const TokenizerConfig& config, const nlohman
       ctx[key] = (*it)["content"].get<std::string>();
     }
   }
-  if (auto it = config.raw.find("extra_special_tokens"); it != config.raw.end() && it->is_object()) {
+  if (auto it = config.raw.find("extra_special_tokens");
+      it != config.raw.end() && it->is_object()) {
     for (const auto& [k, v] : it->items()) {
       if (v.is_string()) ctx[k] = v.get<std::string>();
     }
@@ -137,8 +150,9 @@ nlohmann::ordered_json make_context(const TokenizerConfig& config, const nlohman
 
 }  // namespace
 
-std::string apply_chat_template(const TokenizerConfig& config, const nlohmann::ordered_json& messages,
-                                bool add_generation_prompt, const nlohmann::ordered_json& extra,
+std::string apply_chat_template(const TokenizerConfig& config,
+                                const nlohmann::ordered_json& messages, bool add_generation_prompt,
+                                const nlohmann::ordered_json& extra,
                                 const std::optional<std::string>& template_name) {
   check_conversation(messages, extra);
   auto source = choose_template(config, has_tools(extra), template_name);
@@ -146,13 +160,16 @@ std::string apply_chat_template(const TokenizerConfig& config, const nlohmann::o
   return ChatTemplate(*source).render(make_context(config, messages, add_generation_prompt, extra));
 }
 
-ChatFormatter::ChatFormatter(TokenizerConfig config, const std::optional<std::string>& template_name)
+ChatFormatter::ChatFormatter(TokenizerConfig config,
+                             const std::optional<std::string>& template_name)
     : config_(std::move(config)) {
   if (auto source = choose_template(config_, false, template_name)) main_.emplace(*source);
-  if (!template_name && config_.chat_templates.count("tool_use")) tool_use_.emplace(*config_.chat_template("tool_use"));
+  if (!template_name && config_.chat_templates.count("tool_use"))
+    tool_use_.emplace(*config_.chat_template("tool_use"));
 }
 
-std::string ChatFormatter::render(const nlohmann::ordered_json& messages, bool add_generation_prompt,
+std::string ChatFormatter::render(const nlohmann::ordered_json& messages,
+                                  bool add_generation_prompt,
                                   const nlohmann::ordered_json& extra) const {
   check_conversation(messages, extra);
   const ChatTemplate* t = tool_use_ && has_tools(extra) ? &*tool_use_ : main_ ? &*main_ : nullptr;

@@ -31,8 +31,10 @@ class ByteLevelDecoder final : public Decoder {
       for (size_t i = 0; i < t.size() && mapped;) {
         const Utf8Step st = utf8_step(t, i);
         const int b = st.valid ? alphabet.byte_of(st.cp) : -1;
-        if (b < 0) mapped = false;
-        else tok_bytes += static_cast<char>(b);
+        if (b < 0)
+          mapped = false;
+        else
+          tok_bytes += static_cast<char>(b);
         i += st.len;
       }
       bytes += mapped ? tok_bytes : t;
@@ -65,8 +67,10 @@ class ByteFallbackDecoder final : public Decoder {
         v = 0;
         for (int k = 3; k < 5 && v >= 0; ++k) {
           const char c = t[static_cast<size_t>(k)];
-          const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                        : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+          const int d = c >= '0' && c <= '9'   ? c - '0'
+                        : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                        : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                               : -1;
           v = d < 0 ? -1 : v * 16 + d;
         }
       }
@@ -100,11 +104,14 @@ class StripDecoder final : public Decoder {
   void decode_chain(std::vector<std::string>& tokens) const override {
     for (auto& t : tokens) {
       size_t b = 0, e = t.size();
-      for (size_t k = 0; k < start && e - b >= content.size() && t.compare(b, content.size(), content) == 0; ++k) {
+      for (size_t k = 0;
+           k < start && e - b >= content.size() && t.compare(b, content.size(), content) == 0;
+           ++k) {
         b += content.size();
       }
       for (size_t k = 0; k < stop && e - b >= content.size() &&
-                         t.compare(e - content.size(), content.size(), content) == 0; ++k) {
+                         t.compare(e - content.size(), content.size(), content) == 0;
+           ++k) {
         e -= content.size();
       }
       t = t.substr(b, e - b);
@@ -163,7 +170,8 @@ class MetaspaceDecoder final : public Decoder {
 
 std::unique_ptr<Decoder> make_decoder(const json& j, const std::string& source) {
   if (j.is_null()) return nullptr;
-  MAGIX_CHECK(j.is_object() && j.contains("type"), "{}: decoder must be an object with a 'type'", source);
+  MAGIX_CHECK(j.is_object() && j.contains("type"), "{}: decoder must be an object with a 'type'",
+              source);
   const std::string type = j.at("type").get<std::string>();
   const std::string ctx = source + ": decoder " + type;
   if (type == "Sequence") {
@@ -195,8 +203,10 @@ std::unique_ptr<Decoder> make_decoder(const json& j, const std::string& source) 
     d->strip_first = scheme != "never";
     return d;
   }
-  MAGIX_FAIL("{}: unsupported decoder type '{}' (supported: Sequence, ByteLevel, ByteFallback, Fuse, "
-             "Strip, Replace, Metaspace)", source, type);
+  MAGIX_FAIL(
+      "{}: unsupported decoder type '{}' (supported: Sequence, ByteLevel, ByteFallback, Fuse, "
+      "Strip, Replace, Metaspace)",
+      source, type);
 }
 
 }  // namespace magix::text

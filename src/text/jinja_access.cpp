@@ -45,9 +45,13 @@ Value dict_method(const Value& self, const std::string& name, bool* found) {
       return v ? *v : (a.pos.size() > 1 ? a.pos[1] : Value::none());
     });
   }
-  if (name == "copy") return Value::function("dict.copy", [self](const Args&) { return Value::make_dict(*self.dict); });
-  if (name == "update" || name == "pop" || name == "popitem" || name == "setdefault" || name == "clear") {
-    return Value::undefined(fmt::format("access to attribute '{}' of 'dict' object is unsafe.", name));
+  if (name == "copy")
+    return Value::function("dict.copy",
+                           [self](const Args&) { return Value::make_dict(*self.dict); });
+  if (name == "update" || name == "pop" || name == "popitem" || name == "setdefault" ||
+      name == "clear") {
+    return Value::undefined(
+        fmt::format("access to attribute '{}' of 'dict' object is unsafe.", name));
   }
   *found = false;
   return {};
@@ -69,9 +73,10 @@ Value list_method(const Value& self, const std::string& name) {
       return Value::integer(n);
     });
   }
-  if (name == "append" || name == "extend" || name == "insert" || name == "pop" || name == "remove" ||
-      name == "sort" || name == "reverse" || name == "clear") {
-    return Value::undefined(fmt::format("access to attribute '{}' of '{}' object is unsafe.", name, type_name(self)));
+  if (name == "append" || name == "extend" || name == "insert" || name == "pop" ||
+      name == "remove" || name == "sort" || name == "reverse" || name == "clear") {
+    return Value::undefined(
+        fmt::format("access to attribute '{}' of '{}' object is unsafe.", name, type_name(self)));
   }
   return Value::undefined(fmt::format("'{} object' has no attribute '{}'", type_name(self), name));
 }
@@ -80,8 +85,10 @@ Value list_method(const Value& self, const std::string& name) {
 
 Value get_attr(const Value& obj, const std::string& name) {
   switch (obj.kind) {
-    case Kind::Undefined: fail_undefined(obj);
-    case Kind::String: return string_method(obj, name);
+    case Kind::Undefined:
+      fail_undefined(obj);
+    case Kind::String:
+      return string_method(obj, name);
     case Kind::Dict: {
       bool found = false;
       Value m = dict_method(obj, name, &found);
@@ -94,8 +101,11 @@ Value get_attr(const Value& obj, const std::string& name) {
       return Value::undefined(fmt::format("'Namespace object' has no attribute '{}'", name));
     }
     case Kind::List:
-    case Kind::Tuple: return list_method(obj, name);
-    default: return Value::undefined(fmt::format("'{} object' has no attribute '{}'", type_name(obj), name));
+    case Kind::Tuple:
+      return list_method(obj, name);
+    default:
+      return Value::undefined(
+          fmt::format("'{} object' has no attribute '{}'", type_name(obj), name));
   }
 }
 
@@ -111,7 +121,8 @@ bool normalize_index(int64_t& i, size_t n) {
 
 Value get_item(const Value& obj, const Value& key) {
   switch (obj.kind) {
-    case Kind::Undefined: fail_undefined(obj);
+    case Kind::Undefined:
+      fail_undefined(obj);
     case Kind::Dict: {
       if (const Value* v = obj.dict->find(key)) return *v;
       if (key.kind == Kind::String) {
@@ -129,13 +140,15 @@ Value get_item(const Value& obj, const Value& key) {
         return Value::undefined(fmt::format("{} object has no element {}", type_name(obj), key.i));
       }
       if (key.kind == Kind::String) return get_attr(obj, key.s);
-      return Value::undefined(fmt::format("{} indices must be integers or slices, not {}", type_name(obj), type_name(key)));
+      return Value::undefined(fmt::format("{} indices must be integers or slices, not {}",
+                                          type_name(obj), type_name(key)));
     }
     case Kind::String: {
       if (key.is_int_like()) {
         auto cps = decode_utf8(obj.s);
         int64_t i = key.i;
-        if (normalize_index(i, cps.size())) return Value::str(encode_utf8(cps, static_cast<size_t>(i), static_cast<size_t>(i) + 1));
+        if (normalize_index(i, cps.size()))
+          return Value::str(encode_utf8(cps, static_cast<size_t>(i), static_cast<size_t>(i) + 1));
         return Value::undefined(fmt::format("str object has no element {}", key.i));
       }
       if (key.kind == Kind::String) return get_attr(obj, key.s);
@@ -144,7 +157,8 @@ Value get_item(const Value& obj, const Value& key) {
     case Kind::Namespace:
       if (key.kind == Kind::String) return get_attr(obj, key.s);
       return Value::undefined("'Namespace' object is not subscriptable");
-    default: return Value::undefined(fmt::format("'{}' object is not subscriptable", type_name(obj)));
+    default:
+      return Value::undefined(fmt::format("'{}' object is not subscriptable", type_name(obj)));
   }
 }
 
@@ -152,7 +166,8 @@ Value get_slice(const Value& obj, const Value& start, const Value& stop, const V
   if (obj.is_undefined()) fail_undefined(obj);
   auto opt_int = [](const Value& v, const char* what) -> std::optional<int64_t> {
     if (v.is_none() || v.is_undefined()) return std::nullopt;
-    if (!v.is_int_like()) MAGIX_FAIL("slice {} must be an integer or None, not {}", what, type_name(v));
+    if (!v.is_int_like())
+      MAGIX_FAIL("slice {} must be an integer or None, not {}", what, type_name(v));
     return v.i;
   };
   auto st = opt_int(step, "step").value_or(1);
@@ -186,14 +201,17 @@ Value get_slice(const Value& obj, const Value& start, const Value& stop, const V
   }
   std::vector<Value> out;
   for (size_t k : idx) out.push_back(obj.items()[k]);
-  return obj.kind == Kind::Tuple ? Value::make_tuple(std::move(out)) : Value::make_list(std::move(out));
+  return obj.kind == Kind::Tuple ? Value::make_tuple(std::move(out))
+                                 : Value::make_list(std::move(out));
 }
 
 std::vector<Value> iterate(const Value& v) {
   switch (v.kind) {
-    case Kind::Undefined: return {};
+    case Kind::Undefined:
+      return {};
     case Kind::List:
-    case Kind::Tuple: return v.items();
+    case Kind::Tuple:
+      return v.items();
     case Kind::Dict: {
       std::vector<Value> keys;
       for (const auto& [k, x] : v.dict->entries) keys.push_back(k);
@@ -208,13 +226,15 @@ std::vector<Value> iterate(const Value& v) {
       }
       return out;
     }
-    default: MAGIX_FAIL("'{}' object is not iterable", type_name(v));
+    default:
+      MAGIX_FAIL("'{}' object is not iterable", type_name(v));
   }
 }
 
 bool contains(const Value& container, const Value& item) {
   switch (container.kind) {
-    case Kind::Undefined: return false;
+    case Kind::Undefined:
+      return false;
     case Kind::String:
       if (item.kind != Kind::String) {
         MAGIX_FAIL("'in <string>' requires string as left operand, not {}", type_name(item));
@@ -224,8 +244,10 @@ bool contains(const Value& container, const Value& item) {
     case Kind::Tuple:
       return std::any_of(container.items().begin(), container.items().end(),
                          [&](const Value& x) { return equals(x, item); });
-    case Kind::Dict: return container.dict->find(item) != nullptr;
-    default: MAGIX_FAIL("argument of type '{}' is not iterable", type_name(container));
+    case Kind::Dict:
+      return container.dict->find(item) != nullptr;
+    default:
+      MAGIX_FAIL("argument of type '{}' is not iterable", type_name(container));
   }
 }
 
@@ -249,7 +271,8 @@ Value repeat(const Value& seq, int64_t times) {
   }
   std::vector<Value> out;
   for (int64_t k = 0; k < times; ++k) out.insert(out.end(), seq.items().begin(), seq.items().end());
-  return seq.kind == Kind::Tuple ? Value::make_tuple(std::move(out)) : Value::make_list(std::move(out));
+  return seq.kind == Kind::Tuple ? Value::make_tuple(std::move(out))
+                                 : Value::make_list(std::move(out));
 }
 
 }  // namespace
@@ -270,13 +293,17 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
     }
     if (nums) return Value::real(a.as_double() + b.as_double());
     if (a.kind == Kind::String && b.kind == Kind::String) return Value::str(a.s + b.s);
-    if (a.kind == Kind::String) MAGIX_FAIL("can only concatenate str (not \"{}\") to str", type_name(b));
+    if (a.kind == Kind::String)
+      MAGIX_FAIL("can only concatenate str (not \"{}\") to str", type_name(b));
     if (a.is_sequence() && a.kind == b.kind) {
       std::vector<Value> out = a.items();
       out.insert(out.end(), b.items().begin(), b.items().end());
-      return a.kind == Kind::Tuple ? Value::make_tuple(std::move(out)) : Value::make_list(std::move(out));
+      return a.kind == Kind::Tuple ? Value::make_tuple(std::move(out))
+                                   : Value::make_list(std::move(out));
     }
-    if (a.is_sequence()) MAGIX_FAIL("can only concatenate {} (not \"{}\") to {}", type_name(a), type_name(b), type_name(a));
+    if (a.is_sequence())
+      MAGIX_FAIL("can only concatenate {} (not \"{}\") to {}", type_name(a), type_name(b),
+                 type_name(a));
     return unsupported();
   }
   if (op == "-") {
@@ -320,7 +347,8 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
     double m = std::fmod(x, y);
     if (m != 0 && ((m < 0) != (y < 0))) m += y;
     if (op == "%") return Value::real(m == 0 ? std::copysign(0.0, y) : m);
-    return Value::real(std::floor((x - m) / y + 0.5) == (x - m) / y ? (x - m) / y : std::floor(x / y));
+    return Value::real(std::floor((x - m) / y + 0.5) == (x - m) / y ? (x - m) / y
+                                                                    : std::floor(x / y));
   }
   if (op == "**") {
     if (ints && b.i >= 0) {

@@ -63,15 +63,17 @@ class Evaluator {
 
  private:
   [[noreturn]] void fail_at(Pos p, const std::string& what) const {
-    throw PositionedError(fmt::format("chat template error at line {}, column {}: {}", p.line, p.column, what),
-                          "jinja");
+    throw PositionedError(
+        fmt::format("chat template error at line {}, column {}: {}", p.line, p.column, what),
+        "jinja");
   }
 
   void add_globals(Scope& s) {
     s.vars["range"] = Value::function("range", [](const Args& a) {
       int64_t start = 0, stop = 0, step = 1;
       for (const Value& v : a.pos) {
-        if (!v.is_int_like()) MAGIX_FAIL("'{}' object cannot be interpreted as an integer", type_name(v));
+        if (!v.is_int_like())
+          MAGIX_FAIL("'{}' object cannot be interpreted as an integer", type_name(v));
       }
       if (a.pos.size() == 1) {
         stop = a.pos[0].i;
@@ -85,7 +87,8 @@ class Evaluator {
       if (step == 0) MAGIX_FAIL("range() arg 3 must not be zero");
       std::vector<Value> out;
       for (int64_t k = start; step > 0 ? k < stop : k > stop; k += step) {
-        if (out.size() >= 100000) MAGIX_FAIL("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
+        if (out.size() >= 100000)
+          MAGIX_FAIL("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
         out.push_back(Value::integer(k));
       }
       return Value::make_list(std::move(out));
@@ -93,12 +96,14 @@ class Evaluator {
     auto from_args = [](const Args& a, bool check_names) {
       Dict d;
       if (!a.pos.empty()) {
-        if (a.pos.size() > 1) MAGIX_FAIL("expected at most 1 positional argument, got {}", a.pos.size());
+        if (a.pos.size() > 1)
+          MAGIX_FAIL("expected at most 1 positional argument, got {}", a.pos.size());
         if (a.pos[0].kind == Kind::Dict) {
           d = *a.pos[0].dict;
         } else {
           for (const Value& pair : iterate(a.pos[0])) {
-            if (!pair.is_sequence() || pair.items().size() != 2) MAGIX_FAIL("dictionary update sequence element has wrong length");
+            if (!pair.is_sequence() || pair.items().size() != 2)
+              MAGIX_FAIL("dictionary update sequence element has wrong length");
             d.set(pair.items()[0], pair.items()[1]);
           }
         }
@@ -107,8 +112,11 @@ class Evaluator {
       if (check_names) {
         for (const auto& [k, v] : d.entries) {
           if (k.kind == Kind::String && !k.s.empty() && k.s[0] == '_') {
-            MAGIX_FAIL("Chat templates cannot store underscore-prefixed attributes on a namespace, but got {}. "
-                       "Please rename the attribute.", repr(k));
+            MAGIX_FAIL(
+                "Chat templates cannot store underscore-prefixed attributes on a namespace, but "
+                "got {}. "
+                "Please rename the attribute.",
+                repr(k));
           }
         }
       }
@@ -117,13 +125,15 @@ class Evaluator {
     s.vars["namespace"] = Value::function("namespace", [from_args](const Args& a) {
       return Value::make_namespace(from_args(a, true));
     });
-    s.vars["dict"] = Value::function("dict", [from_args](const Args& a) { return Value::make_dict(from_args(a, false)); });
+    s.vars["dict"] = Value::function(
+        "dict", [from_args](const Args& a) { return Value::make_dict(from_args(a, false)); });
     s.vars["raise_exception"] = Value::function("raise_exception", [](const Args& a) -> Value {
       throw RaisedByTemplate{a.pos.empty() ? std::string() : to_str(a.pos[0])};
     });
     auto now = options_.now;
     s.vars["strftime_now"] = Value::function("strftime_now", [now](const Args& a) {
-      if (a.pos.empty() || a.pos[0].kind != Kind::String) MAGIX_FAIL("strftime_now expects a format string");
+      if (a.pos.empty() || a.pos[0].kind != Kind::String)
+        MAGIX_FAIL("strftime_now expects a format string");
       auto tp = now ? now() : std::chrono::system_clock::now();
       std::time_t tt = std::chrono::system_clock::to_time_t(tp);
       std::tm tm{};
@@ -164,10 +174,13 @@ class Evaluator {
   void assign(const Target& target, const Value& v, const ScopePtr& scope, Pos p) {
     if (!target.attr.empty()) {
       const Value* ns = scope->find(target.names[0]);
-      if (!ns || ns->kind != Kind::Namespace) fail_at(p, "cannot assign attribute on non-namespace object");
+      if (!ns || ns->kind != Kind::Namespace)
+        fail_at(p, "cannot assign attribute on non-namespace object");
       if (target.attr[0] == '_') {
-        fail_at(p, fmt::format("Chat templates cannot store underscore-prefixed attributes on a namespace, but got '{}'. "
-                               "Please rename the attribute.", target.attr));
+        fail_at(p, fmt::format("Chat templates cannot store underscore-prefixed attributes on a "
+                               "namespace, but got '{}'. "
+                               "Please rename the attribute.",
+                               target.attr));
       }
       ns->dict->set(Value::str(target.attr), v);
       return;
@@ -179,23 +192,30 @@ class Evaluator {
     auto items = iterate(v);
     if (items.size() != target.names.size()) {
       fail_at(p, fmt::format("{} values to unpack (expected {}, got {})",
-                             items.size() > target.names.size() ? "too many" : "not enough", target.names.size(),
-                             items.size()));
+                             items.size() > target.names.size() ? "too many" : "not enough",
+                             target.names.size(), items.size()));
     }
     for (size_t k = 0; k < items.size(); ++k) scope->vars[target.names[k]] = items[k];
   }
 
   Flow exec_inner(const Stmt& s, const ScopePtr& scope, std::string& out) {
     switch (s.k) {
-      case Stmt::K::Text: out += s.text; return Flow::Normal;
-      case Stmt::K::Print: out += to_str(eval(*s.expr, scope)); return Flow::Normal;
+      case Stmt::K::Text:
+        out += s.text;
+        return Flow::Normal;
+      case Stmt::K::Print:
+        out += to_str(eval(*s.expr, scope));
+        return Flow::Normal;
       case Stmt::K::If:
         for (size_t k = 0; k < s.conds.size(); ++k) {
           if (truthy(eval(*s.conds[k], scope))) return exec_body(s.bodies[k], scope, out);
         }
         return exec_body(s.else_body, scope, out);
-      case Stmt::K::For: return exec_for(s, scope, out);
-      case Stmt::K::Set: assign(s.target, eval(*s.expr, scope), scope, s.pos); return Flow::Normal;
+      case Stmt::K::For:
+        return exec_for(s, scope, out);
+      case Stmt::K::Set:
+        assign(s.target, eval(*s.expr, scope), scope, s.pos);
+        return Flow::Normal;
       case Stmt::K::SetBlock: {
         std::string text;
         exec_body(s.body, scope, text);
@@ -210,7 +230,9 @@ class Evaluator {
         out += to_str(eval_with_base(*s.expr, scope, Value::str(std::move(text))));
         return Flow::Normal;
       }
-      case Stmt::K::Macro: scope->vars[s.text] = make_macro(s, scope, Value::undefined()); return Flow::Normal;
+      case Stmt::K::Macro:
+        scope->vars[s.text] = make_macro(s, scope, Value::undefined());
+        return Flow::Normal;
       case Stmt::K::CallBlock: {
         const Expr& call = *s.expr;
         Value caller = make_macro(s, scope, Value::undefined());
@@ -224,11 +246,14 @@ class Evaluator {
         auto inner = new_scope(scope);
         std::vector<Value> values;
         for (const auto& [target, expr] : s.assignments) values.push_back(eval(*expr, scope));
-        for (size_t k = 0; k < values.size(); ++k) assign(s.assignments[k].first, values[k], inner, s.pos);
+        for (size_t k = 0; k < values.size(); ++k)
+          assign(s.assignments[k].first, values[k], inner, s.pos);
         return exec_body(s.body, inner, out);
       }
-      case Stmt::K::Break: return Flow::Break;
-      case Stmt::K::Continue: return Flow::Continue;
+      case Stmt::K::Break:
+        return Flow::Break;
+      case Stmt::K::Continue:
+        return Flow::Continue;
     }
     return Flow::Normal;
   }
@@ -250,7 +275,9 @@ class Evaluator {
     for (size_t k = 0; k < n; ++k) {
       auto iter = new_scope(scope);
       Dict loop;
-      auto set = [&](const char* key, Value v) { loop.entries.emplace_back(Value::str(key), std::move(v)); };
+      auto set = [&](const char* key, Value v) {
+        loop.entries.emplace_back(Value::str(key), std::move(v));
+      };
       auto len = static_cast<int64_t>(n), idx = static_cast<int64_t>(k);
       set("index", Value::integer(idx + 1));
       set("index0", Value::integer(idx));
@@ -282,8 +309,10 @@ class Evaluator {
   // A macro (or the caller of a call block): renders its body in a new scope under `defined_in`.
   Value make_macro(const Stmt& s, const ScopePtr& defined_in, const Value& caller) {
     const Stmt* stmt = &s;
-    return Value::function(s.k == Stmt::K::Macro ? s.text : "caller", [this, stmt, defined_in, caller](const Args& a) {
-      if (call_depth_ >= kMaxCallDepth) MAGIX_FAIL("maximum recursion depth exceeded in macro '{}'", stmt->text);
+    return Value::function(s.k == Stmt::K::Macro ? s.text : "caller", [this, stmt, defined_in,
+                                                                       caller](const Args& a) {
+      if (call_depth_ >= kMaxCallDepth)
+        MAGIX_FAIL("maximum recursion depth exceeded in macro '{}'", stmt->text);
       ++call_depth_;
       struct Leave {
         int& depth;
@@ -306,7 +335,8 @@ class Evaluator {
         bool is_param = false;
         for (size_t k = 0; k < params.size(); ++k) {
           if (params[k].name != name) continue;
-          if (k < a.pos.size()) MAGIX_FAIL("macro '{}' got multiple values for argument '{}'", stmt->text, name);
+          if (k < a.pos.size())
+            MAGIX_FAIL("macro '{}' got multiple values for argument '{}'", stmt->text, name);
           call->vars[name] = v;
           is_param = true;
         }
@@ -322,8 +352,10 @@ class Evaluator {
       }
       for (const auto& p : params) {
         if (call->vars.count(p.name)) continue;
-        call->vars[p.name] = p.default_value ? eval(*p.default_value, call)
-                                             : Value::undefined(fmt::format("parameter '{}' was not provided", p.name));
+        call->vars[p.name] =
+            p.default_value
+                ? eval(*p.default_value, call)
+                : Value::undefined(fmt::format("parameter '{}' was not provided", p.name));
       }
       call->vars["varargs"] = Value::make_tuple(std::move(extra_pos));
       call->vars["kwargs"] = Value::make_dict(std::move(extra_kw));
@@ -363,13 +395,15 @@ class Evaluator {
 
   Value call_value(const Value& callee, const Args& args, Pos p) {
     if (callee.is_undefined()) fail_undefined(callee);
-    if (callee.kind != Kind::Callable) fail_at(p, fmt::format("'{}' object is not callable", type_name(callee)));
+    if (callee.kind != Kind::Callable)
+      fail_at(p, fmt::format("'{}' object is not callable", type_name(callee)));
     return callee.fn->call(args);
   }
 
   Value eval_inner(const Expr& e, const ScopePtr& scope) {
     switch (e.k) {
-      case Expr::K::Literal: return e.value;
+      case Expr::K::Literal:
+        return e.value;
       case Expr::K::Name: {
         if (const Value* v = scope->find(e.name)) return *v;
         return Value::undefined(fmt::format("'{}' is undefined", e.name));
@@ -378,19 +412,26 @@ class Evaluator {
       case Expr::K::Tuple: {
         std::vector<Value> items;
         for (const auto& x : e.args) items.push_back(eval(*x, scope));
-        return e.k == Expr::K::List ? Value::make_list(std::move(items)) : Value::make_tuple(std::move(items));
+        return e.k == Expr::K::List ? Value::make_list(std::move(items))
+                                    : Value::make_tuple(std::move(items));
       }
       case Expr::K::Dict: {
         Dict d;
-        for (size_t k = 0; k + 1 < e.args.size(); k += 2) d.set(eval(*e.args[k], scope), eval(*e.args[k + 1], scope));
+        for (size_t k = 0; k + 1 < e.args.size(); k += 2)
+          d.set(eval(*e.args[k], scope), eval(*e.args[k + 1], scope));
         return Value::make_dict(std::move(d));
       }
-      case Expr::K::GetAttr: return get_attr(eval(*e.args[0], scope), e.name);
-      case Expr::K::GetItem: return get_item(eval(*e.args[0], scope), eval(*e.args[1], scope));
+      case Expr::K::GetAttr:
+        return get_attr(eval(*e.args[0], scope), e.name);
+      case Expr::K::GetItem:
+        return get_item(eval(*e.args[0], scope), eval(*e.args[1], scope));
       case Expr::K::Slice: {
         Value obj = eval(*e.args[0], scope);
         Value parts[3];
-        for (int k = 0; k < 3; ++k) parts[k] = e.args[static_cast<size_t>(k) + 1] ? eval(*e.args[static_cast<size_t>(k) + 1], scope) : Value::none();
+        for (int k = 0; k < 3; ++k)
+          parts[k] = e.args[static_cast<size_t>(k) + 1]
+                         ? eval(*e.args[static_cast<size_t>(k) + 1], scope)
+                         : Value::none();
         return get_slice(obj, parts[0], parts[1], parts[2]);
       }
       case Expr::K::Call: {
@@ -453,7 +494,8 @@ class Evaluator {
       case Expr::K::Cond: {
         if (truthy(eval(*e.args[0], scope))) return eval(*e.args[1], scope);
         if (e.args[2]) return eval(*e.args[2], scope);
-        return Value::undefined("the inline if-expression evaluated to false and no else section was defined.");
+        return Value::undefined(
+            "the inline if-expression evaluated to false and no else section was defined.");
       }
     }
     return Value::undefined();

@@ -18,32 +18,42 @@ const Value kFalse = Value::boolean(false);
 
 const std::set<std::string>& filter_names() {
   static const std::set<std::string> names = {
-      "abs", "attr", "batch", "capitalize", "center", "count", "d", "default", "dictsort", "e",
-      "escape", "filesizeformat", "first", "float", "forceescape", "format", "groupby", "indent",
-      "int", "items", "join", "last", "length", "list", "lower", "map", "max", "min", "pprint",
-      "random", "reject", "rejectattr", "replace", "reverse", "round", "safe", "select",
-      "selectattr", "slice", "sort", "string", "striptags", "sum", "title", "tojson", "trim",
-      "truncate", "unique", "upper", "urlencode", "urlize", "wordcount", "wordwrap", "xmlattr"};
+      "abs",    "attr",       "batch",       "capitalize", "center",   "count",
+      "d",      "default",    "dictsort",    "e",          "escape",   "filesizeformat",
+      "first",  "float",      "forceescape", "format",     "groupby",  "indent",
+      "int",    "items",      "join",        "last",       "length",   "list",
+      "lower",  "map",        "max",         "min",        "pprint",   "random",
+      "reject", "rejectattr", "replace",     "reverse",    "round",    "safe",
+      "select", "selectattr", "slice",       "sort",       "string",   "striptags",
+      "sum",    "title",      "tojson",      "trim",       "truncate", "unique",
+      "upper",  "urlencode",  "urlize",      "wordcount",  "wordwrap", "xmlattr"};
   return names;
 }
 
 const std::set<std::string>& test_names() {
   static const std::set<std::string> names = {
-      "odd", "even", "divisibleby", "defined", "undefined", "filter", "test", "none", "boolean",
-      "false", "true", "integer", "float", "lower", "upper", "string", "mapping", "number",
-      "sequence", "iterable", "callable", "sameas", "escaped", "in", "==", "eq", "equalto", "!=",
-      "ne", ">", "gt", "greaterthan", ">=", "ge", "<", "lt", "lessthan", "<=", "le"};
+      "odd",    "even",     "divisibleby", "defined",     "undefined", "filter",   "test",
+      "none",   "boolean",  "false",       "true",        "integer",   "float",    "lower",
+      "upper",  "string",   "mapping",     "number",      "sequence",  "iterable", "callable",
+      "sameas", "escaped",  "in",          "==",          "eq",        "equalto",  "!=",
+      "ne",     ">",        "gt",          "greaterthan", ">=",        "ge",       "<",
+      "lt",     "lessthan", "<=",          "le"};
   return names;
 }
 
 int64_t py_len(const Value& v) {
   switch (v.kind) {
-    case Kind::Undefined: return 0;
-    case Kind::String: return static_cast<int64_t>(utf8_length(v.s));
+    case Kind::Undefined:
+      return 0;
+    case Kind::String:
+      return static_cast<int64_t>(utf8_length(v.s));
     case Kind::List:
-    case Kind::Tuple: return static_cast<int64_t>(v.items().size());
-    case Kind::Dict: return static_cast<int64_t>(v.dict->entries.size());
-    default: MAGIX_FAIL("object of type '{}' has no len()", type_name(v));
+    case Kind::Tuple:
+      return static_cast<int64_t>(v.items().size());
+    case Kind::Dict:
+      return static_cast<int64_t>(v.dict->entries.size());
+    default:
+      MAGIX_FAIL("object of type '{}' has no len()", type_name(v));
   }
 }
 
@@ -55,7 +65,8 @@ Value attr_path(const Value& item, const Value& attribute) {
   size_t start = 0;
   while (true) {
     size_t dot = path.find('.', start);
-    std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    std::string part =
+        path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     bool digits = !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit);
     cur = get_item(cur, digits ? Value::integer(std::stoll(part)) : Value::str(part));
     if (dot == std::string::npos) return cur;
@@ -116,12 +127,23 @@ std::string html_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&#34;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&#34;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -148,7 +170,9 @@ Value indent_filter(const Value& v, const Args& args) {
   Value width = arg_or(args, 0, "width", Value::integer(4));
   bool first = truthy(arg_or(args, 1, "first", kFalse));
   bool blank = truthy(arg_or(args, 2, "blank", kFalse));
-  std::string ind = width.kind == Kind::String ? width.s : std::string(static_cast<size_t>(std::max<int64_t>(0, width.i)), ' ');
+  std::string ind = width.kind == Kind::String
+                        ? width.s
+                        : std::string(static_cast<size_t>(std::max<int64_t>(0, width.i)), ' ');
   auto lines = splitlines(to_str(v) + "\n");
   std::string rv;
   if (blank) {
@@ -157,7 +181,8 @@ Value indent_filter(const Value& v, const Args& args) {
     rv = lines.empty() ? "" : lines[0];
     if (lines.size() > 1) {
       rv += "\n";
-      for (size_t k = 1; k < lines.size(); ++k) rv += (k > 1 ? "\n" : "") + (lines[k].empty() ? "" : ind) + lines[k];
+      for (size_t k = 1; k < lines.size(); ++k)
+        rv += (k > 1 ? "\n" : "") + (lines[k].empty() ? "" : ind) + lines[k];
     }
   }
   return Value::str(first ? ind + rv : rv);
@@ -174,7 +199,8 @@ Value round_filter(const Value& v, const Args& args) {
   if (!v.is_number()) MAGIX_FAIL("type {} doesn't define __round__ method", type_name(v));
   if (method == "common") {
     char buf[512];
-    std::snprintf(buf, sizeof buf, "%.*f", static_cast<int>(std::clamp<int64_t>(precision, 0, 300)), x);
+    std::snprintf(buf, sizeof buf, "%.*f", static_cast<int>(std::clamp<int64_t>(precision, 0, 300)),
+                  x);
     return Value::real(std::strtod(buf, nullptr));
   }
   double scale = std::pow(10.0, static_cast<double>(precision));
@@ -186,7 +212,8 @@ Value int_filter(const Value& v, const Args& args) {
   Value dflt = arg_or(args, 0, "default", Value::integer(0));
   int base = static_cast<int>(arg_or(args, 1, "base", Value::integer(10)).i);
   if (v.is_int_like()) return Value::integer(v.i);
-  if (v.kind == Kind::Float) return std::isfinite(v.f) ? Value::integer(static_cast<int64_t>(v.f)) : dflt;
+  if (v.kind == Kind::Float)
+    return std::isfinite(v.f) ? Value::integer(static_cast<int64_t>(v.f)) : dflt;
   if (v.kind == Kind::String) {
     std::string s = py_strip(v.s, kNone, true, true);
     s.erase(std::remove(s.begin(), s.end(), '_'), s.end());
@@ -195,7 +222,8 @@ Value int_filter(const Value& v, const Args& args) {
     long long r = std::strtoll(s.c_str(), &end, base);
     if (!s.empty() && end && *end == 0 && errno == 0) return Value::integer(r);
     double d = std::strtod(s.c_str(), &end);
-    if (!s.empty() && end && *end == 0 && std::isfinite(d)) return Value::integer(static_cast<int64_t>(d));
+    if (!s.empty() && end && *end == 0 && std::isfinite(d))
+      return Value::integer(static_cast<int64_t>(d));
   }
   return dflt;
 }
@@ -218,7 +246,9 @@ Value tojson_filter(const Value& v, const Args& args) {
   Value indent = arg_or(args, 1, "indent", kNone);
   if (!indent.is_none()) {
     o.has_indent = true;
-    o.indent = indent.kind == Kind::String ? indent.s : std::string(static_cast<size_t>(std::max<int64_t>(0, indent.i)), ' ');
+    o.indent = indent.kind == Kind::String
+                   ? indent.s
+                   : std::string(static_cast<size_t>(std::max<int64_t>(0, indent.i)), ' ');
     o.item_separator = ",";
   }
   Value seps = arg_or(args, 2, "separators", kNone);
@@ -265,8 +295,12 @@ Value sorted_values(std::vector<Value> items, const Args& args, size_t first_arg
 
 }  // namespace
 
-bool has_filter(const std::string& name) { return filter_names().count(name) > 0; }
-bool has_test(const std::string& name) { return test_names().count(name) > 0; }
+bool has_filter(const std::string& name) {
+  return filter_names().count(name) > 0;
+}
+bool has_test(const std::string& name) {
+  return test_names().count(name) > 0;
+}
 
 Value call_filter(const std::string& name, const Value& v, const Args& args) {
   const Value& a0 = args.pos.empty() ? kNone : args.pos[0];
@@ -278,8 +312,10 @@ Value call_filter(const std::string& name, const Value& v, const Args& args) {
   if (name == "length" || name == "count") return Value::integer(py_len(v));
   if (name == "string") return Value::str(to_str(v));
   if (name == "safe") return v;
-  if (name == "escape" || name == "e" || name == "forceescape") return Value::str(html_escape(to_str(v)));
-  if (name == "trim") return Value::str(py_strip(to_str(v), arg_or(args, 0, "chars", kNone), true, true));
+  if (name == "escape" || name == "e" || name == "forceescape")
+    return Value::str(html_escape(to_str(v)));
+  if (name == "trim")
+    return Value::str(py_strip(to_str(v), arg_or(args, 0, "chars", kNone), true, true));
   if (name == "upper") return Value::str(py_upper(to_str(v)));
   if (name == "lower") return Value::str(py_lower(to_str(v)));
   if (name == "capitalize") return Value::str(py_capitalize(to_str(v)));
@@ -300,7 +336,8 @@ Value call_filter(const std::string& name, const Value& v, const Args& args) {
   if (name == "replace") {
     if (args.pos.size() < 2) MAGIX_FAIL("replace needs old and new");
     Value count = arg_or(args, 2, "count", kNone);
-    return Value::str(py_replace(to_str(v), to_str(args.pos[0]), to_str(args.pos[1]), count.is_none() ? -1 : count.i));
+    return Value::str(py_replace(to_str(v), to_str(args.pos[0]), to_str(args.pos[1]),
+                                 count.is_none() ? -1 : count.i));
   }
   if (name == "join") {
     std::string sep = to_str(arg_or(args, 0, "d", Value::str("")));
@@ -354,7 +391,8 @@ Value call_filter(const std::string& name, const Value& v, const Args& args) {
     std::vector<Value> out;
     for (const auto& [k, x] : v.dict->entries) out.push_back(Value::make_tuple({k, x}));
     std::stable_sort(out.begin(), out.end(), [&](const Value& a, const Value& b) {
-      Value ka = sort_key(a.items()[pos], case_sensitive), kb = sort_key(b.items()[pos], case_sensitive);
+      Value ka = sort_key(a.items()[pos], case_sensitive),
+            kb = sort_key(b.items()[pos], case_sensitive);
       return reverse ? less_than(kb, ka) : less_than(ka, kb);
     });
     return Value::make_list(std::move(out));
@@ -378,7 +416,8 @@ Value call_filter(const std::string& name, const Value& v, const Args& args) {
       }
       return Value::make_list(std::move(out));
     }
-    if (items.empty()) return Value::undefined(fmt::format("No aggregated item, sequence was empty."));
+    if (items.empty())
+      return Value::undefined(fmt::format("No aggregated item, sequence was empty."));
     Value best = items[0];
     for (const Value& x : items) {
       bool better = name == "min" ? less_than(key(x), key(best)) : less_than(key(best), key(x));
@@ -389,7 +428,8 @@ Value call_filter(const std::string& name, const Value& v, const Args& args) {
   if (name == "sum") {
     Value attribute = arg_or(args, 0, "attribute", kNone);
     Value total = arg_or(args, 1, "start", Value::integer(0));
-    for (const Value& x : iterate(v)) total = binary_op("+", total, attribute.is_none() ? x : attr_path(x, attribute));
+    for (const Value& x : iterate(v))
+      total = binary_op("+", total, attribute.is_none() ? x : attr_path(x, attribute));
     return total;
   }
   if (name == "map") return map_filter(v, args);
@@ -400,7 +440,8 @@ Value call_filter(const std::string& name, const Value& v, const Args& args) {
   if (name == "attr") return get_attr(v, to_str(a0));
   if (name == "tojson") return tojson_filter(v, args);
   if (name == "format") {
-    if (!args.pos.empty() && !args.kw.empty()) MAGIX_FAIL("can't handle positional and keyword arguments at the same time");
+    if (!args.pos.empty() && !args.kw.empty())
+      MAGIX_FAIL("can't handle positional and keyword arguments at the same time");
     if (!args.kw.empty()) {
       Dict d;
       for (const auto& [k, x] : args.kw) d.set(Value::str(k), x);
@@ -415,13 +456,15 @@ Value call_filter(const std::string& name, const Value& v, const Args& args) {
     int64_t len = static_cast<int64_t>(utf8_length(s));
     if (width <= len) return Value::str(s);
     int64_t marg = width - len, left = marg / 2 + (marg & width & 1);
-    return Value::str(std::string(static_cast<size_t>(left), ' ') + s + std::string(static_cast<size_t>(marg - left), ' '));
+    return Value::str(std::string(static_cast<size_t>(left), ' ') + s +
+                      std::string(static_cast<size_t>(marg - left), ' '));
   }
   if (name == "wordcount") {
     int64_t n = 0;
     bool in_word = false;
     for (char32_t c : decode_utf8(to_str(v))) {
-      bool w = (c < 0x80 && (std::isalnum(static_cast<int>(c)) || c == '_')) || (c >= 0x80 && !is_py_space(c));
+      bool w = (c < 0x80 && (std::isalnum(static_cast<int>(c)) || c == '_')) ||
+               (c >= 0x80 && !is_py_space(c));
       if (w && !in_word) ++n;
       in_word = w;
     }
@@ -436,7 +479,8 @@ Value call_filter(const std::string& name, const Value& v, const Args& args) {
     int64_t leeway = lw.is_none() ? 5 : lw.i;
     auto cps = decode_utf8(s);
     if (static_cast<int64_t>(cps.size()) <= length + leeway) return Value::str(s);
-    size_t cut = static_cast<size_t>(std::max<int64_t>(0, length - static_cast<int64_t>(utf8_length(end))));
+    size_t cut =
+        static_cast<size_t>(std::max<int64_t>(0, length - static_cast<int64_t>(utf8_length(end))));
     std::string head = encode_utf8(cps, 0, std::min(cut, cps.size()));
     if (killwords) return Value::str(head + end);
     size_t sp = head.rfind(' ');

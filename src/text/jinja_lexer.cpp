@@ -25,7 +25,8 @@ std::string normalize_source(const std::string& source) {
 
 std::string position_of(const std::string& src, size_t offset) {
   offset = std::min(offset, src.size());
-  int line = 1 + static_cast<int>(std::count(src.begin(), src.begin() + static_cast<long>(offset), '\n'));
+  int line =
+      1 + static_cast<int>(std::count(src.begin(), src.begin() + static_cast<long>(offset), '\n'));
   size_t nl = offset == 0 ? std::string::npos : src.rfind('\n', offset - 1);
   size_t line_start = nl == std::string::npos ? 0 : nl + 1;
   size_t column = utf8_length(std::string_view(src).substr(line_start, offset - line_start)) + 1;
@@ -66,8 +67,12 @@ bool all_space(const std::string& s, size_t from) {
   return from < s.size() && space_run(s, from) == s.size() - from;
 }
 
-bool is_name_start(unsigned char c) { return std::isalpha(c) || c == '_' || c >= 0x80; }
-bool is_name_char(unsigned char c) { return std::isalnum(c) || c == '_' || c >= 0x80; }
+bool is_name_start(unsigned char c) {
+  return std::isalpha(c) || c == '_' || c >= 0x80;
+}
+bool is_name_char(unsigned char c) {
+  return std::isalnum(c) || c == '_' || c >= 0x80;
+}
 
 class Lexer {
  public:
@@ -83,7 +88,9 @@ class Lexer {
       }
       std::string text = src_.substr(pos_, tag - pos_);
       char kind = src_[tag + 1];  // '{', '%' or '#'
-      char sign = tag + 2 < src_.size() && (src_[tag + 2] == '-' || src_[tag + 2] == '+') ? src_[tag + 2] : 0;
+      char sign = tag + 2 < src_.size() && (src_[tag + 2] == '-' || src_[tag + 2] == '+')
+                      ? src_[tag + 2]
+                      : 0;
       size_t raw_end = kind == '%' ? match_raw_begin(tag) : 0;
       if (sign == '-') {
         text = rstrip_space(text);
@@ -131,7 +138,8 @@ class Lexer {
 
   size_t find_tag(size_t from) const {
     for (size_t k = src_.find('{', from); k != std::string::npos; k = src_.find('{', k + 1)) {
-      if (k + 1 < src_.size() && (src_[k + 1] == '{' || src_[k + 1] == '%' || src_[k + 1] == '#')) return k;
+      if (k + 1 < src_.size() && (src_[k + 1] == '{' || src_[k + 1] == '%' || src_[k + 1] == '#'))
+        return k;
     }
     return std::string::npos;
   }
@@ -358,29 +366,58 @@ class Lexer {
       char e = src_[k + 1];
       k += 2;
       auto hex = [&](int n) {
-        if (k + static_cast<size_t>(n) > src_.size()) fail(start, "truncated \\x, \\u or \\U escape");
+        if (k + static_cast<size_t>(n) > src_.size())
+          fail(start, "truncated \\x, \\u or \\U escape");
         std::string h = src_.substr(k, static_cast<size_t>(n));
-        if (!std::all_of(h.begin(), h.end(), [](char ch) { return std::isxdigit(static_cast<unsigned char>(ch)); })) {
+        if (!std::all_of(h.begin(), h.end(),
+                         [](char ch) { return std::isxdigit(static_cast<unsigned char>(ch)); })) {
           fail(start, "truncated \\x, \\u or \\U escape");
         }
         k += static_cast<size_t>(n);
         append_utf8(value, static_cast<char32_t>(std::stoul(h, nullptr, 16)));
       };
       switch (e) {
-        case '\n': break;
-        case '\\': value += '\\'; break;
-        case '\'': value += '\''; break;
-        case '"': value += '"'; break;
-        case 'a': value += '\a'; break;
-        case 'b': value += '\b'; break;
-        case 'f': value += '\f'; break;
-        case 'n': value += '\n'; break;
-        case 'r': value += '\r'; break;
-        case 't': value += '\t'; break;
-        case 'v': value += '\v'; break;
-        case 'x': hex(2); break;
-        case 'u': hex(4); break;
-        case 'U': hex(8); break;
+        case '\n':
+          break;
+        case '\\':
+          value += '\\';
+          break;
+        case '\'':
+          value += '\'';
+          break;
+        case '"':
+          value += '"';
+          break;
+        case 'a':
+          value += '\a';
+          break;
+        case 'b':
+          value += '\b';
+          break;
+        case 'f':
+          value += '\f';
+          break;
+        case 'n':
+          value += '\n';
+          break;
+        case 'r':
+          value += '\r';
+          break;
+        case 't':
+          value += '\t';
+          break;
+        case 'v':
+          value += '\v';
+          break;
+        case 'x':
+          hex(2);
+          break;
+        case 'u':
+          hex(4);
+          break;
+        case 'U':
+          hex(8);
+          break;
         default:
           if (e >= '0' && e <= '7') {
             unsigned v = static_cast<unsigned>(e - '0');
@@ -399,9 +436,9 @@ class Lexer {
   }
 
   void lex_operator(std::vector<char>& balance) {
-    static const char* const kOps[] = {"//", "**", "==", "!=", ">=", "<=", "+", "-", "/", "*", "%",
-                                        "~", "[", "]", "(", ")", "{", "}", ">", "<", "=", ".", ":",
-                                        "|", ",", ";"};
+    static const char* const kOps[] = {"//", "**", "==", "!=", ">=", "<=", "+", "-", "/",
+                                       "*",  "%",  "~",  "[",  "]",  "(",  ")", "{", "}",
+                                       ">",  "<",  "=",  ".",  ":",  "|",  ",", ";"};
     for (const char* op : kOps) {
       size_t n = std::strlen(op);
       if (src_.compare(pos_, n, op) != 0) continue;
@@ -410,7 +447,8 @@ class Lexer {
         balance.push_back(c == '{' ? '}' : c == '(' ? ')' : ']');
       } else if (n == 1 && (c == '}' || c == ')' || c == ']')) {
         if (balance.empty()) fail(pos_, fmt::format("unexpected '{}'", c));
-        if (balance.back() != c) fail(pos_, fmt::format("unexpected '{}', expected '{}'", c, balance.back()));
+        if (balance.back() != c)
+          fail(pos_, fmt::format("unexpected '{}', expected '{}'", c, balance.back()));
         balance.pop_back();
       }
       emit(Tok::Op, op, pos_);
@@ -433,6 +471,8 @@ class Lexer {
 
 }  // namespace
 
-std::vector<Token> tokenize(const std::string& normalized) { return Lexer(normalized).run(); }
+std::vector<Token> tokenize(const std::string& normalized) {
+  return Lexer(normalized).run();
+}
 
 }  // namespace magix::jinja

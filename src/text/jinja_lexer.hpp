@@ -14,10 +14,10 @@ enum class Tok {
   BlockBegin,  // {%
   BlockEnd,    // %}
   Name,
-  String,      // text = the unescaped value
-  Integer,     // text = the literal without '_'
+  String,   // text = the unescaped value
+  Integer,  // text = the literal without '_'
   Float,
-  Op,          // text = the operator: + - / // * % ** ~ [ ] ( ) { } == != > >= < <= = . : | , ;
+  Op,  // text = the operator: + - / // * % ** ~ [ ] ( ) { } == != > >= < <= = . : | , ;
   Eof,
 };
 

@@ -31,10 +31,13 @@ char32_t to_lower(char32_t c) {
   if (c >= 0x400 && c <= 0x40f) return c + 80;
   return c;
 }
-bool is_cased(char32_t c) { return to_upper(c) != c || to_lower(c) != c; }
+bool is_cased(char32_t c) {
+  return to_upper(c) != c || to_lower(c) != c;
+}
 
 bool is_ascii(const std::string& s) {
-  return std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+  return std::all_of(s.begin(), s.end(),
+                     [](char c) { return static_cast<unsigned char>(c) < 0x80; });
 }
 
 template <typename F>
@@ -84,7 +87,8 @@ std::vector<Value> py_split(const std::string& s, const Value& sep, int64_t maxs
   size_t start = 0;
   while (true) {
     size_t hit = s.find(d, start);
-    if (hit == std::string::npos || (maxsplit >= 0 && static_cast<int64_t>(out.size()) == maxsplit)) {
+    if (hit == std::string::npos ||
+        (maxsplit >= 0 && static_cast<int64_t>(out.size()) == maxsplit)) {
       out.push_back(Value::str(s.substr(start)));
       return out;
     }
@@ -97,7 +101,8 @@ bool affix_match(const std::string& s, const Value& affix, bool prefix) {
   auto one = [&](const Value& a) {
     const std::string& x = need_str(a, prefix ? "startswith argument" : "endswith argument");
     if (x.size() > s.size()) return false;
-    return prefix ? s.compare(0, x.size(), x) == 0 : s.compare(s.size() - x.size(), x.size(), x) == 0;
+    return prefix ? s.compare(0, x.size(), x) == 0
+                  : s.compare(s.size() - x.size(), x.size(), x) == 0;
   };
   if (affix.kind == Kind::Tuple) {
     return std::any_of(affix.items().begin(), affix.items().end(), one);
@@ -121,10 +126,12 @@ std::string py_format(const std::string& fmt_str, const Args& args) {
       size_t end = fmt_str.find('}', k);
       if (end == std::string::npos) MAGIX_FAIL("Single '{{' encountered in format string");
       std::string field = fmt_str.substr(k + 1, end - k - 1);
-      if (field.find_first_of(":!") != std::string::npos) MAGIX_FAIL("format specs are not supported");
+      if (field.find_first_of(":!") != std::string::npos)
+        MAGIX_FAIL("format specs are not supported");
       const Value* v = nullptr;
       if (field.empty()) {
-        if (auto_index >= args.pos.size()) MAGIX_FAIL("Replacement index {} out of range", auto_index);
+        if (auto_index >= args.pos.size())
+          MAGIX_FAIL("Replacement index {} out of range", auto_index);
         v = &args.pos[auto_index++];
       } else if (std::all_of(field.begin(), field.end(), ::isdigit)) {
         size_t idx = std::stoul(field);
@@ -153,7 +160,9 @@ Value string_method(const Value& self, const std::string& name) {
   static const Value kNone = Value::none();
   if (name == "strip" || name == "lstrip" || name == "rstrip") {
     bool l = name != "rstrip", r = name != "lstrip";
-    return fn([s, l, r](const Args& a) { return Value::str(py_strip(s, arg_or(a, 0, "chars", kNone), l, r)); });
+    return fn([s, l, r](const Args& a) {
+      return Value::str(py_strip(s, arg_or(a, 0, "chars", kNone), l, r));
+    });
   }
   if (name == "split" || name == "rsplit") {
     bool reverse = name == "rsplit";
@@ -198,7 +207,8 @@ Value string_method(const Value& self, const std::string& name) {
   if (name == "startswith" || name == "endswith") {
     bool prefix = name == "startswith";
     return fn([s, prefix](const Args& a) {
-      if (a.pos.empty()) MAGIX_FAIL("{} takes at least 1 argument", prefix ? "startswith" : "endswith");
+      if (a.pos.empty())
+        MAGIX_FAIL("{} takes at least 1 argument", prefix ? "startswith" : "endswith");
       return Value::boolean(affix_match(s, a.pos[0], prefix));
     });
   }
@@ -262,13 +272,17 @@ Value string_method(const Value& self, const std::string& name) {
       auto cps = decode_utf8(s);
       if (cps.empty()) return Value::boolean(false);
       auto dig = [](char32_t c) { return c >= '0' && c <= '9'; };
-      auto alpha = [](char32_t c) { return (c < 0x80 && std::isalpha(static_cast<int>(c))) || is_cased(c); };
+      auto alpha = [](char32_t c) {
+        return (c < 0x80 && std::isalpha(static_cast<int>(c))) || is_cased(c);
+      };
       if (name == "isdigit") return Value::boolean(std::all_of(cps.begin(), cps.end(), dig));
       if (name == "isalpha") return Value::boolean(std::all_of(cps.begin(), cps.end(), alpha));
       if (name == "isalnum") {
-        return Value::boolean(std::all_of(cps.begin(), cps.end(), [&](char32_t c) { return dig(c) || alpha(c); }));
+        return Value::boolean(
+            std::all_of(cps.begin(), cps.end(), [&](char32_t c) { return dig(c) || alpha(c); }));
       }
-      if (name == "isspace") return Value::boolean(std::all_of(cps.begin(), cps.end(), is_py_space));
+      if (name == "isspace")
+        return Value::boolean(std::all_of(cps.begin(), cps.end(), is_py_space));
       bool any_cased = std::any_of(cps.begin(), cps.end(), is_cased);
       bool up = name == "isupper";
       return Value::boolean(any_cased && std::none_of(cps.begin(), cps.end(), [&](char32_t c) {
@@ -297,8 +311,12 @@ std::string py_strip(const std::string& s, const Value& chars, bool left, bool r
   return encode_utf8(cps, b, e);
 }
 
-std::string py_upper(const std::string& s) { return map_chars(s, to_upper); }
-std::string py_lower(const std::string& s) { return map_chars(s, to_lower); }
+std::string py_upper(const std::string& s) {
+  return map_chars(s, to_upper);
+}
+std::string py_lower(const std::string& s) {
+  return map_chars(s, to_lower);
+}
 
 std::string py_title(const std::string& s) {
   bool prev_cased = false;
@@ -378,10 +396,12 @@ std::string py_percent_format(const std::string& fmt_str, const Value& values) {
     std::string spec = "%";
     while (k < fmt_str.size() && std::strchr("-+ 0#", fmt_str[k])) spec += fmt_str[k++];
     std::string width, precision;
-    while (k < fmt_str.size() && std::isdigit(static_cast<unsigned char>(fmt_str[k]))) width += fmt_str[k++];
+    while (k < fmt_str.size() && std::isdigit(static_cast<unsigned char>(fmt_str[k])))
+      width += fmt_str[k++];
     if (k < fmt_str.size() && fmt_str[k] == '.') {
       ++k;
-      while (k < fmt_str.size() && std::isdigit(static_cast<unsigned char>(fmt_str[k]))) precision += fmt_str[k++];
+      while (k < fmt_str.size() && std::isdigit(static_cast<unsigned char>(fmt_str[k])))
+        precision += fmt_str[k++];
       if (precision.empty()) precision = "0";
     }
     while (k < fmt_str.size() && (fmt_str[k] == 'l' || fmt_str[k] == 'h' || fmt_str[k] == 'L')) ++k;
@@ -399,7 +419,8 @@ std::string py_percent_format(const std::string& fmt_str, const Value& values) {
     if (conv == 's' || conv == 'r' || conv == 'a') {
       std::string text = conv == 's' ? to_str(*arg) : repr(*arg);
       auto cps = decode_utf8(text);
-      if (!precision.empty()) cps.resize(std::min(cps.size(), static_cast<size_t>(std::stoul(precision))));
+      if (!precision.empty())
+        cps.resize(std::min(cps.size(), static_cast<size_t>(std::stoul(precision))));
       piece = encode_utf8(cps, 0, cps.size());
       size_t w = width.empty() ? 0 : std::stoul(width);
       if (cps.size() < w) {
@@ -413,7 +434,8 @@ std::string py_percent_format(const std::string& fmt_str, const Value& values) {
       char buf[512];
       std::string f = spec + width + (precision.empty() ? "" : "." + precision);
       if (std::strchr("diouxXc", conv)) {
-        auto v = static_cast<long long>(arg->kind == Kind::Float ? std::trunc(arg->f) : static_cast<double>(arg->i));
+        auto v = static_cast<long long>(arg->kind == Kind::Float ? std::trunc(arg->f)
+                                                                 : static_cast<double>(arg->i));
         if (arg->is_int_like()) v = arg->i;
         char c = conv == 'i' || conv == 'u' ? 'd' : conv;
         if (c == 'c') {
@@ -431,7 +453,8 @@ std::string py_percent_format(const std::string& fmt_str, const Value& values) {
     }
     out += piece;
   }
-  if (!mapping && next_arg < args.size()) MAGIX_FAIL("not all arguments converted during string formatting");
+  if (!mapping && next_arg < args.size())
+    MAGIX_FAIL("not all arguments converted during string formatting");
   return out;
 }
 

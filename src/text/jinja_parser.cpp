@@ -26,12 +26,14 @@ Body Parser::parse_body(std::initializer_list<const char*> ends) {
       s->k = Stmt::K::Print;
       s->pos = pos();
       s->expr = parse_tuple(true, {});
-      if (cur().type != Tok::VarEnd) fail(fmt::format("expected end of print statement, got {}", describe(cur())));
+      if (cur().type != Tok::VarEnd)
+        fail(fmt::format("expected end of print statement, got {}", describe(cur())));
       next();
       body.push_back(std::move(s));
     } else if (t.type == Tok::BlockBegin) {
       next();
-      if (cur().type != Tok::Name) fail(fmt::format("expected a statement name, got {}", describe(cur())));
+      if (cur().type != Tok::Name)
+        fail(fmt::format("expected a statement name, got {}", describe(cur())));
       for (const char* e : ends) {
         if (cur().text == e) return body;
       }
@@ -198,7 +200,6 @@ Target Parser::parse_target(bool with_tuple, bool with_namespace) {
   }
   return target;
 }
-
 
 std::shared_ptr<const Template> parse_template(std::string source) {
   auto t = std::make_shared<Template>();

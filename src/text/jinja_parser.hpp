@@ -44,14 +44,22 @@ class Parser {
 
   static std::string describe(const Token& t) {
     switch (t.type) {
-      case Tok::Data: return "template data";
-      case Tok::VarBegin: return "begin of print statement";
-      case Tok::VarEnd: return "end of print statement";
-      case Tok::BlockBegin: return "begin of statement block";
-      case Tok::BlockEnd: return "end of statement block";
-      case Tok::Eof: return "end of template";
-      case Tok::String: return "string";
-      default: return "'" + t.text + "'";
+      case Tok::Data:
+        return "template data";
+      case Tok::VarBegin:
+        return "begin of print statement";
+      case Tok::VarEnd:
+        return "end of print statement";
+      case Tok::BlockBegin:
+        return "begin of statement block";
+      case Tok::BlockEnd:
+        return "end of statement block";
+      case Tok::Eof:
+        return "end of template";
+      case Tok::String:
+        return "string";
+      default:
+        return "'" + t.text + "'";
     }
   }
 
@@ -70,7 +78,8 @@ class Parser {
     return n;
   }
   void expect_block_end() {
-    if (cur().type != Tok::BlockEnd) fail(fmt::format("expected end of statement block, got {}", describe(cur())));
+    if (cur().type != Tok::BlockEnd)
+      fail(fmt::format("expected end of statement block, got {}", describe(cur())));
     next();
   }
 
@@ -95,7 +104,8 @@ class Parser {
     return e;
   }
 
-  ExprPtr parse_tuple(bool with_condexpr, std::initializer_list<const char*> extra, bool explicit_parens = false);
+  ExprPtr parse_tuple(bool with_condexpr, std::initializer_list<const char*> extra,
+                      bool explicit_parens = false);
 
   ExprPtr parse_expression(bool with_condexpr);
 

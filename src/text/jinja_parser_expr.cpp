@@ -17,7 +17,8 @@ bool Parser::is_tuple_end(std::initializer_list<const char*> extra) const {
   return false;
 }
 
-ExprPtr Parser::parse_tuple(bool with_condexpr, std::initializer_list<const char*> extra, bool explicit_parens) {
+ExprPtr Parser::parse_tuple(bool with_condexpr, std::initializer_list<const char*> extra,
+                            bool explicit_parens) {
   Pos p = pos();
   std::vector<ExprPtr> items;
   bool is_tuple = false;
@@ -153,7 +154,11 @@ ExprPtr Parser::parse_math2() {
     Pos p = pos();
     std::string op = cur().text;
     next();
-    left = binary(op == "*" ? "*" : op == "/" ? "/" : op == "//" ? "//" : "%", p, std::move(left), parse_pow());
+    left = binary(op == "*"    ? "*"
+                  : op == "/"  ? "/"
+                  : op == "//" ? "//"
+                               : "%",
+                  p, std::move(left), parse_pow());
   }
   return left;
 }
@@ -354,7 +359,7 @@ ExprPtr Parser::parse_filter_one(ExprPtr node) {
   while (is_op(".")) {
     next();
     e->name += '.';
-        e->name += expect_name();
+    e->name += expect_name();
   }
   if (!has_filter(e->name)) fail_at(toks_[i_ - 1], fmt::format("No filter named '{}'.", e->name));
   e->args.push_back(std::move(node));
@@ -388,8 +393,9 @@ ExprPtr Parser::parse_filter_expr(ExprPtr node) {
       e->args.push_back(std::move(node));
       if (is_op("(")) {
         parse_call_args(*e);
-      } else if ((cur().type == Tok::Name || cur().type == Tok::String || cur().type == Tok::Integer ||
-                  cur().type == Tok::Float || is_op("(") || is_op("[") || is_op("{")) &&
+      } else if ((cur().type == Tok::Name || cur().type == Tok::String ||
+                  cur().type == Tok::Integer || cur().type == Tok::Float || is_op("(") ||
+                  is_op("[") || is_op("{")) &&
                  !is_name("else") && !is_name("or") && !is_name("and")) {
         if (is_name("is")) fail("You cannot chain multiple tests with is");
         e->args.push_back(parse_postfix(parse_primary()));

@@ -105,16 +105,23 @@ const Value* Args::kwarg(std::string_view name) const {
 bool truthy(const Value& v) {
   switch (v.kind) {
     case Kind::Undefined:
-    case Kind::None: return false;
+    case Kind::None:
+      return false;
     case Kind::Bool:
-    case Kind::Int: return v.i != 0;
-    case Kind::Float: return v.f != 0.0;
-    case Kind::String: return !v.s.empty();
+    case Kind::Int:
+      return v.i != 0;
+    case Kind::Float:
+      return v.f != 0.0;
+    case Kind::String:
+      return !v.s.empty();
     case Kind::List:
-    case Kind::Tuple: return !v.list->empty();
-    case Kind::Dict: return !v.dict->entries.empty();
+    case Kind::Tuple:
+      return !v.list->empty();
+    case Kind::Dict:
+      return !v.dict->entries.empty();
     case Kind::Namespace:
-    case Kind::Callable: return true;
+    case Kind::Callable:
+      return true;
   }
   return false;
 }
@@ -127,8 +134,10 @@ bool equals(const Value& a, const Value& b) {
   if (a.kind != b.kind) return false;
   switch (a.kind) {
     case Kind::Undefined:
-    case Kind::None: return true;
-    case Kind::String: return a.s == b.s;
+    case Kind::None:
+      return true;
+    case Kind::String:
+      return a.s == b.s;
     case Kind::List:
     case Kind::Tuple: {
       if (a.list->size() != b.list->size()) return false;
@@ -145,9 +154,12 @@ bool equals(const Value& a, const Value& b) {
       }
       return true;
     }
-    case Kind::Namespace: return a.dict == b.dict;
-    case Kind::Callable: return a.fn == b.fn;
-    default: return false;
+    case Kind::Namespace:
+      return a.dict == b.dict;
+    case Kind::Callable:
+      return a.fn == b.fn;
+    default:
+      return false;
   }
 }
 
@@ -156,7 +168,8 @@ bool less_than(const Value& a, const Value& b) {
     if (a.is_int_like() && b.is_int_like()) return a.i < b.i;
     return a.as_double() < b.as_double();
   }
-  if (a.kind == Kind::String && b.kind == Kind::String) return a.s < b.s;  // UTF-8 keeps code point order
+  if (a.kind == Kind::String && b.kind == Kind::String)
+    return a.s < b.s;  // UTF-8 keeps code point order
   if (a.is_sequence() && a.kind == b.kind) {
     const auto &x = *a.list, &y = *b.list;
     for (size_t k = 0; k < std::min(x.size(), y.size()); ++k) {
@@ -169,17 +182,28 @@ bool less_than(const Value& a, const Value& b) {
 
 std::string type_name(const Value& v) {
   switch (v.kind) {
-    case Kind::Undefined: return "Undefined";
-    case Kind::None: return "NoneType";
-    case Kind::Bool: return "bool";
-    case Kind::Int: return "int";
-    case Kind::Float: return "float";
-    case Kind::String: return "str";
-    case Kind::List: return "list";
-    case Kind::Tuple: return "tuple";
-    case Kind::Dict: return "dict";
-    case Kind::Namespace: return "Namespace";
-    case Kind::Callable: return "function";
+    case Kind::Undefined:
+      return "Undefined";
+    case Kind::None:
+      return "NoneType";
+    case Kind::Bool:
+      return "bool";
+    case Kind::Int:
+      return "int";
+    case Kind::Float:
+      return "float";
+    case Kind::String:
+      return "str";
+    case Kind::List:
+      return "list";
+    case Kind::Tuple:
+      return "tuple";
+    case Kind::Dict:
+      return "dict";
+    case Kind::Namespace:
+      return "Namespace";
+    case Kind::Callable:
+      return "function";
   }
   return "object";
 }
@@ -204,7 +228,8 @@ std::string float_repr(double x) {
     } else if (static_cast<size_t>(exp) + 1 >= digits.size()) {
       out = digits + std::string(static_cast<size_t>(exp) + 1 - digits.size(), '0') + ".0";
     } else {
-      out = digits.substr(0, static_cast<size_t>(exp) + 1) + "." + digits.substr(static_cast<size_t>(exp) + 1);
+      out = digits.substr(0, static_cast<size_t>(exp) + 1) + "." +
+            digits.substr(static_cast<size_t>(exp) + 1);
     }
   } else {
     out = digits.substr(0, 1);
@@ -289,20 +314,29 @@ std::string dict_repr(const Dict& d) {
 
 std::string repr(const Value& v) {
   switch (v.kind) {
-    case Kind::String: return repr_string(v.s);
-    case Kind::Undefined: return "Undefined";
-    default: return to_str(v);
+    case Kind::String:
+      return repr_string(v.s);
+    case Kind::Undefined:
+      return "Undefined";
+    default:
+      return to_str(v);
   }
 }
 
 std::string to_str(const Value& v) {
   switch (v.kind) {
-    case Kind::Undefined: return "";
-    case Kind::None: return "None";
-    case Kind::Bool: return v.i ? "True" : "False";
-    case Kind::Int: return std::to_string(v.i);
-    case Kind::Float: return float_repr(v.f);
-    case Kind::String: return v.s;
+    case Kind::Undefined:
+      return "";
+    case Kind::None:
+      return "None";
+    case Kind::Bool:
+      return v.i ? "True" : "False";
+    case Kind::Int:
+      return std::to_string(v.i);
+    case Kind::Float:
+      return float_repr(v.f);
+    case Kind::String:
+      return v.s;
     case Kind::List: {
       std::string out(1, '[');
       out += join_repr(*v.list);
@@ -315,9 +349,12 @@ std::string to_str(const Value& v) {
       out += v.list->size() == 1 ? ",)" : ")";
       return out;
     }
-    case Kind::Dict: return dict_repr(*v.dict);
-    case Kind::Namespace: return "<Namespace " + dict_repr(*v.dict) + ">";
-    case Kind::Callable: return "<function " + v.fn->name + ">";
+    case Kind::Dict:
+      return dict_repr(*v.dict);
+    case Kind::Namespace:
+      return "<Namespace " + dict_repr(*v.dict) + ">";
+    case Kind::Callable:
+      return "<function " + v.fn->name + ">";
   }
   return "";
 }
@@ -328,13 +365,27 @@ void json_string(std::string& out, const std::string& s) {
   out += '"';
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
         if (c < 0x20) {
           char b[8];
@@ -350,12 +401,18 @@ void json_string(std::string& out, const std::string& s) {
 
 std::string json_key(const Value& k) {
   switch (k.kind) {
-    case Kind::String: return k.s;
-    case Kind::Bool: return k.i ? "true" : "false";
-    case Kind::None: return "null";
-    case Kind::Int: return std::to_string(k.i);
-    case Kind::Float: return float_repr(k.f);
-    default: MAGIX_FAIL("keys must be str, int, float, bool or None, not {}", type_name(k));
+    case Kind::String:
+      return k.s;
+    case Kind::Bool:
+      return k.i ? "true" : "false";
+    case Kind::None:
+      return "null";
+    case Kind::Int:
+      return std::to_string(k.i);
+    case Kind::Float:
+      return float_repr(k.f);
+    default:
+      MAGIX_FAIL("keys must be str, int, float, bool or None, not {}", type_name(k));
   }
 }
 
@@ -366,9 +423,15 @@ void json_value(std::string& out, const Value& v, const JsonOptions& o, int leve
     for (int k = 0; k < lvl; ++k) out += o.indent;
   };
   switch (v.kind) {
-    case Kind::None: out += "null"; return;
-    case Kind::Bool: out += v.i ? "true" : "false"; return;
-    case Kind::Int: out += std::to_string(v.i); return;
+    case Kind::None:
+      out += "null";
+      return;
+    case Kind::Bool:
+      out += v.i ? "true" : "false";
+      return;
+    case Kind::Int:
+      out += std::to_string(v.i);
+      return;
     case Kind::Float:
       if (std::isnan(v.f)) {
         out += "NaN";
@@ -378,7 +441,9 @@ void json_value(std::string& out, const Value& v, const JsonOptions& o, int leve
         out += float_repr(v.f);
       }
       return;
-    case Kind::String: json_string(out, v.s); return;
+    case Kind::String:
+      json_string(out, v.s);
+      return;
     case Kind::List:
     case Kind::Tuple: {
       if (v.list->empty()) {
@@ -418,7 +483,8 @@ void json_value(std::string& out, const Value& v, const JsonOptions& o, int leve
       out += '}';
       return;
     }
-    default: MAGIX_FAIL("Object of type {} is not JSON serializable", type_name(v));
+    default:
+      MAGIX_FAIL("Object of type {} is not JSON serializable", type_name(v));
   }
 }
 
@@ -432,16 +498,21 @@ std::string to_json(const Value& v, const JsonOptions& options) {
 
 Value from_json(const nlohmann::ordered_json& j) {
   switch (j.type()) {
-    case nlohmann::ordered_json::value_t::null: return Value::none();
-    case nlohmann::ordered_json::value_t::boolean: return Value::boolean(j.get<bool>());
-    case nlohmann::ordered_json::value_t::number_integer: return Value::integer(j.get<int64_t>());
+    case nlohmann::ordered_json::value_t::null:
+      return Value::none();
+    case nlohmann::ordered_json::value_t::boolean:
+      return Value::boolean(j.get<bool>());
+    case nlohmann::ordered_json::value_t::number_integer:
+      return Value::integer(j.get<int64_t>());
     case nlohmann::ordered_json::value_t::number_unsigned: {
       auto u = j.get<uint64_t>();
       if (u <= static_cast<uint64_t>(INT64_MAX)) return Value::integer(static_cast<int64_t>(u));
       return Value::real(static_cast<double>(u));
     }
-    case nlohmann::ordered_json::value_t::number_float: return Value::real(j.get<double>());
-    case nlohmann::ordered_json::value_t::string: return Value::str(j.get<std::string>());
+    case nlohmann::ordered_json::value_t::number_float:
+      return Value::real(j.get<double>());
+    case nlohmann::ordered_json::value_t::string:
+      return Value::str(j.get<std::string>());
     case nlohmann::ordered_json::value_t::array: {
       std::vector<Value> items;
       items.reserve(j.size());
@@ -454,7 +525,8 @@ Value from_json(const nlohmann::ordered_json& j) {
       for (const auto& [k, x] : j.items()) d.entries.emplace_back(Value::str(k), from_json(x));
       return Value::make_dict(std::move(d));
     }
-    default: MAGIX_FAIL("unsupported JSON value in the template context");
+    default:
+      MAGIX_FAIL("unsupported JSON value in the template context");
   }
 }
 
@@ -531,8 +603,8 @@ size_t utf8_length(std::string_view s) {
 
 bool is_py_space(char32_t c) {
   return (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20) || c == 0x85 || c == 0xa0 ||
-         c == 0x1680 || (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 ||
-         c == 0x202f || c == 0x205f || c == 0x3000;
+         c == 0x1680 || (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f ||
+         c == 0x205f || c == 0x3000;
 }
 
 }  // namespace magix::jinja

@@ -18,7 +18,19 @@ struct Value;
 struct Dict;
 struct Args;
 
-enum class Kind { Undefined, None, Bool, Int, Float, String, List, Tuple, Dict, Namespace, Callable };
+enum class Kind {
+  Undefined,
+  None,
+  Bool,
+  Int,
+  Float,
+  String,
+  List,
+  Tuple,
+  Dict,
+  Namespace,
+  Callable
+};
 
 // A callable: a builtin, a macro or a bound method. Receives its evaluated arguments.
 struct Function {

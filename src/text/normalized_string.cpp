@@ -10,7 +10,8 @@ NormalizedString NormalizedString::from_original(std::string_view text, size_t b
   for (size_t i = 0; i < text.size();) {
     const unsigned char c = static_cast<unsigned char>(text[i]);
     const size_t len = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
-    for (size_t k = 0; k < len && i + k < text.size(); ++k) n.align[i + k] = {begin + i, begin + i + len};
+    for (size_t k = 0; k < len && i + k < text.size(); ++k)
+      n.align[i + k] = {begin + i, begin + i + len};
     i += len;
   }
   n.original_begin = begin;
@@ -21,7 +22,8 @@ NormalizedString NormalizedString::from_original(std::string_view text, size_t b
 NormalizedString NormalizedString::slice(size_t b, size_t e) const {
   NormalizedString n;
   n.text = text.substr(b, e - b);
-  n.align.assign(align.begin() + static_cast<std::ptrdiff_t>(b), align.begin() + static_cast<std::ptrdiff_t>(e));
+  n.align.assign(align.begin() + static_cast<std::ptrdiff_t>(b),
+                 align.begin() + static_cast<std::ptrdiff_t>(e));
   if (e > b) {
     n.original_begin = align[b].first;
     n.original_end = align[e - 1].second;

@@ -51,7 +51,8 @@ class UnicodeNormalizer final : public Normalizer {
     if (form == "NFD") norm_ = icu::Normalizer2::getNFDInstance(err);
     if (form == "NFKC") norm_ = icu::Normalizer2::getNFKCInstance(err);
     if (form == "NFKD") norm_ = icu::Normalizer2::getNFKDInstance(err);
-    MAGIX_CHECK(U_SUCCESS(err) && norm_ != nullptr, "normalizer {}: ICU instance unavailable", form);
+    MAGIX_CHECK(U_SUCCESS(err) && norm_ != nullptr, "normalizer {}: ICU instance unavailable",
+                form);
   }
   void normalize(NormalizedString& s) const override {
     UErrorCode err = U_ZERO_ERROR;
@@ -79,7 +80,8 @@ class UnicodeNormalizer final : public Normalizer {
     if (e <= b) return;
     UErrorCode err = U_ZERO_ERROR;
     const std::string_view piece(s.text.data() + b, e - b);
-    const icu::UnicodeString u = icu::UnicodeString::fromUTF8(icu::StringPiece(piece.data(), static_cast<int32_t>(piece.size())));
+    const icu::UnicodeString u = icu::UnicodeString::fromUTF8(
+        icu::StringPiece(piece.data(), static_cast<int32_t>(piece.size())));
     const icu::UnicodeString n = norm_->normalize(u, err);
     MAGIX_CHECK(U_SUCCESS(err), "Unicode normalization failed: {}", u_errorName(err));
     std::string utf8;
@@ -93,7 +95,8 @@ class UnicodeNormalizer final : public Normalizer {
     // Output character k aligns with input character min(k, last): a composed character takes
     // its base character's range, extra decomposed characters the last one's (as HF does).
     std::vector<Range> in_ranges;
-    for (size_t i = b; i < e; i += utf8_len(static_cast<unsigned char>(s.text[i]))) in_ranges.push_back(s.align[i]);
+    for (size_t i = b; i < e; i += utf8_len(static_cast<unsigned char>(s.text[i])))
+      in_ranges.push_back(s.align[i]);
     size_t k = 0;
     for (size_t i = 0; i < utf8.size(); ++k) {
       const size_t n = utf8_len(static_cast<unsigned char>(utf8[i]));
@@ -141,7 +144,8 @@ class StripNormalizer final : public Normalizer {
   void normalize(NormalizedString& s) const override {
     size_t b = 0, e = s.text.size();
     if (left) {
-      while (b < e && is_whitespace(utf8_decode(s.text, b))) b += utf8_len(static_cast<unsigned char>(s.text[b]));
+      while (b < e && is_whitespace(utf8_decode(s.text, b)))
+        b += utf8_len(static_cast<unsigned char>(s.text[b]));
     }
     if (right) {
       while (e > b) {
@@ -182,13 +186,15 @@ void replace_all(NormalizedString& s, const Pattern& pattern, const std::string&
     prev = e;
   }
   out.text.append(s.text, prev);
-  out.align.insert(out.align.end(), s.align.begin() + static_cast<std::ptrdiff_t>(prev), s.align.end());
+  out.align.insert(out.align.end(), s.align.begin() + static_cast<std::ptrdiff_t>(prev),
+                   s.align.end());
   s = std::move(out);
 }
 
 std::unique_ptr<Normalizer> make_normalizer(const json& j, const std::string& source) {
   if (j.is_null()) return nullptr;
-  MAGIX_CHECK(j.is_object() && j.contains("type"), "{}: normalizer must be an object with a 'type'", source);
+  MAGIX_CHECK(j.is_object() && j.contains("type"), "{}: normalizer must be an object with a 'type'",
+              source);
   const std::string type = j.at("type").get<std::string>();
   const std::string ctx = source + ": normalizer " + type;
   if (type == "Sequence") {
@@ -217,8 +223,10 @@ std::unique_ptr<Normalizer> make_normalizer(const json& j, const std::string& so
     n->right = j.value("strip_right", true);
     return n;
   }
-  MAGIX_FAIL("{}: unsupported normalizer type '{}' (supported: Sequence, Prepend, Replace, NFC, NFD, "
-             "NFKC, NFKD, Lowercase, Strip)", source, type);
+  MAGIX_FAIL(
+      "{}: unsupported normalizer type '{}' (supported: Sequence, Prepend, Replace, NFC, NFD, "
+      "NFKC, NFKD, Lowercase, Strip)",
+      source, type);
 }
 
 }  // namespace magix::text

@@ -50,7 +50,9 @@ class ByteLevelProcessor final : public PostProcessor {
   bool trim_offsets = true, add_prefix_space = true;
   void process(EncodingBuffer& enc, bool, const IdToToken& token_text) const override {
     if (!trim_offsets) return;
-    const auto is_space = [](char32_t c) { return c == 0x120 || is_whitespace(c); };  // 'Ġ' is byte ' '
+    const auto is_space = [](char32_t c) {
+      return c == 0x120 || is_whitespace(c);
+    };  // 'Ġ' is byte ' '
     for (size_t i = 0; i < enc.ids.size(); ++i) {
       const std::string t = token_text(i);
       std::vector<char32_t> cps;
@@ -92,11 +94,13 @@ class BertProcessor final : public PostProcessor {
 
 std::unique_ptr<PostProcessor> make_post_processor(const json& j, const std::string& source) {
   if (j.is_null()) return nullptr;
-  MAGIX_CHECK(j.is_object() && j.contains("type"), "{}: post_processor must be an object with a 'type'", source);
+  MAGIX_CHECK(j.is_object() && j.contains("type"),
+              "{}: post_processor must be an object with a 'type'", source);
   const std::string type = j.at("type").get<std::string>();
   if (type == "Sequence") {
     auto p = std::make_unique<SequenceProcessor>();
-    for (const auto& part : j.at("processors")) p->parts.push_back(make_post_processor(part, source));
+    for (const auto& part : j.at("processors"))
+      p->parts.push_back(make_post_processor(part, source));
     return p;
   }
   if (type == "TemplateProcessing") {
@@ -109,11 +113,14 @@ std::unique_ptr<PostProcessor> make_post_processor(const json& j, const std::str
         p->single.push_back({true, {}});
       } else if (item.contains("SpecialToken")) {
         const std::string name = item.at("SpecialToken").at("id").get<std::string>();
-        MAGIX_CHECK(specials.contains(name), "{}: TemplateProcessing uses special token '{}' that is not in "
-                    "its special_tokens", source, name);
+        MAGIX_CHECK(specials.contains(name),
+                    "{}: TemplateProcessing uses special token '{}' that is not in "
+                    "its special_tokens",
+                    source, name);
         p->single.push_back({false, specials.at(name).at("ids").get<std::vector<int32_t>>()});
       } else {
-        MAGIX_FAIL("{}: TemplateProcessing item {} is neither Sequence nor SpecialToken", source, item.dump());
+        MAGIX_FAIL("{}: TemplateProcessing item {} is neither Sequence nor SpecialToken", source,
+                   item.dump());
       }
     }
     return p;
@@ -130,8 +137,10 @@ std::unique_ptr<PostProcessor> make_post_processor(const json& j, const std::str
     p->sep = j.at("sep").at(1).get<int32_t>();
     return p;
   }
-  MAGIX_FAIL("{}: unsupported post_processor type '{}' (supported: Sequence, TemplateProcessing, "
-             "ByteLevel, BertProcessing)", source, type);
+  MAGIX_FAIL(
+      "{}: unsupported post_processor type '{}' (supported: Sequence, TemplateProcessing, "
+      "ByteLevel, BertProcessing)",
+      source, type);
 }
 
 }  // namespace magix::text

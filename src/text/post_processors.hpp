@@ -16,7 +16,7 @@ namespace magix::text {
 
 struct EncodingBuffer {
   std::vector<int32_t> ids;
-  std::vector<Range> offsets;  // byte offsets into the input; {0, 0} for added special tokens
+  std::vector<Range> offsets;       // byte offsets into the input; {0, 0} for added special tokens
   std::vector<uint8_t> from_input;  // 1 where the token's text is the input slice (added tokens)
 };
 
@@ -26,10 +26,12 @@ using IdToToken = std::function<std::string(size_t)>;
 class PostProcessor {
  public:
   virtual ~PostProcessor() = default;
-  virtual void process(EncodingBuffer& enc, bool add_special_tokens, const IdToToken& id_to_token) const = 0;
+  virtual void process(EncodingBuffer& enc, bool add_special_tokens,
+                       const IdToToken& id_to_token) const = 0;
 };
 
 // null -> nullptr; an unknown "type" is an error naming it and `source`.
-std::unique_ptr<PostProcessor> make_post_processor(const nlohmann::json& j, const std::string& source);
+std::unique_ptr<PostProcessor> make_post_processor(const nlohmann::json& j,
+                                                   const std::string& source);
 
 }  // namespace magix::text

@@ -99,7 +99,8 @@ class MetaspacePreTokenizer final : public PreTokenizer {
       replace_all(s, space, replacement);
       const bool starts = s.text.compare(0, replacement.size(), replacement) == 0;
       const bool first = !s.empty() && s.align.front().first == 0;
-      if (!s.empty() && !starts && (prepend == Prepend::kAlways || (prepend == Prepend::kFirst && first))) {
+      if (!s.empty() && !starts &&
+          (prepend == Prepend::kAlways || (prepend == Prepend::kFirst && first))) {
         s.text = replacement + s.text;
         s.align.insert(s.align.begin(), replacement.size(), s.align.front());
       }
@@ -207,12 +208,14 @@ void split_by_matches(const NormalizedString& s, const std::vector<Range>& match
 
 std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const std::string& source) {
   if (j.is_null()) return nullptr;
-  MAGIX_CHECK(j.is_object() && j.contains("type"), "{}: pre_tokenizer must be an object with a 'type'", source);
+  MAGIX_CHECK(j.is_object() && j.contains("type"),
+              "{}: pre_tokenizer must be an object with a 'type'", source);
   const std::string type = j.at("type").get<std::string>();
   const std::string ctx = source + ": pre_tokenizer " + type;
   if (type == "Sequence") {
     auto p = std::make_unique<SequencePreTokenizer>();
-    for (const auto& part : j.at("pretokenizers")) p->parts.push_back(make_pre_tokenizer(part, source));
+    for (const auto& part : j.at("pretokenizers"))
+      p->parts.push_back(make_pre_tokenizer(part, source));
     return p;
   }
   if (type == "Split") {
@@ -246,7 +249,8 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const std::strin
     return p;
   }
   if (type == "Whitespace") {
-    return std::make_unique<RegexSplitPreTokenizer>(R"(\w+|[^\w\s]+)", true, SplitBehavior::kRemoved, ctx);
+    return std::make_unique<RegexSplitPreTokenizer>(R"(\w+|[^\w\s]+)", true,
+                                                    SplitBehavior::kRemoved, ctx);
   }
   if (type == "WhitespaceSplit") {
     return std::make_unique<RegexSplitPreTokenizer>(R"(\s+)", false, SplitBehavior::kRemoved, ctx);
@@ -256,8 +260,10 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const std::strin
     return std::make_unique<RegexSplitPreTokenizer>(
         R"(\p{N})", false, individual ? SplitBehavior::kIsolated : SplitBehavior::kContiguous, ctx);
   }
-  MAGIX_FAIL("{}: unsupported pre_tokenizer type '{}' (supported: Sequence, Split, ByteLevel, "
-             "Metaspace, Whitespace, WhitespaceSplit, Digits)", source, type);
+  MAGIX_FAIL(
+      "{}: unsupported pre_tokenizer type '{}' (supported: Sequence, Split, ByteLevel, "
+      "Metaspace, Whitespace, WhitespaceSplit, Digits)",
+      source, type);
 }
 
 }  // namespace magix::text

@@ -20,7 +20,8 @@ class PreTokenizer {
 };
 
 // null -> nullptr; an unknown "type" is an error naming it and `source`.
-std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& j, const std::string& source);
+std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& j,
+                                                 const std::string& source);
 
 // How matches of a pattern become pieces (HF SplitDelimiterBehavior).
 enum class SplitBehavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };

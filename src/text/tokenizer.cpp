@@ -20,7 +20,8 @@ std::optional<int32_t> TokenizerImpl::token_to_id(std::string_view token) const 
 }
 
 std::optional<std::string> TokenizerImpl::id_to_token(int32_t id) const {
-  if (const auto it = added_by_id.find(id); it != added_by_id.end()) return added[it->second].content;
+  if (const auto it = added_by_id.find(id); it != added_by_id.end())
+    return added[it->second].content;
   if (const std::string* t = model->id_to_token(id)) return *t;
   return std::nullopt;
 }
@@ -30,7 +31,8 @@ bool TokenizerImpl::is_special(int32_t id) const {
   return it != added_by_id.end() && added[it->second].special;
 }
 
-void TokenizerImpl::encode_plain(std::string_view text, size_t begin, text::EncodingBuffer& out) const {
+void TokenizerImpl::encode_plain(std::string_view text, size_t begin,
+                                 text::EncodingBuffer& out) const {
   text::NormalizedString ns = text::NormalizedString::from_original(text, begin);
   if (normalizer) normalizer->normalize(ns);
   std::vector<text::AddedSplit> splits;
@@ -45,7 +47,8 @@ void TokenizerImpl::encode_plain(std::string_view text, size_t begin, text::Enco
     const auto [b, e] = sp.range;
     if (sp.token >= 0) {
       out.ids.push_back(added[static_cast<size_t>(sp.token)].id);
-      out.offsets.push_back(e > b ? ns.original_range(b, e) : text::Range{ns.original_begin, ns.original_begin});
+      out.offsets.push_back(e > b ? ns.original_range(b, e)
+                                  : text::Range{ns.original_begin, ns.original_begin});
       out.from_input.push_back(1);
       continue;
     }
@@ -84,7 +87,9 @@ text::EncodingBuffer TokenizerImpl::encode(std::string_view input, bool add_spec
   }
   if (post_processor) {
     post_processor->process(enc, add_special_tokens, [&](size_t i) {
-      if (enc.from_input[i]) return std::string(input.substr(enc.offsets[i].first, enc.offsets[i].second - enc.offsets[i].first));
+      if (enc.from_input[i])
+        return std::string(
+            input.substr(enc.offsets[i].first, enc.offsets[i].second - enc.offsets[i].first));
       return id_to_token(enc.ids[i]).value_or("");
     });
   }
@@ -93,14 +98,18 @@ text::EncodingBuffer TokenizerImpl::encode(std::string_view input, bool add_spec
 
 namespace {
 
-std::shared_ptr<TokenizerImpl> build_impl(const json& j, TokenizerConfig config, const std::string& source) {
+std::shared_ptr<TokenizerImpl> build_impl(const json& j, TokenizerConfig config,
+                                          const std::string& source) {
   auto impl = std::make_shared<TokenizerImpl>();
   impl->source = source;
   impl->config = std::move(config);
-  MAGIX_CHECK(j.is_object() && j.contains("model"), "{}: not a tokenizer.json (no 'model')", source);
+  MAGIX_CHECK(j.is_object() && j.contains("model"), "{}: not a tokenizer.json (no 'model')",
+              source);
   const auto field = [&](const char* key) { return j.contains(key) ? j.at(key) : json(); };
-  MAGIX_CHECK(field("truncation").is_null() && field("padding").is_null(),
-              "{}: 'truncation' and 'padding' in tokenizer.json are not supported (set them to null)", source);
+  MAGIX_CHECK(
+      field("truncation").is_null() && field("padding").is_null(),
+      "{}: 'truncation' and 'padding' in tokenizer.json are not supported (set them to null)",
+      source);
   impl->normalizer = text::make_normalizer(field("normalizer"), source);
   impl->pre_tokenizer = text::make_pre_tokenizer(field("pre_tokenizer"), source);
   impl->model = std::make_unique<text::BpeModel>(j.at("model"), source);
@@ -141,10 +150,12 @@ std::shared_ptr<TokenizerImpl> build_impl(const json& j, TokenizerConfig config,
     }
   }
   impl->vocab_size = max_id + 1;
-  const auto special_id = [&](const std::optional<std::string>& tok, const char* what) -> std::optional<int32_t> {
+  const auto special_id = [&](const std::optional<std::string>& tok,
+                              const char* what) -> std::optional<int32_t> {
     if (!tok) return std::nullopt;
     const auto id = impl->token_to_id(*tok);
-    MAGIX_CHECK(id.has_value(), "{}: tokenizer_config {} '{}' is not in the vocabulary", source, what, *tok);
+    MAGIX_CHECK(id.has_value(), "{}: tokenizer_config {} '{}' is not in the vocabulary", source,
+                what, *tok);
     return id;
   };
   impl->bos = special_id(impl->config.bos_token, "bos_token");
@@ -158,7 +169,8 @@ std::shared_ptr<TokenizerImpl> build_impl(const json& j, TokenizerConfig config,
 Tokenizer::Tokenizer(std::shared_ptr<const TokenizerImpl> impl) : impl_(std::move(impl)) {}
 Tokenizer::~Tokenizer() = default;
 
-Tokenizer Tokenizer::from_json_string(std::string_view text, TokenizerConfig config, const std::string& source) {
+Tokenizer Tokenizer::from_json_string(std::string_view text, TokenizerConfig config,
+                                      const std::string& source) {
   json j;
   try {
     j = json::parse(text);
@@ -172,7 +184,8 @@ Tokenizer Tokenizer::from_json_string(std::string_view text, TokenizerConfig con
   }
 }
 
-Tokenizer Tokenizer::from_file(const std::filesystem::path& tokenizer_json, TokenizerConfig config) {
+Tokenizer Tokenizer::from_file(const std::filesystem::path& tokenizer_json,
+                               TokenizerConfig config) {
   std::ifstream in(tokenizer_json, std::ios::binary);
   MAGIX_CHECK(in.good(), "cannot open tokenizer file '{}'", tokenizer_json.string());
   std::ostringstream ss;
@@ -187,8 +200,8 @@ Tokenizer Tokenizer::load(const std::string& name_or_path) {
   if (fs::is_regular_file(p)) return from_file(p, load_tokenizer_config(p.parent_path()));
   const fs::path dir = fs::is_directory(p) ? p : resolve_model_dir(name_or_path);
   const fs::path file = dir / "tokenizer.json";
-  MAGIX_CHECK(fs::is_regular_file(file), "no tokenizer.json in '{}' (only tokenizer.json files are supported)",
-              dir.string());
+  MAGIX_CHECK(fs::is_regular_file(file),
+              "no tokenizer.json in '{}' (only tokenizer.json files are supported)", dir.string());
   return from_file(file, load_tokenizer_config(dir));
 }
 
@@ -196,7 +209,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_t
   return impl_->encode(text, add_special_tokens).ids;
 }
 
-Tokenizer::Encoding Tokenizer::encode_with_offsets(std::string_view text, bool add_special_tokens) const {
+Tokenizer::Encoding Tokenizer::encode_with_offsets(std::string_view text,
+                                                   bool add_special_tokens) const {
   text::EncodingBuffer enc = impl_->encode(text, add_special_tokens);
   return Encoding{std::move(enc.ids), std::move(enc.offsets)};
 }
@@ -207,8 +221,8 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_to
   for (const int32_t id : ids) {
     if (skip_special_tokens && impl_->is_special(id)) continue;
     auto t = impl_->id_to_token(id);
-    MAGIX_CHECK(t.has_value(), "Tokenizer::decode: id {} is not in the vocabulary of {} (size {})", id,
-                impl_->source, impl_->vocab_size);
+    MAGIX_CHECK(t.has_value(), "Tokenizer::decode: id {} is not in the vocabulary of {} (size {})",
+                id, impl_->source, impl_->vocab_size);
     tokens.push_back(std::move(*t));
   }
   if (!impl_->decoder) {
@@ -222,18 +236,32 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_to
   return out;
 }
 
-int64_t Tokenizer::vocab_size() const { return impl_->vocab_size; }
-std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const { return impl_->token_to_id(token); }
+int64_t Tokenizer::vocab_size() const {
+  return impl_->vocab_size;
+}
+std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {
+  return impl_->token_to_id(token);
+}
 std::string Tokenizer::id_to_token(int32_t id) const {
   auto t = impl_->id_to_token(id);
-  MAGIX_CHECK(t.has_value(), "Tokenizer::id_to_token: id {} is out of range for {} (vocab size {})", id,
-              impl_->source, impl_->vocab_size);
+  MAGIX_CHECK(t.has_value(), "Tokenizer::id_to_token: id {} is out of range for {} (vocab size {})",
+              id, impl_->source, impl_->vocab_size);
   return std::move(*t);
 }
-bool Tokenizer::is_special(int32_t id) const { return impl_->is_special(id); }
-std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos; }
-std::optional<int32_t> Tokenizer::eos_id() const { return impl_->eos; }
-std::optional<int32_t> Tokenizer::pad_id() const { return impl_->pad; }
-const TokenizerConfig& Tokenizer::config() const { return impl_->config; }
+bool Tokenizer::is_special(int32_t id) const {
+  return impl_->is_special(id);
+}
+std::optional<int32_t> Tokenizer::bos_id() const {
+  return impl_->bos;
+}
+std::optional<int32_t> Tokenizer::eos_id() const {
+  return impl_->eos;
+}
+std::optional<int32_t> Tokenizer::pad_id() const {
+  return impl_->pad;
+}
+const TokenizerConfig& Tokenizer::config() const {
+  return impl_->config;
+}
 
 }  // namespace magix

@@ -34,8 +34,7 @@ std::optional<std::string> TokenizerConfig::chat_template(
     const std::optional<std::string>& name) const {
   if (name) {
     auto it = chat_templates.find(*name);
-    MAGIX_CHECK(it != chat_templates.end(), "the tokenizer has no chat template named '{}'",
-                *name);
+    MAGIX_CHECK(it != chat_templates.end(), "the tokenizer has no chat template named '{}'", *name);
     return it->second;
   }
   auto it = chat_templates.find("default");
@@ -58,10 +57,11 @@ TokenizerConfig parse_tokenizer_config(const nlohmann::json& j, const std::strin
       c.chat_templates["default"] = it->get<std::string>();
     } else if (it->is_array()) {
       for (const auto& t : *it) {
-        MAGIX_CHECK(t.is_object() && t.contains("name") && t["name"].is_string() &&
-                        t.contains("template") && t["template"].is_string(),
-                    "{}: each entry of 'chat_template' must be {{\"name\": ..., \"template\": ...}}",
-                    source);
+        MAGIX_CHECK(
+            t.is_object() && t.contains("name") && t["name"].is_string() &&
+                t.contains("template") && t["template"].is_string(),
+            "{}: each entry of 'chat_template' must be {{\"name\": ..., \"template\": ...}}",
+            source);
         c.chat_templates[t["name"].get<std::string>()] = t["template"].get<std::string>();
       }
     } else {

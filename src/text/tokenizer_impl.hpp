@@ -26,7 +26,7 @@ struct TokenizerImpl {
   std::unique_ptr<text::PostProcessor> post_processor;
   std::unique_ptr<text::Decoder> decoder;
 
-  std::vector<text::AddedToken> added;             // in file order
+  std::vector<text::AddedToken> added;              // in file order
   std::unordered_map<int32_t, size_t> added_by_id;  // id -> index into `added`
   text::TokenMap added_by_content;
   text::AddedTokenMatcher raw_matcher;         // tokens with normalized == false

@@ -66,7 +66,8 @@ Regex::Regex(const std::string& pattern, const std::string& context) {
                reinterpret_cast<const char*>(msg), err_offset);
   }
   pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // falls back to the interpreter if JIT is absent
-  code_ = std::shared_ptr<void>(code, [](void* c) { pcre2_code_free(static_cast<pcre2_code*>(c)); });
+  code_ =
+      std::shared_ptr<void>(code, [](void* c) { pcre2_code_free(static_cast<pcre2_code*>(c)); });
 }
 
 void Regex::find_all(std::string_view s, std::vector<Range>& out) const {
@@ -77,7 +78,8 @@ void Regex::find_all(std::string_view s, std::vector<Range>& out) const {
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(s.data());
   size_t start = 0;
   while (start <= s.size()) {
-    const int rc = pcre2_match(code, subject, s.size(), start, PCRE2_NO_UTF_CHECK, md.get(), nullptr);
+    const int rc =
+        pcre2_match(code, subject, s.size(), start, PCRE2_NO_UTF_CHECK, md.get(), nullptr);
     if (rc == PCRE2_ERROR_NOMATCH) break;
     MAGIX_CHECK(rc >= 0, "regex: match failed with PCRE2 error {}", rc);
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md.get());

@@ -35,7 +35,8 @@ std::string StreamDecoder::push(int32_t id) {
 std::string StreamDecoder::finish() {
   const std::string text = tokenizer_->decode(ids_, skip_special_tokens_);
   std::string rest;
-  if (text.size() > prefix_text_.size() && text.compare(0, prefix_text_.size(), prefix_text_) == 0) {
+  if (text.size() > prefix_text_.size() &&
+      text.compare(0, prefix_text_.size(), prefix_text_) == 0) {
     rest = text.substr(prefix_text_.size());
   }
   ids_.clear();

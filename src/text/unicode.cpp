@@ -119,11 +119,14 @@ size_t utf8_complete_prefix(std::string_view s) {
   return s.size();
 }
 
-bool is_whitespace(char32_t cp) { return u_isUWhiteSpace(static_cast<UChar32>(cp)); }
+bool is_whitespace(char32_t cp) {
+  return u_isUWhiteSpace(static_cast<UChar32>(cp));
+}
 
 bool is_word_char(char32_t cp) {
   const auto c = static_cast<UChar32>(cp);
-  if (u_hasBinaryProperty(c, UCHAR_ALPHABETIC) || u_hasBinaryProperty(c, UCHAR_JOIN_CONTROL)) return true;
+  if (u_hasBinaryProperty(c, UCHAR_ALPHABETIC) || u_hasBinaryProperty(c, UCHAR_JOIN_CONTROL))
+    return true;
   const int8_t t = u_charType(c);
   return t == U_NON_SPACING_MARK || t == U_ENCLOSING_MARK || t == U_COMBINING_SPACING_MARK ||
          t == U_DECIMAL_DIGIT_NUMBER || t == U_CONNECTOR_PUNCTUATION;

@@ -31,8 +31,7 @@ bool decays(const std::string& name) {
   return !bias && !norm;
 }
 
-AdamW::AdamW(AdamWOptions options, std::vector<std::string> names,
-             const std::vector<Shape>& shapes)
+AdamW::AdamW(AdamWOptions options, std::vector<std::string> names, const std::vector<Shape>& shapes)
     : options_(options), names_(std::move(names)) {
   MAGIX_CHECK(names_.size() == shapes.size(), "AdamW: {} names for {} shapes", names_.size(),
               shapes.size());

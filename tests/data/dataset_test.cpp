@@ -227,7 +227,9 @@ TEST(AssistantMask, ExactToTheTokenOnRealTemplates) {
       EXPECT_EQ(ex.ids[0], *tok.bos_id());
       EXPECT_NE(ex.ids[1], *tok.bos_id());
     }
-    if (!own) EXPECT_EQ(ex.ids[0], *tok.bos_id());  // built-in format: bos by the post-processor
+    if (!own) {
+      EXPECT_EQ(ex.ids[0], *tok.bos_id());  // built-in format: bos by the post-processor
+    }
 
     // train_on all: every token counts.
     options.train_on = TrainOn::kAll;

@@ -63,7 +63,8 @@ TEST(JinjaFeatures, MatchJinja2) {
       if (r["kind"] == "TemplateError") ok = raised && error == r["error"].get<std::string>();
       if (!ok) {
         ++failures;
-        ADD_FAILURE() << "template: " << src << "\nexpected error: " << r["error"].get<std::string>()
+        ADD_FAILURE() << "template: " << src
+                      << "\nexpected error: " << r["error"].get<std::string>()
                       << "\n got: " << (error.empty() ? "output " + got : error);
       }
     }
@@ -99,8 +100,10 @@ TEST(JinjaConversations, MatchTransformers) {
     for (int way = 0; way < 2; ++way) {
       std::string got, error;
       try {
-        got = way == 0 ? magix::apply_chat_template(config, r["messages"], r["add_generation_prompt"], r["extra"])
-                       : formatters.at(name).render(r["messages"], r["add_generation_prompt"], r["extra"]);
+        got = way == 0 ? magix::apply_chat_template(config, r["messages"],
+                                                    r["add_generation_prompt"], r["extra"])
+                       : formatters.at(name).render(r["messages"], r["add_generation_prompt"],
+                                                    r["extra"]);
       } catch (const magix::ChatTemplateRaised& e) {
         error = e.message();
       } catch (const magix::Error& e) {
@@ -108,9 +111,11 @@ TEST(JinjaConversations, MatchTransformers) {
       }
       if (r.contains("output")) {
         EXPECT_EQ(error, "") << name << " way " << way << ": " << r["messages"].dump();
-        EXPECT_EQ(got, r["output"].get<std::string>()) << name << " way " << way << ": " << r["messages"].dump();
+        EXPECT_EQ(got, r["output"].get<std::string>())
+            << name << " way " << way << ": " << r["messages"].dump();
       } else {
-        EXPECT_EQ(error, r["error"].get<std::string>()) << name << " way " << way << ": " << r["messages"].dump();
+        EXPECT_EQ(error, r["error"].get<std::string>())
+            << name << " way " << way << ": " << r["messages"].dump();
       }
     }
     ++checked;

@@ -25,20 +25,24 @@ TEST(JinjaRobustness, DeepNestingIsAnError) {
   for (int k = 0; k < 50000; ++k) ifs += "{% if true %}";
   EXPECT_THROW(magix::ChatTemplate{ifs}, magix::Error);
   // moderate nesting is fine
-  EXPECT_EQ(magix::ChatTemplate("{{ " + std::string(50, '(') + "1" + std::string(50, ')') + " }}").render(ordered_json::object()), "1");
+  EXPECT_EQ(magix::ChatTemplate("{{ " + std::string(50, '(') + "1" + std::string(50, ')') + " }}")
+                .render(ordered_json::object()),
+            "1");
 }
 
 TEST(JinjaRobustness, RunawayMacroRecursionIsAnError) {
   magix::ChatTemplate t("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}");
   EXPECT_THROW(t.render(ordered_json::object()), magix::Error);
-  magix::ChatTemplate ok("{% macro f(n) %}{% if n > 0 %}{{ n }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(5) }}");
+  magix::ChatTemplate ok(
+      "{% macro f(n) %}{% if n > 0 %}{{ n }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(5) }}");
   EXPECT_EQ(ok.render(ordered_json::object()), "54321");
 }
 
 TEST(JinjaRobustness, RandomMutationsNeverCrash) {
   const auto dir = std::filesystem::path(MAGIX_FIXTURES_DIR) / "chat_templates" / "templates";
   std::vector<std::string> sources;
-  for (const char* name : {"llama31_tools.jinja", "mistral_inst.jinja", "zephyr.jinja", "chatml.jinja"}) {
+  for (const char* name :
+       {"llama31_tools.jinja", "mistral_inst.jinja", "zephyr.jinja", "chatml.jinja"}) {
     std::ifstream in(dir / name);
     ASSERT_TRUE(in) << name;
     sources.emplace_back(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
@@ -56,9 +60,14 @@ TEST(JinjaRobustness, RandomMutationsNeverCrash) {
     for (int e = 0; e < edits && !s.empty(); ++e) {
       size_t at = rng() % s.size();
       switch (rng() % 3) {
-        case 0: s.erase(at, 1 + rng() % 3); break;
-        case 1: s.insert(at, 1, alphabet[rng() % alphabet.size()]); break;
-        default: s[at] = alphabet[rng() % alphabet.size()];
+        case 0:
+          s.erase(at, 1 + rng() % 3);
+          break;
+        case 1:
+          s.insert(at, 1, alphabet[rng() % alphabet.size()]);
+          break;
+        default:
+          s[at] = alphabet[rng() % alphabet.size()];
       }
     }
     try {

@@ -10,11 +10,10 @@ namespace {
 using nlohmann::json;
 
 json llama() {
-  return json{{"model_type", "llama"},         {"vocab_size", 256},
-              {"hidden_size", 64},             {"intermediate_size", 128},
-              {"num_hidden_layers", 2},        {"num_attention_heads", 4},
-              {"num_key_value_heads", 2},      {"rms_norm_eps", 1e-5},
-              {"max_position_embeddings", 256}};
+  return json{
+      {"model_type", "llama"},    {"vocab_size", 256},      {"hidden_size", 64},
+      {"intermediate_size", 128}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+      {"num_key_value_heads", 2}, {"rms_norm_eps", 1e-5},   {"max_position_embeddings", 256}};
 }
 
 // The message of the Error that parsing `j` throws ("" if none).
@@ -48,8 +47,8 @@ TEST(ModelConfig, RopeOldAndNewLayoutsAgree) {
   old_layout["rope_theta"] = 500000.0;
   old_layout["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
   json new_layout = llama();
-  new_layout["rope_parameters"] = {{"rope_type", "linear"}, {"factor", 2.0},
-                                   {"rope_theta", 500000.0}};
+  new_layout["rope_parameters"] = {
+      {"rope_type", "linear"}, {"factor", 2.0}, {"rope_theta", 500000.0}};
   for (const json& j : {old_layout, new_layout}) {
     ModelConfig c = parse_model_config(j, "x");
     EXPECT_EQ(c.rope_scaling.kind, cpu::RopeScaling::Kind::kLinear);
@@ -57,8 +56,11 @@ TEST(ModelConfig, RopeOldAndNewLayoutsAgree) {
     EXPECT_FLOAT_EQ(c.rope_theta, 500000.0f);
   }
   json l3 = llama();
-  l3["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
-                        {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 64}};
+  l3["rope_scaling"] = {{"rope_type", "llama3"},
+                        {"factor", 8.0},
+                        {"low_freq_factor", 1.0},
+                        {"high_freq_factor", 4.0},
+                        {"original_max_position_embeddings", 64}};
   ModelConfig c = parse_model_config(l3, "x");
   EXPECT_EQ(c.rope_scaling.kind, cpu::RopeScaling::Kind::kLlama3);
   EXPECT_EQ(c.rope_scaling.original_max_position, 64);
@@ -191,7 +193,8 @@ TEST(ModelConfig, UnsupportedPartitionSpecIsAnError) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("'model.layers.0.self_attn.q_proj.weight': partition "
                                          "spec (data, model) is not supported"),
-              std::string::npos) << e.what();
+              std::string::npos)
+        << e.what();
   }
   // The data axis may shard another dim than the default one.
   p = expected_parameters(c);

@@ -13,16 +13,16 @@ namespace {
 using nlohmann::json;
 
 json tiny(const std::string& type) {
-  json j{{"model_type", type},      {"vocab_size", 24},        {"hidden_size", 16},
-         {"intermediate_size", 24}, {"num_hidden_layers", 2},  {"num_attention_heads", 4},
+  json j{{"model_type", type},       {"vocab_size", 24},       {"hidden_size", 16},
+         {"intermediate_size", 24},  {"num_hidden_layers", 2}, {"num_attention_heads", 4},
          {"num_key_value_heads", 2}, {"head_dim", 6},          {"rms_norm_eps", 1e-5},
          {"initializer_range", 0.3}};
   if (type == "llama") {
     j["attention_bias"] = true;
     j["mlp_bias"] = true;
-    j["rope_parameters"] = {{"rope_type", "llama3"}, {"rope_theta", 100.0}, {"factor", 4.0},
-                            {"low_freq_factor", 1.0}, {"high_freq_factor", 2.0},
-                            {"original_max_position_embeddings", 8}};
+    j["rope_parameters"] = {{"rope_type", "llama3"},   {"rope_theta", 100.0},
+                            {"factor", 4.0},           {"low_freq_factor", 1.0},
+                            {"high_freq_factor", 2.0}, {"original_max_position_embeddings", 8}};
   }
   if (type == "mistral") j["sliding_window"] = 3;
   return j;
@@ -75,8 +75,8 @@ TEST_P(FiniteDiffTest, DirectionalDerivativesMatchGradients) {
       return model.loss(b, count).loss;
     };
     // Fourth-order central difference.
-    const double fd = (8 * (loss_at(h) - loss_at(-h)) - (loss_at(2 * h) - loss_at(-2 * h))) /
-                      (12.0 * h);
+    const double fd =
+        (8 * (loss_at(h) - loss_at(-h)) - (loss_at(2 * h) - loss_at(-2 * h))) / (12.0 * h);
     p = saved;
     EXPECT_NEAR(fd, norm, 2e-3 * norm + 2e-5) << grads.info(i).name;
   }

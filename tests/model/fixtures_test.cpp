@@ -69,7 +69,8 @@ TEST_P(FixtureTest, LogitsLossAndGradientsMatchTransformers) {
   double max_ref = 0, max_diff = 0;
   for (int64_t i = 0; i < want.numel(); ++i) {
     max_ref = std::max(max_ref, double(std::fabs(want.data<float>()[i])));
-    max_diff = std::max(max_diff, double(std::fabs(logits.data<float>()[i] - want.data<float>()[i])));
+    max_diff =
+        std::max(max_diff, double(std::fabs(logits.data<float>()[i] - want.data<float>()[i])));
   }
   EXPECT_LE(max_diff, 1e-4 * std::max(1.0, max_ref)) << "max |logit| " << max_ref;
 
@@ -107,8 +108,9 @@ TEST_P(FixtureTest, LogitsLossAndGradientsMatchTransformers) {
   LossResult res_rc = model.loss_and_grad(b, ref.token_count, grads_rc);
   EXPECT_EQ(res_rc.loss, res.loss);
   for (size_t i = 0; i < grads.size(); ++i) {
-    EXPECT_EQ(std::memcmp(grads.tensor(i).bytes(), grads_rc.tensor(i).bytes(),
-                          grads.tensor(i).nbytes()), 0)
+    EXPECT_EQ(
+        std::memcmp(grads.tensor(i).bytes(), grads_rc.tensor(i).bytes(), grads.tensor(i).nbytes()),
+        0)
         << grads.info(i).name;
   }
 

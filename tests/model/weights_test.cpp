@@ -16,7 +16,9 @@ namespace fs = std::filesystem;
 struct TempDir {
   fs::path path;
   TempDir() {
-    path = fs::temp_directory_path() / fmt::format("magix_model_test_{}", ::testing::UnitTest::GetInstance()->random_seed() + reinterpret_cast<uintptr_t>(this) % 100000);
+    path = fs::temp_directory_path() /
+           fmt::format("magix_model_test_{}", ::testing::UnitTest::GetInstance()->random_seed() +
+                                                  reinterpret_cast<uintptr_t>(this) % 100000);
     fs::remove_all(path);
     fs::create_directories(path);
   }
@@ -45,7 +47,8 @@ std::string load_error(const fs::path& dir, const std::vector<std::pair<std::str
 std::vector<std::pair<std::string, Tensor>> complete() {
   ModelConfig c = parse_model_config(nlohmann::json::parse(kConfig), "x");
   std::vector<std::pair<std::string, Tensor>> out;
-  for (const ParamInfo& p : expected_parameters(c)) out.emplace_back(p.name, Tensor(p.global_shape));
+  for (const ParamInfo& p : expected_parameters(c))
+    out.emplace_back(p.name, Tensor(p.global_shape));
   return out;
 }
 
@@ -63,8 +66,11 @@ TEST(ModelWeights, MissingUnexpectedAndMisshapedAreListed) {
     if (name == "model.norm.weight") t = Tensor({9});
   }
   const std::string err = load_error(dir.path, ts);
-  EXPECT_NE(err.find("missing tensors: model.layers.0.self_attn.k_proj.weight"), std::string::npos) << err;
-  EXPECT_NE(err.find("unexpected tensors: model.layers.0.self_attn.extra.weight"), std::string::npos) << err;
+  EXPECT_NE(err.find("missing tensors: model.layers.0.self_attn.k_proj.weight"), std::string::npos)
+      << err;
+  EXPECT_NE(err.find("unexpected tensors: model.layers.0.self_attn.extra.weight"),
+            std::string::npos)
+      << err;
   EXPECT_NE(err.find("model.norm.weight (file [9], expected [8])"), std::string::npos) << err;
 }
 

@@ -26,7 +26,9 @@ void expect(bool ok, const std::string& what, int rank) {
 }
 
 // Value that world rank r contributes at index i.
-float value(int r, size_t i) { return static_cast<float>(100 * r + static_cast<int>(i)); }
+float value(int r, size_t i) {
+  return static_cast<float>(100 * r + static_cast<int>(i));
+}
 
 void check_axis(magix::Communicator& comm, const std::vector<int>& members, int world_rank,
                 const char* axis) {
@@ -87,8 +89,8 @@ int run_collectives(int d, int m) {
   check_axis(mesh.data(), data_members, w, "data");
   check_axis(mesh.model(), model_members, w, "model");
   check_axis(mesh.world(), world_members, w, "world");
-  std::printf("rank %d (data %d, model %d of %dx%d): %s\n", w, mesh.data_rank(),
-              mesh.model_rank(), D, M, failures ? "FAILED" : "ok");
+  std::printf("rank %d (data %d, model %d of %dx%d): %s\n", w, mesh.data_rank(), mesh.model_rank(),
+              D, M, failures ? "FAILED" : "ok");
   return failures ? 1 : 0;
 }
 

@@ -55,22 +55,14 @@ TEST(PartitionRules, BadRulesAreErrors) {
 
 TEST(PartitionRules, LoadFromFile) {
   auto path = std::filesystem::temp_directory_path() / "magix_rules_test.json";
-  {
-    std::ofstream(path) << R"([["embed", ["model", null]], ["norm", []]])";
-  }
+  { std::ofstream(path) << R"([["embed", ["model", null]], ["norm", []]])"; }
   PartitionRules r = load_partition_rules(path);
   EXPECT_EQ(r.spec_for("model.embed_tokens.weight", 2), (PartitionSpec{"model", kNone}));
-  {
-    std::ofstream(path) << R"([["embed", ["model", 3]]])";
-  }
+  { std::ofstream(path) << R"([["embed", ["model", 3]]])"; }
   EXPECT_THROW(load_partition_rules(path), Error);
-  {
-    std::ofstream(path) << R"({"embed": 1})";
-  }
+  { std::ofstream(path) << R"({"embed": 1})"; }
   EXPECT_THROW(load_partition_rules(path), Error);
-  {
-    std::ofstream(path) << R"([["embed", ["tensor"]]])";
-  }
+  { std::ofstream(path) << R"([["embed", ["tensor"]]])"; }
   try {
     load_partition_rules(path);
     FAIL();

@@ -13,7 +13,11 @@ bool valid_utf8(const std::string& s) {
   // Strict check (no overlongs, surrogates or values above U+10FFFF).
   for (size_t i = 0; i < s.size();) {
     const auto c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c >= 0xC2 && c <= 0xDF) ? 2 : (c >= 0xE0 && c <= 0xEF) ? 3 : (c >= 0xF0 && c <= 0xF4) ? 4 : 0;
+    size_t n = c < 0x80                   ? 1
+               : (c >= 0xC2 && c <= 0xDF) ? 2
+               : (c >= 0xE0 && c <= 0xEF) ? 3
+               : (c >= 0xF0 && c <= 0xF4) ? 4
+                                          : 0;
     if (n == 0 || i + n > s.size()) return false;
     uint32_t cp = n == 1 ? c : c & (0xFF >> (n + 1));
     for (size_t k = 1; k < n; ++k) {
@@ -21,7 +25,8 @@ bool valid_utf8(const std::string& s) {
       if ((d & 0xC0) != 0x80) return false;
       cp = (cp << 6) | (d & 0x3F);
     }
-    if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF))) {
+    if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+        (n == 4 && (cp < 0x10000 || cp > 0x10FFFF))) {
       return false;
     }
     i += n;
@@ -29,7 +34,8 @@ bool valid_utf8(const std::string& s) {
   return true;
 }
 
-void check_stream(const Tokenizer& tok, const std::vector<int32_t>& ids, bool skip, const std::string& what) {
+void check_stream(const Tokenizer& tok, const std::vector<int32_t>& ids, bool skip,
+                  const std::string& what) {
   StreamDecoder stream(tok, skip);
   std::string all;
   for (const int32_t id : ids) {
@@ -46,8 +52,8 @@ void check_stream(const Tokenizer& tok, const std::vector<int32_t>& ids, bool sk
 // Every fixture tokenizer and the real ones that are present.
 std::vector<std::pair<std::string, const Tokenizer*>> all_tokenizers() {
   std::vector<std::pair<std::string, const Tokenizer*>> out;
-  for (const char* name : {"trained_bytelevel", "trained_sentencepiece", "trained_metaspace", "trained_misc",
-                           "trained_affixes"}) {
+  for (const char* name : {"trained_bytelevel", "trained_sentencepiece", "trained_metaspace",
+                           "trained_misc", "trained_affixes"}) {
     out.emplace_back(name, &fixture_tokenizer(name));
   }
   for (const char* name : {"llama3", "mistral", "gemma3", "qwen3"}) {
@@ -57,15 +63,18 @@ std::vector<std::pair<std::string, const Tokenizer*>> all_tokenizers() {
 }
 
 TEST(TokenizerRoundTrip, ByteLevelDecodeInvertsEncode) {
-  std::vector<std::pair<std::string, const Tokenizer*>> toks = {{"trained_bytelevel", &fixture_tokenizer("trained_bytelevel")}};
+  std::vector<std::pair<std::string, const Tokenizer*>> toks = {
+      {"trained_bytelevel", &fixture_tokenizer("trained_bytelevel")}};
   if (const Tokenizer* t = shared_tokenizer("llama3")) toks.emplace_back("llama3", t);
   for (const auto& [name, tok] : toks) {
     for (const auto& c : read_cases(name)) {
       // lstrip/rstrip added tokens absorb the spaces around them by design.
-      if (c.text.find("<mask>") != std::string::npos || c.text.find("<|sys|>") != std::string::npos) continue;
+      if (c.text.find("<mask>") != std::string::npos || c.text.find("<|sys|>") != std::string::npos)
+        continue;
       EXPECT_EQ(tok->decode(tok->encode(c.text, false), false), c.text) << name << ": " << c.text;
       const std::string with_special = tok->decode(tok->encode(c.text, true), false);
-      const std::string bos = name == "trained_bytelevel" ? "<|bos|>" : "";  // llama3: no bos template
+      const std::string bos =
+          name == "trained_bytelevel" ? "<|bos|>" : "";  // llama3: no bos template
       EXPECT_EQ(with_special, bos + c.text) << name;
     }
   }
@@ -110,9 +119,9 @@ TEST(TokenizerInput, InvalidUtf8IsRejectedWithItsByteOffset) {
     }
   };
   expect_error("\xFF", "byte offset 0");
-  expect_error("ab\xC3", "byte offset 2");           // truncated 2-byte sequence
-  expect_error("abc\xED\xA0\x80", "byte offset 3");  // UTF-16 surrogate
-  expect_error("a\xC0\xAF", "byte offset 1");        // overlong
+  expect_error("ab\xC3", "byte offset 2");               // truncated 2-byte sequence
+  expect_error("abc\xED\xA0\x80", "byte offset 3");      // UTF-16 surrogate
+  expect_error("a\xC0\xAF", "byte offset 1");            // overlong
   expect_error("ok \xF4\x90\x80\x80", "byte offset 3");  // above U+10FFFF
 }
 
@@ -136,14 +145,15 @@ TEST(TokenizerInput, MegabyteSingleWordFinishes) {
 std::string minimal_tokenizer_json(const std::string& model_extra, const std::string& vocab_extra,
                                    const std::string& top_extra = "") {
   return R"({"version": "1.0", "added_tokens": [], "normalizer": null, "pre_tokenizer": null,
-    "post_processor": null, "decoder": null, )" + top_extra + R"("model": {"type": "BPE", "vocab": {"<unk>": 0, "a": 1, "b": 2, "ab": 3)" +
+    "post_processor": null, "decoder": null, )" +
+         top_extra + R"("model": {"type": "BPE", "vocab": {"<unk>": 0, "a": 1, "b": 2, "ab": 3)" +
          vocab_extra + R"(}, "merges": ["a b"])" + model_extra + "}}";
 }
 
 TEST(TokenizerLoad, ByteFallbackNeedsTheByteTokens) {
   // byte_fallback with only <0x41>: 'é' needs <0xC3> which is missing -> an error naming it.
-  const auto tok = Tokenizer::from_json_string(
-      minimal_tokenizer_json(R"(, "byte_fallback": true, "unk_token": "<unk>")", R"(, "<0x41>": 4)"));
+  const auto tok = Tokenizer::from_json_string(minimal_tokenizer_json(
+      R"(, "byte_fallback": true, "unk_token": "<unk>")", R"(, "<0x41>": 4)"));
   EXPECT_EQ(tok.encode("abab"), (std::vector<int32_t>{3, 3}));
   try {
     tok.encode("ab\xC3\xA9");
@@ -180,9 +190,11 @@ TEST(TokenizerLoad, UnknownComponentTypesAreNamed) {
 }
 
 TEST(TokenizerLoad, UnkTokenAndFuseUnk) {
-  const auto fused = Tokenizer::from_json_string(minimal_tokenizer_json(R"(, "unk_token": "<unk>", "fuse_unk": true)", ""));
+  const auto fused = Tokenizer::from_json_string(
+      minimal_tokenizer_json(R"(, "unk_token": "<unk>", "fuse_unk": true)", ""));
   EXPECT_EQ(fused.encode("abxyab"), (std::vector<int32_t>{3, 0, 3}));
-  const auto unfused = Tokenizer::from_json_string(minimal_tokenizer_json(R"(, "unk_token": "<unk>")", ""));
+  const auto unfused =
+      Tokenizer::from_json_string(minimal_tokenizer_json(R"(, "unk_token": "<unk>")", ""));
   EXPECT_EQ(unfused.encode("abxyab"), (std::vector<int32_t>{3, 0, 0, 3}));
   const auto enc = unfused.encode_with_offsets("abxyab");
   EXPECT_EQ(enc.offsets, (std::vector<std::pair<size_t, size_t>>{{0, 2}, {2, 3}, {3, 4}, {4, 6}}));

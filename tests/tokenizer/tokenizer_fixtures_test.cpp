@@ -7,7 +7,9 @@
 namespace magix::test {
 namespace {
 
-std::string show(const std::string& text) { return text.size() > 80 ? text.substr(0, 80) + "..." : text; }
+std::string show(const std::string& text) {
+  return text.size() > 80 ? text.substr(0, 80) + "..." : text;
+}
 
 void check_against_fixture(const Tokenizer& tok, const std::string& name, bool check_offsets) {
   const auto cases = read_cases(name);

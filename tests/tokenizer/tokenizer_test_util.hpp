@@ -18,7 +18,9 @@
 
 namespace magix::test {
 
-inline std::filesystem::path fixtures_dir() { return std::filesystem::path(MAGIX_FIXTURES_DIR) / "tokenizers"; }
+inline std::filesystem::path fixtures_dir() {
+  return std::filesystem::path(MAGIX_FIXTURES_DIR) / "tokenizers";
+}
 inline std::filesystem::path shared_tokenizers_dir() {
   return std::filesystem::path(MAGIX_SHARED_DIR) / "tokenizers";
 }
@@ -42,7 +44,8 @@ inline std::vector<FixtureCase> read_cases(const std::string& name) {
     c.text = j.at("text").get<std::string>();
     c.ids = j.at("ids").get<std::vector<int32_t>>();
     c.ids_no_special = j.at("ids_no_special").get<std::vector<int32_t>>();
-    for (const auto& o : j.at("offsets")) c.offsets.emplace_back(o.at(0).get<size_t>(), o.at(1).get<size_t>());
+    for (const auto& o : j.at("offsets"))
+      c.offsets.emplace_back(o.at(0).get<size_t>(), o.at(1).get<size_t>());
     c.decoded = j.at("decoded").get<std::string>();
     c.decoded_with_special = j.at("decoded_with_special").get<std::string>();
     cases.push_back(std::move(c));
@@ -76,7 +79,11 @@ inline const Tokenizer& fixture_tokenizer(const std::string& name) {
   static std::map<std::string, std::unique_ptr<Tokenizer>> cache;  // test-process cache
   auto it = cache.find(name);
   if (it == cache.end()) {
-    it = cache.emplace(name, std::make_unique<Tokenizer>(Tokenizer::load((fixtures_dir() / name).string()))).first;
+    it =
+        cache
+            .emplace(name,
+                     std::make_unique<Tokenizer>(Tokenizer::load((fixtures_dir() / name).string())))
+            .first;
   }
   return *it->second;
 }

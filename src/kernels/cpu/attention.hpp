@@ -24,8 +24,8 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 
 // dq (B, T, Hq, D), dk, dv (B, T, Hkv, D) accumulate (+=).
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
-                        const float* lse, const float* q, const float* k, const float* v,
-                        int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t D, float scale,
+                        const float* lse, const float* q, const float* k, const float* v, int64_t B,
+                        int64_t T, int64_t Hq, int64_t Hkv, int64_t D, float scale,
                         const AttentionMask& mask);
 
 }  // namespace magix::cpu

@@ -11,7 +11,7 @@ void embedding_forward(float* out, const int32_t* ids, const float* table, int64
                        int64_t row_start, int64_t rows, float scale);
 
 // dtable (rows, C) += scale * dout[n] for every n whose id is inside the shard.
-void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t N,
-                        int64_t C, int64_t row_start, int64_t rows, float scale);
+void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t N, int64_t C,
+                        int64_t row_start, int64_t rows, float scale);
 
 }  // namespace magix::cpu

@@ -6,12 +6,12 @@
 namespace magix::cpu {
 
 // out (N, OC) = inp (N, C) · weight (OC, C)^T + bias (OC); bias may be null.
-void matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
-                    int64_t N, int64_t C, int64_t OC);
+void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
+                    int64_t C, int64_t OC);
 
 // Gradients accumulate (+=): dinp (N, C) += dout · weight; dweight (OC, C) += dout^T · inp;
 // dbias (OC) += column sums of dout. Any of dinp, dweight, dbias may be null (skipped).
-void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                     const float* inp, const float* weight, int64_t N, int64_t C, int64_t OC);
+void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                     const float* weight, int64_t N, int64_t C, int64_t OC);
 
 }  // namespace magix::cpu

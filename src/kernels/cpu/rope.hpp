@@ -11,9 +11,9 @@ struct RopeScaling {
   enum class Kind { kNone, kLinear, kLlama3 };
   Kind kind = Kind::kNone;
   float factor = 1.0f;
-  float low_freq_factor = 1.0f;            // llama3
-  float high_freq_factor = 4.0f;           // llama3
-  int64_t original_max_position = 8192;    // llama3
+  float low_freq_factor = 1.0f;          // llama3
+  float high_freq_factor = 4.0f;         // llama3
+  int64_t original_max_position = 8192;  // llama3
 };
 
 // inv_freq (D/2), computed as HF does for the given rule.
