@@ -102,11 +102,18 @@ Decoder::Decoder(ModelConfig config, const Mesh& mesh, ParameterSet params, Deco
       state_(std::make_unique<State>()) {
   const ModelConfig& c = config_;
   const int64_t M = mesh.model_size();
-  MAGIX_CHECK(c.num_heads % M == 0 && c.num_kv_heads % M == 0 && c.intermediate_size % M == 0 &&
-                  c.vocab_size % M == 0,
-              "the model axis size {} must divide num_attention_heads ({}), num_key_value_heads "
-              "({}), intermediate_size ({}) and vocab_size ({})",
-              M, c.num_heads, c.num_kv_heads, c.intermediate_size, c.vocab_size);
+  // Tensor parallelism splits whole heads, MLP columns and vocabulary rows: name the first
+  // parameter whose split the config does not allow.
+  auto check_split = [&](const std::string& param, const char* field, int64_t n) {
+    MAGIX_CHECK(n % M == 0,
+                "parameter '{}' cannot be split over the model axis of size {}: {} ({}) must "
+                "divide by it",
+                param, M, field, n);
+  };
+  check_split("model.embed_tokens.weight", "vocab_size", c.vocab_size);
+  check_split("model.layers.0.self_attn.q_proj.weight", "num_attention_heads", c.num_heads);
+  check_split("model.layers.0.self_attn.k_proj.weight", "num_key_value_heads", c.num_kv_heads);
+  check_split("model.layers.0.mlp.gate_proj.weight", "intermediate_size", c.intermediate_size);
   std::vector<ParamInfo> expected = expected_parameters(c);
   MAGIX_CHECK(expected.size() == params_.size(), "parameter set has {} tensors, the config {}",
               params_.size(), expected.size());

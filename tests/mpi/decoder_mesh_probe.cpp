@@ -1,0 +1,240 @@
+// Runs under mpirun as every rank of a D x M mesh: the decoder's loss and every parameter
+// gradient of a fixture model (tests/fixtures/models/<case>) against HF transformers and against
+// the decoder's own 1x1 result computed in the same process (mesh invariance, DESIGN.md §3).
+//   decoder_mesh_probe check CASE D M
+//       every rank loads its shards, takes its data rank's contiguous slice of the global batch,
+//       runs loss_and_grad (token count = the global number of counted targets); rank 0 gathers
+//       every gradient whole and compares: loss 1e-5 relative and gradients 1e-4 relative L2
+//       against HF; loss 1e-6 relative and gradients 1e-5 relative L2 against the 1x1 run.
+//       When D exceeds the fixture's rows, the batch repeats the rows (in both runs) up to D;
+//       the mean loss and its gradients are unchanged by that, so HF still applies.
+//   decoder_mesh_probe load_error CASE D M TEXT
+//       loading must fail on every rank with a magix::Error whose message contains TEXT.
+// One line per check; exit status 1 if any fails. Errors abort the world (Runtime::abort).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "magix/distributed.hpp"
+#include "magix/error.hpp"
+#include "magix/model.hpp"
+#include "magix/safetensors.hpp"
+
+namespace {
+
+const std::filesystem::path kModels = std::filesystem::path(MAGIX_FIXTURES_DIR) / "models";
+
+int failures = 0;
+
+void report(bool ok, const std::string& line) {
+  std::printf("%s: %s\n", ok ? "ok  " : "FAIL", line.c_str());
+  if (!ok) ++failures;
+}
+
+// The fixture's HF inputs as one global batch (fixtures_test.cpp's convention: targets[t] =
+// labels[t + 1], -100 -> ignored), rows repeated `repeat` times (rows 0..B-1, 0..B-1, ...).
+magix::TokenBatch read_batch(const magix::SafetensorsReader& ref, int64_t repeat) {
+  magix::Tensor ids = ref.read("input_ids");
+  magix::Tensor mask = ref.read("attention_mask");
+  magix::Tensor labels = ref.read("labels");
+  magix::TokenBatch b;
+  const int64_t rows = ids.dim(0);
+  b.batch = rows * repeat;
+  b.seq = ids.dim(1);
+  for (int64_t k = 0; k < repeat; ++k) {
+    for (int64_t i = 0; i < rows * b.seq; ++i) {
+      const int64_t t = i % b.seq;
+      b.input_ids.push_back(static_cast<int32_t>(ids.data<int64_t>()[i]));
+      b.key_valid.push_back(static_cast<int32_t>(mask.data<int64_t>()[i]));
+      b.positions.push_back(static_cast<int32_t>(t));
+      const int64_t next = t + 1 < b.seq ? labels.data<int64_t>()[i + 1] : -100;
+      b.targets.push_back(next == -100 ? magix::TokenBatch::kIgnore : static_cast<int32_t>(next));
+    }
+  }
+  return b;
+}
+
+// Rows [r0, r0 + n) of a batch.
+magix::TokenBatch slice_rows(const magix::TokenBatch& b, int64_t r0, int64_t n) {
+  magix::TokenBatch s;
+  s.batch = n;
+  s.seq = b.seq;
+  auto cut = [&](const std::vector<int32_t>& v) {
+    return std::vector<int32_t>(v.begin() + r0 * b.seq, v.begin() + (r0 + n) * b.seq);
+  };
+  s.input_ids = cut(b.input_ids);
+  s.targets = cut(b.targets);
+  s.key_valid = cut(b.key_valid);
+  s.positions = cut(b.positions);
+  return s;
+}
+
+double rel_l2(const magix::Tensor& got, const magix::Tensor& want) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    const double d = double(got.data<float>()[i]) - want.data<float>()[i];
+    num += d * d;
+    den += double(want.data<float>()[i]) * want.data<float>()[i];
+  }
+  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
+}
+
+double rel(double got, double want) {
+  return std::fabs(got - want) / std::max(std::fabs(want), 1e-30);
+}
+
+// The whole tensor of parameter `info` from every rank's box: an all_gather over the world
+// (every box has the same extent: dims divide evenly), each rank's block placed at the box that
+// shard_box gives for its grid position. Replicas must agree: `replica_diff` is the largest
+// relative difference between two copies of an element. Tensors of 1 or 2 dims.
+magix::Tensor gather_whole(const magix::Mesh& mesh, const magix::ParamInfo& info,
+                           const magix::Tensor& local, double& replica_diff) {
+  const int W = mesh.world_size(), M = mesh.model_size(), D = mesh.data_size();
+  MAGIX_CHECK(info.global_shape.size() <= 2, "'{}': only 1-D and 2-D parameters", info.name);
+  std::vector<float> all(static_cast<size_t>(local.numel()) * W);
+  mesh.world().all_gather(local.span<float>(), all);
+  magix::Tensor full(info.global_shape);
+  std::vector<int> seen(static_cast<size_t>(full.numel()), 0);
+  const int64_t cols = info.global_shape.size() == 2 ? info.global_shape[1] : 1;
+  replica_diff = 0;
+  for (int r = 0; r < W; ++r) {
+    magix::ShardBox box =
+        magix::shard_box(info.name, info.global_shape, info.spec, D, M, r / M, r % M);
+    const int64_t r0 = box.start[0], nr = box.extent[0];
+    const int64_t c0 = box.start.size() == 2 ? box.start[1] : 0;
+    const int64_t nc = box.extent.size() == 2 ? box.extent[1] : 1;
+    const float* src = all.data() + static_cast<size_t>(r) * local.numel();
+    for (int64_t i = 0; i < nr; ++i) {
+      for (int64_t j = 0; j < nc; ++j) {
+        const size_t e = static_cast<size_t>((r0 + i) * cols + c0 + j);
+        const float v = src[i * nc + j];
+        float& dst = full.data<float>()[e];
+        if (seen[e]) {
+          replica_diff = std::max(replica_diff, rel(v, dst));
+        } else {
+          dst = v;
+        }
+        seen[e] = 1;
+      }
+    }
+  }
+  MAGIX_CHECK(std::all_of(seen.begin(), seen.end(), [](int s) { return s == 1; }),
+              "'{}': the boxes of the ranks do not cover the tensor", info.name);
+  return full;
+}
+
+int run_check(const std::string& name, int d, int m) {
+  const std::filesystem::path dir = kModels / name;
+  magix::Mesh mesh = magix::create_device_mesh({d, m});
+  const int D = mesh.data_size(), M = mesh.model_size();
+  const bool root = mesh.world_rank() == 0;
+  magix::SafetensorsReader ref(dir / "reference.safetensors");
+  const int64_t fixture_rows = ref.entry("input_ids").shape.at(0);
+  const int64_t repeat = D > fixture_rows ? (D + fixture_rows - 1) / fixture_rows : 1;
+  const magix::TokenBatch global = read_batch(ref, repeat);
+  MAGIX_CHECK(global.batch % D == 0, "{} rows do not split over {} data ranks", global.batch, D);
+  const double token_count = static_cast<double>(global.count_targets());
+  const std::string where = fmt::format("{} on {}x{}", name, D, M);
+  if (root) {
+    std::printf("%s: %lld rows (fixture %lld x %lld), %.0f counted targets\n", where.c_str(),
+                static_cast<long long>(global.batch), static_cast<long long>(fixture_rows),
+                static_cast<long long>(repeat), token_count);
+  }
+
+  // The mesh run: this data rank's contiguous rows.
+  magix::Decoder model = magix::load_decoder(dir.string(), mesh);
+  const int64_t rows = global.batch / D;
+  const magix::TokenBatch mine = slice_rows(global, mesh.data_rank() * rows, rows);
+  magix::ParameterSet grads = model.params().zeros_like();
+  const magix::LossResult res = model.loss_and_grad(mine, token_count, grads);
+
+  // The same batch on a 1x1 mesh of this process alone (rank 0 only).
+  magix::Mesh local;
+  std::optional<magix::Decoder> single;
+  magix::ParameterSet grads1;
+  magix::LossResult res1;
+  if (root) {
+    single.emplace(magix::load_decoder(dir.string(), local));
+    grads1 = single->params().zeros_like();
+    res1 = single->loss_and_grad(global, token_count, grads1);
+    const double want = ref.read_f32("loss").data<float>()[0];
+    report(rel(res.loss, want) <= 1e-5,
+           fmt::format("{} loss {:.8g} vs HF {:.8g}: rel {:.3g} (tol 1e-5)", where, res.loss, want,
+                       rel(res.loss, want)));
+    report(rel(res.loss, res1.loss) <= 1e-6,
+           fmt::format("{} loss vs 1x1 {:.8g}: rel {:.3g} (tol 1e-6)", where, res1.loss,
+                       rel(res.loss, res1.loss)));
+  }
+
+  // Every gradient, gathered whole (a collective: every rank takes part).
+  size_t checked = 0;
+  for (size_t i = 0; i < grads.size(); ++i) {
+    const magix::ParamInfo& info = grads.info(i);
+    double replica_diff = 0;
+    magix::Tensor g = gather_whole(mesh, info, grads.tensor(i), replica_diff);
+    if (!root) continue;
+    const magix::Tensor g_ref = ref.read_f32("grad." + info.name);
+    MAGIX_CHECK(g_ref.shape() == g.shape(), "'{}': reference gradient shape {}, gathered {}",
+                info.name, magix::shape_str(g_ref.shape()), magix::shape_str(g.shape()));
+    const double e_hf = rel_l2(g, g_ref), e_1 = rel_l2(g, grads1.tensor(i));
+    report(e_hf <= 1e-4 && e_1 <= 1e-5 && replica_diff <= 1e-6,
+           fmt::format("{} grad {} {}: rel L2 vs HF {:.3g} (tol 1e-4), vs 1x1 {:.3g} (tol 1e-5), "
+                       "replicas differ {:.3g} (tol 1e-6)",
+                       where, info.name, info.spec.str(), e_hf, e_1, replica_diff));
+    ++checked;
+  }
+  if (root) {
+    size_t ref_grads = 0;
+    for (const auto& e : ref.entries()) ref_grads += e.name.starts_with("grad.");
+    report(checked == ref_grads,
+           fmt::format("{}: {} gradients checked, the reference has {}", where, checked, ref_grads));
+    std::printf("%s: %s\n", where.c_str(), failures ? "FAILED" : "all checks passed");
+  }
+  // Rank 0 decides for everyone (the other ranks compare nothing).
+  std::vector<float> verdict = {static_cast<float>(failures)};
+  mesh.world().broadcast(std::as_writable_bytes(std::span<float>(verdict)), 0);
+  return verdict[0] > 0 ? 1 : 0;
+}
+
+int run_load_error(const std::string& name, int d, int m, const std::string& text) {
+  magix::Mesh mesh = magix::create_device_mesh({d, m});
+  const std::string where = fmt::format("{} on {}x{}", name, mesh.data_size(), mesh.model_size());
+  try {
+    magix::Decoder model = magix::load_decoder((kModels / name).string(), mesh);
+  } catch (const magix::Error& e) {
+    const std::string msg = e.what();
+    report(msg.find(text) != std::string::npos,
+           fmt::format("rank {}: {} load error mentions '{}': {}", mesh.world_rank(), where, text,
+                       msg));
+    return failures ? 1 : 0;
+  }
+  report(false, fmt::format("rank {}: {} loaded; expected an error mentioning '{}'",
+                            mesh.world_rank(), where, text));
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  magix::Runtime runtime(&argc, &argv);
+  try {
+    const std::string mode = argc > 1 ? argv[1] : "";
+    if (mode == "check" && argc == 5) {
+      return run_check(argv[2], std::atoi(argv[3]), std::atoi(argv[4]));
+    }
+    if (mode == "load_error" && argc == 6) {
+      return run_load_error(argv[2], std::atoi(argv[3]), std::atoi(argv[4]), argv[5]);
+    }
+    std::fprintf(stderr,
+                 "usage: decoder_mesh_probe check CASE D M | load_error CASE D M TEXT\n");
+    return 2;
+  } catch (const magix::Error& e) {
+    runtime.abort(e.what());
+  }
+}
