@@ -67,6 +67,13 @@ struct Decoder::State {
   int embed = kNone, norm = kNone, head = kNone;
   std::vector<float> inv_freq;                                  // (D/2)
   int64_t C = 0, I = 0, Hq = 0, Hkv = 0, D = 0, V = 0, v0 = 0;  // local sizes
+  // KV heads replicated over the model axis (num_key_value_heads < M): kv_rep model ranks share
+  // one KV head; this rank uses global KV head kv_head. kv_param marks the k/v weights and
+  // biases, stored sharded by rows like any column-parallel weight, gathered whole over the
+  // model axis before use (this rank keeps its head's D rows) and their gradients summed over
+  // the model axis back to the shards (kv_rep == 1: none marked).
+  int64_t kv_rep = 1, kv_head = 0;
+  std::vector<char> kv_param;
   // Workspace for the current number of rows N (rebuilt when N changes).
   int64_t N = -1;
   bool acts_per_layer = false;
@@ -112,7 +119,14 @@ Decoder::Decoder(ModelConfig config, const Mesh& mesh, ParameterSet params, Deco
   };
   check_split("model.embed_tokens.weight", "vocab_size", c.vocab_size);
   check_split("model.layers.0.self_attn.q_proj.weight", "num_attention_heads", c.num_heads);
-  check_split("model.layers.0.self_attn.k_proj.weight", "num_key_value_heads", c.num_kv_heads);
+  // Fewer KV heads than model ranks: each KV head is replicated on M / num_key_value_heads
+  // consecutive model ranks (those whose query heads use it).
+  const bool kv_split = c.num_kv_heads % M == 0;
+  MAGIX_CHECK(kv_split || M % c.num_kv_heads == 0,
+              "parameter 'model.layers.0.self_attn.k_proj.weight' cannot be split over the model "
+              "axis of size {}: num_key_value_heads ({}) must divide by it, or divide it (then "
+              "each KV head is replicated)",
+              M, c.num_kv_heads);
   check_split("model.layers.0.mlp.gate_proj.weight", "intermediate_size", c.intermediate_size);
   std::vector<ParamInfo> expected = expected_parameters(c);
   MAGIX_CHECK(expected.size() == params_.size(), "parameter set has {} tensors, the config {}",
@@ -130,7 +144,9 @@ Decoder::Decoder(ModelConfig config, const Mesh& mesh, ParameterSet params, Deco
   s.C = c.hidden_size;
   s.I = c.intermediate_size / M;
   s.Hq = c.num_heads / M;
-  s.Hkv = c.num_kv_heads / M;
+  s.Hkv = kv_split ? c.num_kv_heads / M : 1;
+  s.kv_rep = kv_split ? 1 : M / c.num_kv_heads;
+  s.kv_head = mesh.model_rank() / s.kv_rep;
   s.D = c.head_dim;
   s.V = c.vocab_size / M;
   s.v0 = mesh.model_rank() * s.V;
@@ -149,6 +165,14 @@ Decoder::Decoder(ModelConfig config, const Mesh& mesh, ParameterSet params, Deco
   s.embed = index_of(params_, "model.embed_tokens.weight");
   s.norm = index_of(params_, "model.norm.weight");
   s.head = c.tie_word_embeddings ? s.embed : index_of(params_, "lm_head.weight");
+  s.kv_param.assign(params_.size(), 0);
+  if (s.kv_rep > 1) {
+    for (const LayerIndex& i : s.layers) {
+      for (int k : {i.wk, i.bk, i.wv, i.bv}) {
+        if (k != kNone) s.kv_param[static_cast<size_t>(k)] = 1;
+      }
+    }
+  }
 }
 
 Decoder::~Decoder() = default;
@@ -284,13 +308,22 @@ class DecoderStep {
 
   // Gradients of this step into their shards (+= into grads).
   void scatter_grads(ParameterSet& grads) {
-    if (mesh_.data_size() == 1) return;  // full_g aliases grads
     for (size_t i = 0; i < params_.size(); ++i) {
+      Tensor g = s_.full_g[i];
+      if (s_.kv_param[i]) {
+        g = kv_grad_shard(g);
+      } else if (mesh_.data_size() == 1) {
+        continue;  // full_g aliases grads
+      }
       const int dd = data_dim(params_.info(i).spec);
-      if (dd >= 0) {
-        model::reduce_scatter_along_dim(mesh_.data(), s_.full_g[i], dd, grads.tensor(i));
+      if (mesh_.data_size() == 1) {
+        float* dst = grads.tensor(i).data<float>();
+        const float* src = g.data<float>();
+        for (int64_t e = 0; e < g.numel(); ++e) dst[e] += src[e];
+      } else if (dd >= 0) {
+        model::reduce_scatter_along_dim(mesh_.data(), g, dd, grads.tensor(i));
       } else {
-        model::all_reduce_add(mesh_.data(), s_.full_g[i], grads.tensor(i));
+        model::all_reduce_add(mesh_.data(), g, grads.tensor(i));
       }
     }
   }
@@ -301,7 +334,7 @@ class DecoderStep {
       MAGIX_CHECK(grads.tensor(i).shape() == params_.tensor(i).shape(),
                   "gradient of '{}' has shape {}, the parameter {}", params_.info(i).name,
                   shape_str(grads.tensor(i).shape()), shape_str(params_.tensor(i).shape()));
-      if (mesh_.data_size() == 1) {
+      if (mesh_.data_size() == 1 && !s_.kv_param[i]) {
         s_.full_g[i] = grads.tensor(i);
       } else {
         s_.full_g[i] = Tensor(s_.full_w[i].shape());
@@ -370,18 +403,48 @@ class DecoderStep {
     }
   }
 
+  // A k/v weight (rows, C) or bias (rows) sharded by rows over the model axis -> the D rows of
+  // this rank's KV head, gathered whole first.
+  Tensor kv_head_rows(const Tensor& shard) {
+    Shape shape = shard.shape();
+    shape[0] *= mesh_.model_size();  // num_key_value_heads * D
+    Tensor whole(shape);
+    model::gather_along_dim(mesh_.model(), shard, 0, whole);
+    const int64_t cols = whole.numel() / shape[0];
+    shape[0] = s_.D;
+    Tensor head(shape);
+    std::copy_n(whole.data<float>() + s_.kv_head * s_.D * cols, s_.D * cols, head.data<float>());
+    return head;
+  }
+
+  // The gradient of this rank's KV head rows (D, ...) -> its row shard, summed over the model
+  // ranks (the replicas of a head each hold the part from their own query heads).
+  Tensor kv_grad_shard(const Tensor& head) {
+    Shape shape = head.shape();
+    shape[0] *= c_.num_kv_heads;
+    Tensor whole(shape);
+    const int64_t cols = head.numel() / s_.D;
+    std::copy_n(head.data<float>(), head.numel(), whole.data<float>() + s_.kv_head * s_.D * cols);
+    shape[0] /= mesh_.model_size();
+    Tensor shard(shape);
+    model::reduce_scatter_along_dim(mesh_.model(), whole, 0, shard);
+    return shard;
+  }
+
   void gather_weights() {
     s_.full_w.resize(params_.size());
     for (size_t i = 0; i < params_.size(); ++i) {
       const int dd = data_dim(params_.info(i).spec);
-      if (mesh_.data_size() == 1 || dd < 0) {
-        s_.full_w[i] = params_.tensor(i);
-        continue;
+      Tensor w = params_.tensor(i);
+      if (mesh_.data_size() > 1 && dd >= 0) {
+        Shape shape = w.shape();
+        shape[static_cast<size_t>(dd)] *= mesh_.data_size();
+        Tensor full(shape);
+        model::gather_along_dim(mesh_.data(), w, dd, full);
+        w = full;
       }
-      Shape shape = params_.tensor(i).shape();
-      shape[static_cast<size_t>(dd)] *= mesh_.data_size();
-      s_.full_w[i] = Tensor(shape);
-      model::gather_along_dim(mesh_.data(), params_.tensor(i), dd, s_.full_w[i]);
+      if (s_.kv_param[i]) w = kv_head_rows(w);
+      s_.full_w[i] = w;
     }
   }
 

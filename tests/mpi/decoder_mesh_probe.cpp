@@ -192,8 +192,8 @@ int run_check(const std::string& name, int d, int m) {
   if (root) {
     size_t ref_grads = 0;
     for (const auto& e : ref.entries()) ref_grads += e.name.starts_with("grad.");
-    report(checked == ref_grads,
-           fmt::format("{}: {} gradients checked, the reference has {}", where, checked, ref_grads));
+    report(checked == ref_grads, fmt::format("{}: {} gradients checked, the reference has {}",
+                                             where, checked, ref_grads));
     std::printf("%s: %s\n", where.c_str(), failures ? "FAILED" : "all checks passed");
   }
   // Rank 0 decides for everyone (the other ranks compare nothing).
@@ -231,8 +231,7 @@ int main(int argc, char** argv) {
     if (mode == "load_error" && argc == 6) {
       return run_load_error(argv[2], std::atoi(argv[3]), std::atoi(argv[4]), argv[5]);
     }
-    std::fprintf(stderr,
-                 "usage: decoder_mesh_probe check CASE D M | load_error CASE D M TEXT\n");
+    std::fprintf(stderr, "usage: decoder_mesh_probe check CASE D M | load_error CASE D M TEXT\n");
     return 2;
   } catch (const magix::Error& e) {
     runtime.abort(e.what());
