@@ -5,7 +5,9 @@
 //       every rank loads its shards, takes its data rank's contiguous slice of the global batch,
 //       runs loss_and_grad (token count = the global number of counted targets); rank 0 gathers
 //       every gradient whole and compares: loss 1e-5 relative and gradients 1e-4 relative L2
-//       against HF; loss 1e-6 relative and gradients 1e-5 relative L2 against the 1x1 run.
+//       against HF; loss 1e-6 relative and gradients 1e-5 relative L2 against the 1x1 run;
+//       also the forward-only loss (1e-6 to loss_and_grad's) and every row's full-vocabulary
+//       logits against HF's (max diff 1e-4 * max(1, max |logit|), as fixtures_test.cpp).
 //       When D exceeds the fixture's rows, the batch repeats the rows (in both runs) up to D;
 //       the mean loss and its gradients are unchanged by that, so HF still applies.
 //   decoder_mesh_probe load_error CASE D M TEXT
@@ -153,6 +155,12 @@ int run_check(const std::string& name, int d, int m) {
   const magix::TokenBatch mine = slice_rows(global, mesh.data_rank() * rows, rows);
   magix::ParameterSet grads = model.params().zeros_like();
   const magix::LossResult res = model.loss_and_grad(mine, token_count, grads);
+  // Forward only: the same loss; and the full-vocabulary logits of every row, gathered over data
+  // (data ranks hold consecutive rows).
+  const double loss_fwd = model.loss(mine, token_count).loss;
+  const magix::Tensor logits_mine = model.logits(mine);
+  std::vector<float> logits(static_cast<size_t>(logits_mine.numel()) * D);
+  mesh.data().all_gather(logits_mine.span<float>(), logits);
 
   // The same batch on a 1x1 mesh of this process alone (rank 0 only).
   magix::Mesh local;
@@ -170,6 +178,21 @@ int run_check(const std::string& name, int d, int m) {
     report(rel(res.loss, res1.loss) <= 1e-6,
            fmt::format("{} loss vs 1x1 {:.8g}: rel {:.3g} (tol 1e-6)", where, res1.loss,
                        rel(res.loss, res1.loss)));
+    report(rel(loss_fwd, res.loss) <= 1e-6,
+           fmt::format("{} forward-only loss {:.8g}: rel {:.3g} to loss_and_grad's (tol 1e-6)",
+                       where, loss_fwd, rel(loss_fwd, res.loss)));
+    // Logits against HF's (fixtures_test.cpp's tolerance), repeated rows against their source.
+    const magix::Tensor want_logits = ref.read_f32("logits");  // (rows, T, V)
+    double max_ref = 0, max_diff = 0;
+    for (size_t i = 0; i < logits.size(); ++i) {
+      const float w = want_logits.data<float>()[static_cast<int64_t>(i) % want_logits.numel()];
+      max_ref = std::max(max_ref, double(std::fabs(w)));
+      max_diff = std::max(max_diff, double(std::fabs(logits[i] - w)));
+    }
+    const double tol = 1e-4 * std::max(1.0, max_ref);
+    report(logits.size() == static_cast<size_t>(want_logits.numel() * repeat) && max_diff <= tol,
+           fmt::format("{} logits ({} values) vs HF: max diff {:.3g} (tol {:.3g})", where,
+                       logits.size(), max_diff, tol));
   }
 
   // Every gradient, gathered whole (a collective: every rank takes part).
