@@ -3,11 +3,21 @@
 
 #include <cstdio>
 #include <exception>
+#include <memory>
 
 #include "commands.hpp"
+#include "magix/distributed.hpp"
 #include "magix/error.hpp"
 
 int main(int argc, char** argv) {
+  // Joins the MPI world when started by mpirun/srun; a lone process needs no launcher.
+  std::unique_ptr<magix::Runtime> runtime;
+  try {
+    runtime = std::make_unique<magix::Runtime>(&argc, &argv);
+  } catch (const magix::Error& e) {
+    fmt::print(stderr, "magix: error: {}\n", e.what());
+    return 1;
+  }
   CLI::App app{"magix: train and run Hugging Face decoder LLMs with data and model parallelism"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "magix 0.1.0");
@@ -19,12 +29,9 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
-  } catch (const magix::Error& e) {
-    fmt::print(stderr, "magix: error: {}\n", e.what());
-    return 1;
   } catch (const std::exception& e) {
-    fmt::print(stderr, "magix: error: {}\n", e.what());
-    return 1;
+    // On several ranks this stops them all, so that none waits forever in a collective.
+    runtime->abort(e.what());
   }
   return 0;
 }

@@ -8,6 +8,7 @@
 #include "cli_util.hpp"
 #include "commands.hpp"
 #include "magix/dataset.hpp"
+#include "magix/distributed.hpp"
 #include "magix/error.hpp"
 #include "magix/model.hpp"
 #include "magix/tokenizer.hpp"
@@ -25,6 +26,7 @@ struct ScoreArgs {
   std::string data_field;  // text input: tokenised with the model's (or the given) tokenizer
   std::string tokenizer;   // default: the model folder
   bool add_special_tokens = true;
+  std::vector<int> mesh_shape = {-1, 1};
 };
 
 // One example per non-blank line: {"input_ids": [int, ...]} with at least 2 ids in [0, vocab).
@@ -81,37 +83,49 @@ std::vector<std::vector<int32_t>> read_text_examples(const fs::path& path, const
 
 void run_score(const ScoreArgs& a) {
   MAGIX_CHECK(a.batch_size > 0, "--batch_size must be positive, got {}", a.batch_size);
-  Mesh mesh;
+  Mesh mesh = create_device_mesh(a.mesh_shape);
   Decoder model = load_decoder(a.model, mesh);
   const auto examples = a.data_field.empty()
                             ? read_token_examples(a.input, model.config().vocab_size)
                             : read_text_examples(a.input, a, model.config().vocab_size);
 
-  std::string text;
-  double total_nll = 0;
-  int64_t total_tokens = 0;
-  for (size_t start = 0; start < examples.size(); start += static_cast<size_t>(a.batch_size)) {
-    const size_t end = std::min(examples.size(), start + static_cast<size_t>(a.batch_size));
-    std::vector<std::vector<int32_t>> rows(examples.begin() + start, examples.begin() + end);
+  // Each step takes batch_size rows per data rank (the last step is filled with copies of
+  // example 0, whose results are dropped); data ranks' results are summed into place.
+  const int64_t n = static_cast<int64_t>(examples.size());
+  const int64_t D = mesh.data_size(), bs = a.batch_size;
+  std::vector<double> nll(n, 0.0), tokens(n, 0.0);
+  for (int64_t step = 0; step * D * bs < n; ++step) {
+    const int64_t first = (step * D + mesh.data_rank()) * bs;
+    std::vector<std::vector<int32_t>> rows;
+    for (int64_t i = first; i < first + bs; ++i) rows.push_back(examples[i < n ? i : 0]);
     const LossResult res = model.loss(make_causal_batch(rows), 1.0);
-    for (size_t r = 0; r < rows.size(); ++r) {
-      const double nll = res.nll_per_row[r];
-      const int64_t tokens = res.tokens_per_row[r];
-      const double mean = nll / static_cast<double>(tokens);
-      nlohmann::json line{{"index", start + r},
-                          {"tokens", tokens},
-                          {"nll", nll},
-                          {"mean_nll", mean},
-                          {"ppl", std::exp(mean)}};
-      text += line.dump() + "\n";
-      total_nll += nll;
-      total_tokens += tokens;
+    if (mesh.model_rank() != 0) continue;  // model ranks hold the same rows' results
+    for (int64_t r = 0; r < bs && first + r < n; ++r) {
+      nll[first + r] = res.nll_per_row[r];
+      tokens[first + r] = static_cast<double>(res.tokens_per_row[r]);
     }
   }
+  mesh.world().all_reduce(nll, ReduceOp::kSum);
+  mesh.world().all_reduce(tokens, ReduceOp::kSum);
+  if (mesh.world_rank() != 0) return;
+
+  std::string text;
+  double total_nll = 0, total_tokens = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double mean = nll[i] / tokens[i];
+    nlohmann::json line{{"index", i},
+                        {"tokens", static_cast<int64_t>(tokens[i])},
+                        {"nll", nll[i]},
+                        {"mean_nll", mean},
+                        {"ppl", std::exp(mean)}};
+    text += line.dump() + "\n";
+    total_nll += nll[i];
+    total_tokens += tokens[i];
+  }
   write_output_file(a.output_file, text);
-  const double mean = total_nll / static_cast<double>(total_tokens);
-  fmt::print("examples: {}\ntokens: {}\nmean NLL: {:.6f}\nperplexity: {:.4f}\n", examples.size(),
-             total_tokens, mean, std::exp(mean));
+  const double mean = total_nll / total_tokens;
+  fmt::print("examples: {}\ntokens: {}\nmean NLL: {:.6f}\nperplexity: {:.4f}\n", n,
+             static_cast<int64_t>(total_tokens), mean, std::exp(mean));
 }
 
 }  // namespace
@@ -136,6 +150,10 @@ void add_score_command(CLI::App& app) {
                   "tokenizer folder or hub name for --data_field (default: the model's folder)");
   cmd->add_option(flag("add_special_tokens"), args->add_special_tokens,
                   "add the tokenizer's special tokens (e.g. bos) to each text")
+      ->capture_default_str();
+  cmd->add_option(flag("mesh_shape"), args->mesh_shape,
+                  "data and model axis sizes, one may be -1 (run under mpirun for more than one)")
+      ->expected(2)
       ->capture_default_str();
   cmd->callback([args] { run_score(*args); });
 }

@@ -174,10 +174,12 @@ Runtime::~Runtime() {
 
 void Runtime::abort(const std::string& message, int code) {
   if (mpi_ && size_ > 1) {
+    std::fflush(stdout);
     std::fprintf(stderr, "magix: error on rank %d of %d: %s\n", rank_, size_, message.c_str());
     std::fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, code);
   } else {
+    std::fflush(stdout);
     std::fprintf(stderr, "magix: error: %s\n", message.c_str());
     std::fflush(stderr);
   }
