@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "cli_util.hpp"
 #include "commands.hpp"
@@ -11,6 +12,7 @@
 #include "magix/distributed.hpp"
 #include "magix/error.hpp"
 #include "magix/model.hpp"
+#include "magix/sharding.hpp"
 #include "magix/tokenizer.hpp"
 
 namespace magix::cli {
@@ -27,6 +29,7 @@ struct ScoreArgs {
   std::string tokenizer;   // default: the model folder
   bool add_special_tokens = true;
   std::vector<int> mesh_shape = {-1, 1};
+  std::string partition_rules;  // a rules file replacing the family's defaults
 };
 
 // One example per non-blank line: {"input_ids": [int, ...]} with at least 2 ids in [0, vocab).
@@ -84,7 +87,9 @@ std::vector<std::vector<int32_t>> read_text_examples(const fs::path& path, const
 void run_score(const ScoreArgs& a) {
   MAGIX_CHECK(a.batch_size > 0, "--batch_size must be positive, got {}", a.batch_size);
   Mesh mesh = create_device_mesh(a.mesh_shape);
-  Decoder model = load_decoder(a.model, mesh);
+  std::optional<PartitionRules> rules;
+  if (!a.partition_rules.empty()) rules = load_partition_rules(a.partition_rules);
+  Decoder model = load_decoder(a.model, mesh, {}, rules ? &*rules : nullptr);
   const auto examples = a.data_field.empty()
                             ? read_token_examples(a.input, model.config().vocab_size)
                             : read_text_examples(a.input, a, model.config().vocab_size);
@@ -155,6 +160,9 @@ void add_score_command(CLI::App& app) {
                   "data and model axis sizes, one may be -1 (run under mpirun for more than one)")
       ->expected(2)
       ->capture_default_str();
+  cmd->add_option(flag("partition_rules"), args->partition_rules,
+                  "JSON list of [regex, spec] pairs replacing the default sharding rules "
+                  "(docs/mesh.md)");
   cmd->callback([args] { run_score(*args); });
 }
 

@@ -39,12 +39,15 @@ int data_dim(const PartitionSpec& spec) {
 }
 
 // The layers implement one tensor-parallel layout: the model axis of the default rules. The
-// data axis may shard any one dim (FSDP gathers it whole before use).
-void check_supported_spec(const ParamInfo& p, const PartitionSpec& default_spec) {
+// data axis may shard any one dim (FSDP gathers it whole before use). The model axis may be left
+// out where a model axis of size 1 makes it moot (e.g. everything replicated: plain data
+// parallelism); it may never stand on another dim.
+void check_supported_spec(const ParamInfo& p, const PartitionSpec& default_spec,
+                          int64_t model_size) {
   for (size_t d = 0; d < p.global_shape.size(); ++d) {
     const bool model = p.spec.axis(d) == "model";
     const bool want = default_spec.axis(d) == "model";
-    MAGIX_CHECK(model == want,
+    MAGIX_CHECK(model == want || (!model && model_size == 1),
                 "parameter '{}': partition spec {} is not supported by the decoder; the model "
                 "axis must shard it as {} does (vocab / column-parallel weights (model, *), "
                 "row-parallel weights (*, model), q/k/v/gate/up biases (model)); the data "
@@ -133,7 +136,7 @@ Decoder::Decoder(ModelConfig config, const Mesh& mesh, ParameterSet params, Deco
               params_.size(), expected.size());
   for (size_t i = 0; i < expected.size(); ++i) {
     const ParamInfo& p = params_.info(i);
-    check_supported_spec(p, expected[i].spec);
+    check_supported_spec(p, expected[i].spec, M);
     MAGIX_CHECK(expected[i].name == p.name && expected[i].global_shape == p.global_shape &&
                     p.box_extent == params_.tensor(i).shape(),
                 "parameter {} ('{}' {}) does not match the config's layout ('{}' {})", i, p.name,

@@ -32,6 +32,35 @@ for a, b, r in zip(one, mesh, ref):
 print("mesh", sys.argv[4], "ok:", len(mesh), "examples")
 PY
 done
+# User rules: everything replicated (plain data parallelism) on 2x1 gives the same numbers;
+# rules the decoder cannot honour (a row-parallel q_proj on the model axis) are a load-time
+# error naming the parameter.
+echo '[[".*", []]]' > "$work/replicated.json"
+if ! timeout 120 mpirun --oversubscribe -np 2 "$MAGIX" score --model_name_or_path "$FIX" \
+    --input "$FIX/score_input.jsonl" --output_file "$work/replicated.jsonl" --mesh_shape 2 1 \
+    --partition_rules "$work/replicated.json" >"$work/log" 2>&1; then
+  echo "FAIL: replicated rules on 2x1"; cat "$work/log"; fail=1
+elif ! python3 -c "
+import json, sys
+a = [json.loads(l) for l in open('$work/one.jsonl')]
+b = [json.loads(l) for l in open('$work/replicated.jsonl')]
+assert len(a) == len(b) and all(abs(x['nll'] - y['nll']) <= 1e-6 * abs(x['nll']) for x, y in zip(a, b))
+"; then
+  echo "FAIL: replicated rules change the numbers"; fail=1
+fi
+cat > "$work/row_q.json" <<'JSON'
+[["q_proj\\.weight$", ["data", "model"]],
+ ["(embed_tokens|lm_head)\\.weight$", ["model", "data"]],
+ ["(k|v|gate|up)_proj\\.weight$", ["model", "data"]], ["(o|down)_proj\\.weight$", ["data", "model"]]]
+JSON
+if timeout 120 mpirun --oversubscribe -np 2 "$MAGIX" score --model_name_or_path "$FIX" \
+    --input "$FIX/score_input.jsonl" --output_file "$work/rules_out.jsonl" --mesh_shape 1 2 \
+    --partition_rules "$work/row_q.json" >"$work/log" 2>&1; then
+  echo "FAIL: a row-parallel q_proj was accepted"; fail=1
+elif ! grep -q "q_proj.weight" "$work/log"; then
+  echo "FAIL: the rules error does not name q_proj"; cat "$work/log"; fail=1
+fi
+
 # A mesh the model cannot be split over: a clear error naming the parameter, on every rank.
 if timeout 120 mpirun --oversubscribe -np 3 "$MAGIX" score --model_name_or_path "$FIX" \
     --input "$FIX/score_input.jsonl" --output_file "$work/bad.jsonl" --mesh_shape -1 1 \
