@@ -25,6 +25,8 @@ class Communicator {
   virtual void reduce_scatter(std::span<const float> in, std::span<float> out) = 0;
   virtual void broadcast(std::span<std::byte> data, int root) = 0;
   virtual void barrier() = 0;
+  // Wall seconds this rank has spent in this group's collectives (0 where not measured).
+  virtual double seconds_in_collectives() const { return 0.0; }
 };
 
 // The group of one rank: every collective is the identity.

@@ -52,13 +52,21 @@ void on_terminate(int sig) {
     }                                                                       \
   } while (0)
 
-// Marks the collective in progress for on_terminate.
+// Marks the collective in progress for on_terminate, and adds its wall time to `seconds`.
 class OpScope {
  public:
-  OpScope(const char* op, const std::string& group) {
+  OpScope(const char* op, const std::string& group, double& seconds)
+      : seconds_(seconds), start_(MPI_Wtime()) {
     std::snprintf(g_current_op, sizeof g_current_op, "%s over the %s axis", op, group.c_str());
   }
-  ~OpScope() { g_current_op[0] = '\0'; }
+  ~OpScope() {
+    g_current_op[0] = '\0';
+    seconds_ += MPI_Wtime() - start_;
+  }
+
+ private:
+  double& seconds_;
+  double start_;
 };
 
 // MPI counts are int: large buffers go in chunks.
@@ -79,9 +87,10 @@ class MpiCommunicator final : public Communicator {
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
+  double seconds_in_collectives() const override { return seconds_; }
 
   void all_reduce(std::span<float> data, ReduceOp op) override {
-    OpScope scope("all_reduce", name_);
+    OpScope scope("all_reduce", name_, seconds_);
     for (size_t i = 0; i < data.size(); i += kMaxChunk) {
       int n = static_cast<int>(std::min(kMaxChunk, data.size() - i));
       MAGIX_CHECK_MPI(
@@ -89,7 +98,7 @@ class MpiCommunicator final : public Communicator {
     }
   }
   void all_reduce(std::span<double> data, ReduceOp op) override {
-    OpScope scope("all_reduce", name_);
+    OpScope scope("all_reduce", name_, seconds_);
     for (size_t i = 0; i < data.size(); i += kMaxChunk) {
       int n = static_cast<int>(std::min(kMaxChunk, data.size() - i));
       MAGIX_CHECK_MPI(
@@ -102,7 +111,7 @@ class MpiCommunicator final : public Communicator {
                 size_, in.size());
     MAGIX_CHECK(in.size() <= std::numeric_limits<int>::max(),
                 "all_gather over {}: {} elements per rank is too many", name_, in.size());
-    OpScope scope("all_gather", name_);
+    OpScope scope("all_gather", name_, seconds_);
     int n = static_cast<int>(in.size());
     MAGIX_CHECK_MPI(MPI_Allgather(in.data(), n, MPI_FLOAT, out.data(), n, MPI_FLOAT, comm_));
   }
@@ -112,19 +121,19 @@ class MpiCommunicator final : public Communicator {
                 size_, out.size());
     MAGIX_CHECK(out.size() <= std::numeric_limits<int>::max(),
                 "reduce_scatter over {}: {} elements per rank is too many", name_, out.size());
-    OpScope scope("reduce_scatter", name_);
+    OpScope scope("reduce_scatter", name_, seconds_);
     MAGIX_CHECK_MPI(MPI_Reduce_scatter_block(in.data(), out.data(), static_cast<int>(out.size()),
                                              MPI_FLOAT, MPI_SUM, comm_));
   }
   void broadcast(std::span<std::byte> data, int root) override {
-    OpScope scope("broadcast", name_);
+    OpScope scope("broadcast", name_, seconds_);
     for (size_t i = 0; i < data.size(); i += kMaxChunk) {
       int n = static_cast<int>(std::min(kMaxChunk, data.size() - i));
       MAGIX_CHECK_MPI(MPI_Bcast(data.data() + i, n, MPI_BYTE, root, comm_));
     }
   }
   void barrier() override {
-    OpScope scope("barrier", name_);
+    OpScope scope("barrier", name_, seconds_);
     MAGIX_CHECK_MPI(MPI_Barrier(comm_));
   }
 
@@ -133,6 +142,7 @@ class MpiCommunicator final : public Communicator {
   std::string name_;
   int rank_ = 0;
   int size_ = 1;
+  double seconds_ = 0.0;
 };
 
 bool mpi_is_initialized() {

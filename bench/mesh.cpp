@@ -1,0 +1,104 @@
+// Train-step time, communication time and per-rank memory of a ~110M-parameter Llama (hidden
+// 768, 12 layers, 12 heads, intermediate 2048, vocab 32000, tied; global batch 4 x 512) on a
+// mesh, with random weights drawn per shard (no rank builds the full model).
+//
+//   OMP_NUM_THREADS=2 build/bin/bench_mesh 1 1 [steps]
+//   OMP_NUM_THREADS=1 mpirun --oversubscribe -np 2 build/bin/bench_mesh 2 1 [steps]
+//   OMP_NUM_THREADS=1 mpirun --oversubscribe -np 2 build/bin/bench_mesh 1 2 [steps]
+//
+// Prints on rank 0: median step time over the steps after the first, the mean time in
+// collectives per step (the slowest rank), and per rank: parameter + AdamW state bytes, the
+// largest over ranks, and peak RSS (getrusage), the largest over ranks.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+
+#include "magix/magix.hpp"
+
+namespace {
+
+double peak_rss_mib() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;
+}
+
+double comm_seconds(const magix::Mesh& mesh) {
+  return mesh.world().seconds_in_collectives() + mesh.data().seconds_in_collectives() +
+         mesh.model().seconds_in_collectives();
+}
+
+magix::TokenBatch local_batch(const magix::Mesh& mesh, int64_t vocab, int rows, int len) {
+  std::vector<std::vector<int32_t>> mine;
+  uint64_t x = 42;
+  const int per_rank = rows / mesh.data_size();
+  for (int r = 0; r < rows; ++r) {
+    std::vector<int32_t> row;
+    for (int t = 0; t < len; ++t) {
+      x = x * 6364136223846793005ull + 1442695040888963407ull;
+      row.push_back(static_cast<int32_t>((x >> 33) % static_cast<uint64_t>(vocab)));
+    }
+    if (r / per_rank == mesh.data_rank()) mine.push_back(std::move(row));
+  }
+  return magix::make_causal_batch(mine);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  magix::Runtime runtime(&argc, &argv);
+  try {
+    const int d = argc > 2 ? std::atoi(argv[1]) : 1, m = argc > 2 ? std::atoi(argv[2]) : 1;
+    const int steps = argc > 3 ? std::atoi(argv[3]) : 3;
+    magix::Mesh mesh = magix::create_device_mesh({d, m});
+    const nlohmann::json cfg = {
+        {"model_type", "llama"},     {"vocab_size", 32000},      {"hidden_size", 768},
+        {"intermediate_size", 2048}, {"num_hidden_layers", 12},  {"num_attention_heads", 12},
+        {"num_key_value_heads", 12}, {"max_position_embeddings", 1024},
+        {"rms_norm_eps", 1e-5},      {"tie_word_embeddings", true}};
+    const magix::ModelConfig config = magix::parse_model_config(cfg, "bench");
+    const magix::PartitionRules rules = magix::default_partition_rules("llama");
+    std::vector<magix::ParamInfo> infos = magix::expected_parameters(config);
+    magix::apply_partition_rules(infos, rules);
+    magix::shard_parameters(infos, mesh);
+    magix::Decoder model(config, mesh, magix::init_parameters(config, infos, 0));
+    magix::AdamW opt = magix::initialize_opt_state({}, model.params(), rules, mesh);
+    std::vector<double> state_bytes = {0.0};
+    for (size_t i = 0; i < model.params().size(); ++i) {
+      state_bytes[0] += 3.0 * static_cast<double>(model.params().tensor(i).nbytes());
+    }
+    const magix::TokenBatch batch = local_batch(mesh, config.vocab_size, 4, 512);
+    std::vector<double> times;
+    double comm = 0.0, loss = 0.0;
+    for (int s = 0; s < steps; ++s) {
+      const double c0 = comm_seconds(mesh);
+      const auto t0 = std::chrono::steady_clock::now();
+      const magix::TrainStepResult r = magix::train_step(model, opt, batch, 1e-4);
+      const double dt =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (s > 0) {
+        times.push_back(dt);
+        comm += comm_seconds(mesh) - c0;
+      }
+      loss = r.loss;
+    }
+    std::sort(times.begin(), times.end());
+    std::vector<double> worst = {comm / std::max<size_t>(1, times.size()), state_bytes[0],
+                                 peak_rss_mib()};
+    mesh.world().all_reduce(worst, magix::ReduceOp::kMax);
+    if (mesh.world_rank() == 0) {
+      const double step = times.empty() ? 0.0 : times[times.size() / 2];
+      std::printf(
+          "mesh %dx%d: %.2f s/step (median of %zu), %.0f tokens/s, collectives %.2f s/step "
+          "(%.0f%%), params+AdamW %.1f MiB/rank, peak RSS %.0f MiB/rank, loss %.4f\n",
+          mesh.data_size(), mesh.model_size(), step, times.size(), 4 * 512 / step, worst[0],
+          100.0 * worst[0] / step, worst[1] / 1048576.0, worst[2], loss);
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    runtime.abort(e.what());
+  }
+}
