@@ -5,6 +5,9 @@
 //   OMP_NUM_THREADS=2 build/bin/bench_mesh 1 1 [steps]
 //   OMP_NUM_THREADS=1 mpirun --oversubscribe -np 2 build/bin/bench_mesh 2 1 [steps]
 //   OMP_NUM_THREADS=1 mpirun --oversubscribe -np 2 build/bin/bench_mesh 1 2 [steps]
+//   ... bench_mesh D M STEPS MODEL_DIR   loads an HF folder (e.g. written by `magix init` from
+//                                        the same config) instead of drawing random weights,
+//                                        and reports each rank's peak RSS right after loading
 //
 // Prints on rank 0: median step time over the steps after the first, the mean time in
 // collectives per step (the slowest rank), and per rank: parameter + AdamW state bytes, the
@@ -64,7 +67,15 @@ int main(int argc, char** argv) {
     std::vector<magix::ParamInfo> infos = magix::expected_parameters(config);
     magix::apply_partition_rules(infos, rules);
     magix::shard_parameters(infos, mesh);
-    magix::Decoder model(config, mesh, magix::init_parameters(config, infos, 0));
+    const bool load = argc > 4;
+    magix::Decoder model = load ? magix::load_model_hub("llama", argv[4], rules, mesh)
+                                : magix::Decoder(config, mesh, magix::init_parameters(config, infos, 0));
+    std::vector<double> load_rss = {peak_rss_mib()};
+    mesh.world().all_reduce(load_rss, magix::ReduceOp::kMax);
+    if (load && mesh.world_rank() == 0) {
+      std::printf("mesh %dx%d: loaded %s, peak RSS after loading %.0f MiB/rank (largest)\n",
+                  mesh.data_size(), mesh.model_size(), argv[4], load_rss[0]);
+    }
     magix::AdamW opt = magix::initialize_opt_state({}, model.params(), rules, mesh);
     std::vector<double> state_bytes = {0.0};
     for (size_t i = 0; i < model.params().size(); ++i) {
@@ -89,8 +100,8 @@ int main(int argc, char** argv) {
     std::vector<double> worst = {comm / std::max<size_t>(1, times.size()), state_bytes[0],
                                  peak_rss_mib()};
     mesh.world().all_reduce(worst, magix::ReduceOp::kMax);
-    if (mesh.world_rank() == 0) {
-      const double step = times.empty() ? 0.0 : times[times.size() / 2];
+    if (mesh.world_rank() == 0 && !times.empty()) {
+      const double step = times[times.size() / 2];
       std::printf(
           "mesh %dx%d: %.2f s/step (median of %zu), %.0f tokens/s, collectives %.2f s/step "
           "(%.0f%%), params+AdamW %.1f MiB/rank, peak RSS %.0f MiB/rank, loss %.4f\n",
