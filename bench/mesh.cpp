@@ -34,21 +34,6 @@ double comm_seconds(const magix::Mesh& mesh) {
          mesh.model().seconds_in_collectives();
 }
 
-magix::TokenBatch local_batch(const magix::Mesh& mesh, int64_t vocab, int rows, int len) {
-  std::vector<std::vector<int32_t>> mine;
-  uint64_t x = 42;
-  const int per_rank = rows / mesh.data_size();
-  for (int r = 0; r < rows; ++r) {
-    std::vector<int32_t> row;
-    for (int t = 0; t < len; ++t) {
-      x = x * 6364136223846793005ull + 1442695040888963407ull;
-      row.push_back(static_cast<int32_t>((x >> 33) % static_cast<uint64_t>(vocab)));
-    }
-    if (r / per_rank == mesh.data_rank()) mine.push_back(std::move(row));
-  }
-  return magix::make_causal_batch(mine);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -57,19 +42,20 @@ int main(int argc, char** argv) {
     const int d = argc > 2 ? std::atoi(argv[1]) : 1, m = argc > 2 ? std::atoi(argv[2]) : 1;
     const int steps = argc > 3 ? std::atoi(argv[3]) : 3;
     magix::Mesh mesh = magix::create_device_mesh({d, m});
-    const nlohmann::json cfg = {
-        {"model_type", "llama"},     {"vocab_size", 32000},      {"hidden_size", 768},
-        {"intermediate_size", 2048}, {"num_hidden_layers", 12},  {"num_attention_heads", 12},
-        {"num_key_value_heads", 12}, {"max_position_embeddings", 1024},
-        {"rms_norm_eps", 1e-5},      {"tie_word_embeddings", true}};
+    const nlohmann::json cfg = {{"model_type", "llama"},     {"vocab_size", 32000},
+                                {"hidden_size", 768},        {"intermediate_size", 2048},
+                                {"num_hidden_layers", 12},   {"num_attention_heads", 12},
+                                {"num_key_value_heads", 12}, {"max_position_embeddings", 1024},
+                                {"rms_norm_eps", 1e-5},      {"tie_word_embeddings", true}};
     const magix::ModelConfig config = magix::parse_model_config(cfg, "bench");
     const magix::PartitionRules rules = magix::default_partition_rules("llama");
     std::vector<magix::ParamInfo> infos = magix::expected_parameters(config);
     magix::apply_partition_rules(infos, rules);
     magix::shard_parameters(infos, mesh);
     const bool load = argc > 4;
-    magix::Decoder model = load ? magix::load_model_hub("llama", argv[4], rules, mesh)
-                                : magix::Decoder(config, mesh, magix::init_parameters(config, infos, 0));
+    magix::Decoder model =
+        load ? magix::load_model_hub("llama", argv[4], rules, mesh)
+             : magix::Decoder(config, mesh, magix::init_parameters(config, infos, 0));
     std::vector<double> load_rss = {peak_rss_mib()};
     mesh.world().all_reduce(load_rss, magix::ReduceOp::kMax);
     if (load && mesh.world_rank() == 0) {
@@ -81,7 +67,8 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < model.params().size(); ++i) {
       state_bytes[0] += 3.0 * static_cast<double>(model.params().tensor(i).nbytes());
     }
-    const magix::TokenBatch batch = local_batch(mesh, config.vocab_size, 4, 512);
+    const magix::TokenBatch batch = magix::random_causal_batch(config.vocab_size, 4, 512, 42,
+                                                               mesh.data_rank(), mesh.data_size());
     std::vector<double> times;
     double comm = 0.0, loss = 0.0;
     for (int s = 0; s < steps; ++s) {

@@ -11,27 +11,6 @@
 
 #include "magix/magix.hpp"
 
-namespace {
-
-// A global batch of `rows` sequences of `len` tokens, the same on every rank; data rank r of D
-// takes rows [r * rows / D, (r + 1) * rows / D).
-magix::TokenBatch local_batch(int64_t vocab, int rows, int len, int step, const magix::Mesh& mesh) {
-  std::vector<std::vector<int32_t>> mine;
-  const int per_rank = rows / mesh.data_size();
-  uint64_t x = 12345 + static_cast<uint64_t>(step);
-  for (int r = 0; r < rows; ++r) {
-    std::vector<int32_t> row;
-    for (int t = 0; t < len; ++t) {
-      x = x * 6364136223846793005ull + 1442695040888963407ull;
-      row.push_back(static_cast<int32_t>((x >> 33) % static_cast<uint64_t>(vocab)));
-    }
-    if (r / per_rank == mesh.data_rank()) mine.push_back(std::move(row));
-  }
-  return magix::make_causal_batch(mine);
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   // 0. One process per device; MPI when started by mpirun or srun.
   magix::Runtime runtime(&argc, &argv);
@@ -61,8 +40,9 @@ int main(int argc, char** argv) {
     // 4. Train steps over the mesh.
     const int rows = 4, len = 16;
     for (int step = 0; step < steps; ++step) {
-      const magix::TokenBatch batch =
-          local_batch(model.config().vocab_size, rows, len, step, mesh);
+      // This data rank's rows of a global batch of random tokens (a fresh one each step).
+      const magix::TokenBatch batch = magix::random_causal_batch(
+          model.config().vocab_size, rows, len, 12345 + step, mesh.data_rank(), mesh.data_size());
       const magix::TrainStepResult r = magix::train_step(model, optimizer, batch, 1e-2);
       if (mesh.world_rank() == 0) {
         std::printf("step %d loss %.9g grad_norm %.9g tokens %lld mesh %dx%d\n", step, r.loss,

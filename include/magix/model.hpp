@@ -147,4 +147,11 @@ Decoder load_decoder(const std::string& name_or_path, const Mesh& mesh, DecoderO
 // transformers' causal LM loss.
 TokenBatch make_causal_batch(const std::vector<std::vector<int32_t>>& ids, int32_t pad_id = 0);
 
+// A reproducible global batch of `rows` random sequences of `len` tokens in [0, vocab) (a 64-bit
+// LCG started at `seed`), as make_causal_batch makes it, of which this returns data rank
+// `data_rank`'s contiguous slice of rows (rows must divide by data_size). For examples and
+// benchmarks.
+TokenBatch random_causal_batch(int64_t vocab, int64_t rows, int64_t len, uint64_t seed,
+                               int data_rank, int data_size);
+
 }  // namespace magix

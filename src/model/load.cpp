@@ -47,4 +47,22 @@ TokenBatch make_causal_batch(const std::vector<std::vector<int32_t>>& ids, int32
   return b;
 }
 
+TokenBatch random_causal_batch(int64_t vocab, int64_t rows, int64_t len, uint64_t seed,
+                               int data_rank, int data_size) {
+  MAGIX_CHECK(data_size > 0 && rows % data_size == 0,
+              "{} rows cannot be split evenly over {} data ranks", rows, data_size);
+  const int64_t per_rank = rows / data_size;
+  std::vector<std::vector<int32_t>> mine;
+  uint64_t x = seed;
+  for (int64_t r = 0; r < rows; ++r) {
+    std::vector<int32_t> row;
+    for (int64_t t = 0; t < len; ++t) {
+      x = x * 6364136223846793005ull + 1442695040888963407ull;
+      row.push_back(static_cast<int32_t>((x >> 33) % static_cast<uint64_t>(vocab)));
+    }
+    if (r / per_rank == data_rank) mine.push_back(std::move(row));
+  }
+  return make_causal_batch(mine);
+}
+
 }  // namespace magix

@@ -24,14 +24,16 @@ AdamW initialize_opt_state(const AdamWOptions& options, const ParameterSet& para
   std::vector<std::string> names;
   std::vector<Shape> shapes;
   for (const ParamInfo& info : params.infos()) {
-    const PartitionSpec spec = rules.spec_for(info.name, static_cast<int>(info.global_shape.size()));
+    const PartitionSpec spec =
+        rules.spec_for(info.name, static_cast<int>(info.global_shape.size()));
     MAGIX_CHECK(spec == info.spec,
                 "parameter {} is placed as {} but the optimizer rules give {}: use the rules the "
                 "model was loaded with",
                 info.name, info.spec.str(), spec.str());
     const ShardBox box = shard_box(info.name, info.global_shape, spec, mesh);
-    MAGIX_CHECK(box.extent == info.box_extent, "parameter {}: optimizer shard {} != parameter shard {}",
-                info.name, shape_str(box.extent), shape_str(info.box_extent));
+    MAGIX_CHECK(box.extent == info.box_extent,
+                "parameter {}: optimizer shard {} != parameter shard {}", info.name,
+                shape_str(box.extent), shape_str(info.box_extent));
     names.push_back(info.name);
     shapes.push_back(info.box_extent);
   }
