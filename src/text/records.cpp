@@ -91,50 +91,49 @@ std::string json_reason(const nlohmann::json::exception& e) {
   return what;
 }
 
-void parse_jsonl(std::string_view content, RecordSink& sink) {
+// Calls fn(line_number, line) for each '\n'-separated line (1-based, without the '\n').
+template <class Fn>
+void for_each_line(std::string_view content, Fn fn) {
   int64_t line_no = 0;
   size_t pos = 0;
   while (pos < content.size()) {
     size_t end = content.find('\n', pos);
     if (end == std::string_view::npos) end = content.size();
-    std::string_view line = content.substr(pos, end - pos);
+    fn(++line_no, content.substr(pos, end - pos));
     pos = end + 1;
-    line_no += 1;
+  }
+}
+
+void parse_jsonl(std::string_view content, RecordSink& sink) {
+  for_each_line(content, [&](int64_t line_no, std::string_view line) {
     if (is_blank(line)) {
       sink.blank();
-      continue;
+      return;
     }
     if (auto at = find_invalid_utf8(line)) {
       sink.bad(line_no, fmt::format("invalid UTF-8 at byte {} of the line", *at));
-      continue;
+      return;
     }
     nlohmann::ordered_json value;
     try {
       value = nlohmann::ordered_json::parse(line);
     } catch (const nlohmann::json::exception& e) {
       sink.bad(line_no, fmt::format("invalid JSON: {}", json_reason(e)));
-      continue;
+      return;
     }
     sink.add_json(line_no, value);
-  }
+  });
 }
 
 void parse_txt(std::string_view content, RecordSink& sink) {
-  int64_t line_no = 0;
-  size_t pos = 0;
-  while (pos < content.size()) {
-    size_t end = content.find('\n', pos);
-    if (end == std::string_view::npos) end = content.size();
-    std::string_view line = content.substr(pos, end - pos);
-    pos = end + 1;
-    line_no += 1;
+  for_each_line(content, [&](int64_t line_no, std::string_view line) {
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.empty()) {
       sink.blank();
-      continue;
+      return;
     }
     sink.add_text(line_no, std::string(line));
-  }
+  });
 }
 
 // A .json file: one top-level array. The elements are delimited by a scan that tracks strings
