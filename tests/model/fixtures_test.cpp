@@ -8,9 +8,12 @@
 
 #include "magix/model.hpp"
 #include "magix/safetensors.hpp"
+#include "../common/tensor_compare.hpp"
 
 namespace magix {
 namespace {
+
+using test::rel_l2;
 
 const std::filesystem::path kModels = std::filesystem::path(MAGIX_FIXTURES_DIR) / "models";
 
@@ -41,16 +44,6 @@ Reference read_reference(const std::filesystem::path& dir) {
   Tensor tokens = ref.reader.read("tokens_per_example");
   for (int64_t r = 0; r < b.batch; ++r) ref.token_count += tokens.data<int64_t>()[r];
   return ref;
-}
-
-double rel_l2(const Tensor& got, const Tensor& want) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < want.numel(); ++i) {
-    const double d = double(got.data<float>()[i]) - want.data<float>()[i];
-    num += d * d;
-    den += double(want.data<float>()[i]) * want.data<float>()[i];
-  }
-  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
 }
 
 class FixtureTest : public testing::TestWithParam<std::string> {};

@@ -27,8 +27,11 @@
 #include "magix/error.hpp"
 #include "magix/model.hpp"
 #include "magix/safetensors.hpp"
+#include "../common/tensor_compare.hpp"
 
 namespace {
+
+using magix::test::rel_l2;
 
 const std::filesystem::path kModels = std::filesystem::path(MAGIX_FIXTURES_DIR) / "models";
 
@@ -75,16 +78,6 @@ magix::TokenBatch slice_rows(const magix::TokenBatch& b, int64_t r0, int64_t n) 
   s.key_valid = cut(b.key_valid);
   s.positions = cut(b.positions);
   return s;
-}
-
-double rel_l2(const magix::Tensor& got, const magix::Tensor& want) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < want.numel(); ++i) {
-    const double d = double(got.data<float>()[i]) - want.data<float>()[i];
-    num += d * d;
-    den += double(want.data<float>()[i]) * want.data<float>()[i];
-  }
-  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
 }
 
 double rel(double got, double want) {

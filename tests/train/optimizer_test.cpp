@@ -9,21 +9,14 @@
 #include "magix/error.hpp"
 #include "magix/optimizer.hpp"
 #include "magix/safetensors.hpp"
+#include "../common/tensor_compare.hpp"
 
 namespace magix {
 namespace {
 
-const std::filesystem::path kFixture = std::filesystem::path(MAGIX_FIXTURES_DIR) / "optimizer";
+using test::rel_l2;
 
-double rel_l2(const Tensor& a, const Tensor& b) {
-  double num = 0, den = 0;
-  auto x = a.span<float>(), y = b.span<float>();
-  for (size_t i = 0; i < x.size(); ++i) {
-    num += (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
-    den += double(y[i]) * y[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
-}
+const std::filesystem::path kFixture = std::filesystem::path(MAGIX_FIXTURES_DIR) / "optimizer";
 
 // Ten updates against torch.optim.AdamW driven as optax's chain (see
 // tools/reference/make_optimizer_fixture.py): clipping, masked decay, warmup-cosine, a skipped
