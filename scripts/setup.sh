@@ -7,7 +7,7 @@ packages=(
   # The other candidates measured by bench_gemm: BLIS (OpenMP build) and oneDNN.
   libopenblas0-openmp libblis4-openmp libdnnl2
   libopenmpi-dev openmpi-bin
-  nlohmann-json3-dev libpcre2-dev libicu-dev libcli11-dev libfmt-dev
+  nlohmann-json3-dev libpcre2-dev libicu-dev libcli11-dev libfmt-dev libxxhash-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
 )

@@ -93,6 +93,9 @@ ParameterSet init_parameters(const ModelConfig& config, const std::vector<ParamI
 struct DecoderOptions {
   bool recompute = false;         // keep only each block's input; recompute the rest in backward
   int64_t head_chunk_rows = 256;  // rows of logits computed at a time in the LM head
+  // How parameters are stored (F32 or BF16; --bf16_model_weights). Compute is fp32: each
+  // layer's weights are widened (and gathered over data) just before use.
+  DType weight_dtype = DType::kF32;
 };
 
 struct LossResult {

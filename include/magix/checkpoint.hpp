@@ -1,0 +1,120 @@
+// Sharded, asynchronous, atomic checkpoints that restore onto any mesh (DESIGN.md §4,
+// docs/checkpoints.md).
+//
+// Layout of a committed step (`dir/000200/`):
+//   index.json          per item, per tensor: dtype, global shape, shards (file, byte offset,
+//                       box start/extent, checksum); the format version; written last
+//   trainer_state.json  what the caller passed as trainer state (step, RNG, data position, args)
+//   <item>/rank-NNNNN.bin   the shards rank NNNNN owns of that item, concatenated
+//   config.json, tokenizer files ...   the `extra_files` of save(), copied by world rank 0
+// A step is written under `dir/.tmp-000200/` and renamed into place once every rank's files are
+// fsynced: a directory without index.json, or any `.tmp-*` directory, is never read and is
+// removed by the next CheckpointManager of that dir (world rank 0).
+//
+// Ownership: a tensor's shard replicated over a mesh axis (its spec does not use the axis) is
+// written by the rank with coordinate 0 on that axis only, so every element is written once.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "magix/mesh.hpp"
+#include "magix/model.hpp"
+#include "magix/sharding.hpp"
+#include "magix/tensor.hpp"
+
+namespace magix {
+
+// One tensor of an item as this rank holds it: its box of the global tensor.
+struct ShardedTensor {
+  std::string name;
+  Shape global_shape;
+  PartitionSpec spec;  // decides which rank writes a replicated box
+  Shape box_start;     // this rank's box; extent = local.shape()
+  Tensor local;        // F32 or BF16 (written in its dtype; restored converted to the target's)
+};
+
+// The tensors of a ParameterSet (model weights, gradients, optimizer moments) as ShardedTensors
+// sharing storage with it. `prefix` is prepended to the names (e.g. "mu/").
+std::vector<ShardedTensor> sharded_tensors(const ParameterSet& params,
+                                           const std::string& prefix = "");
+
+// Items of one save: item name ("model", "optimizer", "lora") -> its tensors.
+using CheckpointItems = std::map<std::string, std::vector<ShardedTensor>>;
+
+struct CheckpointOptions {
+  int max_to_keep = 3;  // <= 0: keep all
+  bool async = true;    // false: save() returns after the commit
+};
+
+class CheckpointManager {
+ public:
+  // Collective over mesh.world(). Creates `dir`; world rank 0 removes uncommitted step
+  // directories left by a crash.
+  CheckpointManager(std::filesystem::path dir, const Mesh& mesh, CheckpointOptions options = {});
+  ~CheckpointManager();  // waits for a save in flight (errors are reported, not thrown)
+
+  const std::filesystem::path& dir() const;
+  // Committed steps, ascending (read from the directory).
+  std::vector<int64_t> steps() const;
+  std::optional<int64_t> latest_step() const;
+  std::filesystem::path step_dir(int64_t step) const;  // dir/000200 (6 digits, more if needed)
+
+  // Collective. Copies this rank's owned shards into host buffers, then returns while a
+  // background thread writes and fsyncs them (async) — or writes them now (sync). A save in
+  // flight is finished (committed) first. `trainer_state` and `extra_files` are written by
+  // world rank 0.
+  void save(int64_t step, const CheckpointItems& items, const nlohmann::json& trainer_state,
+            const std::vector<std::filesystem::path>& extra_files = {});
+  // Collective; cheap when nothing is in flight. Commits a save whose files every rank has
+  // finished writing (checks with one small all-reduce); call it once per training step.
+  void poll();
+  // Collective. Waits for the save in flight, commits it, applies max_to_keep. Rethrows a
+  // writer error (disk full...) as magix::Error on every rank.
+  void wait();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Reading a committed step (any mesh; each rank reads only the byte ranges its boxes need).
+// Every byte read is verified against the shard checksums: a truncated or altered file is an
+// error naming the file, never loaded.
+class CheckpointReader {
+ public:
+  explicit CheckpointReader(std::filesystem::path step_dir);  // throws unless committed
+  ~CheckpointReader();
+  CheckpointReader(CheckpointReader&&) noexcept;
+
+  const std::filesystem::path& dir() const;
+  int64_t step() const;
+  nlohmann::json trainer_state() const;
+  std::vector<std::string> items() const;
+  bool has_tensor(const std::string& item, const std::string& name) const;
+  Shape global_shape(const std::string& item, const std::string& name) const;
+  // Fills each target's local tensor (its box: box_start + local.shape()) from the item; a
+  // missing tensor or a global shape mismatch is an error naming it.
+  void read(const std::string& item, std::vector<ShardedTensor>& targets) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// True when `path` is a committed checkpoint step directory (has index.json).
+bool is_checkpoint_step(const std::filesystem::path& path);
+
+// A decoder from a committed step's config.json and item "model", placed on `mesh` by `rules`
+// (null: the family defaults).
+Decoder load_checkpoint_decoder(const std::filesystem::path& step_dir, const Mesh& mesh,
+                                DecoderOptions options = {}, const PartitionRules* rules = nullptr);
+
+}  // namespace magix
