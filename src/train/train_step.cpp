@@ -21,8 +21,6 @@ double global_grad_norm(const ParameterSet& grads, const Mesh& mesh) {
 
 AdamW initialize_opt_state(const AdamWOptions& options, const ParameterSet& params,
                            const PartitionRules& rules, const Mesh& mesh) {
-  std::vector<std::string> names;
-  std::vector<Shape> shapes;
   for (const ParamInfo& info : params.infos()) {
     const PartitionSpec spec =
         rules.spec_for(info.name, static_cast<int>(info.global_shape.size()));
@@ -34,6 +32,14 @@ AdamW initialize_opt_state(const AdamWOptions& options, const ParameterSet& para
     MAGIX_CHECK(box.extent == info.box_extent,
                 "parameter {}: optimizer shard {} != parameter shard {}", info.name,
                 shape_str(box.extent), shape_str(info.box_extent));
+  }
+  return make_opt_state(options, params);
+}
+
+AdamW make_opt_state(const AdamWOptions& options, const ParameterSet& params) {
+  std::vector<std::string> names;
+  std::vector<Shape> shapes;
+  for (const ParamInfo& info : params.infos()) {
     names.push_back(info.name);
     shapes.push_back(info.box_extent);
   }
@@ -41,24 +47,72 @@ AdamW initialize_opt_state(const AdamWOptions& options, const ParameterSet& para
 }
 
 TrainStepResult train_step(Decoder& model, AdamW& optimizer, const TokenBatch& batch, double lr) {
-  const Mesh& mesh = model.mesh();
-  std::vector<double> count = {static_cast<double>(batch.count_targets())};
+  // A non-owning view of the model as a Trainable: the update lands in `model`.
+  class View final : public Trainable {
+   public:
+    explicit View(Decoder& d) : d_(d) {}
+    Decoder& decoder() override { return d_; }
+    ParameterSet& trainable() override { return d_.params(); }
+    std::string checkpoint_item() const override { return "model"; }
+    LossResult loss_and_grad(const TokenBatch& b, double count, ParameterSet& g) override {
+      return d_.loss_and_grad(b, count, g);
+    }
+
+   private:
+    Decoder& d_;
+  };
+  View view(model);
+  ParameterSet grads(model.params().infos());  // fp32 zeros, whatever the weights' dtype
+  return train_step(view, optimizer, std::span<const TokenBatch>(&batch, 1), lr, grads);
+}
+
+TrainStepResult train_step(Trainable& model, AdamW& optimizer,
+                           std::span<const TokenBatch> micro_batches, double lr,
+                           ParameterSet& grads) {
+  const Mesh& mesh = model.decoder().mesh();
+  MAGIX_CHECK(!micro_batches.empty(), "train_step: no micro-batch");
+  ParameterSet& params = model.trainable();
+  MAGIX_CHECK(grads.size() == params.size(), "train_step: {} gradients for {} parameters",
+              grads.size(), params.size());
+  // The normaliser of the whole step: counted targets of every micro-batch on every data rank.
+  std::vector<double> count = {0.0};
+  for (const TokenBatch& b : micro_batches) count[0] += static_cast<double>(b.count_targets());
   mesh.data().all_reduce(count, ReduceOp::kSum);
   MAGIX_CHECK(count[0] > 0, "the global batch has no target to learn from");
-  ParameterSet grads = model.params().zeros_like();
-  const LossResult loss = model.loss_and_grad(batch, count[0], grads);
+  grads.fill_zero();
   TrainStepResult result;
-  result.loss = loss.loss;
+  for (const TokenBatch& b : micro_batches) {
+    result.loss += model.loss_and_grad(b, count[0], grads).loss;
+  }
   result.tokens = static_cast<int64_t>(count[0]);
   result.grad_norm = global_grad_norm(grads, mesh);
-  ParameterSet& params = model.params();
   std::vector<Tensor> p, g;
   for (size_t i = 0; i < params.size(); ++i) {
     p.push_back(params.tensor(i));  // shares storage: the update lands in the model
     g.push_back(grads.tensor(i));
   }
   result.applied = optimizer.step(p, g, lr, result.grad_norm).applied;
+  if (result.applied) model.after_update();
   return result;
+}
+
+TokenBatch slice_rows(const TokenBatch& batch, int64_t first, int64_t count) {
+  MAGIX_CHECK(first >= 0 && count >= 0 && first + count <= batch.batch,
+              "slice_rows: rows [{}, {}) of a batch of {}", first, first + count, batch.batch);
+  TokenBatch out;
+  out.batch = count;
+  out.seq = batch.seq;
+  const auto cut = [&](const std::vector<int32_t>& v) {
+    if (v.empty()) return std::vector<int32_t>{};
+    return std::vector<int32_t>(v.begin() + first * batch.seq,
+                                v.begin() + (first + count) * batch.seq);
+  };
+  out.input_ids = cut(batch.input_ids);
+  out.targets = cut(batch.targets);
+  out.key_valid = cut(batch.key_valid);
+  out.positions = cut(batch.positions);
+  out.segments = cut(batch.segments);
+  return out;
 }
 
 }  // namespace magix

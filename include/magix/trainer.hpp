@@ -1,0 +1,139 @@
+// The training loop behind `magix train` (and `train-lora`, `demo`): data, schedule, AdamW,
+// gradient accumulation, logging, sharded checkpoints and exact resume on any mesh
+// (docs/training.md).
+//
+//   magix::Mesh mesh = magix::create_device_mesh(args.mesh_shape);
+//   std::unique_ptr<magix::Trainable> model = magix::make_full_trainable(args, mesh);
+//   magix::TrainSummary s = magix::run_training(args, mesh, *model);
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "magix/dataset.hpp"
+#include "magix/mesh.hpp"
+#include "magix/model.hpp"
+#include "magix/train_step.hpp"
+
+namespace magix {
+
+// Every flag of `magix train`, with the reference script's defaults where it has the flag.
+struct TrainArgs {
+  // Model: an HF folder / hub name, or a config.json for random weights (exactly one).
+  std::string model_type = "llama";  // checked against the config's model_type
+  std::string model_name;            // HF folder or hub name in the local HF cache
+  std::string model_config;          // config.json: random init (init_parameters, seed)
+  std::string model_cache_dir;       // HF cache root for hub names (default: $HF_HOME)
+  std::string tokenizer_name;        // default: the model folder / the config's folder
+  bool bf16_model_weights = false;   // parameters stored in bf16, updated from fp32 values
+  bool recompute = false;            // activation recomputation in the backward pass
+
+  // Data.
+  std::string train_file;         // .jsonl / .json / .txt
+  std::string train_data_config;  // HF dataset config (only local files: must be empty)
+  std::string train_data_field = "text";
+  std::string split = "train";    // HF dataset split (only local files: must be "train")
+  bool use_chat_template = false;
+  std::string train_on = "all";   // "all" | "assistant"
+  bool pack = false;              // pack examples into full rows
+  bool skip_bad_records = false;  // skip (and count) unreadable records instead of failing
+  int64_t max_length = 1024;      // T; rows hold max_length + 1 tokens
+
+  // Steps.
+  int64_t num_epochs = 1;
+  int64_t max_steps = -1;  // > 0: stop after this many optimizer steps (and schedule over them)
+  int64_t batch_size = 16;  // global rows per optimizer step; divides over data axis × accum
+  int64_t gradient_accumulation_steps = 1;
+
+  // Optimizer and schedule.
+  double learning_rate = 2e-6;
+  std::string lr_schedule = "warmup_cosine";  // | "linear" | "constant"
+  double warmup_ratio = 0.1;                  // warmup steps = floor(ratio × total steps)
+  double lr_decay_ratio = 1.0;  // decay ends at ratio × total steps (0.9 = the reference's tail)
+  double weight_decay = 1e-4;
+  double adam_beta1 = 0.9;
+  double adam_beta2 = 0.999;
+  double adam_eps = 1e-8;
+  double max_grad_norm = 1.0;  // <= 0: no clipping
+
+  // Checkpoints.
+  std::string checkpoint_dir;  // empty: no checkpoints, no resume
+  int64_t save_steps = 200;    // <= 0: only at the end
+  int max_to_keep = 3;         // <= 0: keep all
+  bool async_save = true;
+
+  // Logs.
+  int64_t log_steps = 10;
+  std::string metrics_file;  // JSONL, one line per optimizer step (world rank 0)
+  std::string progress = "auto";  // "auto" (a bar when stderr is a terminal) | "bar" | "log" | "none"
+
+  uint64_t seed = 42;
+  std::vector<int> mesh_shape = {-1, 1};
+  std::string partition_rules;  // JSON rules file replacing the family's defaults
+
+  // As JSON (saved in the trainer state) and the fields a resume must not change.
+  nlohmann::json to_json() const;
+};
+
+// Checks values that need no file: positive sizes, known schedule / train_on names, ratios in
+// range, exactly one of model_name / model_config. Throws naming the flag.
+void validate_train_args(const TrainArgs& args);
+
+// The model for a run: load_decoder(model_name) or random init from model_config (seed), placed
+// by partition_rules (or the family's), with weight_dtype from bf16_model_weights.
+Decoder load_train_decoder(const TrainArgs& args, const Mesh& mesh);
+std::unique_ptr<Trainable> make_full_trainable(const TrainArgs& args, const Mesh& mesh);
+
+// One optimizer step as reported (world rank 0 writes these to --metrics_file).
+struct StepMetrics {
+  int64_t step = 0;     // 1-based optimizer step just taken
+  int64_t total_steps = 0;
+  int64_t epoch = 0;    // epoch the step's batch came from
+  double loss = 0.0;
+  double lr = 0.0;
+  double grad_norm = 0.0;
+  int64_t tokens = 0;   // counted targets in the step
+  double tokens_per_s = 0.0;  // counted targets per second over this step
+  double elapsed_s = 0.0;     // since the run (this process) started training
+  bool skipped = false;       // a non-finite step, not applied
+  int64_t skipped_total = 0;  // skipped steps so far in the run
+};
+
+struct TrainHooks {
+  // Called on every rank after every step (e.g. the demo's display; tests).
+  std::function<void(const StepMetrics&)> on_step;
+  // Replaces the data of --train_file (e.g. the demo's built-in corpus, tests): examples as
+  // load_examples gives them. Must give the same examples on every rank.
+  std::function<std::vector<Example>(const Tokenizer&)> load_examples;
+};
+
+struct TrainSummary {
+  int64_t start_step = 0;     // steps already done when this run started (resume)
+  int64_t end_step = 0;       // steps done when it stopped
+  int64_t total_steps = 0;    // planned steps of the whole run
+  int64_t steps_per_epoch = 0;
+  int64_t skipped_steps = 0;  // non-finite steps skipped in this process
+  std::vector<double> losses;  // loss of each step taken in this process, in order
+  double first_loss = 0.0, last_loss = 0.0;  // NaN when no step was taken
+  int64_t tokens = 0;         // counted targets trained on in this process
+  double tokens_per_s = 0.0;  // over the steps of this process
+  double seconds = 0.0;       // training time (excluding loading)
+  std::string last_checkpoint;  // step directory of the last committed checkpoint (or empty)
+  std::optional<std::string> resumed_from;  // step directory restored at the start
+};
+
+// Runs (or resumes, when args.checkpoint_dir holds a committed step) training of `model` on
+// `mesh`. Collective over the mesh; only world rank 0 prints and writes files other than
+// checkpoint shards. A resume restores trainable(), the optimizer and the data position on any
+// mesh, and refuses when batch_size, max_length, seed, the data, packing, the model or the
+// trainable's describe() differ (the message lists each difference).
+TrainSummary run_training(const TrainArgs& args, const Mesh& mesh, Trainable& model,
+                          const TrainHooks& hooks = {});
+
+}  // namespace magix
