@@ -1,0 +1,302 @@
+// CheckpointReader: a committed step onto any mesh, every shard read verified by its checksum;
+// load_checkpoint_decoder (docs/checkpoints.md).
+#include <algorithm>
+#include <cstring>
+#include <map>
+
+#include "io/checkpoint_format.hpp"
+#include "io/safetensors_util.hpp"
+#include "magix/checkpoint.hpp"
+#include "magix/dtype_convert.hpp"
+#include "magix/error.hpp"
+
+namespace magix {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+struct TensorEntry {
+  DType dtype = DType::kF32;
+  Shape shape;
+  std::vector<ckpt::ShardRecord> shards;
+};
+
+// Converts n elements from `src` (dtype s) to `dst` (dtype d).
+void convert_run(const std::byte* src, DType s, std::byte* dst, DType d, size_t n) {
+  if (s == d) {
+    std::memcpy(dst, src, n * dtype_size(s));
+    return;
+  }
+  auto is_float = [](DType t) { return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16; };
+  MAGIX_CHECK(is_float(s) && is_float(d), "cannot convert a stored {} tensor to {}",
+              dtype_name(s), dtype_name(d));
+  std::vector<float> tmp;
+  const float* f = nullptr;
+  if (s == DType::kF32) {
+    f = reinterpret_cast<const float*>(src);
+  } else {
+    tmp.resize(n);
+    std::span<const uint16_t> in(reinterpret_cast<const uint16_t*>(src), n);
+    if (s == DType::kBF16) {
+      bf16_to_float(in, tmp);
+    } else {
+      f16_to_float(in, tmp);
+    }
+    f = tmp.data();
+  }
+  if (d == DType::kF32) {
+    std::memcpy(dst, f, n * sizeof(float));
+  } else if (d == DType::kBF16) {
+    float_to_bf16(std::span<const float>(f, n),
+                  std::span<uint16_t>(reinterpret_cast<uint16_t*>(dst), n));
+  } else {
+    auto* out = reinterpret_cast<uint16_t*>(dst);
+    for (size_t i = 0; i < n; ++i) out[i] = float_to_f16(f[i]);
+  }
+}
+
+// Copies the intersection of a shard box (data `src`, box [s_start, s_start + s_ext)) and a
+// target box (data `dst`, box [d_start, d_start + d_ext)), both row-major, with conversion.
+void copy_intersection(const std::byte* src, DType s_dtype, const Shape& s_start,
+                       const Shape& s_ext, std::byte* dst, DType d_dtype, const Shape& d_start,
+                       const Shape& d_ext) {
+  const size_t nd = s_start.size();
+  if (nd == 0) {
+    convert_run(src, s_dtype, dst, d_dtype, 1);
+    return;
+  }
+  Shape lo(nd), hi(nd);
+  for (size_t d = 0; d < nd; ++d) {
+    lo[d] = std::max(s_start[d], d_start[d]);
+    hi[d] = std::min(s_start[d] + s_ext[d], d_start[d] + d_ext[d]);
+    if (lo[d] >= hi[d]) return;
+  }
+  const size_t ss = dtype_size(s_dtype), ds = dtype_size(d_dtype);
+  const size_t run = static_cast<size_t>(hi[nd - 1] - lo[nd - 1]);
+  Shape idx = lo;  // global index of the current run's first element (last dim fixed at lo)
+  while (true) {
+    int64_t so = 0, doff = 0;
+    for (size_t d = 0; d < nd; ++d) {
+      so = so * s_ext[d] + (idx[d] - s_start[d]);
+      doff = doff * d_ext[d] + (idx[d] - d_start[d]);
+    }
+    convert_run(src + static_cast<size_t>(so) * ss, s_dtype, dst + static_cast<size_t>(doff) * ds,
+                d_dtype, run);
+    // Next run: increment dims nd-2 .. 0.
+    int d = static_cast<int>(nd) - 2;
+    for (; d >= 0; --d) {
+      if (++idx[static_cast<size_t>(d)] < hi[static_cast<size_t>(d)]) break;
+      idx[static_cast<size_t>(d)] = lo[static_cast<size_t>(d)];
+    }
+    if (d < 0) return;
+  }
+}
+
+}  // namespace
+
+struct CheckpointReader::Impl {
+  fs::path dir;
+  int64_t step = 0;
+  std::map<std::string, std::map<std::string, TensorEntry>> items;
+
+  fs::path index_path() const { return dir / ckpt::kIndexFile; }
+};
+
+CheckpointReader::CheckpointReader(fs::path step_dir) : impl_(std::make_unique<Impl>()) {
+  impl_->dir = std::move(step_dir);
+  const fs::path index_path = impl_->index_path();
+  const std::string name = impl_->dir.filename().string();
+  MAGIX_CHECK(fs::is_directory(impl_->dir), "checkpoint {} is not a directory",
+              impl_->dir.string());
+  MAGIX_CHECK(!name.starts_with(ckpt::kTmpPrefix),
+              "checkpoint {} is an uncommitted (temporary) directory", impl_->dir.string());
+  MAGIX_CHECK(fs::is_regular_file(index_path),
+              "checkpoint {} is not committed (no {}): an interrupted save?", impl_->dir.string(),
+              ckpt::kIndexFile);
+  try {
+    const json index = io::parse_json_strict(ckpt::read_text_file(index_path), 64);
+    MAGIX_CHECK(index.is_object(), "not a JSON object");
+    MAGIX_CHECK(index.value("format", "") == ckpt::kFormatName,
+                "\"format\" is not \"{}\"", ckpt::kFormatName);
+    MAGIX_CHECK(index.contains("version") && index.at("version").is_number_integer(),
+                "no integer \"version\"");
+    const int version = index.at("version").get<int>();
+    MAGIX_CHECK(version == ckpt::kFormatVersion,
+                "format version {} is not supported (this build reads version {})", version,
+                ckpt::kFormatVersion);
+    MAGIX_CHECK(index.contains("step") && index.at("step").is_number_integer(),
+                "no integer \"step\"");
+    impl_->step = index.at("step").get<int64_t>();
+    MAGIX_CHECK(index.contains("items") && index.at("items").is_object(), "no \"items\" object");
+    for (const auto& [item, tensors] : index.at("items").items()) {
+      ckpt::check_item_name(item);
+      MAGIX_CHECK(tensors.is_object(), "item \"{}\" is not an object", item);
+      auto& out = impl_->items[item];
+      for (const auto& [tname, t] : tensors.items()) {
+        const std::string where = fmt::format("tensor {}/{}", item, tname);
+        MAGIX_CHECK(t.is_object() && t.contains("dtype") && t.at("dtype").is_string() &&
+                        t.contains("shards") && t.at("shards").is_array(),
+                    "{}: needs \"dtype\", \"shape\" and \"shards\"", where);
+        auto dt = dtype_from_name(t.at("dtype").get<std::string>());
+        MAGIX_CHECK(dt.has_value(), "{}: unknown dtype {}", where, t.at("dtype").dump());
+        TensorEntry e;
+        e.dtype = *dt;
+        // Reuse the shard-list parser: add the per-tensor fields to each shard.
+        json shards = json::array();
+        for (json s : t.at("shards")) {
+          MAGIX_CHECK(s.is_object(), "{}: a shard is not an object", where);
+          s["item"] = item;
+          s["tensor"] = tname;
+          s["dtype"] = t.at("dtype");
+          MAGIX_CHECK(t.contains("shape"), "{}: no \"shape\"", where);
+          s["shape"] = t.at("shape");
+          shards.push_back(std::move(s));
+        }
+        try {
+          e.shards = ckpt::shard_list_from_json(shards);
+        } catch (const Error& err) {
+          MAGIX_FAIL("{}: {}", where, err.what());
+        }
+        MAGIX_CHECK(t.at("shape").is_array(), "{}: \"shape\" is not a list", where);
+        for (const json& d : t.at("shape")) {
+          MAGIX_CHECK(d.is_number_integer() && d.get<int64_t>() >= 0,
+                      "{}: \"shape\" must hold non-negative integers", where);
+          e.shape.push_back(d.get<int64_t>());
+        }
+        for (const ckpt::ShardRecord& s : e.shards) ckpt::check_relative_path(s.file, where);
+        ckpt::check_tiling(e.shape, e.dtype, e.shards, where);
+        out.emplace(tname, std::move(e));
+      }
+    }
+  } catch (const Error& e) {
+    MAGIX_FAIL("checkpoint index {}: {}", index_path.string(), e.what());
+  }
+}
+
+CheckpointReader::~CheckpointReader() = default;
+CheckpointReader::CheckpointReader(CheckpointReader&&) noexcept = default;
+
+const fs::path& CheckpointReader::dir() const {
+  return impl_->dir;
+}
+
+int64_t CheckpointReader::step() const {
+  return impl_->step;
+}
+
+json CheckpointReader::trainer_state() const {
+  const fs::path path = impl_->dir / ckpt::kTrainerStateFile;
+  try {
+    return io::parse_json_strict(ckpt::read_text_file(path), 256);
+  } catch (const Error& e) {
+    MAGIX_FAIL("checkpoint trainer state {}: {}", path.string(), e.what());
+  }
+}
+
+std::vector<std::string> CheckpointReader::items() const {
+  std::vector<std::string> out;
+  for (const auto& [item, unused] : impl_->items) out.push_back(item);
+  return out;
+}
+
+bool CheckpointReader::has_tensor(const std::string& item, const std::string& name) const {
+  auto it = impl_->items.find(item);
+  return it != impl_->items.end() && it->second.count(name) > 0;
+}
+
+Shape CheckpointReader::global_shape(const std::string& item, const std::string& name) const {
+  auto it = impl_->items.find(item);
+  MAGIX_CHECK(it != impl_->items.end(), "checkpoint {} has no item '{}'", impl_->dir.string(),
+              item);
+  auto t = it->second.find(name);
+  MAGIX_CHECK(t != it->second.end(), "checkpoint {} has no tensor '{}' in item '{}'",
+              impl_->dir.string(), name, item);
+  return t->second.shape;
+}
+
+void CheckpointReader::read(const std::string& item, std::vector<ShardedTensor>& targets) const {
+  auto it = impl_->items.find(item);
+  MAGIX_CHECK(it != impl_->items.end(), "checkpoint {} has no item '{}'", impl_->dir.string(),
+              item);
+  std::map<std::string, io::FileHandle> files;  // open files, by relative path
+  std::map<std::string, uint64_t> file_sizes;
+  for (ShardedTensor& t : targets) {
+    auto e = it->second.find(t.name);
+    MAGIX_CHECK(e != it->second.end(), "checkpoint {} has no tensor '{}' in item '{}'",
+                impl_->dir.string(), t.name, item);
+    const TensorEntry& entry = e->second;
+    MAGIX_CHECK(entry.shape == t.global_shape,
+                "checkpoint {}: tensor {}/{} has shape {}, expected {}", impl_->dir.string(), item,
+                t.name, shape_str(entry.shape), shape_str(t.global_shape));
+    MAGIX_CHECK(t.local.defined() && t.local.shape().size() == t.global_shape.size() &&
+                    t.box_start.size() == t.global_shape.size(),
+                "checkpoint read of {}/{}: the target box does not match the shape {}", item,
+                t.name, shape_str(t.global_shape));
+    for (size_t d = 0; d < t.global_shape.size(); ++d) {
+      MAGIX_CHECK(t.box_start[d] >= 0 && t.box_start[d] + t.local.shape()[d] <= t.global_shape[d],
+                  "checkpoint read of {}/{}: box start {} extent {} lies outside the shape {}",
+                  item, t.name, shape_str(t.box_start), shape_str(t.local.shape()),
+                  shape_str(t.global_shape));
+    }
+    const Shape& d_ext = t.local.shape();
+    std::vector<std::byte> buf;
+    for (const ckpt::ShardRecord& s : entry.shards) {
+      bool hit = shape_numel(s.extent) > 0 && shape_numel(d_ext) > 0;
+      for (size_t d = 0; d < s.start.size() && hit; ++d) {
+        hit = std::max(s.start[d], t.box_start[d]) <
+              std::min(s.start[d] + s.extent[d], t.box_start[d] + d_ext[d]);
+      }
+      if (!hit) continue;
+      const fs::path path = impl_->dir / s.file;
+      auto f = files.find(s.file);
+      if (f == files.end()) {
+        uint64_t size = 0;
+        f = files.emplace(s.file, io::open_for_reading(path, &size)).first;
+        file_sizes[s.file] = size;
+      }
+      MAGIX_CHECK(s.offset + s.nbytes <= file_sizes[s.file],
+                  "checkpoint file {} is truncated: {} bytes, the shard of {}/{} ends at byte {}",
+                  path.string(), file_sizes[s.file], item, t.name, s.offset + s.nbytes);
+      buf.resize(s.nbytes);
+      io::read_exact(f->second.get(), s.offset, buf.data(), s.nbytes, path);
+      MAGIX_CHECK(ckpt::checksum(buf.data(), buf.size()) == s.xxh3,
+                  "checkpoint file {} is corrupt: the shard of {}/{} at byte {} ({} bytes) fails "
+                  "its checksum",
+                  path.string(), item, t.name, s.offset, s.nbytes);
+      copy_intersection(buf.data(), entry.dtype, s.start, s.extent, t.local.bytes(),
+                        t.local.dtype(), t.box_start, d_ext);
+    }
+  }
+}
+
+bool is_checkpoint_step(const fs::path& path) {
+  std::error_code ec;
+  return fs::is_directory(path, ec) &&
+         !path.filename().string().starts_with(ckpt::kTmpPrefix) &&
+         fs::is_regular_file(path / ckpt::kIndexFile, ec);
+}
+
+Decoder load_checkpoint_decoder(const fs::path& step_dir, const Mesh& mesh, DecoderOptions options,
+                                const PartitionRules* rules) {
+  CheckpointReader reader(step_dir);
+  ModelConfig config = load_model_config(step_dir / "config.json");
+  std::vector<ParamInfo> infos = expected_parameters(config);
+  if (rules) apply_partition_rules(infos, *rules);
+  shard_parameters(infos, mesh);
+  ParameterSet params(infos);
+  if (options.weight_dtype != DType::kF32) {
+    MAGIX_CHECK(options.weight_dtype == DType::kBF16,
+                "load_checkpoint_decoder: weight dtype must be F32 or BF16, got {}",
+                dtype_name(options.weight_dtype));
+    for (size_t i = 0; i < params.size(); ++i) {
+      params.tensor(i) = Tensor(params.info(i).box_extent, DType::kBF16);
+    }
+  }
+  std::vector<ShardedTensor> targets = sharded_tensors(params);
+  reader.read("model", targets);
+  return Decoder(std::move(config), mesh, std::move(params), options);
+}
+
+}  // namespace magix
