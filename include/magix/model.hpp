@@ -46,12 +46,14 @@ void apply_partition_rules(std::vector<ParamInfo>& infos, const PartitionRules& 
 // axis size is an error naming the parameter and the dim.
 void shard_parameters(std::vector<ParamInfo>& infos, const Mesh& mesh);
 
-// An ordered set of fp32 tensors, one per parameter, each holding this rank's box. Gradients
-// use a ParameterSet of the same layout.
+// An ordered set of tensors, one per parameter, each holding this rank's box. Parameters are
+// stored as F32 or BF16 (DecoderOptions::weight_dtype); gradients are always F32 and use a
+// ParameterSet of the same layout (zeros_like).
 class ParameterSet {
  public:
   ParameterSet() = default;
-  explicit ParameterSet(std::vector<ParamInfo> infos);  // zero-filled local tensors
+  explicit ParameterSet(std::vector<ParamInfo> infos);      // zero-filled local F32 tensors
+  ParameterSet(std::vector<ParamInfo> infos, DType dtype);  // zero-filled, F32 or BF16
 
   size_t size() const { return infos_.size(); }
   const ParamInfo& info(size_t i) const { return infos_.at(i); }
@@ -62,8 +64,15 @@ class ParameterSet {
   Tensor& at(std::string_view name);  // throws naming the parameter
   const Tensor& at(std::string_view name) const;
 
-  ParameterSet zeros_like() const;  // same infos, zero tensors
+  // Same infos, zero F32 tensors whatever the dtype of this set (the gradient buffers of
+  // loss_and_grad and the optimizer are always fp32).
+  ParameterSet zeros_like() const;
   void fill_zero();
+  // Converts every tensor to `dtype` (F32 or BF16) in place: widening is exact, narrowing
+  // rounds to nearest even (Tensor::to). Tensors already of that dtype are kept as they are
+  // (no copy; other holders of their storage still share it).
+  void convert(DType dtype);
+  size_t nbytes() const;  // bytes of all local tensors
 
  private:
   std::vector<ParamInfo> infos_;
@@ -77,15 +86,18 @@ class ParameterSet {
 class HfWeights;
 void validate_weight_names(const std::vector<ParamInfo>& expected, const HfWeights& weights);
 
-// Reads this rank's box of every parameter (bf16/f16 converted to fp32).
-ParameterSet load_parameters(const std::vector<ParamInfo>& infos, const HfWeights& weights);
+// Reads this rank's box of every parameter, stored as `dtype` (F32 or BF16; the file's
+// bf16/f16/f32 values are converted through fp32, one tensor at a time).
+ParameterSet load_parameters(const std::vector<ParamInfo>& infos, const HfWeights& weights,
+                             DType dtype = DType::kF32);
 
 // Random init as transformers' _init_weights: Linear and Embedding weights ~ normal(0,
 // initializer_range), biases 0, RMSNorm weights 1 (gemma: 0, it scales by 1 + w), the
 // pad_token_id row of embed_tokens 0. Element e of parameter `name` is a pure function of
-// (seed, name, e) (see docs/model.md), so every rank can draw its own box.
+// (seed, name, e) (see docs/model.md), so every rank can draw its own box. Drawn in fp32 and
+// stored as `dtype` (F32 or BF16, rounded one tensor at a time).
 ParameterSet init_parameters(const ModelConfig& config, const std::vector<ParamInfo>& infos,
-                             uint64_t seed);
+                             uint64_t seed, DType dtype = DType::kF32);
 
 // ---------------------------------------------------------------------------------------------
 // The decoder
@@ -94,7 +106,9 @@ struct DecoderOptions {
   bool recompute = false;         // keep only each block's input; recompute the rest in backward
   int64_t head_chunk_rows = 256;  // rows of logits computed at a time in the LM head
   // How parameters are stored (F32 or BF16; --bf16_model_weights). Compute is fp32: each
-  // layer's weights are widened (and gathered over data) just before use.
+  // layer's weights are widened (and gathered over data) just before use and released after;
+  // gradients are fp32. A bf16 decoder computes exactly what an fp32 decoder does whose
+  // weights were rounded to bf16.
   DType weight_dtype = DType::kF32;
 };
 
@@ -108,7 +122,8 @@ struct LossResult {
 class Decoder {
  public:
   // `mesh` must outlive the decoder. `params` must have the layout of
-  // shard_parameters(expected_parameters(config), mesh).
+  // shard_parameters(expected_parameters(config), mesh); they are converted to
+  // options.weight_dtype (ParameterSet::convert).
   Decoder(ModelConfig config, const Mesh& mesh, ParameterSet params, DecoderOptions options = {});
   ~Decoder();
   Decoder(Decoder&&) noexcept;
@@ -116,7 +131,8 @@ class Decoder {
 
   const ModelConfig& config() const { return config_; }
   const DecoderOptions& options() const { return options_; }
-  void set_options(const DecoderOptions& options) { options_ = options; }
+  // A different weight_dtype converts the stored parameters (ParameterSet::convert).
+  void set_options(const DecoderOptions& options);
   ParameterSet& params() { return params_; }
   const ParameterSet& params() const { return params_; }
   const Mesh& mesh() const { return *mesh_; }
@@ -140,7 +156,7 @@ class Decoder {
 };
 
 // An HF folder or hub name (resolve_model_dir) -> config + this rank's parameter shards, placed
-// by `rules` (null: default_partition_rules of the family).
+// by `rules` (null: default_partition_rules of the family), stored as options.weight_dtype.
 Decoder load_decoder(const std::string& name_or_path, const Mesh& mesh, DecoderOptions options = {},
                      const PartitionRules* rules = nullptr);
 

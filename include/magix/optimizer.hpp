@@ -60,6 +60,8 @@ class AdamW {
   // counted once over the whole mesh): the caller computes it, since only the caller knows how
   // the shards are replicated. A non-finite norm skips the update (parameters, moments and the
   // update count unchanged); more than max_consecutive_nonfinite in a row throws magix::Error.
+  // Parameters are F32 or BF16 (--bf16_model_weights): a BF16 element is widened, updated in
+  // fp32 exactly as an F32 one, and rounded back to nearest even; gradients must be F32.
   StepReport step(std::span<Tensor> params, std::span<const Tensor> grads, double lr,
                   double grad_norm);
 

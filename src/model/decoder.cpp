@@ -143,6 +143,7 @@ Decoder::Decoder(ModelConfig config, const Mesh& mesh, ParameterSet params, Deco
                 shape_str(params_.tensor(i).shape()), expected[i].name,
                 shape_str(expected[i].global_shape));
   }
+  params_.convert(options_.weight_dtype);
   State& s = *state_;
   s.C = c.hidden_size;
   s.I = c.intermediate_size / M;
@@ -176,6 +177,11 @@ Decoder::Decoder(ModelConfig config, const Mesh& mesh, ParameterSet params, Deco
       }
     }
   }
+}
+
+void Decoder::set_options(const DecoderOptions& options) {
+  if (options.weight_dtype != options_.weight_dtype) params_.convert(options.weight_dtype);
+  options_ = options;
 }
 
 Decoder::~Decoder() = default;
@@ -439,6 +445,7 @@ class DecoderStep {
     for (size_t i = 0; i < params_.size(); ++i) {
       const int dd = data_dim(params_.info(i).spec);
       Tensor w = params_.tensor(i);
+      if (w.dtype() != DType::kF32) w = w.to(DType::kF32);  // bf16 storage: widened (exact)
       if (mesh_.data_size() > 1 && dd >= 0) {
         Shape shape = w.shape();
         shape[static_cast<size_t>(dd)] *= mesh_.data_size();

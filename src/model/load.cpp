@@ -15,7 +15,7 @@ Decoder load_decoder(const std::string& name_or_path, const Mesh& mesh, DecoderO
   if (rules) apply_partition_rules(infos, *rules);
   shard_parameters(infos, mesh);
   HfWeights weights(dir);
-  ParameterSet params = load_parameters(infos, weights);
+  ParameterSet params = load_parameters(infos, weights, options.weight_dtype);
   return Decoder(std::move(config), mesh, std::move(params), options);
 }
 

@@ -58,6 +58,11 @@ double normal_at(uint64_t key, int64_t e) {
   return (e % 2 == 0) ? r * std::cos(angle) : r * std::sin(angle);
 }
 
+void check_storage_dtype(DType dtype) {
+  MAGIX_CHECK(dtype == DType::kF32 || dtype == DType::kBF16,
+              "parameters can be stored as F32 or BF16, not {}", dtype_name(dtype));
+}
+
 }  // namespace
 
 std::vector<ParamInfo> expected_parameters(const ModelConfig& c) {
@@ -108,9 +113,13 @@ void shard_parameters(std::vector<ParamInfo>& infos, const Mesh& mesh) {
   }
 }
 
-ParameterSet::ParameterSet(std::vector<ParamInfo> infos) : infos_(std::move(infos)) {
+ParameterSet::ParameterSet(std::vector<ParamInfo> infos)
+    : ParameterSet(std::move(infos), DType::kF32) {}
+
+ParameterSet::ParameterSet(std::vector<ParamInfo> infos, DType dtype) : infos_(std::move(infos)) {
+  check_storage_dtype(dtype);
   tensors_.reserve(infos_.size());
-  for (const ParamInfo& p : infos_) tensors_.emplace_back(p.box_extent, DType::kF32);
+  for (const ParamInfo& p : infos_) tensors_.emplace_back(p.box_extent, dtype);
 }
 
 std::optional<size_t> ParameterSet::find(std::string_view name) const {
@@ -133,7 +142,25 @@ const Tensor& ParameterSet::at(std::string_view name) const {
 }
 
 ParameterSet ParameterSet::zeros_like() const {
-  return ParameterSet(infos_);
+  return ParameterSet(infos_, DType::kF32);
+}
+
+void ParameterSet::convert(DType dtype) {
+  check_storage_dtype(dtype);
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    Tensor& t = tensors_[i];
+    if (t.dtype() == dtype) continue;
+    MAGIX_CHECK(t.dtype() == DType::kF32 || t.dtype() == DType::kBF16 || t.dtype() == DType::kF16,
+                "parameter '{}' holds {} values; only float parameters can be converted to {}",
+                infos_[i].name, dtype_name(t.dtype()), dtype_name(dtype));
+    t = t.to(dtype);
+  }
+}
+
+size_t ParameterSet::nbytes() const {
+  size_t n = 0;
+  for (const Tensor& t : tensors_) n += t.nbytes();
+  return n;
 }
 
 void ParameterSet::fill_zero() {
@@ -172,9 +199,12 @@ void validate_weight_names(const std::vector<ParamInfo>& expected, const HfWeigh
   MAGIX_FAIL("{}", msg);
 }
 
-ParameterSet load_parameters(const std::vector<ParamInfo>& infos, const HfWeights& weights) {
+ParameterSet load_parameters(const std::vector<ParamInfo>& infos, const HfWeights& weights,
+                             DType dtype) {
+  check_storage_dtype(dtype);
   validate_weight_names(infos, weights);
-  ParameterSet params(infos);
+  // Read and converted one tensor at a time: no fp32 copy of the whole model is ever held.
+  ParameterSet params(infos, dtype);
   for (size_t i = 0; i < infos.size(); ++i) {
     const ParamInfo& p = infos[i];
     Tensor t = p.box_extent == p.global_shape
@@ -182,26 +212,34 @@ ParameterSet load_parameters(const std::vector<ParamInfo>& infos, const HfWeight
                    : weights.read_box_f32(p.name, p.box_start, p.box_extent);
     MAGIX_CHECK(t.shape() == p.box_extent, "tensor '{}': read shape {}, expected {}", p.name,
                 shape_str(t.shape()), shape_str(p.box_extent));
-    params.tensor(i) = t.reshape(p.box_extent);
+    t = t.reshape(p.box_extent);
+    params.tensor(i) = dtype == DType::kF32 ? t : t.to(dtype);
   }
   return params;
 }
 
 ParameterSet init_parameters(const ModelConfig& c, const std::vector<ParamInfo>& infos,
-                             uint64_t seed) {
-  ParameterSet params(infos);
+                             uint64_t seed, DType dtype) {
+  ParameterSet params(infos, dtype);
   const double stdev = c.initializer_range;
   for (size_t i = 0; i < infos.size(); ++i) {
     const ParamInfo& p = infos[i];
-    float* out = params.tensor(i).data<float>();
-    const int64_t n = params.tensor(i).numel();
+    // Drawn in fp32, then stored as `dtype` (one fp32 tensor alive at a time).
+    Tensor drawn(p.box_extent, DType::kF32);
+    float* out = drawn.data<float>();
+    const int64_t n = drawn.numel();
     const bool norm = p.name.ends_with("norm.weight");
     const bool bias = p.name.ends_with(".bias");
+    auto store = [&] { params.tensor(i) = dtype == DType::kF32 ? drawn : drawn.to(dtype); };
     if (norm) {
       std::fill(out, out + n, c.family == ModelFamily::kGemma ? 0.0f : 1.0f);
+      store();
       continue;
     }
-    if (bias) continue;  // zeros
+    if (bias) {
+      store();  // zeros
+      continue;
+    }
     // Linear or Embedding weight: element (r, k) of the global tensor is normal draw number
     // r * cols + k of the stream keyed by (seed, name).
     const uint64_t key = mix64(seed ^ mix64(fnv1a(p.name)));
@@ -216,6 +254,7 @@ ParameterSet init_parameters(const ModelConfig& c, const std::vector<ParamInfo>&
         out[r * cols_local + k] = pad_row ? 0.0f : static_cast<float>(stdev * normal_at(key, e));
       }
     }
+    store();
   }
   return params;
 }

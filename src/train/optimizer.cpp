@@ -1,10 +1,47 @@
 #include <cmath>
 #include <numbers>
 
+#include "magix/dtype_convert.hpp"
 #include "magix/error.hpp"
 #include "magix/optimizer.hpp"
 
 namespace magix {
+namespace {
+
+float widen(float w) {
+  return w;
+}
+float widen(uint16_t w) {
+  return bf16_to_float(w);
+}
+void store(float& w, float v) {
+  w = v;
+}
+void store(uint16_t& w, float v) {
+  w = float_to_bf16(v);
+}
+
+struct AdamWCoefficients {
+  float scale, b1, b2, c1, c2, eps, lr, wd;
+};
+
+// One AdamW update of n elements: fp32 arithmetic whatever the storage of w (F32, or BF16
+// widened before and rounded to nearest even after); moments m, v are fp32.
+template <class W>
+void adamw_update(W* w, const float* g, float* m, float* v, int64_t n, const AdamWCoefficients& k) {
+#pragma omp parallel for schedule(static) if (n > (1 << 15))
+  for (int64_t i = 0; i < n; ++i) {
+    float gi = g[i] * k.scale;
+    m[i] = k.b1 * m[i] + (1.0f - k.b1) * gi;
+    v[i] = k.b2 * v[i] + (1.0f - k.b2) * gi * gi;
+    float mhat = m[i] / k.c1, vhat = v[i] / k.c2;
+    float wi = widen(w[i]);
+    wi -= k.lr * (mhat / (std::sqrt(vhat) + k.eps) + k.wd * wi);
+    store(w[i], wi);
+  }
+}
+
+}  // namespace
 
 double LrSchedule::operator()(int64_t step) const {
   if (step < warmup_steps) {
@@ -74,23 +111,25 @@ StepReport AdamW::step(std::span<Tensor> params, std::span<const Tensor> grads, 
   for (size_t p = 0; p < params.size(); ++p) {
     MAGIX_CHECK(params[p].numel() == mu_[p].numel() && grads[p].numel() == mu_[p].numel(),
                 "AdamW::step: size mismatch for {}", names_[p]);
-    float* w = params[p].data<float>();
+    MAGIX_CHECK(grads[p].dtype() == DType::kF32,
+                "AdamW::step: the gradient of {} is {}, must be F32", names_[p],
+                dtype_name(grads[p].dtype()));
     const float* g = grads[p].data<float>();
     float* m = mu_[p].data<float>();
     float* v = nu_[p].data<float>();
-    const float wd = decay_[p] ? static_cast<float>(options_.weight_decay) : 0.0f;
-    const float fs = static_cast<float>(scale), fb1 = static_cast<float>(b1),
-                fb2 = static_cast<float>(b2), fc1 = static_cast<float>(c1),
-                fc2 = static_cast<float>(c2), feps = static_cast<float>(options_.eps),
-                flr = static_cast<float>(lr);
+    const AdamWCoefficients k{
+        static_cast<float>(scale), static_cast<float>(b1),
+        static_cast<float>(b2),    static_cast<float>(c1),
+        static_cast<float>(c2),    static_cast<float>(options_.eps),
+        static_cast<float>(lr),    decay_[p] ? static_cast<float>(options_.weight_decay) : 0.0f};
     const int64_t n = params[p].numel();
-#pragma omp parallel for schedule(static) if (n > (1 << 15))
-    for (int64_t i = 0; i < n; ++i) {
-      float gi = g[i] * fs;
-      m[i] = fb1 * m[i] + (1.0f - fb1) * gi;
-      v[i] = fb2 * v[i] + (1.0f - fb2) * gi * gi;
-      float mhat = m[i] / fc1, vhat = v[i] / fc2;
-      w[i] -= flr * (mhat / (std::sqrt(vhat) + feps) + wd * w[i]);
+    if (params[p].dtype() == DType::kBF16) {
+      adamw_update(params[p].data<uint16_t>(), g, m, v, n, k);
+    } else {
+      MAGIX_CHECK(params[p].dtype() == DType::kF32,
+                  "AdamW::step: parameter {} is {}, must be F32 or BF16", names_[p],
+                  dtype_name(params[p].dtype()));
+      adamw_update(params[p].data<float>(), g, m, v, n, k);
     }
   }
   report.applied = true;

@@ -1,15 +1,16 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <limits>
 
 #include <nlohmann/json.hpp>
 
+#include "../common/tensor_compare.hpp"
 #include "magix/error.hpp"
 #include "magix/optimizer.hpp"
 #include "magix/safetensors.hpp"
-#include "../common/tensor_compare.hpp"
 
 namespace magix {
 namespace {
@@ -79,6 +80,62 @@ TEST(AdamW, StopsAfterTooManyNonFiniteSteps) {
   fresh.step(p, g, 0.1, inf);
   EXPECT_TRUE(fresh.step(p, g, 0.1, 0.0).applied);  // a finite step resets the run of skips
   EXPECT_EQ(fresh.consecutive_skipped(), 0);
+}
+
+// bf16 parameters (--bf16_model_weights): each update is the fp32 update of the widened value,
+// rounded to nearest even; moments are fp32 and equal those of an fp32 run fed the same values.
+// The fp32 twin rounds its parameters after every step, so both start every step from the
+// same numbers: parameters and moments must agree bit for bit (clipping, masked decay and a
+// skipped step included).
+TEST(AdamW, Bf16ParametersEqualFp32UpdateThenRounding) {
+  const std::vector<std::string> names = {"model.layers.0.mlp.up_proj.weight", "model.norm.weight"};
+  const std::vector<Shape> shapes = {{37, 29}, {29}};
+  std::vector<Tensor> p32, p16, grads;
+  for (size_t i = 0; i < names.size(); ++i) {
+    Tensor t(shapes[i]);
+    float* w = t.data<float>();
+    for (int64_t e = 0; e < t.numel(); ++e) w[e] = 0.05f * std::sin(0.37f * e + i) + (i ? 1 : 0);
+    p16.push_back(t.to(DType::kBF16));
+    p32.push_back(p16.back().to(DType::kF32));
+    grads.push_back(Tensor(shapes[i]));
+  }
+  AdamWOptions o;
+  o.weight_decay = 0.1;
+  o.max_grad_norm = 0.5;
+  AdamW opt32(o, names, shapes), opt16(o, names, shapes);
+  const double nan = std::nan("");
+  size_t changed = 0;
+  for (int step = 0; step < 6; ++step) {
+    double sq = 0;
+    for (size_t i = 0; i < names.size(); ++i) {
+      float* g = grads[i].data<float>();
+      for (int64_t e = 0; e < grads[i].numel(); ++e)
+        g[e] = 0.01f * std::cos(0.11f * e * (step + 1));
+      sq += sum_of_squares(grads[i].span<float>());
+    }
+    const double norm = step == 2 ? nan : std::sqrt(sq);
+    const Tensor before = p16[0].clone();
+    EXPECT_EQ(opt16.step(p16, grads, 1e-2, norm).applied, step != 2);
+    opt32.step(p32, grads, 1e-2, norm);
+    for (size_t i = 0; i < names.size(); ++i) {
+      ASSERT_EQ(p16[i].dtype(), DType::kBF16);
+      const Tensor rounded = p32[i].to(DType::kBF16);
+      ASSERT_EQ(std::memcmp(rounded.bytes(), p16[i].bytes(), rounded.nbytes()), 0)
+          << "step " << step << " " << names[i];
+      ASSERT_EQ(std::memcmp(opt32.mu()[i].bytes(), opt16.mu()[i].bytes(), rounded.numel() * 4), 0);
+      ASSERT_EQ(std::memcmp(opt32.nu()[i].bytes(), opt16.nu()[i].bytes(), rounded.numel() * 4), 0);
+      p32[i] = rounded.to(DType::kF32);
+    }
+    for (int64_t e = 0; e < before.numel(); ++e) {
+      changed += before.data<uint16_t>()[e] != p16[0].data<uint16_t>()[e];
+    }
+  }
+  EXPECT_GT(changed, 0u) << "lr too small: every update rounded away";
+  // Gradients must be fp32; parameters fp32 or bf16.
+  std::vector<Tensor> g16 = {grads[0].to(DType::kBF16), grads[1]};
+  EXPECT_THROW(opt16.step(p16, g16, 1e-2, 1.0), Error);
+  std::vector<Tensor> p_f16 = {p32[0].to(DType::kF16), p32[1]};
+  EXPECT_THROW(opt32.step(p_f16, grads, 1e-2, 1.0), Error);
 }
 
 TEST(AdamW, DecayMask) {
