@@ -1,0 +1,56 @@
+#include "generate/kv_attention.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace magix::generate {
+
+void cached_attention_step(float* out, const float* q, const KvView& c, int64_t B, int64_t slot,
+                           int64_t Hq, int64_t Hkv, int64_t D, float scale, int64_t window) {
+  const int64_t group = Hq / Hkv;
+  const int64_t lo = window > 0 ? std::max<int64_t>(0, slot - window + 1) : 0;
+#pragma omp parallel
+  {
+    std::vector<float> s(static_cast<size_t>(slot - lo + 1));
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t h = 0; h < Hq; ++h) {
+        const float* qh = q + (b * Hq + h) * D;
+        const int64_t kvh = h / group;
+        const int32_t* valid = c.valid + b * c.S;
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t j = lo; j <= slot; ++j) {
+          float dot = -std::numeric_limits<float>::infinity();
+          if (valid[j]) {
+            const float* kj = c.k + ((b * c.S + j) * Hkv + kvh) * D;
+            dot = 0;
+            for (int64_t d = 0; d < D; ++d) dot += qh[d] * kj[d];
+            dot *= scale;
+          }
+          s[j - lo] = dot;
+          mx = std::max(mx, dot);
+        }
+        float* o = out + (b * Hq + h) * D;
+        std::fill(o, o + D, 0.0f);
+        if (mx == -std::numeric_limits<float>::infinity()) continue;
+        float sum = 0;
+        for (int64_t j = lo; j <= slot; ++j) {
+          const float p = valid[j] ? std::exp(s[j - lo] - mx) : 0.0f;
+          s[j - lo] = p;
+          sum += p;
+        }
+        const float inv = 1.0f / sum;
+        for (int64_t j = lo; j <= slot; ++j) {
+          if (s[j - lo] == 0.0f) continue;
+          const float p = s[j - lo] * inv;
+          const float* vj = c.v + ((b * c.S + j) * Hkv + kvh) * D;
+          for (int64_t d = 0; d < D; ++d) o[d] += p * vj[d];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace magix::generate
