@@ -1,0 +1,159 @@
+// LoRA (low-rank adapters) on the decoder's linear weights, sharded like their base weights
+// (docs/lora.md).
+//
+// Per adapted weight W (torch layout [out, in]) there are two adapters in PEFT's layout:
+//   lora_A [r, in]   He-uniform (bound sqrt(6 / in)), a pure function of (seed, name, element)
+//   lora_B [out, r]  zeros, so that step 0 equals the base model
+// and the effective weight is W_eff = W + scale · B · A, scale = alpha / r (the reference's
+// W + (alpha / r) · A_ref · B_ref with A_ref = A^T, B_ref = B^T).
+//
+// Sharding follows the base weight's spec: A's dim 1 takes the axis of W's in-dim (dim 0
+// unsharded), B's dim 0 the axis of W's out-dim (dim 1 unsharded). A rank's box of W_eff,
+// W[o, i] + scale · B[o, :] · A[:, i], is then a product of its local A and B shards alone.
+// Gradients: dA[:, i] = scale · sum over out-boxes of B[o, :]^T · dW[o, i] (all-reduced over
+// W's out-dim axis), dB[o, :] = scale · sum over in-boxes of dW[o, i] · A[:, i]^T (all-reduced
+// over W's in-dim axis): the same numbers on every mesh.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "magix/batch.hpp"
+#include "magix/mesh.hpp"
+#include "magix/model.hpp"
+#include "magix/optimizer.hpp"
+#include "magix/tensor.hpp"
+#include "magix/train_step.hpp"
+
+namespace magix {
+
+// Every linear weight inside the decoder layers (the reference's `layers/.*/kernel` rule):
+// q, k, v, o, gate, up, down projections.
+inline constexpr const char* kDefaultLoraTargets =
+    R"(layers\.[0-9]+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight$)";
+
+struct LoraConfig {
+  int64_t rank = 8;
+  double alpha = 32.0;
+  // ECMAScript regex, searched (Python re.search) in each parameter name; only 2-D parameters
+  // (linear weights) can be adapted.
+  std::string targets = kDefaultLoraTargets;
+
+  double scale() const { return alpha / static_cast<double>(rank); }
+};
+
+// "model.layers.0.self_attn.q_proj.weight" -> "model.layers.0.self_attn.q_proj.lora_A.weight"
+// (which = 'A' or 'B').
+std::string lora_adapter_name(const std::string& weight_name, char which);
+
+// Indices into `base` of the weights `config.targets` selects. Errors: an invalid regex, a
+// rank < 1, a matched parameter that is not 2-D, no match at all (each names the regex).
+std::vector<size_t> lora_target_indices(const std::vector<ParamInfo>& base,
+                                        const LoraConfig& config);
+
+// The adapters of the targeted weights, in order: A then B per weight, with global shapes, the
+// specs derived from the base weight's spec and this rank's boxes (base infos must already be
+// sharded for `mesh`).
+std::vector<ParamInfo> lora_adapter_infos(const std::vector<ParamInfo>& base,
+                                          const LoraConfig& config, const Mesh& mesh);
+
+// Adapters as initialised for training: A He-uniform in [-sqrt(6 / in), sqrt(6 / in)), element e
+// of the global A a pure function of (seed, name, e) so that every rank draws its own box; B 0.
+ParameterSet init_lora_adapters(const std::vector<ParamInfo>& adapter_infos, uint64_t seed);
+
+// W[box] += scale · B[out-box, :] · A[:, in-box] for every adapted weight, on this rank's boxes
+// (purely local). `params` may hold F32 or BF16 tensors (BF16: added in fp32, rounded once).
+// `adapters` must have lora_adapter_infos' layout for the targets of `params`.
+void merge_lora(ParameterSet& params, const ParameterSet& adapters, double scale);
+
+// dW (this rank's boxes of the dense gradient of the effective weights, as Decoder::
+// loss_and_grad gives them) -> adapter gradients: adapter_grads += (dA, dB), reduced over the
+// mesh axes as the header comment says. Collective over `mesh` when it has several ranks.
+void lora_project_grads(const ParameterSet& dense_grads, const ParameterSet& adapters,
+                        double scale, const Mesh& mesh, ParameterSet& adapter_grads);
+
+// ---------------------------------------------------------------------------------------------
+// Training: a decoder whose targeted weights hold W_eff, the frozen base copies, the adapters.
+
+struct LoraModelOptions {
+  bool bf16_base = false;  // keep the frozen base copies of the adapted weights in bf16
+};
+
+class LoraModel {
+ public:
+  // `model` must store F32 weights (its targeted weights are overwritten by W_eff; with
+  // bf16_base the base is rounded to bf16 first, so W_eff = bf16(W) + scale · B · A).
+  // `adapters` must have lora_adapter_infos(model's infos, config, mesh)'s layout.
+  LoraModel(Decoder model, LoraConfig config, ParameterSet adapters,
+            LoraModelOptions options = {});
+
+  const LoraConfig& config() const { return config_; }
+  Decoder& decoder() { return model_; }
+  const Decoder& decoder() const { return model_; }
+  ParameterSet& adapters() { return adapters_; }
+  const ParameterSet& adapters() const { return adapters_; }
+  const Mesh& mesh() const { return model_.mesh(); }
+
+  // Rebuilds W_eff from the base copies and the adapters; call after changing the adapters
+  // (lora_train_step does). Local: no communication.
+  void refresh_weights();
+
+  LossResult loss(const TokenBatch& batch, double token_count);
+  // adapter_grads (adapters' layout) += d loss / d adapters. Collective over the mesh.
+  LossResult loss_and_grad(const TokenBatch& batch, double token_count,
+                           ParameterSet& adapter_grads);
+
+  // Bytes held: the decoder's parameters, the base copies, the dense gradient buffer.
+  int64_t bytes_held() const;
+
+ private:
+  Decoder model_;
+  LoraConfig config_;
+  ParameterSet adapters_;
+  std::vector<size_t> targets_;  // decoder parameter index of each adapted weight
+  std::vector<Tensor> base_;     // frozen W per target, this rank's box (F32 or BF16)
+  ParameterSet dense_grads_;     // the decoder's gradient buffer, reused between calls
+};
+
+// The AdamW state of the adapters (moments shaped like the local adapter shards).
+AdamW initialize_lora_opt_state(const AdamWOptions& options, const ParameterSet& adapters);
+
+// One step: loss and adapter gradients, the global gradient norm (each element counted once),
+// AdamW on the adapters, W_eff rebuilt. `batch` is this data rank's rows of the global batch.
+TrainStepResult lora_train_step(LoraModel& model, AdamW& optimizer, const TokenBatch& batch,
+                                double lr);
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints and export (item "lora" of a checkpoint step holds the adapters by the names
+// lora_adapter_name gives).
+
+// The adapters stored in item "lora" of a committed checkpoint step, for the parameters of
+// `base` (sharded for `mesh`): this rank's boxes. The targets and the rank are read from the
+// checkpoint (which weights have adapters there, the shape of lora_A); alpha is the caller's.
+// Errors: no item "lora", no adapter for any parameter, an A without its B, a rank mismatch.
+struct LoadedLora {
+  LoraConfig config;  // rank and alpha; targets: the adapted names, as an anchored alternation
+  ParameterSet adapters;
+};
+LoadedLora read_lora_checkpoint(const std::filesystem::path& step_dir,
+                                const std::vector<ParamInfo>& base, double alpha,
+                                const Mesh& mesh);
+
+// Merges the adapters of a checkpoint step into a decoder's weights at load (generate --lora,
+// export of a merged model). Returns the config used.
+LoraConfig merge_lora_checkpoint(const std::filesystem::path& step_dir, Decoder& model,
+                                 double alpha);
+
+// Writes a PEFT adapter folder: adapter_config.json (peft_type LORA, task_type CAUSAL_LM, r,
+// lora_alpha, target_modules, base_model_name_or_path) and adapter_model.safetensors with the
+// names base_model.model.<module>.lora_A.weight / lora_B.weight, in `dtype` (F32 or BF16).
+// `adapters` must hold whole tensors (a 1x1 layout). Written atomically (a temporary folder
+// renamed into place); an existing non-empty `dir` is an error.
+void write_peft_adapter(const std::filesystem::path& dir, const ParameterSet& adapters,
+                        const LoraConfig& config, const std::string& base_model,
+                        DType dtype = DType::kF32);
+
+}  // namespace magix
