@@ -1,0 +1,222 @@
+// Runs under mpirun as every rank of a D x M mesh: bf16 parameter storage on the mesh
+// (DecoderOptions::weight_dtype, per-layer gather + widening over the data axis).
+//   decoder_bf16_probe check CASE D M
+//       (1) every rank loads fixture CASE with bf16 storage and runs loss_and_grad on its data
+//       rank's rows; an fp32 decoder whose weights were rounded to bf16 does the same on the same
+//       mesh: loss, forward-only loss, logits and every local gradient shard must be the same
+//       bits (the bf16 decoder computes in fp32 on the widened values);
+//       (2) rank 0 runs the bf16 decoder on a 1x1 mesh of its own with the whole batch: the mesh
+//       loss within 1e-6 relative, and every rank's gradient shard within 1e-5 relative L2 of
+//       the same box of the 1x1 gradient (mesh invariance, as decoder_mesh_probe checks fp32).
+//   decoder_bf16_probe dump CASE D M PREFIX
+//       fp32 storage: each rank writes PREFIX.<rank>.safetensors with its loss, forward-only
+//       loss, logits and local gradients (to compare two builds bit for bit with `cmp`).
+// One line per check; exit status 1 if any fails. Errors abort the world (Runtime::abort).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "../common/tensor_compare.hpp"
+#include "magix/distributed.hpp"
+#include "magix/error.hpp"
+#include "magix/model.hpp"
+#include "magix/safetensors.hpp"
+
+namespace {
+
+const std::filesystem::path kModels = std::filesystem::path(MAGIX_FIXTURES_DIR) / "models";
+
+int failures = 0;
+
+void report(bool ok, const std::string& line) {
+  std::printf("%s: %s\n", ok ? "ok  " : "FAIL", line.c_str());
+  if (!ok) ++failures;
+}
+
+// The fixture's inputs as one global batch (targets[t] = labels[t + 1], -100 -> ignored), the
+// rows repeated up to at least `min_rows` (the mean loss and its gradients are unchanged).
+magix::TokenBatch read_batch(const std::filesystem::path& dir, int64_t min_rows) {
+  magix::SafetensorsReader ref(dir / "reference.safetensors");
+  magix::Tensor ids = ref.read("input_ids");
+  magix::Tensor mask = ref.read("attention_mask");
+  magix::Tensor labels = ref.read("labels");
+  const int64_t rows = ids.dim(0), seq = ids.dim(1);
+  const int64_t repeat = std::max<int64_t>(1, (min_rows + rows - 1) / rows);
+  magix::TokenBatch b;
+  b.batch = rows * repeat;
+  b.seq = seq;
+  for (int64_t k = 0; k < repeat; ++k) {
+    for (int64_t i = 0; i < rows * seq; ++i) {
+      const int64_t t = i % seq;
+      b.input_ids.push_back(static_cast<int32_t>(ids.data<int64_t>()[i]));
+      b.key_valid.push_back(static_cast<int32_t>(mask.data<int64_t>()[i]));
+      b.positions.push_back(static_cast<int32_t>(t));
+      const int64_t next = t + 1 < seq ? labels.data<int64_t>()[i + 1] : -100;
+      b.targets.push_back(next == -100 ? magix::TokenBatch::kIgnore : static_cast<int32_t>(next));
+    }
+  }
+  return b;
+}
+
+// Data rank r's contiguous rows of a global batch over D data ranks.
+magix::TokenBatch data_slice(const magix::TokenBatch& b, int r, int D) {
+  MAGIX_CHECK(b.batch % D == 0, "{} rows do not split over {} data ranks", b.batch, D);
+  const int64_t n = b.batch / D, r0 = r * n;
+  magix::TokenBatch s;
+  s.batch = n;
+  s.seq = b.seq;
+  auto cut = [&](const std::vector<int32_t>& v) {
+    return std::vector<int32_t>(v.begin() + r0 * b.seq, v.begin() + (r0 + n) * b.seq);
+  };
+  s.input_ids = cut(b.input_ids);
+  s.targets = cut(b.targets);
+  s.key_valid = cut(b.key_valid);
+  s.positions = cut(b.positions);
+  return s;
+}
+
+bool same_bits(const magix::Tensor& a, const magix::Tensor& b) {
+  return a.dtype() == b.dtype() && a.shape() == b.shape() &&
+         std::memcmp(a.bytes(), b.bytes(), a.nbytes()) == 0;
+}
+
+// Box [start, start + extent) of a 1-D or 2-D tensor.
+magix::Tensor box_of(const magix::Tensor& full, const magix::ShardBox& box) {
+  magix::Tensor out(box.extent);
+  const int64_t cols = full.ndim() == 2 ? full.dim(1) : 1;
+  const int64_t r0 = box.start[0], c0 = full.ndim() == 2 ? box.start[1] : 0;
+  const int64_t nr = box.extent[0], nc = full.ndim() == 2 ? box.extent[1] : 1;
+  for (int64_t i = 0; i < nr; ++i) {
+    std::copy_n(full.data<float>() + (r0 + i) * cols + c0, nc, out.data<float>() + i * nc);
+  }
+  return out;
+}
+
+int run_check(const std::string& name, int d, int m) {
+  const std::filesystem::path dir = kModels / name;
+  magix::Mesh mesh = magix::create_device_mesh({d, m});
+  const int D = mesh.data_size(), M = mesh.model_size(), W = mesh.world_size();
+  const bool root = mesh.world_rank() == 0;
+  const std::string where = fmt::format("{} bf16 on {}x{} rank {}", name, D, M, mesh.world_rank());
+  const magix::TokenBatch global = read_batch(dir, D);
+  const double count = static_cast<double>(global.count_targets());
+  const magix::TokenBatch mine = data_slice(global, mesh.data_rank(), D);
+
+  // (1) bf16 storage against fp32 storage of the rounded weights, same mesh: the same bits.
+  magix::Decoder bf16 =
+      magix::load_decoder(dir.string(), mesh, {.weight_dtype = magix::DType::kBF16});
+  magix::Decoder f32 = magix::load_decoder(dir.string(), mesh);
+  bool stored_bf16 = true;
+  for (size_t i = 0; i < f32.params().size(); ++i) {
+    magix::Tensor& t = f32.params().tensor(i);
+    t = t.to(magix::DType::kBF16).to(magix::DType::kF32);
+    stored_bf16 = stored_bf16 && bf16.params().tensor(i).dtype() == magix::DType::kBF16;
+  }
+  report(stored_bf16, where + ": every parameter shard stored as BF16");
+  magix::ParameterSet g16 = bf16.params().zeros_like(), g32 = f32.params().zeros_like();
+  const magix::LossResult r16 = bf16.loss_and_grad(mine, count, g16);
+  const magix::LossResult r32 = f32.loss_and_grad(mine, count, g32);
+  report(r16.loss == r32.loss,
+         fmt::format("{}: loss {:.9g} vs fp32 rounded-weights {:.9g} (bitwise)", where, r16.loss,
+                     r32.loss));
+  const double fwd16 = bf16.loss(mine, count).loss, fwd32 = f32.loss(mine, count).loss;
+  report(fwd16 == fwd32 && fwd16 == r16.loss,
+         fmt::format("{}: forward-only loss {:.9g} / {:.9g} (bitwise)", where, fwd16, fwd32));
+  report(same_bits(bf16.logits(mine), f32.logits(mine)), where + ": logits (bitwise)");
+  size_t differing = 0;
+  for (size_t i = 0; i < g16.size(); ++i) {
+    if (!same_bits(g16.tensor(i), g32.tensor(i))) {
+      ++differing;
+      report(false, fmt::format("{}: grad {} differs from the fp32 run", where, g16.info(i).name));
+    }
+  }
+  report(differing == 0, fmt::format("{}: {} gradient shards bitwise equal to the fp32 run", where,
+                                     g16.size() - differing));
+
+  // (2) Against the bf16 decoder on a 1x1 mesh (rank 0 holds it).
+  magix::Mesh local;
+  magix::ParameterSet g1;
+  if (root) {
+    magix::Decoder single =
+        magix::load_decoder(dir.string(), local, {.weight_dtype = magix::DType::kBF16});
+    g1 = single.params().zeros_like();
+    const double loss1 = single.loss_and_grad(global, count, g1).loss;
+    const double rel = std::fabs(r16.loss - loss1) / std::fabs(loss1);
+    report(rel <= 1e-6,
+           fmt::format("{}: loss vs 1x1 {:.9g}: rel {:.3g} (tol 1e-6)", where, loss1, rel));
+  }
+  double worst = 0;
+  for (size_t i = 0; i < g16.size(); ++i) {
+    const magix::ParamInfo& info = g16.info(i);
+    const magix::Tensor& local_g = g16.tensor(i);
+    std::vector<float> all(static_cast<size_t>(local_g.numel()) * W);
+    mesh.world().all_gather(local_g.span<float>(), all);
+    if (!root) continue;
+    for (int r = 0; r < W; ++r) {
+      const magix::ShardBox box =
+          magix::shard_box(info.name, info.global_shape, info.spec, D, M, r / M, r % M);
+      magix::Tensor got(box.extent);
+      std::copy_n(all.data() + static_cast<size_t>(r) * local_g.numel(), local_g.numel(),
+                  got.data<float>());
+      const double e = magix::test::rel_l2(got, box_of(g1.tensor(i), box));
+      worst = std::max(worst, e);
+      if (e > 1e-5) {
+        report(false, fmt::format("{}: grad {} of rank {}: rel L2 vs 1x1 {:.3g} (tol 1e-5)", where,
+                                  info.name, r, e));
+      }
+    }
+  }
+  if (root) {
+    report(worst <= 1e-5, fmt::format("{}: every rank's gradient shard vs 1x1: worst rel L2 {:.3g} "
+                                      "(tol 1e-5)",
+                                      where, worst));
+  }
+  std::vector<float> verdict = {static_cast<float>(failures)};
+  mesh.world().all_reduce(verdict, magix::ReduceOp::kSum);
+  if (root) std::printf("%s: %s\n", name.c_str(), verdict[0] > 0 ? "FAILED" : "all checks passed");
+  return verdict[0] > 0 ? 1 : 0;
+}
+
+int run_dump(const std::string& name, int d, int m, const std::string& prefix) {
+  const std::filesystem::path dir = kModels / name;
+  magix::Mesh mesh = magix::create_device_mesh({d, m});
+  const int D = mesh.data_size();
+  const magix::TokenBatch global = read_batch(dir, D);
+  const double count = static_cast<double>(global.count_targets());
+  const magix::TokenBatch mine = data_slice(global, mesh.data_rank(), D);
+  magix::Decoder model = magix::load_decoder(dir.string(), mesh);
+  magix::ParameterSet g = model.params().zeros_like();
+  const std::vector<double> losses = {model.loss_and_grad(mine, count, g).loss,
+                                      model.loss(mine, count).loss};
+  magix::Tensor loss64({2}, magix::DType::kI64);
+  std::memcpy(loss64.bytes(), losses.data(), 2 * sizeof(double));  // the double bits
+  const magix::Tensor logits = model.logits(mine);
+  std::vector<magix::NamedTensor> out = {{"loss_bits", &loss64}, {"logits", &logits}};
+  for (size_t i = 0; i < g.size(); ++i) out.push_back({"grad." + g.info(i).name, &g.tensor(i)});
+  magix::write_safetensors(fmt::format("{}.{}.safetensors", prefix, mesh.world_rank()), out);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  magix::Runtime runtime(&argc, &argv);
+  try {
+    const std::string mode = argc > 1 ? argv[1] : "";
+    if (mode == "check" && argc == 5) {
+      return run_check(argv[2], std::atoi(argv[3]), std::atoi(argv[4]));
+    }
+    if (mode == "dump" && argc == 6) {
+      return run_dump(argv[2], std::atoi(argv[3]), std::atoi(argv[4]), argv[5]);
+    }
+    std::fprintf(stderr, "usage: decoder_bf16_probe check CASE D M | dump CASE D M PREFIX\n");
+    return 2;
+  } catch (const magix::Error& e) {
+    runtime.abort(e.what());
+  }
+}
