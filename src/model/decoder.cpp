@@ -1,7 +1,9 @@
 // The whole decoder: vocab-parallel embedding -> blocks -> final norm -> chunked LM head with a
-// staged (vocab-parallel) cross-entropy; the backward pass in reverse; FSDP gathers of weights
-// before use and reduce-scatters of gradients after.
+// staged (vocab-parallel) cross-entropy; the backward pass in reverse. Weights are materialised
+// one layer at a time (widened from bf16, FSDP-gathered over data) just before use and released
+// after; in backward a layer's gradients go to their shards right after its backward pass.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 
@@ -23,6 +25,9 @@ constexpr int kNone = -1;
 // Indices into the ParameterSet of one layer's tensors (kNone where the config has none).
 struct LayerIndex {
   int ln1, wq, bq, wk, bk, wv, bv, wo, bo, ln2, wg, bg, wu, bu, wd, bd;
+  std::array<int, 16> all() const {
+    return {ln1, wq, bq, wk, bk, wv, bv, wo, bo, ln2, wg, bg, wu, bu, wd, bd};
+  }
 };
 
 int index_of(const ParameterSet& p, const std::string& name) {
@@ -63,8 +68,10 @@ void all_reduce(Communicator& comm, float* x, int64_t n, ReduceOp op) {
 }  // namespace
 
 struct Decoder::State {
-  // Per parameter: the weight as used (this rank's model slice, gathered over data) and its
-  // gradient buffer. Both alias the ParameterSets' tensors when the data axis has size 1.
+  // Per parameter: the weight as used (fp32, this rank's model slice, gathered over data) and
+  // its fp32 gradient buffer, defined only while materialised (one layer at a time, plus the
+  // embedding / LM head around their use). full_w aliases the stored shard when it is fp32
+  // and needs no gather; full_g aliases the gradient shard when the data axis has size 1.
   std::vector<Tensor> full_w, full_g;
   std::vector<LayerIndex> layers;
   int embed = kNone, norm = kNone, head = kNone;
@@ -220,24 +227,39 @@ class DecoderStep {
       : c_(c), mesh_(mesh), params_(params), opt_(opt), s_(s), b_(b), grad_(grad) {
     check_batch(b, c.vocab_size);
     prepare_workspace();
-    gather_weights();
+    s_.full_w.assign(params_.size(), Tensor());
+    s_.full_g.assign(params_.size(), Tensor());
   }
+  // Drops what is still materialised (after an error too) and the aliases of the gradients.
+  ~DecoderStep() {
+    s_.full_w.clear();
+    s_.full_g.clear();
+  }
+  DecoderStep(const DecoderStep&) = delete;
+  DecoderStep& operator=(const DecoderStep&) = delete;
 
   // x[L] <- blocks(embedding(ids)); keeps what the backward pass needs.
   void forward() {
     const int64_t N = b_.batch * b_.seq;
+    materialize(s_.embed);
     cpu::embedding_forward(x(0), b_.input_ids.data(), w(s_.embed), N, s_.C, s_.v0, s_.V,
                            c_.embed_scale);
+    release(s_.embed);
     all_reduce(mesh_.model(), x(0), N * s_.C, ReduceOp::kSum);  // vocab-parallel rows
     for (int l = 0; l < c_.num_layers; ++l) {
       model::BlockDims d = dims(l);
+      for (int k : layer(l)) materialize(k);
       model::block_forward(x(l + 1), x(l), s_.weights(l), acts(l), d);
+      for (int k : layer(l)) release(k);
     }
+    materialize(s_.norm);
     cpu::rmsnorm_forward(s_.xf.data<float>(), s_.rstd_f.data<float>(), x(c_.num_layers), w(s_.norm),
                          N, s_.C, c_.rms_norm_eps, c_.norm_offset);
+    release(s_.norm);
   }
 
-  // LM head + cross-entropy in row chunks; with grad, also d xf and d head weight.
+  // LM head + cross-entropy in row chunks; with grad, also d xf and d head weight (whose
+  // buffer stays open until the embedding's backward when the two are tied).
   LossResult head(double token_count) {
     const int64_t N = b_.batch * b_.seq, C = s_.C, V = s_.V;
     const int64_t R = std::max<int64_t>(1, opt_.head_chunk_rows);
@@ -247,7 +269,11 @@ class DecoderStep {
     Tensor logits({std::min(R, N), V});
     std::vector<float> row_max(R), stats(2 * R), losses(R), dloss(R);
     const float dl = static_cast<float>(1.0 / token_count);
-    if (grad_) s_.dxf.fill_zero();
+    materialize(s_.head);
+    if (grad_) {
+      s_.dxf.fill_zero();
+      open_grad(s_.head);
+    }
     for (int64_t r0 = 0; r0 < N; r0 += R) {
       const int64_t rows = std::min(R, N - r0);
       const int32_t* tgt = b_.targets.data() + r0;
@@ -274,6 +300,8 @@ class DecoderStep {
       cpu::matmul_backward(s_.dxf.data<float>() + r0 * C, g(s_.head), nullptr, lg, xf, w(s_.head),
                            rows, C, V);
     }
+    release(s_.head);
+    if (grad_ && s_.head != s_.embed) close_grad(s_.head);
     for (double v : res.nll_per_row) res.nll_sum += v;
     all_reduce_double(res.nll_sum);
     res.loss = res.nll_sum / token_count;
@@ -285,22 +313,37 @@ class DecoderStep {
     const int64_t N = b_.batch * b_.seq, C = s_.C;
     all_reduce(mesh_.model(), s_.dxf.data<float>(), N * C, ReduceOp::kSum);  // vocab-parallel
     s_.dx.fill_zero();
+    materialize(s_.norm);
+    open_grad(s_.norm);
     cpu::rmsnorm_backward(s_.dx.data<float>(), g(s_.norm), s_.dxf.data<float>(), x(c_.num_layers),
                           w(s_.norm), s_.rstd_f.data<float>(), N, C, c_.norm_offset);
+    release(s_.norm);
+    close_grad(s_.norm);
     for (int l = static_cast<int>(c_.num_layers) - 1; l >= 0; --l) {
       model::BlockDims d = dims(l);
+      // The layer's weights again (gathered anew: ZeRO-3 keeps none between its uses).
+      for (int k : layer(l)) {
+        materialize(k);
+        open_grad(k);
+      }
       if (!s_.acts_per_layer) {  // recompute this block's activations from its input
         model::block_forward(s_.tmp.data<float>(), x(l), s_.weights(l), acts(l), d);
       }
       model::BlockGrads bg = s_.grads(l);
       model::block_backward(s_.dx.data<float>(), x(l), s_.weights(l), bg, acts(l), s_.scratch, d);
+      for (int k : layer(l)) {
+        release(k);
+        close_grad(k);
+      }
     }
     // As torch's nn.Embedding(padding_idx=pad_token_id): the pad row gets no gradient from the
     // lookup (id -1 lies outside every shard).
     std::vector<int32_t> ids = b_.input_ids;
     if (c_.pad_token_id) std::replace(ids.begin(), ids.end(), int32_t(*c_.pad_token_id), -1);
+    if (s_.embed != s_.head) open_grad(s_.embed);  // tied: open since the LM head
     cpu::embedding_backward(g(s_.embed), s_.dx.data<float>(), ids.data(), N, C, s_.v0, s_.V,
                             c_.embed_scale);
+    close_grad(s_.embed);
   }
 
   // Full-vocabulary logits (N, V_global) from xf.
@@ -308,47 +351,25 @@ class DecoderStep {
     const int64_t N = b_.batch * b_.seq, C = s_.C, V = s_.V;
     const int64_t M = mesh_.model_size();
     Tensor local({N, V});
+    materialize(s_.head);
     cpu::matmul_forward(local.data<float>(), s_.xf.data<float>(), w(s_.head), nullptr, N, C, V);
+    release(s_.head);
     if (M == 1) return local.reshape({b_.batch, b_.seq, V});
     Tensor full({N, V * M});
     model::gather_along_dim(mesh_.model(), local, 1, full);
     return full.reshape({b_.batch, b_.seq, V * M});
   }
 
-  // Gradients of this step into their shards (+= into grads).
-  void scatter_grads(ParameterSet& grads) {
-    for (size_t i = 0; i < params_.size(); ++i) {
-      Tensor g = s_.full_g[i];
-      if (s_.kv_param[i]) {
-        g = kv_grad_shard(g);
-      } else if (mesh_.data_size() == 1) {
-        continue;  // full_g aliases grads
-      }
-      const int dd = data_dim(params_.info(i).spec);
-      if (mesh_.data_size() == 1) {
-        float* dst = grads.tensor(i).data<float>();
-        const float* src = g.data<float>();
-        for (int64_t e = 0; e < g.numel(); ++e) dst[e] += src[e];
-      } else if (dd >= 0) {
-        model::reduce_scatter_along_dim(mesh_.data(), g, dd, grads.tensor(i));
-      } else {
-        model::all_reduce_add(mesh_.data(), g, grads.tensor(i));
-      }
-    }
-  }
-
+  // Gradients of this step go to `grads` (+=), one layer at a time during backward().
   void bind_grads(ParameterSet& grads) {
-    s_.full_g.resize(params_.size());
     for (size_t i = 0; i < params_.size(); ++i) {
-      MAGIX_CHECK(grads.tensor(i).shape() == params_.tensor(i).shape(),
-                  "gradient of '{}' has shape {}, the parameter {}", params_.info(i).name,
+      MAGIX_CHECK(grads.tensor(i).shape() == params_.tensor(i).shape() &&
+                      grads.tensor(i).dtype() == DType::kF32,
+                  "gradient of '{}' is {} {}, the parameter {} (gradients are F32)",
+                  params_.info(i).name, dtype_name(grads.tensor(i).dtype()),
                   shape_str(grads.tensor(i).shape()), shape_str(params_.tensor(i).shape()));
-      if (mesh_.data_size() == 1 && !s_.kv_param[i]) {
-        s_.full_g[i] = grads.tensor(i);
-      } else {
-        s_.full_g[i] = Tensor(s_.full_w[i].shape());
-      }
     }
+    grads_ = &grads;
   }
 
  private:
@@ -440,21 +461,77 @@ class DecoderStep {
     return shard;
   }
 
-  void gather_weights() {
-    s_.full_w.resize(params_.size());
-    for (size_t i = 0; i < params_.size(); ++i) {
-      const int dd = data_dim(params_.info(i).spec);
-      Tensor w = params_.tensor(i);
-      if (w.dtype() != DType::kF32) w = w.to(DType::kF32);  // bf16 storage: widened (exact)
-      if (mesh_.data_size() > 1 && dd >= 0) {
-        Shape shape = w.shape();
-        shape[static_cast<size_t>(dd)] *= mesh_.data_size();
-        Tensor full(shape);
-        model::gather_along_dim(mesh_.data(), w, dd, full);
-        w = full;
-      }
-      if (s_.kv_param[i]) w = kv_head_rows(w);
-      s_.full_w[i] = w;
+  // The indices of layer l's tensors (kNone entries are skipped by the callees).
+  std::array<int, 16> layer(int l) const { return s_.layers[static_cast<size_t>(l)].all(); }
+
+  // full_w[k] <- parameter k as the layers use it: fp32 (bf16 storage widened, exactly),
+  // gathered whole over data (FSDP), a replicated KV head's rows. Aliases the stored tensor
+  // where none of that applies.
+  void materialize(int k) {
+    if (k == kNone) return;
+    const size_t i = static_cast<size_t>(k);
+    Tensor w = params_.tensor(i);
+    if (w.dtype() != DType::kF32) w = w.to(DType::kF32);
+    const int dd = data_dim(params_.info(i).spec);
+    if (mesh_.data_size() > 1 && dd >= 0) {
+      Shape shape = w.shape();
+      shape[static_cast<size_t>(dd)] *= mesh_.data_size();
+      Tensor full(shape);
+      model::gather_along_dim(mesh_.data(), w, dd, full);
+      w = full;
+    }
+    if (s_.kv_param[i]) w = kv_head_rows(w);
+    s_.full_w[i] = w;
+  }
+
+  void release(int k) {
+    if (k != kNone) s_.full_w[static_cast<size_t>(k)] = Tensor();
+  }
+
+  // The shape of parameter k as used (materialize's result).
+  Shape used_shape(int k) const {
+    const size_t i = static_cast<size_t>(k);
+    Shape shape = params_.tensor(i).shape();
+    const int dd = data_dim(params_.info(i).spec);
+    if (mesh_.data_size() > 1 && dd >= 0) shape[static_cast<size_t>(dd)] *= mesh_.data_size();
+    if (s_.kv_param[i]) shape[0] = s_.D;
+    return shape;
+  }
+
+  // full_g[k] <- the gradient buffer of parameter k as used: the gradient shard itself where
+  // they coincide (data axis of size 1, not a replicated KV head), else zeros.
+  void open_grad(int k) {
+    if (k == kNone) return;
+    const size_t i = static_cast<size_t>(k);
+    if (mesh_.data_size() == 1 && !s_.kv_param[i]) {
+      s_.full_g[i] = grads_->tensor(i);
+    } else {
+      s_.full_g[i] = Tensor(used_shape(k));
+    }
+  }
+
+  // full_g[k] -> its shard (+=): KV head rows summed over the model axis, then reduce-scattered
+  // over data (a data-sharded dim) or all-reduced (replicated over data); then released.
+  void close_grad(int k) {
+    if (k == kNone) return;
+    const size_t i = static_cast<size_t>(k);
+    Tensor g = s_.full_g[i];
+    s_.full_g[i] = Tensor();
+    if (s_.kv_param[i]) {
+      g = kv_grad_shard(g);
+    } else if (mesh_.data_size() == 1) {
+      return;  // g aliases the shard
+    }
+    Tensor& shard = grads_->tensor(i);
+    const int dd = data_dim(params_.info(i).spec);
+    if (mesh_.data_size() == 1) {
+      float* dst = shard.data<float>();
+      const float* src = g.data<float>();
+      for (int64_t e = 0; e < g.numel(); ++e) dst[e] += src[e];
+    } else if (dd >= 0) {
+      model::reduce_scatter_along_dim(mesh_.data(), g, dd, shard);
+    } else {
+      model::all_reduce_add(mesh_.data(), g, shard);
     }
   }
 
@@ -465,6 +542,7 @@ class DecoderStep {
   Decoder::State& s_;
   const TokenBatch& b_;
   bool grad_;
+  ParameterSet* grads_ = nullptr;  // bound by bind_grads
 };
 
 LossResult Decoder::loss(const TokenBatch& batch, double token_count) {
@@ -484,8 +562,6 @@ LossResult Decoder::loss_and_grad(const TokenBatch& batch, double token_count,
   step.forward();
   LossResult res = step.head(token_count);
   step.backward();
-  step.scatter_grads(grads);
-  state_->full_g.clear();  // drop the aliases of `grads`
   return res;
 }
 
