@@ -1,23 +1,258 @@
+// run_training: data -> micro-batches -> train_step -> logs and checkpoints, resumable on any
+// mesh (docs/training.md).
 #include "magix/trainer.hpp"
 
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+#include <limits>
+
+#include "magix/checkpoint.hpp"
+#include "magix/data_loader.hpp"
 #include "magix/error.hpp"
+#include "magix/hf_files.hpp"
+#include "magix/tokenizer.hpp"
+#include "trainer_checkpoint.hpp"
+#include "trainer_log.hpp"
 
 namespace magix {
 
-nlohmann::json TrainArgs::to_json() const { MAGIX_FAIL("TrainArgs::to_json: not implemented yet"); }
+namespace fs = std::filesystem;
 
-void validate_train_args(const TrainArgs&) { MAGIX_FAIL("validate_train_args: not implemented yet"); }
+namespace {
 
-Decoder load_train_decoder(const TrainArgs&, const Mesh&) {
-  MAGIX_FAIL("load_train_decoder: not implemented yet");
+using Clock = std::chrono::steady_clock;
+
+// --tokenizer_name, else the model folder, else the folder of --model_config.
+std::string tokenizer_source(const TrainArgs& a) {
+  if (!a.tokenizer_name.empty()) return a.tokenizer_name;
+  if (!a.model_name.empty()) return a.model_name;
+  const fs::path dir = fs::path(a.model_config).parent_path();
+  MAGIX_CHECK(fs::is_regular_file(dir / "tokenizer.json"),
+              "--model_config {} has no tokenizer.json beside it: pass --tokenizer_name (a folder "
+              "or hub name with tokenizer.json)",
+              a.model_config);
+  return dir.empty() ? std::string(".") : dir.string();
 }
 
-std::unique_ptr<Trainable> make_full_trainable(const TrainArgs& args, const Mesh& mesh) {
-  return std::make_unique<FullTrainable>(load_train_decoder(args, mesh));
+std::vector<Example> read_training_examples(const TrainArgs& a, const Tokenizer& tokenizer,
+                                            const TrainHooks& hooks, bool is_rank0) {
+  if (hooks.load_examples) return hooks.load_examples(tokenizer);
+  DatasetOptions options;
+  options.path = a.train_file;
+  options.data_field = a.train_data_field;
+  options.skip_bad_records = a.skip_bad_records;
+  options.encode.use_chat_template = a.use_chat_template;
+  options.encode.train_on = parse_train_on(a.train_on);
+  options.encode.max_length = a.max_length;
+  DatasetStats stats;
+  std::vector<Example> examples = load_examples(options, tokenizer, &stats);
+  if (is_rank0) {
+    fmt::print(stderr, "data: {} examples, {} tokens from {} ({} truncated to {} tokens",
+               stats.examples, stats.tokens, a.train_file, stats.truncated, a.max_length + 1);
+    if (stats.skipped() > 0) fmt::print(stderr, ", {} bad records skipped", stats.skipped());
+    fmt::print(stderr, ")\n");
+    for (const std::string& e : stats.skipped_errors) fmt::print(stderr, "  skipped: {}\n", e);
+    for (const std::string& e : stats.read.skipped_errors) fmt::print(stderr, "  skipped: {}\n", e);
+  }
+  return examples;
 }
 
-TrainSummary run_training(const TrainArgs&, const Mesh&, Trainable&, const TrainHooks&) {
-  MAGIX_FAIL("run_training: not implemented yet");
+LrSchedule make_schedule(const TrainArgs& a, int64_t total_steps) {
+  LrSchedule s;
+  s.kind = parse_schedule_kind(a.lr_schedule);
+  s.peak = a.learning_rate;
+  s.warmup_steps = static_cast<int64_t>(std::floor(a.warmup_ratio * static_cast<double>(total_steps)));
+  s.decay_end = static_cast<int64_t>(std::llround(a.lr_decay_ratio * static_cast<double>(total_steps)));
+  s.end_value = 0.0;
+  return s;
+}
+
+AdamWOptions adamw_options(const TrainArgs& a) {
+  AdamWOptions o;
+  o.beta1 = a.adam_beta1;
+  o.beta2 = a.adam_beta2;
+  o.eps = a.adam_eps;
+  o.weight_decay = a.weight_decay;
+  o.max_grad_norm = a.max_grad_norm;
+  return o;
+}
+
+}  // namespace
+
+TrainSummary run_training(const TrainArgs& args, const Mesh& mesh, Trainable& model,
+                          const TrainHooks& hooks) {
+  validate_train_args(args);
+  const bool rank0 = mesh.world_rank() == 0;
+  MAGIX_CHECK(&model.decoder().mesh() == &mesh,
+              "run_training: the model was placed on a different mesh object");
+
+  // Data: the same global batches whatever the mesh; this rank takes its data-axis slice.
+  const std::string tok_source = tokenizer_source(args);
+  const Tokenizer tokenizer = Tokenizer::load(tok_source);
+  const ModelConfig& config = model.decoder().config();
+  MAGIX_CHECK(tokenizer.vocab_size() <= config.vocab_size,
+              "the tokenizer ({}) has {} tokens but the model's vocabulary is {}", tok_source,
+              tokenizer.vocab_size(), config.vocab_size);
+  const int64_t D = mesh.data_size(), k = args.gradient_accumulation_steps;
+  MAGIX_CHECK(args.batch_size % D == 0,
+              "--batch_size {} does not divide over the {} ranks of the data axis (--mesh_shape "
+              "{} {}): use a multiple of {}",
+              args.batch_size, D, mesh.data_size(), mesh.model_size(), D);
+  MAGIX_CHECK((args.batch_size / D) % k == 0,
+              "--batch_size {} gives {} rows per data rank, which do not split into "
+              "--gradient_accumulation_steps {} micro-batches: use a multiple of {}",
+              args.batch_size, args.batch_size / D, k, D * k);
+  LoaderOptions lo;
+  lo.global_batch = args.batch_size;
+  lo.seed = args.seed;
+  lo.data_rank = mesh.data_rank();
+  lo.data_size = D;
+  lo.max_length = args.max_length;
+  lo.pad_id = training_pad_id(tokenizer);
+  lo.pack = args.pack;
+  DataLoader loader(read_training_examples(args, tokenizer, hooks, rank0), lo);
+
+  const int64_t total_steps =
+      args.max_steps > 0 ? args.max_steps : loader.steps_per_epoch() * args.num_epochs;
+  const LrSchedule schedule = make_schedule(args, total_steps);
+  AdamW optimizer = make_opt_state(adamw_options(args), model.trainable());
+
+  TrainSummary summary;
+  summary.total_steps = total_steps;
+  summary.steps_per_epoch = loader.steps_per_epoch();
+  int64_t skipped_total = 0;
+
+  // Checkpoints and resume.
+  std::unique_ptr<CheckpointManager> manager;
+  std::unique_ptr<detail::CheckpointExtraFiles> extra;
+  int64_t step = 0;
+  if (!args.checkpoint_dir.empty()) {
+    CheckpointOptions co;
+    co.max_to_keep = args.max_to_keep;
+    co.async = args.async_save;
+    manager = std::make_unique<CheckpointManager>(args.checkpoint_dir, mesh, co);
+    extra = std::make_unique<detail::CheckpointExtraFiles>(
+        config.raw, resolve_model_dir(tok_source), model.extra_files(), rank0);
+    if (const std::optional<int64_t> latest = manager->latest_step()) {
+      const CheckpointReader reader(manager->step_dir(*latest));
+      const nlohmann::json saved = reader.trainer_state();
+      const nlohmann::json current =
+          detail::make_trainer_state(args, model, optimizer, loader, 0, total_steps, 0);
+      const std::vector<std::string> conflicts = detail::resume_conflicts(saved, current);
+      if (!conflicts.empty()) {
+        std::string msg = fmt::format(
+            "cannot resume from {}: this run's settings differ from the checkpoint's:",
+            reader.dir().string());
+        for (const std::string& c : conflicts) msg += "\n  " + c;
+        msg += "\nuse the same settings, or another --checkpoint_dir to start afresh";
+        MAGIX_FAIL("{}", msg);
+      }
+      step = detail::restore_training(reader, model, optimizer, loader);
+      skipped_total = saved.value("skipped_steps", int64_t{0});
+      summary.resumed_from = reader.dir().string();
+      summary.last_checkpoint = reader.dir().string();
+      if (rank0) {
+        fmt::print(stderr, "resuming from {} (step {} of {}, epoch {})\n", reader.dir().string(),
+                   step, total_steps, loader.epoch());
+        if (saved.value("total_steps", total_steps) != total_steps) {
+          fmt::print(stderr,
+                     "note: the checkpoint planned {} steps, this run plans {}: the learning-rate "
+                     "schedule follows this run's\n",
+                     saved.value("total_steps", total_steps), total_steps);
+        }
+      }
+    }
+  }
+  summary.start_step = step;
+  summary.end_step = step;
+
+  detail::TrainLogger logger(args, rank0, step, total_steps);
+  if (rank0) {
+    logger.message(fmt::format(
+        "training {} steps ({} per epoch) of {} rows x {} tokens on a {}x{} mesh; {} micro-batch(es) "
+        "per step",
+        total_steps, loader.steps_per_epoch(), args.batch_size, args.max_length, D,
+        mesh.model_size(), k));
+  }
+
+  ParameterSet grads(model.trainable().infos());  // fp32 gradients, this rank's boxes
+  const int64_t micro_rows = loader.local_batch() / k;
+  const Clock::time_point t0 = Clock::now();
+  int64_t last_saved = summary.resumed_from ? step : -1;
+  while (step < total_steps) {
+    const Clock::time_point ts = Clock::now();
+    const int64_t epoch = loader.epoch();
+    const TokenBatch batch = loader.next();
+    std::vector<TokenBatch> micro;
+    for (int64_t i = 0; i < k; ++i) micro.push_back(slice_rows(batch, i * micro_rows, micro_rows));
+    const double lr = schedule(optimizer.updates());
+    const TrainStepResult r = train_step(model, optimizer, micro, lr, grads);
+    ++step;
+    const double dt = std::chrono::duration<double>(Clock::now() - ts).count();
+
+    StepMetrics m;
+    m.step = step;
+    m.total_steps = total_steps;
+    m.epoch = epoch;
+    m.loss = r.loss;
+    m.lr = lr;
+    m.grad_norm = r.grad_norm;
+    m.tokens = r.tokens;
+    m.tokens_per_s = dt > 0 ? static_cast<double>(r.tokens) / dt : 0.0;
+    m.elapsed_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    m.skipped = !r.applied;
+    skipped_total += m.skipped ? 1 : 0;
+    m.skipped_total = skipped_total;
+    summary.losses.push_back(r.loss);
+    summary.tokens += r.tokens;
+    summary.skipped_steps += m.skipped ? 1 : 0;
+    summary.end_step = step;
+    logger.step(m);
+    if (m.skipped) {
+      logger.message(fmt::format("step {}: non-finite gradient norm, update skipped ({} in a row)",
+                                 step, optimizer.consecutive_skipped()));
+    }
+    if (hooks.on_step) hooks.on_step(m);
+
+    if (manager) {
+      manager->poll();
+      const bool periodic = args.save_steps > 0 && step % args.save_steps == 0;
+      if (periodic || step == total_steps) {
+        manager->save(step, detail::training_items(model, optimizer),
+                      detail::make_trainer_state(args, model, optimizer, loader, step, total_steps,
+                                                 skipped_total),
+                      extra->files());
+        last_saved = step;
+      }
+    }
+  }
+  summary.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  logger.finish();
+  if (manager) {
+    manager->wait();
+    if (last_saved >= 0) summary.last_checkpoint = manager->step_dir(last_saved).string();
+  }
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  summary.first_loss = summary.losses.empty() ? nan : summary.losses.front();
+  summary.last_loss = summary.losses.empty() ? nan : summary.losses.back();
+  summary.tokens_per_s =
+      summary.seconds > 0 ? static_cast<double>(summary.tokens) / summary.seconds : 0.0;
+  if (rank0) {
+    if (summary.losses.empty()) {
+      logger.message(fmt::format("nothing to do: the checkpoint is at step {} of {}", step,
+                                 total_steps));
+    } else {
+      logger.message(fmt::format(
+          "done: steps {}..{} of {}, loss {:.4f} -> {:.4f}, {:.0f} tokens/s, {} skipped, {}{}",
+          summary.start_step + 1, summary.end_step, total_steps, summary.first_loss,
+          summary.last_loss, summary.tokens_per_s, summary.skipped_steps,
+          detail::format_duration(summary.seconds),
+          summary.last_checkpoint.empty() ? "" : ", checkpoint " + summary.last_checkpoint));
+    }
+  }
+  return summary;
 }
 
 }  // namespace magix

@@ -1,0 +1,134 @@
+// TrainArgs: checks, JSON form, and the model a run starts from.
+#include <fmt/format.h>
+
+#include <cmath>
+#include <optional>
+
+#include "magix/error.hpp"
+#include "magix/model_config.hpp"
+#include "magix/optimizer.hpp"
+#include "magix/sharding.hpp"
+#include "magix/trainer.hpp"
+
+namespace magix {
+
+nlohmann::json TrainArgs::to_json() const {
+  return nlohmann::json{
+      {"model_type", model_type},
+      {"model_name", model_name},
+      {"model_config", model_config},
+      {"model_cache_dir", model_cache_dir},
+      {"tokenizer_name", tokenizer_name},
+      {"bf16_model_weights", bf16_model_weights},
+      {"recompute", recompute},
+      {"train_file", train_file},
+      {"train_data_config", train_data_config},
+      {"train_data_field", train_data_field},
+      {"split", split},
+      {"use_chat_template", use_chat_template},
+      {"train_on", train_on},
+      {"pack", pack},
+      {"skip_bad_records", skip_bad_records},
+      {"max_length", max_length},
+      {"num_epochs", num_epochs},
+      {"max_steps", max_steps},
+      {"batch_size", batch_size},
+      {"gradient_accumulation_steps", gradient_accumulation_steps},
+      {"learning_rate", learning_rate},
+      {"lr_schedule", lr_schedule},
+      {"warmup_ratio", warmup_ratio},
+      {"lr_decay_ratio", lr_decay_ratio},
+      {"weight_decay", weight_decay},
+      {"adam_beta1", adam_beta1},
+      {"adam_beta2", adam_beta2},
+      {"adam_eps", adam_eps},
+      {"max_grad_norm", max_grad_norm},
+      {"checkpoint_dir", checkpoint_dir},
+      {"save_steps", save_steps},
+      {"max_to_keep", max_to_keep},
+      {"async_save", async_save},
+      {"log_steps", log_steps},
+      {"metrics_file", metrics_file},
+      {"progress", progress},
+      {"seed", seed},
+      {"mesh_shape", mesh_shape},
+      {"partition_rules", partition_rules},
+  };
+}
+
+void validate_train_args(const TrainArgs& a) {
+  MAGIX_CHECK(a.model_name.empty() != a.model_config.empty(),
+              "give exactly one of --model_name (a pretrained HF model) and --model_config (a "
+              "config.json to start from random weights)");
+  MAGIX_CHECK(a.train_data_config.empty(),
+              "--train_data_config '{}': magix reads local .jsonl/.json/.txt files only (no "
+              "dataset hub); pass the file as --train_file",
+              a.train_data_config);
+  MAGIX_CHECK(a.split == "train",
+              "--split '{}': magix reads local files, which have no splits; leave --split as "
+              "'train'",
+              a.split);
+  MAGIX_CHECK(!a.train_file.empty(), "--train_file is required (.jsonl, .json or .txt)");
+  MAGIX_CHECK(a.max_length > 0, "--max_length must be positive, got {}", a.max_length);
+  MAGIX_CHECK(a.num_epochs > 0, "--num_epochs must be positive, got {}", a.num_epochs);
+  MAGIX_CHECK(a.batch_size > 0, "--batch_size must be positive, got {}", a.batch_size);
+  MAGIX_CHECK(a.gradient_accumulation_steps > 0,
+              "--gradient_accumulation_steps must be positive, got {}",
+              a.gradient_accumulation_steps);
+  MAGIX_CHECK(a.batch_size % a.gradient_accumulation_steps == 0,
+              "--batch_size {} does not divide into --gradient_accumulation_steps {} "
+              "micro-batches",
+              a.batch_size, a.gradient_accumulation_steps);
+  MAGIX_CHECK(std::isfinite(a.learning_rate) && a.learning_rate >= 0,
+              "--learning_rate must be a finite number >= 0, got {}", a.learning_rate);
+  parse_schedule_kind(a.lr_schedule);
+  parse_train_on(a.train_on);
+  MAGIX_CHECK(a.warmup_ratio >= 0 && a.warmup_ratio <= 1,
+              "--warmup_ratio must be in [0, 1], got {}", a.warmup_ratio);
+  MAGIX_CHECK(a.lr_decay_ratio > 0 && a.lr_decay_ratio <= 1,
+              "--lr_decay_ratio must be in (0, 1], got {}", a.lr_decay_ratio);
+  MAGIX_CHECK(a.weight_decay >= 0, "--weight_decay must be >= 0, got {}", a.weight_decay);
+  MAGIX_CHECK(a.adam_beta1 >= 0 && a.adam_beta1 < 1, "--adam_beta1 must be in [0, 1), got {}",
+              a.adam_beta1);
+  MAGIX_CHECK(a.adam_beta2 >= 0 && a.adam_beta2 < 1, "--adam_beta2 must be in [0, 1), got {}",
+              a.adam_beta2);
+  MAGIX_CHECK(a.adam_eps > 0, "--adam_eps must be positive, got {}", a.adam_eps);
+  MAGIX_CHECK(a.log_steps > 0, "--log_steps must be positive, got {}", a.log_steps);
+  MAGIX_CHECK(a.progress == "auto" || a.progress == "bar" || a.progress == "log" ||
+                  a.progress == "none",
+              "--progress must be auto, bar, log or none, got '{}'", a.progress);
+  MAGIX_CHECK(a.mesh_shape.size() == 2, "--mesh_shape takes 2 sizes (data, model), got {}",
+              a.mesh_shape.size());
+}
+
+Decoder load_train_decoder(const TrainArgs& a, const Mesh& mesh) {
+  DecoderOptions options;
+  options.recompute = a.recompute;
+  options.weight_dtype = a.bf16_model_weights ? DType::kBF16 : DType::kF32;
+  std::optional<PartitionRules> rules;
+  if (!a.partition_rules.empty()) rules = load_partition_rules(a.partition_rules);
+  const auto check_type = [&](const ModelConfig& config, const std::string& source) {
+    const std::string family(family_name(config.family));
+    MAGIX_CHECK(a.model_type.empty() || a.model_type == family,
+                "--model_type {} but {} is a {} model: pass --model_type {}", a.model_type,
+                source, family, family);
+  };
+  if (!a.model_name.empty()) {
+    Decoder d = load_decoder(a.model_name, mesh, options, rules ? &*rules : nullptr);
+    check_type(d.config(), a.model_name);
+    return d;
+  }
+  const ModelConfig config = load_model_config(a.model_config);
+  check_type(config, a.model_config);
+  std::vector<ParamInfo> infos = expected_parameters(config);
+  if (rules) apply_partition_rules(infos, *rules);
+  shard_parameters(infos, mesh);
+  ParameterSet params = init_parameters(config, infos, a.seed);
+  return Decoder(config, mesh, std::move(params), options);
+}
+
+std::unique_ptr<Trainable> make_full_trainable(const TrainArgs& args, const Mesh& mesh) {
+  return std::make_unique<FullTrainable>(load_train_decoder(args, mesh));
+}
+
+}  // namespace magix

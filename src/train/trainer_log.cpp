@@ -1,0 +1,136 @@
+#include "trainer_log.hpp"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <vector>
+
+#include "magix/error.hpp"
+
+namespace magix::detail {
+
+namespace fs = std::filesystem;
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const int64_t s = static_cast<int64_t>(std::llround(seconds));
+  if (s >= 3600) return fmt::format("{}h{:02}m{:02}s", s / 3600, (s / 60) % 60, s % 60);
+  if (s >= 60) return fmt::format("{}m{:02}s", s / 60, s % 60);
+  return fmt::format("{}s", s);
+}
+
+namespace {
+
+// The lines of an existing metrics file whose step is at most `keep_through` (a resume drops
+// steps it is going to redo). Unparseable lines end the kept part: they can only be a torn
+// last line.
+std::string kept_metrics(const fs::path& path, int64_t keep_through) {
+  std::ifstream in(path);
+  if (!in.good()) return {};
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("step") ||
+        !j["step"].is_number_integer()) {
+      break;
+    }
+    if (j["step"].get<int64_t>() <= keep_through) kept += line + "\n";
+  }
+  return kept;
+}
+
+}  // namespace
+
+TrainLogger::TrainLogger(const TrainArgs& args, bool is_rank0, int64_t start_step,
+                         int64_t total_steps)
+    : active_(is_rank0),
+      log_steps_(args.log_steps),
+      start_step_(start_step),
+      total_steps_(total_steps) {
+  if (!active_) return;
+  bar_ = args.progress == "bar" || (args.progress == "auto" && isatty(fileno(stderr)) == 1);
+  if (args.progress == "none") log_steps_ = 0;
+  if (args.metrics_file.empty()) return;
+  const fs::path path = args.metrics_file;
+  const std::string kept = start_step > 0 ? kept_metrics(path, start_step) : std::string();
+  if (path.has_parent_path()) fs::create_directories(path.parent_path());
+  metrics_ = std::fopen(path.c_str(), "w");
+  MAGIX_CHECK(metrics_ != nullptr, "cannot write --metrics_file '{}'", path.string());
+  std::fputs(kept.c_str(), metrics_);
+  std::fflush(metrics_);
+}
+
+TrainLogger::~TrainLogger() {
+  if (metrics_ != nullptr) std::fclose(metrics_);
+}
+
+void TrainLogger::step(const StepMetrics& m) {
+  if (!active_) return;
+  if (metrics_ != nullptr) {
+    const nlohmann::json line{{"step", m.step},
+                              {"epoch", m.epoch},
+                              {"loss", m.loss},
+                              {"lr", m.lr},
+                              {"grad_norm", m.grad_norm},
+                              {"tokens", m.tokens},
+                              {"tokens_per_s", m.tokens_per_s},
+                              {"elapsed_s", m.elapsed_s},
+                              {"skipped", m.skipped},
+                              {"skipped_total", m.skipped_total}};
+    const std::string text = line.dump() + "\n";
+    MAGIX_CHECK(std::fputs(text.c_str(), metrics_) >= 0 && std::fflush(metrics_) == 0,
+                "writing the metrics file failed (disk full?)");
+  }
+  interval_loss_ += m.loss;
+  ++interval_steps_;
+  if (bar_) {
+    draw_bar(m);
+  } else if (log_steps_ > 0 && (m.step % log_steps_ == 0 || m.step == m.total_steps)) {
+    const double done = static_cast<double>(m.step - start_step_);
+    const double eta = m.elapsed_s / std::max(1.0, done) * static_cast<double>(m.total_steps - m.step);
+    fmt::print(stderr,
+               "step {}/{} | epoch {} | loss {:.4f} | lr {:.3e} | grad_norm {:.4f} | {:.0f} "
+               "tokens/s | skipped {} | elapsed {} | eta {}\n",
+               m.step, m.total_steps, m.epoch, interval_loss_ / static_cast<double>(interval_steps_),
+               m.lr, m.grad_norm, m.tokens_per_s, m.skipped_total, format_duration(m.elapsed_s),
+               format_duration(eta));
+    std::fflush(stderr);
+    interval_loss_ = 0.0;
+    interval_steps_ = 0;
+  }
+}
+
+void TrainLogger::draw_bar(const StepMetrics& m) {
+  constexpr int kWidth = 24;
+  const double frac = total_steps_ > 0 ? static_cast<double>(m.step) / static_cast<double>(total_steps_) : 1.0;
+  const int filled = static_cast<int>(frac * kWidth);
+  std::string bar(static_cast<size_t>(filled), '#');
+  bar.resize(kWidth, '.');
+  const double done = static_cast<double>(m.step - start_step_);
+  const double eta = m.elapsed_s / std::max(1.0, done) * static_cast<double>(m.total_steps - m.step);
+  fmt::print(stderr, "\r[{}] {}/{} | loss {:.4f} | lr {:.2e} | {:.0f} tok/s | eta {}\x1b[K", bar,
+             m.step, m.total_steps, m.loss, m.lr, m.tokens_per_s, format_duration(eta));
+  std::fflush(stderr);
+  bar_drawn_ = true;
+}
+
+void TrainLogger::message(const std::string& line) {
+  if (!active_) return;
+  if (bar_drawn_) fmt::print(stderr, "\r\x1b[K");
+  fmt::print(stderr, "{}\n", line);
+  std::fflush(stderr);
+  bar_drawn_ = false;
+}
+
+void TrainLogger::finish() {
+  if (!active_) return;
+  if (bar_drawn_) fmt::print(stderr, "\n");
+  bar_drawn_ = false;
+}
+
+}  // namespace magix::detail
