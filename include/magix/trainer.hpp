@@ -108,6 +108,11 @@ struct StepMetrics {
 struct TrainHooks {
   // Called on every rank after every step (e.g. the demo's display; tests).
   std::function<void(const StepMetrics&)> on_step;
+  // Called on every rank after every step (after on_step): true on any rank stops the run there,
+  // after saving a checkpoint of that step when there is a --checkpoint_dir (a later run with
+  // the same arguments resumes exactly; the schedule stays planned over all the steps). For
+  // time-limited jobs and the resume tests.
+  std::function<bool(const StepMetrics&)> should_stop;
   // Replaces the data of --train_file (e.g. the demo's built-in corpus, tests): examples as
   // load_examples gives them. Must give the same examples on every rank.
   std::function<std::vector<Example>(const Tokenizer&)> load_examples;

@@ -215,17 +215,27 @@ TrainSummary run_training(const TrainArgs& args, const Mesh& mesh, Trainable& mo
                                  step, optimizer.consecutive_skipped()));
     }
     if (hooks.on_step) hooks.on_step(m);
+    bool stop = false;
+    if (hooks.should_stop) {
+      std::vector<double> flag = {hooks.should_stop(m) ? 1.0 : 0.0};
+      mesh.world().all_reduce(flag, ReduceOp::kMax);
+      stop = flag[0] > 0;
+    }
 
     if (manager) {
       manager->poll();
       const bool periodic = args.save_steps > 0 && step % args.save_steps == 0;
-      if (periodic || step == total_steps) {
+      if (periodic || step == total_steps || stop) {
         manager->save(step, detail::training_items(model, optimizer),
                       detail::make_trainer_state(args, model, optimizer, loader, step, total_steps,
                                                  skipped_total),
                       extra->files());
         last_saved = step;
       }
+    }
+    if (stop) {
+      logger.message(fmt::format("stopping after step {} as asked", step));
+      break;
     }
   }
   summary.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
