@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -27,6 +28,7 @@
 #include "magix/optimizer.hpp"
 #include "magix/tensor.hpp"
 #include "magix/train_step.hpp"
+#include "magix/trainer.hpp"
 
 namespace magix {
 
@@ -97,9 +99,12 @@ class LoraModel {
   const ParameterSet& adapters() const { return adapters_; }
   const Mesh& mesh() const { return model_.mesh(); }
 
-  // Rebuilds W_eff from the base copies and the adapters; call after changing the adapters
-  // (lora_train_step does). Local: no communication.
+  // Rebuilds W_eff from the base copies and the adapters. Local: no communication.
   void refresh_weights();
+  // Rebuilds W_eff if the adapters changed since it was last built (compared with a copy of
+  // the adapters W_eff was built from; adapters are small). loss() and loss_and_grad() call it,
+  // so the adapters may be changed in place (optimizer, checkpoint restore) at any time.
+  void sync_weights();
 
   LossResult loss(const TokenBatch& batch, double token_count);
   // adapter_grads (adapters' layout) += d loss / d adapters. Collective over the mesh.
@@ -115,6 +120,7 @@ class LoraModel {
   ParameterSet adapters_;
   std::vector<size_t> targets_;  // decoder parameter index of each adapted weight
   std::vector<Tensor> base_;     // frozen W per target, this rank's box (F32 or BF16)
+  std::vector<Tensor> applied_;  // the adapter values W_eff was last built from
   ParameterSet dense_grads_;     // the decoder's gradient buffer, reused between calls
 };
 
@@ -125,6 +131,29 @@ AdamW initialize_lora_opt_state(const AdamWOptions& options, const ParameterSet&
 // AdamW on the adapters, W_eff rebuilt. `batch` is this data rank's rows of the global batch.
 TrainStepResult lora_train_step(LoraModel& model, AdamW& optimizer, const TokenBatch& batch,
                                 double lr);
+
+// The LoRA Trainable of `magix train-lora` (trainer.hpp's run_training): trainable() are the
+// adapters, checkpoint item "lora", describe() {lora_rank, lora_alpha, lora_targets}.
+class LoraTrainable final : public Trainable {
+ public:
+  explicit LoraTrainable(LoraModel model) : model_(std::move(model)) {}
+  LoraModel& lora() { return model_; }
+  Decoder& decoder() override;  // W_eff brought up to date with the adapters
+  ParameterSet& trainable() override { return model_.adapters(); }
+  std::string checkpoint_item() const override { return "lora"; }
+  LossResult loss_and_grad(const TokenBatch& batch, double token_count,
+                           ParameterSet& grads) override;
+  void after_update() override { model_.sync_weights(); }
+  nlohmann::json describe() const override;
+
+ private:
+  LoraModel model_;
+};
+
+// The model of `args` (load_train_decoder, fp32; with --bf16_model_weights the frozen base is
+// kept in bf16) with fresh adapters (init_lora_adapters, seed args.seed).
+std::unique_ptr<LoraTrainable> make_lora_trainable(const TrainArgs& args, const LoraConfig& lora,
+                                                   const Mesh& mesh);
 
 // ---------------------------------------------------------------------------------------------
 // Checkpoints and export (item "lora" of a checkpoint step holds the adapters by the names

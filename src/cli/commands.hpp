@@ -12,6 +12,7 @@ void add_score_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
 void add_chat_template_command(CLI::App& app);
 void add_train_command(CLI::App& app);
+void add_train_lora_command(CLI::App& app);
 
 // The flags of `magix train`, shared by the commands that train (train-lora, demo).
 void add_train_options(CLI::App& cmd, TrainArgs& args);

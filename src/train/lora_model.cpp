@@ -49,14 +49,28 @@ void LoraModel::refresh_weights() {
     }
   }
   merge_lora(params, adapters_, config_.scale());
+  applied_.clear();
+  for (size_t i = 0; i < adapters_.size(); ++i) applied_.push_back(adapters_.tensor(i).clone());
+}
+
+void LoraModel::sync_weights() {
+  bool same = applied_.size() == adapters_.size();
+  for (size_t i = 0; same && i < adapters_.size(); ++i) {
+    const Tensor& t = adapters_.tensor(i);
+    same = t.nbytes() == applied_[i].nbytes() &&
+           std::memcmp(t.bytes(), applied_[i].bytes(), t.nbytes()) == 0;
+  }
+  if (!same) refresh_weights();
 }
 
 LossResult LoraModel::loss(const TokenBatch& batch, double token_count) {
+  sync_weights();
   return model_.loss(batch, token_count);
 }
 
 LossResult LoraModel::loss_and_grad(const TokenBatch& batch, double token_count,
                                     ParameterSet& adapter_grads) {
+  sync_weights();
   if (dense_grads_.size() == 0) {
     dense_grads_ = model_.params().zeros_like();
   } else {
@@ -73,6 +87,7 @@ int64_t LoraModel::bytes_held() const {
     n += static_cast<int64_t>(model_.params().tensor(i).nbytes());
   }
   for (const Tensor& t : base_) n += static_cast<int64_t>(t.nbytes());
+  for (const Tensor& t : applied_) n += static_cast<int64_t>(t.nbytes());
   for (size_t i = 0; i < dense_grads_.size(); ++i) {
     n += static_cast<int64_t>(dense_grads_.tensor(i).nbytes());
   }
