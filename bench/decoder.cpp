@@ -2,9 +2,10 @@
 // (hidden 768, 12 layers, 12 heads, intermediate 2048, vocab 32000, tied embeddings; batch 4 x
 // seq 512; random init), with stored activations and with recompute. Each mode runs in its own
 // child process so that its peak RSS (getrusage) is its own. The reference in the same run is
-// the GEMM engine alone on a (2048 x 768) x (768 x 2048) product.
+// the GEMM engine alone on a (2048 x 768) x (768 x 2048) product. --bf16 stores the weights in
+// bf16 (DecoderOptions::weight_dtype; each layer widened to fp32 just before use).
 //
-//   OMP_NUM_THREADS=2 build/bin/bench_decoder [steps]
+//   OMP_NUM_THREADS=2 build/bin/bench_decoder [steps] [--bf16]
 #include <fmt/format.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -13,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "kernels/cpu/gemm.hpp"
@@ -38,7 +40,7 @@ double gemm_gflops() {
   return 2.0 * M * N * K * reps / seconds_since(t0) / 1e9;
 }
 
-int run_mode(bool recompute, int steps) {
+int run_mode(bool recompute, int steps, magix::DType weight_dtype) {
   nlohmann::json j{{"model_type", "llama"},     {"vocab_size", 32000},
                    {"hidden_size", 768},        {"intermediate_size", 2048},
                    {"num_hidden_layers", 12},   {"num_attention_heads", 12},
@@ -48,10 +50,12 @@ int run_mode(bool recompute, int steps) {
   magix::Mesh mesh;
   std::vector<magix::ParamInfo> infos = magix::expected_parameters(config);
   magix::shard_parameters(infos, mesh);
-  magix::ParameterSet params = magix::init_parameters(config, infos, 1);
+  magix::ParameterSet params = magix::init_parameters(config, infos, 1, weight_dtype);
   int64_t n_params = 0;
   for (size_t i = 0; i < params.size(); ++i) n_params += params.tensor(i).numel();
-  magix::Decoder model(config, mesh, std::move(params), {.recompute = recompute});
+  const double param_mib = static_cast<double>(params.nbytes()) / 1048576.0;
+  magix::Decoder model(config, mesh, std::move(params),
+                       {.recompute = recompute, .weight_dtype = weight_dtype});
   magix::ParameterSet grads = model.params().zeros_like();
 
   const int64_t B = 4, T = 512;
@@ -77,10 +81,10 @@ int run_mode(bool recompute, int steps) {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   fmt::print(
-      "{:<22} {:>8.0f} tokens/s  {:6.2f} s/step  {:6.1f} GFLOP/s  peak RSS {:6.0f} MiB  "
-      "loss {:.4f}  ({} params)\n",
-      recompute ? "recompute" : "stored activations", tokens / dt, dt, flops / dt / 1e9,
-      ru.ru_maxrss / 1024.0, loss, n_params);
+      "{:<4} {:<19} {:>8.0f} tokens/s  {:6.2f} s/step  {:6.1f} GFLOP/s  peak RSS {:6.0f} MiB  "
+      "weights {:4.0f} MiB  loss {:.4f}  ({} params)\n",
+      magix::dtype_name(weight_dtype), recompute ? "recompute" : "stored activations", tokens / dt,
+      dt, flops / dt / 1e9, ru.ru_maxrss / 1024.0, param_mib, loss, n_params);
   std::fflush(stdout);
   return 0;
 }
@@ -88,7 +92,15 @@ int run_mode(bool recompute, int steps) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int steps = argc > 1 ? std::atoi(argv[1]) : 2;
+  int steps = 2;
+  magix::DType weight_dtype = magix::DType::kF32;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--bf16") == 0) {
+      weight_dtype = magix::DType::kBF16;
+    } else {
+      steps = std::atoi(argv[i]);
+    }
+  }
   const char* threads = std::getenv("OMP_NUM_THREADS");
   fmt::print(
       "decoder bench: Llama hidden 768, 12 layers, 12 heads, vocab 32000, B=4, T=512, "
@@ -97,7 +109,7 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   for (bool recompute : {false, true}) {
     pid_t pid = fork();
-    if (pid == 0) _exit(run_mode(recompute, steps));
+    if (pid == 0) _exit(run_mode(recompute, steps, weight_dtype));
     int status = 0;
     waitpid(pid, &status, 0);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {

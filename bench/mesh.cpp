@@ -2,12 +2,14 @@
 // 768, 12 layers, 12 heads, intermediate 2048, vocab 32000, tied; global batch 4 x 512) on a
 // mesh, with random weights drawn per shard (no rank builds the full model).
 //
-//   OMP_NUM_THREADS=2 build/bin/bench_mesh 1 1 [steps]
+//   OMP_NUM_THREADS=2 build/bin/bench_mesh 1 1 [steps] [--bf16]
 //   OMP_NUM_THREADS=1 mpirun --oversubscribe -np 2 build/bin/bench_mesh 2 1 [steps]
 //   OMP_NUM_THREADS=1 mpirun --oversubscribe -np 2 build/bin/bench_mesh 1 2 [steps]
 //   ... bench_mesh D M STEPS MODEL_DIR   loads an HF folder (e.g. written by `magix init` from
 //                                        the same config) instead of drawing random weights,
 //                                        and reports each rank's peak RSS right after loading
+//   --bf16 (anywhere) stores the weights in bf16 (DecoderOptions::weight_dtype); AdamW moments
+//   and gradients stay fp32.
 //
 // Prints on rank 0: median step time over the steps after the first, the mean time in
 // collectives per step (the slowest rank), and per rank: parameter + AdamW state bytes, the
@@ -18,6 +20,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <vector>
 
 #include "magix/magix.hpp"
 
@@ -39,8 +43,18 @@ double comm_seconds(const magix::Mesh& mesh) {
 int main(int argc, char** argv) {
   magix::Runtime runtime(&argc, &argv);
   try {
-    const int d = argc > 2 ? std::atoi(argv[1]) : 1, m = argc > 2 ? std::atoi(argv[2]) : 1;
-    const int steps = argc > 3 ? std::atoi(argv[3]) : 3;
+    std::vector<char*> args;  // positional arguments: D M [STEPS [MODEL_DIR]]
+    magix::DType weight_dtype = magix::DType::kF32;
+    for (int i = 1; i < argc; ++i) {
+      if (std::strcmp(argv[i], "--bf16") == 0) {
+        weight_dtype = magix::DType::kBF16;
+      } else {
+        args.push_back(argv[i]);
+      }
+    }
+    const int d = args.size() > 1 ? std::atoi(args[0]) : 1;
+    const int m = args.size() > 1 ? std::atoi(args[1]) : 1;
+    const int steps = args.size() > 2 ? std::atoi(args[2]) : 3;
     magix::Mesh mesh = magix::create_device_mesh({d, m});
     const nlohmann::json cfg = {{"model_type", "llama"},     {"vocab_size", 32000},
                                 {"hidden_size", 768},        {"intermediate_size", 2048},
@@ -52,20 +66,23 @@ int main(int argc, char** argv) {
     std::vector<magix::ParamInfo> infos = magix::expected_parameters(config);
     magix::apply_partition_rules(infos, rules);
     magix::shard_parameters(infos, mesh);
-    const bool load = argc > 4;
+    const bool load = args.size() > 3;
     magix::Decoder model =
-        load ? magix::load_model_hub("llama", argv[4], rules, mesh)
-             : magix::Decoder(config, mesh, magix::init_parameters(config, infos, 0));
+        load ? magix::load_model_hub("llama", args[3], rules, mesh)
+             : magix::Decoder(config, mesh, magix::init_parameters(config, infos, 0, weight_dtype),
+                              {.weight_dtype = weight_dtype});
+    model.set_options({.weight_dtype = weight_dtype});  // a loaded model: converted here
     std::vector<double> load_rss = {peak_rss_mib()};
     mesh.world().all_reduce(load_rss, magix::ReduceOp::kMax);
     if (load && mesh.world_rank() == 0) {
       std::printf("mesh %dx%d: loaded %s, peak RSS after loading %.0f MiB/rank (largest)\n",
-                  mesh.data_size(), mesh.model_size(), argv[4], load_rss[0]);
+                  mesh.data_size(), mesh.model_size(), args[3], load_rss[0]);
     }
     magix::AdamW opt = magix::initialize_opt_state({}, model.params(), rules, mesh);
     std::vector<double> state_bytes = {0.0};
-    for (size_t i = 0; i < model.params().size(); ++i) {
-      state_bytes[0] += 3.0 * static_cast<double>(model.params().tensor(i).nbytes());
+    for (size_t i = 0; i < model.params().size(); ++i) {  // parameters + fp32 moments
+      state_bytes[0] += static_cast<double>(model.params().tensor(i).nbytes()) +
+                        2.0 * static_cast<double>(opt.mu()[i].nbytes());
     }
     const magix::TokenBatch batch = magix::random_causal_batch(config.vocab_size, 4, 512, 42,
                                                                mesh.data_rank(), mesh.data_size());
@@ -90,10 +107,12 @@ int main(int argc, char** argv) {
     if (mesh.world_rank() == 0 && !times.empty()) {
       const double step = times[times.size() / 2];
       std::printf(
-          "mesh %dx%d: %.2f s/step (median of %zu), %.0f tokens/s, collectives %.2f s/step "
-          "(%.0f%%), params+AdamW %.1f MiB/rank, peak RSS %.0f MiB/rank, loss %.4f\n",
-          mesh.data_size(), mesh.model_size(), step, times.size(), 4 * 512 / step, worst[0],
-          100.0 * worst[0] / step, worst[1] / 1048576.0, worst[2], loss);
+          "mesh %dx%d %s weights: %.2f s/step (median of %zu), %.0f tokens/s, collectives %.2f "
+          "s/step (%.0f%%), params+AdamW %.1f MiB/rank, peak RSS %.0f MiB/rank, loss %.4f\n",
+          mesh.data_size(), mesh.model_size(),
+          std::string(magix::dtype_name(model.params().tensor(0).dtype())).c_str(), step,
+          times.size(), 4 * 512 / step, worst[0], 100.0 * worst[0] / step, worst[1] / 1048576.0,
+          worst[2], loss);
     }
     return 0;
   } catch (const std::exception& e) {

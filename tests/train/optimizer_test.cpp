@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 
@@ -11,6 +12,7 @@
 #include "magix/error.hpp"
 #include "magix/optimizer.hpp"
 #include "magix/safetensors.hpp"
+#include "magix/train_step.hpp"
 
 namespace magix {
 namespace {
@@ -136,6 +138,39 @@ TEST(AdamW, Bf16ParametersEqualFp32UpdateThenRounding) {
   EXPECT_THROW(opt16.step(p16, g16, 1e-2, 1.0), Error);
   std::vector<Tensor> p_f16 = {p32[0].to(DType::kF16), p32[1]};
   EXPECT_THROW(opt32.step(p_f16, grads, 1e-2, 1.0), Error);
+}
+
+// The whole step (decoder + global norm + AdamW, train_step) on bf16-stored weights equals the
+// fp32 step on the same (rounded) weights followed by rounding, bit for bit, step after step.
+TEST(AdamW, TrainStepOnBf16WeightsEqualsFp32StepThenRounding) {
+  const std::string dir =
+      (std::filesystem::path(MAGIX_FIXTURES_DIR) / "models" / "llama_gqa").string();
+  Mesh mesh;
+  Decoder m16 = load_decoder(dir, mesh, {.weight_dtype = DType::kBF16});
+  Decoder m32 = load_decoder(dir, mesh);
+  m32.params().convert(DType::kBF16);
+  m32.params().convert(DType::kF32);
+  const PartitionRules rules = default_partition_rules("llama");
+  AdamWOptions o;
+  o.weight_decay = 0.1;
+  AdamW opt16 = initialize_opt_state(o, m16.params(), rules, mesh);
+  AdamW opt32 = initialize_opt_state(o, m32.params(), rules, mesh);
+  const TokenBatch batch = random_causal_batch(m16.config().vocab_size, 3, 9, 5, 0, 1);
+  for (int step = 0; step < 3; ++step) {
+    const TrainStepResult r16 = train_step(m16, opt16, batch, 3e-3);
+    const TrainStepResult r32 = train_step(m32, opt32, batch, 3e-3);
+    EXPECT_EQ(r16.loss, r32.loss) << "step " << step;
+    EXPECT_EQ(r16.grad_norm, r32.grad_norm) << "step " << step;
+    m32.params().convert(DType::kBF16);
+    for (size_t i = 0; i < m16.params().size(); ++i) {
+      const Tensor& a = m16.params().tensor(i);
+      const Tensor& b = m32.params().tensor(i);
+      ASSERT_EQ(a.dtype(), DType::kBF16);
+      ASSERT_EQ(std::memcmp(a.bytes(), b.bytes(), a.nbytes()), 0)
+          << "step " << step << " " << m16.params().info(i).name;
+    }
+    m32.params().convert(DType::kF32);
+  }
 }
 
 TEST(AdamW, DecayMask) {
