@@ -11,6 +11,8 @@
 namespace magix::cli {
 
 void add_train_options(CLI::App& cmd, TrainArgs& a) {
+  // A flag given twice takes its last value (scripts that append overrides).
+  cmd.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   // Model.
   cmd.add_option(flag("model_type"), a.model_type,
                  "model family: llama, mistral, gemma or qwen2 (must match config.json)")

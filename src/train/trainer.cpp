@@ -27,7 +27,13 @@ using Clock = std::chrono::steady_clock;
 // --tokenizer_name, else the model folder, else the folder of --model_config.
 std::string tokenizer_source(const TrainArgs& a) {
   if (!a.tokenizer_name.empty()) return a.tokenizer_name;
-  if (!a.model_name.empty()) return a.model_name;
+  if (!a.model_name.empty()) {
+    MAGIX_CHECK(fs::is_regular_file(resolve_model_dir(a.model_name) / "tokenizer.json"),
+                "the model {} has no tokenizer.json: pass --tokenizer_name (a folder or hub name "
+                "with tokenizer.json)",
+                a.model_name);
+    return a.model_name;
+  }
   const fs::path dir = fs::path(a.model_config).parent_path();
   MAGIX_CHECK(fs::is_regular_file(dir / "tokenizer.json"),
               "--model_config {} has no tokenizer.json beside it: pass --tokenizer_name (a folder "
