@@ -104,6 +104,12 @@ class CheckpointReader {
   // missing tensor or a global shape mismatch is an error naming it.
   void read(const std::string& item, std::vector<ShardedTensor>& targets) const;
 
+  // The names of the extra_files saved with the step (config.json, tokenizer files...).
+  std::vector<std::string> extra_files() const;
+  // dir()/name for trainer_state.json or an extra file, after checking its size and checksum
+  // against the index; throws naming the file if it is missing, truncated or altered.
+  std::filesystem::path checked_file(const std::string& name) const;
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
@@ -116,5 +122,31 @@ bool is_checkpoint_step(const std::filesystem::path& path);
 // (null: the family defaults).
 Decoder load_checkpoint_decoder(const std::filesystem::path& step_dir, const Mesh& mesh,
                                 DecoderOptions options = {}, const PartitionRules* rules = nullptr);
+
+// ---------------------------------------------------------------------------------------------
+// Export to a Hugging Face folder (magix export; docs/checkpoints.md)
+
+// The whole tensors (a 1x1 layout, fp32) of a committed step's item "model", with the config
+// from its config.json.
+ParameterSet load_checkpoint_parameters(const std::filesystem::path& step_dir, ModelConfig* config);
+
+struct HfExportOptions {
+  DType dtype = DType::kF32;  // F32 or BF16
+  uint64_t max_shard_bytes = 5'000'000'000ull;
+  bool overwrite = false;  // false: a non-empty output folder is an error
+};
+
+// Writes an HF folder that transformers loads: the weights of `params` (whole tensors, HF
+// names; write_hf_weights: shards <= max_shard_bytes + index), copies of `files` (tokenizer
+// files...), and last `config_json` with its torch_dtype set to the export dtype. A folder left
+// by a failed run has no config.json (an overwritten folder's config.json is removed first).
+void write_hf_folder(const std::filesystem::path& out_dir, const std::filesystem::path& config_json,
+                     const std::vector<std::filesystem::path>& files, const ParameterSet& params,
+                     const HfExportOptions& options);
+
+// A committed step -> an HF folder: item "model", config.json and the other extra files saved
+// with the step (checked against their checksums).
+void export_checkpoint(const std::filesystem::path& step_dir, const std::filesystem::path& out_dir,
+                       const HfExportOptions& options = {});
 
 }  // namespace magix

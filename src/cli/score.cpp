@@ -8,6 +8,7 @@
 
 #include "cli_util.hpp"
 #include "commands.hpp"
+#include "magix/checkpoint.hpp"
 #include "magix/dataset.hpp"
 #include "magix/distributed.hpp"
 #include "magix/error.hpp"
@@ -89,7 +90,10 @@ void run_score(const ScoreArgs& a) {
   Mesh mesh = create_device_mesh(a.mesh_shape);
   std::optional<PartitionRules> rules;
   if (!a.partition_rules.empty()) rules = load_partition_rules(a.partition_rules);
-  Decoder model = load_decoder(a.model, mesh, {}, rules ? &*rules : nullptr);
+  // An HF folder / hub name, or a committed checkpoint step (magix train --checkpoint_dir).
+  Decoder model = is_checkpoint_step(a.model)
+                      ? load_checkpoint_decoder(a.model, mesh, {}, rules ? &*rules : nullptr)
+                      : load_decoder(a.model, mesh, {}, rules ? &*rules : nullptr);
   const auto examples = a.data_field.empty()
                             ? read_token_examples(a.input, model.config().vocab_size)
                             : read_text_examples(a.input, a, model.config().vocab_size);
@@ -139,7 +143,8 @@ void add_score_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "score", "Per-example negative log-likelihood and perplexity of token sequences");
   auto args = std::make_shared<ScoreArgs>();
-  cmd->add_option(flag("model_name_or_path"), args->model, "HF model folder or hub name")
+  cmd->add_option(flag("model_name_or_path"), args->model,
+                  "HF model folder, hub name, or checkpoint step folder")
       ->required();
   cmd->add_option(flag("input"), args->input, "JSONL file, one {\"input_ids\": [...]} per line")
       ->required();

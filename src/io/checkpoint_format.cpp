@@ -77,8 +77,8 @@ void check_item_name(const std::string& item) {
 }
 
 json shard_to_json(const ShardRecord& s) {
-  return json{{"file", s.file},     {"offset", s.offset},   {"nbytes", s.nbytes},
-              {"start", s.start},   {"extent", s.extent},   {"xxh3", checksum_hex(s.xxh3)}};
+  return json{{"file", s.file},   {"offset", s.offset}, {"nbytes", s.nbytes},
+              {"start", s.start}, {"extent", s.extent}, {"xxh3", checksum_hex(s.xxh3)}};
 }
 
 json shard_list_to_json(const std::vector<ShardRecord>& shards) {
@@ -151,8 +151,7 @@ void check_relative_path(const std::string& file, const std::string& where) {
   for (const fs::path& part : p) {
     ok = ok && !part.empty() && part != ".." && part != ".";
   }
-  MAGIX_CHECK(ok, "{}: shard file '{}' is not a plain path inside the step directory", where,
-              file);
+  MAGIX_CHECK(ok, "{}: shard file '{}' is not a plain path inside the step directory", where, file);
 }
 
 void check_tiling(const Shape& global, DType dtype, const std::vector<ShardRecord>& shards,

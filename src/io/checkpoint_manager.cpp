@@ -84,8 +84,9 @@ struct CheckpointManager::Impl {
     int64_t step = 0;
     fs::path tmp;
     std::vector<PendingShard> shards;
-    std::string trainer_state;                                 // world rank 0
-    std::vector<std::pair<std::string, std::string>> extras;  // world rank 0: name, contents
+    std::string trainer_state;                                       // world rank 0
+    std::vector<std::pair<std::string, std::string>> extras;         // world rank 0: name, contents
+    std::map<std::string, std::pair<uint64_t, uint64_t>> file_sums;  // rank 0: nbytes, xxh3
     std::thread thread;
     std::atomic<int> state{0};  // 0 writing, 1 written, 2 failed
     std::string error;          // set before state becomes 2
@@ -128,16 +129,17 @@ void CheckpointManager::Impl::write_files(Pending& p) {
     const std::string list = ckpt::shard_list_to_json(records).dump();
     ckpt::write_file_synced(p.tmp / ckpt::rank_list_file(rank), list.data(), list.size());
     if (rank == 0) {
-      ckpt::write_file_synced(p.tmp / ckpt::kTrainerStateFile, p.trainer_state.data(),
-                              p.trainer_state.size());
-      for (const auto& [name, contents] : p.extras) {
+      auto write = [&](const std::string& name, const std::string& contents) {
         ckpt::write_file_synced(p.tmp / name, contents.data(), contents.size());
-      }
+        p.file_sums[name] = {contents.size(), ckpt::checksum(contents.data(), contents.size())};
+      };
+      write(std::string(ckpt::kTrainerStateFile), p.trainer_state);
+      for (const auto& [name, contents] : p.extras) write(name, contents);
     }
     p.state.store(1);
   } catch (const std::exception& e) {
-    p.error = fmt::format("checkpoint step {}: world rank {}: {}", p.step, mesh->world_rank(),
-                          e.what());
+    p.error =
+        fmt::format("checkpoint step {}: world rank {}: {}", p.step, mesh->world_rank(), e.what());
     p.state.store(2);
   }
 }
@@ -178,14 +180,19 @@ void CheckpointManager::Impl::commit(Pending& p) {
     }
     items[item] = std::move(jt);
   }
-  json files = json::array();
-  for (const auto& e : p.extras) files.push_back(e.first);
+  json extra = json::array();
+  for (const auto& e : p.extras) extra.push_back(e.first);
+  json files = json::object();
+  for (const auto& [name, sum] : p.file_sums) {
+    files[name] = json{{"nbytes", sum.first}, {"xxh3", ckpt::checksum_hex(sum.second)}};
+  }
   const json index{{"format", std::string(ckpt::kFormatName)},
                    {"version", ckpt::kFormatVersion},
                    {"step", p.step},
                    {"world_size", world},
                    {"mesh", {{"data", mesh->data_size()}, {"model", mesh->model_size()}}},
-                   {"extra_files", files},
+                   {"extra_files", extra},
+                   {"files", files},
                    {"items", std::move(items)}};
   for (int r = 0; r < world; ++r) fs::remove(p.tmp / ckpt::rank_list_file(r));
   for (const auto& [item, unused] : tensors) io::fsync_dir(p.tmp / item);

@@ -30,8 +30,8 @@ void convert_run(const std::byte* src, DType s, std::byte* dst, DType d, size_t 
     return;
   }
   auto is_float = [](DType t) { return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16; };
-  MAGIX_CHECK(is_float(s) && is_float(d), "cannot convert a stored {} tensor to {}",
-              dtype_name(s), dtype_name(d));
+  MAGIX_CHECK(is_float(s) && is_float(d), "cannot convert a stored {} tensor to {}", dtype_name(s),
+              dtype_name(d));
   std::vector<float> tmp;
   const float* f = nullptr;
   if (s == DType::kF32) {
@@ -100,6 +100,8 @@ struct CheckpointReader::Impl {
   fs::path dir;
   int64_t step = 0;
   std::map<std::string, std::map<std::string, TensorEntry>> items;
+  std::vector<std::string> extra_files;
+  std::map<std::string, std::pair<uint64_t, uint64_t>> files;  // name -> nbytes, xxh3
 
   fs::path index_path() const { return dir / ckpt::kIndexFile; }
 };
@@ -118,8 +120,8 @@ CheckpointReader::CheckpointReader(fs::path step_dir) : impl_(std::make_unique<I
   try {
     const json index = io::parse_json_strict(ckpt::read_text_file(index_path), 64);
     MAGIX_CHECK(index.is_object(), "not a JSON object");
-    MAGIX_CHECK(index.value("format", "") == ckpt::kFormatName,
-                "\"format\" is not \"{}\"", ckpt::kFormatName);
+    MAGIX_CHECK(index.value("format", "") == ckpt::kFormatName, "\"format\" is not \"{}\"",
+                ckpt::kFormatName);
     MAGIX_CHECK(index.contains("version") && index.at("version").is_number_integer(),
                 "no integer \"version\"");
     const int version = index.at("version").get<int>();
@@ -129,6 +131,26 @@ CheckpointReader::CheckpointReader(fs::path step_dir) : impl_(std::make_unique<I
     MAGIX_CHECK(index.contains("step") && index.at("step").is_number_integer(),
                 "no integer \"step\"");
     impl_->step = index.at("step").get<int64_t>();
+    MAGIX_CHECK(index.contains("files") && index.at("files").is_object(), "no \"files\" object");
+    for (const auto& [fname, f] : index.at("files").items()) {
+      ckpt::check_relative_path(fname, "\"files\"");
+      MAGIX_CHECK(fname.find('/') == std::string::npos, "\"files\": '{}' is not a plain name",
+                  fname);
+      MAGIX_CHECK(f.is_object() && f.contains("nbytes") && f.at("nbytes").is_number_unsigned() &&
+                      f.contains("xxh3") && f.at("xxh3").is_string(),
+                  "\"files\": '{}' needs \"nbytes\" and \"xxh3\"", fname);
+      auto h = ckpt::parse_checksum_hex(f.at("xxh3").get<std::string>());
+      MAGIX_CHECK(h.has_value(), "\"files\": '{}': \"xxh3\" must be 16 lowercase hex digits",
+                  fname);
+      impl_->files[fname] = {f.at("nbytes").get<uint64_t>(), *h};
+    }
+    MAGIX_CHECK(index.contains("extra_files") && index.at("extra_files").is_array(),
+                "no \"extra_files\" list");
+    for (const json& f : index.at("extra_files")) {
+      MAGIX_CHECK(f.is_string() && impl_->files.count(f.get<std::string>()),
+                  "\"extra_files\": {} is not in \"files\"", f.dump());
+      impl_->extra_files.push_back(f.get<std::string>());
+    }
     MAGIX_CHECK(index.contains("items") && index.at("items").is_object(), "no \"items\" object");
     for (const auto& [item, tensors] : index.at("items").items()) {
       ckpt::check_item_name(item);
@@ -186,8 +208,28 @@ int64_t CheckpointReader::step() const {
   return impl_->step;
 }
 
+std::vector<std::string> CheckpointReader::extra_files() const {
+  return impl_->extra_files;
+}
+
+fs::path CheckpointReader::checked_file(const std::string& name) const {
+  auto it = impl_->files.find(name);
+  MAGIX_CHECK(it != impl_->files.end(), "checkpoint {} has no file '{}' in its index",
+              impl_->dir.string(), name);
+  const fs::path path = impl_->dir / name;
+  uint64_t size = 0;
+  io::FileHandle fd = io::open_for_reading(path, &size);
+  MAGIX_CHECK(size == it->second.first, "checkpoint file {} has {} bytes, its index says {}",
+              path.string(), size, it->second.first);
+  std::string buf(size, '\0');
+  io::read_exact(fd.get(), 0, buf.data(), size, path);
+  MAGIX_CHECK(ckpt::checksum(buf.data(), size) == it->second.second,
+              "checkpoint file {} is corrupt: it fails its checksum", path.string());
+  return path;
+}
+
 json CheckpointReader::trainer_state() const {
-  const fs::path path = impl_->dir / ckpt::kTrainerStateFile;
+  const fs::path path = checked_file(std::string(ckpt::kTrainerStateFile));
   try {
     return io::parse_json_strict(ckpt::read_text_file(path), 256);
   } catch (const Error& e) {
@@ -273,15 +315,14 @@ void CheckpointReader::read(const std::string& item, std::vector<ShardedTensor>&
 
 bool is_checkpoint_step(const fs::path& path) {
   std::error_code ec;
-  return fs::is_directory(path, ec) &&
-         !path.filename().string().starts_with(ckpt::kTmpPrefix) &&
+  return fs::is_directory(path, ec) && !path.filename().string().starts_with(ckpt::kTmpPrefix) &&
          fs::is_regular_file(path / ckpt::kIndexFile, ec);
 }
 
 Decoder load_checkpoint_decoder(const fs::path& step_dir, const Mesh& mesh, DecoderOptions options,
                                 const PartitionRules* rules) {
   CheckpointReader reader(step_dir);
-  ModelConfig config = load_model_config(step_dir / "config.json");
+  ModelConfig config = load_model_config(reader.checked_file("config.json"));
   std::vector<ParamInfo> infos = expected_parameters(config);
   if (rules) apply_partition_rules(infos, *rules);
   shard_parameters(infos, mesh);

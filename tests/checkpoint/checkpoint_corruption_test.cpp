@@ -20,8 +20,7 @@ class CheckpointCorruption : public ::testing::Test {
  protected:
   void SetUp() override {
     CheckpointItems items;
-    items["model"].push_back(
-        ShardedTensor{"w", {64, 32}, {}, {0, 0}, pattern_full(1, {64, 32})});
+    items["model"].push_back(ShardedTensor{"w", {64, 32}, {}, {0, 0}, pattern_full(1, {64, 32})});
     items["model"].push_back(
         ShardedTensor{"h", {16, 8}, {}, {0, 0}, pattern_full(2, {16, 8}, DType::kBF16)});
     CheckpointManager m(tmp_.path(), mesh_, {.async = false});
@@ -119,19 +118,29 @@ TEST_F(CheckpointCorruption, EditedIndex) {
     const char* expect;
   };
   const std::vector<Case> cases = {
-      {"checksum", [](nlohmann::json& j) { j["items"]["model"]["w"]["shards"][0]["xxh3"] = "0123456789abcdef"; },
+      {"checksum",
+       [](nlohmann::json& j) {
+         j["items"]["model"]["w"]["shards"][0]["xxh3"] = "0123456789abcdef";
+       },
        "checksum"},
       {"offset", [](nlohmann::json& j) { j["items"]["model"]["w"]["shards"][0]["offset"] = 4; },
        "checksum"},
-      {"shape", [](nlohmann::json& j) { j["items"]["model"]["w"]["shape"] = {32, 64}; },
+      {"shape",
+       [](nlohmann::json& j) {
+         j["items"]["model"]["w"]["shape"] = {32, 64};
+       },
        "outside the shape"},
-      {"bigger shape", [](nlohmann::json& j) { j["items"]["model"]["w"]["shape"] = {65, 32}; },
+      {"bigger shape",
+       [](nlohmann::json& j) {
+         j["items"]["model"]["w"]["shape"] = {65, 32};
+       },
        "cover"},
       {"dtype", [](nlohmann::json& j) { j["items"]["model"]["h"]["dtype"] = "F32"; }, "bytes"},
       {"version", [](nlohmann::json& j) { j["version"] = 2; }, "version 2"},
       {"path", [](nlohmann::json& j) { j["items"]["model"]["w"]["shards"][0]["file"] = "../x"; },
        "not a plain path"},
-      {"no shards", [](nlohmann::json& j) { j["items"]["model"]["w"]["shards"] = nlohmann::json::array(); },
+      {"no shards",
+       [](nlohmann::json& j) { j["items"]["model"]["w"]["shards"] = nlohmann::json::array(); },
        "cover 0 of"},
   };
   const std::string original = [&] {

@@ -89,8 +89,8 @@ TEST(Checkpoint, ReadsAnyBoxConvertingDtypes) {
   }
   std::vector<ShardedTensor> t{{"b.weight", b, {}, {1, 2, 0}, Tensor({4, 2, 3})}};
   r.read("model", t);
-  EXPECT_TRUE(
-      bitwise_equal(t[0].local, pattern_box(2, b, {1, 2, 0}, {4, 2, 3}, DType::kBF16).to(DType::kF32)));
+  EXPECT_TRUE(bitwise_equal(t[0].local,
+                            pattern_box(2, b, {1, 2, 0}, {4, 2, 3}, DType::kBF16).to(DType::kF32)));
 }
 
 TEST(Checkpoint, ReadErrorsNameTheTensor) {
@@ -247,8 +247,7 @@ TEST(Checkpoint, LoadCheckpointDecoderEqualsLoadDecoder) {
   const fs::path model_dir = fs::path(MAGIX_FIXTURES_DIR) / "models" / "llama_gqa";
   Decoder ref = load_decoder(model_dir.string(), mesh);
   CheckpointManager m(tmp.path(), mesh, {.async = true});
-  m.save(3, {{"model", sharded_tensors(ref.params())}}, {{"step", 3}},
-         {model_dir / "config.json"});
+  m.save(3, {{"model", sharded_tensors(ref.params())}}, {{"step", 3}}, {model_dir / "config.json"});
   m.wait();
   Decoder got = load_checkpoint_decoder(m.step_dir(3), mesh);
   ASSERT_EQ(got.params().size(), ref.params().size());

@@ -37,7 +37,8 @@ class CkptTempDir {
 
 // Element e of a tensor with tag `seed`: a pure function, so any box can be recomputed.
 inline float pattern_value(uint64_t seed, int64_t e) {
-  uint64_t x = (seed + 1) * 0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(e) * 0xBF58476D1CE4E5B9ull;
+  uint64_t x =
+      (seed + 1) * 0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(e) * 0xBF58476D1CE4E5B9ull;
   x ^= x >> 31;
   x *= 0x94D049BB133111EBull;
   x ^= x >> 29;

@@ -1,0 +1,120 @@
+// magix export: a checkpoint step (saved on any mesh) -> a Hugging Face folder that
+// transformers loads (config, safetensors shards <= --max_shard_size + index, tokenizer files).
+#include <fmt/format.h>
+
+#include <cctype>
+#include <filesystem>
+
+#include "cli_util.hpp"
+#include "commands.hpp"
+#include "magix/checkpoint.hpp"
+#include "magix/distributed.hpp"
+#include "magix/error.hpp"
+
+namespace magix::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct ExportArgs {
+  std::string checkpoint;
+  std::string output_dir;
+  std::string dtype = "float32";
+  std::string max_shard_size = "5GB";
+  bool overwrite = false;
+};
+
+// "5GB", "500MB", "2GiB", "1000000" (bytes) -> bytes; units as transformers' max_shard_size
+// (KB/MB/GB decimal, KiB/MiB/GiB binary).
+uint64_t parse_size(const std::string& text) {
+  size_t i = 0;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) {
+    ++i;
+  }
+  MAGIX_CHECK(i > 0, "--max_shard_size '{}': expected a number and a unit such as 5GB", text);
+  double value = 0;
+  try {
+    value = std::stod(text.substr(0, i));
+  } catch (const std::exception&) {
+    MAGIX_FAIL("--max_shard_size '{}': not a number", text);
+  }
+  std::string unit = text.substr(i);
+  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  double scale = 0;
+  if (unit.empty() || unit == "B") scale = 1;
+  if (unit == "KB") scale = 1e3;
+  if (unit == "MB") scale = 1e6;
+  if (unit == "GB") scale = 1e9;
+  if (unit == "KIB") scale = 1024.0;
+  if (unit == "MIB") scale = 1024.0 * 1024;
+  if (unit == "GIB") scale = 1024.0 * 1024 * 1024;
+  MAGIX_CHECK(scale > 0, "--max_shard_size '{}': unknown unit (B, KB, MB, GB, KiB, MiB, GiB)",
+              text);
+  const double bytes = value * scale;
+  MAGIX_CHECK(bytes >= 1 && bytes < 1.8e19, "--max_shard_size '{}' is out of range", text);
+  return static_cast<uint64_t>(bytes);
+}
+
+// The model to write: the whole parameters of the step's item "model" and its config.json.
+// (A LoRA checkpoint's --merge_lora would merge item "lora" into these parameters here.)
+struct ExportModel {
+  ModelConfig config;
+  ParameterSet params;
+  fs::path config_json;
+  std::vector<fs::path> files;  // tokenizer files and other extra files of the step
+};
+
+ExportModel load_model_for_export(const ExportArgs& a) {
+  ExportModel m;
+  m.params = load_checkpoint_parameters(a.checkpoint, &m.config);
+  CheckpointReader reader(a.checkpoint);
+  m.config_json = reader.checked_file("config.json");
+  for (const std::string& name : reader.extra_files()) {
+    if (name != "config.json") m.files.push_back(reader.checked_file(name));
+  }
+  return m;
+}
+
+void run_export(const ExportArgs& a) {
+  Mesh world = create_device_mesh({-1, 1});
+  MAGIX_CHECK(world.world_size() == 1, "magix export runs as one process (not under mpirun)");
+  MAGIX_CHECK(is_checkpoint_step(a.checkpoint),
+              "--checkpoint {} is not a committed checkpoint step (a folder such as "
+              "CHECKPOINT_DIR/000200 holding index.json)",
+              a.checkpoint);
+  HfExportOptions options;
+  MAGIX_CHECK(a.dtype == "float32" || a.dtype == "bfloat16",
+              "--dtype must be float32 or bfloat16, got '{}'", a.dtype);
+  options.dtype = a.dtype == "float32" ? DType::kF32 : DType::kBF16;
+  options.max_shard_bytes = parse_size(a.max_shard_size);
+  options.overwrite = a.overwrite;
+  const ExportModel m = load_model_for_export(a);
+  write_hf_folder(a.output_dir, m.config_json, m.files, m.params, options);
+  uint64_t numel = 0;
+  for (size_t i = 0; i < m.params.size(); ++i) numel += m.params.tensor(i).numel();
+  fmt::print("exported {} ({} tensors, {} parameters, {}) to {}\n", a.checkpoint, m.params.size(),
+             numel, a.dtype, a.output_dir);
+}
+
+}  // namespace
+
+void add_export_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "export", "Write a checkpoint step as a Hugging Face model folder (safetensors + config)");
+  auto args = std::make_shared<ExportArgs>();
+  cmd->add_option(flag("checkpoint"), args->checkpoint,
+                  "committed checkpoint step folder, e.g. CHECKPOINT_DIR/000200 (any mesh)")
+      ->required();
+  cmd->add_option(flag("output_dir"), args->output_dir, "HF folder to write")->required();
+  cmd->add_option(flag("dtype"), args->dtype, "weights dtype: float32 or bfloat16")
+      ->capture_default_str();
+  cmd->add_option(flag("max_shard_size"), args->max_shard_size,
+                  "largest safetensors file (e.g. 5GB, 500MB, 2GiB); larger models are sharded "
+                  "with model.safetensors.index.json")
+      ->capture_default_str();
+  cmd->add_flag(flag("overwrite"), args->overwrite,
+                "replace the model in a non-empty --output_dir");
+  cmd->callback([args] { run_export(*args); });
+}
+
+}  // namespace magix::cli
