@@ -3,6 +3,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "magix/trainer.hpp"
+
 namespace magix::cli {
 
 void add_init_command(CLI::App& app);
@@ -10,5 +12,12 @@ void add_score_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
 void add_chat_template_command(CLI::App& app);
 void add_export_command(CLI::App& app);
+void add_train_command(CLI::App& app);
+void add_train_lora_command(CLI::App& app);
+
+// The flags of `magix train`, shared by the commands that train (train-lora, demo).
+void add_train_options(CLI::App& cmd, TrainArgs& args);
+// What a finished run prints on stdout (world rank 0).
+void print_train_summary(const TrainSummary& summary);
 
 }  // namespace magix::cli
