@@ -46,6 +46,9 @@ struct GenerateOptions {
   int32_t pad_id = 0;  // the id written at padding positions (masked, never attended to)
 };
 
+// Throws magix::Error naming the first invalid option (stop strings need a tokenizer).
+void check_generate_options(const GenerateOptions& options, bool has_tokenizer);
+
 enum class FinishReason { kEos, kStop, kLength };
 std::string_view finish_reason_name(FinishReason reason);  // "eos", "stop", "length"
 
@@ -106,6 +109,7 @@ double sampling_uniform(uint64_t seed, int64_t prompt_index, int64_t token_index
 struct GenerateArgs {
   std::string prompts;                    // .txt (one per line) or .jsonl / .json
   std::string data_field = "prompt";      // field of each .jsonl / .json record
+  bool skip_bad_records = false;          // skip (and count) unreadable records
   bool use_chat_template = false;         // the tokenizer's template (or the built-in format)
   std::string output_file = "generated.txt";  // JSONL: {"prompt", "generated"} per line
   int64_t batch_size = 32;                // prompts per batch on each data rank

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   magix::cli::add_score_command(app);
   magix::cli::add_tokenize_command(app);
   magix::cli::add_chat_template_command(app);
+  magix::cli::add_generate_command(app);
   magix::cli::add_export_command(app);
   magix::cli::add_train_command(app);
   magix::cli::add_train_lora_command(app);

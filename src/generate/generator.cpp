@@ -54,7 +54,9 @@ void add_residual_bias(float* out, const float* residual, const float* y, const 
   }
 }
 
-void check_options(const GenerateOptions& o, bool has_tokenizer) {
+}  // namespace
+
+void check_generate_options(const GenerateOptions& o, bool has_tokenizer) {
   const SamplingOptions& s = o.sampling;
   MAGIX_CHECK(o.max_length > 0, "max_length must be positive, got {}", o.max_length);
   MAGIX_CHECK(o.max_new_tokens >= 0, "max_new_tokens must be >= 0, got {}", o.max_new_tokens);
@@ -69,6 +71,8 @@ void check_options(const GenerateOptions& o, bool has_tokenizer) {
   MAGIX_CHECK(o.stop.empty() || has_tokenizer, "stop strings need a tokenizer");
   for (const std::string& stop : o.stop) MAGIX_CHECK(!stop.empty(), "empty stop string");
 }
+
+namespace {
 
 // One sequence of a batch while it is generated.
 struct Row {
@@ -337,7 +341,7 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
                                                   const GenerateOptions& options,
                                                   const std::vector<int64_t>& prompt_index) {
   Impl& m = *impl_;
-  check_options(options, m.tok != nullptr);
+  check_generate_options(options, m.tok != nullptr);
   MAGIX_CHECK(prompt_index.empty() || prompt_index.size() == prompts.size(),
               "prompt_index has {} entries for {} prompts", prompt_index.size(), prompts.size());
   if (prompts.empty()) return {};
@@ -378,6 +382,7 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
     size_t max_stop = 0;
     for (const std::string& s : options.stop) max_stop = std::max(max_stop, s.size());
     const int64_t Vg = vocab;
+    const int64_t tok_vocab = m.tok ? m.tok->vocab_size() : 0;
     std::vector<float> row_logits(static_cast<size_t>(Vg));
     std::vector<int32_t> feed(static_cast<size_t>(B)), pos(static_cast<size_t>(B));
     for (int64_t step = 0;; ++step) {
@@ -397,7 +402,9 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
         if (eos.count(t)) {
           r.done = true;
           r.result.finish = FinishReason::kEos;
-        } else if (r.stream) {
+        } else if (r.stream && t < tok_vocab) {
+          // Ids past the tokenizer's vocabulary (models pad their embedding tables) have no
+          // text: skipped, as HF tokenizers' decode skips them.
           std::string& text = r.result.text;
           text += r.stream->push(t);
           if (max_stop > 0 && text.size() > r.checked) {
