@@ -176,6 +176,35 @@ LoadedLora read_lora_checkpoint(const std::filesystem::path& step_dir,
 LoraConfig merge_lora_checkpoint(const std::filesystem::path& step_dir, Decoder& model,
                                  double alpha);
 
+// A checkpoint step written by train-lora (it has item "lora").
+bool is_lora_checkpoint(const std::filesystem::path& step_dir);
+// `path` itself when it is a committed step, else the latest committed step inside it (a
+// --checkpoint_dir); an error naming the path otherwise.
+std::filesystem::path resolve_lora_step(const std::filesystem::path& path);
+
+// What a train-lora step records about its run (trainer_state.json): the base model and the
+// adapters' settings.
+struct LoraRunInfo {
+  std::string model_name;    // --model_name of the run (HF folder / hub name), or empty
+  std::string model_config;  // --model_config of the run (random base, re-drawn from seed)
+  uint64_t seed = 0;
+  bool bf16_base = false;    // --bf16_model_weights: the base was rounded to bf16
+  LoraConfig config;         // rank, alpha, targets as trained
+};
+LoraRunInfo read_lora_run_info(const std::filesystem::path& step_dir);
+
+// The whole merged parameters W + (alpha / r) · B · A of a train-lora step (1x1 layout, F32),
+// for export: the base as the run had it (`base_model` overrides the recorded one), rounded to
+// bf16 first when the run kept it in bf16; `alpha` overrides the trained alpha when given.
+ParameterSet load_lora_merged_parameters(const std::filesystem::path& step_dir,
+                                         const std::string& base_model,
+                                         std::optional<double> alpha, ModelConfig* config);
+
+// A train-lora step as a PEFT adapter folder (write_peft_adapter), base_model_name_or_path the
+// run's --model_name unless `base_model` is given.
+void export_lora_peft(const std::filesystem::path& step_dir, const std::filesystem::path& out_dir,
+                      const std::string& base_model, DType dtype = DType::kF32);
+
 // Writes a PEFT adapter folder: adapter_config.json (peft_type LORA, task_type CAUSAL_LM, r,
 // lora_alpha, target_modules, base_model_name_or_path) and adapter_model.safetensors with the
 // names base_model.model.<module>.lora_A.weight / lora_B.weight, in `dtype` (F32 or BF16).
