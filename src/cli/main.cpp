@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   magix::cli::add_export_command(app);
   magix::cli::add_train_command(app);
   magix::cli::add_train_lora_command(app);
+  magix::cli::add_demo_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
