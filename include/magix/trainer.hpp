@@ -38,7 +38,7 @@ struct TrainArgs {
   std::string train_file;         // .jsonl / .json / .txt
   std::string train_data_config;  // HF dataset config (only local files: must be empty)
   std::string train_data_field = "text";
-  std::string split = "train";    // HF dataset split (only local files: must be "train")
+  std::string split = "train";  // HF dataset split (only local files: must be "train")
   bool use_chat_template = false;
   std::string train_on = "all";   // "all" | "assistant"
   bool pack = false;              // pack examples into full rows
@@ -47,7 +47,7 @@ struct TrainArgs {
 
   // Steps.
   int64_t num_epochs = 1;
-  int64_t max_steps = -1;  // > 0: stop after this many optimizer steps (and schedule over them)
+  int64_t max_steps = -1;   // > 0: stop after this many optimizer steps (and schedule over them)
   int64_t batch_size = 16;  // global rows per optimizer step; divides over data axis × accum
   int64_t gradient_accumulation_steps = 1;
 
@@ -71,7 +71,8 @@ struct TrainArgs {
   // Logs.
   int64_t log_steps = 10;
   std::string metrics_file;  // JSONL, one line per optimizer step (world rank 0)
-  std::string progress = "auto";  // "auto" (a bar when stderr is a terminal) | "bar" | "log" | "none"
+  std::string progress =
+      "auto";  // "auto" (a bar when stderr is a terminal) | "bar" | "log" | "none"
 
   uint64_t seed = 42;
   std::vector<int> mesh_shape = {-1, 1};
@@ -92,13 +93,13 @@ std::unique_ptr<Trainable> make_full_trainable(const TrainArgs& args, const Mesh
 
 // One optimizer step as reported (world rank 0 writes these to --metrics_file).
 struct StepMetrics {
-  int64_t step = 0;     // 1-based optimizer step just taken
+  int64_t step = 0;  // 1-based optimizer step just taken
   int64_t total_steps = 0;
-  int64_t epoch = 0;    // epoch the step's batch came from
+  int64_t epoch = 0;  // epoch the step's batch came from
   double loss = 0.0;
   double lr = 0.0;
   double grad_norm = 0.0;
-  int64_t tokens = 0;   // counted targets in the step
+  int64_t tokens = 0;         // counted targets in the step
   double tokens_per_s = 0.0;  // counted targets per second over this step
   double elapsed_s = 0.0;     // since the run (this process) started training
   bool skipped = false;       // a non-finite step, not applied
@@ -119,16 +120,16 @@ struct TrainHooks {
 };
 
 struct TrainSummary {
-  int64_t start_step = 0;     // steps already done when this run started (resume)
-  int64_t end_step = 0;       // steps done when it stopped
-  int64_t total_steps = 0;    // planned steps of the whole run
+  int64_t start_step = 0;   // steps already done when this run started (resume)
+  int64_t end_step = 0;     // steps done when it stopped
+  int64_t total_steps = 0;  // planned steps of the whole run
   int64_t steps_per_epoch = 0;
-  int64_t skipped_steps = 0;  // non-finite steps skipped in this process
-  std::vector<double> losses;  // loss of each step taken in this process, in order
+  int64_t skipped_steps = 0;                 // non-finite steps skipped in this process
+  std::vector<double> losses;                // loss of each step taken in this process, in order
   double first_loss = 0.0, last_loss = 0.0;  // NaN when no step was taken
-  int64_t tokens = 0;         // counted targets trained on in this process
-  double tokens_per_s = 0.0;  // over the steps of this process
-  double seconds = 0.0;       // training time (excluding loading)
+  int64_t tokens = 0;                        // counted targets trained on in this process
+  double tokens_per_s = 0.0;                 // over the steps of this process
+  double seconds = 0.0;                      // training time (excluding loading)
   std::string last_checkpoint;  // step directory of the last committed checkpoint (or empty)
   std::optional<std::string> resumed_from;  // step directory restored at the start
 };

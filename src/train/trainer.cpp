@@ -69,8 +69,10 @@ LrSchedule make_schedule(const TrainArgs& a, int64_t total_steps) {
   LrSchedule s;
   s.kind = parse_schedule_kind(a.lr_schedule);
   s.peak = a.learning_rate;
-  s.warmup_steps = static_cast<int64_t>(std::floor(a.warmup_ratio * static_cast<double>(total_steps)));
-  s.decay_end = static_cast<int64_t>(std::llround(a.lr_decay_ratio * static_cast<double>(total_steps)));
+  s.warmup_steps =
+      static_cast<int64_t>(std::floor(a.warmup_ratio * static_cast<double>(total_steps)));
+  s.decay_end =
+      static_cast<int64_t>(std::llround(a.lr_decay_ratio * static_cast<double>(total_steps)));
   s.end_value = 0.0;
   return s;
 }
@@ -148,9 +150,9 @@ TrainSummary run_training(const TrainArgs& args, const Mesh& mesh, Trainable& mo
           detail::make_trainer_state(args, model, optimizer, loader, 0, total_steps, 0);
       const std::vector<std::string> conflicts = detail::resume_conflicts(saved, current);
       if (!conflicts.empty()) {
-        std::string msg = fmt::format(
-            "cannot resume from {}: this run's settings differ from the checkpoint's:",
-            reader.dir().string());
+        std::string msg =
+            fmt::format("cannot resume from {}: this run's settings differ from the checkpoint's:",
+                        reader.dir().string());
         for (const std::string& c : conflicts) msg += "\n  " + c;
         msg += "\nuse the same settings, or another --checkpoint_dir to start afresh";
         MAGIX_FAIL("{}", msg);
@@ -176,11 +178,12 @@ TrainSummary run_training(const TrainArgs& args, const Mesh& mesh, Trainable& mo
 
   detail::TrainLogger logger(args, rank0, step, total_steps);
   if (rank0) {
-    logger.message(fmt::format(
-        "training {} steps ({} per epoch) of {} rows x {} tokens on a {}x{} mesh; {} micro-batch(es) "
-        "per step",
-        total_steps, loader.steps_per_epoch(), args.batch_size, args.max_length, D,
-        mesh.model_size(), k));
+    logger.message(
+        fmt::format("training {} steps ({} per epoch) of {} rows x {} tokens on a {}x{} mesh; {} "
+                    "micro-batch(es) "
+                    "per step",
+                    total_steps, loader.steps_per_epoch(), args.batch_size, args.max_length, D,
+                    mesh.model_size(), k));
   }
 
   ParameterSet grads(model.trainable().infos());  // fp32 gradients, this rank's boxes
@@ -257,8 +260,8 @@ TrainSummary run_training(const TrainArgs& args, const Mesh& mesh, Trainable& mo
       summary.seconds > 0 ? static_cast<double>(summary.tokens) / summary.seconds : 0.0;
   if (rank0) {
     if (summary.losses.empty()) {
-      logger.message(fmt::format("nothing to do: the checkpoint is at step {} of {}", step,
-                                 total_steps));
+      logger.message(
+          fmt::format("nothing to do: the checkpoint is at step {} of {}", step, total_steps));
     } else {
       logger.message(fmt::format(
           "done: steps {}..{} of {}, loss {:.4f} -> {:.4f}, {:.0f} tokens/s, {} skipped, {}{}",

@@ -94,9 +94,9 @@ void validate_train_args(const TrainArgs& a) {
               a.adam_beta2);
   MAGIX_CHECK(a.adam_eps > 0, "--adam_eps must be positive, got {}", a.adam_eps);
   MAGIX_CHECK(a.log_steps > 0, "--log_steps must be positive, got {}", a.log_steps);
-  MAGIX_CHECK(a.progress == "auto" || a.progress == "bar" || a.progress == "log" ||
-                  a.progress == "none",
-              "--progress must be auto, bar, log or none, got '{}'", a.progress);
+  MAGIX_CHECK(
+      a.progress == "auto" || a.progress == "bar" || a.progress == "log" || a.progress == "none",
+      "--progress must be auto, bar, log or none, got '{}'", a.progress);
   MAGIX_CHECK(a.mesh_shape.size() == 2, "--mesh_shape takes 2 sizes (data, model), got {}",
               a.mesh_shape.size());
 }
@@ -110,8 +110,8 @@ Decoder load_train_decoder(const TrainArgs& a, const Mesh& mesh) {
   const auto check_type = [&](const ModelConfig& config, const std::string& source) {
     const std::string family(family_name(config.family));
     MAGIX_CHECK(a.model_type.empty() || a.model_type == family,
-                "--model_type {} but {} is a {} model: pass --model_type {}", a.model_type,
-                source, family, family);
+                "--model_type {} but {} is a {} model: pass --model_type {}", a.model_type, source,
+                family, family);
   };
   if (!a.model_name.empty()) {
     Decoder d = load_decoder(a.model_name, mesh, options, rules ? &*rules : nullptr);

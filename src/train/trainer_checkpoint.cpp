@@ -52,7 +52,8 @@ nlohmann::json make_trainer_state(const TrainArgs& args, Trainable& model, const
       {"total_steps", total_steps},
       {"skipped_steps", skipped_total},
       {"optimizer",
-       {{"updates", optimizer.updates()}, {"consecutive_skipped", optimizer.consecutive_skipped()}}},
+       {{"updates", optimizer.updates()},
+        {"consecutive_skipped", optimizer.consecutive_skipped()}}},
       {"data", loader.state()},
       {"seed", args.seed},
       {"args", args.to_json()},
@@ -67,7 +68,9 @@ std::vector<std::string> resume_conflicts(const nlohmann::json& saved,
   std::vector<std::string> out;
   const auto differs = [&](const std::string& what, const nlohmann::json& a,
                            const nlohmann::json& b) {
-    if (a != b) out.push_back(fmt::format("{}: checkpoint has {}, this run has {}", what, a.dump(), b.dump()));
+    if (a != b)
+      out.push_back(
+          fmt::format("{}: checkpoint has {}, this run has {}", what, a.dump(), b.dump()));
   };
   const auto field = [](const nlohmann::json& j, const char* key) {
     return j.contains(key) ? j.at(key) : nlohmann::json();

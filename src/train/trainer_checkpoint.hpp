@@ -44,7 +44,8 @@ int64_t restore_training(const CheckpointReader& reader, Trainable& model, AdamW
 // destruction) plus the tokenizer's files and the trainable's extra files: what each step copies.
 class CheckpointExtraFiles {
  public:
-  CheckpointExtraFiles(const nlohmann::json& model_config, const std::filesystem::path& tokenizer_dir,
+  CheckpointExtraFiles(const nlohmann::json& model_config,
+                       const std::filesystem::path& tokenizer_dir,
                        std::vector<std::filesystem::path> trainable_files, bool is_rank0);
   ~CheckpointExtraFiles();
   CheckpointExtraFiles(const CheckpointExtraFiles&) = delete;

@@ -87,18 +87,20 @@ void TrainLogger::step(const StepMetrics& m) {
                 "writing the metrics file failed (disk full?)");
   }
   interval_loss_ += m.loss;
+  run_tokens_ += m.tokens;
   ++interval_steps_;
   if (bar_) {
     draw_bar(m);
   } else if (log_steps_ > 0 && (m.step % log_steps_ == 0 || m.step == m.total_steps)) {
     const double done = static_cast<double>(m.step - start_step_);
-    const double eta = m.elapsed_s / std::max(1.0, done) * static_cast<double>(m.total_steps - m.step);
+    const double eta =
+        m.elapsed_s / std::max(1.0, done) * static_cast<double>(m.total_steps - m.step);
     fmt::print(stderr,
                "step {}/{} | epoch {} | loss {:.4f} | lr {:.3e} | grad_norm {:.4f} | {:.0f} "
                "tokens/s | skipped {} | elapsed {} | eta {}\n",
-               m.step, m.total_steps, m.epoch, interval_loss_ / static_cast<double>(interval_steps_),
-               m.lr, m.grad_norm, m.tokens_per_s, m.skipped_total, format_duration(m.elapsed_s),
-               format_duration(eta));
+               m.step, m.total_steps, m.epoch,
+               interval_loss_ / static_cast<double>(interval_steps_), m.lr, m.grad_norm,
+               m.tokens_per_s, m.skipped_total, format_duration(m.elapsed_s), format_duration(eta));
     std::fflush(stderr);
     interval_loss_ = 0.0;
     interval_steps_ = 0;
@@ -107,14 +109,18 @@ void TrainLogger::step(const StepMetrics& m) {
 
 void TrainLogger::draw_bar(const StepMetrics& m) {
   constexpr int kWidth = 24;
-  const double frac = total_steps_ > 0 ? static_cast<double>(m.step) / static_cast<double>(total_steps_) : 1.0;
+  const double frac =
+      total_steps_ > 0 ? static_cast<double>(m.step) / static_cast<double>(total_steps_) : 1.0;
   const int filled = static_cast<int>(frac * kWidth);
   std::string bar(static_cast<size_t>(filled), '#');
   bar.resize(kWidth, '.');
   const double done = static_cast<double>(m.step - start_step_);
-  const double eta = m.elapsed_s / std::max(1.0, done) * static_cast<double>(m.total_steps - m.step);
+  const double eta =
+      m.elapsed_s / std::max(1.0, done) * static_cast<double>(m.total_steps - m.step);
+  // Tokens/s over the run so far: steady, unlike one step's.
+  const double rate = m.elapsed_s > 0 ? static_cast<double>(run_tokens_) / m.elapsed_s : 0.0;
   fmt::print(stderr, "\r[{}] {}/{} | loss {:.4f} | lr {:.2e} | {:.0f} tok/s | eta {}\x1b[K", bar,
-             m.step, m.total_steps, m.loss, m.lr, m.tokens_per_s, format_duration(eta));
+             m.step, m.total_steps, m.loss, m.lr, rate, format_duration(eta));
   std::fflush(stderr);
   bar_drawn_ = true;
 }

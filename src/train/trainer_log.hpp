@@ -37,6 +37,7 @@ class TrainLogger {
   int64_t total_steps_ = 0;
   double interval_loss_ = 0.0;  // sum of losses since the last log line
   int64_t interval_steps_ = 0;
+  int64_t run_tokens_ = 0;  // counted targets since this process started training
   std::FILE* metrics_ = nullptr;
 };
 

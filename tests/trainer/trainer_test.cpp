@@ -64,8 +64,8 @@ TEST(Trainer, TenStepsMatchPytorchReference) {
   const nlohmann::json& ra = ref.at("args");
   std::vector<Example> examples;
   for (const auto& e : ref.at("examples")) {
-    examples.push_back({e.at("ids").get<std::vector<int32_t>>(),
-                        e.at("loss_mask").get<std::vector<uint8_t>>()});
+    examples.push_back(
+        {e.at("ids").get<std::vector<int32_t>>(), e.at("loss_mask").get<std::vector<uint8_t>>()});
   }
   for (int64_t accum : {1, 2}) {
     SCOPED_TRACE("gradient_accumulation_steps " + std::to_string(accum));
@@ -217,7 +217,8 @@ TEST(Trainer, GradientAccumulationGivesTheOneBatchGradient) {
   for (size_t k = 1; k < grads.size(); ++k) {
     EXPECT_NEAR(losses[k], losses[0], 1e-6 * losses[0]);
     for (size_t i = 0; i < grads[0].size(); ++i) {
-      EXPECT_LT(test::rel_l2(grads[k].tensor(i), grads[0].tensor(i)), 1e-6) << grads[0].info(i).name;
+      EXPECT_LT(test::rel_l2(grads[k].tensor(i), grads[0].tensor(i)), 1e-6)
+          << grads[0].info(i).name;
     }
   }
 }
@@ -244,8 +245,8 @@ TEST(Trainer, GradientAccumulationKeepsTheLosses) {
 // The schedule as the reference builds it (optax warmup_cosine_decay_schedule, init 0, end 0).
 double reference_lr(int64_t count, double peak, int64_t warmup, int64_t decay_end) {
   if (count < warmup) return peak * static_cast<double>(count) / static_cast<double>(warmup);
-  const double t = std::min(1.0, static_cast<double>(count - warmup) /
-                                     static_cast<double>(decay_end - warmup));
+  const double t =
+      std::min(1.0, static_cast<double>(count - warmup) / static_cast<double>(decay_end - warmup));
   return peak * 0.5 * (1.0 + std::cos(M_PI * t));
 }
 
