@@ -10,6 +10,7 @@
 #include "magix/checkpoint.hpp"
 #include "magix/distributed.hpp"
 #include "magix/error.hpp"
+#include "magix/lora.hpp"
 
 namespace magix::cli {
 namespace {
@@ -22,6 +23,8 @@ struct ExportArgs {
   std::string dtype = "float32";
   std::string max_shard_size = "5GB";
   bool overwrite = false;
+  std::string lora_format = "merged";  // train-lora steps: merged | peft (docs/lora.md)
+  std::string base_model;              // train-lora steps: overrides the run's base model
 };
 
 // "5GB", "500MB", "2GiB", "1000000" (bytes) -> bytes; units as transformers' max_shard_size
@@ -56,7 +59,7 @@ uint64_t parse_size(const std::string& text) {
 }
 
 // The model to write: the whole parameters of the step's item "model" and its config.json.
-// (A LoRA checkpoint's --merge_lora would merge item "lora" into these parameters here.)
+// A train-lora step (item "lora") gives the base model with its adapters merged in.
 struct ExportModel {
   ModelConfig config;
   ParameterSet params;
@@ -66,7 +69,9 @@ struct ExportModel {
 
 ExportModel load_model_for_export(const ExportArgs& a) {
   ExportModel m;
-  m.params = load_checkpoint_parameters(a.checkpoint, &m.config);
+  m.params = is_lora_checkpoint(a.checkpoint)
+                 ? load_lora_merged_parameters(a.checkpoint, a.base_model, std::nullopt, &m.config)
+                 : load_checkpoint_parameters(a.checkpoint, &m.config);
   CheckpointReader reader(a.checkpoint);
   m.config_json = reader.checked_file("config.json");
   for (const std::string& name : reader.extra_files()) {
@@ -88,6 +93,16 @@ void run_export(const ExportArgs& a) {
   options.dtype = a.dtype == "float32" ? DType::kF32 : DType::kBF16;
   options.max_shard_bytes = parse_size(a.max_shard_size);
   options.overwrite = a.overwrite;
+  MAGIX_CHECK(a.lora_format == "merged" || a.lora_format == "peft",
+              "--lora_format must be merged or peft, got '{}'", a.lora_format);
+  if (a.lora_format == "peft") {  // the adapters alone, as a PEFT folder
+    MAGIX_CHECK(is_lora_checkpoint(a.checkpoint), "--lora_format peft: {} holds no LoRA adapters",
+                a.checkpoint);
+    export_lora_peft(a.checkpoint, a.output_dir, a.base_model, options.dtype);
+    fmt::print("exported the LoRA adapters of {} ({}) as a PEFT folder to {}\n", a.checkpoint,
+               a.dtype, a.output_dir);
+    return;
+  }
   const ExportModel m = load_model_for_export(a);
   write_hf_folder(a.output_dir, m.config_json, m.files, m.params, options);
   uint64_t numel = 0;
@@ -114,6 +129,12 @@ void add_export_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag(flag("overwrite"), args->overwrite,
                 "replace the model in a non-empty --output_dir");
+  cmd->add_option(flag("lora_format"), args->lora_format,
+                  "train-lora steps: merged (the base model with the adapters merged in) or peft "
+                  "(adapter_config.json + adapter_model.safetensors for PEFT)")
+      ->capture_default_str();
+  cmd->add_option(flag("base_model"), args->base_model,
+                  "train-lora steps: the base model (default: the run's --model_name)");
   cmd->callback([args] { run_export(*args); });
 }
 

@@ -12,6 +12,7 @@
 #include "magix/error.hpp"
 #include "magix/generate.hpp"
 #include "magix/hf_files.hpp"
+#include "magix/lora.hpp"
 
 namespace magix {
 namespace {
@@ -25,14 +26,14 @@ void check_args(const GenerateArgs& a) {
   MAGIX_CHECK(a.batch_size > 0, "--batch_size must be positive, got {}", a.batch_size);
   MAGIX_CHECK(a.pad_to_multiple_of > 0, "--pad_to_multiple_of must be positive, got {}",
               a.pad_to_multiple_of);
-  MAGIX_CHECK(a.lora.empty(),
-              "--lora: merging LoRA adapters into generate is not available in this build");
 }
 
 Decoder load_model(const GenerateArgs& a, const Mesh& mesh) {
   Decoder model = is_checkpoint_step(a.model_name_or_path)
                       ? load_checkpoint_decoder(a.model_name_or_path, mesh)
                       : load_decoder(a.model_name_or_path, mesh);
+  // --lora: a train-lora step's adapters merged into the weights (each rank its boxes).
+  if (!a.lora.empty()) merge_lora_checkpoint(resolve_lora_step(a.lora), model, a.lora_alpha);
   const ModelConfig& c = model.config();
   MAGIX_CHECK(a.model_type.empty() || a.model_type == family_name(c.family),
               "--model_type {} does not match the model's config.json (model_type {})",

@@ -3,7 +3,8 @@
 # checkpoints holding only the adapters, the optimizer and the trainer state; resuming it on
 # 1x1, 1x4 and 4x1 gives the straight run's losses (1e-5 relative) and data order; step 1 is the
 # base model (B = 0); bf16 base weights train; a resume with another rank and bad LoRA flags are
-# clear errors.
+# clear errors. Then on an HF base folder: export of the merged model and of a PEFT folder, and
+# `generate --lora STEP` (1x1 and 2x2) writes what generating from the merged export writes.
 # Usage: bash lora_cli.sh <magix binary> <fixtures dir>
 set -u
 MAGIX="$1"
@@ -89,6 +90,51 @@ grep -q "lora_rank" "$WORK/err" || fail "unclear rank mismatch error: $(cat "$WO
 run 1 1 1 train-lora "${COMMON[@]}" --max_steps 4 --bf16_model_weights \
   --metrics_file "$WORK/bf16.jsonl" > "$WORK/out" 2> "$WORK/err" || fail "bf16 run: $(cat "$WORK/err")"
 [ "$(wc -l < "$WORK/bf16.jsonl")" -eq 4 ] || fail "bf16 metrics lines"
+
+# --- export and generate --lora ---------------------------------------------------------------
+cat > "$WORK/config.json" <<'EOF'
+{"model_type": "llama", "vocab_size": 768, "hidden_size": 32, "intermediate_size": 64,
+ "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
+ "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "initializer_range": 0.5,
+ "rope_theta": 10000.0, "tie_word_embeddings": false, "bos_token_id": 700, "eos_token_id": 0,
+ "hidden_act": "silu"}
+EOF
+"$MAGIX" init --config "$WORK/config.json" --output_dir "$WORK/base" --seed 5 > /dev/null \
+  || fail "magix init"
+cp "$FIXTURES/tokenizers/trained_bytelevel/tokenizer.json" \
+   "$FIXTURES/tokenizers/trained_bytelevel/tokenizer_config.json" "$WORK/base/"
+run 1 1 1 train-lora --model_name "$WORK/base" --train_file "$FIXTURES/train/corpus.jsonl" \
+  --max_length 24 --batch_size 8 --max_steps 6 --learning_rate 5e-2 --lr_schedule constant \
+  --warmup_ratio 0 --checkpoint_dir "$WORK/gen_ckpt" --progress none \
+  > "$WORK/out" 2> "$WORK/err" || fail "train-lora on an HF folder: $(cat "$WORK/err")"
+STEP="$WORK/gen_ckpt/000006"
+"$MAGIX" export --checkpoint "$STEP" --output_dir "$WORK/merged" > "$WORK/out" 2> "$WORK/err" \
+  || fail "export merged: $(cat "$WORK/err")"
+[ -f "$WORK/merged/model.safetensors" ] && [ -f "$WORK/merged/config.json" ] \
+  || fail "merged export: $(ls "$WORK/merged")"
+"$MAGIX" export --checkpoint "$STEP" --output_dir "$WORK/peft" --lora_format peft \
+  > "$WORK/out" 2> "$WORK/err" || fail "export peft: $(cat "$WORK/err")"
+grep -q '"peft_type": "LORA"' "$WORK/peft/adapter_config.json" || fail "adapter_config.json"
+grep -q '"r": 8' "$WORK/peft/adapter_config.json" || fail "adapter_config.json r"
+[ -f "$WORK/peft/adapter_model.safetensors" ] || fail "no adapter_model.safetensors"
+printf 'Hello world\nThe quick brown fox\nfoo bar baz\n' > "$WORK/prompts.txt"
+gen() {  # gen <np> <data> <model> <output> <args...>
+  local np=$1 d=$2 m=$3 out=$4
+  shift 4
+  run "$np" "$d" "$m" generate --prompts "$WORK/prompts.txt" --max_new_tokens 12 \
+    --output_file "$out" "$@" > "$WORK/out" 2> "$WORK/err" || fail "generate $*: $(cat "$WORK/err")"
+}
+gen 1 1 1 "$WORK/g_merged.jsonl" --model_name_or_path "$WORK/merged"
+gen 1 1 1 "$WORK/g_lora.jsonl" --model_name_or_path "$WORK/base" --lora "$STEP" --lora_alpha 32
+gen 4 2 2 "$WORK/g_lora22.jsonl" --model_name_or_path "$WORK/base" --lora "$WORK/gen_ckpt" \
+  --lora_alpha 32
+gen 1 1 1 "$WORK/g_base.jsonl" --model_name_or_path "$WORK/base"
+cmp -s "$WORK/g_merged.jsonl" "$WORK/g_lora.jsonl" || fail "generate --lora differs from the merged export"
+cmp -s "$WORK/g_lora.jsonl" "$WORK/g_lora22.jsonl" || fail "generate --lora on 2x2 differs from 1x1"
+! cmp -s "$WORK/g_base.jsonl" "$WORK/g_lora.jsonl" || fail "the adapters change nothing in generation"
+if "$MAGIX" export --checkpoint "$WORK/straight/000008" --output_dir "$WORK/x" --lora_format nope \
+    > "$WORK/out" 2> "$WORK/err"; then fail "--lora_format nope should fail"; fi
+grep -q "lora_format must be merged or peft" "$WORK/err" || fail "unclear error: $(cat "$WORK/err")"
 
 # --- bad flags --------------------------------------------------------------------------------
 expect_error() {
