@@ -7,6 +7,7 @@
 #include <set>
 
 #include "generate/kv_attention.hpp"
+#include "generate/linear_rows.hpp"
 #include "kernels/cpu/embedding.hpp"
 #include "kernels/cpu/glu.hpp"
 #include "kernels/cpu/matmul.hpp"
@@ -225,7 +226,7 @@ void Generator::Impl::allocate(int64_t rows, int64_t slots) {
 // logits (B, V) <- head(final_norm(rows_x (B, C))), gathered over the model axis.
 void Generator::Impl::head_logits(const float* rows_x) {
   cpu::rmsnorm_forward(f(xf), f(rstd), rows_x, norm, B, C, c.rms_norm_eps, c.norm_offset);
-  cpu::matmul_forward(f(logits_local), f(xf), head, nullptr, B, C, V);
+  generate::linear_rows(f(logits_local), f(xf), head, nullptr, B, C, V);
   if (mesh->model_size() == 1) {
     std::copy_n(f(logits_local), B * V, f(logits));
   } else {
@@ -283,9 +284,9 @@ void Generator::Impl::decode(const std::vector<int32_t>& ids, const std::vector<
   for (int l = 0; l < c.num_layers; ++l) {
     const model::BlockWeights& lw = layers[l];
     cpu::rmsnorm_forward(f(ln), f(rstd), f(x), lw.ln1, B, C, c.rms_norm_eps, c.norm_offset);
-    cpu::matmul_forward(f(q), f(ln), lw.wq, lw.bq, B, C, QD);
-    cpu::matmul_forward(f(kn), f(ln), lw.wk, lw.bk, B, C, KD);
-    cpu::matmul_forward(f(vn), f(ln), lw.wv, lw.bv, B, C, KD);
+    generate::linear_rows(f(q), f(ln), lw.wq, lw.bq, B, C, QD);
+    generate::linear_rows(f(kn), f(ln), lw.wk, lw.bk, B, C, KD);
+    generate::linear_rows(f(vn), f(ln), lw.wv, lw.bv, B, C, KD);
     cpu::rope_forward(f(q), pos.data(), inv_freq.data(), B, Hq, D);
     cpu::rope_forward(f(kn), pos.data(), inv_freq.data(), B, Hkv, D);
     for (int64_t b = 0; b < B; ++b) {
@@ -295,14 +296,14 @@ void Generator::Impl::decode(const std::vector<int32_t>& ids, const std::vector<
     generate::KvView view{f(k[l]), f(v[l]), valid.data(), S};
     generate::cached_attention_step(f(att), f(q), view, B, slot, Hq, Hkv, D, scale,
                                     c.sliding_window[static_cast<size_t>(l)]);
-    cpu::matmul_forward(f(o), f(att), lw.wo, nullptr, B, QD, C);
+    generate::linear_rows(f(o), f(att), lw.wo, nullptr, B, QD, C);
     all_reduce_model(mesh->model(), f(o), B * C);
     add_residual_bias(f(res), f(x), f(o), lw.bo, B, C);
     cpu::rmsnorm_forward(f(ln), f(rstd), f(res), lw.ln2, B, C, c.rms_norm_eps, c.norm_offset);
-    cpu::matmul_forward(f(gate), f(ln), lw.wg, lw.bg, B, C, I);
-    cpu::matmul_forward(f(up), f(ln), lw.wu, lw.bu, B, C, I);
+    generate::linear_rows(f(gate), f(ln), lw.wg, lw.bg, B, C, I);
+    generate::linear_rows(f(up), f(ln), lw.wu, lw.bu, B, C, I);
     cpu::glu_forward(f(h), f(gate), f(up), B * I, c.activation);
-    cpu::matmul_forward(f(o), f(h), lw.wd, nullptr, B, I, C);
+    generate::linear_rows(f(o), f(h), lw.wd, nullptr, B, I, C);
     all_reduce_model(mesh->model(), f(o), B * C);
     add_residual_bias(f(x), f(res), f(o), lw.bd, B, C);
   }
