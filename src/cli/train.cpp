@@ -2,6 +2,8 @@
 #include <fmt/format.h>
 #include <stdlib.h>
 
+#include <filesystem>
+
 #include "cli_util.hpp"
 #include "commands.hpp"
 #include "magix/distributed.hpp"
@@ -128,6 +130,9 @@ namespace {
 
 void run_train(const TrainArgs& a) {
   validate_train_args(a);
+  // Before a model that may take minutes to load: the data file at least exists.
+  MAGIX_CHECK(std::filesystem::is_regular_file(a.train_file),
+              "data file '{}' does not exist or is not a regular file", a.train_file);
   // The reference's cache_dir: where hub names are looked up (resolve_model_dir reads it).
   if (!a.model_cache_dir.empty()) setenv("HF_HUB_CACHE", a.model_cache_dir.c_str(), 1);
   Mesh mesh = create_device_mesh(a.mesh_shape);
