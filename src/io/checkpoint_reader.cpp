@@ -1,8 +1,11 @@
 // CheckpointReader: a committed step onto any mesh, every shard read verified by its checksum;
 // load_checkpoint_decoder (docs/checkpoints.md).
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <map>
+#include <mutex>
+#include <thread>
 
 #include "io/checkpoint_format.hpp"
 #include "io/safetensors_util.hpp"
@@ -262,8 +265,17 @@ void CheckpointReader::read(const std::string& item, std::vector<ShardedTensor>&
   auto it = impl_->items.find(item);
   MAGIX_CHECK(it != impl_->items.end(), "checkpoint {} has no item '{}'", impl_->dir.string(),
               item);
-  std::map<std::string, io::FileHandle> files;  // open files, by relative path
-  std::map<std::string, uint64_t> file_sizes;
+  // Plan (single-threaded): validate the targets, list the (target, shard) pairs that
+  // intersect, open their files.
+  struct Work {
+    ShardedTensor* target;
+    const ckpt::ShardRecord* shard;
+    DType stored;
+    int file;
+  };
+  std::vector<Work> work;
+  std::vector<io::FileHandle> files;
+  std::map<std::string, int> file_index;  // relative path -> index into files
   for (ShardedTensor& t : targets) {
     auto e = it->second.find(t.name);
     MAGIX_CHECK(e != it->second.end(), "checkpoint {} has no tensor '{}' in item '{}'",
@@ -276,41 +288,82 @@ void CheckpointReader::read(const std::string& item, std::vector<ShardedTensor>&
                     t.box_start.size() == t.global_shape.size(),
                 "checkpoint read of {}/{}: the target box does not match the shape {}", item,
                 t.name, shape_str(t.global_shape));
+    const Shape& ext = t.local.shape();
     for (size_t d = 0; d < t.global_shape.size(); ++d) {
-      MAGIX_CHECK(t.box_start[d] >= 0 && t.box_start[d] + t.local.shape()[d] <= t.global_shape[d],
+      MAGIX_CHECK(t.box_start[d] >= 0 && t.box_start[d] + ext[d] <= t.global_shape[d],
                   "checkpoint read of {}/{}: box start {} extent {} lies outside the shape {}",
-                  item, t.name, shape_str(t.box_start), shape_str(t.local.shape()),
-                  shape_str(t.global_shape));
+                  item, t.name, shape_str(t.box_start), shape_str(ext), shape_str(t.global_shape));
     }
-    const Shape& d_ext = t.local.shape();
-    std::vector<std::byte> buf;
     for (const ckpt::ShardRecord& s : entry.shards) {
-      bool hit = shape_numel(s.extent) > 0 && shape_numel(d_ext) > 0;
+      bool hit = shape_numel(s.extent) > 0 && shape_numel(ext) > 0;
       for (size_t d = 0; d < s.start.size() && hit; ++d) {
         hit = std::max(s.start[d], t.box_start[d]) <
-              std::min(s.start[d] + s.extent[d], t.box_start[d] + d_ext[d]);
+              std::min(s.start[d] + s.extent[d], t.box_start[d] + ext[d]);
       }
       if (!hit) continue;
-      const fs::path path = impl_->dir / s.file;
-      auto f = files.find(s.file);
-      if (f == files.end()) {
+      auto f = file_index.find(s.file);
+      if (f == file_index.end()) {
+        const fs::path path = impl_->dir / s.file;
         uint64_t size = 0;
-        f = files.emplace(s.file, io::open_for_reading(path, &size)).first;
-        file_sizes[s.file] = size;
+        files.push_back(io::open_for_reading(path, &size));
+        f = file_index.emplace(s.file, static_cast<int>(files.size()) - 1).first;
+        // Whole-file check up front: a truncated file fails before anything is copied.
+        uint64_t end = 0;
+        for (const auto& [name, other] : it->second) {
+          for (const ckpt::ShardRecord& o : other.shards) {
+            if (o.file == s.file) end = std::max(end, o.offset + o.nbytes);
+          }
+        }
+        MAGIX_CHECK(end <= size, "checkpoint file {} is truncated: {} bytes, its shards end at {}",
+                    path.string(), size, end);
       }
-      MAGIX_CHECK(s.offset + s.nbytes <= file_sizes[s.file],
-                  "checkpoint file {} is truncated: {} bytes, the shard of {}/{} ends at byte {}",
-                  path.string(), file_sizes[s.file], item, t.name, s.offset + s.nbytes);
-      buf.resize(s.nbytes);
-      io::read_exact(f->second.get(), s.offset, buf.data(), s.nbytes, path);
-      MAGIX_CHECK(ckpt::checksum(buf.data(), buf.size()) == s.xxh3,
-                  "checkpoint file {} is corrupt: the shard of {}/{} at byte {} ({} bytes) fails "
-                  "its checksum",
-                  path.string(), item, t.name, s.offset, s.nbytes);
-      copy_intersection(buf.data(), entry.dtype, s.start, s.extent, t.local.bytes(),
-                        t.local.dtype(), t.box_start, d_ext);
+      work.push_back(Work{&t, &s, entry.dtype, f->second});
     }
   }
+
+  // Execute: a few threads, each reading whole shards, verifying their checksums and copying
+  // the intersection (shards are disjoint, so no two work items write the same bytes). A shard
+  // that is exactly the target box in the target's dtype is read in place.
+  std::atomic<size_t> next{0};
+  std::mutex error_mutex;
+  std::string error;
+  auto worker = [&] {
+    std::vector<std::byte> buf;
+    for (size_t i = next++; i < work.size(); i = next++) {
+      const Work& w = work[i];
+      const ckpt::ShardRecord& s = *w.shard;
+      ShardedTensor& t = *w.target;
+      try {
+        const fs::path path = impl_->dir / s.file;
+        const bool in_place =
+            s.start == t.box_start && s.extent == t.local.shape() && w.stored == t.local.dtype();
+        std::byte* dst = in_place ? t.local.bytes() : nullptr;
+        if (!in_place) {
+          buf.resize(s.nbytes);
+          dst = buf.data();
+        }
+        io::read_exact(files[static_cast<size_t>(w.file)].get(), s.offset, dst, s.nbytes, path);
+        MAGIX_CHECK(ckpt::checksum(dst, s.nbytes) == s.xxh3,
+                    "checkpoint file {} is corrupt: the shard of {}/{} at byte {} ({} bytes) "
+                    "fails its checksum",
+                    path.string(), item, t.name, s.offset, s.nbytes);
+        if (!in_place) {
+          copy_intersection(dst, w.stored, s.start, s.extent, t.local.bytes(), t.local.dtype(),
+                            t.box_start, t.local.shape());
+        }
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (error.empty()) error = e.what();
+        next = work.size();  // stop the others
+      }
+    }
+  };
+  const size_t n_threads = std::min<size_t>(work.size(), 4);
+  std::vector<std::thread> threads;
+  for (size_t k = 1; k < n_threads; ++k) threads.emplace_back(worker);
+  worker();
+  for (std::thread& th : threads) th.join();
+  MAGIX_CHECK(error.empty(), "{}", error);
 }
 
 bool is_checkpoint_step(const fs::path& path) {
