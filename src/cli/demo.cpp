@@ -1,10 +1,12 @@
 // magix demo: the offline end-to-end example (include/magix/demo.hpp, docs/cli.md).
 #include <fmt/format.h>
+#include <omp.h>
 
 #include "cli_util.hpp"
 #include "commands.hpp"
 #include "magix/demo.hpp"
 #include "magix/distributed.hpp"
+#include "magix/error.hpp"
 
 namespace magix::cli {
 namespace {
@@ -13,19 +15,27 @@ struct DemoCliArgs {
   DemoOptions options;
   std::string work_dir = "magix_demo";
   std::string model_config;
+  int threads = 1;
 };
 
 void run_demo_command(DemoCliArgs& a) {
   a.options.work_dir = a.work_dir;
   a.options.model_config = a.model_config;
+  MAGIX_CHECK(a.threads >= 0, "--threads must be 0 (OpenMP's default) or positive, got {}",
+              a.threads);
+  if (a.threads > 0) omp_set_num_threads(a.threads);
   Mesh mesh = create_device_mesh(a.options.mesh_shape);
   const DemoReport rep = run_demo(a.options, mesh);
   if (mesh.world_rank() != 0) return;
   fmt::print("\nEverything is under {}:\n", rep.work_dir.string());
-  fmt::print("  model/        config.json, tokenizer.json, tokenizer_config.json\n");
-  fmt::print("  data/         train.jsonl (chat messages), test.jsonl (held-out prompts)\n");
-  fmt::print("  checkpoints/  the trained model\n");
-  fmt::print("  generations.jsonl, demo_report.json\n");
+  fmt::print("  model/             config.json, tokenizer.json, tokenizer_config.json\n");
+  fmt::print("  data/              train.jsonl (conversations), test.jsonl (held-out prompts)\n");
+  fmt::print("  checkpoints/       {} (model, optimizer, trainer state)\n",
+             rep.checkpoint.filename().string());
+  fmt::print("  metrics.jsonl      loss, learning rate, tokens/s of every step\n");
+  fmt::print("  generated.jsonl    what `magix generate` wrote for the held-out prompts\n");
+  fmt::print("  exact_match.jsonl  each prompt with its answer, the generation and the verdict\n");
+  fmt::print("  demo_report.json   the figures above\n");
   fmt::print("To continue:\n");
   for (const std::string& c : rep.commands) fmt::print("  {}\n", c);
 }
@@ -71,6 +81,10 @@ void add_demo_command(CLI::App& app) {
   cmd->add_option(flag("seed"), o.seed, "seed of the model init and the data order")
       ->capture_default_str();
   cmd->add_option(flag("log_every"), o.log_every, "print the loss every N steps")
+      ->capture_default_str();
+  cmd->add_option(flag("threads"), args->threads,
+                  "OpenMP threads per process; the demo's matrices are small, so one per "
+                  "process is fastest (0: OpenMP's default, OMP_NUM_THREADS)")
       ->capture_default_str();
   cmd->add_flag(flag("quiet"), o.quiet, "print only the result");
   cmd->callback([args] { run_demo_command(*args); });

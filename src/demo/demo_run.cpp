@@ -1,26 +1,23 @@
-// The demo's workflow (include/magix/demo.hpp): files, training, greedy answers, exact match.
+// The demo's workflow (include/magix/demo.hpp): files, then `magix train` and `magix generate`
+// through their library entry points (run_training, run_generation), then exact match.
 #include <fmt/format.h>
 #include <sys/resource.h>
 
 #include <algorithm>
-#include <chrono>
-#include <cmath>
 #include <fstream>
+#include <memory>
 
 #include "io/safetensors_util.hpp"
-#include "magix/data_loader.hpp"
-#include "magix/dataset.hpp"
 #include "magix/demo.hpp"
 #include "magix/error.hpp"
+#include "magix/generate.hpp"
 #include "magix/model.hpp"
-#include "magix/sharding.hpp"
-#include "magix/train_step.hpp"
+#include "magix/trainer.hpp"
 
 namespace magix {
 namespace {
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
 
 // Where the demo writes, all under one work directory.
 struct DemoPaths {
@@ -30,13 +27,14 @@ struct DemoPaths {
         train_file(root / "data" / "train.jsonl"),
         test_file(root / "data" / "test.jsonl"),
         checkpoints(root / "checkpoints"),
-        generations(root / "generations.jsonl"),
+        generations(root / "generated.jsonl"),
+        scored(root / "exact_match.jsonl"),
         metrics(root / "metrics.jsonl"),
         report(root / "demo_report.json") {}
-  fs::path root, model, train_file, test_file, checkpoints, generations, metrics, report;
+  fs::path root, model, train_file, test_file, checkpoints, generations, scored, metrics, report;
   // The entries a demo run creates: the only ones --overwrite removes.
   std::vector<fs::path> entries() const {
-    return {model, root / "data", checkpoints, generations, metrics, report};
+    return {model, root / "data", checkpoints, generations, scored, metrics, report};
   }
 };
 
@@ -45,10 +43,6 @@ double cpu_seconds() {
   getrusage(RUSAGE_SELF, &u);
   return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
          1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
-}
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
 void write_text(const fs::path& path, const std::string& text) {
@@ -112,134 +106,91 @@ void write_demo_files(const DemoOptions& o, const DemoPaths& paths, const DemoDa
   write_text(paths.test_file, jsonl(data.test, demo_test_record));
 }
 
-struct TrainOutcome {
-  std::vector<double> losses;
-  int64_t counted_tokens = 0;
-  int64_t row_tokens = 0;
-  double seconds = 0;
-};
+std::vector<std::string> continue_commands(const DemoPaths& paths, const fs::path& ckpt,
+                                           int digits) {
+  return {
+      fmt::format("magix generate --model_name_or_path {} --prompts {} --use_chat_template "
+                  "--max_new_tokens {} --output_file {}",
+                  ckpt.string(), paths.test_file.string(), digits + 2,
+                  (paths.root / "generated_again.jsonl").string()),
+      fmt::format("magix export --checkpoint {} --output_dir {}", ckpt.string(),
+                  (paths.root / "hf_model").string()),
+      fmt::format("magix train --model_config {} --train_file {} --train_data_field messages "
+                  "--use_chat_template --train_on assistant --max_length {} --checkpoint_dir {} "
+                  "...   (the same run through the train command)",
+                  (paths.model / "config.json").string(), paths.train_file.string(),
+                  3 * digits + 7, (paths.root / "checkpoints_cli").string()),
+  };
+}
 
-// Phase-1 training loop: train_step over DataLoader batches with a warmup-cosine schedule.
-TrainOutcome train_demo(const DemoOptions& o, const DemoPaths& paths, const Tokenizer& tok,
-                        Decoder& model, const Mesh& mesh) {
-  DatasetOptions d;
-  d.path = paths.train_file;
-  d.data_field = "messages";
-  d.encode.use_chat_template = true;
-  d.encode.train_on = TrainOn::kAssistant;
-  d.encode.max_length = 4 * o.task.digits + 8;
-  std::vector<Example> examples = load_examples(d, tok);
-  int64_t longest = 0;
-  for (const Example& e : examples) longest = std::max<int64_t>(longest, e.ids.size());
+// The flags of `magix train` that this demo run stands for.
+TrainArgs demo_train_args(const DemoOptions& o, const DemoPaths& paths) {
+  TrainArgs a;
+  a.model_config = (paths.model / "config.json").string();
+  a.tokenizer_name = paths.model.string();
+  a.train_file = paths.train_file.string();
+  a.train_data_field = "messages";
+  a.use_chat_template = true;
+  a.train_on = "assistant";
+  // A conversation is <|user|> \n a + b </s> <|assistant|> \n sum </s>: 3·digits + 8 tokens.
+  a.max_length = 3 * o.task.digits + 7;
+  a.max_steps = o.steps;
+  a.batch_size = o.batch_size;
+  a.learning_rate = o.learning_rate;
+  a.lr_schedule = "warmup_cosine";
+  a.warmup_ratio = static_cast<double>(std::min(o.warmup_steps, o.steps)) /
+                   static_cast<double>(o.steps);
+  a.weight_decay = o.weight_decay;
+  a.checkpoint_dir = paths.checkpoints.string();
+  a.save_steps = 0;  // only the last step
+  a.log_steps = o.log_every;
+  a.metrics_file = paths.metrics.string();
+  a.progress = o.quiet ? "none" : "log";
+  a.seed = o.seed;
+  a.mesh_shape = o.mesh_shape;
+  return a;
+}
 
-  LoaderOptions lo;
-  lo.global_batch = o.batch_size;
-  lo.seed = o.seed;
-  lo.data_rank = mesh.data_rank();
-  lo.data_size = mesh.data_size();
-  lo.max_length = longest - 1;
-  lo.pad_id = training_pad_id(tok);
-  DataLoader loader(std::move(examples), lo);
+GenerateArgs demo_generate_args(const DemoOptions& o, const DemoPaths& paths,
+                                const std::string& checkpoint) {
+  GenerateArgs g;
+  g.prompts = paths.test_file.string();
+  g.data_field = "prompt";
+  g.use_chat_template = true;
+  g.output_file = paths.generations.string();
+  g.batch_size = 64;
+  g.pad_to_multiple_of = 8;
+  g.model_name_or_path = checkpoint;
+  g.mesh_shape = o.mesh_shape;
+  g.generation.max_new_tokens = o.task.digits + 2;  // the answer and </s>, one spare
+  return g;
+}
 
-  AdamWOptions ao;
-  ao.weight_decay = o.weight_decay;
-  AdamW opt = initialize_opt_state(ao, model.params(),
-                                   default_partition_rules(std::string(family_name(
-                                       model.config().family))),
-                                   mesh);
-  LrSchedule schedule;
-  schedule.peak = o.learning_rate;
-  schedule.warmup_steps = std::min(o.warmup_steps, o.steps);
-  schedule.decay_end = o.steps;
-
-  TrainOutcome out;
-  const bool talk = mesh.world_rank() == 0 && !o.quiet;
-  const auto t0 = Clock::now();
-  for (int64_t step = 0; step < o.steps; ++step) {
-    const TokenBatch batch = loader.next();
-    const TrainStepResult r = train_step(model, opt, batch, schedule(step));
-    out.losses.push_back(r.loss);
-    out.counted_tokens += r.tokens;
-    out.row_tokens += o.batch_size * batch.seq;
-    if (talk && (step % o.log_every == 0 || step + 1 == o.steps)) {
-      fmt::print("step {:5d}/{}  loss {:.4f}  lr {:.2e}  {:.0f} tok/s\n", step + 1, o.steps,
-                 r.loss, schedule(step),
-                 static_cast<double>(out.counted_tokens) / seconds_since(t0));
-      std::fflush(stdout);
-    }
+// Reads what run_generation wrote and compares it with the answers.
+std::vector<std::string> read_generations(const fs::path& path, size_t expected) {
+  std::ifstream in(path);
+  MAGIX_CHECK(in.good(), "cannot read the generations '{}'", path.string());
+  std::vector<std::string> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    MAGIX_CHECK(!j.is_discarded() && j.contains("generated"), "{}:{}: not a generation line",
+                path.string(), out.size() + 1);
+    out.push_back(j.at("generated").get<std::string>());
   }
-  out.seconds = seconds_since(t0);
+  MAGIX_CHECK(out.size() == expected, "'{}' holds {} generations, expected {}", path.string(),
+              out.size(), expected);
   return out;
 }
 
-// Phase-1 greedy answers: the whole prompt re-run each step (prompts are a dozen tokens).
-// Data rank r answers prompts r, r + D, ...; results are summed over the world.
-std::vector<std::string> greedy_answers(const DemoOptions& o, const Tokenizer& tok,
-                                        Decoder& model, const std::vector<DemoProblem>& test,
-                                        const Mesh& mesh, int64_t* generated_tokens) {
-  const int64_t n = static_cast<int64_t>(test.size()), D = mesh.data_size();
-  const int64_t per_rank = (n + D - 1) / D;
-  const int32_t eos = tok.eos_id().value();
-  const int64_t max_new = o.task.digits + 2;
-  std::vector<std::vector<int32_t>> rows, generated(per_rank);
-  for (int64_t i = 0; i < per_rank; ++i) {
-    const int64_t k = std::min(i * D + mesh.data_rank(), n - 1);  // past the end: a filler
-    rows.push_back(encode_prompt(tok, test[k].prompt, /*use_chat_template=*/true));
+int64_t count_parameters(const ModelConfig& config) {
+  int64_t total = 0;
+  for (const ParamInfo& p : expected_parameters(config)) {
+    int64_t n = 1;
+    for (int64_t d : p.global_shape) n *= d;
+    total += n;
   }
-  std::vector<bool> done(per_rank, false);
-  for (int64_t t = 0; t < max_new; ++t) {
-    const Tensor logits = model.logits(make_causal_batch(rows, 0));  // (B, T, V)
-    const int64_t T = logits.shape()[1], V = logits.shape()[2];
-    const float* l = logits.data<float>();
-    for (int64_t i = 0; i < per_rank; ++i) {
-      const float* row = l + (i * T + static_cast<int64_t>(rows[i].size()) - 1) * V;
-      const auto next = static_cast<int32_t>(std::max_element(row, row + V) - row);
-      rows[i].push_back(next);  // finished rows keep growing, unread (shapes stay aligned)
-      if (done[i]) continue;
-      if (next == eos) {
-        done[i] = true;
-      } else {
-        generated[i].push_back(next);
-      }
-    }
-  }
-  // Gather texts on every rank: a fixed-width byte buffer per prompt, summed over the world
-  // from the model-rank-0 ranks (model ranks hold identical results).
-  const int64_t width = max_new * 4;
-  std::vector<double> bytes(static_cast<size_t>(n * width), 0.0);
-  std::vector<double> count(1, 0.0);
-  if (mesh.model_rank() == 0) {
-    for (int64_t i = 0; i < per_rank; ++i) {
-      const int64_t k = i * D + mesh.data_rank();
-      if (k >= n) continue;
-      const std::string text = tok.decode(generated[i]);
-      for (int64_t c = 0; c < std::min<int64_t>(width, text.size()); ++c) {
-        bytes[k * width + c] = static_cast<unsigned char>(text[c]);
-      }
-      count[0] += static_cast<double>(generated[i].size()) + (done[i] ? 1 : 0);
-    }
-  }
-  mesh.world().all_reduce(bytes, ReduceOp::kSum);
-  mesh.world().all_reduce(count, ReduceOp::kSum);
-  *generated_tokens = static_cast<int64_t>(count[0]);
-  std::vector<std::string> answers(n);
-  for (int64_t k = 0; k < n; ++k) {
-    for (int64_t c = 0; c < width && bytes[k * width + c] != 0; ++c) {
-      answers[k] += static_cast<char>(static_cast<int>(bytes[k * width + c]));
-    }
-  }
-  return answers;
-}
-
-std::vector<std::string> continue_commands(const DemoPaths& paths, const fs::path& ckpt) {
-  return {
-      fmt::format("magix generate --model_name_or_path {} --tokenizer_name_or_path {} "
-                  "--prompts {} --use_chat_template --output_file {}",
-                  ckpt.string(), paths.model.string(), paths.test_file.string(),
-                  (paths.root / "generated.jsonl").string()),
-      fmt::format("magix export --checkpoint {} --output_dir {}", ckpt.string(),
-                  (paths.root / "hf_model").string()),
-  };
+  return total;
 }
 
 }  // namespace
@@ -251,74 +202,80 @@ DemoReport run_demo(const DemoOptions& o, const Mesh& mesh) {
   const DemoPaths paths(o.work_dir);
   check_work_dir(o, paths);
   const DemoData data = make_demo_data(o.task);
-  const bool talk = mesh.world_rank() == 0 && !o.quiet;
-  if (mesh.world_rank() == 0) write_demo_files(o, paths, data);
+  const bool rank0 = mesh.world_rank() == 0;
+  const bool talk = rank0 && !o.quiet;
+  if (rank0) write_demo_files(o, paths, data);
   mesh.world().barrier();
 
-  const Tokenizer tok = Tokenizer::load(paths.model.string());
   const ModelConfig config = load_model_config(paths.model / "config.json");
-  std::vector<ParamInfo> infos = expected_parameters(config);
-  shard_parameters(infos, mesh);
-  int64_t num_params = 0;
-  for (const ParamInfo& p : infos) {
-    int64_t n = 1;
-    for (int64_t d : p.global_shape) n *= d;
-    num_params += n;
-  }
-  Decoder model(config, mesh, init_parameters(config, infos, o.seed));
+  const int64_t num_params = count_parameters(config);
   if (talk) {
     fmt::print(
-        "magix demo: {}-digit addition, {} training / {} held-out problems, a {}-parameter "
-        "Llama ({} layers, hidden {}) on mesh {}x{}\n",
+        "magix demo: {}-digit addition, {} training / {} held-out problems; a {}-parameter "
+        "Llama ({} layers, hidden {}) trained from scratch on a {}x{} mesh\n",
         o.task.digits, data.train.size(), data.test.size(), num_params, config.num_layers,
         config.hidden_size, mesh.data_size(), mesh.model_size());
-    fmt::print("example: user \"{}\" -> assistant \"{}\" ({} + {} = {}, digits reversed)\n",
+    fmt::print("a training conversation: user \"{}\" -> assistant \"{}\" ({} + {} = {}, the "
+               "sum's digits reversed)\n",
                data.train[0].prompt, data.train[0].answer, data.train[0].a, data.train[0].b,
                data.train[0].a + data.train[0].b);
     std::fflush(stdout);
   }
 
+  // 1. Train through the library entry point of `magix train`, with a checkpoint at the end.
+  const TrainArgs train_args = demo_train_args(o, paths);
+  const double cpu0 = cpu_seconds();
+  TrainSummary ts;
+  {
+    std::unique_ptr<Trainable> model = make_full_trainable(train_args, mesh);
+    ts = run_training(train_args, mesh, *model);
+  }
+  const double train_cpu = cpu_seconds() - cpu0;
+  MAGIX_CHECK(!ts.losses.empty() && !ts.last_checkpoint.empty(),
+              "the demo's training took no step or saved no checkpoint");
   DemoReport rep;
   rep.work_dir = paths.root;
-  const double cpu0 = cpu_seconds();
-  const TrainOutcome tr = train_demo(o, paths, tok, model, mesh);
-  rep.steps = o.steps;
-  rep.loss_first = tr.losses.front();
-  const size_t tail = std::min<size_t>(tr.losses.size(), 50);
-  for (size_t i = tr.losses.size() - tail; i < tr.losses.size(); ++i) rep.loss_last += tr.losses[i];
+  rep.checkpoint = ts.last_checkpoint;
+  rep.steps = ts.end_step;
+  rep.loss_first = ts.losses.front();
+  const size_t tail = std::min<size_t>(ts.losses.size(), 50);
+  for (size_t i = ts.losses.size() - tail; i < ts.losses.size(); ++i) rep.loss_last += ts.losses[i];
   rep.loss_last /= static_cast<double>(tail);
-  rep.train_seconds = tr.seconds;
-  rep.train_tokens_per_second = static_cast<double>(tr.counted_tokens) / tr.seconds;
-  rep.train_row_tokens_per_second = static_cast<double>(tr.row_tokens) / tr.seconds;
-  const double train_cpu = cpu_seconds() - cpu0;
-  rep.checkpoint = paths.checkpoints / fmt::format("{:06d}", o.steps);
+  rep.train_seconds = ts.seconds;
+  rep.train_tokens_per_second = ts.tokens_per_s;
+  rep.train_row_tokens_per_second =
+      static_cast<double>(ts.losses.size() * o.batch_size * train_args.max_length) / ts.seconds;
 
-  const auto g0 = Clock::now();
-  int64_t gen_tokens = 0;
-  const std::vector<std::string> answers =
-      greedy_answers(o, tok, model, data.test, mesh, &gen_tokens);
-  rep.generate_seconds = seconds_since(g0);
-  rep.generate_tokens_per_second = static_cast<double>(gen_tokens) / rep.generate_seconds;
+  // 2. Answer the held-out prompts from the checkpoint through `magix generate`'s entry point.
+  const GenerationSummary gs = run_generation(demo_generate_args(o, paths, rep.checkpoint), mesh);
+  rep.generate_seconds = gs.seconds;
+  rep.generate_tokens_per_second =
+      gs.seconds > 0 ? static_cast<double>(gs.generated_tokens) / gs.seconds : 0.0;
+
+  // 3. Exact match (every rank reads the file world rank 0 wrote, so all return the same).
+  mesh.world().barrier();
+  const std::vector<std::string> answers = read_generations(paths.generations, data.test.size());
   rep.test_examples = static_cast<int64_t>(data.test.size());
-  std::string gen_text;
+  std::string scored;
   for (size_t i = 0; i < data.test.size(); ++i) {
     const bool ok = answers[i] == data.test[i].answer;
     rep.correct += ok;
     nlohmann::ordered_json line = demo_test_record(data.test[i]);
     line["generated"] = answers[i];
     line["correct"] = ok;
-    gen_text += line.dump() + "\n";
+    scored += line.dump() + "\n";
   }
   rep.accuracy = static_cast<double>(rep.correct) / static_cast<double>(rep.test_examples);
-  rep.commands = continue_commands(paths, rep.checkpoint);
+  rep.commands = continue_commands(paths, rep.checkpoint, o.task.digits);
 
-  if (mesh.world_rank() == 0) {
-    write_text(paths.generations, gen_text);
+  if (rank0) {
+    write_text(paths.scored, scored);
     const nlohmann::ordered_json j = {
-        {"task", {{"digits", o.task.digits},
-                  {"train_examples", o.task.train_examples},
-                  {"test_examples", o.task.test_examples},
-                  {"seed", o.task.seed}}},
+        {"task",
+         {{"digits", o.task.digits},
+          {"train_examples", o.task.train_examples},
+          {"test_examples", o.task.test_examples},
+          {"seed", o.task.seed}}},
         {"mesh", {mesh.data_size(), mesh.model_size()}},
         {"parameters", num_params},
         {"steps", rep.steps},
@@ -339,17 +296,25 @@ DemoReport run_demo(const DemoOptions& o, const Mesh& mesh) {
     write_text(paths.report, j.dump(2) + "\n");
   }
   if (talk) {
-    fmt::print("trained {} steps in {:.1f} s ({:.1f} s CPU on rank 0): loss {:.4f} -> {:.4f}, "
-               "{:.0f} assistant tokens/s ({:.0f} tokens/s over whole rows)\n",
-               rep.steps, rep.train_seconds, train_cpu, rep.loss_first, rep.loss_last,
-               rep.train_tokens_per_second, rep.train_row_tokens_per_second);
-    fmt::print("generated {} held-out answers in {:.2f} s ({:.0f} tokens/s)\n",
+    fmt::print("trained {} steps in {:.1f} s ({:.1f} s CPU on rank 0): loss {:.4f} -> {:.4f} "
+               "(first step -> mean of the last {}), {:.0f} tokens/s ({:.0f} counted assistant "
+               "tokens/s)\n",
+               rep.steps, rep.train_seconds, train_cpu, rep.loss_first, rep.loss_last, tail,
+               rep.train_row_tokens_per_second, rep.train_tokens_per_second);
+    fmt::print("checkpoint: {}\n", rep.checkpoint.string());
+    fmt::print("generated answers to {} held-out prompts in {:.2f} s ({:.0f} tokens/s)\n",
                rep.test_examples, rep.generate_seconds, rep.generate_tokens_per_second);
+    for (size_t i = 0; i < std::min<size_t>(3, data.test.size()); ++i) {
+      const DemoProblem& p = data.test[i];
+      fmt::print("  {} -> {} (expected {}: {} + {} = {})\n", p.prompt, answers[i], p.answer, p.a,
+                 p.b, p.a + p.b);
+    }
   }
-  if (mesh.world_rank() == 0) {
+  if (rank0) {
     fmt::print("exact match on held-out prompts: {}/{} = {:.1f}%\n", rep.correct,
                rep.test_examples, 100.0 * rep.accuracy);
     fmt::print("work dir: {}\n", paths.root.string());
+    std::fflush(stdout);
   }
   mesh.world().barrier();
   return rep;

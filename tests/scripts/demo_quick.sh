@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# magix demo, reduced (2-digit addition, few steps): the work dir holds the tokenizer, data,
+# config, checkpoint, generations and report; the tokenizer gives HF tokenizers' ids; held-out
+# prompts are never trained on; the printed accuracy is the exact match of generations.jsonl;
+# the loss falls; a second run refuses to overwrite; bad flags are clean errors.
+# Usage: bash demo_quick.sh <magix binary> <fixtures dir>
+set -u
+MAGIX="$1"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+export OMP_NUM_THREADS=1
+
+RUN="$WORK/run"
+QUICK=(--digits 2 --train_examples 3000 --test_examples 100 --steps 300 --batch_size 32
+       --learning_rate 3e-3 --warmup_steps 30 --log_every 100)
+"$MAGIX" demo --work_dir "$RUN" "${QUICK[@]}" > "$WORK/out.txt" 2> "$WORK/err.txt" \
+  || fail "magix demo failed: $(cat "$WORK/err.txt")"
+cat "$WORK/out.txt"
+
+for f in model/config.json model/tokenizer.json model/tokenizer_config.json data/train.jsonl \
+         data/test.jsonl metrics.jsonl checkpoints/000300/index.json checkpoints/000300/config.json \
+         checkpoints/000300/tokenizer.json generated.jsonl exact_match.jsonl demo_report.json; do
+  [ -s "$RUN/$f" ] || fail "the work dir lacks $f"
+done
+grep -q "^work dir: $RUN\$" "$WORK/out.txt" || fail "the work dir is not named at the end"
+grep -qE "^exact match on held-out prompts: [0-9]+/100 = [0-9.]+%\$" "$WORK/out.txt" \
+  || fail "no accuracy line"
+grep -q "magix generate --model_name_or_path" "$WORK/out.txt" || fail "no generate command shown"
+grep -q "magix export" "$WORK/out.txt" || fail "no export command shown"
+
+# The demo tokenizer's ids, from HF tokenizers 0.23.3 (AutoTokenizer on the written folder,
+# apply_chat_template(tokenize=True) of [{"user": "042+317"}, {"assistant": "9530"}]).
+printf '{"text": "<|user|>\\n042+317</s><|assistant|>\\n9530</s>"}\n' > "$WORK/tok_in.jsonl"
+"$MAGIX" tokenize --tokenizer_name_or_path "$RUN/model" --input "$WORK/tok_in.jsonl" \
+  --output_file "$WORK/tok_out.jsonl" > /dev/null || fail "magix tokenize on the demo tokenizer"
+grep -q '\[3,5,22,26,24,17,25,23,29,1,4,5,31,27,25,22,1\]' "$WORK/tok_out.jsonl" \
+  || fail "demo tokenizer ids differ from HF's: $(cat "$WORK/tok_out.jsonl")"
+
+python3 - "$RUN" "$WORK/out.txt" <<'PY' || fail "work dir contents"
+import json, re, sys
+run, out = sys.argv[1], open(sys.argv[2]).read()
+train = [json.loads(l) for l in open(f"{run}/data/train.jsonl")]
+test = [json.loads(l) for l in open(f"{run}/data/test.jsonl")]
+gens = [json.loads(l) for l in open(f"{run}/exact_match.jsonl")]
+raw = [json.loads(l) for l in open(f"{run}/generated.jsonl")]
+metrics = [json.loads(l) for l in open(f"{run}/metrics.jsonl")]
+rep = json.load(open(f"{run}/demo_report.json"))
+assert len(train) == 3000 and len(test) == 100 and len(gens) == 100, (len(train), len(test))
+assert len(metrics) == 300 and len(raw) == 100, (len(metrics), len(raw))
+
+def answer(a, b):  # a + b with 3 digits, least significant first
+    return f"{a + b:03d}"[::-1]
+
+pairs = set()
+for r in train:
+    (u, a), = [(m["content"], m) for m in r["messages"] if m["role"] == "user"]
+    (s,) = [m["content"] for m in r["messages"] if m["role"] == "assistant"]
+    x, y = map(int, u.split("+"))
+    assert re.fullmatch(r"\d\d\+\d\d", u) and s == answer(x, y), r
+    pairs.add(u)
+assert len(pairs) == len(train), "training problems repeat"
+for t in test:
+    x, y = map(int, t["prompt"].split("+"))
+    assert t["answer"] == answer(x, y), t
+    assert t["prompt"] not in pairs, f"held-out prompt {t['prompt']} is in the training data"
+assert len({t["prompt"] for t in test}) == len(test)
+correct = 0
+for t, g, r in zip(test, gens, raw):
+    assert g["prompt"] == t["prompt"] == r["prompt"] and g["answer"] == t["answer"], (t, g, r)
+    assert g["generated"] == r["generated"], (g, r)
+    assert g["correct"] == (g["generated"] == t["answer"]), g
+    correct += g["correct"]
+m = re.search(r"exact match on held-out prompts: (\d+)/100", out)
+assert int(m.group(1)) == correct == rep["correct"], (m.group(0), correct, rep["correct"])
+assert abs(rep["accuracy"] - correct / 100) < 1e-12
+assert rep["steps"] == 300
+assert rep["loss_last"] < 0.5 * rep["loss_first"], (rep["loss_first"], rep["loss_last"])
+print(f"demo_quick: accuracy {correct}/100, loss {rep['loss_first']:.3f} -> {rep['loss_last']:.3f}")
+PY
+
+# A second run into the same folder refuses before doing anything.
+if "$MAGIX" demo --work_dir "$RUN" "${QUICK[@]}" > /dev/null 2> "$WORK/err2.txt"; then
+  fail "a second demo overwrote the first without --overwrite"
+fi
+grep -q "already holds a demo run" "$WORK/err2.txt" || fail "stderr: $(cat "$WORK/err2.txt")"
+
+# Bad flags: one clear message, non-zero exit, nothing written.
+expect_error() {
+  local want="$1"; shift
+  if "$MAGIX" demo "$@" > /dev/null 2> "$WORK/err3.txt"; then fail "no error for: $*"; fi
+  grep -qF -- "$want" "$WORK/err3.txt" || fail "stderr of '$*' lacks '$want': $(cat "$WORK/err3.txt")"
+}
+expect_error "--digits must be in [1, 9]" --work_dir "$WORK/bad1" --digits 0
+[ ! -e "$WORK/bad1/model" ] || fail "a failed demo left files"
+expect_error "exceed the 100 distinct 1-digit additions" --work_dir "$WORK/bad2" --digits 1 \
+  --train_examples 100 --test_examples 10
+expect_error "--steps must be positive" --work_dir "$WORK/bad3" --steps 0
+echo "demo_quick: OK"
