@@ -127,6 +127,14 @@ struct CheckpointManager::Impl {
   void commit(Pending& p);
   void apply_retention(int64_t newest);
   void clean_debris();
+
+  // World rank 0: removes the steps retention renamed to .tmp-delete-* off the calling thread
+  // (deleting GBs would stall training in poll()). No MPI; joined before the next retention
+  // and by the destructor; what it leaves is debris the next manager removes.
+  std::thread janitor;
+  void join_janitor() {
+    if (janitor.joinable()) janitor.join();
+  }
 };
 
 // Background (or inline) part of a save: this rank's files, fsynced. Never touches MPI.
@@ -240,6 +248,7 @@ void CheckpointManager::Impl::commit(Pending& p) {
 // older than `newest`. A step is first renamed to .tmp-delete-STEP (so that a crash halfway
 // through never leaves a half-deleted step looking committed), then removed.
 void CheckpointManager::Impl::apply_retention(int64_t newest) {
+  join_janitor();
   if (options.max_to_keep <= 0) return;
   std::vector<int64_t> all;
   for (const fs::directory_entry& e : fs::directory_iterator(dir)) {
@@ -258,11 +267,19 @@ void CheckpointManager::Impl::apply_retention(int64_t newest) {
                 from.string(), to.string(), std::strerror(errno));
     renamed = true;
   }
-  if (renamed) io::fsync_dir(dir);
+  if (!renamed) return;
+  io::fsync_dir(dir);
+  std::vector<fs::path> doomed;
   for (const fs::directory_entry& e : fs::directory_iterator(dir)) {
     const std::string name = e.path().filename().string();
-    if (name.starts_with(fmt::format("{}delete-", ckpt::kTmpPrefix))) remove_tree(e.path());
+    if (name.starts_with(fmt::format("{}delete-", ckpt::kTmpPrefix))) doomed.push_back(e.path());
   }
+  janitor = std::thread([doomed = std::move(doomed)] {
+    for (const fs::path& p : doomed) {
+      std::error_code ec;
+      fs::remove_all(p, ec);
+    }
+  });
 }
 
 // World rank 0: removes .tmp-* entries and step-named directories without index.json.
@@ -330,7 +347,12 @@ CheckpointManager::CheckpointManager(fs::path dir, const Mesh& mesh, CheckpointO
 }
 
 CheckpointManager::~CheckpointManager() {
-  if (!impl_ || !impl_->pending) return;
+  if (!impl_) return;
+  struct JoinJanitor {
+    Impl* impl;
+    ~JoinJanitor() { impl->join_janitor(); }
+  } join_janitor{impl_.get()};  // after the commit below, which may start it
+  if (!impl_->pending) return;
   if (impl_->pending->thread.joinable()) impl_->pending->thread.join();
   if (std::uncaught_exceptions() > 0) return;  // unwinding: no collectives; left uncommitted
   try {
