@@ -14,7 +14,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUTPUT="${2:-$ROOT/docs/cli.md}"
 
 # The usage line names the binary by its path: print it as `magix`.
-help_of() { "$MAGIX" "$@" --help | sed -E 's#^Usage: [^ ]*magix#Usage: magix#'; }
+# Trailing blank lines are dropped.
+help_of() {
+  "$MAGIX" "$@" --help | sed -E 's#^Usage: [^ ]*magix#Usage: magix#' |
+    awk '{lines[NR] = $0} END {n = NR; while (n > 0 && lines[n] == "") n--; for (i = 1; i <= n; i++) print lines[i]}'
+}
 
 # Subcommands in the order `magix --help` lists them.
 subcommands() {
@@ -36,6 +40,42 @@ see_also() {
   esac
 }
 
+# Longer notes for commands whose explanation lives here rather than in a docs/ page of its own.
+notes() {
+  case "$1" in
+    demo)
+      cat <<'MD'
+`magix demo` runs the whole workflow offline, with nothing but the binary:
+
+1. **Tokenizer**: a character-level `tokenizer.json` (BPE without merges; `<pad>`, `</s>`, `<unk>`,
+   `<|user|>`, `<|assistant|>`, newline and printable ASCII) and a `tokenizer_config.json` whose
+   Jinja chat template writes `<|user|>\n{content}</s>` and `<|assistant|>\n{content}</s>`.
+   HF `tokenizers` / `AutoTokenizer` load the folder with the same ids.
+2. **Data**: distinct problems `a+b` with zero-padded operands; the assistant answers with the
+   sum's `digits + 1` digits **least significant first**: `25+07` → `230` (32 = 032, backwards).
+   Writing the sum backwards lets a causal model emit each digit right after the carry it needs.
+   The held-out test prompts are drawn first and never appear in the training set.
+3. **Model**: a small Llama from `examples/configs/demo_llama.json` (or `--model_config`),
+   trained from random weights by the library entry point of `magix train` (`run_training`):
+   chat template, `--train_on assistant` (only the answer and its `</s>` count), AdamW with
+   warmup + cosine decay, a checkpoint at the last step.
+4. **Answers**: the library entry point of `magix generate` (`run_generation`) answers the
+   held-out prompts greedily from that checkpoint; the demo prints the exact-match accuracy, the
+   loss (first step → mean of the last 50) and tokens/s, and names the work directory and the
+   commands to continue (`magix generate`, `magix export`, `magix train`).
+
+The work directory holds `model/` (config + tokenizer), `data/train.jsonl` (conversations),
+`data/test.jsonl` (`{"prompt", "answer"}`), `checkpoints/NNNNNN/`, `metrics.jsonl` (one line per
+step), `generated.jsonl` (what `magix generate` wrote), `exact_match.jsonl` and
+`demo_report.json`. A second run into the same folder is refused unless `--overwrite`, which
+removes only those entries. Under `mpirun -np 2 magix demo --mesh_shape 2 1` (or `1 2`) the run
+follows the single-process one step by step (tests/scripts/demo_mesh.sh).
+MD
+      echo
+      ;;
+  esac
+}
+
 generate() {
   cat <<'MD'
 # Command-line reference
@@ -54,7 +94,7 @@ generate() {
   that looks valid. Errors print one line naming the file/tensor/line and exit non-zero; under
   `mpirun` every rank stops.
 
-Commands: 
+Commands:
 MD
   local first=1 cmd
   for cmd in $(subcommands); do
@@ -78,6 +118,7 @@ MD
       echo "More: $more."
       echo
     fi
+    notes "$cmd"
     echo '```text'
     help_of "$cmd"
     echo '```'

@@ -6,6 +6,7 @@
 # Usage: bash demo_quick.sh <magix binary> <fixtures dir>
 set -u
 MAGIX="$1"
+ROOT="$(cd "$2/../.." && pwd)"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -37,9 +38,11 @@ printf '{"text": "<|user|>\\n042+317</s><|assistant|>\\n9530</s>"}\n' > "$WORK/t
 grep -q '\[3,5,22,26,24,17,25,23,29,1,4,5,31,27,25,22,1\]' "$WORK/tok_out.jsonl" \
   || fail "demo tokenizer ids differ from HF's: $(cat "$WORK/tok_out.jsonl")"
 
-python3 - "$RUN" "$WORK/out.txt" <<'PY' || fail "work dir contents"
+python3 - "$RUN" "$WORK/out.txt" "$ROOT/examples/configs/demo_llama.json" <<'PY' || fail "work dir contents"
 import json, re, sys
 run, out = sys.argv[1], open(sys.argv[2]).read()
+# The default model is the one examples/configs/demo_llama.json shows.
+assert json.load(open(f"{run}/model/config.json")) == json.load(open(sys.argv[3])), "config"
 train = [json.loads(l) for l in open(f"{run}/data/train.jsonl")]
 test = [json.loads(l) for l in open(f"{run}/data/test.jsonl")]
 gens = [json.loads(l) for l in open(f"{run}/exact_match.jsonl")]
