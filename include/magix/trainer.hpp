@@ -115,7 +115,8 @@ struct TrainHooks {
   // time-limited jobs and the resume tests.
   std::function<bool(const StepMetrics&)> should_stop;
   // Replaces the data of --train_file (e.g. the demo's built-in corpus, tests): examples as
-  // load_examples gives them. Must give the same examples on every rank.
+  // load_examples gives them. Must give the same examples on every rank. --train_file may then
+  // be empty (it only names the data in the trainer state).
   std::function<std::vector<Example>(const Tokenizer&)> load_examples;
 };
 

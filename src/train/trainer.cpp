@@ -89,8 +89,10 @@ AdamWOptions adamw_options(const TrainArgs& a) {
 
 }  // namespace
 
-TrainSummary run_training(const TrainArgs& args, const Mesh& mesh, Trainable& model,
+TrainSummary run_training(const TrainArgs& given, const Mesh& mesh, Trainable& model,
                           const TrainHooks& hooks) {
+  TrainArgs args = given;
+  if (hooks.load_examples && args.train_file.empty()) args.train_file = "(in memory)";
   validate_train_args(args);
   const bool rank0 = mesh.world_rank() == 0;
   MAGIX_CHECK(&model.decoder().mesh() == &mesh,
