@@ -107,9 +107,10 @@ int main(int argc, char** argv) {
 
   std::string load;
   std::getline(std::ifstream("/proc/loadavg"), load);
-  fmt::print("generate bench: Llama hidden 768, 12 layers, vocab 32000, {:.1f}M parameters, "
-             "fp32, {} OpenMP threads, load average {}\n",
-             n_params / 1e6, omp_get_max_threads(), load.substr(0, load.find(' ')));
+  fmt::print(
+      "generate bench: Llama hidden 768, 12 layers, vocab 32000, {:.1f}M parameters, "
+      "fp32, {} OpenMP threads, load average {}\n",
+      n_params / 1e6, omp_get_max_threads(), load.substr(0, load.find(' ')));
   const double bw = read_bandwidth_gbs();
   const double weight_bytes = static_cast<double>(n_params) * sizeof(float);
   fmt::print("memory read bandwidth (1 GiB streaming sum, best of 5): {:.1f} GB/s\n", bw);
@@ -123,10 +124,11 @@ int main(int argc, char** argv) {
     const double t_short = time_generate(gen, short_prompts, 1, 3);
     const double t_all = time_generate(gen, short_prompts, N, B == 1 ? 2 : 1);
     const double decode_tps = static_cast<double>(B * (N - 1)) / (t_all - t_short);
-    fmt::print("batch {:2}: prefill {:7.1f} tokens/s ({} x {} tokens in {:.3f} s); decode "
-               "{:7.1f} tokens/s ({:.1f} ms per step, {} steps)\n",
-               B, static_cast<double>(B * P) / t_prefill, B, P, t_prefill, decode_tps,
-               1e3 * (t_all - t_short) / static_cast<double>(N - 1), N - 1);
+    fmt::print(
+        "batch {:2}: prefill {:7.1f} tokens/s ({} x {} tokens in {:.3f} s); decode "
+        "{:7.1f} tokens/s ({:.1f} ms per step, {} steps)\n",
+        B, static_cast<double>(B * P) / t_prefill, B, P, t_prefill, decode_tps,
+        1e3 * (t_all - t_short) / static_cast<double>(N - 1), N - 1);
     if (B == 1) {
       fmt::print("batch  1 decode / bandwidth bound: {:.2f} ({:.1f} GB/s of weights)\n",
                  decode_tps / (bw * 1e9 / weight_bytes), decode_tps * weight_bytes / 1e9);

@@ -107,12 +107,12 @@ double sampling_uniform(uint64_t seed, int64_t prompt_index, int64_t token_index
 // The `magix generate` command as a library call (flags of REFERENCE.md `generate`).
 
 struct GenerateArgs {
-  std::string prompts;                    // .txt (one per line) or .jsonl / .json
-  std::string data_field = "prompt";      // field of each .jsonl / .json record
-  bool skip_bad_records = false;          // skip (and count) unreadable records
-  bool use_chat_template = false;         // the tokenizer's template (or the built-in format)
+  std::string prompts;                        // .txt (one per line) or .jsonl / .json
+  std::string data_field = "prompt";          // field of each .jsonl / .json record
+  bool skip_bad_records = false;              // skip (and count) unreadable records
+  bool use_chat_template = false;             // the tokenizer's template (or the built-in format)
   std::string output_file = "generated.txt";  // JSONL: {"prompt", "generated"} per line
-  int64_t batch_size = 32;                // prompts per batch on each data rank
+  int64_t batch_size = 32;                    // prompts per batch on each data rank
   int64_t pad_to_multiple_of = 64;
   std::string model_type;                 // optional: must match the config's model_type
   std::string model_name_or_path;         // HF folder, hub name, or a magix checkpoint step
@@ -121,8 +121,8 @@ struct GenerateArgs {
   std::vector<int> mesh_shape = {1, -1};  // informative here: run_generation takes the mesh
   std::string lora;                       // LoRA adapters (the LoRA issue); empty = none
   float lora_alpha = 32.0f;
-  GenerateOptions generation;             // sampling, limits, stop strings
-  bool progress = false;                  // a progress bar on stderr (world rank 0)
+  GenerateOptions generation;  // sampling, limits, stop strings
+  bool progress = false;       // a progress bar on stderr (world rank 0)
 };
 
 struct GenerationSummary {

@@ -11,7 +11,7 @@ void cached_attention_step(float* out, const float* q, const KvView& c, int64_t 
                            int64_t Hq, int64_t Hkv, int64_t D, float scale, int64_t window) {
   const int64_t group = Hq / Hkv;
   const int64_t lo = window > 0 ? std::max<int64_t>(0, slot - window + 1) : 0;
-#pragma omp parallel
+#pragma omp parallel if (B * Hq * (slot - lo + 1) * D > (1 << 15))
   {
     std::vector<float> s(static_cast<size_t>(slot - lo + 1));
 #pragma omp for collapse(2) schedule(static)

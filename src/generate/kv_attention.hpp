@@ -17,8 +17,7 @@ struct KvView {
 
 // q, out (B, Hq, D): the token at slot `slot` of each row; query head h uses kv head
 // h / (Hq / Hkv); scale multiplies q·k. Softmax in fp32; a query that sees no key outputs 0.
-void cached_attention_step(float* out, const float* q, const KvView& cache, int64_t B,
-                           int64_t slot, int64_t Hq, int64_t Hkv, int64_t D, float scale,
-                           int64_t window);
+void cached_attention_step(float* out, const float* q, const KvView& cache, int64_t B, int64_t slot,
+                           int64_t Hq, int64_t Hkv, int64_t D, float scale, int64_t window);
 
 }  // namespace magix::generate

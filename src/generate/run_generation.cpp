@@ -123,11 +123,14 @@ GenerationSummary run_generation(const GenerateArgs& a, const Mesh& mesh) {
   MAGIX_CHECK(fs::is_directory(parent), "--output_file '{}': folder '{}' does not exist",
               out_path.string(), parent.string());
   check_generate_options(a.generation, true);
-  const Decoder model = load_model(a, mesh);
-  MAGIX_CHECK(tok.vocab_size() <= model.config().vocab_size,
-              "the tokenizer has {} tokens but the model's vocabulary is {}", tok.vocab_size(),
-              model.config().vocab_size);
-  Generator gen(model, &tok);
+  // The generator keeps its own (gathered, fp32) weights: the decoder's shards go out of scope.
+  Generator gen = [&] {
+    const Decoder model = load_model(a, mesh);
+    MAGIX_CHECK(tok.vocab_size() <= model.config().vocab_size,
+                "the tokenizer has {} tokens but the model's vocabulary is {}", tok.vocab_size(),
+                model.config().vocab_size);
+    return Generator(model, &tok);
+  }();
   std::ofstream out;
   if (writer) {
     out.open(partial, std::ios::binary | std::ios::trunc);
@@ -177,11 +180,10 @@ GenerationSummary run_generation(const GenerateArgs& a, const Mesh& mesh) {
     }
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (progress) draw_progress(std::min(n, (round + 1) * D * bs), n, summary.generated_tokens,
-                                seconds);
+    if (progress)
+      draw_progress(std::min(n, (round + 1) * D * bs), n, summary.generated_tokens, seconds);
   }
-  summary.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (writer) {
     out.close();
     MAGIX_CHECK(!out.fail(), "closing '{}' failed", partial.string());

@@ -91,7 +91,8 @@ TEST_P(GenerateFixture, Bf16WeightsAreWidened) {
   Mesh mesh;
   Decoder bf16 = load_decoder(model_dir(GetParam()), mesh, {.weight_dtype = DType::kBF16});
   ParameterSet rounded(bf16.params().infos());
-  for (size_t i = 0; i < rounded.size(); ++i) rounded.tensor(i) = bf16.params().tensor(i).to(DType::kF32);
+  for (size_t i = 0; i < rounded.size(); ++i)
+    rounded.tensor(i) = bf16.params().tensor(i).to(DType::kF32);
   Generator a(bf16), b(bf16.config(), mesh, rounded);
   const GenerateOptions o = fixture_options(f);
   EXPECT_EQ(tokens_of(a.generate(f.prompts, o)), tokens_of(b.generate(f.prompts, o)));
@@ -151,8 +152,8 @@ TEST(Generate, SamplingIsReproducibleAndBatchIndependent) {
   for (size_t i = 0; i < f.prompts.size(); ++i) {
     EXPECT_EQ(tokens_of(gen.generate({f.prompts[i]}, o, {index[i]}))[0], all[i]) << i;
   }
-  const Ids reversed = tokens_of(gen.generate({f.prompts[3], f.prompts[2], f.prompts[1], f.prompts[0]},
-                                              o, {13, 12, 11, 10}));
+  const Ids reversed = tokens_of(
+      gen.generate({f.prompts[3], f.prompts[2], f.prompts[1], f.prompts[0]}, o, {13, 12, 11, 10}));
   EXPECT_EQ(reversed, Ids({all[3], all[2], all[1], all[0]}));
   EXPECT_NE(all, f.greedy);  // not greedy in disguise
   o.sampling.seed = 8;

@@ -43,18 +43,19 @@ class RunGeneration : public ::testing::Test {
             "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_ / "model");
-    const nlohmann::json j{{"model_type", "llama"},  {"vocab_size", 768},
-                           {"hidden_size", 64},      {"intermediate_size", 128},
-                           {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+    const nlohmann::json j{{"model_type", "llama"},    {"vocab_size", 768},
+                           {"hidden_size", 64},        {"intermediate_size", 128},
+                           {"num_hidden_layers", 2},   {"num_attention_heads", 4},
                            {"num_key_value_heads", 2}, {"max_position_embeddings", 512},
-                           {"rms_norm_eps", 1e-5},   {"initializer_range", 1.0},
-                           {"bos_token_id", 700},    {"eos_token_id", 0}};
+                           {"rms_norm_eps", 1e-5},     {"initializer_range", 1.0},
+                           {"bos_token_id", 700},      {"eos_token_id", 0}};
     config_ = parse_model_config(j, "test");
     infos_ = expected_parameters(config_);
     shard_parameters(infos_, mesh_);
     params_ = init_parameters(config_, infos_, 3);
     std::vector<NamedTensor> named;
-    for (size_t i = 0; i < params_.size(); ++i) named.push_back({infos_[i].name, &params_.tensor(i)});
+    for (size_t i = 0; i < params_.size(); ++i)
+      named.push_back({infos_[i].name, &params_.tensor(i)});
     write_hf_weights(dir_ / "model", named, DType::kF32);
     std::ofstream(dir_ / "model" / "config.json") << j.dump();
     const fs::path tok = fs::path(MAGIX_FIXTURES_DIR) / "tokenizers" / "trained_bytelevel";

@@ -65,13 +65,13 @@ int run(const std::string& name, int d, int m) {
   const Ids sampled = tokens_of(gen.generate(mine, o, index));
   magix::Mesh local;
   magix::Generator one(magix::load_decoder(model_dir, local));
-  report("sampled == 1x1 (all prompts in one batch)",
-         sampled == [&] {
-           const Ids all = tokens_of(one.generate(prompts, o));
-           Ids out;
-           for (int64_t i : index) out.push_back(all[static_cast<size_t>(i)]);
-           return out;
-         }());
+  report(
+      "sampled == 1x1 (all prompts in one batch)", sampled == [&] {
+        const Ids all = tokens_of(one.generate(prompts, o));
+        Ids out;
+        for (int64_t i : index) out.push_back(all[static_cast<size_t>(i)]);
+        return out;
+      }());
   double f = failures;
   mesh.world().all_reduce(std::span<double>(&f, 1), magix::ReduceOp::kSum);
   return f > 0 ? 1 : 0;
