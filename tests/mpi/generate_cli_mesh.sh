@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # magix generate --mesh_shape D M under mpirun writes the same JSONL as one process, greedy and
-# sampled: data ranks take batches in turn (7 prompts in batches of 2: an uneven last round),
-# the model axis splits heads, MLP and vocabulary.
+# sampled: data ranks take batches in turn (7 prompts in batches of 3: on 2 data ranks the
+# second round leaves data rank 1 without a batch), the model axis splits heads, MLP and vocabulary.
 # Usage: bash generate_cli_mesh.sh <magix binary> <fixtures dir>
 set -u
 MAGIX="$1"
@@ -24,13 +24,13 @@ printf 'Hello world\nhéllo wörld 日本\nThe quick brown fox\na\nfoo bar baz\n
 run() {  # run NP D M OUT [flags...]
   local np=$1 d=$2 m=$3 out=$4; shift 4
   timeout 60 mpirun --oversubscribe -np "$np" "$MAGIX" generate --prompts "$T/prompts.txt" \
-    --model_name_or_path "$T/model" --max_new_tokens 8 --batch_size 2 --mesh_shape "$d" "$m" \
+    --model_name_or_path "$T/model" --max_new_tokens 8 --batch_size 3 --mesh_shape "$d" "$m" \
     --output_file "$out" "$@" >"$T/log" 2>&1 || { echo "FAIL: mesh $d x $m $*"; cat "$T/log"; return 1; }
 }
 "$MAGIX" generate --prompts "$T/prompts.txt" --model_name_or_path "$T/model" --max_new_tokens 8 \
-  --batch_size 2 --output_file "$T/one.jsonl" >/dev/null || { echo "FAIL: 1 process"; exit 1; }
+  --batch_size 3 --output_file "$T/one.jsonl" >/dev/null || { echo "FAIL: 1 process"; exit 1; }
 "$MAGIX" generate --prompts "$T/prompts.txt" --model_name_or_path "$T/model" --max_new_tokens 8 \
-  --batch_size 2 --output_file "$T/one_s.jsonl" --sample --seed 5 --temperature 1.0 >/dev/null \
+  --batch_size 3 --output_file "$T/one_s.jsonl" --sample --seed 5 --temperature 1.0 >/dev/null \
   || { echo "FAIL: 1 process, sampled"; exit 1; }
 fail=0
 for spec in "2 2 1" "2 1 2" "4 2 2"; do
