@@ -119,7 +119,7 @@ struct GenerateArgs {
   std::string model_config_name;          // optional: a folder whose config.json must match
   std::string tokenizer_name_or_path;     // default: model_name_or_path
   std::vector<int> mesh_shape = {1, -1};  // informative here: run_generation takes the mesh
-  std::string lora;                       // LoRA adapters (the LoRA issue); empty = none
+  std::string lora;                       // a train-lora step or checkpoint dir to merge; empty = none
   float lora_alpha = 32.0f;
   GenerateOptions generation;  // sampling, limits, stop strings
   bool progress = false;       // a progress bar on stderr (world rank 0)
