@@ -72,6 +72,7 @@ TEST(CheckpointKill, Kill9AtRandomMomentsNeverLeavesAnInvalidStep) {
   std::uniform_int_distribution<int> delay_ms(1, 250);
   int64_t latest = -1;
   int rounds_with_progress = 0;
+  int rounds_with_debris = 0;
   Mesh mesh;
   StepTensors want;
   for (int round = 0; round < 20; ++round) {
@@ -84,6 +85,14 @@ TEST(CheckpointKill, Kill9AtRandomMomentsNeverLeavesAnInvalidStep) {
     ASSERT_EQ(::waitpid(pid, &status, 0), pid);
     ASSERT_TRUE(WIFSIGNALED(status)) << "the child ended by itself, status " << status;
 
+    // Was the child killed inside a save (an uncommitted .tmp-* directory left behind)?
+    bool debris = false;
+    if (fs::exists(dir)) {
+      for (const auto& e : fs::directory_iterator(dir)) {
+        debris = debris || e.path().filename().string().starts_with(".tmp-");
+      }
+    }
+    rounds_with_debris += debris ? 1 : 0;
     CheckpointManager m(dir, mesh, {.max_to_keep = 2, .async = false});  // cleans debris
     const std::vector<int64_t> steps = m.steps();
     int entries = 0;
@@ -113,11 +122,13 @@ TEST(CheckpointKill, Kill9AtRandomMomentsNeverLeavesAnInvalidStep) {
       EXPECT_TRUE(test::bitwise_equal(got.m, want.m)) << "step " << step;
     }
   }
-  std::printf("20 kills: latest committed step %lld, %d rounds made progress\n",
-              static_cast<long long>(latest), rounds_with_progress);
-  // The kills must have interrupted a run that was making progress, not only startups.
-  EXPECT_GE(rounds_with_progress, 5);
-  EXPECT_GE(latest, 10);
+  std::printf("20 kills: latest committed step %lld, %d rounds made progress, %d killed a save\n",
+              static_cast<long long>(latest), rounds_with_progress, rounds_with_debris);
+  // The kills must have hit saves in progress and a run that was making progress (loose
+  // bounds: the machine may be busy), not only startups.
+  EXPECT_GE(rounds_with_progress, 3);
+  EXPECT_GE(rounds_with_debris, 3);
+  EXPECT_GE(latest, 3);
 }
 
 }  // namespace
