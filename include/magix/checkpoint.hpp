@@ -89,9 +89,9 @@ class CheckpointManager {
   std::unique_ptr<Impl> impl_;
 };
 
-// Reading a committed step (any mesh; each rank reads only the byte ranges its boxes need).
-// Every byte read is verified against the shard checksums: a truncated or altered file is an
-// error naming the file, never loaded.
+// Reading a committed step (any mesh): each rank reads, whole, the shards that intersect its
+// boxes (checksums are per shard), verifies them, then copies the intersections. A truncated or
+// altered file is an error naming the file, never loaded.
 class CheckpointReader {
  public:
   explicit CheckpointReader(std::filesystem::path step_dir);  // throws unless committed
