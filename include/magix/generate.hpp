@@ -119,7 +119,7 @@ struct GenerateArgs {
   std::string model_config_name;          // optional: a folder whose config.json must match
   std::string tokenizer_name_or_path;     // default: model_name_or_path
   std::vector<int> mesh_shape = {1, -1};  // informative here: run_generation takes the mesh
-  std::string lora;                       // a train-lora step or checkpoint dir to merge; empty = none
+  std::string lora;  // train-lora step (or checkpoint dir) to merge; empty = none
   float lora_alpha = 32.0f;
   GenerateOptions generation;  // sampling, limits, stop strings
   bool progress = false;       // a progress bar on stderr (world rank 0)
@@ -132,9 +132,9 @@ struct GenerationSummary {
 };
 
 // Loads the model and tokenizer, reads the prompts, generates batch by batch (data rank d takes
-// batches d, d + D, ...), and world rank 0 writes `output_file` in input order as batches
-// finish, flushing per batch (a crash loses at most the batches in flight). Collective over
-// the mesh.
+// batches d, d + D, ...), and world rank 0 writes the results in input order to
+// `output_file`.partial as each round of batches finishes (flushed: a crash loses at most the
+// round in flight), renamed to `output_file` at the end. Collective over the mesh.
 GenerationSummary run_generation(const GenerateArgs& args, const Mesh& mesh);
 
 }  // namespace magix
