@@ -144,7 +144,7 @@ TrainSummary run_training(const TrainArgs& given, const Mesh& mesh, Trainable& m
     co.async = args.async_save;
     manager = std::make_unique<CheckpointManager>(args.checkpoint_dir, mesh, co);
     extra = std::make_unique<detail::CheckpointExtraFiles>(
-        config.raw, resolve_model_dir(tok_source), model.extra_files(), rank0);
+        manager->dir(), config.raw, resolve_model_dir(tok_source), model.extra_files(), rank0);
     if (const std::optional<int64_t> latest = manager->latest_step()) {
       const CheckpointReader reader(manager->step_dir(*latest));
       const nlohmann::json saved = reader.trainer_state();

@@ -110,13 +110,14 @@ int64_t restore_training(const CheckpointReader& reader, Trainable& model, AdamW
   return step;
 }
 
-CheckpointExtraFiles::CheckpointExtraFiles(const nlohmann::json& model_config,
+CheckpointExtraFiles::CheckpointExtraFiles(const fs::path& checkpoint_dir,
+                                           const nlohmann::json& model_config,
                                            const fs::path& tokenizer_dir,
                                            std::vector<fs::path> trainable_files, bool is_rank0) {
   if (!is_rank0) return;
-  std::string templ = (fs::temp_directory_path() / "magix-train-XXXXXX").string();
-  MAGIX_CHECK(mkdtemp(templ.data()) != nullptr, "cannot create a temporary folder under {}",
-              fs::temp_directory_path().string());
+  std::string templ = (checkpoint_dir / ".tmp-trainer-XXXXXX").string();
+  MAGIX_CHECK(mkdtemp(templ.data()) != nullptr, "cannot create a temporary folder in {}",
+              checkpoint_dir.string());
   staging_ = templ;
   const fs::path config = staging_ / "config.json";
   {

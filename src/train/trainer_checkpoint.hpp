@@ -40,11 +40,14 @@ std::vector<std::string> resume_conflicts(const nlohmann::json& saved,
 int64_t restore_training(const CheckpointReader& reader, Trainable& model, AdamW& optimizer,
                          DataLoader& loader);
 
-// config.json (written by world rank 0 into a private temporary folder, removed on
-// destruction) plus the tokenizer's files and the trainable's extra files: what each step copies.
+// config.json (written by world rank 0 into `checkpoint_dir/.tmp-trainer-XXXXXX/`, removed on
+// destruction; after a crash the next CheckpointManager of the folder removes it with the other
+// `.tmp-*` debris) plus the tokenizer's files and the trainable's extra files: what each step
+// copies.
 class CheckpointExtraFiles {
  public:
-  CheckpointExtraFiles(const nlohmann::json& model_config,
+  CheckpointExtraFiles(const std::filesystem::path& checkpoint_dir,
+                       const nlohmann::json& model_config,
                        const std::filesystem::path& tokenizer_dir,
                        std::vector<std::filesystem::path> trainable_files, bool is_rank0);
   ~CheckpointExtraFiles();
