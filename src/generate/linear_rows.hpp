@@ -6,7 +6,8 @@
 
 namespace magix::generate {
 
-// Up to kMaxRows rows take the row-by-row dot-product path; more go to cpu::matmul_forward.
+// Up to kLinearMaxRows rows take the row-by-row dot-product path; more go to
+// cpu::matmul_forward.
 inline constexpr int64_t kLinearMaxRows = 8;
 
 // out (N, OC) = inp (N, C) · weight (OC, C)^T + bias (OC); bias may be null.
