@@ -27,10 +27,10 @@ namespace magix {
 // The task and its files
 
 struct DemoTask {
-  int digits = 2;                  // operand width (1..9)
-  int64_t train_examples = 8000;   // distinct (a, b) pairs to train on
-  int64_t test_examples = 200;     // distinct held-out pairs, never among the training pairs
-  uint64_t seed = 42;              // the problems are a pure function of (digits, counts, seed)
+  int digits = 2;                 // operand width (1..9)
+  int64_t train_examples = 8000;  // distinct (a, b) pairs to train on
+  int64_t test_examples = 200;    // distinct held-out pairs, never among the training pairs
+  uint64_t seed = 42;             // the problems are a pure function of (digits, counts, seed)
 };
 
 struct DemoProblem {
@@ -77,27 +77,27 @@ nlohmann::ordered_json demo_test_record(const DemoProblem& p);
 // The workflow
 
 struct DemoOptions {
-  std::filesystem::path work_dir;     // created if absent; must not already hold a demo run
-  bool overwrite = false;             // allow a work_dir that holds a previous demo run
+  std::filesystem::path work_dir;      // created if absent; must not already hold a demo run
+  bool overwrite = false;              // allow a work_dir that holds a previous demo run
   std::vector<int> mesh_shape{-1, 1};  // as passed (recorded in the train/generate args)
   DemoTask task;
   std::filesystem::path model_config;  // a config.json to use instead of demo_model_config
-  int64_t steps = 1000;
+  int64_t steps = 1200;
   int64_t batch_size = 64;  // global batch (rows)
-  double learning_rate = 3e-3;
+  double learning_rate = 2e-3;
   int64_t warmup_steps = 100;
   double weight_decay = 0.01;
-  uint64_t seed = 42;     // model init and data order
+  uint64_t seed = 42;  // model init and data order
   int64_t log_every = 100;
-  bool quiet = false;     // print only the summary
+  bool quiet = false;  // print only the summary
 };
 
 struct DemoReport {
   std::filesystem::path work_dir;
   std::filesystem::path checkpoint;  // the checkpoint step of the last training step
   int64_t steps = 0;
-  double loss_first = 0.0;  // loss of the first step
-  double loss_last = 0.0;   // mean loss of the last min(steps, 50) steps
+  double loss_first = 0.0;                   // loss of the first step
+  double loss_last = 0.0;                    // mean loss of the last min(steps, 50) steps
   double train_seconds = 0.0;                // wall time of the training loop
   double train_tokens_per_second = 0.0;      // counted (assistant) targets per second
   double train_row_tokens_per_second = 0.0;  // all positions of the rows per second
@@ -106,7 +106,7 @@ struct DemoReport {
   double accuracy = 0.0;  // correct / test_examples
   double generate_seconds = 0.0;
   double generate_tokens_per_second = 0.0;  // generated tokens per second
-  std::vector<std::string> commands;  // how to continue (generate, export)
+  std::vector<std::string> commands;        // how to continue (generate, export)
 };
 
 // Runs the whole demo on `mesh` (collective: every rank calls it; world rank 0 writes the

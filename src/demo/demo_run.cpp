@@ -46,9 +46,8 @@ double cpu_seconds() {
 }
 
 void write_text(const fs::path& path, const std::string& text) {
-  io::write_file_atomically(path, [&](int fd, const fs::path& tmp) {
-    io::write_all(fd, text.data(), text.size(), tmp);
-  });
+  io::write_file_atomically(
+      path, [&](int fd, const fs::path& tmp) { io::write_all(fd, text.data(), text.size(), tmp); });
 }
 
 std::string jsonl(const std::vector<DemoProblem>& problems,
@@ -118,8 +117,8 @@ std::vector<std::string> continue_commands(const DemoPaths& paths, const fs::pat
       fmt::format("magix train --model_config {} --train_file {} --train_data_field messages "
                   "--use_chat_template --train_on assistant --max_length {} --checkpoint_dir {} "
                   "...   (the same run through the train command)",
-                  (paths.model / "config.json").string(), paths.train_file.string(),
-                  3 * digits + 7, (paths.root / "checkpoints_cli").string()),
+                  (paths.model / "config.json").string(), paths.train_file.string(), 3 * digits + 7,
+                  (paths.root / "checkpoints_cli").string()),
   };
 }
 
@@ -138,8 +137,8 @@ TrainArgs demo_train_args(const DemoOptions& o, const DemoPaths& paths) {
   a.batch_size = o.batch_size;
   a.learning_rate = o.learning_rate;
   a.lr_schedule = "warmup_cosine";
-  a.warmup_ratio = static_cast<double>(std::min(o.warmup_steps, o.steps)) /
-                   static_cast<double>(o.steps);
+  a.warmup_ratio =
+      static_cast<double>(std::min(o.warmup_steps, o.steps)) / static_cast<double>(o.steps);
   a.weight_decay = o.weight_decay;
   a.checkpoint_dir = paths.checkpoints.string();
   a.save_steps = 0;  // only the last step
@@ -215,10 +214,11 @@ DemoReport run_demo(const DemoOptions& o, const Mesh& mesh) {
         "Llama ({} layers, hidden {}) trained from scratch on a {}x{} mesh\n",
         o.task.digits, data.train.size(), data.test.size(), num_params, config.num_layers,
         config.hidden_size, mesh.data_size(), mesh.model_size());
-    fmt::print("a training conversation: user \"{}\" -> assistant \"{}\" ({} + {} = {}, the "
-               "sum's digits reversed)\n",
-               data.train[0].prompt, data.train[0].answer, data.train[0].a, data.train[0].b,
-               data.train[0].a + data.train[0].b);
+    fmt::print(
+        "a training conversation: user \"{}\" -> assistant \"{}\" ({} + {} = {}, the "
+        "sum's digits reversed)\n",
+        data.train[0].prompt, data.train[0].answer, data.train[0].a, data.train[0].b,
+        data.train[0].a + data.train[0].b);
     std::fflush(stdout);
   }
 
@@ -296,11 +296,12 @@ DemoReport run_demo(const DemoOptions& o, const Mesh& mesh) {
     write_text(paths.report, j.dump(2) + "\n");
   }
   if (talk) {
-    fmt::print("trained {} steps in {:.1f} s ({:.1f} s CPU on rank 0): loss {:.4f} -> {:.4f} "
-               "(first step -> mean of the last {}), {:.0f} tokens/s ({:.0f} counted assistant "
-               "tokens/s)\n",
-               rep.steps, rep.train_seconds, train_cpu, rep.loss_first, rep.loss_last, tail,
-               rep.train_row_tokens_per_second, rep.train_tokens_per_second);
+    fmt::print(
+        "trained {} steps in {:.1f} s ({:.1f} s CPU on rank 0): loss {:.4f} -> {:.4f} "
+        "(first step -> mean of the last {}), {:.0f} tokens/s ({:.0f} counted assistant "
+        "tokens/s)\n",
+        rep.steps, rep.train_seconds, train_cpu, rep.loss_first, rep.loss_last, tail,
+        rep.train_row_tokens_per_second, rep.train_tokens_per_second);
     fmt::print("checkpoint: {}\n", rep.checkpoint.string());
     fmt::print("generated answers to {} held-out prompts in {:.2f} s ({:.0f} tokens/s)\n",
                rep.test_examples, rep.generate_seconds, rep.generate_tokens_per_second);
@@ -311,8 +312,8 @@ DemoReport run_demo(const DemoOptions& o, const Mesh& mesh) {
     }
   }
   if (rank0) {
-    fmt::print("exact match on held-out prompts: {}/{} = {:.1f}%\n", rep.correct,
-               rep.test_examples, 100.0 * rep.accuracy);
+    fmt::print("exact match on held-out prompts: {}/{} = {:.1f}%\n", rep.correct, rep.test_examples,
+               100.0 * rep.accuracy);
     fmt::print("work dir: {}\n", paths.root.string());
     std::fflush(stdout);
   }

@@ -51,8 +51,7 @@ constexpr const char* kChatTemplate =
 }  // namespace
 
 DemoProblem make_demo_problem(int64_t a, int64_t b, int digits) {
-  MAGIX_CHECK(digits >= 1 && digits <= 9, "the demo's operands have 1 to 9 digits, got {}",
-              digits);
+  MAGIX_CHECK(digits >= 1 && digits <= 9, "the demo's operands have 1 to 9 digits, got {}", digits);
   const int64_t limit = pow10(digits);
   MAGIX_CHECK(a >= 0 && a < limit && b >= 0 && b < limit,
               "demo operands {} and {} must lie in [0, {})", a, b, limit);
@@ -144,15 +143,10 @@ std::string demo_tokenizer_json() {
                                   {"ignore_merges", false},
                                   {"vocab", vocab},
                                   {"merges", nlohmann::ordered_json::array()}};
-  nlohmann::ordered_json j = {{"version", "1.0"},
-                              {"truncation", nullptr},
-                              {"padding", nullptr},
-                              {"added_tokens", added},
-                              {"normalizer", nullptr},
-                              {"pre_tokenizer", nullptr},
-                              {"post_processor", nullptr},
-                              {"decoder", {{"type", "Fuse"}}},
-                              {"model", model}};
+  nlohmann::ordered_json j = {
+      {"version", "1.0"},          {"truncation", nullptr},         {"padding", nullptr},
+      {"added_tokens", added},     {"normalizer", nullptr},         {"pre_tokenizer", nullptr},
+      {"post_processor", nullptr}, {"decoder", {{"type", "Fuse"}}}, {"model", model}};
   return j.dump(2) + "\n";
 }
 
