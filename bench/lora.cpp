@@ -61,11 +61,12 @@ int main(int argc, char** argv) {
     }
   }
   const char* threads = std::getenv("OMP_NUM_THREADS");
-  fmt::print("LoRA bench: Llama hidden 2048, {} layers, 32/4 heads, intermediate 5632, vocab 32000; "
-             "rank 8 on q,k,v,o,gate,up,down; B={} T={}; base {}; recompute {}; "
-             "OMP_NUM_THREADS={}; GEMM {}\n",
-             layers, batch_rows, seq, bf16 ? "bf16" : "fp32", recompute,
-             threads ? threads : "(unset)", magix::cpu::gemm_backend_name());
+  fmt::print(
+      "LoRA bench: Llama hidden 2048, {} layers, 32/4 heads, intermediate 5632, vocab 32000; "
+      "rank 8 on q,k,v,o,gate,up,down; B={} T={}; base {}; recompute {}; "
+      "OMP_NUM_THREADS={}; GEMM {}\n",
+      layers, batch_rows, seq, bf16 ? "bf16" : "fp32", recompute, threads ? threads : "(unset)",
+      magix::cpu::gemm_backend_name());
   nlohmann::json j{{"model_type", "llama"},       {"vocab_size", 32000},
                    {"hidden_size", 2048},         {"intermediate_size", 5632},
                    {"num_hidden_layers", layers}, {"num_attention_heads", 32},
@@ -88,8 +89,9 @@ int main(int argc, char** argv) {
   for (size_t i = 0; i < model.adapters().size(); ++i) {
     n_adapter += model.adapters().tensor(i).numel();
   }
-  fmt::print("init: {:.1f} s, {:.3f} B parameters, {:.2f} M adapter parameters, peak RSS {:.2f} GiB\n",
-             seconds_since(t0), n_params / 1e9, n_adapter / 1e6, peak_rss_gib());
+  fmt::print(
+      "init: {:.1f} s, {:.3f} B parameters, {:.2f} M adapter parameters, peak RSS {:.2f} GiB\n",
+      seconds_since(t0), n_params / 1e9, n_adapter / 1e6, peak_rss_gib());
   std::fflush(stdout);
 
   magix::AdamW opt = magix::initialize_lora_opt_state(magix::AdamWOptions{}, model.adapters());
@@ -121,9 +123,10 @@ int main(int argc, char** argv) {
     model.refresh_weights();
     const double rf = seconds_since(t);
     const double all = seconds_since(ts);
-    fmt::print("step {}: loss {:.4f}  {:.2f} s (forward+backward {:.2f}, projection {:.3f}, AdamW "
-               "{:.3f}, W_eff rebuild {:.3f})  {:.1f} tokens/s\n",
-               s + 1, loss, all, fb, proj, o, rf, count / all);
+    fmt::print(
+        "step {}: loss {:.4f}  {:.2f} s (forward+backward {:.2f}, projection {:.3f}, AdamW "
+        "{:.3f}, W_eff rebuild {:.3f})  {:.1f} tokens/s\n",
+        s + 1, loss, all, fb, proj, o, rf, count / all);
     std::fflush(stdout);
     if (s > 0 || steps == 1) {  // the first step warms up
       t_fb += fb;
@@ -134,16 +137,18 @@ int main(int argc, char** argv) {
     }
   }
   const int timed = steps > 1 ? steps - 1 : 1;
-  fmt::print("mean of steps 2..{}: {:.2f} s/step, {:.1f} tokens/s; forward+backward alone {:.2f} s "
-             "({:.1f} tokens/s); LoRA overhead (projection + AdamW + rebuild) {:.1f}% of the step\n",
-             steps, t_all / timed, count * timed / t_all, t_fb / timed, count * timed / t_fb,
-             100.0 * (t_proj + t_opt + t_refresh) / t_all);
-  fmt::print("peak RSS {:.2f} GiB (fp32 decoder weights {:.2f} GiB + dense gradients {:.2f} GiB + "
-             "base copy {:.2f} GiB)\n",
-             peak_rss_gib(), model.decoder().params().nbytes() / 1073741824.0,
-             dense.nbytes() / 1073741824.0,
-             (model.bytes_held() - static_cast<int64_t>(model.decoder().params().nbytes()) -
-              2 * static_cast<int64_t>(model.adapters().nbytes())) /
-                 1073741824.0);
+  fmt::print(
+      "mean of steps 2..{}: {:.2f} s/step, {:.1f} tokens/s; forward+backward alone {:.2f} s "
+      "({:.1f} tokens/s); LoRA overhead (projection + AdamW + rebuild) {:.1f}% of the step\n",
+      steps, t_all / timed, count * timed / t_all, t_fb / timed, count * timed / t_fb,
+      100.0 * (t_proj + t_opt + t_refresh) / t_all);
+  fmt::print(
+      "peak RSS {:.2f} GiB (fp32 decoder weights {:.2f} GiB + dense gradients {:.2f} GiB + "
+      "base copy {:.2f} GiB)\n",
+      peak_rss_gib(), model.decoder().params().nbytes() / 1073741824.0,
+      dense.nbytes() / 1073741824.0,
+      (model.bytes_held() - static_cast<int64_t>(model.decoder().params().nbytes()) -
+       2 * static_cast<int64_t>(model.adapters().nbytes())) /
+          1073741824.0);
   return 0;
 }

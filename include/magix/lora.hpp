@@ -74,8 +74,8 @@ void merge_lora(ParameterSet& params, const ParameterSet& adapters, double scale
 // dW (this rank's boxes of the dense gradient of the effective weights, as Decoder::
 // loss_and_grad gives them) -> adapter gradients: adapter_grads += (dA, dB), reduced over the
 // mesh axes as the header comment says. Collective over `mesh` when it has several ranks.
-void lora_project_grads(const ParameterSet& dense_grads, const ParameterSet& adapters,
-                        double scale, const Mesh& mesh, ParameterSet& adapter_grads);
+void lora_project_grads(const ParameterSet& dense_grads, const ParameterSet& adapters, double scale,
+                        const Mesh& mesh, ParameterSet& adapter_grads);
 
 // ---------------------------------------------------------------------------------------------
 // Training: a decoder whose targeted weights hold W_eff, the frozen base copies, the adapters.
@@ -89,8 +89,7 @@ class LoraModel {
   // `model` must store F32 weights (its targeted weights are overwritten by W_eff; with
   // bf16_base the base is rounded to bf16 first, so W_eff = bf16(W) + scale · B · A).
   // `adapters` must have lora_adapter_infos(model's infos, config, mesh)'s layout.
-  LoraModel(Decoder model, LoraConfig config, ParameterSet adapters,
-            LoraModelOptions options = {});
+  LoraModel(Decoder model, LoraConfig config, ParameterSet adapters, LoraModelOptions options = {});
 
   const LoraConfig& config() const { return config_; }
   Decoder& decoder() { return model_; }
@@ -168,8 +167,7 @@ struct LoadedLora {
   ParameterSet adapters;
 };
 LoadedLora read_lora_checkpoint(const std::filesystem::path& step_dir,
-                                const std::vector<ParamInfo>& base, double alpha,
-                                const Mesh& mesh);
+                                const std::vector<ParamInfo>& base, double alpha, const Mesh& mesh);
 
 // Merges the adapters of a checkpoint step into a decoder's weights at load (generate --lora,
 // export of a merged model). Returns the config used.
@@ -188,8 +186,8 @@ struct LoraRunInfo {
   std::string model_name;    // --model_name of the run (HF folder / hub name), or empty
   std::string model_config;  // --model_config of the run (random base, re-drawn from seed)
   uint64_t seed = 0;
-  bool bf16_base = false;    // --bf16_model_weights: the base was rounded to bf16
-  LoraConfig config;         // rank, alpha, targets as trained
+  bool bf16_base = false;  // --bf16_model_weights: the base was rounded to bf16
+  LoraConfig config;       // rank, alpha, targets as trained
 };
 LoraRunInfo read_lora_run_info(const std::filesystem::path& step_dir);
 
@@ -197,8 +195,8 @@ LoraRunInfo read_lora_run_info(const std::filesystem::path& step_dir);
 // for export: the base as the run had it (`base_model` overrides the recorded one), rounded to
 // bf16 first when the run kept it in bf16; `alpha` overrides the trained alpha when given.
 ParameterSet load_lora_merged_parameters(const std::filesystem::path& step_dir,
-                                         const std::string& base_model,
-                                         std::optional<double> alpha, ModelConfig* config);
+                                         const std::string& base_model, std::optional<double> alpha,
+                                         ModelConfig* config);
 
 // A train-lora step as a PEFT adapter folder (write_peft_adapter), base_model_name_or_path the
 // run's --model_name unless `base_model` is given.

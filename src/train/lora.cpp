@@ -65,17 +65,16 @@ std::vector<size_t> adapted_indices(const ParameterSet& params, const ParameterS
     MAGIX_CHECK(i.has_value(), "LoRA adapter '{}' has no base weight '{}' in the model", a.name,
                 weight);
     const ParamInfo& w = params.info(*i);
-    MAGIX_CHECK(w.global_shape.size() == 2 && a.global_shape.size() == 2 &&
-                    b.global_shape.size() == 2 && a.global_shape[1] == w.global_shape[1] &&
-                    b.global_shape[0] == w.global_shape[0] &&
-                    a.global_shape[0] == b.global_shape[1],
-                "LoRA adapters of '{}' {}: lora_A {} and lora_B {} must be [r, in] and [out, r]",
-                weight, shape_str(w.global_shape), shape_str(a.global_shape),
-                shape_str(b.global_shape));
+    MAGIX_CHECK(
+        w.global_shape.size() == 2 && a.global_shape.size() == 2 && b.global_shape.size() == 2 &&
+            a.global_shape[1] == w.global_shape[1] && b.global_shape[0] == w.global_shape[0] &&
+            a.global_shape[0] == b.global_shape[1],
+        "LoRA adapters of '{}' {}: lora_A {} and lora_B {} must be [r, in] and [out, r]", weight,
+        shape_str(w.global_shape), shape_str(a.global_shape), shape_str(b.global_shape));
     MAGIX_CHECK(a.box_extent[1] == w.box_extent[1] && a.box_start[1] == w.box_start[1] &&
                     b.box_extent[0] == w.box_extent[0] && b.box_start[0] == w.box_start[0],
-                "LoRA adapters of '{}' are not sharded like the weight (its box {} at {})",
-                weight, shape_str(w.box_extent), shape_str(w.box_start));
+                "LoRA adapters of '{}' are not sharded like the weight (its box {} at {})", weight,
+                shape_str(w.box_extent), shape_str(w.box_start));
     out.push_back(*i);
   }
   return out;
@@ -111,8 +110,8 @@ void merge_box(float* w, const float* a, const float* b, int64_t ob, int64_t ib,
 // Column blocks in parallel: a block owns its columns of da (rows summed in order) and writes
 // its partial dot products for db, summed over the blocks in order afterwards, so the result
 // does not depend on the thread count.
-void project_box(const float* dw, const float* a, const float* b, int64_t ob, int64_t ib,
-                 int64_t r, float scale, float* da, float* db) {
+void project_box(const float* dw, const float* a, const float* b, int64_t ob, int64_t ib, int64_t r,
+                 float scale, float* da, float* db) {
   constexpr int64_t kCols = 512;
   const int64_t blocks = (ib + kCols - 1) / kCols;
   std::vector<float> part(static_cast<size_t>(ob * blocks * r));
@@ -128,8 +127,7 @@ void project_box(const float* dw, const float* a, const float* b, int64_t ob, in
         const float *a0 = a + k * ib + c0, *a1 = a0 + ib, *a2 = a1 + ib, *a3 = a2 + ib;
         float *d0 = da + k * ib + c0, *d1 = d0 + ib, *d2 = d1 + ib, *d3 = d2 + ib;
         const float* bo = b + o * r + k;
-        const float b0 = scale * bo[0], b1 = scale * bo[1], b2 = scale * bo[2],
-                    b3 = scale * bo[3];
+        const float b0 = scale * bo[0], b1 = scale * bo[1], b2 = scale * bo[2], b3 = scale * bo[3];
         float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
 #pragma omp simd reduction(+ : s0, s1, s2, s3)
         for (int64_t i = 0; i < n; ++i) {
@@ -165,7 +163,8 @@ void project_box(const float* dw, const float* a, const float* b, int64_t ob, in
   for (int64_t o = 0; o < ob; ++o) {
     for (int64_t k = 0; k < r; ++k) {
       float sum = 0.0f;
-      for (int64_t blk = 0; blk < blocks; ++blk) sum += part[static_cast<size_t>((o * blocks + blk) * r + k)];
+      for (int64_t blk = 0; blk < blocks; ++blk)
+        sum += part[static_cast<size_t>((o * blocks + blk) * r + k)];
       db[o * r + k] = scale * sum;
     }
   }
@@ -176,10 +175,10 @@ void project_box(const float* dw, const float* a, const float* b, int64_t ob, in
 std::string lora_adapter_name(const std::string& weight_name, char which) {
   MAGIX_CHECK(which == 'A' || which == 'B', "LoRA adapter must be 'A' or 'B', not '{}'", which);
   const std::string suffix = ".weight";
-  MAGIX_CHECK(weight_name.size() > suffix.size() &&
-                  weight_name.compare(weight_name.size() - suffix.size(), suffix.size(),
-                                      suffix) == 0,
-              "LoRA can only adapt a weight ('...weight'), not '{}'", weight_name);
+  MAGIX_CHECK(
+      weight_name.size() > suffix.size() &&
+          weight_name.compare(weight_name.size() - suffix.size(), suffix.size(), suffix) == 0,
+      "LoRA can only adapt a weight ('...weight'), not '{}'", weight_name);
   return weight_name.substr(0, weight_name.size() - suffix.size()) + ".lora_" + which + ".weight";
 }
 
@@ -272,11 +271,11 @@ void merge_lora(ParameterSet& params, const ParameterSet& adapters, double scale
   }
 }
 
-void lora_project_grads(const ParameterSet& dense_grads, const ParameterSet& adapters,
-                        double scale, const Mesh& mesh, ParameterSet& adapter_grads) {
+void lora_project_grads(const ParameterSet& dense_grads, const ParameterSet& adapters, double scale,
+                        const Mesh& mesh, ParameterSet& adapter_grads) {
   const std::vector<size_t> idx = adapted_indices(dense_grads, adapters);
-  MAGIX_CHECK(adapter_grads.size() == adapters.size(),
-              "LoRA gradients: {} tensors for {} adapters", adapter_grads.size(), adapters.size());
+  MAGIX_CHECK(adapter_grads.size() == adapters.size(), "LoRA gradients: {} tensors for {} adapters",
+              adapter_grads.size(), adapters.size());
   for (size_t k = 0; k < idx.size(); ++k) {
     const ParamInfo& w = dense_grads.info(idx[k]);
     const Tensor& dw = dense_grads.tensor(idx[k]);
@@ -289,8 +288,8 @@ void lora_project_grads(const ParameterSet& dense_grads, const ParameterSet& ada
     // dB (ob, r) = scale · dW (ob, ib) · A^T (ib, r), summed over the in-boxes.
     Tensor da({r, ib});
     Tensor db({ob, r});
-    project_box(dw.data<float>(), a.data<float>(), b.data<float>(), ob, ib, r, s,
-                da.data<float>(), db.data<float>());
+    project_box(dw.data<float>(), a.data<float>(), b.data<float>(), ob, ib, r, s, da.data<float>(),
+                db.data<float>());
     all_reduce_axis(mesh, w.spec.axis(0), da);
     all_reduce_axis(mesh, w.spec.axis(1), db);
     float* ga = adapter_grads.tensor(2 * k).data<float>();

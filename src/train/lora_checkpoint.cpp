@@ -49,8 +49,8 @@ LoadedLora read_lora_checkpoint(const std::filesystem::path& step_dir,
                     sb[0] == w.global_shape[0] && sb[1] == r && r >= 1,
                 "checkpoint '{}': adapters of '{}' {} have shapes {} and {}, expected [r, {}] and "
                 "[{}, r]: is this the checkpoint of another base model?",
-                step_dir.string(), w.name, shape_str(w.global_shape), shape_str(sa),
-                shape_str(sb), w.global_shape[1], w.global_shape[0]);
+                step_dir.string(), w.name, shape_str(w.global_shape), shape_str(sa), shape_str(sb),
+                w.global_shape[1], w.global_shape[0]);
     MAGIX_CHECK(out.config.rank == 0 || out.config.rank == r,
                 "checkpoint '{}': adapters of rank {} and {} (one rank per checkpoint)",
                 step_dir.string(), out.config.rank, r);

@@ -12,8 +12,8 @@ namespace {
 namespace fs = std::filesystem;
 
 // The base decoder's parameters on this process alone, as the run had them.
-ParameterSet load_base(const LoraRunInfo& run, const std::string& override_name,
-                       const Mesh& mesh, ModelConfig* config) {
+ParameterSet load_base(const LoraRunInfo& run, const std::string& override_name, const Mesh& mesh,
+                       ModelConfig* config) {
   const std::string name = override_name.empty() ? run.model_name : override_name;
   if (!name.empty()) {
     Decoder d = load_decoder(name, mesh);
@@ -56,8 +56,10 @@ fs::path resolve_lora_step(const fs::path& path) {
     if (!is_checkpoint_step(e.path())) continue;
     if (!best || std::stoll(n) > std::stoll(best->filename().string())) best = e.path();
   }
-  MAGIX_CHECK(best.has_value(), "'{}' is neither a checkpoint step nor a checkpoint dir holding "
-              "committed steps", path.string());
+  MAGIX_CHECK(best.has_value(),
+              "'{}' is neither a checkpoint step nor a checkpoint dir holding "
+              "committed steps",
+              path.string());
   return *best;
 }
 
@@ -75,9 +77,10 @@ LoraRunInfo read_lora_run_info(const fs::path& step_dir) {
     out.config.alpha = t.at("lora_alpha").get<double>();
     out.config.targets = t.at("lora_targets").get<std::string>();
   } catch (const nlohmann::json::exception& e) {
-    MAGIX_FAIL("{}: trainer_state.json lacks the train-lora run's settings ({}); was it written "
-               "by `magix train-lora`?",
-               step_dir.string(), e.what());
+    MAGIX_FAIL(
+        "{}: trainer_state.json lacks the train-lora run's settings ({}); was it written "
+        "by `magix train-lora`?",
+        step_dir.string(), e.what());
   }
   return out;
 }
@@ -110,7 +113,7 @@ void export_lora_peft(const fs::path& step_dir, const fs::path& out_dir,
   std::vector<ParamInfo> infos = expected_parameters(c);
   shard_parameters(infos, mesh);
   const LoadedLora lora = read_lora_checkpoint(step_dir, infos, run.config.alpha, mesh);
-  const std::string base = !base_model.empty() ? base_model
+  const std::string base = !base_model.empty()       ? base_model
                            : !run.model_name.empty() ? run.model_name
                                                      : run.model_config;
   write_peft_adapter(out_dir, lora.adapters, run.config, base, dtype);

@@ -19,15 +19,17 @@ LoraModel::LoraModel(Decoder model, LoraConfig config, ParameterSet adapters,
               "frozen base in bf16 with LoraModelOptions::bf16_base instead");
   targets_ = lora_target_indices(params.infos(), config_);
   const std::vector<ParamInfo> want = lora_adapter_infos(params.infos(), config_, model_.mesh());
-  MAGIX_CHECK(want.size() == adapters_.size(), "LoRA: {} adapter tensors given, the targets '{}' "
-              "need {}", adapters_.size(), config_.targets, want.size());
+  MAGIX_CHECK(want.size() == adapters_.size(),
+              "LoRA: {} adapter tensors given, the targets '{}' "
+              "need {}",
+              adapters_.size(), config_.targets, want.size());
   for (size_t i = 0; i < want.size(); ++i) {
     const ParamInfo& got = adapters_.info(i);
     MAGIX_CHECK(got.name == want[i].name && got.global_shape == want[i].global_shape &&
                     got.box_start == want[i].box_start && got.box_extent == want[i].box_extent &&
                     adapters_.tensor(i).dtype() == DType::kF32,
-                "LoRA adapter {} ('{}' {}) does not match the layout the model needs ('{}' {})",
-                i, got.name, shape_str(got.global_shape), want[i].name,
+                "LoRA adapter {} ('{}' {}) does not match the layout the model needs ('{}' {})", i,
+                got.name, shape_str(got.global_shape), want[i].name,
                 shape_str(want[i].global_shape));
   }
   for (size_t t : targets_) {

@@ -6,12 +6,12 @@
 #include <cmath>
 #include <filesystem>
 
+#include "../common/tensor_compare.hpp"
+#include "lora_fixture.hpp"
 #include "magix/checkpoint.hpp"
 #include "magix/error.hpp"
 #include "magix/lora.hpp"
 #include "magix/safetensors.hpp"
-#include "../common/tensor_compare.hpp"
-#include "lora_fixture.hpp"
 
 namespace magix {
 namespace {
@@ -34,14 +34,17 @@ class LoraCheckpointTest : public testing::Test {
     const auto infos = lora_adapter_infos(base.params().infos(), fx.config, mesh);
     adapters_ = test::fixture_adapters(fx, infos);
     CheckpointManager manager(tmp_ / "ckpt", mesh, CheckpointOptions{3, false});
-    const nlohmann::json state = {
-        {"step", 3},
-        {"args", {{"model_name", fx.model_dir.string()}, {"model_config", ""}, {"seed", 42},
-                  {"bf16_model_weights", bf16_base}}},
-        {"trainable", {{"lora_rank", fx.config.rank}, {"lora_alpha", fx.config.alpha},
-                       {"lora_targets", fx.config.targets}}}};
-    manager.save(3, {{"lora", sharded_tensors(adapters_)}}, state,
-                 {fx.model_dir / "config.json"});
+    const nlohmann::json state = {{"step", 3},
+                                  {"args",
+                                   {{"model_name", fx.model_dir.string()},
+                                    {"model_config", ""},
+                                    {"seed", 42},
+                                    {"bf16_model_weights", bf16_base}}},
+                                  {"trainable",
+                                   {{"lora_rank", fx.config.rank},
+                                    {"lora_alpha", fx.config.alpha},
+                                    {"lora_targets", fx.config.targets}}}};
+    manager.save(3, {{"lora", sharded_tensors(adapters_)}}, state, {fx.model_dir / "config.json"});
     manager.wait();
     return manager.step_dir(3);
   }
@@ -65,8 +68,8 @@ TEST_F(LoraCheckpointTest, MergedAtLoadGivesPeftLogits) {
   double max_ref = 0, max_diff = 0;
   for (int64_t i = 0; i < want.numel(); ++i) {
     max_ref = std::max(max_ref, double(std::fabs(want.data<float>()[i])));
-    max_diff = std::max(max_diff,
-                        double(std::fabs(logits.data<float>()[i] - want.data<float>()[i])));
+    max_diff =
+        std::max(max_diff, double(std::fabs(logits.data<float>()[i] - want.data<float>()[i])));
   }
   EXPECT_LE(max_diff, 1e-4 * std::max(1.0, max_ref));
   const double loss = model.loss(fx.batch, fx.token_count).loss;
@@ -112,9 +115,9 @@ TEST_F(LoraCheckpointTest, PeftFolderOfAStep) {
   SafetensorsReader st(tmp_ / "peft" / "adapter_model.safetensors");
   ASSERT_EQ(st.entries().size(), adapters_.size());
   for (size_t i = 0; i < adapters_.size(); ++i) {
-    EXPECT_EQ(rel_l2(st.read_f32("base_model.model." + adapters_.info(i).name),
-                     adapters_.tensor(i)),
-              0.0);
+    EXPECT_EQ(
+        rel_l2(st.read_f32("base_model.model." + adapters_.info(i).name), adapters_.tensor(i)),
+        0.0);
   }
   EXPECT_TRUE(fs::exists(tmp_ / "peft" / "adapter_config.json"));
 }

@@ -9,12 +9,12 @@
 #include <filesystem>
 #include <fstream>
 
+#include "../common/tensor_compare.hpp"
+#include "lora_fixture.hpp"
 #include "magix/dtype_convert.hpp"
 #include "magix/error.hpp"
 #include "magix/lora.hpp"
 #include "magix/safetensors.hpp"
-#include "../common/tensor_compare.hpp"
-#include "lora_fixture.hpp"
 
 namespace magix {
 namespace {
@@ -62,8 +62,8 @@ TEST_P(PeftFixtureTest, LossLogitsAndAdapterGradientsMatchPeft) {
   double max_ref = 0, max_diff = 0;
   for (int64_t i = 0; i < logits.numel(); ++i) {
     max_ref = std::max(max_ref, double(std::fabs(want_logits.data<float>()[i])));
-    max_diff = std::max(max_diff, double(std::fabs(logits.data<float>()[i] -
-                                                   want_logits.data<float>()[i])));
+    max_diff = std::max(max_diff,
+                        double(std::fabs(logits.data<float>()[i] - want_logits.data<float>()[i])));
   }
   EXPECT_LE(max_diff, 1e-4 * std::max(1.0, max_ref));
 
@@ -120,7 +120,8 @@ TEST(LoraInit, HeUniformPureFunctionOfSeedNameElementAndBZero) {
   const test::LoraFixture fx = load_lora_fixture("llama_gqa");
   Mesh mesh;
   Decoder base = load_decoder(fx.model_dir.string(), mesh);
-  const std::vector<ParamInfo> whole = lora_adapter_infos(base.params().infos(), LoraConfig{}, mesh);
+  const std::vector<ParamInfo> whole =
+      lora_adapter_infos(base.params().infos(), LoraConfig{}, mesh);
   const ParameterSet full = init_lora_adapters(whole, 123);
   // One rank's boxes of a 2x2 mesh draw exactly that slice of the whole tensors.
   std::vector<ParamInfo> boxed = whole;
@@ -175,7 +176,8 @@ TEST(LoraModelTest, StepZeroEqualsTheBaseModel) {
   Mesh mesh;
   Decoder base = load_decoder(fx.model_dir.string(), mesh);
   const double base_loss = base.loss(fx.batch, fx.token_count).loss;
-  const std::vector<ParamInfo> infos = lora_adapter_infos(base.params().infos(), LoraConfig{}, mesh);
+  const std::vector<ParamInfo> infos =
+      lora_adapter_infos(base.params().infos(), LoraConfig{}, mesh);
   LoraModel model(std::move(base), LoraConfig{}, init_lora_adapters(infos, 42));
   EXPECT_EQ(model.loss(fx.batch, fx.token_count).loss, base_loss);
   // With B = 0 only B gets a gradient.
@@ -183,8 +185,7 @@ TEST(LoraModelTest, StepZeroEqualsTheBaseModel) {
   model.loss_and_grad(fx.batch, fx.token_count, grads);
   for (size_t i = 0; i < grads.size(); ++i) {
     if (i % 2 == 0) {
-      EXPECT_EQ(sum_of_squares(grads.tensor(i).span<float>()), 0.0)
-          << grads.info(i).name;
+      EXPECT_EQ(sum_of_squares(grads.tensor(i).span<float>()), 0.0) << grads.info(i).name;
     } else {
       EXPECT_GT(sum_of_squares(grads.tensor(i).span<float>()), 0.0) << grads.info(i).name;
     }
@@ -238,7 +239,8 @@ TEST(LoraTraining, StepsLowerTheLossAndKeepTheBaseFrozen) {
     Decoder base = load_decoder(fx.model_dir.string(), mesh);
     std::vector<Tensor> w0;
     for (size_t i = 0; i < base.params().size(); ++i) w0.push_back(base.params().tensor(i).clone());
-    const std::vector<ParamInfo> infos = lora_adapter_infos(base.params().infos(), LoraConfig{}, mesh);
+    const std::vector<ParamInfo> infos =
+        lora_adapter_infos(base.params().infos(), LoraConfig{}, mesh);
     LoraModel model(std::move(base), LoraConfig{}, init_lora_adapters(infos, 42),
                     LoraModelOptions{bf16});
     AdamW opt = initialize_lora_opt_state(AdamWOptions{}, model.adapters());
@@ -251,7 +253,8 @@ TEST(LoraTraining, StepsLowerTheLossAndKeepTheBaseFrozen) {
     EXPECT_LT(losses.back(), losses.front() - 0.05) << "bf16 " << bf16;
     EXPECT_EQ(opt.updates(), 4);
     // W_eff - scale * B * A recovers the (possibly bf16-rounded) base; other parameters untouched.
-    const std::vector<size_t> idx = lora_target_indices(model.decoder().params().infos(), LoraConfig{});
+    const std::vector<size_t> idx =
+        lora_target_indices(model.decoder().params().infos(), LoraConfig{});
     size_t k = 0;
     for (size_t i = 0; i < w0.size(); ++i) {
       const Tensor& now = model.decoder().params().tensor(i);

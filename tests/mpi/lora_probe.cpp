@@ -14,11 +14,11 @@
 #include <string>
 #include <vector>
 
+#include "../common/tensor_compare.hpp"
+#include "../lora/lora_fixture.hpp"
 #include "magix/distributed.hpp"
 #include "magix/error.hpp"
 #include "magix/lora.hpp"
-#include "../common/tensor_compare.hpp"
-#include "../lora/lora_fixture.hpp"
 
 namespace {
 
@@ -128,9 +128,8 @@ int run_check(const std::string& name, int d, int m) {
     const double want = fx.reader.read_f32("loss").data<float>()[0];
     report(rel(res.loss, want) <= 1e-5, fmt::format("{} loss {:.8g} vs PEFT {:.8g}: rel {:.3g}",
                                                     where, res.loss, want, rel(res.loss, want)));
-    report(rel(res.loss, res1.loss) <= 1e-6,
-           fmt::format("{} loss vs 1x1 {:.8g}: rel {:.3g}", where, res1.loss,
-                       rel(res.loss, res1.loss)));
+    report(rel(res.loss, res1.loss) <= 1e-6, fmt::format("{} loss vs 1x1 {:.8g}: rel {:.3g}", where,
+                                                         res1.loss, rel(res.loss, res1.loss)));
   }
   double worst_peft = 0, worst_1x1 = 0;
   bool replicas = true;
@@ -166,14 +165,14 @@ int run_check(const std::string& name, int d, int m) {
       const auto& a = run.steps[s];
       const auto& b = run1->steps[s];
       report(a.applied && rel(a.loss, b.loss) <= 1e-6 && rel(a.grad_norm, b.grad_norm) <= 1e-5,
-             fmt::format("{} step {}: loss {:.8g} vs 1x1 {:.8g}, grad norm {:.6g} vs {:.6g}",
-                         where, s + 1, a.loss, b.loss, a.grad_norm, b.grad_norm));
+             fmt::format("{} step {}: loss {:.8g} vs 1x1 {:.8g}, grad norm {:.6g} vs {:.6g}", where,
+                         s + 1, a.loss, b.loss, a.grad_norm, b.grad_norm));
     }
     report(run.steps.back().loss < run.steps.front().loss,
            fmt::format("{} loss decreases over the steps", where));
-    report(worst_adapter <= 1e-5,
-           fmt::format("{} adapters after 3 steps vs 1x1: worst rel L2 {:.3g}", where,
-                       worst_adapter));
+    report(
+        worst_adapter <= 1e-5,
+        fmt::format("{} adapters after 3 steps vs 1x1: worst rel L2 {:.3g}", where, worst_adapter));
     report(replicas, fmt::format("{} replicated adapter shards stay identical", where));
   }
   std::vector<double> f = {static_cast<double>(failures)};
