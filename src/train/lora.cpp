@@ -83,8 +83,12 @@ std::vector<size_t> adapted_indices(const ParameterSet& params, const ParameterS
 // w (ob, ib) += scale · (b (ob, r) · a (r, ib)), row by row (rows in parallel; each row's sum
 // over r in a fixed order, so the result does not depend on the thread count). Memory-bound: a
 // BLAS GEMM with an inner dimension of r runs far below its peak on these shapes.
+// With `base` (F32 or BF16, shape (ob, ib)): w = base + scale · (b · a) in the same single pass
+// (the W_eff rebuild of LoraModel), instead of w += ...
 void merge_box(float* w, const float* a, const float* b, int64_t ob, int64_t ib, int64_t r,
-               float scale) {
+               float scale, const Tensor* base = nullptr) {
+  const float* base32 = base && base->dtype() == DType::kF32 ? base->data<float>() : nullptr;
+  const uint16_t* base16 = base && base->dtype() == DType::kBF16 ? base->data<uint16_t>() : nullptr;
 #pragma omp parallel
   {
     std::vector<float> acc(static_cast<size_t>(ib));
@@ -99,8 +103,18 @@ void merge_box(float* w, const float* a, const float* b, int64_t ob, int64_t ib,
         for (int64_t i = 0; i < ib; ++i) ac[i] += bk * ak[i];
       }
       float* wo = w + o * ib;
+      if (base32) {
+        const float* bo = base32 + o * ib;
 #pragma omp simd
-      for (int64_t i = 0; i < ib; ++i) wo[i] += scale * ac[i];
+        for (int64_t i = 0; i < ib; ++i) wo[i] = bo[i] + scale * ac[i];
+      } else if (base16) {
+        const uint16_t* bo = base16 + o * ib;
+#pragma omp simd
+        for (int64_t i = 0; i < ib; ++i) wo[i] = bf16_to_float(bo[i]) + scale * ac[i];
+      } else {
+#pragma omp simd
+        for (int64_t i = 0; i < ib; ++i) wo[i] += scale * ac[i];
+      }
     }
   }
 }
@@ -300,6 +314,23 @@ void lora_project_grads(const ParameterSet& dense_grads, const ParameterSet& ada
     for (int64_t i = 0; i < da.numel(); ++i) ga[i] += da.data<float>()[i];
     for (int64_t i = 0; i < db.numel(); ++i) gb[i] += db.data<float>()[i];
   }
+}
+
+void LoraModel::refresh_weights() {
+  ParameterSet& params = model_.params();
+  for (size_t k = 0; k < targets_.size(); ++k) {
+    Tensor& w = params.tensor(targets_[k]);
+    const auto [ob, ib] = weight_box(params.info(targets_[k]));
+    const Tensor& a = adapters_.tensor(2 * k);
+    MAGIX_CHECK(base_[k].numel() == ob * ib && w.dtype() == DType::kF32,
+                "LoRA: the base copy of '{}' does not match its weight",
+                params.info(targets_[k]).name);
+    // W_eff = W + scale · B · A, written over the decoder's weight in one pass.
+    merge_box(w.data<float>(), a.data<float>(), adapters_.tensor(2 * k + 1).data<float>(), ob, ib,
+              a.dim(0), static_cast<float>(config_.scale()), &base_[k]);
+  }
+  applied_.clear();
+  for (size_t i = 0; i < adapters_.size(); ++i) applied_.push_back(adapters_.tensor(i).clone());
 }
 
 AdamW initialize_lora_opt_state(const AdamWOptions& options, const ParameterSet& adapters) {

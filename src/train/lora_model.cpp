@@ -39,21 +39,7 @@ LoraModel::LoraModel(Decoder model, LoraConfig config, ParameterSet adapters,
   refresh_weights();
 }
 
-void LoraModel::refresh_weights() {
-  ParameterSet& params = model_.params();
-  for (size_t k = 0; k < targets_.size(); ++k) {
-    Tensor& w = params.tensor(targets_[k]);
-    const Tensor& base = base_[k];
-    if (base.dtype() == DType::kBF16) {
-      bf16_to_float(base.span<uint16_t>(), w.span<float>());
-    } else {
-      std::memcpy(w.bytes(), base.bytes(), base.nbytes());
-    }
-  }
-  merge_lora(params, adapters_, config_.scale());
-  applied_.clear();
-  for (size_t i = 0; i < adapters_.size(); ++i) applied_.push_back(adapters_.tensor(i).clone());
-}
+// refresh_weights() is in lora.cpp, beside the merge loop it shares.
 
 void LoraModel::sync_weights() {
   bool same = applied_.size() == adapters_.size();
