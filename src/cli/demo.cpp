@@ -35,7 +35,7 @@ void run_demo_command(DemoCliArgs& a) {
   fmt::print("  metrics.jsonl      loss, learning rate, tokens/s of every step\n");
   fmt::print("  generated.jsonl    what `magix generate` wrote for the held-out prompts\n");
   fmt::print("  exact_match.jsonl  each prompt with its answer, the generation and the verdict\n");
-  fmt::print("  demo_report.json   the figures above\n");
+  fmt::print("  demo_report.json   accuracy, losses, timings and these commands\n");
   fmt::print("To continue:\n");
   for (const std::string& c : rep.commands) fmt::print("  {}\n", c);
 }
@@ -86,7 +86,8 @@ void add_demo_command(CLI::App& app) {
                   "OpenMP threads per process; the demo's matrices are small, so one per "
                   "process is fastest (0: OpenMP's default, OMP_NUM_THREADS)")
       ->capture_default_str();
-  cmd->add_flag(flag("quiet"), o.quiet, "print only the result");
+  cmd->add_flag(flag("quiet"), o.quiet,
+                "no step log: print the result (the trainer's summary lines stay on stderr)");
   cmd->callback([args] { run_demo_command(*args); });
 }
 
