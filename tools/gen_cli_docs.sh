@@ -70,6 +70,15 @@ step), `generated.jsonl` (what `magix generate` wrote), `exact_match.jsonl` and
 `demo_report.json`. A second run into the same folder is refused unless `--overwrite`, which
 removes only those entries. Under `mpirun -np 2 magix demo --mesh_shape 2 1` (or `1 2`) the run
 follows the single-process one step by step (tests/scripts/demo_mesh.sh).
+
+Measured with the defaults (a 328k-parameter Llama, 1,200 steps of 64 conversations, one thread
+per process) on this project's 2-core machine while other jobs shared it: 200/200 held-out
+prompts exact, loss 4.96 → 0.003, training 89 s wall / 46 s CPU (11,200 tokens/s over whole
+rows, 3,450 assistant tokens/s), 92 s for the whole demo; the same 200/200 and the same answers
+on `--mesh_shape 2 1` and `1 2`; seeds 7, 123, 1, 2024 gave 200, 198, 200, 200 of 200.
+transformers loads the `magix export` of the checkpoint and greedily gives the same 200 answers.
+`--digits 3` is harder: with 20,000 problems this model was still at loss ≈ 0.9 after 2,500 of
+4,000 steps (not tuned further).
 MD
       echo
       ;;
