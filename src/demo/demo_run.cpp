@@ -32,9 +32,19 @@ struct DemoPaths {
         metrics(root / "metrics.jsonl"),
         report(root / "demo_report.json") {}
   fs::path root, model, train_file, test_file, checkpoints, generations, scored, metrics, report;
-  // The entries a demo run creates: the only ones --overwrite removes.
+  // The entries a demo run and its printed commands create: the only ones --overwrite removes.
   std::vector<fs::path> entries() const {
-    return {model, root / "data", checkpoints, generations, scored, metrics, report};
+    return {model,
+            root / "data",
+            checkpoints,
+            generations,
+            scored,
+            metrics,
+            report,
+            root / "checkpoints_train",
+            root / "metrics_train.jsonl",
+            root / "generated_again.jsonl",
+            root / "hf_model"};
   }
 };
 
@@ -94,32 +104,17 @@ void write_demo_files(const DemoOptions& o, const DemoPaths& paths, const DemoDa
   if (o.overwrite) {
     for (const fs::path& p : paths.entries()) fs::remove_all(p);
   }
-  fs::create_directories(paths.model);
-  fs::create_directories(paths.train_file.parent_path());
+  // The config first (a bad --model_config leaves nothing behind), config.json written last.
   const std::string tokenizer_json = demo_tokenizer_json();
   const Tokenizer tok = Tokenizer::from_json_string(tokenizer_json);
+  const std::string config = model_config_json(o, tok.vocab_size()).dump(2) + "\n";
+  fs::create_directories(paths.model);
+  fs::create_directories(paths.train_file.parent_path());
   write_text(paths.model / "tokenizer.json", tokenizer_json);
   write_text(paths.model / "tokenizer_config.json", demo_tokenizer_config().dump(2) + "\n");
-  write_text(paths.model / "config.json", model_config_json(o, tok.vocab_size()).dump(2) + "\n");
   write_text(paths.train_file, jsonl(data.train, demo_train_record));
   write_text(paths.test_file, jsonl(data.test, demo_test_record));
-}
-
-std::vector<std::string> continue_commands(const DemoPaths& paths, const fs::path& ckpt,
-                                           int digits) {
-  return {
-      fmt::format("magix generate --model_name_or_path {} --prompts {} --use_chat_template "
-                  "--max_new_tokens {} --output_file {}",
-                  ckpt.string(), paths.test_file.string(), digits + 2,
-                  (paths.root / "generated_again.jsonl").string()),
-      fmt::format("magix export --checkpoint {} --output_dir {}", ckpt.string(),
-                  (paths.root / "hf_model").string()),
-      fmt::format("magix train --model_config {} --train_file {} --train_data_field messages "
-                  "--use_chat_template --train_on assistant --max_length {} --checkpoint_dir {} "
-                  "...   (the same run through the train command)",
-                  (paths.model / "config.json").string(), paths.train_file.string(), 3 * digits + 7,
-                  (paths.root / "checkpoints_cli").string()),
-  };
+  write_text(paths.model / "config.json", config);
 }
 
 // The flags of `magix train` that this demo run stands for.
@@ -137,8 +132,9 @@ TrainArgs demo_train_args(const DemoOptions& o, const DemoPaths& paths) {
   a.batch_size = o.batch_size;
   a.learning_rate = o.learning_rate;
   a.lr_schedule = "warmup_cosine";
+  // The trainer takes floor(ratio × steps) warmup steps: + 0.5 keeps rounding from losing one.
   a.warmup_ratio =
-      static_cast<double>(std::min(o.warmup_steps, o.steps)) / static_cast<double>(o.steps);
+      (static_cast<double>(std::min(o.warmup_steps, o.steps)) + 0.5) / static_cast<double>(o.steps);
   a.weight_decay = o.weight_decay;
   a.checkpoint_dir = paths.checkpoints.string();
   a.save_steps = 0;  // only the last step
@@ -163,6 +159,28 @@ GenerateArgs demo_generate_args(const DemoOptions& o, const DemoPaths& paths,
   g.mesh_shape = o.mesh_shape;
   g.generation.max_new_tokens = o.task.digits + 2;  // the answer and </s>, one spare
   return g;
+}
+
+// How to go on from the work dir: answer the prompts again, export the checkpoint as an HF
+// folder, and the same training run through `magix train` (it gives the same losses).
+std::vector<std::string> continue_commands(const DemoPaths& paths, const TrainArgs& t,
+                                           const fs::path& ckpt, int digits) {
+  return {
+      fmt::format("magix generate --model_name_or_path {} --prompts {} --use_chat_template "
+                  "--max_new_tokens {} --output_file {}",
+                  ckpt.string(), paths.test_file.string(), digits + 2,
+                  (paths.root / "generated_again.jsonl").string()),
+      fmt::format("magix export --checkpoint {} --output_dir {}", ckpt.string(),
+                  (paths.root / "hf_model").string()),
+      fmt::format("magix train --model_config {} --train_file {} --train_data_field {} "
+                  "--use_chat_template --train_on {} --max_length {} --max_steps {} "
+                  "--batch_size {} --learning_rate {} --warmup_ratio {} --weight_decay {} "
+                  "--seed {} --save_steps 0 --checkpoint_dir {} --metrics_file {}",
+                  t.model_config, t.train_file, t.train_data_field, t.train_on, t.max_length,
+                  t.max_steps, t.batch_size, t.learning_rate, t.warmup_ratio, t.weight_decay,
+                  t.seed, (paths.root / "checkpoints_train").string(),
+                  (paths.root / "metrics_train.jsonl").string()),
+  };
 }
 
 // Reads what run_generation wrote and compares it with the answers.
@@ -266,7 +284,7 @@ DemoReport run_demo(const DemoOptions& o, const Mesh& mesh) {
     scored += line.dump() + "\n";
   }
   rep.accuracy = static_cast<double>(rep.correct) / static_cast<double>(rep.test_examples);
-  rep.commands = continue_commands(paths, rep.checkpoint, o.task.digits);
+  rep.commands = continue_commands(paths, train_args, rep.checkpoint, o.task.digits);
 
   if (rank0) {
     write_text(paths.scored, scored);

@@ -82,6 +82,31 @@ assert rep["loss_last"] < 0.5 * rep["loss_first"], (rep["loss_first"], rep["loss
 print(f"demo_quick: accuracy {correct}/100, loss {rep['loss_first']:.3f} -> {rep['loss_last']:.3f}")
 PY
 
+# The commands it prints to continue work as printed: generate gives the same answers from the
+# checkpoint, export writes an HF folder, and train is the same run (the same losses, bit for bit:
+# the demo trains through the same run_training on the same data, seed and settings).
+run_printed() {
+  local line
+  line="$(grep -E "^  magix $1 " "$WORK/out.txt")" || fail "no '$1' command printed"
+  # shellcheck disable=SC2086
+  (set -f; "$MAGIX" ${line#  magix }) > "$WORK/$1.out" 2>&1 || fail "printed '$1' failed: $(cat "$WORK/$1.out")"
+}
+run_printed generate
+cmp -s "$RUN/generated.jsonl" "$RUN/generated_again.jsonl" || fail "generate from the checkpoint differs"
+run_printed export
+[ -s "$RUN/hf_model/config.json" ] && [ -s "$RUN/hf_model/model.safetensors" ] \
+  && [ -s "$RUN/hf_model/tokenizer.json" ] || fail "export wrote no HF folder"
+run_printed train
+python3 - "$RUN/metrics.jsonl" "$RUN/metrics_train.jsonl" <<'PY' || fail "magix train differs from the demo's training"
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+assert len(a) == len(b) == 300, (len(a), len(b))
+for x, y in zip(a, b):
+    assert (x["step"], x["loss"], x["lr"], x["grad_norm"], x["tokens"]) == \
+        (y["step"], y["loss"], y["lr"], y["grad_norm"], y["tokens"]), (x, y)
+PY
+
 # A second run into the same folder refuses before doing anything.
 if "$MAGIX" demo --work_dir "$RUN" "${QUICK[@]}" > /dev/null 2> "$WORK/err2.txt"; then
   fail "a second demo overwrote the first without --overwrite"
