@@ -62,7 +62,9 @@ notes() {
 4. **Answers**: the library entry point of `magix generate` (`run_generation`) answers the
    held-out prompts greedily from that checkpoint; the demo prints the exact-match accuracy, the
    loss (first step → mean of the last 50) and tokens/s, and names the work directory and the
-   commands to continue (`magix generate`, `magix export`, `magix train`).
+   commands to continue: `magix generate` (the same answers again), `magix export` (an HF folder)
+   and `magix train` with every setting of the run (it reproduces the demo's losses bit for bit;
+   tests/scripts/demo_quick.sh runs all three).
 
 The work directory holds `model/` (config + tokenizer), `data/train.jsonl` (conversations),
 `data/test.jsonl` (`{"prompt", "answer"}`), `checkpoints/NNNNNN/`, `metrics.jsonl` (one line per

@@ -124,4 +124,9 @@ expect_error "--digits must be in [1, 9]" --work_dir "$WORK/bad1" --digits 0
 expect_error "exceed the 100 distinct 1-digit additions" --work_dir "$WORK/bad2" --digits 1 \
   --train_examples 100 --test_examples 10
 expect_error "--steps must be positive" --work_dir "$WORK/bad3" --steps 0
+expect_error "cannot open --model_config" --work_dir "$WORK/bad4" --model_config "$WORK/none.json"
+[ ! -e "$WORK/bad4/model" ] && [ ! -e "$WORK/bad4/data" ] || fail "a bad --model_config left files"
+printf '{"model_type": "llama", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4}\n' > "$WORK/small_vocab.json"
+expect_error "vocab_size 64 is smaller than the demo tokenizer's 101 tokens" --work_dir "$WORK/bad5" \
+  --model_config "$WORK/small_vocab.json"
 echo "demo_quick: OK"
