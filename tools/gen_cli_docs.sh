@@ -20,9 +20,29 @@ help_of() {
     awk '{lines[NR] = $0} END {n = NR; while (n > 0 && lines[n] == "") n--; for (i = 1; i <= n; i++) print lines[i]}'
 }
 
-# Subcommands in the order `magix --help` lists them.
+# Subcommands in reading order: the workflow's order for those known here, then any others
+# alphabetically (independent of the order main.cpp registers them in).
 subcommands() {
-  "$MAGIX" --help | awk '/^Subcommands:/ {on = 1; next} on && /^  [a-z]/ {print $1}'
+  local all known="init tokenize chat-template score train train-lora generate export demo" c
+  all="$("$MAGIX" --help | awk '/^Subcommands:/ {on = 1; next} on && /^  [a-z]/ {print $1}')"
+  for c in $known; do
+    if grep -qx -- "$c" <<< "$all"; then echo "$c"; fi
+  done
+  for c in $(sort <<< "$all"); do
+    if ! grep -qw -- "$c" <<< "${known// /$'\n'}"; then echo "$c"; fi
+  done
+}
+
+# `magix --help` without its list of subcommands (whose order is the registration order); the
+# list follows as a table in reading order.
+top_help() {
+  help_of | awk '/^Subcommands:/ {exit} {print}' |
+    awk '{lines[NR] = $0} END {n = NR; while (n > 0 && lines[n] == "") n--; for (i = 1; i <= n; i++) print lines[i]}'
+}
+
+# One subcommand's description, as `magix --help` lists it.
+description() {
+  "$MAGIX" --help | awk -v c="$1" '/^Subcommands:/ {on = 1; next} on && $1 == c {sub(/^  [^ ]+ +/, ""); print; exit}'
 }
 
 # Where each subcommand is explained at length.
@@ -107,17 +127,18 @@ generate() {
 
 Commands:
 MD
-  local first=1 cmd
+  local cmd
+  echo
+  echo '| command | what it does |'
+  echo '|---|---|'
   for cmd in $(subcommands); do
-    if [ $first = 1 ]; then first=0; else printf ', '; fi
-    printf '[`%s`](#magix-%s)' "$cmd" "$cmd"
+    printf '| [`magix %s`](#magix-%s) | %s |\n' "$cmd" "$cmd" "$(description "$cmd")"
   done
-  printf '.\n'
   echo
   echo '## magix'
   echo
   echo '```text'
-  help_of
+  top_help
   echo '```'
   for cmd in $(subcommands); do
     echo
