@@ -121,9 +121,9 @@ generate() {
   (`--mesh_shape` = `--mesh-shape`). `--help` on any command prints its flags and defaults.
 - `--mesh_shape D M` sizes the data and model axes of the device mesh (one may be `-1`); more
   than one process runs under `mpirun -np N` (or `srun`), `N = D × M` (docs/mesh.md).
-- Output files are JSONL and are written atomically: a run that fails leaves no half-written file
-  that looks valid. Errors print one line naming the file/tensor/line and exit non-zero; under
-  `mpirun` every rank stops.
+- Result files (`--output_file`) are JSONL, written under a temporary name and renamed when
+  complete, so a failed run leaves none that looks complete. Errors print one line naming the
+  file/tensor/line and exit non-zero; under `mpirun` every rank stops.
 
 Commands:
 MD
