@@ -18,11 +18,9 @@
 
 #include "magix/batch.hpp"
 #include "magix/dataset.hpp"
+#include "magix/hash.hpp"
 
 namespace magix {
-
-// SplitMix64 finaliser (Steele et al.): the mixing step used to derive shuffle seeds.
-uint64_t splitmix64(uint64_t x);
 
 // The permutation of [0, n) for an epoch. Generator: std::mt19937_64 (its output sequence is
 // fixed by the C++ standard) seeded with splitmix64(seed ^ splitmix64(epoch)); Fisher-Yates from

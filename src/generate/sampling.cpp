@@ -7,17 +7,10 @@
 
 #include "magix/error.hpp"
 #include "magix/generate.hpp"
+#include "magix/hash.hpp"
 
 namespace magix {
 namespace {
-
-// splitmix64's finaliser: a bijection of 64-bit words that mixes every input bit.
-uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
@@ -76,9 +69,9 @@ std::string_view finish_reason_name(FinishReason reason) {
 }
 
 double sampling_uniform(uint64_t seed, int64_t prompt_index, int64_t token_index) {
-  uint64_t x = mix64(seed);
-  x = mix64(x ^ static_cast<uint64_t>(prompt_index));
-  x = mix64(x ^ (static_cast<uint64_t>(token_index) * 0xd6e8feb86659fd93ull));
+  uint64_t x = splitmix64(seed);
+  x = splitmix64(x ^ static_cast<uint64_t>(prompt_index));
+  x = splitmix64(x ^ (static_cast<uint64_t>(token_index) * 0xd6e8feb86659fd93ull));
   return static_cast<double>(x >> 11) * 0x1.0p-53;  // 53 random bits in [0, 1)
 }
 

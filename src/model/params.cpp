@@ -7,6 +7,7 @@
 #include <set>
 
 #include "magix/error.hpp"
+#include "magix/hash.hpp"
 #include "magix/hf_files.hpp"
 #include "magix/model.hpp"
 
@@ -26,23 +27,6 @@ std::string list_names(const std::vector<std::string>& names, size_t max_listed 
   return out;
 }
 
-// SplitMix64 finaliser: a well-mixed 64-bit hash of a counter.
-uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-uint64_t fnv1a(std::string_view s) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (char c : s) {
-    h ^= static_cast<uint8_t>(c);
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
-
 // Uniform in (0, 1] from 53 random bits.
 double unit_open(uint64_t bits) {
   return (static_cast<double>(bits >> 11) + 1.0) * 0x1.0p-53;
@@ -51,8 +35,8 @@ double unit_open(uint64_t bits) {
 // Standard normal number `e` of the stream `key` (Box-Muller on the pair e / 2).
 double normal_at(uint64_t key, int64_t e) {
   const uint64_t pair = static_cast<uint64_t>(e / 2);
-  const double u1 = unit_open(mix64(key ^ mix64(2 * pair)));
-  const double u2 = unit_open(mix64(key ^ mix64(2 * pair + 1)));
+  const double u1 = unit_open(splitmix64(key ^ splitmix64(2 * pair)));
+  const double u2 = unit_open(splitmix64(key ^ splitmix64(2 * pair + 1)));
   const double r = std::sqrt(-2.0 * std::log(u1));
   const double angle = 2.0 * std::numbers::pi * u2;
   return (e % 2 == 0) ? r * std::cos(angle) : r * std::sin(angle);
@@ -242,7 +226,7 @@ ParameterSet init_parameters(const ModelConfig& c, const std::vector<ParamInfo>&
     }
     // Linear or Embedding weight: element (r, k) of the global tensor is normal draw number
     // r * cols + k of the stream keyed by (seed, name).
-    const uint64_t key = mix64(seed ^ mix64(fnv1a(p.name)));
+    const uint64_t key = splitmix64(seed ^ splitmix64(fnv1a64(p.name)));
     const int64_t cols = p.global_shape[1];
     const int64_t rows_local = p.box_extent[0], cols_local = p.box_extent[1];
     for (int64_t r = 0; r < rows_local; ++r) {

@@ -30,13 +30,6 @@ uint64_t uniform_below(std::mt19937_64& gen, uint64_t m) {
 
 }  // namespace
 
-uint64_t splitmix64(uint64_t x) {
-  uint64_t z = x + 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
 std::vector<int64_t> shuffle_permutation(int64_t n, uint64_t seed, int64_t epoch) {
   MAGIX_CHECK(n >= 0 && epoch >= 0, "shuffle_permutation: n={} and epoch={} must be >= 0", n,
               epoch);

@@ -8,26 +8,10 @@
 
 #include "magix/dtype_convert.hpp"
 #include "magix/error.hpp"
+#include "magix/hash.hpp"
 
 namespace magix {
 namespace {
-
-// SplitMix64 finaliser: a well-mixed 64-bit hash of a counter.
-uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-uint64_t hash_name(std::string_view s) {  // FNV-1a
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (char c : s) {
-    h ^= static_cast<uint8_t>(c);
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
 
 // The box of a 2-D base weight: rows [o0, o0 + ob), columns [i0, i0 + ib).
 struct WeightBox {
@@ -249,14 +233,15 @@ ParameterSet init_lora_adapters(const std::vector<ParamInfo>& adapter_infos, uin
     const int64_t cols = a.global_shape[1];
     // He (Kaiming) uniform over fan_in = in: variance 2 / in.
     const double bound = std::sqrt(6.0 / static_cast<double>(cols));
-    const uint64_t key = mix64(seed ^ hash_name(a.name));
+    const uint64_t key = splitmix64(seed ^ fnv1a64(a.name));
     float* dst = out.tensor(k).data<float>();
     const int64_t nr = a.box_extent[0], nc = a.box_extent[1];
     for (int64_t i = 0; i < nr; ++i) {
       for (int64_t j = 0; j < nc; ++j) {
         const int64_t e = (a.box_start[0] + i) * cols + a.box_start[1] + j;  // global element
-        const double u = static_cast<double>(mix64(key ^ mix64(static_cast<uint64_t>(e))) >> 11) *
-                         0x1.0p-53;  // [0, 1)
+        const double u =
+            static_cast<double>(splitmix64(key ^ splitmix64(static_cast<uint64_t>(e))) >> 11) *
+            0x1.0p-53;  // [0, 1)
         dst[i * nc + j] = static_cast<float>((2.0 * u - 1.0) * bound);
       }
     }
