@@ -133,8 +133,9 @@ TrainArgs demo_train_args(const DemoOptions& o, const DemoPaths& paths) {
   a.learning_rate = o.learning_rate;
   a.lr_schedule = "warmup_cosine";
   // The trainer takes floor(ratio × steps) warmup steps: + 0.5 keeps rounding from losing one.
+  const int64_t warmup = std::clamp<int64_t>(o.warmup_steps, 0, o.steps);
   a.warmup_ratio =
-      (static_cast<double>(std::min(o.warmup_steps, o.steps)) + 0.5) / static_cast<double>(o.steps);
+      warmup == o.steps ? 1.0 : (static_cast<double>(warmup) + 0.5) / static_cast<double>(o.steps);
   a.weight_decay = o.weight_decay;
   a.checkpoint_dir = paths.checkpoints.string();
   a.save_steps = 0;  // only the last step

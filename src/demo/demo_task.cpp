@@ -7,21 +7,20 @@
 
 #include "magix/demo.hpp"
 #include "magix/error.hpp"
+#include "magix/hash.hpp"
 
 namespace magix {
 namespace {
 
-// A SplitMix64 stream: state advances by the golden-ratio increment, outputs are mixed.
+// A SplitMix64 stream: output i is splitmix64(seed + i · golden-ratio increment).
 class SplitMix64 {
  public:
   explicit SplitMix64(uint64_t seed) : state_(seed) {}
   uint64_t next() {
-    uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    const uint64_t z = splitmix64(state_);
+    state_ += 0x9e3779b97f4a7c15ull;
+    return z;
   }
-  // Uniform in [0, n) by the high half of a 64x64 product (bias < n / 2^64, irrelevant here).
   uint64_t below(uint64_t n) {
     return static_cast<uint64_t>((static_cast<unsigned __int128>(next()) * n) >> 64);
   }

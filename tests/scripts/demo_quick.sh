@@ -124,6 +124,9 @@ expect_error "--digits must be in [1, 9]" --work_dir "$WORK/bad1" --digits 0
 expect_error "exceed the 100 distinct 1-digit additions" --work_dir "$WORK/bad2" --digits 1 \
   --train_examples 100 --test_examples 10
 expect_error "--steps must be positive" --work_dir "$WORK/bad3" --steps 0
+# Fewer steps than --warmup_steps: all of them warm up (no error).
+"$MAGIX" demo --work_dir "$WORK/short" --digits 1 --train_examples 40 --test_examples 8 --steps 2 \
+  --batch_size 8 --warmup_steps 5 --quiet > /dev/null 2>&1 || fail "a 2-step demo with 5 warmup steps failed"
 expect_error "cannot open --model_config" --work_dir "$WORK/bad4" --model_config "$WORK/none.json"
 [ ! -e "$WORK/bad4/model" ] && [ ! -e "$WORK/bad4/data" ] || fail "a bad --model_config left files"
 printf '{"model_type": "llama", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4}\n' > "$WORK/small_vocab.json"
