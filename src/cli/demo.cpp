@@ -83,8 +83,9 @@ void add_demo_command(CLI::App& app) {
   cmd->add_option(flag("log_every"), o.log_every, "print the loss every N steps")
       ->capture_default_str();
   cmd->add_option(flag("threads"), args->threads,
-                  "OpenMP threads per process; the demo's matrices are small, so one per "
-                  "process is fastest (0: OpenMP's default, OMP_NUM_THREADS)")
+                  "OpenMP threads per process (0: OpenMP's default, OMP_NUM_THREADS); the "
+                  "demo's matrices are small: 2 threads train ~1.3x faster than 1 on an idle "
+                  "2-core machine, and several times slower on a busy one")
       ->capture_default_str();
   cmd->add_flag(flag("quiet"), o.quiet,
                 "no step log: print the result (the trainer's summary lines stay on stderr)");
