@@ -94,9 +94,10 @@ removes only those entries. Under `mpirun -np 2 magix demo --mesh_shape 2 1` (or
 follows the single-process one step by step (tests/scripts/demo_mesh.sh).
 
 Measured with the defaults (a 328k-parameter Llama, 1,200 steps of 64 conversations, one thread
-per process) on this project's 2-core machine while other jobs shared it: 200/200 held-out
-prompts exact, loss 4.96 → 0.003, training 89 s wall / 46 s CPU (11,200 tokens/s over whole
-rows, 3,450 assistant tokens/s), 92 s for the whole demo; the same 200/200 and the same answers
+per process) on this project's 2-core machine: 200/200 held-out prompts exact, loss 4.96 → 0.003;
+idle machine: 38 s for the whole demo, training 37 s (26,800 tokens/s over whole rows, 8,250
+assistant tokens/s; `--threads 2`: 28 s); shared with other jobs (load ≈ 3): 92 s, training 89 s
+wall / 46 s CPU. The same 200/200 and the same answers
 on `--mesh_shape 2 1` and `1 2`; seeds 7, 123, 1, 2024 gave 200, 198, 200, 200 of 200.
 transformers loads the `magix export` of the checkpoint and greedily gives the same 200 answers.
 `--digits 3` is harder: with 20,000 problems this model was still at loss ≈ 0.9 after 2,500 of
