@@ -6,9 +6,9 @@
 #include <cstring>
 #include <filesystem>
 
+#include "../common/tensor_compare.hpp"
 #include "magix/model.hpp"
 #include "magix/safetensors.hpp"
-#include "../common/tensor_compare.hpp"
 
 namespace magix {
 namespace {

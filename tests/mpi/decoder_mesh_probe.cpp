@@ -23,11 +23,11 @@
 #include <string>
 #include <vector>
 
+#include "../common/tensor_compare.hpp"
 #include "magix/distributed.hpp"
 #include "magix/error.hpp"
 #include "magix/model.hpp"
 #include "magix/safetensors.hpp"
-#include "../common/tensor_compare.hpp"
 
 namespace {
 
