@@ -9,6 +9,7 @@
 #include <fstream>
 #include <string>
 
+#include "../common/fixture_batch.hpp"
 #include "magix/error.hpp"
 #include "magix/lora.hpp"
 #include "magix/model.hpp"
@@ -29,29 +30,6 @@ struct LoraFixture {
   double token_count = 0;
 };
 
-// HF inputs -> TokenBatch: targets[t] = labels[t + 1] (-100 -> ignored), as HF shifts them;
-// rows repeated `repeat` times (0..B-1, 0..B-1, ...).
-inline TokenBatch read_fixture_batch(const SafetensorsReader& ref, int64_t repeat = 1) {
-  Tensor ids = ref.read("input_ids");
-  Tensor mask = ref.read("attention_mask");
-  Tensor labels = ref.read("labels");
-  TokenBatch b;
-  const int64_t rows = ids.dim(0);
-  b.batch = rows * repeat;
-  b.seq = ids.dim(1);
-  for (int64_t k = 0; k < repeat; ++k) {
-    for (int64_t i = 0; i < rows * b.seq; ++i) {
-      const int64_t t = i % b.seq;
-      b.input_ids.push_back(static_cast<int32_t>(ids.data<int64_t>()[i]));
-      b.key_valid.push_back(static_cast<int32_t>(mask.data<int64_t>()[i]));
-      b.positions.push_back(static_cast<int32_t>(t));
-      const int64_t next = t + 1 < b.seq ? labels.data<int64_t>()[i + 1] : -100;
-      b.targets.push_back(next == -100 ? TokenBatch::kIgnore : static_cast<int32_t>(next));
-    }
-  }
-  return b;
-}
-
 inline LoraFixture load_lora_fixture(const std::string& name, int64_t repeat = 1) {
   const std::filesystem::path dir = kLoraFixtures / name;
   std::ifstream f(dir / "lora.json");
@@ -65,7 +43,7 @@ inline LoraFixture load_lora_fixture(const std::string& name, int64_t repeat = 1
     fx.config.targets = meta.at("magix_targets").get<std::string>();
   }
   SafetensorsReader ref(fx.model_dir / "reference.safetensors");
-  fx.batch = read_fixture_batch(ref, repeat);
+  fx.batch = test::read_fixture_batch(ref, repeat);
   fx.token_count = static_cast<double>(fx.batch.count_targets());
   return fx;
 }

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "../common/fixture_batch.hpp"
 #include "magix/dtype_convert.hpp"
 #include "magix/error.hpp"
 #include "magix/model.hpp"
@@ -22,25 +23,6 @@ bool same_bits(const Tensor& a, const Tensor& b) {
 }
 
 // The fixture's inputs (fixtures_test.cpp's convention: targets[t] = labels[t + 1]).
-TokenBatch fixture_batch(const std::filesystem::path& dir) {
-  SafetensorsReader ref(dir / "reference.safetensors");
-  Tensor ids = ref.read("input_ids");
-  Tensor mask = ref.read("attention_mask");
-  Tensor labels = ref.read("labels");
-  TokenBatch b;
-  b.batch = ids.dim(0);
-  b.seq = ids.dim(1);
-  for (int64_t i = 0; i < b.batch * b.seq; ++i) {
-    const int64_t t = i % b.seq;
-    b.input_ids.push_back(static_cast<int32_t>(ids.data<int64_t>()[i]));
-    b.key_valid.push_back(static_cast<int32_t>(mask.data<int64_t>()[i]));
-    b.positions.push_back(static_cast<int32_t>(t));
-    const int64_t next = t + 1 < b.seq ? labels.data<int64_t>()[i + 1] : -100;
-    b.targets.push_back(next == -100 ? TokenBatch::kIgnore : static_cast<int32_t>(next));
-  }
-  return b;
-}
-
 class Bf16Fixture : public testing::TestWithParam<std::string> {};
 
 TEST_P(Bf16Fixture, EqualsFp32DecoderWithRoundedWeights) {
@@ -61,7 +43,7 @@ TEST_P(Bf16Fixture, EqualsFp32DecoderWithRoundedWeights) {
   }
   ASSERT_TRUE(any_rounded) << "the fixture's weights are already bf16: the test would prove little";
 
-  const TokenBatch b = fixture_batch(dir);
+  const TokenBatch b = test::read_fixture_batch(SafetensorsReader(dir / "reference.safetensors"));
   const double count = static_cast<double>(b.count_targets());
   for (bool recompute : {false, true}) {
     bf16.set_options({.recompute = recompute, .head_chunk_rows = 5, .weight_dtype = DType::kBF16});

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "../common/fixture_batch.hpp"
 #include "../common/tensor_compare.hpp"
 #include "magix/model.hpp"
 #include "magix/safetensors.hpp"
@@ -23,24 +24,11 @@ struct Reference {
   SafetensorsReader reader;
 };
 
-// HF inputs -> TokenBatch: targets[t] = labels[t + 1] (-100 -> ignored), as HF shifts them.
+// The fixture's HF inputs and the global count of its targets.
 Reference read_reference(const std::filesystem::path& dir) {
   Reference ref{TokenBatch{}, 0, SafetensorsReader(dir / "reference.safetensors")};
-  Tensor ids = ref.reader.read("input_ids");
-  Tensor mask = ref.reader.read("attention_mask");
-  Tensor labels = ref.reader.read("labels");
-  TokenBatch& b = ref.batch;
-  b.batch = ids.dim(0);
-  b.seq = ids.dim(1);
-  const int64_t n = b.batch * b.seq;
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t t = i % b.seq;
-    b.input_ids.push_back(static_cast<int32_t>(ids.data<int64_t>()[i]));
-    b.key_valid.push_back(static_cast<int32_t>(mask.data<int64_t>()[i]));
-    b.positions.push_back(static_cast<int32_t>(t));
-    const int64_t next = t + 1 < b.seq ? labels.data<int64_t>()[i + 1] : -100;
-    b.targets.push_back(next == -100 ? TokenBatch::kIgnore : static_cast<int32_t>(next));
-  }
+  ref.batch = test::read_fixture_batch(ref.reader);
+  const TokenBatch& b = ref.batch;
   Tensor tokens = ref.reader.read("tokens_per_example");
   for (int64_t r = 0; r < b.batch; ++r) ref.token_count += tokens.data<int64_t>()[r];
   return ref;

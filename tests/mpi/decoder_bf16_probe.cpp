@@ -21,11 +21,13 @@
 #include <string>
 #include <vector>
 
+#include "../common/fixture_batch.hpp"
 #include "../common/tensor_compare.hpp"
 #include "magix/distributed.hpp"
 #include "magix/error.hpp"
 #include "magix/model.hpp"
 #include "magix/safetensors.hpp"
+#include "magix/train_step.hpp"
 
 namespace {
 
@@ -42,42 +44,14 @@ void report(bool ok, const std::string& line) {
 // rows repeated up to at least `min_rows` (the mean loss and its gradients are unchanged).
 magix::TokenBatch read_batch(const std::filesystem::path& dir, int64_t min_rows) {
   magix::SafetensorsReader ref(dir / "reference.safetensors");
-  magix::Tensor ids = ref.read("input_ids");
-  magix::Tensor mask = ref.read("attention_mask");
-  magix::Tensor labels = ref.read("labels");
-  const int64_t rows = ids.dim(0), seq = ids.dim(1);
-  const int64_t repeat = std::max<int64_t>(1, (min_rows + rows - 1) / rows);
-  magix::TokenBatch b;
-  b.batch = rows * repeat;
-  b.seq = seq;
-  for (int64_t k = 0; k < repeat; ++k) {
-    for (int64_t i = 0; i < rows * seq; ++i) {
-      const int64_t t = i % seq;
-      b.input_ids.push_back(static_cast<int32_t>(ids.data<int64_t>()[i]));
-      b.key_valid.push_back(static_cast<int32_t>(mask.data<int64_t>()[i]));
-      b.positions.push_back(static_cast<int32_t>(t));
-      const int64_t next = t + 1 < seq ? labels.data<int64_t>()[i + 1] : -100;
-      b.targets.push_back(next == -100 ? magix::TokenBatch::kIgnore : static_cast<int32_t>(next));
-    }
-  }
-  return b;
+  const int64_t rows = ref.read("input_ids").dim(0);
+  return magix::test::read_fixture_batch(ref, std::max<int64_t>(1, (min_rows + rows - 1) / rows));
 }
 
 // Data rank r's contiguous rows of a global batch over D data ranks.
 magix::TokenBatch data_slice(const magix::TokenBatch& b, int r, int D) {
   MAGIX_CHECK(b.batch % D == 0, "{} rows do not split over {} data ranks", b.batch, D);
-  const int64_t n = b.batch / D, r0 = r * n;
-  magix::TokenBatch s;
-  s.batch = n;
-  s.seq = b.seq;
-  auto cut = [&](const std::vector<int32_t>& v) {
-    return std::vector<int32_t>(v.begin() + r0 * b.seq, v.begin() + (r0 + n) * b.seq);
-  };
-  s.input_ids = cut(b.input_ids);
-  s.targets = cut(b.targets);
-  s.key_valid = cut(b.key_valid);
-  s.positions = cut(b.positions);
-  return s;
+  return magix::slice_rows(b, r * (b.batch / D), b.batch / D);
 }
 
 bool same_bits(const magix::Tensor& a, const magix::Tensor& b) {

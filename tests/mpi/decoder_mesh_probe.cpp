@@ -23,11 +23,13 @@
 #include <string>
 #include <vector>
 
+#include "../common/fixture_batch.hpp"
 #include "../common/tensor_compare.hpp"
 #include "magix/distributed.hpp"
 #include "magix/error.hpp"
 #include "magix/model.hpp"
 #include "magix/safetensors.hpp"
+#include "magix/train_step.hpp"
 
 namespace {
 
@@ -40,44 +42,6 @@ int failures = 0;
 void report(bool ok, const std::string& line) {
   std::printf("%s: %s\n", ok ? "ok  " : "FAIL", line.c_str());
   if (!ok) ++failures;
-}
-
-// The fixture's HF inputs as one global batch (fixtures_test.cpp's convention: targets[t] =
-// labels[t + 1], -100 -> ignored), rows repeated `repeat` times (rows 0..B-1, 0..B-1, ...).
-magix::TokenBatch read_batch(const magix::SafetensorsReader& ref, int64_t repeat) {
-  magix::Tensor ids = ref.read("input_ids");
-  magix::Tensor mask = ref.read("attention_mask");
-  magix::Tensor labels = ref.read("labels");
-  magix::TokenBatch b;
-  const int64_t rows = ids.dim(0);
-  b.batch = rows * repeat;
-  b.seq = ids.dim(1);
-  for (int64_t k = 0; k < repeat; ++k) {
-    for (int64_t i = 0; i < rows * b.seq; ++i) {
-      const int64_t t = i % b.seq;
-      b.input_ids.push_back(static_cast<int32_t>(ids.data<int64_t>()[i]));
-      b.key_valid.push_back(static_cast<int32_t>(mask.data<int64_t>()[i]));
-      b.positions.push_back(static_cast<int32_t>(t));
-      const int64_t next = t + 1 < b.seq ? labels.data<int64_t>()[i + 1] : -100;
-      b.targets.push_back(next == -100 ? magix::TokenBatch::kIgnore : static_cast<int32_t>(next));
-    }
-  }
-  return b;
-}
-
-// Rows [r0, r0 + n) of a batch.
-magix::TokenBatch slice_rows(const magix::TokenBatch& b, int64_t r0, int64_t n) {
-  magix::TokenBatch s;
-  s.batch = n;
-  s.seq = b.seq;
-  auto cut = [&](const std::vector<int32_t>& v) {
-    return std::vector<int32_t>(v.begin() + r0 * b.seq, v.begin() + (r0 + n) * b.seq);
-  };
-  s.input_ids = cut(b.input_ids);
-  s.targets = cut(b.targets);
-  s.key_valid = cut(b.key_valid);
-  s.positions = cut(b.positions);
-  return s;
 }
 
 double rel(double got, double want) {
@@ -132,7 +96,7 @@ int run_check(const std::string& name, int d, int m) {
   magix::SafetensorsReader ref(dir / "reference.safetensors");
   const int64_t fixture_rows = ref.entry("input_ids").shape.at(0);
   const int64_t repeat = D > fixture_rows ? (D + fixture_rows - 1) / fixture_rows : 1;
-  const magix::TokenBatch global = read_batch(ref, repeat);
+  const magix::TokenBatch global = magix::test::read_fixture_batch(ref, repeat);
   MAGIX_CHECK(global.batch % D == 0, "{} rows do not split over {} data ranks", global.batch, D);
   const double token_count = static_cast<double>(global.count_targets());
   const std::string where = fmt::format("{} on {}x{}", name, D, M);
@@ -145,7 +109,7 @@ int run_check(const std::string& name, int d, int m) {
   // The mesh run: this data rank's contiguous rows.
   magix::Decoder model = magix::load_decoder(dir.string(), mesh);
   const int64_t rows = global.batch / D;
-  const magix::TokenBatch mine = slice_rows(global, mesh.data_rank() * rows, rows);
+  const magix::TokenBatch mine = magix::slice_rows(global, mesh.data_rank() * rows, rows);
   magix::ParameterSet grads = model.params().zeros_like();
   const magix::LossResult res = model.loss_and_grad(mine, token_count, grads);
   // Forward only: the same loss; and the full-vocabulary logits of every row, gathered over data

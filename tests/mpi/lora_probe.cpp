@@ -19,6 +19,7 @@
 #include "magix/distributed.hpp"
 #include "magix/error.hpp"
 #include "magix/lora.hpp"
+#include "magix/train_step.hpp"
 
 namespace {
 
@@ -33,20 +34,6 @@ void report(bool ok, const std::string& line) {
 
 double rel(double got, double want) {
   return std::fabs(got - want) / std::max(std::fabs(want), 1e-30);
-}
-
-magix::TokenBatch rows_of(const magix::TokenBatch& b, int64_t r0, int64_t n) {
-  magix::TokenBatch s;
-  s.batch = n;
-  s.seq = b.seq;
-  auto cut = [&](const std::vector<int32_t>& v) {
-    return std::vector<int32_t>(v.begin() + r0 * b.seq, v.begin() + (r0 + n) * b.seq);
-  };
-  s.input_ids = cut(b.input_ids);
-  s.targets = cut(b.targets);
-  s.key_valid = cut(b.key_valid);
-  s.positions = cut(b.positions);
-  return s;
 }
 
 // The whole 2-D tensor of `info` from every rank's box (all_gather over the world; every box
@@ -106,7 +93,7 @@ int run_check(const std::string& name, int d, int m) {
   MAGIX_CHECK(fx.batch.batch % D == 0, "{} rows do not split over {} data ranks", fx.batch.batch,
               D);
   const int64_t rows = fx.batch.batch / D;
-  const magix::TokenBatch mine = rows_of(fx.batch, mesh.data_rank() * rows, rows);
+  const magix::TokenBatch mine = magix::slice_rows(fx.batch, mesh.data_rank() * rows, rows);
   const std::string where = fmt::format("{} on {}x{}", name, D, mesh.model_size());
 
   // 1. The fixture's adapters: loss and gradients.
