@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <string>
 
 #include "magix/tensor.hpp"
 
@@ -20,5 +22,24 @@ inline double rel_l2(const Tensor& got, const Tensor& want) {
   }
   return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
 }
+
+// |got - want| / |want| (want 0: the absolute difference over 1e-30).
+inline double rel(double got, double want) {
+  return std::fabs(got - want) / std::max(std::fabs(want), 1e-30);
+}
+
+// For the MPI probes (programs without GoogleTest): one line per check on stdout, "ok  : ..." or
+// "FAIL: ...", and the count of failed checks, which the probe turns into its exit status.
+class ProbeReport {
+ public:
+  void operator()(bool ok, const std::string& line) {
+    std::printf("%s: %s\n", ok ? "ok  " : "FAIL", line.c_str());
+    if (!ok) ++failures_;
+  }
+  int failures() const { return failures_; }
+
+ private:
+  int failures_ = 0;
+};
 
 }  // namespace magix::test

@@ -20,11 +20,8 @@ namespace magix {
 namespace {
 
 using test::load_lora_fixture;
+using test::rel;
 using test::rel_l2;
-
-double rel(double got, double want) {
-  return std::fabs(got - want) / std::max(std::fabs(want), 1e-30);
-}
 
 // W (rows, cols) + scale * B (rows, r) * A (r, cols), in double.
 std::vector<double> naive_merge(const Tensor& w, const Tensor& a, const Tensor& b, double scale) {

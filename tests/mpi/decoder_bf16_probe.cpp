@@ -33,12 +33,7 @@ namespace {
 
 const std::filesystem::path kModels = std::filesystem::path(MAGIX_FIXTURES_DIR) / "models";
 
-int failures = 0;
-
-void report(bool ok, const std::string& line) {
-  std::printf("%s: %s\n", ok ? "ok  " : "FAIL", line.c_str());
-  if (!ok) ++failures;
-}
+magix::test::ProbeReport report;  // this rank's checks
 
 // The fixture's inputs as one global batch (targets[t] = labels[t + 1], -100 -> ignored), the
 // rows repeated up to at least `min_rows` (the mean loss and its gradients are unchanged).
@@ -150,7 +145,7 @@ int run_check(const std::string& name, int d, int m) {
                                       "(tol 1e-5)",
                                       where, worst));
   }
-  std::vector<float> verdict = {static_cast<float>(failures)};
+  std::vector<float> verdict = {static_cast<float>(report.failures())};
   mesh.world().all_reduce(verdict, magix::ReduceOp::kSum);
   if (root) std::printf("%s: %s\n", name.c_str(), verdict[0] > 0 ? "FAILED" : "all checks passed");
   return verdict[0] > 0 ? 1 : 0;

@@ -33,20 +33,12 @@
 
 namespace {
 
+using magix::test::rel;
 using magix::test::rel_l2;
 
 const std::filesystem::path kModels = std::filesystem::path(MAGIX_FIXTURES_DIR) / "models";
 
-int failures = 0;
-
-void report(bool ok, const std::string& line) {
-  std::printf("%s: %s\n", ok ? "ok  " : "FAIL", line.c_str());
-  if (!ok) ++failures;
-}
-
-double rel(double got, double want) {
-  return std::fabs(got - want) / std::max(std::fabs(want), 1e-30);
-}
+magix::test::ProbeReport report;  // this rank's checks
 
 // The whole tensor of parameter `info` from every rank's box: an all_gather over the world
 // (every box has the same extent: dims divide evenly), each rank's block placed at the box that
@@ -174,10 +166,10 @@ int run_check(const std::string& name, int d, int m) {
     for (const auto& e : ref.entries()) ref_grads += e.name.starts_with("grad.");
     report(checked == ref_grads, fmt::format("{}: {} gradients checked, the reference has {}",
                                              where, checked, ref_grads));
-    std::printf("%s: %s\n", where.c_str(), failures ? "FAILED" : "all checks passed");
+    std::printf("%s: %s\n", where.c_str(), report.failures() ? "FAILED" : "all checks passed");
   }
   // Rank 0 decides for everyone (the other ranks compare nothing).
-  std::vector<float> verdict = {static_cast<float>(failures)};
+  std::vector<float> verdict = {static_cast<float>(report.failures())};
   mesh.world().broadcast(std::as_writable_bytes(std::span<float>(verdict)), 0);
   return verdict[0] > 0 ? 1 : 0;
 }
@@ -192,7 +184,7 @@ int run_load_error(const std::string& name, int d, int m, const std::string& tex
     report(msg.find(text) != std::string::npos,
            fmt::format("rank {}: {} load error mentions '{}': {}", mesh.world_rank(), where, text,
                        msg));
-    return failures ? 1 : 0;
+    return report.failures() ? 1 : 0;
   }
   report(false, fmt::format("rank {}: {} loaded; expected an error mentioning '{}'",
                             mesh.world_rank(), where, text));

@@ -23,18 +23,10 @@
 
 namespace {
 
+using magix::test::rel;
 using magix::test::rel_l2;
 
-int failures = 0;
-
-void report(bool ok, const std::string& line) {
-  std::printf("%s: %s\n", ok ? "ok  " : "FAIL", line.c_str());
-  if (!ok) ++failures;
-}
-
-double rel(double got, double want) {
-  return std::fabs(got - want) / std::max(std::fabs(want), 1e-30);
-}
+magix::test::ProbeReport report;  // this rank's checks
 
 // The whole 2-D tensor of `info` from every rank's box (all_gather over the world; every box
 // has the same extent). Replicas must agree bit for bit: `replicas_equal` says whether they do.
@@ -162,7 +154,7 @@ int run_check(const std::string& name, int d, int m) {
         fmt::format("{} adapters after 3 steps vs 1x1: worst rel L2 {:.3g}", where, worst_adapter));
     report(replicas, fmt::format("{} replicated adapter shards stay identical", where));
   }
-  std::vector<double> f = {static_cast<double>(failures)};
+  std::vector<double> f = {static_cast<double>(report.failures())};
   mesh.world().all_reduce(f, magix::ReduceOp::kSum);
   return f[0] > 0 ? 1 : 0;
 }
