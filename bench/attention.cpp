@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cpu/attention.hpp"
-#include "kernels/cpu/gemm.hpp"
+#include "backends/cpu/attention.hpp"
+#include "backends/cpu/gemm.hpp"
 
 namespace {
 

@@ -17,7 +17,7 @@
 #include <cstring>
 #include <vector>
 
-#include "kernels/cpu/gemm.hpp"
+#include "backends/cpu/gemm.hpp"
 #include "magix/model.hpp"
 
 namespace {

@@ -24,9 +24,9 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cpu/blas_library.hpp"
-#include "kernels/cpu/gemm.hpp"
-#include "kernels/cpu/matmul.hpp"
+#include "backends/cpu/blas_library.hpp"
+#include "backends/cpu/gemm.hpp"
+#include "backends/cpu/matmul.hpp"
 
 namespace {
 

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cpu/gemm.hpp"
+#include "backends/cpu/gemm.hpp"
 #include "magix/lora.hpp"
 
 namespace {

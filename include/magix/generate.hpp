@@ -62,7 +62,9 @@ struct GenerationResult {
 };
 
 // Inference weights of a decoder, gathered once over the data axis (FSDP shards -> this model
-// rank's whole slice) and kept in fp32; the KV cache is allocated per generate() call.
+// rank's whole slice) and kept in the decoder's compute dtype (DecoderOptions::compute_dtype:
+// with BF16 the linear weights are kept and streamed in bf16); the KV cache (fp32) is allocated
+// per generate() call.
 class Generator {
  public:
   // `model`'s mesh must outlive the generator; the weights are copied (or shared when already
@@ -70,9 +72,10 @@ class Generator {
   // data and model axes. `tokenizer` (may be null) decodes texts and matches stop strings.
   explicit Generator(const Decoder& model, const Tokenizer* tokenizer = nullptr);
   // The same from a config and this rank's parameter shards (layout of
-  // shard_parameters(expected_parameters(config), mesh)), F32 or BF16.
+  // shard_parameters(expected_parameters(config), mesh)), F32 or BF16, computing in
+  // `compute_dtype` (DecoderOptions::compute_dtype).
   Generator(const ModelConfig& config, const Mesh& mesh, const ParameterSet& params,
-            const Tokenizer* tokenizer = nullptr);
+            const Tokenizer* tokenizer = nullptr, DType compute_dtype = DType::kF32);
   ~Generator();
   Generator(Generator&&) noexcept;
   Generator& operator=(Generator&&) noexcept;

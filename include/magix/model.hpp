@@ -105,11 +105,16 @@ ParameterSet init_parameters(const ModelConfig& config, const std::vector<ParamI
 struct DecoderOptions {
   bool recompute = false;         // keep only each block's input; recompute the rest in backward
   int64_t head_chunk_rows = 256;  // rows of logits computed at a time in the LM head
-  // How parameters are stored (F32 or BF16; --bf16_model_weights). Compute is fp32: each
-  // layer's weights are widened (and gathered over data) just before use and released after;
-  // gradients are fp32. A bf16 decoder computes exactly what an fp32 decoder does whose
-  // weights were rounded to bf16.
+  // How parameters are stored (F32 or BF16; --bf16_model_weights). Each layer's weights are
+  // converted to the compute dtype (and gathered over data) just before use and released after;
+  // gradients are fp32. With fp32 compute a bf16 decoder computes exactly what an fp32 decoder
+  // does whose weights were rounded to bf16.
   DType weight_dtype = DType::kF32;
+  // The dtype of the linear layers' inputs (--bf16): F32, or BF16 for bf16 GEMMs with fp32
+  // accumulation (mixed precision: norms, softmax, cross-entropy, RoPE, the residual stream,
+  // gradients and the optimizer stay fp32; docs/model.md).
+  DType compute_dtype = DType::kF32;
+  Device device = Device::kCpu;  // the backend that runs the ops
 };
 
 struct LossResult {

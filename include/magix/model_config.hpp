@@ -11,12 +11,22 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cpu/glu.hpp"
-#include "kernels/cpu/rope.hpp"
-
 namespace magix {
 
 enum class ModelFamily { kLlama, kMistral, kGemma, kQwen2 };
+
+// The gated MLP's activation: SiLU (SwiGLU) or tanh-approximated GELU (GeGLU).
+enum class Activation { kSilu, kGeluTanh };
+
+// How rotary frequencies are scaled (transformers' rope types default, linear and llama3).
+struct RopeScaling {
+  enum class Kind { kNone, kLinear, kLlama3 };
+  Kind kind = Kind::kNone;
+  float factor = 1.0f;
+  float low_freq_factor = 1.0f;          // llama3
+  float high_freq_factor = 4.0f;         // llama3
+  int64_t original_max_position = 8192;  // llama3
+};
 
 std::string_view family_name(ModelFamily family);
 
@@ -31,12 +41,12 @@ struct ModelConfig {
   int64_t head_dim = 0;           // D (even)
   float rms_norm_eps = 1e-6f;
   float rope_theta = 10000.0f;
-  cpu::RopeScaling rope_scaling;  // kNone, kLinear or kLlama3
-  bool attention_bias = false;    // bias on q, k, v projections
-  bool o_proj_bias = false;  // bias on o_proj (llama's attention_bias covers o too; qwen2: none)
-  bool mlp_bias = false;     // bias on gate, up, down
+  RopeScaling rope_scaling;     // kNone, kLinear or kLlama3
+  bool attention_bias = false;  // bias on q, k, v projections
+  bool o_proj_bias = false;     // bias on o_proj (llama's attention_bias covers o too; qwen2: none)
+  bool mlp_bias = false;        // bias on gate, up, down
   bool tie_word_embeddings = false;  // lm_head shares model.embed_tokens.weight
-  cpu::Activation activation = cpu::Activation::kSilu;
+  Activation activation = Activation::kSilu;
   float norm_offset = 0.0f;  // gemma: RMSNorm scales by (1 + w)
   float embed_scale = 1.0f;  // gemma: embeddings times sqrt(hidden_size), rounded to fp32
   // Per layer: keys further back than this are masked (query i sees key j iff i - j < window);

@@ -1,4 +1,5 @@
-// Tensor: a dtype, a shape and contiguous, 64-byte aligned, shared storage (row-major).
+// Tensor: a dtype, a shape, a device and contiguous, 64-byte aligned, shared storage (row-major).
+// Copies share the storage; views of whole rows (rows()) share it too.
 #pragma once
 
 #include <cstddef>
@@ -14,6 +15,11 @@ namespace magix {
 
 enum class DType : uint8_t { kF32, kBF16, kF16, kI32, kI64 };
 
+// Where a tensor's storage lives. Host code may read and write kCpu tensors only; the storage of
+// other devices is handed out by their backend (src/backends/) and touched by its ops.
+enum class Device : uint8_t { kCpu, kCuda };
+std::string_view device_name(Device device);  // "cpu", "cuda"
+
 size_t dtype_size(DType dtype);
 // Names as safetensors writes them: "F32", "BF16", "F16", "I32", "I64".
 std::string_view dtype_name(DType dtype);
@@ -28,10 +34,18 @@ std::string shape_str(const Shape& shape);  // "[2, 3]"
 class Tensor {
  public:
   Tensor() = default;
-  // Zero-filled storage.
+  // Zero-filled host storage.
   Tensor(Shape shape, DType dtype = DType::kF32);
+  // Host storage whose contents are unspecified (for buffers written before they are read).
+  static Tensor empty(Shape shape, DType dtype = DType::kF32);
+  // A host tensor over memory the caller owns and keeps alive while the tensor (or a copy) is used.
+  static Tensor view_of(void* data, Shape shape, DType dtype);
+  // A tensor over storage a backend allocated on `device` (at least numel * dtype_size bytes).
+  static Tensor from_storage(Shape shape, DType dtype, Device device,
+                             std::shared_ptr<std::byte[]> storage);
 
   DType dtype() const { return dtype_; }
+  Device device() const { return device_; }
   const Shape& shape() const { return shape_; }
   int ndim() const { return static_cast<int>(shape_.size()); }
   int64_t dim(int i) const;  // negative i counts from the end
@@ -58,14 +72,17 @@ class Tensor {
 
   // Same storage, new shape with the same number of elements.
   Tensor reshape(Shape shape) const;
-  // Deep copy.
+  // Rows [start, start + count) of dim 0, sharing the storage (shape (count, ...)).
+  Tensor rows(int64_t start, int64_t count) const;
+  // Deep copy (host tensors).
   Tensor clone() const;
-  // Converted copy (float types convert through f32; bf16 rounds to nearest even).
+  // Converted copy (host tensors; float types convert through f32; bf16 rounds to nearest even).
   Tensor to(DType dtype) const;
-  void fill_zero();
+  void fill_zero();  // host tensors
 
  private:
   DType dtype_ = DType::kF32;
+  Device device_ = Device::kCpu;
   Shape shape_;
   int64_t numel_ = 0;
   std::shared_ptr<std::byte[]> storage_;

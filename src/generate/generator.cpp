@@ -1,58 +1,32 @@
-// Generator: inference weights gathered once; prefill through the training block (so prompts
-// see exactly the training decoder's numerics), then one-token decode steps against a KV cache
-// of (B, S, Hkv/M, D) per layer, sharded by heads over the model axis.
+// Generator: inference weights gathered once; prefill and one-token decode steps both run the
+// training block (model::block_forward) with a KV cache of (B, S, Hkv/M, D) per layer, sharded
+// by heads over the model axis. Decode steps read each weight row once (matmul_decode) and
+// attend against the cache (attention_decode).
 #include <algorithm>
 #include <cmath>
 #include <optional>
 #include <set>
 
-#include "generate/kv_attention.hpp"
-#include "generate/linear_rows.hpp"
-#include "kernels/cpu/embedding.hpp"
-#include "kernels/cpu/glu.hpp"
-#include "kernels/cpu/matmul.hpp"
-#include "kernels/cpu/rmsnorm.hpp"
-#include "kernels/cpu/rope.hpp"
+#include "backends/backend.hpp"
 #include "magix/error.hpp"
 #include "magix/generate.hpp"
 #include "model/block.hpp"
-#include "model/shard_ops.hpp"
+#include "model/layout.hpp"
+#include "shard/param_stream.hpp"
+#include "shard/shard_ops.hpp"
 
 namespace magix {
 namespace {
 
-float* f(Tensor& t) {
-  return t.data<float>();
+void all_reduce_model(Communicator& comm, Tensor& x) {
+  if (comm.size() > 1) comm.all_reduce(x.span<float>(), ReduceOp::kSum);
 }
 
-// The data-sharded dim of a spec, or -1.
-int data_dim(const PartitionSpec& spec) {
-  for (size_t d = 0; d < spec.dims.size(); ++d) {
-    if (spec.dims[d] == "data") return static_cast<int>(d);
-  }
-  return -1;
-}
-
-bool is_kv_param(const std::string& name) {
-  for (const char* s : {"self_attn.k_proj.weight", "self_attn.k_proj.bias",
-                        "self_attn.v_proj.weight", "self_attn.v_proj.bias"}) {
-    if (name.ends_with(s)) return true;
-  }
-  return false;
-}
-
-void all_reduce_model(Communicator& comm, float* x, int64_t n) {
-  if (comm.size() > 1) comm.all_reduce(std::span<float>(x, static_cast<size_t>(n)), ReduceOp::kSum);
-}
-
-// out (N, C) = residual + y + bias (bias may be null)
-void add_residual_bias(float* out, const float* residual, const float* y, const float* bias,
-                       int64_t N, int64_t C) {
-  for (int64_t n = 0; n < N; ++n) {
-    for (int64_t c = 0; c < C; ++c) {
-      out[n * C + c] = residual[n * C + c] + y[n * C + c] + (bias ? bias[c] : 0.0f);
-    }
-  }
+// A host array as a backend tensor.
+Tensor upload(const Backend& ops, std::vector<int32_t>& v, Shape shape) {
+  Tensor t = ops.empty(shape, DType::kI32);
+  ops.copy(t, Tensor::view_of(v.data(), shape, DType::kI32));
+  return t;
 }
 
 }  // namespace
@@ -91,144 +65,95 @@ struct Generator::Impl {
   ModelConfig c;
   const Mesh* mesh = nullptr;
   const Tokenizer* tok = nullptr;
-  std::vector<Tensor> w;  // per parameter: this model rank's slice, whole over data, fp32
+  const Backend* ops = nullptr;
+  model::ModelLayout layout;
+  DType compute = DType::kF32;
+  // Weights as the blocks use them: this model rank's slice, whole over data; linear weights
+  // and the LM head in the compute dtype, the rest F32.
   std::vector<model::BlockWeights> layers;
-  const float* embed = nullptr;
-  const float* norm = nullptr;
-  const float* head = nullptr;
-  int64_t C = 0, I = 0, Hq = 0, Hkv = 0, D = 0, V = 0, v0 = 0;  // local sizes
-  std::vector<float> inv_freq;
+  Tensor embed, norm, head, inv_freq;
 
-  // Per generate() call: the cache and the decode-step buffers.
+  // Per generate() call: the cache and the step buffers.
   int64_t B = 0, S = 0;
-  std::vector<int32_t> valid;  // (B, S) 1 where the slot holds a real token
-  std::vector<Tensor> k, v;    // per layer (B, S, Hkv * D)
-  Tensor x, ln, res, q, kn, vn, att, o, gate, up, h, rstd, xf, logits_local, logits;
+  std::vector<int32_t> valid_host;  // (B, S) 1 where the slot holds a real token
+  Tensor valid;                     // the same on the backend
+  std::vector<Tensor> k, v;         // per layer (B, S, Hkv, D)
+  model::BlockActs step_acts;       // a decode step's activations (B rows)
+  Tensor x, next, xf, rstd, logits_local, logits;
 
   void load(const Decoder& d);
-  model::BlockDims dims(int64_t rows, int64_t T, int l) const;
+  model::BlockContext context(const Tensor& pos, const Tensor* key_valid) const;
   void allocate(int64_t rows, int64_t slots);
-  void head_logits(const float* rows_x);
+  void head_logits(const Tensor& rows_x);
   void prefill(const std::vector<std::vector<int32_t>>& prompts, int64_t T, int32_t pad_id);
-  void decode(const std::vector<int32_t>& ids, const std::vector<int32_t>& pos, int64_t slot);
+  void decode(std::vector<int32_t>& ids, std::vector<int32_t>& pos, int64_t slot);
 };
 
 void Generator::Impl::load(const Decoder& d) {
   c = d.config();
   mesh = &d.mesh();
+  compute = d.options().compute_dtype;
+  ops = &backend_for(d.options().device);
   const ParameterSet& p = d.params();
-  const int64_t M = mesh->model_size();
-  // As the training decoder: fewer KV heads than model ranks are replicated, each model rank
-  // keeping the D rows of its query heads' KV head.
-  const bool kv_split = c.num_kv_heads % M == 0;
-  const int64_t kv_rep = kv_split ? 1 : M / c.num_kv_heads;
-  const int64_t kv_head = mesh->model_rank() / kv_rep;
-  C = c.hidden_size;
-  I = c.intermediate_size / M;
-  Hq = c.num_heads / M;
-  Hkv = kv_split ? c.num_kv_heads / M : 1;
-  D = c.head_dim;
-  V = c.vocab_size / M;
-  v0 = mesh->model_rank() * V;
-  inv_freq = cpu::rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling);
-  w.resize(p.size());
-  for (size_t i = 0; i < p.size(); ++i) {
-    Tensor t = p.tensor(i);
-    if (t.dtype() != DType::kF32) t = t.to(DType::kF32);
-    const int dd = data_dim(p.info(i).spec);
-    if (mesh->data_size() > 1 && dd >= 0) {
-      Shape shape = t.shape();
-      shape[static_cast<size_t>(dd)] *= mesh->data_size();
-      Tensor full(shape);
-      model::gather_along_dim(mesh->data(), t, dd, full);
-      t = full;
+  layout = model::make_layout(c, *mesh, p);
+  const ParamStream stream(*mesh, *ops, layout.kv_rows, layout.kv);
+  for (const auto& idx : layout.layers) {
+    model::BlockWeights w;
+    for (int i = 0; i < model::kNumLayerParams; ++i) {
+      if (idx[i] == model::kNoParam) continue;
+      const auto lp = static_cast<model::LayerParam>(i);
+      w[i] = stream.gather(p, static_cast<size_t>(idx[i]),
+                           model::is_linear_weight(lp) ? compute : DType::kF32);
     }
-    if (kv_rep > 1 && is_kv_param(p.info(i).name)) {
-      Shape shape = t.shape();
-      shape[0] *= M;
-      Tensor whole(shape);
-      model::gather_along_dim(mesh->model(), t, 0, whole);
-      const int64_t cols = whole.numel() / shape[0];
-      shape[0] = D;
-      Tensor rows(shape);
-      std::copy_n(whole.data<float>() + kv_head * D * cols, D * cols, rows.data<float>());
-      t = rows;
-    }
-    w[i] = t;
+    layers.push_back(std::move(w));
   }
-  auto at = [&](const std::string& name) -> const float* {
-    auto i = p.find(name);
-    return i ? w[*i].data<float>() : nullptr;
-  };
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    const std::string s = fmt::format("model.layers.{}.", l);
-    layers.push_back({at(s + "input_layernorm.weight"), at(s + "self_attn.q_proj.weight"),
-                      at(s + "self_attn.q_proj.bias"), at(s + "self_attn.k_proj.weight"),
-                      at(s + "self_attn.k_proj.bias"), at(s + "self_attn.v_proj.weight"),
-                      at(s + "self_attn.v_proj.bias"), at(s + "self_attn.o_proj.weight"),
-                      at(s + "self_attn.o_proj.bias"), at(s + "post_attention_layernorm.weight"),
-                      at(s + "mlp.gate_proj.weight"), at(s + "mlp.gate_proj.bias"),
-                      at(s + "mlp.up_proj.weight"), at(s + "mlp.up_proj.bias"),
-                      at(s + "mlp.down_proj.weight"), at(s + "mlp.down_proj.bias")});
-  }
-  embed = at("model.embed_tokens.weight");
-  norm = at("model.norm.weight");
-  head = c.tie_word_embeddings ? embed : at("lm_head.weight");
+  embed = stream.gather(p, static_cast<size_t>(layout.embed), DType::kF32);
+  norm = stream.gather(p, static_cast<size_t>(layout.norm), DType::kF32);
+  head = layout.head == layout.embed && compute == DType::kF32
+             ? embed
+             : stream.gather(p, static_cast<size_t>(layout.head), compute);
+  inv_freq = ops->empty({std::ssize(layout.inv_freq)}, DType::kF32);
+  ops->copy(inv_freq, Tensor::view_of(layout.inv_freq.data(), inv_freq.shape(), DType::kF32));
 }
 
-model::BlockDims Generator::Impl::dims(int64_t rows, int64_t T, int l) const {
-  model::BlockDims d;
-  d.B = rows;
-  d.T = T;
-  d.C = C;
-  d.I = I;
-  d.Hq = Hq;
-  d.Hkv = Hkv;
-  d.D = D;
-  d.eps = c.rms_norm_eps;
-  d.norm_offset = c.norm_offset;
-  d.attn_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  d.act = c.activation;
-  d.mask.sliding_window = c.sliding_window[static_cast<size_t>(l)];
-  d.inv_freq = inv_freq.data();
-  d.model_comm = &mesh->model();
-  return d;
+model::BlockContext Generator::Impl::context(const Tensor& pos, const Tensor* key_valid) const {
+  model::BlockContext ctx;
+  ctx.ops = ops;
+  ctx.pos = &pos;
+  ctx.key_valid = key_valid;
+  ctx.inv_freq = &inv_freq;
+  ctx.model_comm = &mesh->model();
+  return ctx;
 }
 
 void Generator::Impl::allocate(int64_t rows, int64_t slots) {
   B = rows;
   S = slots;
-  const int64_t QD = Hq * D, KD = Hkv * D;
-  valid.assign(static_cast<size_t>(B * S), 0);
+  const int64_t C = layout.C, V = layout.V;
+  valid_host.assign(static_cast<size_t>(B * S), 0);
   k.assign(static_cast<size_t>(c.num_layers), Tensor());
   v.assign(static_cast<size_t>(c.num_layers), Tensor());
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    k[l] = Tensor({B, S, KD});
-    v[l] = Tensor({B, S, KD});
+    k[l] = ops->zeros({B, S, layout.Hkv, layout.D}, DType::kF32);
+    v[l] = ops->zeros({B, S, layout.Hkv, layout.D}, DType::kF32);
   }
-  x = Tensor({B, C});
-  ln = Tensor({B, C});
-  res = Tensor({B, C});
-  o = Tensor({B, C});
-  xf = Tensor({B, C});
-  rstd = Tensor({B});
-  q = Tensor({B, QD});
-  att = Tensor({B, QD});
-  kn = Tensor({B, KD});
-  vn = Tensor({B, KD});
-  gate = Tensor({B, I});
-  up = Tensor({B, I});
-  h = Tensor({B, I});
-  logits_local = Tensor({B, V});
-  logits = Tensor({B, V * mesh->model_size()});
+  model::BlockDims d = layout.dims(c, 0, B, 1, compute);
+  d.decode = true;
+  step_acts = model::BlockActs::allocate(d, *ops);
+  x = ops->zeros({B, C}, DType::kF32);
+  next = ops->zeros({B, C}, DType::kF32);
+  xf = ops->zeros({B, C}, DType::kF32);
+  rstd = ops->zeros({B}, DType::kF32);
+  logits_local = ops->zeros({B, V}, DType::kF32);
+  logits = Tensor({B, V * mesh->model_size()});  // host: the sampler reads it
 }
 
 // logits (B, V) <- head(final_norm(rows_x (B, C))), gathered over the model axis.
-void Generator::Impl::head_logits(const float* rows_x) {
-  cpu::rmsnorm_forward(f(xf), f(rstd), rows_x, norm, B, C, c.rms_norm_eps, c.norm_offset);
-  generate::linear_rows(f(logits_local), f(xf), head, nullptr, B, C, V);
+void Generator::Impl::head_logits(const Tensor& rows_x) {
+  ops->rmsnorm_forward(xf, rstd, rows_x, norm, c.rms_norm_eps, c.norm_offset);
+  ops->matmul_decode(logits_local, xf, head, nullptr);
   if (mesh->model_size() == 1) {
-    std::copy_n(f(logits_local), B * V, f(logits));
+    ops->copy(logits, logits_local);
   } else {
     model::gather_along_dim(mesh->model(), logits_local, 1, logits);
   }
@@ -238,7 +163,7 @@ void Generator::Impl::head_logits(const float* rows_x) {
 // cache) and leaves the logits of each row's last slot in `logits`.
 void Generator::Impl::prefill(const std::vector<std::vector<int32_t>>& prompts, int64_t T,
                               int32_t pad_id) {
-  const int64_t N = B * T, KD = Hkv * D;
+  const int64_t N = B * T, C = layout.C;
   std::vector<int32_t> ids(static_cast<size_t>(N), pad_id), key_valid(static_cast<size_t>(N), 0);
   // HF: position ids count real tokens (cumsum of the mask - 1); padding gets 1 (unused).
   std::vector<int32_t> pos(static_cast<size_t>(N), 1);
@@ -248,66 +173,47 @@ void Generator::Impl::prefill(const std::vector<std::vector<int32_t>>& prompts, 
     for (int64_t t = 0; t < std::ssize(p); ++t) {
       ids[b * T + first + t] = p[t];
       key_valid[b * T + first + t] = 1;
-      valid[b * S + first + t] = 1;
+      valid_host[b * S + first + t] = 1;
       pos[b * T + first + t] = static_cast<int32_t>(t);
     }
   }
-  Tensor cur({N, C}), next({N, C});
-  cpu::embedding_forward(f(cur), ids.data(), embed, N, C, v0, V, c.embed_scale);
-  all_reduce_model(mesh->model(), f(cur), N * C);
-  model::BlockDims d0 = dims(B, T, 0);
-  model::BlockActs acts = model::BlockActs::allocate(d0);
-  for (int l = 0; l < c.num_layers; ++l) {
-    model::BlockDims d = dims(B, T, l);
-    d.mask.key_valid = key_valid.data();
-    d.pos = pos.data();
-    model::block_forward(f(next), f(cur), layers[l], acts, d);
-    for (int64_t b = 0; b < B; ++b) {  // roped k and v of the T slots into the cache
-      std::copy_n(f(acts.k) + b * T * KD, T * KD, f(k[l]) + b * S * KD);
-      std::copy_n(f(acts.v) + b * T * KD, T * KD, f(v[l]) + b * S * KD);
-    }
-    std::swap(cur, next);
+  valid = upload(*ops, valid_host, {B, S});
+  const Tensor ids_t = upload(*ops, ids, {N}), pos_t = upload(*ops, pos, {N}),
+               key_valid_t = upload(*ops, key_valid, {B, T});
+  Tensor cur = ops->empty({N, C}, DType::kF32), out = ops->empty({N, C}, DType::kF32);
+  ops->embedding_forward(cur, ids_t, embed, layout.v0, c.embed_scale);
+  all_reduce_model(mesh->model(), cur);
+  model::BlockActs acts = model::BlockActs::allocate(layout.dims(c, 0, B, T, compute), *ops);
+  const model::BlockContext ctx = context(pos_t, &key_valid_t);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    model::KvCache cache{k[l], v[l], &valid, 0};
+    model::block_forward(out, cur, layers[l], acts, layout.dims(c, l, B, T, compute), ctx, &cache);
+    std::swap(cur, out);
   }
-  Tensor last({B, C});
-  for (int64_t b = 0; b < B; ++b) std::copy_n(f(cur) + (b * T + T - 1) * C, C, f(last) + b * C);
-  head_logits(f(last));
+  Tensor last = ops->empty({B, C}, DType::kF32);
+  for (int64_t b = 0; b < B; ++b) {
+    Tensor row = last.rows(b, 1);
+    ops->copy(row, cur.rows(b * T + T - 1, 1));
+  }
+  head_logits(last);
 }
 
 // One new token per row at cache slot `slot`, position pos[b]; leaves the logits in `logits`.
-void Generator::Impl::decode(const std::vector<int32_t>& ids, const std::vector<int32_t>& pos,
-                             int64_t slot) {
-  const int64_t QD = Hq * D, KD = Hkv * D;
-  cpu::embedding_forward(f(x), ids.data(), embed, B, C, v0, V, c.embed_scale);
-  all_reduce_model(mesh->model(), f(x), B * C);
-  for (int64_t b = 0; b < B; ++b) valid[b * S + slot] = 1;
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  for (int l = 0; l < c.num_layers; ++l) {
-    const model::BlockWeights& lw = layers[l];
-    cpu::rmsnorm_forward(f(ln), f(rstd), f(x), lw.ln1, B, C, c.rms_norm_eps, c.norm_offset);
-    generate::linear_rows(f(q), f(ln), lw.wq, lw.bq, B, C, QD);
-    generate::linear_rows(f(kn), f(ln), lw.wk, lw.bk, B, C, KD);
-    generate::linear_rows(f(vn), f(ln), lw.wv, lw.bv, B, C, KD);
-    cpu::rope_forward(f(q), pos.data(), inv_freq.data(), B, Hq, D);
-    cpu::rope_forward(f(kn), pos.data(), inv_freq.data(), B, Hkv, D);
-    for (int64_t b = 0; b < B; ++b) {
-      std::copy_n(f(kn) + b * KD, KD, f(k[l]) + (b * S + slot) * KD);
-      std::copy_n(f(vn) + b * KD, KD, f(v[l]) + (b * S + slot) * KD);
-    }
-    generate::KvView view{f(k[l]), f(v[l]), valid.data(), S};
-    generate::cached_attention_step(f(att), f(q), view, B, slot, Hq, Hkv, D, scale,
-                                    c.sliding_window[static_cast<size_t>(l)]);
-    generate::linear_rows(f(o), f(att), lw.wo, nullptr, B, QD, C);
-    all_reduce_model(mesh->model(), f(o), B * C);
-    add_residual_bias(f(res), f(x), f(o), lw.bo, B, C);
-    cpu::rmsnorm_forward(f(ln), f(rstd), f(res), lw.ln2, B, C, c.rms_norm_eps, c.norm_offset);
-    generate::linear_rows(f(gate), f(ln), lw.wg, lw.bg, B, C, I);
-    generate::linear_rows(f(up), f(ln), lw.wu, lw.bu, B, C, I);
-    cpu::glu_forward(f(h), f(gate), f(up), B * I, c.activation);
-    generate::linear_rows(f(o), f(h), lw.wd, nullptr, B, I, C);
-    all_reduce_model(mesh->model(), f(o), B * C);
-    add_residual_bias(f(x), f(res), f(o), lw.bd, B, C);
+void Generator::Impl::decode(std::vector<int32_t>& ids, std::vector<int32_t>& pos, int64_t slot) {
+  const Tensor ids_t = upload(*ops, ids, {B}), pos_t = upload(*ops, pos, {B});
+  ops->embedding_forward(x, ids_t, embed, layout.v0, c.embed_scale);
+  all_reduce_model(mesh->model(), x);
+  for (int64_t b = 0; b < B; ++b) valid_host[b * S + slot] = 1;
+  valid = upload(*ops, valid_host, {B, S});
+  const model::BlockContext ctx = context(pos_t, nullptr);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    model::BlockDims d = layout.dims(c, l, B, 1, compute);
+    d.decode = true;
+    model::KvCache cache{k[l], v[l], &valid, slot};
+    model::block_forward(next, x, layers[l], step_acts, d, ctx, &cache);
+    std::swap(x, next);
   }
-  head_logits(f(x));
+  head_logits(x);
 }
 
 Generator::Generator(const Decoder& model, const Tokenizer* tokenizer)
@@ -317,11 +223,12 @@ Generator::Generator(const Decoder& model, const Tokenizer* tokenizer)
 }
 
 Generator::Generator(const ModelConfig& config, const Mesh& mesh, const ParameterSet& params,
-                     const Tokenizer* tokenizer)
+                     const Tokenizer* tokenizer, DType compute_dtype)
     : impl_(std::make_unique<Impl>()) {
   // The decoder's constructor checks the layout and the splits over the model axis.
   DecoderOptions options;
   if (params.size() > 0) options.weight_dtype = params.tensor(0).dtype();
+  options.compute_dtype = compute_dtype;
   const Decoder model(config, mesh, params, options);
   impl_->tok = tokenizer;
   impl_->load(model);

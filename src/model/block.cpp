@@ -1,141 +1,198 @@
 #include "block.hpp"
 
-#include <algorithm>
 #include <span>
 
-#include "kernels/cpu/matmul.hpp"
-#include "kernels/cpu/rmsnorm.hpp"
-#include "kernels/cpu/rope.hpp"
+#include "magix/error.hpp"
 
 namespace magix::model {
 namespace {
 
-float* f(Tensor& t) {
-  return t.data<float>();
-}
-const float* f(const Tensor& t) {
-  return t.data<float>();
-}
-
 // Row-parallel output: the partial sums of every model rank add up to the layer's output.
-void all_reduce_model(float* x, int64_t n, const BlockDims& d) {
-  if (d.model_comm && d.model_comm->size() > 1) {
-    d.model_comm->all_reduce(std::span<float>(x, static_cast<size_t>(n)), ReduceOp::kSum);
+void all_reduce_model(Tensor& x, const BlockContext& ctx) {
+  if (ctx.model_comm && ctx.model_comm->size() > 1) {
+    ctx.model_comm->all_reduce(x.span<float>(), ReduceOp::kSum);
   }
 }
 
-// out (N, C) = residual + y + bias
-void add_residual_bias(float* out, const float* residual, const float* y, const float* bias,
-                       int64_t N, int64_t C) {
-#pragma omp parallel for
-  for (int64_t n = 0; n < N; ++n) {
-    for (int64_t c = 0; c < C; ++c) {
-      float v = y[n * C + c];
-      if (bias) v += bias[c];
-      out[n * C + c] = residual[n * C + c] + v;
-    }
+const Tensor* optional(const Tensor& t) {
+  return t.defined() ? &t : nullptr;
+}
+Tensor* optional(Tensor& t) {
+  return t.defined() ? &t : nullptr;
+}
+
+// A linear layer's forward: GEMM, or row by row in a decode call.
+void linear_forward(Tensor& out, const Tensor& inp, const Tensor& w, const Tensor& bias,
+                    const BlockDims& d, const BlockContext& ctx) {
+  if (d.decode) {
+    ctx.ops->matmul_decode(out, inp, w, optional(bias));
+  } else {
+    ctx.ops->matmul_forward(out, inp, w, optional(bias));
   }
 }
 
-void column_sums(float* dbias, const float* dy, int64_t N, int64_t C) {
-  for (int64_t n = 0; n < N; ++n) {
-    for (int64_t c = 0; c < C; ++c) dbias[c] += dy[n * C + c];
+// `t` as a GEMM input: itself when it already has the gemm dtype, else converted into `in`.
+const Tensor& gemm_input(const Tensor& t, Tensor& in, const BlockContext& ctx) {
+  if (!in.defined() || in.dtype() == t.dtype()) return t;
+  ctx.ops->copy(in, t);
+  return in;
+}
+
+// A linear layer's backward from the F32 output gradient `dout` and the same as a GEMM input
+// (`dout_in`, which is `dout` itself in fp32). With a converted dout_in the bias gradient is
+// summed from the fp32 dout.
+void linear_backward(Tensor* dinp, Tensor& gw, Tensor& gb, const Tensor& dout,
+                     const Tensor& dout_in, const Tensor& inp, const Tensor& w,
+                     const BlockContext& ctx) {
+  if (&dout_in == &dout) {
+    ctx.ops->matmul_backward(dinp, optional(gw), optional(gb), dout, inp, w);
+    return;
+  }
+  if (gb.defined()) ctx.ops->bias_backward(gb, dout);
+  ctx.ops->matmul_backward(dinp, optional(gw), nullptr, dout_in, inp, w);
+}
+
+Tensor heads(const Tensor& t, int64_t B, int64_t T, int64_t H, int64_t D) {
+  return t.reshape({B, T, H, D});
+}
+
+// The T new keys (or values) of each row (N, KD) into cache slots [slot, slot + T).
+void write_cache(Tensor& cache, const Tensor& x, const BlockDims& d, int64_t slot,
+                 const BlockContext& ctx) {
+  const int64_t S = cache.dim(1), KD = d.Hkv * d.D;
+  MAGIX_CHECK(slot + d.T <= S, "KV cache: positions [{}, {}) beyond its {} slots", slot, slot + d.T,
+              S);
+  const Tensor slots = cache.reshape({d.B * S, KD});
+  for (int64_t b = 0; b < d.B; ++b) {
+    Tensor dst = slots.rows(b * S + slot, d.T);
+    ctx.ops->copy(dst, x.rows(b * d.T, d.T));
   }
 }
 
 }  // namespace
 
-BlockActs BlockActs::allocate(const BlockDims& d) {
+BlockActs BlockActs::allocate(const BlockDims& d, const Backend& ops) {
   const int64_t N = d.N();
+  const DType g = d.gemm_dtype();
   BlockActs a;
-  a.ln1 = Tensor({N, d.C});
-  a.rstd1 = Tensor({N});
-  a.q = Tensor({N, d.Hq * d.D});
-  a.k = Tensor({N, d.Hkv * d.D});
-  a.v = Tensor({N, d.Hkv * d.D});
-  a.att = Tensor({N, d.Hq * d.D});
-  a.lse = Tensor({d.B, d.Hq, d.T});
-  a.res2 = Tensor({N, d.C});
-  a.ln2 = Tensor({N, d.C});
-  a.rstd2 = Tensor({N});
-  a.gate = Tensor({N, d.I});
-  a.up = Tensor({N, d.I});
-  a.h = Tensor({N, d.I});
+  a.ln1 = ops.zeros({N, d.C}, g);
+  a.rstd1 = ops.zeros({N}, DType::kF32);
+  a.q = ops.zeros({N, d.Hq * d.D}, DType::kF32);
+  a.k = ops.zeros({N, d.Hkv * d.D}, DType::kF32);
+  a.v = ops.zeros({N, d.Hkv * d.D}, DType::kF32);
+  a.att = ops.zeros({N, d.Hq * d.D}, DType::kF32);
+  a.att_in = g == DType::kF32 ? a.att : ops.zeros({N, d.Hq * d.D}, g);
+  a.lse = ops.zeros({d.B, d.Hq, d.T}, DType::kF32);
+  a.res2 = ops.zeros({N, d.C}, DType::kF32);
+  a.ln2 = ops.zeros({N, d.C}, g);
+  a.rstd2 = ops.zeros({N}, DType::kF32);
+  a.gate = ops.zeros({N, d.I}, g);
+  a.up = ops.zeros({N, d.I}, g);
+  a.h = ops.zeros({N, d.I}, g);
   return a;
 }
 
-BlockScratch BlockScratch::allocate(const BlockDims& d) {
+BlockScratch BlockScratch::allocate(const BlockDims& d, const Backend& ops) {
   const int64_t N = d.N();
+  const DType g = d.gemm_dtype();
   BlockScratch s;
-  s.dln = Tensor({N, d.C});
-  s.datt = Tensor({N, d.Hq * d.D});
-  s.dq = Tensor({N, d.Hq * d.D});
-  s.dk = Tensor({N, d.Hkv * d.D});
-  s.dv = Tensor({N, d.Hkv * d.D});
-  s.dh = Tensor({N, d.I});
-  s.dgate = Tensor({N, d.I});
-  s.dup = Tensor({N, d.I});
+  s.dln = ops.zeros({N, d.C}, DType::kF32);
+  s.datt = ops.zeros({N, d.Hq * d.D}, DType::kF32);
+  s.dq = ops.zeros({N, d.Hq * d.D}, DType::kF32);
+  s.dk = ops.zeros({N, d.Hkv * d.D}, DType::kF32);
+  s.dv = ops.zeros({N, d.Hkv * d.D}, DType::kF32);
+  s.dh = ops.zeros({N, d.I}, DType::kF32);
+  s.dgate = ops.zeros({N, d.I}, g);
+  s.dup = ops.zeros({N, d.I}, g);
+  if (g != DType::kF32) {
+    s.dx_in = ops.zeros({N, d.C}, g);
+    s.dq_in = ops.zeros({N, d.Hq * d.D}, g);
+    s.dk_in = ops.zeros({N, d.Hkv * d.D}, g);
+    s.dv_in = ops.zeros({N, d.Hkv * d.D}, g);
+  }
   return s;
 }
 
-void block_forward(float* out, const float* inp, const BlockWeights& w, BlockActs& a,
-                   const BlockDims& d) {
-  const int64_t N = d.N(), C = d.C, QD = d.Hq * d.D, KD = d.Hkv * d.D;
+void block_forward(Tensor& out, const Tensor& inp, const BlockWeights& w, BlockActs& a,
+                   const BlockDims& d, const BlockContext& ctx, KvCache* cache) {
+  const Backend& ops = *ctx.ops;
+  MAGIX_CHECK(!d.decode || (cache && d.T == 1),
+              "a decode call takes one token per row and a cache");
   // attention: ln1 -> q, k, v -> rope -> attention -> o_proj (+ all-reduce) -> residual
-  cpu::rmsnorm_forward(f(a.ln1), f(a.rstd1), inp, w.ln1, N, C, d.eps, d.norm_offset);
-  cpu::matmul_forward(f(a.q), f(a.ln1), w.wq, w.bq, N, C, QD);
-  cpu::matmul_forward(f(a.k), f(a.ln1), w.wk, w.bk, N, C, KD);
-  cpu::matmul_forward(f(a.v), f(a.ln1), w.wv, w.bv, N, C, KD);
-  cpu::rope_forward(f(a.q), d.pos, d.inv_freq, N, d.Hq, d.D);
-  cpu::rope_forward(f(a.k), d.pos, d.inv_freq, N, d.Hkv, d.D);
-  cpu::attention_forward(f(a.att), f(a.lse), f(a.q), f(a.k), f(a.v), d.B, d.T, d.Hq, d.Hkv, d.D,
-                         d.attn_scale, d.mask);
+  ops.rmsnorm_forward(a.ln1, a.rstd1, inp, w[kLn1], d.eps, d.norm_offset);
+  linear_forward(a.q, a.ln1, w[kWq], w[kBq], d, ctx);
+  linear_forward(a.k, a.ln1, w[kWk], w[kBk], d, ctx);
+  linear_forward(a.v, a.ln1, w[kWv], w[kBv], d, ctx);
+  ops.rope_forward(a.q, *ctx.pos, *ctx.inv_freq);
+  ops.rope_forward(a.k, *ctx.pos, *ctx.inv_freq);
+  if (cache) {
+    write_cache(cache->k, a.k, d, cache->slot, ctx);
+    write_cache(cache->v, a.v, d, cache->slot, ctx);
+  }
+  if (d.decode) {
+    Tensor att = a.att.reshape({d.B, d.Hq, d.D});
+    ops.attention_decode(att, a.q.reshape({d.B, d.Hq, d.D}), cache->k, cache->v, *cache->valid,
+                         cache->slot, d.attn_scale, d.window);
+  } else {
+    const AttentionMask mask{ctx.key_valid, ctx.segment, d.window};
+    Tensor att = heads(a.att, d.B, d.T, d.Hq, d.D);
+    ops.attention_forward(att, a.lse, heads(a.q, d.B, d.T, d.Hq, d.D),
+                          heads(a.k, d.B, d.T, d.Hkv, d.D), heads(a.v, d.B, d.T, d.Hkv, d.D),
+                          d.attn_scale, mask);
+  }
+  const Tensor& att_in = gemm_input(a.att, a.att_in, ctx);
   // o_proj output goes to `out` first (a free (N, C) buffer), then res2 = inp + out + bo.
-  cpu::matmul_forward(out, f(a.att), w.wo, nullptr, N, QD, C);
-  all_reduce_model(out, N * C, d);
-  add_residual_bias(f(a.res2), inp, out, w.bo, N, C);
+  linear_forward(out, att_in, w[kWo], Tensor(), d, ctx);
+  all_reduce_model(out, ctx);
+  ops.residual_forward(a.res2, inp, out, optional(w[kBo]));
   // MLP: ln2 -> gate, up -> act(gate) * up -> down_proj (+ all-reduce) -> residual
-  cpu::rmsnorm_forward(f(a.ln2), f(a.rstd2), f(a.res2), w.ln2, N, C, d.eps, d.norm_offset);
-  cpu::matmul_forward(f(a.gate), f(a.ln2), w.wg, w.bg, N, C, d.I);
-  cpu::matmul_forward(f(a.up), f(a.ln2), w.wu, w.bu, N, C, d.I);
-  cpu::glu_forward(f(a.h), f(a.gate), f(a.up), N * d.I, d.act);
-  cpu::matmul_forward(out, f(a.h), w.wd, nullptr, N, d.I, C);
-  all_reduce_model(out, N * C, d);
-  add_residual_bias(out, f(a.res2), out, w.bd, N, C);
+  ops.rmsnorm_forward(a.ln2, a.rstd2, a.res2, w[kLn2], d.eps, d.norm_offset);
+  linear_forward(a.gate, a.ln2, w[kWg], w[kBg], d, ctx);
+  linear_forward(a.up, a.ln2, w[kWu], w[kBu], d, ctx);
+  ops.glu_forward(a.h, a.gate, a.up, d.act);
+  linear_forward(out, a.h, w[kWd], Tensor(), d, ctx);
+  all_reduce_model(out, ctx);
+  ops.residual_forward(out, a.res2, out, optional(w[kBd]));
 }
 
-void block_backward(float* dx, const float* inp, const BlockWeights& w, BlockGrads& g,
-                    const BlockActs& a, BlockScratch& s, const BlockDims& d) {
-  const int64_t N = d.N(), C = d.C, QD = d.Hq * d.D, KD = d.Hkv * d.D;
+void block_backward(Tensor& dx, const Tensor& inp, const BlockWeights& w, BlockGrads& g,
+                    const BlockActs& a, BlockScratch& s, const BlockDims& d,
+                    const BlockContext& ctx) {
+  const Backend& ops = *ctx.ops;
+  MAGIX_CHECK(!d.decode, "no backward pass through a decode call");
   // MLP. dx = d out = d res2 (residual path) and d down_proj output.
-  if (g.bd) column_sums(g.bd, dx, N, C);
-  s.dh.fill_zero();
-  cpu::matmul_backward(f(s.dh), g.wd, nullptr, dx, f(a.h), w.wd, N, d.I, C);
-  s.dgate.fill_zero();
-  s.dup.fill_zero();
-  cpu::glu_backward(f(s.dgate), f(s.dup), f(s.dh), f(a.gate), f(a.up), N * d.I, d.act);
-  s.dln.fill_zero();
-  cpu::matmul_backward(f(s.dln), g.wg, g.bg, f(s.dgate), f(a.ln2), w.wg, N, C, d.I);
-  cpu::matmul_backward(f(s.dln), g.wu, g.bu, f(s.dup), f(a.ln2), w.wu, N, C, d.I);
-  all_reduce_model(f(s.dln), N * C, d);  // column-parallel inputs: sum over model ranks
-  cpu::rmsnorm_backward(dx, g.ln2, f(s.dln), f(a.res2), w.ln2, f(a.rstd2), N, C, d.norm_offset);
+  if (g[kBd].defined()) ops.bias_backward(g[kBd], dx);
+  const Tensor& dx_mlp = gemm_input(dx, s.dx_in, ctx);
+  ops.fill_zero(s.dh);
+  ops.matmul_backward(&s.dh, optional(g[kWd]), nullptr, dx_mlp, a.h, w[kWd]);
+  ops.glu_backward(s.dgate, s.dup, s.dh, a.gate, a.up, d.act);
+  ops.fill_zero(s.dln);
+  ops.matmul_backward(&s.dln, optional(g[kWg]), optional(g[kBg]), s.dgate, a.ln2, w[kWg]);
+  ops.matmul_backward(&s.dln, optional(g[kWu]), optional(g[kBu]), s.dup, a.ln2, w[kWu]);
+  all_reduce_model(s.dln, ctx);  // column-parallel inputs: sum over model ranks
+  ops.rmsnorm_backward(dx, optional(g[kLn2]), s.dln, a.res2, w[kLn2], a.rstd2, d.norm_offset);
   // Attention. dx = d res2 = d inp (residual path) and d o_proj output.
-  if (g.bo) column_sums(g.bo, dx, N, C);
-  s.datt.fill_zero();
-  cpu::matmul_backward(f(s.datt), g.wo, nullptr, dx, f(a.att), w.wo, N, QD, C);
-  s.dq.fill_zero();
-  s.dk.fill_zero();
-  s.dv.fill_zero();
-  cpu::attention_backward(f(s.dq), f(s.dk), f(s.dv), f(s.datt), f(a.att), f(a.lse), f(a.q), f(a.k),
-                          f(a.v), d.B, d.T, d.Hq, d.Hkv, d.D, d.attn_scale, d.mask);
-  cpu::rope_backward(f(s.dq), d.pos, d.inv_freq, N, d.Hq, d.D);
-  cpu::rope_backward(f(s.dk), d.pos, d.inv_freq, N, d.Hkv, d.D);
-  s.dln.fill_zero();
-  cpu::matmul_backward(f(s.dln), g.wq, g.bq, f(s.dq), f(a.ln1), w.wq, N, C, QD);
-  cpu::matmul_backward(f(s.dln), g.wk, g.bk, f(s.dk), f(a.ln1), w.wk, N, C, KD);
-  cpu::matmul_backward(f(s.dln), g.wv, g.bv, f(s.dv), f(a.ln1), w.wv, N, C, KD);
-  all_reduce_model(f(s.dln), N * C, d);
-  cpu::rmsnorm_backward(dx, g.ln1, f(s.dln), inp, w.ln1, f(a.rstd1), N, C, d.norm_offset);
+  if (g[kBo].defined()) ops.bias_backward(g[kBo], dx);
+  const Tensor& dx_att = gemm_input(dx, s.dx_in, ctx);
+  ops.fill_zero(s.datt);
+  ops.matmul_backward(&s.datt, optional(g[kWo]), nullptr, dx_att, a.att_in, w[kWo]);
+  ops.fill_zero(s.dq);
+  ops.fill_zero(s.dk);
+  ops.fill_zero(s.dv);
+  Tensor dq = heads(s.dq, d.B, d.T, d.Hq, d.D), dk = heads(s.dk, d.B, d.T, d.Hkv, d.D),
+         dv = heads(s.dv, d.B, d.T, d.Hkv, d.D);
+  ops.attention_backward(dq, dk, dv, heads(s.datt, d.B, d.T, d.Hq, d.D),
+                         heads(a.att, d.B, d.T, d.Hq, d.D), a.lse, heads(a.q, d.B, d.T, d.Hq, d.D),
+                         heads(a.k, d.B, d.T, d.Hkv, d.D), heads(a.v, d.B, d.T, d.Hkv, d.D),
+                         d.attn_scale, AttentionMask{ctx.key_valid, ctx.segment, d.window});
+  ops.rope_backward(s.dq, *ctx.pos, *ctx.inv_freq);
+  ops.rope_backward(s.dk, *ctx.pos, *ctx.inv_freq);
+  ops.fill_zero(s.dln);
+  linear_backward(&s.dln, g[kWq], g[kBq], s.dq, gemm_input(s.dq, s.dq_in, ctx), a.ln1, w[kWq], ctx);
+  linear_backward(&s.dln, g[kWk], g[kBk], s.dk, gemm_input(s.dk, s.dk_in, ctx), a.ln1, w[kWk], ctx);
+  linear_backward(&s.dln, g[kWv], g[kBv], s.dv, gemm_input(s.dv, s.dv_in, ctx), a.ln1, w[kWv], ctx);
+  all_reduce_model(s.dln, ctx);
+  ops.rmsnorm_backward(dx, optional(g[kLn1]), s.dln, inp, w[kLn1], a.rstd1, d.norm_offset);
 }
 
 }  // namespace magix::model

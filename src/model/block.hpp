@@ -1,14 +1,24 @@
 // One decoder block (pre-norm attention + gated MLP), forward and backward, on this rank's
-// tensor-parallel slice: Hq/M query heads, Hkv/M kv heads, I/M intermediate units.
-// Params use += in backward, activations =.
+// tensor-parallel slice: Hq/M query heads, Hkv/M kv heads, I/M intermediate units. Every numeric
+// step is an op of the backend (backends/backend.hpp). Params use += in backward, activations =.
+//
+// Precision: the residual stream, norms, RoPE, attention's softmax and all gradients of
+// parameters are fp32. `compute` (F32 or BF16) is the dtype of the linear layers' inputs: with
+// BF16 the GEMMs take bf16 weights and activations and accumulate in fp32, and the activations
+// that only feed GEMMs (normed inputs, gate, up, their product) are kept in bf16.
+//
+// With a KV cache (generation) the block writes its keys and values into the cache; a decode
+// call (one new token per row, slot > 0) attends against the whole cache and runs its linear
+// layers row by row (matmul_decode, fp32 activations).
 #pragma once
 
+#include <array>
 #include <cstdint>
 
-#include "kernels/cpu/attention.hpp"
-#include "kernels/cpu/glu.hpp"
+#include "backends/backend.hpp"
 #include "magix/communicator.hpp"
 #include "magix/tensor.hpp"
+#include "model/layer_params.hpp"
 
 namespace magix::model {
 
@@ -20,61 +30,70 @@ struct BlockDims {
   float eps = 1e-6f;
   float norm_offset = 0.0f;
   float attn_scale = 1.0f;
-  cpu::Activation act = cpu::Activation::kSilu;
-  cpu::AttentionMask mask;             // key_valid, segments, this layer's sliding window
-  const int32_t* pos = nullptr;        // (N) position ids
-  const float* inv_freq = nullptr;     // (D/2)
-  Communicator* model_comm = nullptr;  // all-reduce after row-parallel layers
+  Activation act = Activation::kSilu;
+  int64_t window = 0;           // this layer's sliding window (0: none)
+  DType compute = DType::kF32;  // dtype of the linear layers' inputs
+  bool decode = false;          // one token per row against a KV cache
   int64_t N() const { return B * T; }
+  // The dtype of activations that feed GEMMs (fp32 in decode calls).
+  DType gemm_dtype() const { return decode ? DType::kF32 : compute; }
 };
 
-// Weights as used (gathered over data). Biases may be null.
-struct BlockWeights {
-  const float* ln1 = nullptr;                // (C)
-  const float *wq = nullptr, *bq = nullptr;  // (Hq*D, C), (Hq*D)
-  const float *wk = nullptr, *bk = nullptr;  // (Hkv*D, C)
-  const float *wv = nullptr, *bv = nullptr;  // (Hkv*D, C)
-  const float *wo = nullptr, *bo = nullptr;  // (C, Hq*D), (C)
-  const float* ln2 = nullptr;                // (C)
-  const float *wg = nullptr, *bg = nullptr;  // (I, C)
-  const float *wu = nullptr, *bu = nullptr;  // (I, C)
-  const float *wd = nullptr, *bd = nullptr;  // (C, I), (C)
+// What every layer of one call shares.
+struct BlockContext {
+  const Backend* ops = nullptr;
+  const Tensor* pos = nullptr;         // (N) I32 position ids
+  const Tensor* key_valid = nullptr;   // (B, T) I32, or null: every key valid
+  const Tensor* segment = nullptr;     // (B, T) I32, or null: no packing
+  const Tensor* inv_freq = nullptr;    // (D/2) F32
+  Communicator* model_comm = nullptr;  // all-reduce after row-parallel layers
 };
 
-// Gradients, same layout; accumulated (+=). Null where the weight is null.
-struct BlockGrads {
-  float* ln1 = nullptr;
-  float *wq = nullptr, *bq = nullptr, *wk = nullptr, *bk = nullptr, *wv = nullptr, *bv = nullptr;
-  float *wo = nullptr, *bo = nullptr;
-  float* ln2 = nullptr;
-  float *wg = nullptr, *bg = nullptr, *wu = nullptr, *bu = nullptr, *wd = nullptr, *bd = nullptr;
+// One layer's slots of the generation cache. A call with T positions writes slots
+// [slot, slot + T) of every row.
+struct KvCache {
+  Tensor k, v;                    // (B, S, Hkv, D) F32
+  const Tensor* valid = nullptr;  // (B, S) I32: 1 where the slot holds a real token
+  int64_t slot = 0;
 };
+
+// A layer's weights as used (gathered over data; linear weights in the compute dtype, norms and
+// biases F32), indexed by LayerParam; undefined where the config has none.
+using BlockWeights = std::array<Tensor, kNumLayerParams>;
+// Their F32 gradients, same layout; accumulated (+=).
+using BlockGrads = std::array<Tensor, kNumLayerParams>;
 
 // What the backward pass needs of one block's forward pass (the input is kept by the caller).
 struct BlockActs {
-  Tensor ln1, rstd1;   // (N, C), (N)
-  Tensor q, k, v;      // (N, Hq*D), (N, Hkv*D) x2; q and k after rope
-  Tensor att, lse;     // (N, Hq*D), (B, Hq, T)
+  Tensor ln1, rstd1;   // (N, C) gemm dtype, (N)
+  Tensor q, k, v;      // (N, Hq*D), (N, Hkv*D) x2 F32; q and k after rope
+  Tensor att, lse;     // (N, Hq*D) F32, (B, Hq, T)
+  Tensor att_in;       // (N, Hq*D) att as o_proj's input (gemm dtype; att itself when F32)
   Tensor res2;         // (N, C) input + attention output
-  Tensor ln2, rstd2;   // (N, C), (N)
-  Tensor gate, up, h;  // (N, I) each; h = act(gate) * up
-  static BlockActs allocate(const BlockDims& d);
+  Tensor ln2, rstd2;   // (N, C) gemm dtype, (N)
+  Tensor gate, up, h;  // (N, I) each, gemm dtype; h = act(gate) * up
+  static BlockActs allocate(const BlockDims& d, const Backend& ops);
 };
 
 // Backward scratch, reused by every block.
 struct BlockScratch {
-  Tensor dln;               // (N, C)
-  Tensor datt, dq, dk, dv;  // (N, Hq*D), (N, Hkv*D) x2 (datt also holds d(o_proj input))
-  Tensor dh, dgate, dup;    // (N, I)
-  static BlockScratch allocate(const BlockDims& d);
+  Tensor dln;                  // (N, C) F32
+  Tensor datt, dq, dk, dv;     // (N, Hq*D), (N, Hkv*D) x2 F32 (datt: d(o_proj input))
+  Tensor dh;                   // (N, I) F32
+  Tensor dgate, dup;           // (N, I) gemm dtype
+  Tensor dx_in;                // (N, C) d out as a GEMM input (bf16 compute only)
+  Tensor dq_in, dk_in, dv_in;  // dq, dk, dv as GEMM inputs (bf16 compute only)
+  static BlockScratch allocate(const BlockDims& d, const Backend& ops);
 };
 
-// out (N, C) = block(inp (N, C)); fills acts.
-void block_forward(float* out, const float* inp, const BlockWeights& w, BlockActs& acts,
-                   const BlockDims& d);
+// out (N, C) = block(inp (N, C)); fills acts. With a cache, writes the layer's keys and values
+// into it (and a decode call attends against it).
+void block_forward(Tensor& out, const Tensor& inp, const BlockWeights& w, BlockActs& acts,
+                   const BlockDims& d, const BlockContext& ctx, KvCache* cache = nullptr);
 
 // dx (N, C) holds d loss / d out on entry and d loss / d inp on exit.
-void block_backward(float* dx, const float* inp, const BlockWeights& w, BlockGrads& g,
-                    const BlockActs& acts, BlockScratch& s, const BlockDims& d);
+void block_backward(Tensor& dx, const Tensor& inp, const BlockWeights& w, BlockGrads& g,
+                    const BlockActs& acts, BlockScratch& s, const BlockDims& d,
+                    const BlockContext& ctx);
 
 }  // namespace magix::model

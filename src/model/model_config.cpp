@@ -87,14 +87,14 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
   }
   const std::string where = fmt::format("{}: {}", source, field);
   if (type == "default") {
-    c.rope_scaling.kind = cpu::RopeScaling::Kind::kNone;
+    c.rope_scaling.kind = RopeScaling::Kind::kNone;
   } else if (type == "linear") {
-    c.rope_scaling.kind = cpu::RopeScaling::Kind::kLinear;
+    c.rope_scaling.kind = RopeScaling::Kind::kLinear;
     MAGIX_CHECK(given(rope, "factor"), "{}: linear rope needs 'factor'", where);
     c.rope_scaling.factor = static_cast<float>(get_number_or(rope, "factor", 1.0, where));
   } else if (type == "llama3") {
     auto& s = c.rope_scaling;
-    s.kind = cpu::RopeScaling::Kind::kLlama3;
+    s.kind = RopeScaling::Kind::kLlama3;
     for (const char* key : {"factor", "low_freq_factor", "high_freq_factor"}) {
       MAGIX_CHECK(given(rope, key), "{}: llama3 rope needs '{}'", where, key);
     }
@@ -113,7 +113,7 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
   }
 }
 
-cpu::Activation parse_activation(const json& j, ModelFamily family, const std::string& source) {
+Activation parse_activation(const json& j, ModelFamily family, const std::string& source) {
   std::string act = family == ModelFamily::kGemma ? "gelu_pytorch_tanh" : "silu";
   if (given(j, "hidden_act")) {
     MAGIX_CHECK(j.at("hidden_act").is_string(), "{}: field 'hidden_act' must be a string", source);
@@ -122,8 +122,8 @@ cpu::Activation parse_activation(const json& j, ModelFamily family, const std::s
   // Gemma's legacy "gelu" means the tanh approximation (GemmaConfig.__post_init__); Gemma's
   // hidden_activation field is not read by transformers 5.23 and is ignored here too.
   if (family == ModelFamily::kGemma && act == "gelu") act = "gelu_pytorch_tanh";
-  if (act == "silu" || act == "swish") return cpu::Activation::kSilu;
-  if (act == "gelu_pytorch_tanh") return cpu::Activation::kGeluTanh;
+  if (act == "silu" || act == "swish") return Activation::kSilu;
+  if (act == "gelu_pytorch_tanh") return Activation::kGeluTanh;
   MAGIX_FAIL("{}: hidden_act '{}' is not supported (supported: silu, gelu_pytorch_tanh)", source,
              act);
 }

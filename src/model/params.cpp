@@ -10,13 +10,10 @@
 #include "magix/hash.hpp"
 #include "magix/hf_files.hpp"
 #include "magix/model.hpp"
+#include "model/layer_params.hpp"
 
 namespace magix {
 namespace {
-
-std::string layer_prefix(int64_t l) {
-  return fmt::format("model.layers.{}.", l);
-}
 
 std::string list_names(const std::vector<std::string>& names, size_t max_listed = 20) {
   std::string out;
@@ -56,27 +53,13 @@ std::vector<ParamInfo> expected_parameters(const ModelConfig& c) {
     PartitionSpec spec = rules.spec_for(name, static_cast<int>(shape.size()));
     out.push_back({std::move(name), shape, std::move(spec), Shape(shape.size(), 0), shape});
   };
-  const int64_t C = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
-  const int64_t q_out = c.num_heads * D, kv_out = c.num_kv_heads * D;
+  const int64_t C = c.hidden_size;
   add("model.embed_tokens.weight", {c.vocab_size, C});
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    const std::string p = layer_prefix(l);
-    add(p + "input_layernorm.weight", {C});
-    add(p + "self_attn.q_proj.weight", {q_out, C});
-    if (c.attention_bias) add(p + "self_attn.q_proj.bias", {q_out});
-    add(p + "self_attn.k_proj.weight", {kv_out, C});
-    if (c.attention_bias) add(p + "self_attn.k_proj.bias", {kv_out});
-    add(p + "self_attn.v_proj.weight", {kv_out, C});
-    if (c.attention_bias) add(p + "self_attn.v_proj.bias", {kv_out});
-    add(p + "self_attn.o_proj.weight", {C, q_out});
-    if (c.o_proj_bias) add(p + "self_attn.o_proj.bias", {C});
-    add(p + "post_attention_layernorm.weight", {C});
-    add(p + "mlp.gate_proj.weight", {I, C});
-    if (c.mlp_bias) add(p + "mlp.gate_proj.bias", {I});
-    add(p + "mlp.up_proj.weight", {I, C});
-    if (c.mlp_bias) add(p + "mlp.up_proj.bias", {I});
-    add(p + "mlp.down_proj.weight", {C, I});
-    if (c.mlp_bias) add(p + "mlp.down_proj.bias", {C});
+    for (int p = 0; p < model::kNumLayerParams; ++p) {
+      const auto lp = static_cast<model::LayerParam>(p);
+      if (auto shape = model::layer_param_shape(c, lp)) add(model::layer_param_name(l, lp), *shape);
+    }
   }
   add("model.norm.weight", {C});
   if (!c.tie_word_embeddings) add("lm_head.weight", {c.vocab_size, C});

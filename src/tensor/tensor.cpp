@@ -65,11 +65,11 @@ std::string shape_str(const Shape& shape) {
 namespace {
 constexpr size_t kAlignment = 64;
 
-std::shared_ptr<std::byte[]> allocate(size_t nbytes) {
+std::shared_ptr<std::byte[]> allocate(size_t nbytes, bool zero) {
   size_t padded = (nbytes + kAlignment - 1) / kAlignment * kAlignment;
   if (padded == 0) padded = kAlignment;
   auto* p = static_cast<std::byte*>(::operator new[](padded, std::align_val_t(kAlignment)));
-  std::memset(p, 0, padded);
+  if (zero) std::memset(p, 0, padded);
   return std::shared_ptr<std::byte[]>(
       p, [](std::byte* q) { ::operator delete[](q, std::align_val_t(kAlignment)); });
 }
@@ -82,14 +82,70 @@ constexpr bool matches(DType d) {
   if constexpr (std::is_same_v<T, int64_t>) return d == DType::kI64;
   return false;
 }
+
+size_t checked_nbytes(const Shape& shape, int64_t numel, DType dtype) {
+  size_t bytes;
+  MAGIX_CHECK(!__builtin_mul_overflow(static_cast<size_t>(numel), dtype_size(dtype), &bytes),
+              "tensor of shape {} is too large", shape_str(shape));
+  return bytes;
+}
 }  // namespace
+
+std::string_view device_name(Device device) {
+  switch (device) {
+    case Device::kCpu:
+      return "cpu";
+    case Device::kCuda:
+      return "cuda";
+  }
+  return "?";
+}
 
 Tensor::Tensor(Shape shape, DType dtype)
     : dtype_(dtype), shape_(std::move(shape)), numel_(shape_numel(shape_)) {
-  size_t bytes;
-  MAGIX_CHECK(!__builtin_mul_overflow(static_cast<size_t>(numel_), dtype_size(dtype_), &bytes),
-              "tensor of shape {} is too large", shape_str(shape_));
-  storage_ = allocate(bytes);
+  storage_ = allocate(checked_nbytes(shape_, numel_, dtype_), /*zero=*/true);
+}
+
+Tensor Tensor::empty(Shape shape, DType dtype) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.shape_ = std::move(shape);
+  t.numel_ = shape_numel(t.shape_);
+  t.storage_ = allocate(checked_nbytes(t.shape_, t.numel_, dtype), /*zero=*/false);
+  return t;
+}
+
+Tensor Tensor::from_storage(Shape shape, DType dtype, Device device,
+                            std::shared_ptr<std::byte[]> storage) {
+  MAGIX_CHECK(storage != nullptr, "from_storage: no storage");
+  Tensor t;
+  t.dtype_ = dtype;
+  t.device_ = device;
+  t.shape_ = std::move(shape);
+  t.numel_ = shape_numel(t.shape_);
+  checked_nbytes(t.shape_, t.numel_, dtype);
+  t.storage_ = std::move(storage);
+  return t;
+}
+
+Tensor Tensor::view_of(void* data, Shape shape, DType dtype) {
+  MAGIX_CHECK(data != nullptr, "view_of: null data");
+  // A non-owning pointer: the aliasing constructor over an empty owner.
+  return from_storage(
+      std::move(shape), dtype, Device::kCpu,
+      std::shared_ptr<std::byte[]>(std::shared_ptr<std::byte[]>(), static_cast<std::byte*>(data)));
+}
+
+Tensor Tensor::rows(int64_t start, int64_t count) const {
+  MAGIX_CHECK(ndim() >= 1 && start >= 0 && count >= 0 && start + count <= shape_[0],
+              "rows [{}, {}) of a tensor of shape {}", start, start + count, shape_str(shape_));
+  const int64_t row = shape_[0] == 0 ? 0 : numel_ / shape_[0];
+  Tensor t = *this;
+  t.shape_[0] = count;
+  t.numel_ = row * count;
+  const size_t offset = static_cast<size_t>(start * row) * dtype_size(dtype_);
+  t.storage_ = std::shared_ptr<std::byte[]>(storage_, storage_.get() + offset);
+  return t;
 }
 
 int64_t Tensor::dim(int i) const {
@@ -129,12 +185,15 @@ Tensor Tensor::reshape(Shape shape) const {
 }
 
 Tensor Tensor::clone() const {
-  Tensor t(shape_, dtype_);
+  MAGIX_CHECK(device_ == Device::kCpu, "clone of a {} tensor on the host", device_name(device_));
+  Tensor t = empty(shape_, dtype_);
   if (nbytes() > 0) std::memcpy(t.bytes(), bytes(), nbytes());
   return t;
 }
 
 void Tensor::fill_zero() {
+  MAGIX_CHECK(device_ == Device::kCpu, "fill_zero of a {} tensor on the host",
+              device_name(device_));
   if (nbytes() > 0) std::memset(bytes(), 0, nbytes());
 }
 
@@ -163,6 +222,8 @@ Tensor to_f32(const Tensor& t) {
 }  // namespace
 
 Tensor Tensor::to(DType dtype) const {
+  MAGIX_CHECK(device_ == Device::kCpu, "conversion of a {} tensor on the host",
+              device_name(device_));
   if (dtype == dtype_) return clone();
   if (is_float(dtype_) && is_float(dtype)) {
     Tensor f = to_f32(*this);

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <regex>
 
-#include "magix/dtype_convert.hpp"
+#include "backends/backend.hpp"
 #include "magix/error.hpp"
 #include "magix/hash.hpp"
 
@@ -62,110 +62,6 @@ std::vector<size_t> adapted_indices(const ParameterSet& params, const ParameterS
     out.push_back(*i);
   }
   return out;
-}
-
-// w (ob, ib) += scale · (b (ob, r) · a (r, ib)), row by row (rows in parallel; each row's sum
-// over r in a fixed order, so the result does not depend on the thread count). Memory-bound: a
-// BLAS GEMM with an inner dimension of r runs far below its peak on these shapes.
-// With `base` (F32 or BF16, shape (ob, ib)): w = base + scale · (b · a) in the same single pass
-// (the W_eff rebuild of LoraModel), instead of w += ...
-void merge_box(float* w, const float* a, const float* b, int64_t ob, int64_t ib, int64_t r,
-               float scale, const Tensor* base = nullptr) {
-  const float* base32 = base && base->dtype() == DType::kF32 ? base->data<float>() : nullptr;
-  const uint16_t* base16 = base && base->dtype() == DType::kBF16 ? base->data<uint16_t>() : nullptr;
-#pragma omp parallel
-  {
-    std::vector<float> acc(static_cast<size_t>(ib));
-#pragma omp for schedule(static)
-    for (int64_t o = 0; o < ob; ++o) {
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      float* ac = acc.data();
-      for (int64_t k = 0; k < r; ++k) {
-        const float bk = b[o * r + k];
-        const float* ak = a + k * ib;
-#pragma omp simd
-        for (int64_t i = 0; i < ib; ++i) ac[i] += bk * ak[i];
-      }
-      float* wo = w + o * ib;
-      if (base32) {
-        const float* bo = base32 + o * ib;
-#pragma omp simd
-        for (int64_t i = 0; i < ib; ++i) wo[i] = bo[i] + scale * ac[i];
-      } else if (base16) {
-        const uint16_t* bo = base16 + o * ib;
-#pragma omp simd
-        for (int64_t i = 0; i < ib; ++i) wo[i] = bf16_to_float(bo[i]) + scale * ac[i];
-      } else {
-#pragma omp simd
-        for (int64_t i = 0; i < ib; ++i) wo[i] += scale * ac[i];
-      }
-    }
-  }
-}
-
-// The projection of one box of dW (ob, ib), reading dW once:
-//   da (r, ib) += scale · b^T · dW      db (ob, r) = scale · dW · a^T
-// Column blocks in parallel: a block owns its columns of da (rows summed in order) and writes
-// its partial dot products for db, summed over the blocks in order afterwards, so the result
-// does not depend on the thread count.
-void project_box(const float* dw, const float* a, const float* b, int64_t ob, int64_t ib, int64_t r,
-                 float scale, float* da, float* db) {
-  constexpr int64_t kCols = 512;
-  const int64_t blocks = (ib + kCols - 1) / kCols;
-  std::vector<float> part(static_cast<size_t>(ob * blocks * r));
-#pragma omp parallel for schedule(static)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t c0 = blk * kCols, n = std::min(kCols, ib - c0);
-    for (int64_t o = 0; o < ob; ++o) {
-      const float* row = dw + o * ib + c0;
-      float* out = part.data() + (o * blocks + blk) * r;
-      int64_t k = 0;
-      // Four ranks at a time: four independent accumulators, the row segment read once.
-      for (; k + 4 <= r; k += 4) {
-        const float *a0 = a + k * ib + c0, *a1 = a0 + ib, *a2 = a1 + ib, *a3 = a2 + ib;
-        float *d0 = da + k * ib + c0, *d1 = d0 + ib, *d2 = d1 + ib, *d3 = d2 + ib;
-        const float* bo = b + o * r + k;
-        const float b0 = scale * bo[0], b1 = scale * bo[1], b2 = scale * bo[2], b3 = scale * bo[3];
-        float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-#pragma omp simd reduction(+ : s0, s1, s2, s3)
-        for (int64_t i = 0; i < n; ++i) {
-          const float x = row[i];
-          s0 += x * a0[i];
-          s1 += x * a1[i];
-          s2 += x * a2[i];
-          s3 += x * a3[i];
-          d0[i] += b0 * x;
-          d1[i] += b1 * x;
-          d2[i] += b2 * x;
-          d3[i] += b3 * x;
-        }
-        out[k] = s0;
-        out[k + 1] = s1;
-        out[k + 2] = s2;
-        out[k + 3] = s3;
-      }
-      for (; k < r; ++k) {
-        const float* ak = a + k * ib + c0;
-        float* dak = da + k * ib + c0;
-        const float bk = scale * b[o * r + k];
-        float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t i = 0; i < n; ++i) {
-          dot += row[i] * ak[i];
-          dak[i] += bk * row[i];
-        }
-        out[k] = dot;
-      }
-    }
-  }
-  for (int64_t o = 0; o < ob; ++o) {
-    for (int64_t k = 0; k < r; ++k) {
-      float sum = 0.0f;
-      for (int64_t blk = 0; blk < blocks; ++blk)
-        sum += part[static_cast<size_t>((o * blocks + blk) * r + k)];
-      db[o * r + k] = scale * sum;
-    }
-  }
 }
 
 }  // namespace
@@ -255,18 +151,18 @@ void merge_lora(ParameterSet& params, const ParameterSet& adapters, double scale
     const Tensor& a = adapters.tensor(2 * k);
     const Tensor& b = adapters.tensor(2 * k + 1);
     Tensor& w = params.tensor(idx[k]);
-    const auto [ob, ib] = weight_box(params.info(idx[k]));
-    const int64_t r = a.dim(0);
-    Tensor w32 = w.dtype() == DType::kF32 ? w : w.to(DType::kF32);
-    // W (ob, ib) += scale · B (ob, r) · A (r, ib)
-    merge_box(w32.data<float>(), a.data<float>(), b.data<float>(), ob, ib, r,
-              static_cast<float>(scale));
-    if (w.dtype() == DType::kBF16) {
-      float_to_bf16(w32.span<float>(), w.span<uint16_t>());
-    } else {
-      MAGIX_CHECK(w.dtype() == DType::kF32, "merge_lora: '{}' is stored as {}, not F32 or BF16",
-                  params.info(idx[k]).name, dtype_name(w.dtype()));
+    MAGIX_CHECK(w.dtype() == DType::kF32 || w.dtype() == DType::kBF16,
+                "merge_lora: '{}' is stored as {}, not F32 or BF16", params.info(idx[k]).name,
+                dtype_name(w.dtype()));
+    const Backend& ops = backend_for(w.device());
+    Tensor w32 = w;
+    if (w.dtype() != DType::kF32) {
+      w32 = ops.empty(w.shape(), DType::kF32);
+      ops.copy(w32, w);
     }
+    // W (ob, ib) += scale · B (ob, r) · A (r, ib)
+    ops.lora_merge(w32, a, b, static_cast<float>(scale), nullptr);
+    if (w.dtype() != DType::kF32) ops.copy(w, w32);
   }
 }
 
@@ -280,24 +176,19 @@ void lora_project_grads(const ParameterSet& dense_grads, const ParameterSet& ada
     const Tensor& dw = dense_grads.tensor(idx[k]);
     const Tensor& a = adapters.tensor(2 * k);
     const Tensor& b = adapters.tensor(2 * k + 1);
-    const auto [ob, ib] = weight_box(w);
-    const int64_t r = a.dim(0);
-    const float s = static_cast<float>(scale);
+    const Backend& ops = backend_for(dw.device());
     // dA (r, ib) = scale · B^T (r, ob) · dW (ob, ib), summed over the out-boxes;
     // dB (ob, r) = scale · dW (ob, ib) · A^T (ib, r), summed over the in-boxes.
-    Tensor da({r, ib});
-    Tensor db({ob, r});
-    project_box(dw.data<float>(), a.data<float>(), b.data<float>(), ob, ib, r, s, da.data<float>(),
-                db.data<float>());
+    Tensor da = ops.zeros(a.shape(), DType::kF32);
+    Tensor db = ops.zeros(b.shape(), DType::kF32);
+    ops.lora_project(da, db, dw.reshape(w.box_extent), a, b, static_cast<float>(scale));
     all_reduce_axis(mesh, w.spec.axis(0), da);
     all_reduce_axis(mesh, w.spec.axis(1), db);
-    float* ga = adapter_grads.tensor(2 * k).data<float>();
-    float* gb = adapter_grads.tensor(2 * k + 1).data<float>();
     MAGIX_CHECK(adapter_grads.tensor(2 * k).numel() == da.numel() &&
                     adapter_grads.tensor(2 * k + 1).numel() == db.numel(),
                 "LoRA gradients of '{}' do not have the adapters' layout", w.name);
-    for (int64_t i = 0; i < da.numel(); ++i) ga[i] += da.data<float>()[i];
-    for (int64_t i = 0; i < db.numel(); ++i) gb[i] += db.data<float>()[i];
+    ops.add(adapter_grads.tensor(2 * k), da);
+    ops.add(adapter_grads.tensor(2 * k + 1), db);
   }
 }
 
@@ -311,8 +202,9 @@ void LoraModel::refresh_weights() {
                 "LoRA: the base copy of '{}' does not match its weight",
                 params.info(targets_[k]).name);
     // W_eff = W + scale · B · A, written over the decoder's weight in one pass.
-    merge_box(w.data<float>(), a.data<float>(), adapters_.tensor(2 * k + 1).data<float>(), ob, ib,
-              a.dim(0), static_cast<float>(config_.scale()), &base_[k]);
+    backend_for(w.device())
+        .lora_merge(w, a, adapters_.tensor(2 * k + 1), static_cast<float>(config_.scale()),
+                    &base_[k]);
   }
   applied_.clear();
   for (size_t i = 0; i < adapters_.size(); ++i) applied_.push_back(adapters_.tensor(i).clone());

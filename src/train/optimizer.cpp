@@ -1,48 +1,11 @@
 #include <cmath>
 #include <numbers>
 
-#include "magix/dtype_convert.hpp"
+#include "backends/backend.hpp"
 #include "magix/error.hpp"
 #include "magix/optimizer.hpp"
 
 namespace magix {
-namespace {
-
-float widen(float w) {
-  return w;
-}
-float widen(uint16_t w) {
-  return bf16_to_float(w);
-}
-void store(float& w, float v) {
-  w = v;
-}
-void store(uint16_t& w, float v) {
-  w = float_to_bf16(v);
-}
-
-struct AdamWCoefficients {
-  float scale, b1, b2, c1, c2, eps, lr, wd;
-};
-
-// One AdamW update of n elements: fp32 arithmetic whatever the storage of w (F32, or BF16
-// widened before and rounded to nearest even after); moments m, v are fp32.
-template <class W>
-void adamw_update(W* w, const float* g, float* m, float* v, int64_t n, const AdamWCoefficients& k) {
-#pragma omp parallel for schedule(static) if (n > (1 << 15))
-  for (int64_t i = 0; i < n; ++i) {
-    float gi = g[i] * k.scale;
-    m[i] = k.b1 * m[i] + (1.0f - k.b1) * gi;
-    v[i] = k.b2 * v[i] + (1.0f - k.b2) * gi * gi;
-    float mhat = m[i] / k.c1, vhat = v[i] / k.c2;
-    float wi = widen(w[i]);
-    wi -= k.lr * (mhat / (std::sqrt(vhat) + k.eps) + k.wd * wi);
-    store(w[i], wi);
-  }
-}
-
-}  // namespace
-
 double LrSchedule::operator()(int64_t step) const {
   if (step < warmup_steps) {
     return peak * static_cast<double>(step) / static_cast<double>(warmup_steps);
@@ -114,45 +77,21 @@ StepReport AdamW::step(std::span<Tensor> params, std::span<const Tensor> grads, 
     MAGIX_CHECK(grads[p].dtype() == DType::kF32,
                 "AdamW::step: the gradient of {} is {}, must be F32", names_[p],
                 dtype_name(grads[p].dtype()));
-    const float* g = grads[p].data<float>();
-    float* m = mu_[p].data<float>();
-    float* v = nu_[p].data<float>();
-    const AdamWCoefficients k{
+    const AdamWScalars k{
         static_cast<float>(scale), static_cast<float>(b1),
         static_cast<float>(b2),    static_cast<float>(c1),
         static_cast<float>(c2),    static_cast<float>(options_.eps),
         static_cast<float>(lr),    decay_[p] ? static_cast<float>(options_.weight_decay) : 0.0f};
-    const int64_t n = params[p].numel();
-    if (params[p].dtype() == DType::kBF16) {
-      adamw_update(params[p].data<uint16_t>(), g, m, v, n, k);
-    } else {
-      MAGIX_CHECK(params[p].dtype() == DType::kF32,
-                  "AdamW::step: parameter {} is {}, must be F32 or BF16", names_[p],
-                  dtype_name(params[p].dtype()));
-      adamw_update(params[p].data<float>(), g, m, v, n, k);
-    }
+    backend_for(params[p].device()).adamw_update(params[p], grads[p], mu_[p], nu_[p], k);
   }
   report.applied = true;
   return report;
 }
 
 double sum_of_squares(std::span<const float> g) {
-  // Fixed blocks summed in order: the same result whatever the thread count.
-  constexpr int64_t kBlock = 1 << 16;
-  const int64_t n = static_cast<int64_t>(g.size());
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
-  std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
-#pragma omp parallel for schedule(static) if (blocks > 1)
-  for (int64_t b = 0; b < blocks; ++b) {
-    double s = 0.0;
-    for (int64_t i = b * kBlock; i < std::min(n, (b + 1) * kBlock); ++i) {
-      s += static_cast<double>(g[i]) * g[i];
-    }
-    partial[b] = s;
-  }
-  double total = 0.0;
-  for (double s : partial) total += s;
-  return total;
+  const Tensor t =
+      Tensor::view_of(const_cast<float*>(g.data()), {static_cast<int64_t>(g.size())}, DType::kF32);
+  return backend_for(Device::kCpu).sum_of_squares(t);
 }
 
 }  // namespace magix

@@ -10,7 +10,7 @@
 #include <random>
 #include <vector>
 
-#include "kernels/cpu/attention.hpp"
+#include "backends/cpu/attention.hpp"
 #include "magix/error.hpp"
 
 namespace magix::cpu {

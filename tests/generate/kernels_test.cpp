@@ -5,10 +5,10 @@
 #include <random>
 #include <vector>
 
-#include "generate/kv_attention.hpp"
-#include "generate/linear_rows.hpp"
+#include "backends/cpu/attention_decode.hpp"
+#include "backends/cpu/matmul_decode.hpp"
 
-namespace magix::generate {
+namespace magix::cpu {
 namespace {
 
 std::vector<float> randn(size_t n, uint32_t seed) {
@@ -25,7 +25,7 @@ TEST(LinearRows, EqualsNaive) {
       const int64_t OC = 23;
       const auto x = randn(N * C, 1), w = randn(OC * C, 2), b = randn(OC, 3);
       std::vector<float> out(N * OC);
-      linear_rows(out.data(), x.data(), w.data(), b.data(), N, C, OC);
+      matmul_decode(out.data(), x.data(), w.data(), b.data(), N, C, OC);
       for (int64_t n = 0; n < N; ++n) {
         for (int64_t o = 0; o < OC; ++o) {
           double want = b[o];
@@ -48,8 +48,8 @@ TEST(CachedAttention, EqualsNaive) {
   for (int64_t window : {0, 4}) {
     for (int64_t slot : {3, 7, 10}) {
       std::vector<float> out(B * Hq * D);
-      cached_attention_step(out.data(), q.data(), {k.data(), v.data(), valid.data(), S}, B, slot,
-                            Hq, Hkv, D, scale, window);
+      attention_decode(out.data(), q.data(), {k.data(), v.data(), valid.data(), S}, B, slot, Hq,
+                       Hkv, D, scale, window);
       for (int64_t b = 0; b < B; ++b) {
         for (int64_t h = 0; h < Hq; ++h) {
           const int64_t kvh = h / (Hq / Hkv);
@@ -83,4 +83,4 @@ TEST(CachedAttention, EqualsNaive) {
 }
 
 }  // namespace
-}  // namespace magix::generate
+}  // namespace magix::cpu

@@ -6,8 +6,8 @@
 #include <cfloat>
 #include <cmath>
 
+#include "backends/cpu/cross_entropy.hpp"
 #include "kernel_test_util.hpp"
-#include "kernels/cpu/cross_entropy.hpp"
 #include "magix/error.hpp"
 
 namespace magix::cpu {

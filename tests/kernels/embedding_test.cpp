@@ -4,8 +4,8 @@
 
 #include <cmath>
 
+#include "backends/cpu/embedding.hpp"
 #include "kernel_test_util.hpp"
-#include "kernels/cpu/embedding.hpp"
 
 namespace magix::cpu {
 namespace {

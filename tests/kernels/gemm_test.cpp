@@ -10,10 +10,10 @@
 #include <limits>
 #include <string>
 
+#include "backends/cpu/blas_library.hpp"
+#include "backends/cpu/gemm.hpp"
+#include "backends/cpu/matmul.hpp"
 #include "kernel_test_util.hpp"
-#include "kernels/cpu/blas_library.hpp"
-#include "kernels/cpu/gemm.hpp"
-#include "kernels/cpu/matmul.hpp"
 #include "magix/error.hpp"
 
 namespace magix::cpu {

@@ -7,8 +7,8 @@
 #include <iterator>
 #include <numbers>
 
+#include "backends/cpu/glu.hpp"
 #include "kernel_test_util.hpp"
-#include "kernels/cpu/glu.hpp"
 
 namespace magix::cpu {
 namespace {

@@ -4,8 +4,8 @@
 #include <cfloat>
 #include <cmath>
 
+#include "backends/cpu/rmsnorm.hpp"
 #include "kernel_test_util.hpp"
-#include "kernels/cpu/rmsnorm.hpp"
 
 namespace magix::cpu {
 namespace {

@@ -7,9 +7,10 @@
 #include <cmath>
 #include <numbers>
 
+#include "backends/cpu/rope.hpp"
 #include "kernel_test_util.hpp"
-#include "kernels/cpu/rope.hpp"
 #include "magix/error.hpp"
+#include "model/rope_frequencies.hpp"
 
 namespace magix::cpu {
 namespace {

@@ -32,11 +32,11 @@ TEST(ModelConfig, LlamaDefaults) {
   EXPECT_EQ(c.head_dim, 16);
   EXPECT_EQ(c.num_kv_heads, 2);
   EXPECT_FLOAT_EQ(c.rope_theta, 10000.0f);
-  EXPECT_EQ(c.rope_scaling.kind, cpu::RopeScaling::Kind::kNone);
+  EXPECT_EQ(c.rope_scaling.kind, RopeScaling::Kind::kNone);
   EXPECT_FALSE(c.tie_word_embeddings);
   EXPECT_FALSE(c.attention_bias);
   EXPECT_EQ(c.sliding_window, std::vector<int64_t>(2, 0));
-  EXPECT_EQ(c.activation, cpu::Activation::kSilu);
+  EXPECT_EQ(c.activation, Activation::kSilu);
   json j = llama();
   j.erase("num_key_value_heads");
   EXPECT_EQ(parse_model_config(j, "x").num_kv_heads, 4);
@@ -51,7 +51,7 @@ TEST(ModelConfig, RopeOldAndNewLayoutsAgree) {
       {"rope_type", "linear"}, {"factor", 2.0}, {"rope_theta", 500000.0}};
   for (const json& j : {old_layout, new_layout}) {
     ModelConfig c = parse_model_config(j, "x");
-    EXPECT_EQ(c.rope_scaling.kind, cpu::RopeScaling::Kind::kLinear);
+    EXPECT_EQ(c.rope_scaling.kind, RopeScaling::Kind::kLinear);
     EXPECT_FLOAT_EQ(c.rope_scaling.factor, 2.0f);
     EXPECT_FLOAT_EQ(c.rope_theta, 500000.0f);
   }
@@ -62,7 +62,7 @@ TEST(ModelConfig, RopeOldAndNewLayoutsAgree) {
                         {"high_freq_factor", 4.0},
                         {"original_max_position_embeddings", 64}};
   ModelConfig c = parse_model_config(l3, "x");
-  EXPECT_EQ(c.rope_scaling.kind, cpu::RopeScaling::Kind::kLlama3);
+  EXPECT_EQ(c.rope_scaling.kind, RopeScaling::Kind::kLlama3);
   EXPECT_EQ(c.rope_scaling.original_max_position, 64);
   l3["rope_scaling"].erase("original_max_position_embeddings");
   EXPECT_EQ(parse_model_config(l3, "x").rope_scaling.original_max_position, 256);
@@ -74,7 +74,7 @@ TEST(ModelConfig, FamilyVariants) {
   g["hidden_act"] = "gelu";  // legacy Gemma value: the tanh approximation
   g["head_dim"] = 12;
   ModelConfig c = parse_model_config(g, "x");
-  EXPECT_EQ(c.activation, cpu::Activation::kGeluTanh);
+  EXPECT_EQ(c.activation, Activation::kGeluTanh);
   EXPECT_TRUE(c.tie_word_embeddings);
   EXPECT_FLOAT_EQ(c.norm_offset, 1.0f);
   EXPECT_FLOAT_EQ(c.embed_scale, 8.0f);

@@ -1,9 +1,9 @@
-#include "kernels/cpu/gemm.hpp"
+#include "backends/cpu/gemm.hpp"
 
 #include <algorithm>
 #include <limits>
 
-#include "kernels/cpu/blas_library.hpp"
+#include "backends/cpu/blas_library.hpp"
 #include "magix/error.hpp"
 
 namespace magix::cpu {

@@ -1,4 +1,4 @@
-#include "kernels/cpu/glu.hpp"
+#include "backends/cpu/glu.hpp"
 
 #include <cmath>
 #include <numbers>

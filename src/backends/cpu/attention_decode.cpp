@@ -1,14 +1,14 @@
-#include "generate/kv_attention.hpp"
+#include "backends/cpu/attention_decode.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
-namespace magix::generate {
+namespace magix::cpu {
 
-void cached_attention_step(float* out, const float* q, const KvView& c, int64_t B, int64_t slot,
-                           int64_t Hq, int64_t Hkv, int64_t D, float scale, int64_t window) {
+void attention_decode(float* out, const float* q, const KvView& c, int64_t B, int64_t slot,
+                      int64_t Hq, int64_t Hkv, int64_t D, float scale, int64_t window) {
   const int64_t group = Hq / Hkv;
   const int64_t lo = window > 0 ? std::max<int64_t>(0, slot - window + 1) : 0;
 #pragma omp parallel if (B * Hq * (slot - lo + 1) * D > (1 << 15))
@@ -53,4 +53,4 @@ void cached_attention_step(float* out, const float* q, const KvView& c, int64_t 
   }
 }
 
-}  // namespace magix::generate
+}  // namespace magix::cpu

@@ -1,4 +1,4 @@
-#include "kernels/cpu/rmsnorm.hpp"
+#include "backends/cpu/rmsnorm.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "kernels/cpu/embedding.hpp"
+#include "backends/cpu/embedding.hpp"
 
 #include <algorithm>
 

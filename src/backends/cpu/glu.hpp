@@ -3,9 +3,9 @@
 
 #include <cstdint>
 
-namespace magix::cpu {
+#include "magix/model_config.hpp"
 
-enum class Activation { kSilu, kGeluTanh };
+namespace magix::cpu {
 
 // out, gate, up: n elements.
 void glu_forward(float* out, const float* gate, const float* up, int64_t n, Activation act);

@@ -1,4 +1,4 @@
-#include "kernels/cpu/cross_entropy.hpp"
+#include "backends/cpu/cross_entropy.hpp"
 
 #include <cmath>
 #include <limits>

@@ -1,10 +1,10 @@
-#include "generate/linear_rows.hpp"
+#include "backends/cpu/matmul_decode.hpp"
 
 #include <cstring>
 
-#include "kernels/cpu/matmul.hpp"
+#include "backends/cpu/matmul.hpp"
 
-namespace magix::generate {
+namespace magix::cpu {
 namespace {
 
 // Eight floats in one register (AVX2 with the project's -march; two SSE halves without).
@@ -36,9 +36,9 @@ inline float dot(const float* a, const float* b, int64_t C) {
 
 }  // namespace
 
-void linear_rows(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
-                 int64_t C, int64_t OC) {
-  if (N > kLinearMaxRows) {
+void matmul_decode(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
+                   int64_t C, int64_t OC) {
+  if (N > kDecodeMaxRows) {
     cpu::matmul_forward(out, inp, weight, bias, N, C, OC);
     return;
   }
@@ -51,4 +51,4 @@ void linear_rows(float* out, const float* inp, const float* weight, const float*
   }
 }
 
-}  // namespace magix::generate
+}  // namespace magix::cpu

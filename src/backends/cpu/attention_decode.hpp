@@ -3,7 +3,7 @@
 
 #include <cstdint>
 
-namespace magix::generate {
+namespace magix::cpu {
 
 // The cache of one layer: rows of S slots, slot-major: k, v (B, S, Hkv, D). A query at slot s of
 // row b sees slot j iff j <= s, valid[b * S + j] != 0, and (window <= 0 or s - j < window) —
@@ -17,7 +17,7 @@ struct KvView {
 
 // q, out (B, Hq, D): the token at slot `slot` of each row; query head h uses kv head
 // h / (Hq / Hkv); scale multiplies q·k. Softmax in fp32; a query that sees no key outputs 0.
-void cached_attention_step(float* out, const float* q, const KvView& cache, int64_t B, int64_t slot,
-                           int64_t Hq, int64_t Hkv, int64_t D, float scale, int64_t window);
+void attention_decode(float* out, const float* q, const KvView& cache, int64_t B, int64_t slot,
+                      int64_t Hq, int64_t Hkv, int64_t D, float scale, int64_t window);
 
-}  // namespace magix::generate
+}  // namespace magix::cpu

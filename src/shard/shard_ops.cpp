@@ -1,4 +1,4 @@
-#include "shard_ops.hpp"
+#include "shard/shard_ops.hpp"
 
 #include <algorithm>
 #include <vector>

@@ -1,8 +1,8 @@
-#include "kernels/cpu/matmul.hpp"
+#include "backends/cpu/matmul.hpp"
 
 #include <algorithm>
 
-#include "kernels/cpu/gemm.hpp"
+#include "backends/cpu/gemm.hpp"
 
 namespace magix::cpu {
 

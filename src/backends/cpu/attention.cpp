@@ -16,7 +16,7 @@
 // OpenMP region). Measured by CPU time on one thread for B=4, T=512, D=64 and 128 (MHA and GQA)
 // against a register-tiled AVX2 loop version of the same blocks (commit 4e54805), OpenBLAS
 // (SkylakeX kernels) was 1.6-1.9x faster forward and 1.5-3.0x faster backward.
-#include "kernels/cpu/attention.hpp"
+#include "backends/cpu/attention.hpp"
 
 #include <omp.h>
 
@@ -27,7 +27,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "kernels/cpu/gemm.hpp"
+#include "backends/cpu/gemm.hpp"
 #include "magix/error.hpp"
 
 namespace magix::cpu {

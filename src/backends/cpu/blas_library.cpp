@@ -1,4 +1,4 @@
-#include "kernels/cpu/blas_library.hpp"
+#include "backends/cpu/blas_library.hpp"
 
 #include <dlfcn.h>
 

@@ -1,0 +1,168 @@
+// The op table: every numeric operation of the decoder, the generator, the optimizer and LoRA,
+// as one interface that each backend implements (src/backends/<name>/). Model, generation and
+// training code call these ops on Tensors of the backend's device and never name a backend's
+// kernels; only src/backends/ includes them.
+//
+// Conventions (as the CPU kernels, docs/kernels.md):
+// - Tensors are row-major and contiguous; a matrix argument is read as (numel / last dim, last
+//   dim), so callers may pass (B, T, C) or (N, C) alike. Shapes are checked on entry.
+// - What an op does is chosen by its tensors' dtypes (F32 or BF16; integer arrays I32): a matmul
+//   of BF16 inputs runs a bf16 GEMM with fp32 accumulation, of F32 inputs an fp32 GEMM. A dtype
+//   combination an op does not list is an error naming the op.
+// - Backward ops accumulate (+=) into parameter gradients and into `dinp` of matmul, rmsnorm
+//   and attention (several consumers add to one input gradient); glu_backward and
+//   cross_entropy_backward write (=) theirs.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "magix/model_config.hpp"
+#include "magix/tensor.hpp"
+
+namespace magix {
+
+// Query i of row b sees key j iff j <= i, and (window <= 0 or i - j < window), and key_valid[b, j]
+// != 0 (when given), and segment[b, i] == segment[b, j] (when given; packing). A query that sees
+// no key outputs 0 (lse = -inf).
+struct AttentionMask {
+  const Tensor* key_valid = nullptr;  // (B, T) I32, or null: every key valid
+  const Tensor* segment = nullptr;    // (B, T) I32, or null: one segment per row
+  int64_t window = 0;                 // <= 0: unlimited
+};
+
+// One AdamW update's scalars (fp32, as the update computes them).
+struct AdamWScalars {
+  float grad_scale = 1;  // clipping: g * grad_scale
+  float beta1 = 0.9f, beta2 = 0.999f;
+  float bias1 = 1, bias2 = 1;  // 1 - beta^t
+  float eps = 1e-8f;
+  float lr = 0;
+  float weight_decay = 0;  // 0 for parameters without decay
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  // What runs, e.g. "cpu: fp32 GEMM OpenBLAS 0.3.21 (SkylakeX, OpenMP), bf16 GEMM ...".
+  virtual std::string describe() const = 0;
+
+  // ---- memory --------------------------------------------------------------------------------
+  virtual Tensor zeros(const Shape& shape, DType dtype) const = 0;
+  // Contents unspecified (every element is written before it is read).
+  virtual Tensor empty(const Shape& shape, DType dtype) const = 0;
+  virtual void fill_zero(Tensor& t) const = 0;
+  // dst = src (same number of elements), converted to dst's dtype: F32 <-> BF16 (BF16 rounds to
+  // nearest even, widening is exact) or the same dtype; either may live on the host.
+  virtual void copy(Tensor& dst, const Tensor& src) const = 0;
+  // dst (F32) += src (F32), same number of elements.
+  virtual void add(Tensor& dst, const Tensor& src) const = 0;
+
+  // ---- linear layers (torch layout: weight (OC, C)) ------------------------------------------
+  // out (N, OC) = inp (N, C) · weightᵀ + bias (OC, F32; may be null). inp and weight both F32
+  // (fp32 GEMM) or both BF16 (bf16 GEMM, fp32 accumulation); out F32, or BF16 for BF16 inputs
+  // (rounded once, after the bias).
+  virtual void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight,
+                              const Tensor* bias) const = 0;
+  // dinp (N, C, F32) += dout · weight; dweight (OC, C, F32) += doutᵀ · inp; dbias (OC, F32) +=
+  // column sums of dout. dout, inp, weight all F32 or all BF16. Any output may be null.
+  virtual void matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, const Tensor& dout,
+                               const Tensor& inp, const Tensor& weight) const = 0;
+  // matmul_forward for a few rows (a decode step): reads each weight row once. inp F32; weight
+  // F32 or BF16 (widened as it is read); out F32.
+  virtual void matmul_decode(Tensor& out, const Tensor& inp, const Tensor& weight,
+                             const Tensor* bias) const = 0;
+
+  // ---- residual stream -----------------------------------------------------------------------
+  // out (N, C) = residual + y + bias (C; may be null); F32. out may alias residual or y.
+  virtual void residual_forward(Tensor& out, const Tensor& residual, const Tensor& y,
+                                const Tensor* bias) const = 0;
+  // dbias (C, F32) += column sums of dout (N, C, F32).
+  virtual void bias_backward(Tensor& dbias, const Tensor& dout) const = 0;
+
+  // ---- RMSNorm: out = x / sqrt(mean(x²) + eps) · (weight + offset) ---------------------------
+  // inp (N, C) F32, weight (C) F32, rstd (N) F32 saved; out F32 or BF16.
+  virtual void rmsnorm_forward(Tensor& out, Tensor& rstd, const Tensor& inp, const Tensor& weight,
+                               float eps, float offset) const = 0;
+  // dinp (N, C) += ...; dweight (C) += ... (may be null); all F32.
+  virtual void rmsnorm_backward(Tensor& dinp, Tensor* dweight, const Tensor& dout,
+                                const Tensor& inp, const Tensor& weight, const Tensor& rstd,
+                                float offset) const = 0;
+
+  // ---- rotary position embedding (rotate_half pairing, angles pos · inv_freq in fp32) --------
+  // x (N, H, D) F32 rotated in place; pos (N) I32; inv_freq (D/2) F32.
+  virtual void rope_forward(Tensor& x, const Tensor& pos, const Tensor& inv_freq) const = 0;
+  virtual void rope_backward(Tensor& dx, const Tensor& pos, const Tensor& inv_freq) const = 0;
+
+  // ---- causal attention with grouped KV heads ------------------------------------------------
+  // q, out (B, T, Hq, D); k, v (B, T, Hkv, D); lse (B, Hq, T) F32. Query head h uses KV head
+  // h / (Hq / Hkv); scale multiplies q·k; softmax in fp32.
+  virtual void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k,
+                                 const Tensor& v, float scale, const AttentionMask& mask) const = 0;
+  // dq, dk, dv += ... (shapes of q, k, v).
+  virtual void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout,
+                                  const Tensor& out, const Tensor& lse, const Tensor& q,
+                                  const Tensor& k, const Tensor& v, float scale,
+                                  const AttentionMask& mask) const = 0;
+  // One new query per row at cache slot `slot`: q, out (B, Hq, D) F32; k_cache, v_cache
+  // (B, S, Hkv, D) F32; valid (B, S) I32. The query sees slot j iff j <= slot, valid[b, j] != 0
+  // and (window <= 0 or slot - j < window): the training mask with slots as positions.
+  virtual void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache,
+                                const Tensor& v_cache, const Tensor& valid, int64_t slot,
+                                float scale, int64_t window) const = 0;
+
+  // ---- gated MLP: out = act(gate) · up -------------------------------------------------------
+  // gate, up F32 or BF16 (the same); out F32 or BF16.
+  virtual void glu_forward(Tensor& out, const Tensor& gate, const Tensor& up,
+                           Activation act) const = 0;
+  // dgate = dout · up · act'(gate), dup = dout · act(gate) (written); dout F32; dgate, dup F32 or
+  // BF16 (the same).
+  virtual void glu_backward(Tensor& dgate, Tensor& dup, const Tensor& dout, const Tensor& gate,
+                            const Tensor& up, Activation act) const = 0;
+
+  // ---- token embedding over a vocab shard: rows [row_start, row_start + rows) ----------------
+  // out (N, C) F32 = scale · table[ids[n] - row_start], 0 for ids outside the shard; ids (N) I32.
+  virtual void embedding_forward(Tensor& out, const Tensor& ids, const Tensor& table,
+                                 int64_t row_start, float scale) const = 0;
+  // dtable (rows, C) += scale · dout[n] for ids inside the shard.
+  virtual void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& ids,
+                                  int64_t row_start, float scale) const = 0;
+
+  // ---- softmax cross-entropy over a vocab shard (entries [v0, v0 + V)), in stages ------------
+  // logits (N, V) F32; targets (N) I32 (< 0: ignored); row_max, sumexp, target_logit, losses (N)
+  // F32. With the vocab split over ranks the caller all-reduces row_max (max) after the first
+  // stage and sumexp, target_logit (sum) after the second.
+  virtual void cross_entropy_max(Tensor& row_max, const Tensor& logits) const = 0;
+  virtual void cross_entropy_sumexp(Tensor& sumexp, Tensor& target_logit, const Tensor& logits,
+                                    const Tensor& row_max, const Tensor& targets,
+                                    int64_t v0) const = 0;
+  virtual void cross_entropy_loss(Tensor& losses, const Tensor& row_max, const Tensor& sumexp,
+                                  const Tensor& target_logit, const Tensor& targets) const = 0;
+  // dlogits (N, V) = dloss · (softmax - onehot(target)), written; may alias logits.
+  virtual void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& row_max,
+                                      const Tensor& sumexp, const Tensor& targets, float dloss,
+                                      int64_t v0) const = 0;
+
+  // ---- optimizer -----------------------------------------------------------------------------
+  // One AdamW update in fp32: w F32 or BF16 (widened, updated, rounded back), g, m, v F32.
+  virtual void adamw_update(Tensor& w, const Tensor& g, Tensor& m, Tensor& v,
+                            const AdamWScalars& k) const = 0;
+  // Sum of squares of g (F32), accumulated in double in a fixed order (thread-count independent).
+  virtual double sum_of_squares(const Tensor& g) const = 0;
+
+  // ---- LoRA ----------------------------------------------------------------------------------
+  // w (O, I) F32 = base + scale · b (O, r) · a (r, I), or w += scale · b · a when base is null;
+  // base F32 or BF16.
+  virtual void lora_merge(Tensor& w, const Tensor& a, const Tensor& b, float scale,
+                          const Tensor* base) const = 0;
+  // From a dense gradient dw (O, I): da (r, I) += scale · bᵀ · dw, db (O, r) = scale · dw · aᵀ.
+  virtual void lora_project(Tensor& da, Tensor& db, const Tensor& dw, const Tensor& a,
+                            const Tensor& b, float scale) const = 0;
+};
+
+// The backend of a device (throws magix::Error when this build has none for it).
+const Backend& backend_for(Device device);
+
+}  // namespace magix

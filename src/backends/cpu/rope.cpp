@@ -1,0 +1,65 @@
+#include "backends/cpu/rope.hpp"
+
+#include <cmath>
+#include <vector>
+
+#include "magix/error.hpp"
+
+// transformers computes the rotation with separately rounded fp32 multiplies and
+// adds; keep the compiler from fusing them into FMAs here so that the results match bit for bit.
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+namespace magix::cpu {
+
+namespace {
+
+// x (N, H, D) in place: for i < D/2, with a = float(pos) * inv_freq[i] (one fp32 multiply),
+//   x[i]       <- x[i] * cos(a) - x[i + D/2] * sin(a)
+//   x[i + D/2] <- x[i + D/2] * cos(a) + x[i] * sin(a)
+// sign = -1 applies the transpose (the inverse rotation) instead.
+void rope_rotate(float* x, const int32_t* pos, const float* inv_freq, int64_t N, int64_t H,
+                 int64_t D, float sign) {
+  MAGIX_CHECK(N >= 0 && H >= 0 && D > 0 && D % 2 == 0, "rope: bad sizes N={} H={} D={}", N, H, D);
+  const int64_t half = D / 2;
+#pragma omp parallel if (N * H * D > (1 << 15))
+  {
+    std::vector<float> cos_a(half), sin_a(half);
+#pragma omp for
+    for (int64_t n = 0; n < N; n++) {
+      const float p = static_cast<float>(pos[n]);
+      for (int64_t i = 0; i < half; i++) {
+        // cos/sin of the fp32 angle, evaluated in double and rounded once.
+        const double angle = static_cast<double>(p * inv_freq[i]);
+        cos_a[i] = static_cast<float>(std::cos(angle));
+        sin_a[i] = sign * static_cast<float>(std::sin(angle));
+      }
+      for (int64_t h = 0; h < H; h++) {
+        float* x1 = x + (n * H + h) * D;
+        float* x2 = x1 + half;
+        for (int64_t i = 0; i < half; i++) {
+          const float a = x1[i], b = x2[i];
+          x1[i] = a * cos_a[i] - b * sin_a[i];
+          x2[i] = b * cos_a[i] + a * sin_a[i];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void rope_forward(float* x, const int32_t* pos, const float* inv_freq, int64_t N, int64_t H,
+                  int64_t D) {
+  rope_rotate(x, pos, inv_freq, N, H, D, 1.0f);
+}
+
+void rope_backward(float* dx, const int32_t* pos, const float* inv_freq, int64_t N, int64_t H,
+                   int64_t D) {
+  rope_rotate(dx, pos, inv_freq, N, H, D, -1.0f);
+}
+
+}  // namespace magix::cpu

@@ -1,0 +1,65 @@
+// The parameters of one decoder layer, listed once: their HF names below "model.layers.{l}."
+// in HF order, their shapes and which config fields make them exist. The decoder, the
+// generator, parameter loading and init all read this table.
+#pragma once
+
+#include <array>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "magix/model_config.hpp"
+#include "magix/tensor.hpp"
+
+namespace magix::model {
+
+enum LayerParam : int {
+  kLn1,  // input_layernorm.weight (C)
+  kWq,   // q_proj (Hq·D, C) and its bias
+  kBq,
+  kWk,  // k_proj (Hkv·D, C)
+  kBk,
+  kWv,  // v_proj (Hkv·D, C)
+  kBv,
+  kWo,  // o_proj (C, Hq·D)
+  kBo,
+  kLn2,  // post_attention_layernorm.weight (C)
+  kWg,   // gate_proj (I, C)
+  kBg,
+  kWu,  // up_proj (I, C)
+  kBu,
+  kWd,  // down_proj (C, I)
+  kBd,
+  kNumLayerParams
+};
+
+inline constexpr std::array<std::string_view, kNumLayerParams> kLayerParamNames = {
+    "input_layernorm.weight", "self_attn.q_proj.weight",
+    "self_attn.q_proj.bias",  "self_attn.k_proj.weight",
+    "self_attn.k_proj.bias",  "self_attn.v_proj.weight",
+    "self_attn.v_proj.bias",  "self_attn.o_proj.weight",
+    "self_attn.o_proj.bias",  "post_attention_layernorm.weight",
+    "mlp.gate_proj.weight",   "mlp.gate_proj.bias",
+    "mlp.up_proj.weight",     "mlp.up_proj.bias",
+    "mlp.down_proj.weight",   "mlp.down_proj.bias",
+};
+
+// "model.layers.{l}." + the parameter's name.
+std::string layer_param_name(int64_t layer, LayerParam p);
+
+// The global shape of parameter p in a layer of `config`, or nullopt where the config has none
+// (biases: attention_bias for q/k/v, o_proj_bias, mlp_bias).
+std::optional<Shape> layer_param_shape(const ModelConfig& config, LayerParam p);
+
+// The linear weights (used in matmuls, in the compute dtype), as opposed to norms and biases.
+constexpr bool is_linear_weight(LayerParam p) {
+  return p == kWq || p == kWk || p == kWv || p == kWo || p == kWg || p == kWu || p == kWd;
+}
+
+// The k/v projections' weights and biases (replicated per KV head when KV heads are fewer than
+// the model axis).
+constexpr bool is_kv_param(LayerParam p) {
+  return p == kWk || p == kBk || p == kWv || p == kBv;
+}
+
+}  // namespace magix::model

@@ -1,0 +1,118 @@
+#include "model/layout.hpp"
+
+#include <cmath>
+
+#include "magix/error.hpp"
+#include "model/rope_frequencies.hpp"
+
+namespace magix::model {
+namespace {
+
+int index_of(const ParameterSet& p, const std::string& name) {
+  auto i = p.find(name);
+  return i ? static_cast<int>(*i) : kNoParam;
+}
+
+// The layers implement one tensor-parallel layout: the model axis of the default rules. The
+// data axis may shard any one dim (FSDP gathers it whole before use). The model axis may be left
+// out where a model axis of size 1 makes it moot (e.g. everything replicated: plain data
+// parallelism); it may never stand on another dim.
+void check_supported_spec(const ParamInfo& p, const PartitionSpec& default_spec,
+                          int64_t model_size) {
+  for (size_t d = 0; d < p.global_shape.size(); ++d) {
+    const bool model = p.spec.axis(d) == "model";
+    const bool want = default_spec.axis(d) == "model";
+    MAGIX_CHECK(model == want || (!model && model_size == 1),
+                "parameter '{}': partition spec {} is not supported by the decoder; the model "
+                "axis must shard it as {} does (vocab / column-parallel weights (model, *), "
+                "row-parallel weights (*, model), q/k/v/gate/up biases (model)); the data "
+                "axis may shard any one dim",
+                p.name, p.spec.str(), default_spec.str());
+  }
+}
+
+}  // namespace
+
+BlockDims ModelLayout::dims(const ModelConfig& c, int64_t l, int64_t B, int64_t T,
+                            DType compute) const {
+  BlockDims d;
+  d.B = B;
+  d.T = T;
+  d.C = C;
+  d.I = I;
+  d.Hq = Hq;
+  d.Hkv = Hkv;
+  d.D = D;
+  d.eps = c.rms_norm_eps;
+  d.norm_offset = c.norm_offset;
+  d.attn_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  d.act = c.activation;
+  d.window = c.sliding_window[static_cast<size_t>(l)];
+  d.compute = compute;
+  return d;
+}
+
+ModelLayout make_layout(const ModelConfig& c, const Mesh& mesh, const ParameterSet& params) {
+  const int64_t M = mesh.model_size();
+  // Tensor parallelism splits whole heads, MLP columns and vocabulary rows: name the first
+  // parameter whose split the config does not allow.
+  auto check_split = [&](const std::string& param, const char* field, int64_t n) {
+    MAGIX_CHECK(n % M == 0,
+                "parameter '{}' cannot be split over the model axis of size {}: {} ({}) must "
+                "divide by it",
+                param, M, field, n);
+  };
+  check_split("model.embed_tokens.weight", "vocab_size", c.vocab_size);
+  check_split("model.layers.0.self_attn.q_proj.weight", "num_attention_heads", c.num_heads);
+  // Fewer KV heads than model ranks: each KV head is replicated on M / num_key_value_heads
+  // consecutive model ranks (those whose query heads use it).
+  const bool kv_split = c.num_kv_heads % M == 0;
+  MAGIX_CHECK(kv_split || M % c.num_kv_heads == 0,
+              "parameter 'model.layers.0.self_attn.k_proj.weight' cannot be split over the model "
+              "axis of size {}: num_key_value_heads ({}) must divide by it, or divide it (then "
+              "each KV head is replicated)",
+              M, c.num_kv_heads);
+  check_split("model.layers.0.mlp.gate_proj.weight", "intermediate_size", c.intermediate_size);
+  std::vector<ParamInfo> expected = expected_parameters(c);
+  MAGIX_CHECK(expected.size() == params.size(), "parameter set has {} tensors, the config {}",
+              params.size(), expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const ParamInfo& p = params.info(i);
+    check_supported_spec(p, expected[i].spec, M);
+    MAGIX_CHECK(expected[i].name == p.name && expected[i].global_shape == p.global_shape &&
+                    p.box_extent == params.tensor(i).shape(),
+                "parameter {} ('{}' {}) does not match the config's layout ('{}' {})", i, p.name,
+                shape_str(params.tensor(i).shape()), expected[i].name,
+                shape_str(expected[i].global_shape));
+  }
+  ModelLayout s;
+  s.C = c.hidden_size;
+  s.I = c.intermediate_size / M;
+  s.Hq = c.num_heads / M;
+  s.Hkv = kv_split ? c.num_kv_heads / M : 1;
+  s.kv.replicas = kv_split ? 1 : M / c.num_kv_heads;
+  s.kv.head = mesh.model_rank() / s.kv.replicas;
+  s.kv.head_rows = c.head_dim;
+  s.D = c.head_dim;
+  s.V = c.vocab_size / M;
+  s.v0 = mesh.model_rank() * s.V;
+  s.inv_freq = rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling);
+  s.kv_rows.assign(params.size(), 0);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    std::array<int, kNumLayerParams> idx;
+    for (int p = 0; p < kNumLayerParams; ++p) {
+      const auto lp = static_cast<LayerParam>(p);
+      idx[p] = index_of(params, layer_param_name(l, lp));
+      if (s.kv.replicas > 1 && is_kv_param(lp) && idx[p] != kNoParam) {
+        s.kv_rows[static_cast<size_t>(idx[p])] = 1;
+      }
+    }
+    s.layers.push_back(idx);
+  }
+  s.embed = index_of(params, "model.embed_tokens.weight");
+  s.norm = index_of(params, "model.norm.weight");
+  s.head = c.tie_word_embeddings ? s.embed : index_of(params, "lm_head.weight");
+  return s;
+}
+
+}  // namespace magix::model

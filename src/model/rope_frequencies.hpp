@@ -1,0 +1,15 @@
+// Rotary position embedding frequencies: inv_freq (D/2) of the default, linear and Llama-3 rules,
+// evaluated as transformers 5.23 does in fp32 (bit-identical in the tests).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "magix/model_config.hpp"
+
+namespace magix {
+
+// inv_freq (D/2), computed as HF does for the given rule.
+std::vector<float> rope_inv_freq(int64_t head_dim, float theta, const RopeScaling& scaling);
+
+}  // namespace magix

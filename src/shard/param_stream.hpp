@@ -1,0 +1,58 @@
+// Streaming parameter shards to the layers that use them (FSDP / ZeRO-3, replicated KV heads),
+// shared by the decoder, the generator and LoRA. A parameter is gathered whole over the data
+// axis just before use and released after; its gradient goes back to the shard right after the
+// layer's backward pass (reduce-scattered over data, or all-reduced where the parameter is
+// replicated over data). When KV heads are fewer than the model axis, k/v weights and biases
+// are stored row-sharded over model like any column-parallel weight, gathered whole over model
+// before use (each rank keeps the rows of its own KV head) and their gradients summed over
+// model back to the shards.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "backends/backend.hpp"
+#include "magix/mesh.hpp"
+#include "magix/model.hpp"
+
+namespace magix {
+
+struct KvReplication {
+  int64_t replicas = 1;   // model ranks sharing one KV head (1: each rank has its own heads)
+  int64_t head = 0;       // the global KV head this rank uses (replicas > 1)
+  int64_t head_rows = 0;  // rows of one head in a k/v weight (head_dim)
+};
+
+// The dim of a spec sharded over the data axis, or -1.
+int data_sharded_dim(const PartitionSpec& spec);
+
+class ParamStream {
+ public:
+  ParamStream() = default;
+  // kv_rows[i] != 0: parameter i is a k/v weight or bias taken per KV head (replicas > 1).
+  ParamStream(const Mesh& mesh, const Backend& ops, std::vector<char> kv_rows, KvReplication kv);
+
+  // Parameter i of `params` as the layers use it, as `dtype` (F32 or BF16): whole over data,
+  // this rank's KV head rows. The stored shard itself where nothing is to be done.
+  Tensor gather(const ParameterSet& params, size_t i, DType dtype) const;
+  // The shape gather() returns.
+  Shape used_shape(const ParameterSet& params, size_t i) const;
+  // An F32 gradient buffer of the used shape for parameter i: the gradient shard itself where
+  // the two coincide (data axis of size 1, not a KV head's rows), else zeros.
+  Tensor open_grad(ParameterSet& grads, size_t i) const;
+  // g (from open_grad) goes to its shard (+=): KV head rows summed over the model axis, then
+  // reduce-scattered over data (a data-sharded dim) or all-reduced (replicated over data).
+  void close_grad(ParameterSet& grads, size_t i, const Tensor& g) const;
+
+ private:
+  bool gathers(const ParameterSet& params, size_t i) const;
+  Tensor kv_head_rows(const Tensor& shard) const;
+  Tensor kv_grad_shard(const Tensor& head) const;
+
+  const Mesh* mesh_ = nullptr;
+  const Backend* ops_ = nullptr;
+  std::vector<char> kv_rows_;
+  KvReplication kv_;
+};
+
+}  // namespace magix
