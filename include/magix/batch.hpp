@@ -1,5 +1,5 @@
 // A batch of token rows as the decoder consumes it: the contract between the data loader
-// (src/text) and the model (src/model).
+// (src/data) and the model (src/model).
 #pragma once
 
 #include <cstdint>

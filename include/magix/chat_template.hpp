@@ -18,7 +18,7 @@
 namespace magix {
 
 namespace jinja {
-struct Template;  // the parsed program (src/text/jinja_ast.hpp)
+struct Template;  // the parsed program (src/chat_template/jinja_ast.hpp)
 }
 
 // Thrown by render() when the template calls raise_exception(message) (a conversation the

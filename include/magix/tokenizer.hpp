@@ -19,7 +19,7 @@
 
 namespace magix {
 
-struct TokenizerImpl;  // src/text/tokenizer_impl.hpp
+struct TokenizerImpl;  // src/tokenizer/tokenizer_impl.hpp
 
 class Tokenizer {
  public:

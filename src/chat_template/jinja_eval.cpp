@@ -1,10 +1,10 @@
-#include "text/jinja_eval.hpp"
+#include "chat_template/jinja_eval.hpp"
 
 #include <ctime>
 #include <unordered_map>
 
+#include "chat_template/jinja_builtins.hpp"
 #include "magix/error.hpp"
-#include "text/jinja_builtins.hpp"
 
 namespace magix::jinja {
 

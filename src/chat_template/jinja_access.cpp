@@ -3,8 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "chat_template/jinja_builtins.hpp"
 #include "magix/error.hpp"
-#include "text/jinja_builtins.hpp"
 
 namespace magix::jinja {
 

@@ -1,4 +1,4 @@
-#include "text/normalizers.hpp"
+#include "tokenizer/normalizers.hpp"
 
 #include <algorithm>
 
@@ -8,7 +8,7 @@
 #include <unicode/ustring.h>
 
 #include "magix/error.hpp"
-#include "text/unicode.hpp"
+#include "tokenizer/unicode.hpp"
 
 namespace magix::text {
 namespace {

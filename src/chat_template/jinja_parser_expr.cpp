@@ -4,8 +4,8 @@
 #include <cerrno>
 #include <cstdlib>
 
-#include "text/jinja_builtins.hpp"
-#include "text/jinja_parser.hpp"
+#include "chat_template/jinja_builtins.hpp"
+#include "chat_template/jinja_parser.hpp"
 
 namespace magix::jinja {
 

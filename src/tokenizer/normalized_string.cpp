@@ -1,4 +1,4 @@
-#include "text/normalized_string.hpp"
+#include "tokenizer/normalized_string.hpp"
 
 namespace magix::text {
 

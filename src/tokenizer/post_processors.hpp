@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "text/normalized_string.hpp"
+#include "tokenizer/normalized_string.hpp"
 
 namespace magix::text {
 

@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "chat_template/jinja_ast.hpp"
+#include "chat_template/jinja_lexer.hpp"
 #include "magix/error.hpp"
-#include "text/jinja_ast.hpp"
-#include "text/jinja_lexer.hpp"
 
 namespace magix::jinja {
 

@@ -5,8 +5,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "chat_template/jinja_builtins.hpp"
 #include "magix/error.hpp"
-#include "text/jinja_builtins.hpp"
 
 namespace magix::jinja {
 

@@ -5,7 +5,7 @@
 #include <functional>
 #include <string>
 
-#include "text/jinja_ast.hpp"
+#include "chat_template/jinja_ast.hpp"
 
 namespace magix::jinja {
 

@@ -1,11 +1,11 @@
-#include "text/pre_tokenizers.hpp"
+#include "tokenizer/pre_tokenizers.hpp"
 
 #include <algorithm>
 
 #include "magix/error.hpp"
-#include "text/normalizers.hpp"
-#include "text/tokenizer_regex.hpp"
-#include "text/unicode.hpp"
+#include "tokenizer/normalizers.hpp"
+#include "tokenizer/tokenizer_regex.hpp"
+#include "tokenizer/unicode.hpp"
 
 namespace magix::text {
 namespace {

@@ -8,12 +8,12 @@
 #include <vector>
 
 #include "magix/tokenizer_config.hpp"
-#include "text/added_tokens.hpp"
-#include "text/bpe.hpp"
-#include "text/decoders.hpp"
-#include "text/normalizers.hpp"
-#include "text/post_processors.hpp"
-#include "text/pre_tokenizers.hpp"
+#include "tokenizer/added_tokens.hpp"
+#include "tokenizer/bpe.hpp"
+#include "tokenizer/decoders.hpp"
+#include "tokenizer/normalizers.hpp"
+#include "tokenizer/post_processors.hpp"
+#include "tokenizer/pre_tokenizers.hpp"
 
 namespace magix {
 

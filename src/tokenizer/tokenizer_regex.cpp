@@ -1,10 +1,10 @@
-#include "text/tokenizer_regex.hpp"
+#include "tokenizer/tokenizer_regex.hpp"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
 #include "magix/error.hpp"
-#include "text/unicode.hpp"
+#include "tokenizer/unicode.hpp"
 
 namespace magix::text {
 namespace {

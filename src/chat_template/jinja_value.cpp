@@ -1,4 +1,4 @@
-#include "text/jinja_value.hpp"
+#include "chat_template/jinja_value.hpp"
 
 #include <algorithm>
 #include <charconv>

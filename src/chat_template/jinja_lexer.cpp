@@ -1,10 +1,10 @@
-#include "text/jinja_lexer.hpp"
+#include "chat_template/jinja_lexer.hpp"
 
 #include <algorithm>
 #include <cstring>
 
+#include "chat_template/jinja_value.hpp"
 #include "magix/error.hpp"
-#include "text/jinja_value.hpp"
 
 namespace magix::jinja {
 

@@ -6,8 +6,8 @@
 #include <cstdio>
 #include <set>
 
+#include "chat_template/jinja_builtins.hpp"
 #include "magix/error.hpp"
-#include "text/jinja_builtins.hpp"
 
 namespace magix::jinja {
 

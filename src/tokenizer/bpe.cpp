@@ -1,9 +1,9 @@
-#include "text/bpe.hpp"
+#include "tokenizer/bpe.hpp"
 
 #include <queue>
 
 #include "magix/error.hpp"
-#include "text/unicode.hpp"
+#include "tokenizer/unicode.hpp"
 
 namespace magix::text {
 namespace {

@@ -1,9 +1,9 @@
-#include "text/decoders.hpp"
+#include "tokenizer/decoders.hpp"
 
 #include "magix/error.hpp"
-#include "text/normalized_string.hpp"
-#include "text/normalizers.hpp"
-#include "text/unicode.hpp"
+#include "tokenizer/normalized_string.hpp"
+#include "tokenizer/normalizers.hpp"
+#include "tokenizer/unicode.hpp"
 
 namespace magix::text {
 namespace {

@@ -1,8 +1,8 @@
-#include "text/added_tokens.hpp"
+#include "tokenizer/added_tokens.hpp"
 
 #include <algorithm>
 
-#include "text/unicode.hpp"
+#include "tokenizer/unicode.hpp"
 
 namespace magix::text {
 namespace {

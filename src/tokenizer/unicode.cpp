@@ -1,4 +1,4 @@
-#include "text/unicode.hpp"
+#include "tokenizer/unicode.hpp"
 
 #include <unicode/uchar.h>
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "text/jinja_value.hpp"
+#include "chat_template/jinja_value.hpp"
 
 namespace magix::jinja {
 

@@ -7,8 +7,8 @@
 
 #include "magix/error.hpp"
 #include "magix/hf_files.hpp"
-#include "text/tokenizer_impl.hpp"
-#include "text/unicode.hpp"
+#include "tokenizer/tokenizer_impl.hpp"
+#include "tokenizer/unicode.hpp"
 
 namespace magix {
 

@@ -1,5 +1,5 @@
 // Statements of the Jinja parser: the template body, tags, macro signatures, assignment targets.
-#include "text/jinja_parser.hpp"
+#include "chat_template/jinja_parser.hpp"
 
 namespace magix::jinja {
 

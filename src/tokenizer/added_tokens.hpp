@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-#include "text/normalized_string.hpp"
+#include "tokenizer/normalized_string.hpp"
 
 namespace magix::text {
 

@@ -1,9 +1,9 @@
-#include "text/post_processors.hpp"
+#include "tokenizer/post_processors.hpp"
 
 #include <algorithm>
 
 #include "magix/error.hpp"
-#include "text/unicode.hpp"
+#include "tokenizer/unicode.hpp"
 
 namespace magix::text {
 namespace {

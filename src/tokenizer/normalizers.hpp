@@ -6,8 +6,8 @@
 #include <memory>
 #include <string>
 
-#include "text/normalized_string.hpp"
-#include "text/tokenizer_regex.hpp"
+#include "tokenizer/normalized_string.hpp"
+#include "tokenizer/tokenizer_regex.hpp"
 
 namespace magix::text {
 

@@ -1,8 +1,8 @@
 #include "magix/chat_template.hpp"
 
+#include "chat_template/jinja_ast.hpp"
+#include "chat_template/jinja_eval.hpp"
 #include "magix/error.hpp"
-#include "text/jinja_ast.hpp"
-#include "text/jinja_eval.hpp"
 
 namespace magix {
 
