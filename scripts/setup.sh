@@ -6,6 +6,8 @@ packages=(
   # GEMM engine, opened with dlopen at run time (docs/kernels.md): OpenBLAS, OpenMP build.
   # The other candidates measured by bench_gemm: BLIS (OpenMP build) and oneDNN.
   libopenblas0-openmp libblis4-openmp libdnnl2
+  # bf16 GEMM engine (linked): oneDNN's matmul primitive, headers and CMake config.
+  libdnnl-dev
   libopenmpi-dev openmpi-bin
   nlohmann-json3-dev libpcre2-dev libicu-dev libcli11-dev libfmt-dev libxxhash-dev
   libgtest-dev libgmock-dev libbenchmark-dev

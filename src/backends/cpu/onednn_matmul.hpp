@@ -1,0 +1,32 @@
+// bf16 matrix products through oneDNN's matmul primitive (see docs/kernels.md, "bf16 GEMM
+// engine"). Only gemm_bf16.cpp calls this; it packs operands with padded rows first, because
+// oneDNN 2.6's fast (brgemm) matmul accepts dense row-major operands only.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace magix::cpu {
+
+// C (M, N) = alpha * op(A) · op(B) [+ bias] [+ C], products accumulated in fp32.
+// A is dense (M, K), or (K, M) if trans_a; B is dense (K, N), or (N, K) if trans_b; bias is (N)
+// fp32 or null; C is dense (M, N), fp32 or (c_bf16) bf16 rounded once at the end. accumulate
+// adds the prior C (fp32 C only). Primitives are created once per shape and thread count and
+// cached (thread-safe); each call brings its own scratchpad, so concurrent calls from the
+// threads of an OpenMP parallel region are safe, each running on one thread.
+void onednn_matmul_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                        const uint16_t* A, const uint16_t* B, const float* bias, bool accumulate,
+                        void* C, bool c_bf16);
+
+// The instruction set oneDNN dispatches to on this CPU (after ONEDNN_MAX_CPU_ISA), e.g.
+// "avx512_core_amx", and whether it has native bf16 dot products (AVX512-BF16 or AMX).
+std::string onednn_isa_name();
+bool onednn_has_native_bf16();
+
+// "oneDNN 2.6.3 matmul (avx512_core_amx)".
+std::string onednn_matmul_name();
+
+// Primitives in the cache (for the tests).
+int64_t onednn_cached_primitives();
+
+}  // namespace magix::cpu

@@ -1,0 +1,415 @@
+// gemm_bf16 / gemm_bf16_out_bf16 against the double reference gemm_bf16_naive: all transposes,
+// odd sizes, padded rows, beta 0 and 1, alpha != 1, bias; calls from inside an OpenMP parallel
+// region; and, in child processes, the engines that other CPUs get (oneDNN capped below AMX or
+// below AVX512-BF16, and the fp32 widening engine).
+#include <gtest/gtest.h>
+#include <omp.h>
+#include <unistd.h>
+
+#include <cfloat>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backends/cpu/gemm_bf16.hpp"
+#include "backends/cpu/onednn_matmul.hpp"
+#include "magix/dtype_convert.hpp"
+#include "magix/error.hpp"
+
+namespace magix::cpu {
+namespace {
+
+constexpr uint16_t kBf16NaN = 0x7fc0;
+
+// Uniform values in [-1, 1] rounded to bf16.
+std::vector<uint16_t> random_bf16(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<uint16_t> v(n);
+  for (uint16_t& x : v) x = float_to_bf16(dist(rng));
+  return v;
+}
+
+// A (rows, cols) matrix with leading dimension ld; the padding holds NaNs, so reading it would
+// poison the result.
+std::vector<uint16_t> padded_bf16(int64_t rows, int64_t cols, int64_t ld, uint32_t seed) {
+  std::vector<uint16_t> m = random_bf16(rows * ld, seed);
+  for (int64_t r = 0; r < rows; r++) {
+    for (int64_t c = cols; c < ld; c++) m[r * ld + c] = kBf16NaN;
+  }
+  return m;
+}
+
+struct Case {
+  int64_t M, N, K;
+  bool trans_a, trans_b;
+  int64_t pad;  // added to every leading dimension; 0: dense operands
+};
+
+std::string describe(const Case& c) {
+  return "M=" + std::to_string(c.M) + " N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) +
+         (c.trans_a ? " T" : " N") + (c.trans_b ? "T" : "N") + " pad=" + std::to_string(c.pad);
+}
+
+std::vector<Case> cases() {
+  const int64_t sizes[][3] = {{1, 1, 1},    {3, 1, 17},    {1, 33, 3},     {17, 33, 65},
+                              {65, 17, 33}, {64, 130, 31}, {129, 67, 200}, {33, 65, 1},
+                              {2, 300, 17}, {300, 2, 40}};
+  std::vector<Case> out;
+  for (const auto& s : sizes) {
+    for (int t = 0; t < 4; t++) {
+      for (int64_t pad : {0, 5}) out.push_back({s[0], s[1], s[2], (t & 1) != 0, (t & 2) != 0, pad});
+    }
+  }
+  return out;
+}
+
+// sum_k |alpha a_ik b_kj| + |beta c_ij|: what the fp32 rounding errors are proportional to.
+double magnitude(const Case& c, float alpha, const std::vector<uint16_t>& A, int64_t lda,
+                 const std::vector<uint16_t>& B, int64_t ldb, int64_t i, int64_t j) {
+  double sum = 0.0;
+  for (int64_t k = 0; k < c.K; k++) {
+    const uint16_t a = c.trans_a ? A[k * lda + i] : A[i * lda + k];
+    const uint16_t b = c.trans_b ? B[j * ldb + k] : B[k * ldb + j];
+    sum += std::fabs(static_cast<double>(alpha) * bf16_to_float(a) * bf16_to_float(b));
+  }
+  return sum;
+}
+
+// The products of two bf16 values are exact in fp32 (8 + 8 significant bits), so the only errors
+// are the fp32 additions: at most gamma_K = K eps / (1 - K eps) times sum |a b| for any order of
+// summation, plus one rounding each for alpha and for adding beta C. 2 (K + 2) eps covers that
+// with margin (eps = 2^-24 = FLT_EPSILON / 2).
+double fp32_tolerance(int64_t K, double magnitude) {
+  return 2.0 * (K + 2) * FLT_EPSILON * magnitude + 1e-30;
+}
+
+void check_against_naive(float alpha, float beta) {
+  uint32_t seed = 100;
+  for (const Case& c : cases()) {
+    const int64_t a_rows = c.trans_a ? c.K : c.M, a_cols = c.trans_a ? c.M : c.K;
+    const int64_t b_rows = c.trans_b ? c.N : c.K, b_cols = c.trans_b ? c.K : c.N;
+    const int64_t lda = a_cols + c.pad, ldb = b_cols + c.pad, ldc = c.N + c.pad;
+    const auto A = padded_bf16(a_rows, a_cols, lda, seed++);
+    const auto B = padded_bf16(b_rows, b_cols, ldb, seed++);
+    std::vector<float> C0(c.M * ldc);
+    std::mt19937 rng(seed++);
+    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+    for (float& x : C0) x = beta == 0.0f ? std::numeric_limits<float>::quiet_NaN() : dist(rng);
+    std::vector<float> C = C0, ref = C0;
+    gemm_bf16(c.trans_a, c.trans_b, c.M, c.N, c.K, alpha, A.data(), lda, B.data(), ldb, beta,
+              C.data(), ldc);
+    gemm_bf16_naive(c.trans_a, c.trans_b, c.M, c.N, c.K, alpha, A.data(), lda, B.data(), ldb, beta,
+                    ref.data(), ldc);
+    for (int64_t i = 0; i < c.M; i++) {
+      for (int64_t j = 0; j < c.N; j++) {
+        const double prior = beta == 0.0f ? 0.0 : std::fabs(C0[i * ldc + j]);
+        const double tol = fp32_tolerance(c.K, magnitude(c, alpha, A, lda, B, ldb, i, j) + prior);
+        ASSERT_NEAR(C[i * ldc + j], ref[i * ldc + j], tol)
+            << describe(c) << " alpha=" << alpha << " beta=" << beta << " at (" << i << ", " << j
+            << ")";
+      }
+      for (int64_t j = c.N; j < ldc; j++) {  // the padding of C is never written
+        const float before = C0[i * ldc + j], after = C[i * ldc + j];
+        ASSERT_TRUE(after == before || (std::isnan(after) && std::isnan(before))) << describe(c);
+      }
+    }
+  }
+}
+
+TEST(GemmBf16Naive, TwoByTwoByHand) {
+  const uint16_t A[] = {float_to_bf16(1), float_to_bf16(2), float_to_bf16(3), float_to_bf16(4)};
+  const uint16_t B[] = {float_to_bf16(5), float_to_bf16(6), float_to_bf16(7), float_to_bf16(8)};
+  float C[] = {1, 1, 1, 1};
+  // C = 2 A·B + C; A·B = [[19, 22], [43, 50]]
+  gemm_bf16_naive(false, false, 2, 2, 2, 2.0f, A, 2, B, 2, 1.0f, C, 2);
+  EXPECT_EQ(C[0], 39.0f);
+  EXPECT_EQ(C[1], 45.0f);
+  EXPECT_EQ(C[2], 87.0f);
+  EXPECT_EQ(C[3], 101.0f);
+  // A^T·B^T = (B·A)^T = [[23, 31], [34, 46]]
+  gemm_bf16_naive(true, true, 2, 2, 2, 1.0f, A, 2, B, 2, 0.0f, C, 2);
+  EXPECT_EQ(C[0], 23.0f);
+  EXPECT_EQ(C[1], 31.0f);
+  EXPECT_EQ(C[2], 34.0f);
+  EXPECT_EQ(C[3], 46.0f);
+}
+
+TEST(GemmBf16, BetaZeroOverwritesNaN) {
+  check_against_naive(1.0f, 0.0f);
+}
+TEST(GemmBf16, BetaOneAccumulates) {
+  check_against_naive(1.0f, 1.0f);
+}
+TEST(GemmBf16, AlphaScales) {
+  check_against_naive(-0.375f, 1.0f);
+  check_against_naive(0.125f, 0.0f);
+}
+
+// ulp of bf16 at |x| (normal range): 2^(exponent - 7).
+double bf16_ulp(double x) {
+  int exponent = 0;
+  std::frexp(x, &exponent);  // x = f 2^exponent, f in [0.5, 1)
+  return std::ldexp(1.0, exponent - 1 - 7);
+}
+
+TEST(GemmBf16, OutBf16IsTheRoundedResultWithBias) {
+  uint32_t seed = 500;
+  for (const Case& c : cases()) {
+    for (int variant = 0; variant < 3; variant++) {
+      const bool with_bias = variant > 0;
+      const float alpha = variant == 2 ? 0.75f : 1.0f;  // the bias is not scaled by alpha
+      const int64_t a_rows = c.trans_a ? c.K : c.M, a_cols = c.trans_a ? c.M : c.K;
+      const int64_t b_rows = c.trans_b ? c.N : c.K, b_cols = c.trans_b ? c.K : c.N;
+      const int64_t lda = a_cols + c.pad, ldb = b_cols + c.pad, ldc = c.N + c.pad;
+      const auto A = padded_bf16(a_rows, a_cols, lda, seed++);
+      const auto B = padded_bf16(b_rows, b_cols, ldb, seed++);
+      std::vector<float> bias(c.N);
+      std::mt19937 rng(seed++);
+      std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
+      for (float& x : bias) x = dist(rng);
+      std::vector<uint16_t> C(c.M * ldc, kBf16NaN);
+      gemm_bf16_out_bf16(c.trans_a, c.trans_b, c.M, c.N, c.K, alpha, A.data(), lda, B.data(), ldb,
+                         with_bias ? bias.data() : nullptr, C.data(), ldc);
+      std::vector<float> exact(c.M * c.N);
+      gemm_bf16_naive(c.trans_a, c.trans_b, c.M, c.N, c.K, alpha, A.data(), lda, B.data(), ldb,
+                      0.0f, exact.data(), c.N);
+      for (int64_t i = 0; i < c.M; i++) {
+        for (int64_t j = 0; j < c.N; j++) {
+          const double want = static_cast<double>(exact[i * c.N + j]) + (with_bias ? bias[j] : 0.0);
+          const double got = bf16_to_float(C[i * ldc + j]);
+          // One rounding to bf16 (half an ulp) of an fp32 result that is itself within the fp32
+          // tolerance (plus one rounding for the bias) of the exact value.
+          const double fp32_err =
+              fp32_tolerance(c.K, magnitude(c, alpha, A, lda, B, ldb, i, j) + std::fabs(want));
+          const double tol = 0.5 * bf16_ulp(std::fabs(want) + fp32_err) + fp32_err;
+          ASSERT_NEAR(got, want, tol) << describe(c) << " bias=" << with_bias << " alpha=" << alpha
+                                      << " at (" << i << ", " << j << ")";
+        }
+        for (int64_t j = c.N; j < ldc; j++) ASSERT_EQ(C[i * ldc + j], kBf16NaN) << describe(c);
+      }
+    }
+  }
+}
+
+TEST(GemmBf16, DecoderShapesMatchNaiveOnSampledEntries) {
+  // The three products of a linear layer (N rows 256, C 96, OC 160): forward out = inp·W^T,
+  // dinp += dout·W, dW += dout^T·inp.
+  const int64_t N = 256, C = 96, OC = 160;
+  const auto inp = random_bf16(N * C, 1), W = random_bf16(OC * C, 2), dout = random_bf16(N * OC, 3);
+  struct Product {
+    bool ta, tb;
+    int64_t M, Ncols, K;
+    const std::vector<uint16_t>&a, &b;
+    int64_t lda, ldb;
+    float beta;
+  };
+  const Product products[] = {{false, true, N, OC, C, inp, W, C, C, 0.0f},
+                              {false, false, N, C, OC, dout, W, OC, C, 1.0f},
+                              {true, false, OC, C, N, dout, inp, OC, C, 1.0f}};
+  for (const Product& p : products) {
+    std::vector<float> out(p.M * p.Ncols, 0.5f), ref = out;
+    gemm_bf16(p.ta, p.tb, p.M, p.Ncols, p.K, 1.0f, p.a.data(), p.lda, p.b.data(), p.ldb, p.beta,
+              out.data(), p.Ncols);
+    gemm_bf16_naive(p.ta, p.tb, p.M, p.Ncols, p.K, 1.0f, p.a.data(), p.lda, p.b.data(), p.ldb,
+                    p.beta, ref.data(), p.Ncols);
+    for (size_t i = 0; i < out.size(); i++) {
+      // |a|, |b| <= 1: sum |a b| <= K.
+      ASSERT_NEAR(out[i], ref[i], fp32_tolerance(p.K, p.K + 0.5)) << "product " << &p - products;
+    }
+  }
+}
+
+TEST(GemmBf16, EmptyZeroKAndZeroAlpha) {
+  float C[] = {1, 2, 3, 4};
+  gemm_bf16(false, false, 2, 2, 0, 1.0f, nullptr, 1, nullptr, 2, 1.0f, C, 2);  // K = 0, beta 1
+  EXPECT_EQ(C[0], 1.0f);
+  EXPECT_EQ(C[3], 4.0f);
+  gemm_bf16(false, false, 0, 2, 5, 1.0f, nullptr, 5, nullptr, 2, 0.0f, C, 2);  // M = 0
+  EXPECT_EQ(C[0], 1.0f);
+  const uint16_t A[4] = {}, B[4] = {};
+  C[1] = std::numeric_limits<float>::quiet_NaN();
+  gemm_bf16(false, false, 2, 2, 2, 0.0f, A, 2, B, 2, 0.0f, C, 2);  // alpha 0, beta 0: zeros
+  for (float c : C) EXPECT_EQ(c, 0.0f);
+  const float bias[2] = {1.5f, -2.0f};
+  uint16_t Cb[4] = {};
+  gemm_bf16_out_bf16(false, false, 2, 2, 0, 1.0f, nullptr, 1, nullptr, 2, bias, Cb, 2);
+  EXPECT_EQ(bf16_to_float(Cb[2]), 1.5f);
+  EXPECT_EQ(bf16_to_float(Cb[3]), -2.0f);
+}
+
+TEST(GemmBf16, BadArgumentsAreErrors) {
+  uint16_t A[6] = {}, B[6] = {};
+  float C[4] = {};
+  EXPECT_THROW(gemm_bf16(false, false, 2, 2, 3, 1.0f, A, 2, B, 2, 0.0f, C, 2), Error);  // lda
+  EXPECT_THROW(gemm_bf16(false, false, 2, 2, 3, 1.0f, A, 3, B, 1, 0.0f, C, 2), Error);  // ldb
+  EXPECT_THROW(gemm_bf16(false, false, 2, 2, 3, 1.0f, A, 3, B, 2, 0.0f, C, 1), Error);  // ldc
+  EXPECT_THROW(gemm_bf16(false, false, 2, 2, 3, 1.0f, A, 3, B, 2, 0.5f, C, 2), Error);  // beta
+  EXPECT_THROW(gemm_bf16(false, false, -1, 2, 3, 1.0f, A, 3, B, 2, 0.0f, C, 2), Error);
+}
+
+int threads_in_process() {
+  int count = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) {
+    (void)entry;
+    count++;
+  }
+  return count;
+}
+
+TEST(GemmBf16, ConcurrentCallsInsideAParallelRegion) {
+  // Each thread of the region multiplies its own operands of one shared shape, so they share a
+  // cached primitive: created once outside the region (2 threads) and once inside (1 thread).
+  const int64_t M = 96, N = 80, K = 112;
+  constexpr int kThreads = 4;
+  std::vector<std::vector<uint16_t>> As, Bs;
+  std::vector<std::vector<float>> refs;
+  for (int t = 0; t < kThreads; t++) {
+    As.push_back(random_bf16(M * K, 900 + t));
+    Bs.push_back(random_bf16(N * K, 950 + t));
+    refs.emplace_back(M * N);
+    gemm_bf16_naive(false, true, M, N, K, 1.0f, As[t].data(), K, Bs[t].data(), K, 0.0f,
+                    refs[t].data(), N);
+  }
+  std::vector<float> outside(M * N);
+  gemm_bf16(false, true, M, N, K, 1.0f, As[0].data(), K, Bs[0].data(), K, 0.0f, outside.data(), N);
+  const int64_t cached = onednn_cached_primitives();
+  std::vector<std::vector<float>> got(kThreads, std::vector<float>(M * N));
+  for (int repeat = 0; repeat < 3; repeat++) {
+#pragma omp parallel for num_threads(kThreads) schedule(static, 1)
+    for (int t = 0; t < kThreads; t++) {
+      gemm_bf16(false, true, M, N, K, 1.0f, As[t].data(), K, Bs[t].data(), K, 0.0f, got[t].data(),
+                N);
+    }
+    for (int t = 0; t < kThreads; t++) {
+      for (int64_t i = 0; i < M * N; i++) {
+        ASSERT_NEAR(got[t][i], refs[t][i], fp32_tolerance(K, K)) << "thread " << t << " at " << i;
+      }
+    }
+  }
+  for (int64_t i = 0; i < M * N; i++) ASSERT_NEAR(outside[i], refs[0][i], fp32_tolerance(K, K));
+  // oneDNN runs on libgomp's threads: no second pool, no threads beyond the region's team.
+  EXPECT_LE(threads_in_process(), std::max(kThreads, omp_get_max_threads()));
+  if (gemm_bf16_engine_name().find("oneDNN") != std::string::npos) {
+    // One more primitive, for one thread, shared by every call inside the region (none if the
+    // calls outside run on one thread too).
+    EXPECT_EQ(onednn_cached_primitives(), cached + (omp_get_max_threads() > 1 ? 1 : 0));
+  }
+}
+
+// Which engine a CPU like this one gets: oneDNN with AMX where the CPU and the OS allow it,
+// oneDNN with AVX512-BF16 below that, fp32 widening without native bf16.
+std::string expected_engine_isa() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("amx-bf16") && __builtin_cpu_supports("amx-tile")) {
+    return "avx512_core_amx";
+  }
+  if (__builtin_cpu_supports("avx512bf16")) return "avx512_core_bf16";
+  return "widened";
+}
+
+TEST(GemmBf16, EngineNameReportsTheIsa) {
+  if (std::getenv("ONEDNN_MAX_CPU_ISA") != nullptr || std::getenv("DNNL_MAX_CPU_ISA") != nullptr ||
+      std::getenv("MAGIX_GEMM_BF16_ENGINE") != nullptr) {
+    GTEST_SKIP() << "the engine is capped or forced by the environment";
+  }
+  const std::string name = gemm_bf16_engine_name();
+  std::printf("bf16 gemm engine: %s\n", name.c_str());
+  EXPECT_NE(name.find(expected_engine_isa()), std::string::npos)
+      << name << "; expected " << expected_engine_isa()
+      << " (on an AMX CPU a lower ISA means the kernel refused AMX to this process)";
+}
+
+// --- Other CPUs' engines, in child processes (oneDNN reads ONEDNN_MAX_CPU_ISA once). ---
+
+std::string self_path() {
+  char buf[4096];
+  const ssize_t len = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (len <= 0) return "";
+  buf[len] = '\0';
+  return buf;
+}
+
+// Runs this binary's GemmBf16Child.<test> with `env`; checks that it ran and passed.
+void run_child(const std::string& env, const std::string& test) {
+  const std::string exe = self_path();
+  ASSERT_FALSE(exe.empty());
+  const std::string command =
+      "env -u ONEDNN_MAX_CPU_ISA -u DNNL_MAX_CPU_ISA -u MAGIX_GEMM_BF16_ENGINE " + env +
+      " MAGIX_TEST_CHILD=1 '" + exe + "' --gtest_filter=GemmBf16Child." + test + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  char line[1024];
+  while (std::fgets(line, sizeof(line), pipe)) output += line;
+  const int status = pclose(pipe);
+  EXPECT_EQ(status, 0) << output;
+  EXPECT_NE(output.find("[       OK ] GemmBf16Child." + test), std::string::npos) << output;
+  EXPECT_EQ(output.find("[  SKIPPED ]"), std::string::npos) << output;
+}
+
+TEST(GemmBf16Engine, Avx512Bf16WithoutAmx) {
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx512bf16")) GTEST_SKIP() << "this CPU has no AVX512-BF16";
+  run_child("ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 MAGIX_TEST_EXPECT=avx512_core_bf16",
+            "MatchesNaive");
+}
+
+TEST(GemmBf16Engine, Avx512WithoutBf16WidensToFp32) {
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx512f")) GTEST_SKIP() << "this CPU has no AVX-512";
+  run_child("ONEDNN_MAX_CPU_ISA=AVX512_CORE MAGIX_TEST_EXPECT=widened", "MatchesNaive");
+}
+
+TEST(GemmBf16Engine, Avx2WidensToFp32) {
+  run_child("ONEDNN_MAX_CPU_ISA=AVX2 OPENBLAS_CORETYPE=Haswell MAGIX_TEST_EXPECT=Haswell",
+            "MatchesNaive");
+}
+
+TEST(GemmBf16Engine, ForcedOnednnEmulationOnAvx512) {
+  // oneDNN's own bf16 emulation (slow, never chosen by default) is still correct.
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx512f")) GTEST_SKIP() << "this CPU has no AVX-512";
+  run_child("ONEDNN_MAX_CPU_ISA=AVX512_CORE MAGIX_GEMM_BF16_ENGINE=onednn MAGIX_TEST_EXPECT=oneDNN",
+            "MatchesNaive");
+}
+
+TEST(GemmBf16Engine, ForcedOnednnOnAvx2IsAClearError) {
+  run_child("ONEDNN_MAX_CPU_ISA=AVX2 MAGIX_GEMM_BF16_ENGINE=onednn", "OnednnRefuses");
+}
+
+#define MAGIX_ONLY_IN_CHILD()                                                     \
+  if (std::getenv("MAGIX_TEST_CHILD") == nullptr) {                               \
+    GTEST_SKIP() << "runs only in the child process started by GemmBf16Engine.*"; \
+  }
+
+TEST(GemmBf16Child, MatchesNaive) {
+  MAGIX_ONLY_IN_CHILD();
+  const std::string name = gemm_bf16_engine_name();
+  std::printf("bf16 gemm engine: %s\n", name.c_str());
+  EXPECT_NE(name.find(std::getenv("MAGIX_TEST_EXPECT")), std::string::npos) << name;
+  check_against_naive(1.0f, 0.0f);
+  check_against_naive(0.5f, 1.0f);
+}
+
+TEST(GemmBf16Child, OnednnRefuses) {
+  MAGIX_ONLY_IN_CHILD();
+  const uint16_t A[4] = {}, B[4] = {};
+  float C[4] = {};
+  try {
+    gemm_bf16(false, false, 2, 2, 2, 1.0f, A, 2, B, 2, 0.0f, C, 2);
+    ADD_FAILURE() << "oneDNN ran a bf16 matmul capped at AVX2";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("oneDNN matmul"), std::string::npos) << what;
+    EXPECT_NE(what.find("avx2"), std::string::npos) << what;
+  }
+}
+
+}  // namespace
+}  // namespace magix::cpu
