@@ -90,6 +90,7 @@ struct DemoOptions {
   uint64_t seed = 42;  // model init and data order
   int64_t log_every = 100;
   bool quiet = false;  // print only the summary
+  bool bf16 = false;   // bf16 mixed precision for training and generation
 };
 
 struct DemoReport {

@@ -32,7 +32,8 @@ struct TrainArgs {
   std::string model_cache_dir;       // HF cache root for hub names (default: $HF_HOME)
   std::string tokenizer_name;        // default: the model folder / the config's folder
   bool bf16_model_weights = false;   // parameters stored in bf16, updated from fp32 values
-  bool recompute = false;            // activation recomputation in the backward pass
+  bool bf16 = false;       // mixed precision: bf16 GEMMs, fp32 accumulation (compute_dtype BF16)
+  bool recompute = false;  // activation recomputation in the backward pass
 
   // Data.
   std::string train_file;         // .jsonl / .json / .txt

@@ -87,6 +87,8 @@ void add_demo_command(CLI::App& app) {
                   "demo's matrices are small: 2 threads train ~1.3x faster than 1 on an idle "
                   "2-core machine, and several times slower on a busy one")
       ->capture_default_str();
+  cmd->add_flag(flag("bf16"), o.bf16,
+                "bf16 mixed precision for training and generation (as magix train --bf16)");
   cmd->add_flag(flag("quiet"), o.quiet,
                 "no step log: print the result (the trainer's summary lines stay on stderr)");
   cmd->callback([args] { run_demo_command(*args); });

@@ -76,6 +76,9 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option(flag("lora"), a->lora, "LoRA adapters to merge before generating");
   cmd->add_option(flag("lora_alpha"), a->lora_alpha, "LoRA scaling numerator (alpha / rank)")
       ->capture_default_str();
+  cmd->add_flag(flag("bf16"), a->bf16,
+                "bf16 mixed precision: weights kept and streamed in bf16, prefill products in "
+                "bf16 with fp32 accumulation (docs/generation.md)");
   cmd->callback([a] {
     a->progress = isatty(fileno(stderr)) != 0;
     Mesh mesh = create_device_mesh(a->mesh_shape);

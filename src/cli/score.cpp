@@ -31,6 +31,7 @@ struct ScoreArgs {
   bool add_special_tokens = true;
   std::vector<int> mesh_shape = {-1, 1};
   std::string partition_rules;  // a rules file replacing the family's defaults
+  bool bf16 = false;            // bf16 mixed precision
 };
 
 // One example per non-blank line: {"input_ids": [int, ...]} with at least 2 ids in [0, vocab).
@@ -91,9 +92,11 @@ void run_score(const ScoreArgs& a) {
   std::optional<PartitionRules> rules;
   if (!a.partition_rules.empty()) rules = load_partition_rules(a.partition_rules);
   // An HF folder / hub name, or a committed checkpoint step (magix train --checkpoint_dir).
+  DecoderOptions options;
+  options.compute_dtype = a.bf16 ? DType::kBF16 : DType::kF32;
   Decoder model = is_checkpoint_step(a.model)
-                      ? load_checkpoint_decoder(a.model, mesh, {}, rules ? &*rules : nullptr)
-                      : load_decoder(a.model, mesh, {}, rules ? &*rules : nullptr);
+                      ? load_checkpoint_decoder(a.model, mesh, options, rules ? &*rules : nullptr)
+                      : load_decoder(a.model, mesh, options, rules ? &*rules : nullptr);
   const auto examples = a.data_field.empty()
                             ? read_token_examples(a.input, model.config().vocab_size)
                             : read_text_examples(a.input, a, model.config().vocab_size);
@@ -168,6 +171,9 @@ void add_score_command(CLI::App& app) {
   cmd->add_option(flag("partition_rules"), args->partition_rules,
                   "JSON list of [regex, spec] pairs replacing the default sharding rules "
                   "(docs/mesh.md)");
+  cmd->add_flag(flag("bf16"), args->bf16,
+                "bf16 mixed precision: matrix products in bf16 with fp32 accumulation "
+                "(docs/model.md)");
   cmd->callback([args] { run_score(*args); });
 }
 

@@ -29,6 +29,9 @@ void add_train_options(CLI::App& cmd, TrainArgs& a) {
                  "--model_config)");
   cmd.add_flag(flag("bf16_model_weights"), a.bf16_model_weights,
                "store the weights in bf16 (updated from fp32 values; moments stay fp32)");
+  cmd.add_flag(flag("bf16"), a.bf16,
+               "bf16 mixed precision: matrix products in bf16 with fp32 accumulation; norms, "
+               "softmax, loss, RoPE, gradients and AdamW stay fp32 (docs/model.md)");
   cmd.add_flag(flag("recompute"), a.recompute,
                "recompute activations in the backward pass (less memory, ~1/3 more compute)");
   // Data.

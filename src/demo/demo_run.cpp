@@ -144,6 +144,7 @@ TrainArgs demo_train_args(const DemoOptions& o, const DemoPaths& paths) {
   a.progress = o.quiet ? "none" : "log";
   a.seed = o.seed;
   a.mesh_shape = o.mesh_shape;
+  a.bf16 = o.bf16;
   return a;
 }
 
@@ -159,6 +160,7 @@ GenerateArgs demo_generate_args(const DemoOptions& o, const DemoPaths& paths,
   g.model_name_or_path = checkpoint;
   g.mesh_shape = o.mesh_shape;
   g.generation.max_new_tokens = o.task.digits + 2;  // the answer and </s>, one spare
+  g.bf16 = o.bf16;
   return g;
 }
 
@@ -168,19 +170,19 @@ std::vector<std::string> continue_commands(const DemoPaths& paths, const TrainAr
                                            const fs::path& ckpt, int digits) {
   return {
       fmt::format("magix generate --model_name_or_path {} --prompts {} --use_chat_template "
-                  "--max_new_tokens {} --output_file {}",
+                  "--max_new_tokens {} --output_file {}{}",
                   ckpt.string(), paths.test_file.string(), digits + 2,
-                  (paths.root / "generated_again.jsonl").string()),
+                  (paths.root / "generated_again.jsonl").string(), t.bf16 ? " --bf16" : ""),
       fmt::format("magix export --checkpoint {} --output_dir {}", ckpt.string(),
                   (paths.root / "hf_model").string()),
       fmt::format("magix train --model_config {} --train_file {} --train_data_field {} "
                   "--use_chat_template --train_on {} --max_length {} --max_steps {} "
                   "--batch_size {} --learning_rate {} --warmup_ratio {} --weight_decay {} "
-                  "--seed {} --save_steps 0 --checkpoint_dir {} --metrics_file {}",
+                  "--seed {} --save_steps 0 --checkpoint_dir {} --metrics_file {}{}",
                   t.model_config, t.train_file, t.train_data_field, t.train_on, t.max_length,
                   t.max_steps, t.batch_size, t.learning_rate, t.warmup_ratio, t.weight_decay,
                   t.seed, (paths.root / "checkpoints_train").string(),
-                  (paths.root / "metrics_train.jsonl").string()),
+                  (paths.root / "metrics_train.jsonl").string(), t.bf16 ? " --bf16" : ""),
   };
 }
 

@@ -29,9 +29,11 @@ void check_args(const GenerateArgs& a) {
 }
 
 Decoder load_model(const GenerateArgs& a, const Mesh& mesh) {
+  DecoderOptions options;
+  options.compute_dtype = a.bf16 ? DType::kBF16 : DType::kF32;
   Decoder model = is_checkpoint_step(a.model_name_or_path)
-                      ? load_checkpoint_decoder(a.model_name_or_path, mesh)
-                      : load_decoder(a.model_name_or_path, mesh);
+                      ? load_checkpoint_decoder(a.model_name_or_path, mesh, options)
+                      : load_decoder(a.model_name_or_path, mesh, options);
   // --lora: a train-lora step's adapters merged into the weights (each rank its boxes).
   if (!a.lora.empty()) merge_lora_checkpoint(resolve_lora_step(a.lora), model, a.lora_alpha);
   const ModelConfig& c = model.config();
@@ -123,7 +125,7 @@ GenerationSummary run_generation(const GenerateArgs& a, const Mesh& mesh) {
   MAGIX_CHECK(fs::is_directory(parent), "--output_file '{}': folder '{}' does not exist",
               out_path.string(), parent.string());
   check_generate_options(a.generation, true);
-  // The generator keeps its own (gathered, fp32) weights: the decoder's shards go out of scope.
+  // The generator keeps its own (gathered) weights: the decoder's shards go out of scope.
   Generator gen = [&] {
     const Decoder model = load_model(a, mesh);
     MAGIX_CHECK(tok.vocab_size() <= model.config().vocab_size,

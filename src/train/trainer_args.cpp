@@ -20,6 +20,7 @@ nlohmann::json TrainArgs::to_json() const {
       {"model_cache_dir", model_cache_dir},
       {"tokenizer_name", tokenizer_name},
       {"bf16_model_weights", bf16_model_weights},
+      {"bf16", bf16},
       {"recompute", recompute},
       {"train_file", train_file},
       {"train_data_config", train_data_config},
@@ -105,6 +106,7 @@ Decoder load_train_decoder(const TrainArgs& a, const Mesh& mesh) {
   DecoderOptions options;
   options.recompute = a.recompute;
   options.weight_dtype = a.bf16_model_weights ? DType::kBF16 : DType::kF32;
+  options.compute_dtype = a.bf16 ? DType::kBF16 : DType::kF32;
   std::optional<PartitionRules> rules;
   if (!a.partition_rules.empty()) rules = load_partition_rules(a.partition_rules);
   const auto check_type = [&](const ModelConfig& config, const std::string& source) {

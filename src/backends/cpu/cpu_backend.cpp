@@ -8,9 +8,11 @@
 
 #include "backends/cpu/attention.hpp"
 #include "backends/cpu/attention_decode.hpp"
+#include "backends/cpu/convert.hpp"
 #include "backends/cpu/cross_entropy.hpp"
 #include "backends/cpu/embedding.hpp"
 #include "backends/cpu/gemm.hpp"
+#include "backends/cpu/gemm_bf16.hpp"
 #include "backends/cpu/glu.hpp"
 #include "backends/cpu/lora.hpp"
 #include "backends/cpu/matmul.hpp"
@@ -70,6 +72,15 @@ const float* f32_or_null(const Tensor* t) {
 float* f32_or_null(Tensor* t) {
   return t ? t->data<float>() : nullptr;
 }
+const uint16_t* b16(const Tensor& t) {
+  return t.data<uint16_t>();
+}
+uint16_t* b16(Tensor& t) {
+  return t.data<uint16_t>();
+}
+bool is(const Tensor& t, DType d) {
+  return t.dtype() == d;
+}
 const int32_t* i32(const Tensor& t) {
   return t.data<int32_t>();
 }
@@ -107,7 +118,8 @@ Device CpuBackend::device() const {
 }
 
 std::string CpuBackend::describe() const {
-  return fmt::format("cpu: fp32 GEMM {}", gemm_backend_name());
+  return fmt::format("cpu: fp32 GEMM {}; bf16 GEMM {}", gemm_backend_name(),
+                     gemm_bf16_engine_name());
 }
 
 Tensor CpuBackend::zeros(const Shape& shape, DType dtype) const {
@@ -133,9 +145,9 @@ void CpuBackend::copy(Tensor& dst, const Tensor& src) const {
       std::memmove(dst.bytes(), src.bytes(), dst.nbytes());
     }
   } else if (dst.dtype() == DType::kF32 && src.dtype() == DType::kBF16) {
-    bf16_to_float(src.span<uint16_t>(), dst.span<float>());
+    bf16_to_f32(b16(src), f32(dst), dst.numel());
   } else if (dst.dtype() == DType::kBF16 && src.dtype() == DType::kF32) {
-    float_to_bf16(src.span<float>(), dst.span<uint16_t>());
+    f32_to_bf16(f32(src), b16(dst), dst.numel());
   } else {
     MAGIX_FAIL("copy: no conversion from {} to {} ({} elements)", dtype_name(src.dtype()),
                dtype_name(dst.dtype()), n);
@@ -172,6 +184,14 @@ void CpuBackend::matmul_forward(Tensor& out, const Tensor& inp, const Tensor& we
     cpu::matmul_forward(f32(out), f32(inp), f32(weight), f32_or_null(bias), x.rows, x.cols, w.rows);
     return;
   }
+  if (is(inp, DType::kBF16) && is(weight, DType::kBF16) && is(out, DType::kF32)) {
+    cpu::matmul_forward(f32(out), b16(inp), b16(weight), f32_or_null(bias), x.rows, x.cols, w.rows);
+    return;
+  }
+  if (is(inp, DType::kBF16) && is(weight, DType::kBF16) && is(out, DType::kBF16)) {
+    cpu::matmul_forward(b16(out), b16(inp), b16(weight), f32_or_null(bias), x.rows, x.cols, w.rows);
+    return;
+  }
   unsupported(op, inp, weight);
 }
 
@@ -203,6 +223,11 @@ void CpuBackend::matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, c
                          f32(inp), f32(weight), x.rows, x.cols, w.rows);
     return;
   }
+  if (is(dout, DType::kBF16) && is(inp, DType::kBF16) && is(weight, DType::kBF16)) {
+    cpu::matmul_backward(f32_or_null(dinp), f32_or_null(dweight), f32_or_null(dbias), b16(dout),
+                         b16(inp), b16(weight), x.rows, x.cols, w.rows);
+    return;
+  }
   unsupported(op, dout, weight);
 }
 
@@ -223,6 +248,10 @@ void CpuBackend::matmul_decode(Tensor& out, const Tensor& inp, const Tensor& wei
   }
   if (weight.dtype() == DType::kF32) {
     cpu::matmul_decode(f32(out), f32(inp), f32(weight), f32_or_null(bias), x.rows, x.cols, w.rows);
+    return;
+  }
+  if (weight.dtype() == DType::kBF16) {
+    cpu::matmul_decode(f32(out), f32(inp), b16(weight), f32_or_null(bias), x.rows, x.cols, w.rows);
     return;
   }
   unsupported(op, inp, weight);
@@ -266,6 +295,10 @@ void CpuBackend::rmsnorm_forward(Tensor& out, Tensor& rstd, const Tensor& inp, c
   check_numel(op, "rstd", rstd, m.rows);
   if (out.dtype() == DType::kF32) {
     cpu::rmsnorm_forward(f32(out), f32(rstd), f32(inp), f32(weight), m.rows, m.cols, eps, offset);
+    return;
+  }
+  if (out.dtype() == DType::kBF16) {
+    cpu::rmsnorm_forward(b16(out), f32(rstd), f32(inp), f32(weight), m.rows, m.cols, eps, offset);
     return;
   }
   unsupported(op, out, inp);
@@ -390,6 +423,10 @@ void CpuBackend::glu_forward(Tensor& out, const Tensor& gate, const Tensor& up,
     cpu::glu_forward(f32(out), f32(gate), f32(up), gate.numel(), act);
     return;
   }
+  if (is(gate, DType::kBF16) && is(up, DType::kBF16) && is(out, DType::kBF16)) {
+    cpu::glu_forward(b16(out), b16(gate), b16(up), gate.numel(), act);
+    return;
+  }
   unsupported(op, gate, out);
 }
 
@@ -406,6 +443,11 @@ void CpuBackend::glu_backward(Tensor& dgate, Tensor& dup, const Tensor& dout, co
     dgate.fill_zero();
     dup.fill_zero();
     cpu::glu_backward(f32(dgate), f32(dup), f32(dout), f32(gate), f32(up), dout.numel(), act);
+    return;
+  }
+  if (is(dgate, DType::kBF16) && is(dup, DType::kBF16) && is(gate, DType::kBF16) &&
+      is(up, DType::kBF16)) {
+    cpu::glu_backward(b16(dgate), b16(dup), f32(dout), b16(gate), b16(up), dout.numel(), act);
     return;
   }
   unsupported(op, gate, dgate);

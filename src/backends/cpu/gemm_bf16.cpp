@@ -6,8 +6,8 @@
 #include <memory>
 
 #include "backends/cpu/convert.hpp"
+#include "backends/cpu/gemm.hpp"
 #include "backends/cpu/onednn_matmul.hpp"
-#include "kernels/cpu/gemm.hpp"
 #include "magix/dtype_convert.hpp"
 #include "magix/error.hpp"
 

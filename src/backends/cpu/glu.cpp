@@ -3,6 +3,7 @@
 #include <cmath>
 #include <numbers>
 
+#include "magix/dtype_convert.hpp"
 #include "magix/error.hpp"
 
 namespace magix::cpu {
@@ -69,6 +70,51 @@ void glu_backward(float* dgate, float* dup, const float* dout, const float* gate
       dgate[i] += dout[i] * up[i] * gelu_tanh_grad(g);
       dup[i] += dout[i] * gelu_tanh(g);
     }
+  }
+}
+
+namespace {
+
+inline float load(uint16_t x) {
+  return bf16_to_float(x);
+}
+
+template <float (*Act)(float), float (*Grad)(float)>
+void glu_bf16(uint16_t* out, const uint16_t* gate, const uint16_t* up, int64_t n) {
+#pragma omp parallel for if (n > kParallelMin)
+  for (int64_t i = 0; i < n; i++) out[i] = float_to_bf16(Act(load(gate[i])) * load(up[i]));
+}
+
+template <float (*Act)(float), float (*Grad)(float)>
+void glu_bf16_backward(uint16_t* dgate, uint16_t* dup, const float* dout, const uint16_t* gate,
+                       const uint16_t* up, int64_t n) {
+#pragma omp parallel for if (n > kParallelMin)
+  for (int64_t i = 0; i < n; i++) {
+    const float g = load(gate[i]);
+    dgate[i] = float_to_bf16(dout[i] * load(up[i]) * Grad(g));
+    dup[i] = float_to_bf16(dout[i] * Act(g));
+  }
+}
+
+}  // namespace
+
+void glu_forward(uint16_t* out, const uint16_t* gate, const uint16_t* up, int64_t n,
+                 Activation act) {
+  MAGIX_CHECK(n >= 0, "glu_forward: n={} < 0", n);
+  if (act == Activation::kSilu) {
+    glu_bf16<silu, silu_grad>(out, gate, up, n);
+  } else {
+    glu_bf16<gelu_tanh, gelu_tanh_grad>(out, gate, up, n);
+  }
+}
+
+void glu_backward(uint16_t* dgate, uint16_t* dup, const float* dout, const uint16_t* gate,
+                  const uint16_t* up, int64_t n, Activation act) {
+  MAGIX_CHECK(n >= 0, "glu_backward: n={} < 0", n);
+  if (act == Activation::kSilu) {
+    glu_bf16_backward<silu, silu_grad>(dgate, dup, dout, gate, up, n);
+  } else {
+    glu_bf16_backward<gelu_tanh, gelu_tanh_grad>(dgate, dup, dout, gate, up, n);
   }
 }
 

@@ -14,4 +14,15 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int64_t N, int64_t C, int64_t OC);
 
+// bf16 inputs (uint16_t bit patterns), fp32 accumulation (gemm_bf16); out fp32 with the bias
+// added after the product, or bf16 rounded once after the bias.
+void matmul_forward(float* out, const uint16_t* inp, const uint16_t* weight, const float* bias,
+                    int64_t N, int64_t C, int64_t OC);
+void matmul_forward(uint16_t* out, const uint16_t* inp, const uint16_t* weight, const float* bias,
+                    int64_t N, int64_t C, int64_t OC);
+
+// bf16 dout, inp, weight; fp32 gradients accumulated (+=) as in the fp32 version.
+void matmul_backward(float* dinp, float* dweight, float* dbias, const uint16_t* dout,
+                     const uint16_t* inp, const uint16_t* weight, int64_t N, int64_t C, int64_t OC);
+
 }  // namespace magix::cpu

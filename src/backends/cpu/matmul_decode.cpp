@@ -1,8 +1,11 @@
 #include "backends/cpu/matmul_decode.hpp"
 
 #include <cstring>
+#include <vector>
 
+#include "backends/cpu/convert.hpp"
 #include "backends/cpu/matmul.hpp"
+#include "magix/dtype_convert.hpp"
 
 namespace magix::cpu {
 namespace {
@@ -16,8 +19,30 @@ inline Vec8 load8(const float* p) {
   return v;
 }
 
-// a · b over C floats: four independent 8-wide accumulators, then the tail.
-inline float dot(const float* a, const float* b, int64_t C) {
+// Eight bf16 values widened to fp32 (exact: the bits shifted into the high half).
+using U16x8 = uint16_t __attribute__((vector_size(16)));
+using U32x8 = uint32_t __attribute__((vector_size(32)));
+
+inline Vec8 load8(const uint16_t* p) {
+  U16x8 h;
+  std::memcpy(&h, p, sizeof h);
+  const U32x8 w = __builtin_convertvector(h, U32x8) << 16;
+  Vec8 v;
+  std::memcpy(&v, &w, sizeof v);
+  return v;
+}
+
+inline float widen(float x) {
+  return x;
+}
+inline float widen(uint16_t x) {
+  return bf16_to_float(x);
+}
+
+// a · b over C elements (a widened to fp32): four independent 8-wide accumulators, then the
+// tail.
+template <class W>
+inline float dot(const W* a, const float* b, int64_t C) {
   Vec8 s0{}, s1{}, s2{}, s3{};
   int64_t i = 0;
   for (; i + 32 <= C; i += 32) {
@@ -30,8 +55,20 @@ inline float dot(const float* a, const float* b, int64_t C) {
   const Vec8 s = (s0 + s1) + (s2 + s3);
   float r = 0;
   for (int k = 0; k < 8; ++k) r += s[k];
-  for (; i < C; ++i) r += a[i] * b[i];
+  for (; i < C; ++i) r += widen(a[i]) * b[i];
   return r;
+}
+
+template <class W>
+void rows_times_weight(float* out, const float* inp, const W* weight, const float* bias, int64_t N,
+                       int64_t C, int64_t OC) {
+  // Each weight row is read once from memory and used for all N rows (it stays in L1).
+#pragma omp parallel for schedule(static) if (OC * C > (1 << 14))
+  for (int64_t o = 0; o < OC; ++o) {
+    const W* w = weight + o * C;
+    const float b = bias ? bias[o] : 0.0f;
+    for (int64_t n = 0; n < N; ++n) out[n * OC + o] = dot(w, inp + n * C, C) + b;
+  }
 }
 
 }  // namespace
@@ -42,13 +79,19 @@ void matmul_decode(float* out, const float* inp, const float* weight, const floa
     cpu::matmul_forward(out, inp, weight, bias, N, C, OC);
     return;
   }
-  // Each weight row is read once from memory and used for all N rows (it stays in L1).
-#pragma omp parallel for schedule(static) if (OC * C > (1 << 14))
-  for (int64_t o = 0; o < OC; ++o) {
-    const float* w = weight + o * C;
-    const float b = bias ? bias[o] : 0.0f;
-    for (int64_t n = 0; n < N; ++n) out[n * OC + o] = dot(w, inp + n * C, C) + b;
+  rows_times_weight(out, inp, weight, bias, N, C, OC);
+}
+
+void matmul_decode(float* out, const float* inp, const uint16_t* weight, const float* bias,
+                   int64_t N, int64_t C, int64_t OC) {
+  if (N > kDecodeMaxRows) {
+    // Many rows: a bf16 GEMM of the rows rounded to bf16.
+    std::vector<uint16_t> rows(static_cast<size_t>(N * C));
+    f32_to_bf16(inp, rows.data(), N * C);
+    cpu::matmul_forward(out, rows.data(), weight, bias, N, C, OC);
+    return;
   }
+  rows_times_weight(out, inp, weight, bias, N, C, OC);
 }
 
 }  // namespace magix::cpu

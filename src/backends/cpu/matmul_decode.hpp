@@ -14,4 +14,9 @@ inline constexpr int64_t kDecodeMaxRows = 8;
 void matmul_decode(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
                    int64_t C, int64_t OC);
 
+// The same with a bf16 weight, widened to fp32 as it is read (half the bytes per row). More than
+// kDecodeMaxRows rows: a bf16 GEMM of the rows rounded to bf16.
+void matmul_decode(float* out, const float* inp, const uint16_t* weight, const float* bias,
+                   int64_t N, int64_t C, int64_t OC);
+
 }  // namespace magix::cpu

@@ -3,12 +3,23 @@
 #include <algorithm>
 #include <cmath>
 
+#include "magix/dtype_convert.hpp"
 #include "magix/error.hpp"
 
 namespace magix::cpu {
 
-void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N,
-                     int64_t C, float eps, float offset) {
+namespace {
+
+inline void store(float& o, float v) {
+  o = v;
+}
+inline void store(uint16_t& o, float v) {
+  o = float_to_bf16(v);
+}
+
+template <class Out>
+void rmsnorm_forward_rows(Out* out, float* rstd, const float* inp, const float* weight, int64_t N,
+                          int64_t C, float eps, float offset) {
   MAGIX_CHECK(N >= 0 && C > 0, "rmsnorm_forward: bad sizes N={} C={}", N, C);
   // As HF computes it in fp32: r = 1 / sqrt(float(mean(x^2)) + eps) (eps inside the sqrt),
   // out = (x * r) * (weight + offset). The mean is accumulated in double, which is at least as
@@ -16,15 +27,27 @@ void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* wei
 #pragma omp parallel for if (N * C > (1 << 15))
   for (int64_t n = 0; n < N; n++) {
     const float* x = inp + n * C;
-    float* o = out + n * C;
+    Out* o = out + n * C;
     double sum_sq = 0.0;
 #pragma omp simd reduction(+ : sum_sq)
     for (int64_t c = 0; c < C; c++) sum_sq += static_cast<double>(x[c]) * x[c];
     const float variance = static_cast<float>(sum_sq / static_cast<double>(C));
     const float r = 1.0f / std::sqrt(variance + eps);
     rstd[n] = r;
-    for (int64_t c = 0; c < C; c++) o[c] = (x[c] * r) * (weight[c] + offset);
+    for (int64_t c = 0; c < C; c++) store(o[c], (x[c] * r) * (weight[c] + offset));
   }
+}
+
+}  // namespace
+
+void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N,
+                     int64_t C, float eps, float offset) {
+  rmsnorm_forward_rows(out, rstd, inp, weight, N, C, eps, offset);
+}
+
+void rmsnorm_forward(uint16_t* out, float* rstd, const float* inp, const float* weight, int64_t N,
+                     int64_t C, float eps, float offset) {
+  rmsnorm_forward_rows(out, rstd, inp, weight, N, C, eps, offset);
 }
 
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,

@@ -9,6 +9,9 @@ namespace magix::cpu {
 // inp, out (N, C); weight (C); rstd (N) is saved for the backward pass.
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N,
                      int64_t C, float eps, float offset);
+// The same with a bf16 out (computed in fp32, rounded to nearest even once).
+void rmsnorm_forward(uint16_t* out, float* rstd, const float* inp, const float* weight, int64_t N,
+                     int64_t C, float eps, float offset);
 
 // dinp (N, C) += ..., dweight (C) += ...; dweight may be null.
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,
