@@ -3,10 +3,11 @@
 //   prefill  tokens/s: B prompts of P tokens, one new token (the prefill dominates);
 //   decode   tokens/s: B rows generating N tokens after a 16-token prompt, the prefill time
 //            (measured alone) subtracted, over the N - 1 decode steps;
-// at batch 1 and 32, and decode at batch 1 against the memory-bandwidth bound: every decode step
-// reads all weights once (fp32; the tied embedding once, as the LM head), so the bound is
-// bandwidth / weight bytes tokens/s, with the bandwidth of a large streaming read measured in
-// the same run.
+// at batch 1 and 32, in fp32 and with --bf16 (weights kept and streamed in bf16), and decode at
+// batch 1 against the memory-bandwidth bound: every decode step reads all weights once (the tied
+// embedding once, as the LM head), so the bound is bandwidth / weight bytes tokens/s, with the
+// bandwidth of a large streaming read measured in the same run. The last line is one JSON
+// object with every figure.
 //
 //   OMP_NUM_THREADS=2 build/bin/bench_generate [P] [N]
 #include <fmt/format.h>
@@ -86,6 +87,34 @@ double time_generate(magix::Generator& gen, const std::vector<std::vector<int32_
   return best;
 }
 
+struct Figures {
+  double prefill_tps[2] = {0, 0}, decode_tps[2] = {0, 0}, decode_ms[2] = {0, 0};
+};
+
+// Prefill and decode tokens/s at batch 1 and 32 (index 0 and 1).
+Figures measure(magix::Generator& gen, int64_t P, int64_t N, int64_t vocab) {
+  Figures f;
+  const int64_t batches[2] = {1, 32};
+  for (int i = 0; i < 2; ++i) {
+    const int64_t B = batches[i];
+    const auto prefill_prompts = random_prompts(B, P, vocab);
+    const double t_prefill = time_generate(gen, prefill_prompts, 1, B == 1 ? 3 : 1);
+    const auto short_prompts = random_prompts(B, 16, vocab);
+    const double t_short = time_generate(gen, short_prompts, 1, 3);
+    const double t_all = time_generate(gen, short_prompts, N, B == 1 ? 2 : 1);
+    f.prefill_tps[i] = static_cast<double>(B * P) / t_prefill;
+    f.decode_tps[i] = static_cast<double>(B * (N - 1)) / (t_all - t_short);
+    f.decode_ms[i] = 1e3 * (t_all - t_short) / static_cast<double>(N - 1);
+  }
+  return f;
+}
+
+std::string loadavg() {
+  std::string load;
+  std::getline(std::ifstream("/proc/loadavg"), load);
+  return load;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -103,36 +132,45 @@ int main(int argc, char** argv) {
   const magix::ParameterSet params = magix::init_parameters(config, infos, 1);
   int64_t n_params = 0;
   for (size_t i = 0; i < params.size(); ++i) n_params += params.tensor(i).numel();
-  magix::Generator gen(config, mesh, params);
 
-  std::string load;
-  std::getline(std::ifstream("/proc/loadavg"), load);
   fmt::print(
       "generate bench: Llama hidden 768, 12 layers, vocab 32000, {:.1f}M parameters, "
-      "fp32, {} OpenMP threads, load average {}\n",
-      n_params / 1e6, omp_get_max_threads(), load.substr(0, load.find(' ')));
+      "{} OpenMP threads, load average {}\n",
+      n_params / 1e6, omp_get_max_threads(), loadavg());
   const double bw = read_bandwidth_gbs();
-  const double weight_bytes = static_cast<double>(n_params) * sizeof(float);
   fmt::print("memory read bandwidth (1 GiB streaming sum, best of 5): {:.1f} GB/s\n", bw);
-  fmt::print("weights read per decode step: {:.1f} MB -> bound {:.1f} tokens/s at batch 1\n",
-             weight_bytes / 1e6, bw * 1e9 / weight_bytes);
-
-  for (int64_t B : {1, 32}) {
-    const auto prefill_prompts = random_prompts(B, P, config.vocab_size);
-    const double t_prefill = time_generate(gen, prefill_prompts, 1, B == 1 ? 3 : 1);
-    const auto short_prompts = random_prompts(B, 16, config.vocab_size);
-    const double t_short = time_generate(gen, short_prompts, 1, 3);
-    const double t_all = time_generate(gen, short_prompts, N, B == 1 ? 2 : 1);
-    const double decode_tps = static_cast<double>(B * (N - 1)) / (t_all - t_short);
-    fmt::print(
-        "batch {:2}: prefill {:7.1f} tokens/s ({} x {} tokens in {:.3f} s); decode "
-        "{:7.1f} tokens/s ({:.1f} ms per step, {} steps)\n",
-        B, static_cast<double>(B * P) / t_prefill, B, P, t_prefill, decode_tps,
-        1e3 * (t_all - t_short) / static_cast<double>(N - 1), N - 1);
-    if (B == 1) {
-      fmt::print("batch  1 decode / bandwidth bound: {:.2f} ({:.1f} GB/s of weights)\n",
-                 decode_tps / (bw * 1e9 / weight_bytes), decode_tps * weight_bytes / 1e9);
+  nlohmann::json out{{"bench", "generate"}, {"threads", omp_get_max_threads()},
+                     {"prompt_tokens", P},  {"new_tokens", N},
+                     {"params", n_params},  {"bandwidth_gbs", bw}};
+  // Every decode step reads all weights once (the tied table once, as the LM head): 4 bytes
+  // per parameter in fp32, 2 in bf16 (--bf16 keeps and streams the weights in bf16).
+  for (const magix::DType compute : {magix::DType::kF32, magix::DType::kBF16}) {
+    magix::Generator gen(config, mesh, params, nullptr, compute);
+    const double weight_bytes =
+        static_cast<double>(n_params) * (compute == magix::DType::kBF16 ? 2 : 4);
+    const double bound = bw * 1e9 / weight_bytes;
+    const Figures f = measure(gen, P, N, config.vocab_size);
+    const std::string name = compute == magix::DType::kBF16 ? "bf16" : "fp32";
+    fmt::print("{}: weights read per decode step {:.1f} MB -> batch-1 bound {:.1f} tokens/s\n",
+               name, weight_bytes / 1e6, bound);
+    for (int i = 0; i < 2; ++i) {
+      fmt::print(
+          "{}  batch {:2}: prefill {:7.1f} tokens/s; decode {:7.1f} tokens/s ({:.1f} ms per "
+          "step)\n",
+          name, i == 0 ? 1 : 32, f.prefill_tps[i], f.decode_tps[i], f.decode_ms[i]);
     }
+    fmt::print("{}  batch  1 decode / bandwidth bound: {:.2f}\n", name, f.decode_tps[0] / bound);
+    out[name] = {{"weight_bytes_per_step", weight_bytes},
+                 {"batch1_bound_tokens_per_s", bound},
+                 {"batch1_prefill_tokens_per_s", f.prefill_tps[0]},
+                 {"batch1_decode_tokens_per_s", f.decode_tps[0]},
+                 {"batch1_decode_over_bound", f.decode_tps[0] / bound},
+                 {"batch32_prefill_tokens_per_s", f.prefill_tps[1]},
+                 {"batch32_decode_tokens_per_s", f.decode_tps[1]}};
   }
+  out["bf16_over_fp32_batch1_decode"] = out["bf16"]["batch1_decode_tokens_per_s"].get<double>() /
+                                        out["fp32"]["batch1_decode_tokens_per_s"].get<double>();
+  out["load_average_end"] = loadavg();
+  fmt::print("{}\n", out.dump());
   return 0;
 }

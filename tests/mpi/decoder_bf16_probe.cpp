@@ -8,6 +8,11 @@
 //       (2) rank 0 runs the bf16 decoder on a 1x1 mesh of its own with the whole batch: the mesh
 //       loss within 1e-6 relative, and every rank's gradient shard within 1e-5 relative L2 of
 //       the same box of the 1x1 gradient (mesh invariance, as decoder_mesh_probe checks fp32).
+//   decoder_bf16_probe mixed CASE D M
+//       bf16 mixed precision (DecoderOptions::compute_dtype BF16) on the mesh against the same on
+//       a 1x1 mesh (rank 0): loss within 1e-3 relative, every gradient shard within 1e-2
+//       relative L2 of its box of the 1x1 gradient (tensor-parallel partial sums are added in a
+//       different order before the next bf16 rounding), and the loss within 1e-2 of HF's fp32.
 //   decoder_bf16_probe dump CASE D M PREFIX
 //       fp32 storage: each rank writes PREFIX.<rank>.safetensors with its loss, forward-only
 //       loss, logits and local gradients (to compare two builds bit for bit with `cmp`).
@@ -66,10 +71,14 @@ magix::Tensor box_of(const magix::Tensor& full, const magix::ShardBox& box) {
   return out;
 }
 
+double worst_shard_error(const magix::ParameterSet& g, const magix::ParameterSet* full,
+                         const magix::Mesh& mesh, const std::string& where, double tol);
+int verdict(const magix::Mesh& mesh, const std::string& name);
+
 int run_check(const std::string& name, int d, int m) {
   const std::filesystem::path dir = kModels / name;
   magix::Mesh mesh = magix::create_device_mesh({d, m});
-  const int D = mesh.data_size(), M = mesh.model_size(), W = mesh.world_size();
+  const int D = mesh.data_size(), M = mesh.model_size();
   const bool root = mesh.world_rank() == 0;
   const std::string where = fmt::format("{} bf16 on {}x{} rank {}", name, D, M, mesh.world_rank());
   const magix::TokenBatch global = read_batch(dir, D);
@@ -119,36 +128,90 @@ int run_check(const std::string& name, int d, int m) {
     report(rel <= 1e-6,
            fmt::format("{}: loss vs 1x1 {:.9g}: rel {:.3g} (tol 1e-6)", where, loss1, rel));
   }
+  const double worst = worst_shard_error(g16, root ? &g1 : nullptr, mesh, where, 1e-5);
+  if (root) {
+    report(worst <= 1e-5, fmt::format("{}: every rank's gradient shard vs 1x1: worst rel L2 {:.3g} "
+                                      "(tol 1e-5)",
+                                      where, worst));
+  }
+  return verdict(mesh, name);
+}
+
+// Every rank's gradient shard against its box of `full` (held by rank 0): the worst relative
+// L2 error; each shard above `tol` is reported.
+double worst_shard_error(const magix::ParameterSet& g, const magix::ParameterSet* full,
+                         const magix::Mesh& mesh, const std::string& where, double tol) {
+  const int D = mesh.data_size(), M = mesh.model_size(), W = mesh.world_size();
   double worst = 0;
-  for (size_t i = 0; i < g16.size(); ++i) {
-    const magix::ParamInfo& info = g16.info(i);
-    const magix::Tensor& local_g = g16.tensor(i);
+  for (size_t i = 0; i < g.size(); ++i) {
+    const magix::ParamInfo& info = g.info(i);
+    const magix::Tensor& local_g = g.tensor(i);
     std::vector<float> all(static_cast<size_t>(local_g.numel()) * W);
     mesh.world().all_gather(local_g.span<float>(), all);
-    if (!root) continue;
+    if (full == nullptr) continue;
     for (int r = 0; r < W; ++r) {
       const magix::ShardBox box =
           magix::shard_box(info.name, info.global_shape, info.spec, D, M, r / M, r % M);
       magix::Tensor got(box.extent);
       std::copy_n(all.data() + static_cast<size_t>(r) * local_g.numel(), local_g.numel(),
                   got.data<float>());
-      const double e = magix::test::rel_l2(got, box_of(g1.tensor(i), box));
+      const double e = magix::test::rel_l2(got, box_of(full->tensor(i), box));
       worst = std::max(worst, e);
-      if (e > 1e-5) {
-        report(false, fmt::format("{}: grad {} of rank {}: rel L2 vs 1x1 {:.3g} (tol 1e-5)", where,
-                                  info.name, r, e));
+      if (e > tol) {
+        report(false, fmt::format("{}: grad {} of rank {}: rel L2 vs 1x1 {:.3g} (tol {})", where,
+                                  info.name, r, e, tol));
       }
     }
   }
+  return worst;
+}
+
+int verdict(const magix::Mesh& mesh, const std::string& name) {
+  std::vector<float> failures = {static_cast<float>(report.failures())};
+  mesh.world().all_reduce(failures, magix::ReduceOp::kSum);
+  if (mesh.world_rank() == 0) {
+    std::printf("%s: %s\n", name.c_str(), failures[0] > 0 ? "FAILED" : "all checks passed");
+  }
+  return failures[0] > 0 ? 1 : 0;
+}
+
+int run_mixed(const std::string& name, int d, int m) {
+  const std::filesystem::path dir = kModels / name;
+  magix::Mesh mesh = magix::create_device_mesh({d, m});
+  const int D = mesh.data_size(), M = mesh.model_size();
+  const bool root = mesh.world_rank() == 0;
+  const std::string where =
+      fmt::format("{} bf16 compute on {}x{} rank {}", name, D, M, mesh.world_rank());
+  const magix::TokenBatch global = read_batch(dir, D);
+  const double count = static_cast<double>(global.count_targets());
+  const magix::TokenBatch mine = data_slice(global, mesh.data_rank(), D);
+  const magix::DecoderOptions bf16{.compute_dtype = magix::DType::kBF16};
+  magix::Decoder model = magix::load_decoder(dir.string(), mesh, bf16);
+  magix::ParameterSet g = model.params().zeros_like();
+  const double loss = model.loss_and_grad(mine, count, g).loss;
+  report(model.loss(mine, count).loss == loss, where + ": forward-only loss equals the step's");
+  magix::Mesh local;
+  magix::ParameterSet g1;
   if (root) {
-    report(worst <= 1e-5, fmt::format("{}: every rank's gradient shard vs 1x1: worst rel L2 {:.3g} "
-                                      "(tol 1e-5)",
+    magix::Decoder single = magix::load_decoder(dir.string(), local, bf16);
+    g1 = single.params().zeros_like();
+    const double loss1 = single.loss_and_grad(global, count, g1).loss;
+    const double rel = std::fabs(loss - loss1) / std::fabs(loss1);
+    report(rel <= 1e-3, fmt::format("{}: loss {:.9g} vs 1x1 {:.9g}: rel {:.3g} (tol 1e-3)", where,
+                                    loss, loss1, rel));
+    magix::SafetensorsReader ref(dir / "reference.safetensors");
+    const double hf = ref.read_f32("loss").data<float>()[0];
+    report(std::fabs(loss - hf) <= 1e-2 * std::fabs(hf),
+           fmt::format("{}: loss vs HF fp32 {:.9g}: rel {:.3g} (tol 1e-2)", where, hf,
+                       std::fabs(loss - hf) / std::fabs(hf)));
+  }
+  const double worst = worst_shard_error(g, root ? &g1 : nullptr, mesh, where, 1e-2);
+  if (root) {
+    report(worst <= 1e-2, fmt::format("{}: every rank's gradient shard vs 1x1: worst rel L2 {:.3g} "
+                                      "(tol 1e-2)",
                                       where, worst));
   }
-  std::vector<float> verdict = {static_cast<float>(report.failures())};
-  mesh.world().all_reduce(verdict, magix::ReduceOp::kSum);
-  if (root) std::printf("%s: %s\n", name.c_str(), verdict[0] > 0 ? "FAILED" : "all checks passed");
-  return verdict[0] > 0 ? 1 : 0;
+  return verdict(mesh, name);
 }
 
 int run_dump(const std::string& name, int d, int m, const std::string& prefix) {
@@ -180,10 +243,13 @@ int main(int argc, char** argv) {
     if (mode == "check" && argc == 5) {
       return run_check(argv[2], std::atoi(argv[3]), std::atoi(argv[4]));
     }
+    if (mode == "mixed" && argc == 5) {
+      return run_mixed(argv[2], std::atoi(argv[3]), std::atoi(argv[4]));
+    }
     if (mode == "dump" && argc == 6) {
       return run_dump(argv[2], std::atoi(argv[3]), std::atoi(argv[4]), argv[5]);
     }
-    std::fprintf(stderr, "usage: decoder_bf16_probe check CASE D M | dump CASE D M PREFIX\n");
+    std::fprintf(stderr, "usage: decoder_bf16_probe check|mixed CASE D M | dump CASE D M PREFIX\n");
     return 2;
   } catch (const magix::Error& e) {
     runtime.abort(e.what());
