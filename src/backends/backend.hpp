@@ -92,9 +92,12 @@ class Backend {
                                 float offset) const = 0;
 
   // ---- rotary position embedding (rotate_half pairing, angles pos · inv_freq in fp32) --------
-  // x (N, H, D) F32 rotated in place; pos (N) I32; inv_freq (D/2) F32.
-  virtual void rope_forward(Tensor& x, const Tensor& pos, const Tensor& inv_freq) const = 0;
-  virtual void rope_backward(Tensor& dx, const Tensor& pos, const Tensor& inv_freq) const = 0;
+  // table (N, D) F32: cos of the N positions' angles in [0, D/2), sin in [D/2, D); pos (N) I32;
+  // inv_freq (D/2) F32. Computed once per batch, shared by every layer's q and k.
+  virtual void rope_table(Tensor& table, const Tensor& pos, const Tensor& inv_freq) const = 0;
+  // x (N, H, D) F32 rotated in place by the table's angles; backward: the inverse rotation.
+  virtual void rope_forward(Tensor& x, const Tensor& table) const = 0;
+  virtual void rope_backward(Tensor& dx, const Tensor& table) const = 0;
 
   // ---- causal attention with grouped KV heads ------------------------------------------------
   // q, out (B, T, Hq, D); k, v (B, T, Hkv, D); lse (B, Hq, T) F32. Query head h uses KV head

@@ -82,7 +82,8 @@ struct Generator::Impl {
   Tensor x, next, xf, rstd, logits_local, logits;
 
   void load(const Decoder& d);
-  model::BlockContext context(const Tensor& pos, const Tensor* key_valid) const;
+  model::BlockContext context(const Tensor& rope, const Tensor* key_valid) const;
+  Tensor rope_of(const Tensor& pos) const;
   void allocate(int64_t rows, int64_t slots);
   void head_logits(const Tensor& rows_x);
   void prefill(const std::vector<std::vector<int32_t>>& prompts, int64_t T, int32_t pad_id);
@@ -116,12 +117,18 @@ void Generator::Impl::load(const Decoder& d) {
   ops->copy(inv_freq, Tensor::view_of(layout.inv_freq.data(), inv_freq.shape(), DType::kF32));
 }
 
-model::BlockContext Generator::Impl::context(const Tensor& pos, const Tensor* key_valid) const {
+// The rope table (N, D) of positions pos (N).
+Tensor Generator::Impl::rope_of(const Tensor& pos) const {
+  Tensor table = ops->empty({pos.numel(), layout.D}, DType::kF32);
+  ops->rope_table(table, pos, inv_freq);
+  return table;
+}
+
+model::BlockContext Generator::Impl::context(const Tensor& rope, const Tensor* key_valid) const {
   model::BlockContext ctx;
   ctx.ops = ops;
-  ctx.pos = &pos;
+  ctx.rope = &rope;
   ctx.key_valid = key_valid;
-  ctx.inv_freq = &inv_freq;
   ctx.model_comm = &mesh->model();
   return ctx;
 }
@@ -184,7 +191,8 @@ void Generator::Impl::prefill(const std::vector<std::vector<int32_t>>& prompts, 
   ops->embedding_forward(cur, ids_t, embed, layout.v0, c.embed_scale);
   all_reduce_model(mesh->model(), cur);
   model::BlockActs acts = model::BlockActs::allocate(layout.dims(c, 0, B, T, compute), *ops);
-  const model::BlockContext ctx = context(pos_t, &key_valid_t);
+  const Tensor rope = rope_of(pos_t);
+  const model::BlockContext ctx = context(rope, &key_valid_t);
   for (int64_t l = 0; l < c.num_layers; ++l) {
     model::KvCache cache{k[l], v[l], &valid, 0};
     model::block_forward(out, cur, layers[l], acts, layout.dims(c, l, B, T, compute), ctx, &cache);
@@ -205,7 +213,8 @@ void Generator::Impl::decode(std::vector<int32_t>& ids, std::vector<int32_t>& po
   all_reduce_model(mesh->model(), x);
   for (int64_t b = 0; b < B; ++b) valid_host[b * S + slot] = 1;
   valid = upload(*ops, valid_host, {B, S});
-  const model::BlockContext ctx = context(pos_t, nullptr);
+  const Tensor rope = rope_of(pos_t);
+  const model::BlockContext ctx = context(rope, nullptr);
   for (int64_t l = 0; l < c.num_layers; ++l) {
     model::BlockDims d = layout.dims(c, l, B, 1, compute);
     d.decode = true;

@@ -123,8 +123,8 @@ void block_forward(Tensor& out, const Tensor& inp, const BlockWeights& w, BlockA
   linear_forward(a.q, a.ln1, w[kWq], w[kBq], d, ctx);
   linear_forward(a.k, a.ln1, w[kWk], w[kBk], d, ctx);
   linear_forward(a.v, a.ln1, w[kWv], w[kBv], d, ctx);
-  ops.rope_forward(a.q, *ctx.pos, *ctx.inv_freq);
-  ops.rope_forward(a.k, *ctx.pos, *ctx.inv_freq);
+  ops.rope_forward(a.q, *ctx.rope);
+  ops.rope_forward(a.k, *ctx.rope);
   if (cache) {
     write_cache(cache->k, a.k, d, cache->slot, ctx);
     write_cache(cache->v, a.v, d, cache->slot, ctx);
@@ -185,8 +185,8 @@ void block_backward(Tensor& dx, const Tensor& inp, const BlockWeights& w, BlockG
                          heads(a.att, d.B, d.T, d.Hq, d.D), a.lse, heads(a.q, d.B, d.T, d.Hq, d.D),
                          heads(a.k, d.B, d.T, d.Hkv, d.D), heads(a.v, d.B, d.T, d.Hkv, d.D),
                          d.attn_scale, AttentionMask{ctx.key_valid, ctx.segment, d.window});
-  ops.rope_backward(s.dq, *ctx.pos, *ctx.inv_freq);
-  ops.rope_backward(s.dk, *ctx.pos, *ctx.inv_freq);
+  ops.rope_backward(s.dq, *ctx.rope);
+  ops.rope_backward(s.dk, *ctx.rope);
   ops.fill_zero(s.dln);
   linear_backward(&s.dln, g[kWq], g[kBq], s.dq, gemm_input(s.dq, s.dq_in, ctx), a.ln1, w[kWq], ctx);
   linear_backward(&s.dln, g[kWk], g[kBk], s.dk, gemm_input(s.dk, s.dk_in, ctx), a.ln1, w[kWk], ctx);

@@ -42,10 +42,9 @@ struct BlockDims {
 // What every layer of one call shares.
 struct BlockContext {
   const Backend* ops = nullptr;
-  const Tensor* pos = nullptr;         // (N) I32 position ids
+  const Tensor* rope = nullptr;        // (N, D) F32 rope_table of the N position ids
   const Tensor* key_valid = nullptr;   // (B, T) I32, or null: every key valid
   const Tensor* segment = nullptr;     // (B, T) I32, or null: no packing
-  const Tensor* inv_freq = nullptr;    // (D/2) F32
   Communicator* model_comm = nullptr;  // all-reduce after row-parallel layers
 };
 

@@ -73,8 +73,9 @@ struct Decoder::State {
   std::vector<model::BlockActs> acts;  // per layer, or one (recompute / no grad)
   model::BlockScratch scratch;
   Tensor xf, rstd_f, dx, dxf, tmp;  // (N, C) compute dtype, (N), (N, C) x3
-  // The batch as backend tensors: (N) I32 each; segments undefined without packing.
-  Tensor ids, targets, positions, key_valid, segments;
+  // The batch as backend tensors: (N) I32 each; segments undefined without packing; the rope
+  // table (N, D) of its positions.
+  Tensor ids, targets, positions, key_valid, segments, rope;
 };
 
 Decoder::Decoder(ModelConfig config, const Mesh& mesh, ParameterSet params, DecoderOptions options)
@@ -276,10 +277,9 @@ class DecoderStep {
   model::BlockContext context() const {
     model::BlockContext ctx;
     ctx.ops = &ops_;
-    ctx.pos = &s_.positions;
+    ctx.rope = &s_.rope;
     ctx.key_valid = &s_.key_valid;
     ctx.segment = s_.segments.defined() ? &s_.segments : nullptr;
-    ctx.inv_freq = &s_.inv_freq;
     ctx.model_comm = &mesh_.model();
     return ctx;
   }
@@ -318,6 +318,8 @@ class DecoderStep {
     s_.key_valid = upload(ops_, key_valid, DType::kI32);
     s_.positions = upload(ops_, positions, DType::kI32);
     s_.segments = b_.segments.empty() ? Tensor() : upload(ops_, b_.segments, DType::kI32);
+    s_.rope = ops_.empty({N, L_.D}, DType::kF32);
+    ops_.rope_table(s_.rope, s_.positions, s_.inv_freq);
   }
 
   // Parameter k as the layers use it (ParamStream::gather).

@@ -2,6 +2,7 @@
 // checks its tensors (device, dtype, shape) and calls the kernel of its dtype combination.
 #include "backends/cpu/cpu_backend.hpp"
 
+#include <array>
 #include <cstring>
 #include <initializer_list>
 #include <vector>
@@ -324,24 +325,38 @@ void CpuBackend::rmsnorm_backward(Tensor& dinp, Tensor* dweight, const Tensor& d
                         f32(rstd), m.rows, m.cols, offset);
 }
 
-void CpuBackend::rope_forward(Tensor& x, const Tensor& pos, const Tensor& inv_freq) const {
-  check_dtype("rope_forward", "x", x, DType::kF32);
-  check_dtype("rope_forward", "pos", pos, DType::kI32);
-  check_dtype("rope_forward", "inv_freq", inv_freq, DType::kF32);
+void CpuBackend::rope_table(Tensor& table, const Tensor& pos, const Tensor& inv_freq) const {
+  check_dtype("rope_table", "table", table, DType::kF32);
+  check_dtype("rope_table", "pos", pos, DType::kI32);
+  check_dtype("rope_table", "inv_freq", inv_freq, DType::kF32);
   const int64_t D = 2 * inv_freq.numel(), N = pos.numel();
-  MAGIX_CHECK(D > 0 && N > 0 && x.numel() % (N * D) == 0,
-              "rope_forward: x {} is not (N={}, H, D={})", shape_str(x.shape()), N, D);
-  cpu::rope_forward(f32(x), i32(pos), f32(inv_freq), N, x.numel() / (N * D), D);
+  check_numel("rope_table", "table", table, N * D);
+  cpu::rope_table(f32(table), i32(pos), f32(inv_freq), N, D);
 }
 
-void CpuBackend::rope_backward(Tensor& dx, const Tensor& pos, const Tensor& inv_freq) const {
-  check_dtype("rope_backward", "dx", dx, DType::kF32);
-  check_dtype("rope_backward", "pos", pos, DType::kI32);
-  check_dtype("rope_backward", "inv_freq", inv_freq, DType::kF32);
-  const int64_t D = 2 * inv_freq.numel(), N = pos.numel();
-  MAGIX_CHECK(D > 0 && N > 0 && dx.numel() % (N * D) == 0,
-              "rope_backward: dx {} is not (N={}, H, D={})", shape_str(dx.shape()), N, D);
-  cpu::rope_backward(f32(dx), i32(pos), f32(inv_freq), N, dx.numel() / (N * D), D);
+namespace {
+
+// (N, H, D) of a rope operand against its table (N, D).
+std::array<int64_t, 3> rope_dims(const char* op, const Tensor& x, const Tensor& table) {
+  check_dtype(op, "x", x, DType::kF32);
+  check_dtype(op, "table", table, DType::kF32);
+  const Mat t = mat(table);
+  MAGIX_CHECK(t.rows > 0 && t.cols > 0 && t.cols % 2 == 0 && x.numel() % (t.rows * t.cols) == 0,
+              "{}: x {} is not (N={}, H, D={}) for the table {}", op, shape_str(x.shape()), t.rows,
+              t.cols, shape_str(table.shape()));
+  return {t.rows, x.numel() / (t.rows * t.cols), t.cols};
+}
+
+}  // namespace
+
+void CpuBackend::rope_forward(Tensor& x, const Tensor& table) const {
+  const auto [N, H, D] = rope_dims("rope_forward", x, table);
+  cpu::rope_forward(f32(x), f32(table), N, H, D);
+}
+
+void CpuBackend::rope_backward(Tensor& dx, const Tensor& table) const {
+  const auto [N, H, D] = rope_dims("rope_backward", dx, table);
+  cpu::rope_backward(f32(dx), f32(table), N, H, D);
 }
 
 void CpuBackend::attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k,

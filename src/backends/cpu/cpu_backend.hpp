@@ -28,8 +28,9 @@ class CpuBackend final : public Backend {
                        float eps, float offset) const override;
   void rmsnorm_backward(Tensor& dinp, Tensor* dweight, const Tensor& dout, const Tensor& inp,
                         const Tensor& weight, const Tensor& rstd, float offset) const override;
-  void rope_forward(Tensor& x, const Tensor& pos, const Tensor& inv_freq) const override;
-  void rope_backward(Tensor& dx, const Tensor& pos, const Tensor& inv_freq) const override;
+  void rope_table(Tensor& table, const Tensor& pos, const Tensor& inv_freq) const override;
+  void rope_forward(Tensor& x, const Tensor& table) const override;
+  void rope_backward(Tensor& dx, const Tensor& table) const override;
   void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k,
                          const Tensor& v, float scale,
                          const magix::AttentionMask& mask) const override;

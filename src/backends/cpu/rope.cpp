@@ -17,26 +17,20 @@ namespace magix::cpu {
 
 namespace {
 
-// x (N, H, D) in place: for i < D/2, with a = float(pos) * inv_freq[i] (one fp32 multiply),
-//   x[i]       <- x[i] * cos(a) - x[i + D/2] * sin(a)
-//   x[i + D/2] <- x[i + D/2] * cos(a) + x[i] * sin(a)
+// x (N, H, D) in place: for i < D/2, with c = table[n, i], s = sign * table[n, D/2 + i],
+//   x[i]       <- x[i] * c - x[i + D/2] * s
+//   x[i + D/2] <- x[i + D/2] * c + x[i] * s
 // sign = -1 applies the transpose (the inverse rotation) instead.
-void rope_rotate(float* x, const int32_t* pos, const float* inv_freq, int64_t N, int64_t H,
-                 int64_t D, float sign) {
+void rope_rotate(float* x, const float* table, int64_t N, int64_t H, int64_t D, float sign) {
   MAGIX_CHECK(N >= 0 && H >= 0 && D > 0 && D % 2 == 0, "rope: bad sizes N={} H={} D={}", N, H, D);
   const int64_t half = D / 2;
 #pragma omp parallel if (N * H * D > (1 << 15))
   {
-    std::vector<float> cos_a(half), sin_a(half);
+    std::vector<float> sin_a(half);
 #pragma omp for
     for (int64_t n = 0; n < N; n++) {
-      const float p = static_cast<float>(pos[n]);
-      for (int64_t i = 0; i < half; i++) {
-        // cos/sin of the fp32 angle, evaluated in double and rounded once.
-        const double angle = static_cast<double>(p * inv_freq[i]);
-        cos_a[i] = static_cast<float>(std::cos(angle));
-        sin_a[i] = sign * static_cast<float>(std::sin(angle));
-      }
+      const float* cos_a = table + n * D;
+      for (int64_t i = 0; i < half; i++) sin_a[i] = sign * table[n * D + half + i];
       for (int64_t h = 0; h < H; h++) {
         float* x1 = x + (n * H + h) * D;
         float* x2 = x1 + half;
@@ -52,14 +46,42 @@ void rope_rotate(float* x, const int32_t* pos, const float* inv_freq, int64_t N,
 
 }  // namespace
 
+void rope_table(float* table, const int32_t* pos, const float* inv_freq, int64_t N, int64_t D) {
+  MAGIX_CHECK(N >= 0 && D > 0 && D % 2 == 0, "rope: bad sizes N={} D={}", N, D);
+  const int64_t half = D / 2;
+#pragma omp parallel for if (N * D > (1 << 14))
+  for (int64_t n = 0; n < N; n++) {
+    const float p = static_cast<float>(pos[n]);
+    for (int64_t i = 0; i < half; i++) {
+      // cos/sin of the fp32 angle a = float(pos) * inv_freq (one fp32 multiply), evaluated in
+      // double and rounded once.
+      const double angle = static_cast<double>(p * inv_freq[i]);
+      table[n * D + i] = static_cast<float>(std::cos(angle));
+      table[n * D + half + i] = static_cast<float>(std::sin(angle));
+    }
+  }
+}
+
+void rope_forward(float* x, const float* table, int64_t N, int64_t H, int64_t D) {
+  rope_rotate(x, table, N, H, D, 1.0f);
+}
+
+void rope_backward(float* dx, const float* table, int64_t N, int64_t H, int64_t D) {
+  rope_rotate(dx, table, N, H, D, -1.0f);
+}
+
 void rope_forward(float* x, const int32_t* pos, const float* inv_freq, int64_t N, int64_t H,
                   int64_t D) {
-  rope_rotate(x, pos, inv_freq, N, H, D, 1.0f);
+  std::vector<float> table(static_cast<size_t>(N * D));
+  rope_table(table.data(), pos, inv_freq, N, D);
+  rope_forward(x, table.data(), N, H, D);
 }
 
 void rope_backward(float* dx, const int32_t* pos, const float* inv_freq, int64_t N, int64_t H,
                    int64_t D) {
-  rope_rotate(dx, pos, inv_freq, N, H, D, -1.0f);
+  std::vector<float> table(static_cast<size_t>(N * D));
+  rope_table(table.data(), pos, inv_freq, N, D);
+  rope_backward(dx, table.data(), N, H, D);
 }
 
 }  // namespace magix::cpu

@@ -6,6 +6,15 @@
 
 namespace magix::cpu {
 
+// The cos/sin table of positions pos (N) and frequencies inv_freq (D/2): table (N, D) holds
+// cos(a) in [0, D/2) and sin(a) in [D/2, D) of each row, a = float(pos[n]) * inv_freq[i] (the
+// fp32 angle HF computes), cos/sin evaluated in double and rounded once.
+void rope_table(float* table, const int32_t* pos, const float* inv_freq, int64_t N, int64_t D);
+
+// x (N, H, D) rotated in place by the angles of a rope_table (N, D); backward: the transpose.
+void rope_forward(float* x, const float* table, int64_t N, int64_t H, int64_t D);
+void rope_backward(float* dx, const float* table, int64_t N, int64_t H, int64_t D);
+
 // x (N, H, D) rotated in place by the angle pos[n] * inv_freq (angles computed in fp32 as HF).
 void rope_forward(float* x, const int32_t* pos, const float* inv_freq, int64_t N, int64_t H,
                   int64_t D);
