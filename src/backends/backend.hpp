@@ -134,16 +134,18 @@ class Backend {
                                   int64_t row_start, float scale) const = 0;
 
   // ---- softmax cross-entropy over a vocab shard (entries [v0, v0 + V)), in stages ------------
-  // logits (N, V) F32; targets (N) I32 (< 0: ignored); row_max, sumexp, target_logit, losses (N)
-  // F32. With the vocab split over ranks the caller all-reduces row_max (max) after the first
-  // stage and sumexp, target_logit (sum) after the second.
+  // logits (N, V) F32, or BF16 (the head's output in bf16 mixed precision; exp then evaluated
+  // with a vectorised approximation); targets (N) I32 (< 0: ignored); row_max, sumexp,
+  // target_logit, losses (N) F32. With the vocab split over ranks the caller all-reduces row_max
+  // (max) after the first stage and sumexp, target_logit (sum) after the second.
   virtual void cross_entropy_max(Tensor& row_max, const Tensor& logits) const = 0;
   virtual void cross_entropy_sumexp(Tensor& sumexp, Tensor& target_logit, const Tensor& logits,
                                     const Tensor& row_max, const Tensor& targets,
                                     int64_t v0) const = 0;
   virtual void cross_entropy_loss(Tensor& losses, const Tensor& row_max, const Tensor& sumexp,
                                   const Tensor& target_logit, const Tensor& targets) const = 0;
-  // dlogits (N, V) = dloss · (softmax - onehot(target)), written; may alias logits.
+  // dlogits (N, V, the dtype of logits) = dloss · (softmax - onehot(target)), written; may alias
+  // logits.
   virtual void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& row_max,
                                       const Tensor& sumexp, const Tensor& targets, float dloss,
                                       int64_t v0) const = 0;

@@ -151,9 +151,9 @@ class DecoderStep {
     res.nll_per_row.assign(static_cast<size_t>(b_.batch), 0.0);
     res.tokens_per_row.assign(static_cast<size_t>(b_.batch), 0);
     const int64_t R0 = std::min(R, N);
-    Tensor logits = ops_.empty({R0, V}, DType::kF32);
-    // d logits as a GEMM input (bf16 compute only).
-    Tensor logits_in = s_.compute == DType::kF32 ? Tensor() : ops_.empty({R0, V}, s_.compute);
+    // The head's output chunk: F32, or BF16 in bf16 mixed precision (as autocast's linear layers;
+    // the cross-entropy then runs in place on it, and its gradient is the backward GEMM's input).
+    Tensor logits = ops_.empty({R0, V}, s_.compute);
     Tensor row_max = ops_.empty({R0}, DType::kF32), stats = ops_.empty({2 * R0}, DType::kF32);
     Tensor losses = ops_.empty({R0}, DType::kF32);
     const float dl = static_cast<float>(1.0 / token_count);
@@ -184,13 +184,7 @@ class DecoderStep {
       if (!grad_) continue;
       ops_.cross_entropy_backward(lg, lg, mx, sumexp, tgt, dl, L_.v0);
       Tensor dxf = s_.dxf.rows(r0, rows);
-      if (logits_in.defined()) {
-        Tensor lg_in = logits_in.rows(0, rows);
-        ops_.copy(lg_in, lg);
-        ops_.matmul_backward(&dxf, &head_grad_, nullptr, lg_in, xf, w);
-      } else {
-        ops_.matmul_backward(&dxf, &head_grad_, nullptr, lg, xf, w);
-      }
+      ops_.matmul_backward(&dxf, &head_grad_, nullptr, lg, xf, w);
     }
     if (grad_ && L_.head != L_.embed) close_grad(L_.head, head_grad_);
     for (double v : res.nll_per_row) res.nll_sum += v;

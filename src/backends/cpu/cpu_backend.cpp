@@ -56,6 +56,12 @@ void check_numel(const char* op, const char* what, const Tensor& t, int64_t want
               shape_str(t.shape()), want);
 }
 
+void check_logits(const char* op, const Tensor& logits) {
+  check_cpu(op, logits);
+  MAGIX_CHECK(logits.dtype() == DType::kF32 || logits.dtype() == DType::kBF16,
+              "{}: logits are {}, must be F32 or BF16", op, dtype_name(logits.dtype()));
+}
+
 [[noreturn]] void unsupported(const char* op, const Tensor& a, const Tensor& b) {
   MAGIX_FAIL("{}: the cpu backend has no kernel for {} x {}", op, dtype_name(a.dtype()),
              dtype_name(b.dtype()));
@@ -493,18 +499,22 @@ void CpuBackend::embedding_backward(Tensor& dtable, const Tensor& dout, const Te
 }
 
 void CpuBackend::cross_entropy_max(Tensor& row_max, const Tensor& logits) const {
-  check_dtype("cross_entropy_max", "logits", logits, DType::kF32);
+  check_logits("cross_entropy_max", logits);
   check_dtype("cross_entropy_max", "row_max", row_max, DType::kF32);
   const Mat l = mat(logits);
   check_numel("cross_entropy_max", "row_max", row_max, l.rows);
-  cpu::cross_entropy_max(f32(row_max), f32(logits), l.rows, l.cols);
+  if (is(logits, DType::kBF16)) {
+    cpu::cross_entropy_max(f32(row_max), b16(logits), l.rows, l.cols);
+  } else {
+    cpu::cross_entropy_max(f32(row_max), f32(logits), l.rows, l.cols);
+  }
 }
 
 void CpuBackend::cross_entropy_sumexp(Tensor& sumexp, Tensor& target_logit, const Tensor& logits,
                                       const Tensor& row_max, const Tensor& targets,
                                       int64_t v0) const {
   const char* op = "cross_entropy_sumexp";
-  check_dtype(op, "logits", logits, DType::kF32);
+  check_logits(op, logits);
   check_dtype(op, "targets", targets, DType::kI32);
   const Mat l = mat(logits);
   for (const Tensor* t : std::initializer_list<const Tensor*>{&sumexp, &target_logit, &row_max}) {
@@ -512,8 +522,13 @@ void CpuBackend::cross_entropy_sumexp(Tensor& sumexp, Tensor& target_logit, cons
     check_numel(op, "row statistics", *t, l.rows);
   }
   check_numel(op, "targets", targets, l.rows);
-  cpu::cross_entropy_sumexp(f32(sumexp), f32(target_logit), f32(logits), f32(row_max), i32(targets),
-                            v0, l.rows, l.cols);
+  if (is(logits, DType::kBF16)) {
+    cpu::cross_entropy_sumexp(f32(sumexp), f32(target_logit), b16(logits), f32(row_max),
+                              i32(targets), v0, l.rows, l.cols);
+  } else {
+    cpu::cross_entropy_sumexp(f32(sumexp), f32(target_logit), f32(logits), f32(row_max),
+                              i32(targets), v0, l.rows, l.cols);
+  }
 }
 
 void CpuBackend::cross_entropy_loss(Tensor& losses, const Tensor& row_max, const Tensor& sumexp,
@@ -533,8 +548,8 @@ void CpuBackend::cross_entropy_backward(Tensor& dlogits, const Tensor& logits,
                                         const Tensor& row_max, const Tensor& sumexp,
                                         const Tensor& targets, float dloss, int64_t v0) const {
   const char* op = "cross_entropy_backward";
-  check_dtype(op, "dlogits", dlogits, DType::kF32);
-  check_dtype(op, "logits", logits, DType::kF32);
+  check_logits(op, logits);
+  check_dtype(op, "dlogits", dlogits, logits.dtype());
   check_dtype(op, "targets", targets, DType::kI32);
   const Mat l = mat(logits);
   check_numel(op, "dlogits", dlogits, logits.numel());
@@ -544,8 +559,13 @@ void CpuBackend::cross_entropy_backward(Tensor& dlogits, const Tensor& logits,
   }
   check_numel(op, "targets", targets, l.rows);
   const std::vector<float> per_row(static_cast<size_t>(l.rows), dloss);
-  cpu::cross_entropy_backward(f32(dlogits), f32(logits), f32(row_max), f32(sumexp), i32(targets),
-                              per_row.data(), v0, l.rows, l.cols);
+  if (is(logits, DType::kBF16)) {
+    cpu::cross_entropy_backward(b16(dlogits), b16(logits), f32(row_max), f32(sumexp), i32(targets),
+                                per_row.data(), v0, l.rows, l.cols);
+  } else {
+    cpu::cross_entropy_backward(f32(dlogits), f32(logits), f32(row_max), f32(sumexp), i32(targets),
+                                per_row.data(), v0, l.rows, l.cols);
+  }
 }
 
 void CpuBackend::adamw_update(Tensor& w, const Tensor& g, Tensor& m, Tensor& v,

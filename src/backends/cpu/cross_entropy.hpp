@@ -35,4 +35,15 @@ void cross_entropy_backward(float* dlogits, const float* logits, const float* ro
                             const float* row_sumexp, const int32_t* targets, const float* dloss,
                             int64_t v0, int64_t N, int64_t V);
 
+// bf16 logits (the LM head's output in bf16 mixed precision): the same stages in fp32 arithmetic
+// (exp evaluated with vec::exp, the row sum in fp32 lanes added into a double per 1024 terms);
+// dlogits bf16, rounded once per element.
+void cross_entropy_max(float* row_max, const uint16_t* logits, int64_t N, int64_t V);
+void cross_entropy_sumexp(float* row_sumexp, float* target_logit, const uint16_t* logits,
+                          const float* row_max, const int32_t* targets, int64_t v0, int64_t N,
+                          int64_t V);
+void cross_entropy_backward(uint16_t* dlogits, const uint16_t* logits, const float* row_max,
+                            const float* row_sumexp, const int32_t* targets, const float* dloss,
+                            int64_t v0, int64_t N, int64_t V);
+
 }  // namespace magix::cpu

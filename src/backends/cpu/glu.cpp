@@ -1,8 +1,10 @@
 #include "backends/cpu/glu.hpp"
 
 #include <cmath>
+#include <cstring>
 #include <numbers>
 
+#include "backends/cpu/vec_math.hpp"
 #include "magix/dtype_convert.hpp"
 #include "magix/error.hpp"
 
@@ -75,25 +77,65 @@ void glu_backward(float* dgate, float* dup, const float* dout, const float* gate
 
 namespace {
 
-inline float load(uint16_t x) {
-  return bf16_to_float(x);
-}
+// The bf16 kernels, eight lanes at a time with vec::exp (their outputs are rounded to bf16).
+// act(g) = g * s and act'(g), with s = sigmoid(k * u(g)): SiLU k u = g; GELU-tanh k u =
+// 2 beta (g + kappa g^3) (see gelu_tanh above).
+struct SiluVec {
+  static vec::F8 sig(vec::F8 g) { return 1.0f / (1.0f + vec::exp(-g)); }
+  static vec::F8 act(vec::F8 g) { return g * sig(g); }
+  static vec::F8 grad(vec::F8 g) {
+    const vec::F8 s = sig(g);
+    return s * (1.0f + g * (1.0f - s));
+  }
+};
 
-template <float (*Act)(float), float (*Grad)(float)>
-void glu_bf16(uint16_t* out, const uint16_t* gate, const uint16_t* up, int64_t n) {
+struct GeluTanhVec {
+  static vec::F8 sig(vec::F8 g) {
+    return 1.0f / (1.0f + vec::exp(-2.0f * kGeluBeta * (g + kGeluKappa * g * g * g)));
+  }
+  static vec::F8 act(vec::F8 g) { return g * sig(g); }
+  static vec::F8 grad(vec::F8 g) {
+    const vec::F8 s = sig(g);
+    return s + 2.0f * g * s * (1.0f - s) * kGeluBeta * (1.0f + 3.0f * kGeluKappa * g * g);
+  }
+};
+
+// Runs body(i) over [0, n) in blocks of 8 lanes; the last partial block goes through padded
+// copies so that every element takes the same vector path.
+template <class Body>
+void lanes(int64_t n, Body body) {
+  const int64_t full = n / 8;
 #pragma omp parallel for if (n > kParallelMin)
-  for (int64_t i = 0; i < n; i++) out[i] = float_to_bf16(Act(load(gate[i])) * load(up[i]));
+  for (int64_t b = 0; b < full; b++) body(b * 8, 8);
+  if (n % 8) body(full * 8, n % 8);
 }
 
-template <float (*Act)(float), float (*Grad)(float)>
+template <class Act>
+void glu_bf16(uint16_t* out, const uint16_t* gate, const uint16_t* up, int64_t n) {
+  lanes(n, [&](int64_t i, int64_t k) {
+    uint16_t g[8] = {}, u[8] = {}, o[8];
+    std::memcpy(g, gate + i, k * sizeof(uint16_t));
+    std::memcpy(u, up + i, k * sizeof(uint16_t));
+    vec::store_bf16(o, Act::act(vec::load_bf16(g)) * vec::load_bf16(u));
+    std::memcpy(out + i, o, k * sizeof(uint16_t));
+  });
+}
+
+template <class Act>
 void glu_bf16_backward(uint16_t* dgate, uint16_t* dup, const float* dout, const uint16_t* gate,
                        const uint16_t* up, int64_t n) {
-#pragma omp parallel for if (n > kParallelMin)
-  for (int64_t i = 0; i < n; i++) {
-    const float g = load(gate[i]);
-    dgate[i] = float_to_bf16(dout[i] * load(up[i]) * Grad(g));
-    dup[i] = float_to_bf16(dout[i] * Act(g));
-  }
+  lanes(n, [&](int64_t i, int64_t k) {
+    uint16_t g[8] = {}, u[8] = {}, dg[8], du[8];
+    float d[8] = {};
+    std::memcpy(g, gate + i, k * sizeof(uint16_t));
+    std::memcpy(u, up + i, k * sizeof(uint16_t));
+    std::memcpy(d, dout + i, k * sizeof(float));
+    const vec::F8 gv = vec::load_bf16(g), dv = vec::load(d);
+    vec::store_bf16(dg, dv * vec::load_bf16(u) * Act::grad(gv));
+    vec::store_bf16(du, dv * Act::act(gv));
+    std::memcpy(dgate + i, dg, k * sizeof(uint16_t));
+    std::memcpy(dup + i, du, k * sizeof(uint16_t));
+  });
 }
 
 }  // namespace
@@ -102,9 +144,9 @@ void glu_forward(uint16_t* out, const uint16_t* gate, const uint16_t* up, int64_
                  Activation act) {
   MAGIX_CHECK(n >= 0, "glu_forward: n={} < 0", n);
   if (act == Activation::kSilu) {
-    glu_bf16<silu, silu_grad>(out, gate, up, n);
+    glu_bf16<SiluVec>(out, gate, up, n);
   } else {
-    glu_bf16<gelu_tanh, gelu_tanh_grad>(out, gate, up, n);
+    glu_bf16<GeluTanhVec>(out, gate, up, n);
   }
 }
 
@@ -112,9 +154,9 @@ void glu_backward(uint16_t* dgate, uint16_t* dup, const float* dout, const uint1
                   const uint16_t* up, int64_t n, Activation act) {
   MAGIX_CHECK(n >= 0, "glu_backward: n={} < 0", n);
   if (act == Activation::kSilu) {
-    glu_bf16_backward<silu, silu_grad>(dgate, dup, dout, gate, up, n);
+    glu_bf16_backward<SiluVec>(dgate, dup, dout, gate, up, n);
   } else {
-    glu_bf16_backward<gelu_tanh, gelu_tanh_grad>(dgate, dup, dout, gate, up, n);
+    glu_bf16_backward<GeluTanhVec>(dgate, dup, dout, gate, up, n);
   }
 }
 
