@@ -71,7 +71,8 @@ class Backend {
   virtual void matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, const Tensor& dout,
                                const Tensor& inp, const Tensor& weight) const = 0;
   // matmul_forward for a few rows (a decode step): reads each weight row once. inp F32; weight
-  // F32 or BF16 (widened as it is read); out F32.
+  // F32 or BF16 (widened as it is read); out F32. Backends may run more rows as a GEMM (the CPU
+  // backend above 8 rows, with a BF16 weight on the rows rounded to bf16).
   virtual void matmul_decode(Tensor& out, const Tensor& inp, const Tensor& weight,
                              const Tensor* bias) const = 0;
 

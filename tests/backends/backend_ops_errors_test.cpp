@@ -40,7 +40,7 @@ TEST_P(OpErrors, UnsupportedDtypeCombinationsThrow) {
          i53 = z({5, 3}, I);
   Tensor f3 = z({3}), h3 = z({3}, H), f2 = z({2}), h2 = z({2}, H), i2 = z({2}, I);
   Tensor q = z({1, 2, 2, 4}), qh = z({1, 2, 2, 4}, H), lse = z({1, 2, 2}), lseh = z({1, 2, 2}, H);
-  Tensor mask_f = z({1, 2}), pos = z({2}, I), freq = z({2});
+  Tensor mask_f = z({1, 2}), pos = z({2}, I), freq = z({2}), tbl = z({2, 4}), tbl_h = z({2, 4}, H);
   Tensor cache = z({1, 3, 2, 4}), cache_h = z({1, 3, 2, 4}, H), valid = z({1, 3}, I);
   Tensor qd = z({1, 2, 4}), qdh = z({1, 2, 4}, H), valid_f = z({1, 3});
   Tensor x = z({2, 1, 4}), xh = z({2, 1, 4}, H), f52 = z({5, 2}), h52 = z({5, 2}, H);
@@ -82,10 +82,12 @@ TEST_P(OpErrors, UnsupportedDtypeCombinationsThrow) {
       {"rmsnorm_backward BF16 dinp", [&] { b.rmsnorm_backward(h23, &f3, f23, f23, f3, f2, 0); }},
       {"rmsnorm_backward BF16 dout", [&] { b.rmsnorm_backward(f23, &f3, h23, f23, f3, f2, 0); }},
       {"rmsnorm_backward BF16 dweight", [&] { b.rmsnorm_backward(f23, &h3, f23, f23, f3, f2, 0); }},
-      {"rope_forward BF16 x", [&] { b.rope_forward(xh, pos, freq); }},
-      {"rope_forward F32 pos", [&] { b.rope_forward(x, f2, freq); }},
-      {"rope_forward BF16 inv_freq", [&] { b.rope_forward(x, pos, h2); }},
-      {"rope_backward BF16 dx", [&] { b.rope_backward(xh, pos, freq); }},
+      {"rope_table BF16 table", [&] { b.rope_table(tbl_h, pos, freq); }},
+      {"rope_table F32 pos", [&] { b.rope_table(tbl, f2, freq); }},
+      {"rope_table BF16 inv_freq", [&] { b.rope_table(tbl, pos, h2); }},
+      {"rope_forward BF16 x", [&] { b.rope_forward(xh, tbl); }},
+      {"rope_forward BF16 table", [&] { b.rope_forward(x, tbl_h); }},
+      {"rope_backward BF16 dx", [&] { b.rope_backward(xh, tbl); }},
       {"attention_forward BF16 q, k, v, out",
        [&] { b.attention_forward(qh, lse, qh, qh, qh, 1, {}); }},
       {"attention_forward F32 q, BF16 k and v",
@@ -118,12 +120,14 @@ TEST_P(OpErrors, UnsupportedDtypeCombinationsThrow) {
       {"embedding_forward BF16 out", [&] { b.embedding_forward(h23, i2, f53, 0, 1); }},
       {"embedding_backward BF16 dtable", [&] { b.embedding_backward(h53, f23, i2, 0, 1); }},
       {"embedding_backward F32 ids", [&] { b.embedding_backward(f53, f23, f2, 0, 1); }},
-      {"cross_entropy_max BF16 logits", [&] { b.cross_entropy_max(f2, h23); }},
+      {"cross_entropy_max I32 logits", [&] { b.cross_entropy_max(f2, i23); }},
       {"cross_entropy_sumexp F32 targets", [&] { b.cross_entropy_sumexp(f2, f2, f23, f2, f2, 0); }},
-      {"cross_entropy_sumexp BF16 logits", [&] { b.cross_entropy_sumexp(f2, f2, h23, f2, i2, 0); }},
+      {"cross_entropy_sumexp I32 logits", [&] { b.cross_entropy_sumexp(f2, f2, i23, f2, i2, 0); }},
       {"cross_entropy_loss BF16 losses", [&] { b.cross_entropy_loss(h2, f2, f2, f2, i2); }},
-      {"cross_entropy_backward BF16 dlogits",
+      {"cross_entropy_backward BF16 dlogits of F32 logits",
        [&] { b.cross_entropy_backward(h23, f23, f2, f2, i2, 1, 0); }},
+      {"cross_entropy_backward F32 dlogits of BF16 logits",
+       [&] { b.cross_entropy_backward(f23, h23, f2, f2, i2, 1, 0); }},
       {"cross_entropy_backward F32 targets",
        [&] { b.cross_entropy_backward(f23, f23, f2, f2, f2, 1, 0); }},
       {"adamw_update I32 w", [&] { b.adamw_update(i4, f4, f4, f4, k); }},
@@ -184,10 +188,15 @@ TEST_P(OpErrors, WrongShapesThrow) {
       {"rmsnorm_forward C = 0", [&] { b.rmsnorm_forward(f20, f2, f20, z({0}), 1, 0); }},
       {"rmsnorm_backward dinp of 2x4", [&] { b.rmsnorm_backward(f24, &f3, f23, f23, f3, f2, 0); }},
       {"rmsnorm_backward dweight of 4", [&] { b.rmsnorm_backward(f23, &f4, f23, f23, f3, f2, 0); }},
-      {"rope_forward x not (N, H, D)", [&] { b.rope_forward(f23, i2, f2); }},
-      {"rope_forward empty inv_freq", [&] { b.rope_forward(f24, i2, z({0})); }},
-      {"rope_forward empty pos", [&] { b.rope_forward(f24, z({0}, I), f2); }},
-      {"rope_backward dx not (N, H, D)", [&] { b.rope_backward(f26, i2, f2); }},
+      {"rope_table table of 2x3", [&] { b.rope_table(f23, i2, f2); }},
+      {"rope_table table of 3x4 for 2 positions",
+       [&] {
+         Tensor t = z({3, 4});
+         b.rope_table(t, i2, f2);
+       }},
+      {"rope_forward x not (N, H, D)", [&] { b.rope_forward(f23, f24); }},
+      {"rope_forward odd table width", [&] { b.rope_forward(f26, f23); }},
+      {"rope_backward dx not (N, H, D)", [&] { b.rope_backward(f26, f24); }},
       {"attention_forward 3-D q",
        [&] {
          b.attention_forward(q, lse, z({2, 2, 4}), kv, kv, 1, {});
@@ -273,7 +282,7 @@ TEST_P(OpErrors, TensorsOfAnotherDeviceThrow) {
   Tensor cache = z({1, 3, 1, 4}), valid = z({1, 3}, I);
   Tensor x4 = x({4}), x23 = x({2, 3}), x25 = x({2, 5}), x53 = x({5, 3}), x2 = x({2}),
          xq = x(q.shape());
-  Tensor xqd = x(qd.shape()), xrope = x({2, 1, 4});
+  Tensor xqd = x(qd.shape()), xrope = x({2, 1, 4}), rope_tbl = z({2, 4});
   const Tensor xvalid = x({1, 2}, I);
   const AttentionMask foreign_valid{&xvalid, nullptr, 0};
   AdamWScalars k;
@@ -294,8 +303,12 @@ TEST_P(OpErrors, TensorsOfAnotherDeviceThrow) {
       {"rmsnorm_forward inp", [&] { b.rmsnorm_forward(f23, f2, x23, f3, 1e-6f, 0); }},
       {"rmsnorm_forward out", [&] { b.rmsnorm_forward(x23, f2, f23, f3, 1e-6f, 0); }},
       {"rmsnorm_backward dinp", [&] { b.rmsnorm_backward(x23, nullptr, f23, f23, f3, f2, 0); }},
-      {"rope_forward x", [&] { b.rope_forward(xrope, i2, f2); }},
-      {"rope_backward pos", [&] { b.rope_backward(rope, x({2}, I), f2); }},
+      {"rope_table pos", [&] { b.rope_table(rope_tbl, x({2}, I), f2); }},
+      {"rope_forward x", [&] { b.rope_forward(xrope, rope_tbl); }},
+      {"rope_backward table",
+       [&] {
+         b.rope_backward(rope, x({2, 4}));
+       }},
       {"attention_forward lse", [&] { b.attention_forward(q, xq, q, kv, kv, 1, {}); }},
       {"attention_forward key_valid",
        [&] { b.attention_forward(q, lse, q, kv, kv, 1, foreign_valid); }},

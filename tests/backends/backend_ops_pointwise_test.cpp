@@ -121,10 +121,12 @@ TEST_P(PointwiseOps, RopeForwardAndBackward) {
       const Input freq = put({s.D / 2}, DType::kF32, inv_freq);
       const Tensor p = put_i32({s.N}, pos);
       Tensor xt = x.dev.reshape({s.N, s.H * s.D});  // (N, H·D) reads the same
+      Tensor table = be().empty({s.N, s.D}, DType::kF32);
+      be().rope_table(table, p, freq.dev);
       if (backward) {
-        be().rope_backward(xt, p, freq.dev);
+        be().rope_backward(xt, table);
       } else {
-        be().rope_forward(xt, p, freq.dev);
+        be().rope_forward(xt, table);
       }
       std::vector<double> want = x.ref;
       const int64_t half = s.D / 2;

@@ -369,6 +369,7 @@ void CpuBackend::attention_forward(Tensor& out, Tensor& lse, const Tensor& q, co
                                    const Tensor& v, float scale,
                                    const magix::AttentionMask& mask) const {
   const char* op = "attention_forward";
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&out, &q, &k, &v}) check_cpu(op, *t);
   const Heads hq = heads(op, "q", q), hk = heads(op, "k", k);
   MAGIX_CHECK(hk.B == hq.B && hk.T == hq.T && hk.D == hq.D && v.shape() == k.shape() &&
                   out.shape() == q.shape(),
@@ -422,6 +423,9 @@ void CpuBackend::attention_decode(Tensor& out, const Tensor& q, const Tensor& k_
     check_dtype(op, "q/k/v/out", *t, DType::kF32);
   check_dtype(op, "valid", valid, DType::kI32);
   const Heads c = heads(op, "k_cache", k_cache);  // (B, S, Hkv, D)
+  MAGIX_CHECK(c.H > 0 && c.D > 0 && q.ndim() == 3 && q.dim(1) > 0,
+              "{}: empty heads: q {}, cache {}", op, shape_str(q.shape()),
+              shape_str(k_cache.shape()));
   MAGIX_CHECK(q.ndim() == 3 && q.dim(0) == c.B && q.dim(2) == c.D && out.shape() == q.shape() &&
                   v_cache.shape() == k_cache.shape() && q.dim(1) % c.H == 0,
               "{}: q {} (B, Hq, D) does not match the cache {} (B, S, Hkv, D)", op,

@@ -1,6 +1,5 @@
-// Known bugs of backends, found by the op-table sweep and kept failing until fixed (each test
-// states the expected behaviour; the bug is described above it). Not skipped: a failure here is
-// a real defect of the backend, not of the test.
+// Regressions: defects the op-table sweep found in a backend, fixed, and kept as tests (each
+// states the expected behaviour; the defect is described above it).
 #include <cstdlib>
 
 #include "backend_ops_util.hpp"
@@ -9,13 +8,12 @@
 namespace magix::test {
 namespace {
 
-class OpKnownBugs : public BackendOpsTest {};
+class OpRegressions : public BackendOpsTest {};
 
-// BUG (cpu): CpuBackend::attention_forward checks the dtypes of q, k, v and out but not their
-// device (it never calls check_cpu on them, unlike every other op), so tensors of another
-// device are read as host memory: with real CUDA storage a segfault instead of magix::Error.
-// Fix: check_cpu(op, t) for out, q, k, v as attention_backward does.
-TEST_P(OpKnownBugs, AttentionForwardRejectsQKVOutOfAnotherDevice) {
+// Was (cpu): CpuBackend::attention_forward checked the dtypes of q, k, v and out but not their
+// device, so tensors of another device were read as host memory: with real CUDA storage a
+// segfault instead of magix::Error.
+TEST_P(OpRegressions, AttentionForwardRejectsQKVOutOfAnotherDevice) {
   const Backend& b = be();
   Tensor q = be().zeros({1, 2, 2, 4}, DType::kF32), kv = be().zeros({1, 2, 1, 4}, DType::kF32);
   Tensor lse = be().zeros({1, 2, 2}, DType::kF32);
@@ -30,9 +28,9 @@ TEST_P(OpKnownBugs, AttentionForwardRejectsQKVOutOfAnotherDevice) {
                [&] { b.attention_forward(xq, lse, q, kv, kv, 1, {}); });
 }
 
-// BUG (cpu): CpuBackend::attention_decode checks `q.dim(1) % Hkv == 0` with Hkv = k_cache.dim(2)
-// before checking Hkv > 0, so a cache of shape (B, S, 0, D) divides by zero: SIGFPE, the
-// process dies instead of throwing magix::Error. Fix: require Hkv > 0 (and Hq > 0) first.
+// Was (cpu): CpuBackend::attention_decode computed `q.dim(1) % Hkv` before checking Hkv > 0, so a
+// cache of shape (B, S, 0, D) divided by zero: SIGFPE instead of magix::Error. The call runs in
+// a child process, so that a crash fails only this test.
 
 // Runs that call and exits 0 if it threw magix::Error, 1 if it returned.
 [[noreturn]] void exit_by_decode_with_zero_kv_heads(const Backend& b) {
@@ -48,14 +46,14 @@ TEST_P(OpKnownBugs, AttentionForwardRejectsQKVOutOfAnotherDevice) {
 }
 
 // In a child process (a death test), so that the crash fails this test only.
-TEST_P(OpKnownBugs, AttentionDecodeRejectsACacheWithZeroKvHeads) {
+TEST_P(OpRegressions, AttentionDecodeRejectsACacheWithZeroKvHeads) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(exit_by_decode_with_zero_kv_heads(be()), ::testing::ExitedWithCode(0), "")
       << "attention_decode with a (1, 3, 0, 4) cache on " << dev_name()
       << " must throw magix::Error (exit 0), not crash (a signal) or run (exit 1)";
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, OpKnownBugs, ::testing::ValuesIn(swept_devices()),
+INSTANTIATE_TEST_SUITE_P(Backends, OpRegressions, ::testing::ValuesIn(swept_devices()),
                          device_param_name);
 
 }  // namespace
