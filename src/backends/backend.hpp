@@ -96,7 +96,8 @@ class Backend {
   // table (N, D) F32: cos of the N positions' angles in [0, D/2), sin in [D/2, D); pos (N) I32;
   // inv_freq (D/2) F32. Computed once per batch, shared by every layer's q and k.
   virtual void rope_table(Tensor& table, const Tensor& pos, const Tensor& inv_freq) const = 0;
-  // x (N, H, D) F32 rotated in place by the table's angles; backward: the inverse rotation.
+  // x (N, H, D) F32 or BF16 (rotated in fp32, rounded once) in place by the table's angles;
+  // backward (F32): the inverse rotation.
   virtual void rope_forward(Tensor& x, const Tensor& table) const = 0;
   virtual void rope_backward(Tensor& dx, const Tensor& table) const = 0;
 

@@ -43,7 +43,8 @@ TEST_P(OpErrors, UnsupportedDtypeCombinationsThrow) {
   Tensor mask_f = z({1, 2}), pos = z({2}, I), freq = z({2}), tbl = z({2, 4}), tbl_h = z({2, 4}, H);
   Tensor cache = z({1, 3, 2, 4}), cache_h = z({1, 3, 2, 4}, H), valid = z({1, 3}, I);
   Tensor qd = z({1, 2, 4}), qdh = z({1, 2, 4}, H), valid_f = z({1, 3});
-  Tensor x = z({2, 1, 4}), xh = z({2, 1, 4}, H), f52 = z({5, 2}), h52 = z({5, 2}, H);
+  Tensor x = z({2, 1, 4}), xh = z({2, 1, 4}, H), xi = z({2, 1, 4}, I), f52 = z({5, 2}),
+         h52 = z({5, 2}, H);
   const AttentionMask bad_valid{&mask_f, nullptr, 0}, bad_segment{nullptr, &mask_f, 0};
   AdamWScalars k;
   const Calls calls = {
@@ -85,7 +86,7 @@ TEST_P(OpErrors, UnsupportedDtypeCombinationsThrow) {
       {"rope_table BF16 table", [&] { b.rope_table(tbl_h, pos, freq); }},
       {"rope_table F32 pos", [&] { b.rope_table(tbl, f2, freq); }},
       {"rope_table BF16 inv_freq", [&] { b.rope_table(tbl, pos, h2); }},
-      {"rope_forward BF16 x", [&] { b.rope_forward(xh, tbl); }},
+      {"rope_forward I32 x", [&] { b.rope_forward(xi, tbl); }},
       {"rope_forward BF16 table", [&] { b.rope_forward(x, tbl_h); }},
       {"rope_backward BF16 dx", [&] { b.rope_backward(xh, tbl); }},
       {"attention_forward BF16 q, k, v, out",

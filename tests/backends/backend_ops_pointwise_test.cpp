@@ -109,7 +109,8 @@ struct RopeShape {
 TEST_P(PointwiseOps, RopeForwardAndBackward) {
   const RopeShape shapes[] = {{1, 1, 2}, {17, 3, 8}, {5, 2, 34}, {33, 4, 64}, {65, 8, 64}};
   for (const RopeShape& s : shapes) {
-    for (bool backward : {false, true}) {
+    for (int mode = 0; mode < 3; ++mode) {  // forward F32, backward F32, forward BF16
+      const bool backward = mode == 1, bf16 = mode == 2;
       std::vector<float> inv_freq(s.D / 2);
       for (int64_t i = 0; i < s.D / 2; ++i)
         inv_freq[i] = static_cast<float>(std::pow(10000.0, -2.0 * i / s.D));
@@ -117,7 +118,7 @@ TEST_P(PointwiseOps, RopeForwardAndBackward) {
       std::vector<int32_t> pos = uniform_ints(s.N, 221, 0, 5000);
       pos[0] = 100000;
       if (s.N > 2) pos[2] = pos[1];
-      const Input x = random({s.N, s.H, s.D}, DType::kF32, 222, -2, 2);
+      const Input x = random({s.N, s.H, s.D}, bf16 ? DType::kBF16 : DType::kF32, 222, -2, 2);
       const Input freq = put({s.D / 2}, DType::kF32, inv_freq);
       const Tensor p = put_i32({s.N}, pos);
       Tensor xt = x.dev.reshape({s.N, s.H * s.D});  // (N, H·D) reads the same
@@ -142,8 +143,12 @@ TEST_P(PointwiseOps, RopeForwardAndBackward) {
           }
         }
       }
-      expect_close(backward ? "rope_backward F32" : "rope_forward F32",
-                   fmt::format("N={} H={} D={} on {}", s.N, s.H, s.D, dev_name()), get(xt), want);
+      const std::string what = fmt::format("N={} H={} D={} on {}", s.N, s.H, s.D, dev_name());
+      if (bf16) {
+        expect_bf16_close("rope_forward BF16", what, get(xt), want);
+      } else {
+        expect_close(backward ? "rope_backward F32" : "rope_forward F32", what, get(xt), want);
+      }
     }
   }
 }

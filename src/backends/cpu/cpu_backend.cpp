@@ -344,7 +344,7 @@ namespace {
 
 // (N, H, D) of a rope operand against its table (N, D).
 std::array<int64_t, 3> rope_dims(const char* op, const Tensor& x, const Tensor& table) {
-  check_dtype(op, "x", x, DType::kF32);
+  check_cpu(op, x);
   check_dtype(op, "table", table, DType::kF32);
   const Mat t = mat(table);
   MAGIX_CHECK(t.rows > 0 && t.cols > 0 && t.cols % 2 == 0 && x.numel() % (t.rows * t.cols) == 0,
@@ -357,11 +357,17 @@ std::array<int64_t, 3> rope_dims(const char* op, const Tensor& x, const Tensor& 
 
 void CpuBackend::rope_forward(Tensor& x, const Tensor& table) const {
   const auto [N, H, D] = rope_dims("rope_forward", x, table);
-  cpu::rope_forward(f32(x), f32(table), N, H, D);
+  if (is(x, DType::kBF16)) {
+    cpu::rope_forward(b16(x), f32(table), N, H, D);
+  } else {
+    check_dtype("rope_forward", "x", x, DType::kF32);
+    cpu::rope_forward(f32(x), f32(table), N, H, D);
+  }
 }
 
 void CpuBackend::rope_backward(Tensor& dx, const Tensor& table) const {
   const auto [N, H, D] = rope_dims("rope_backward", dx, table);
+  check_dtype("rope_backward", "dx", dx, DType::kF32);
   cpu::rope_backward(f32(dx), f32(table), N, H, D);
 }
 

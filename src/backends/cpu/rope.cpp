@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "magix/dtype_convert.hpp"
 #include "magix/error.hpp"
 
 // transformers computes the rotation with separately rounded fp32 multiplies and
@@ -17,11 +18,25 @@ namespace magix::cpu {
 
 namespace {
 
+inline float load(float x) {
+  return x;
+}
+inline float load(uint16_t x) {
+  return bf16_to_float(x);
+}
+inline void store(float& x, float v) {
+  x = v;
+}
+inline void store(uint16_t& x, float v) {
+  x = float_to_bf16(v);
+}
+
 // x (N, H, D) in place: for i < D/2, with c = table[n, i], s = sign * table[n, D/2 + i],
 //   x[i]       <- x[i] * c - x[i + D/2] * s
 //   x[i + D/2] <- x[i + D/2] * c + x[i] * s
 // sign = -1 applies the transpose (the inverse rotation) instead.
-void rope_rotate(float* x, const float* table, int64_t N, int64_t H, int64_t D, float sign) {
+template <class T>
+void rope_rotate(T* x, const float* table, int64_t N, int64_t H, int64_t D, float sign) {
   MAGIX_CHECK(N >= 0 && H >= 0 && D > 0 && D % 2 == 0, "rope: bad sizes N={} H={} D={}", N, H, D);
   const int64_t half = D / 2;
 #pragma omp parallel if (N * H * D > (1 << 15))
@@ -32,12 +47,12 @@ void rope_rotate(float* x, const float* table, int64_t N, int64_t H, int64_t D, 
       const float* cos_a = table + n * D;
       for (int64_t i = 0; i < half; i++) sin_a[i] = sign * table[n * D + half + i];
       for (int64_t h = 0; h < H; h++) {
-        float* x1 = x + (n * H + h) * D;
-        float* x2 = x1 + half;
+        T* x1 = x + (n * H + h) * D;
+        T* x2 = x1 + half;
         for (int64_t i = 0; i < half; i++) {
-          const float a = x1[i], b = x2[i];
-          x1[i] = a * cos_a[i] - b * sin_a[i];
-          x2[i] = b * cos_a[i] + a * sin_a[i];
+          const float a = load(x1[i]), b = load(x2[i]);
+          store(x1[i], a * cos_a[i] - b * sin_a[i]);
+          store(x2[i], b * cos_a[i] + a * sin_a[i]);
         }
       }
     }
@@ -68,6 +83,10 @@ void rope_forward(float* x, const float* table, int64_t N, int64_t H, int64_t D)
 
 void rope_backward(float* dx, const float* table, int64_t N, int64_t H, int64_t D) {
   rope_rotate(dx, table, N, H, D, -1.0f);
+}
+
+void rope_forward(uint16_t* x, const float* table, int64_t N, int64_t H, int64_t D) {
+  rope_rotate(x, table, N, H, D, 1.0f);
 }
 
 void rope_forward(float* x, const int32_t* pos, const float* inv_freq, int64_t N, int64_t H,
