@@ -10,10 +10,17 @@
 // gets out = 0 and lse = -inf. The backward recomputes P = exp(s - lse) (rows with lse = -inf
 // contribute nothing) and runs one task per (b, kv head), so the dk/dv rows of a kv head, which
 // all query heads of its group accumulate into, are written by a single thread (with fewer
-// (b, kv head) than threads, each is split and its parts' dk/dv are summed afterwards).
+// (b, kv head) than threads, each is split and its parts' dk/dv are summed afterwards; only
+// then does the summation order, and so the last bits of dk/dv, depend on the thread count).
 //
-// The block products go through gemm() (one BLAS call per product, single-threaded inside the
-// OpenMP region). Measured by CPU time on one thread for B=4, T=512, D=64 and 128 (MHA and GQA)
+// One template serves fp32 and bf16 (Elem = float or uint16_t bf16 bits for q, k, v, out, dout);
+// only the block products and the operand roundings differ. The block products go through
+// gemm() for fp32 and gemm_bf16() for bf16 (one call per product, single-threaded inside the
+// OpenMP region). In bf16 the scores, the softmax, lse, dP and dS are fp32 as in the fp32
+// kernel; P (forward and backward) and dS are rounded to bf16 only as inputs of the products
+// with V, dO, K and Q, and out is rounded once after the normalisation. dq, dk, dv are fp32.
+//
+// For fp32, measured by CPU time on one thread for B=4, T=512, D=64 and 128 (MHA and GQA)
 // against a register-tiled AVX2 loop version of the same blocks (commit 4e54805), OpenBLAS
 // (SkylakeX kernels) was 1.6-1.9x faster forward and 1.5-3.0x faster backward.
 #include "backends/cpu/attention.hpp"
@@ -21,13 +28,19 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <limits>
+#include <mutex>
 #include <type_traits>
 #include <vector>
 
+#include "backends/cpu/convert.hpp"
 #include "backends/cpu/gemm.hpp"
+#include "backends/cpu/gemm_bf16.hpp"
+#include "magix/dtype_convert.hpp"
 #include "magix/error.hpp"
 
 namespace magix::cpu {
@@ -35,6 +48,11 @@ namespace {
 
 constexpr int64_t kQueryBlock = 64;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// The kernels are templates on the element type Elem of q, k, v, out, dout: float, or uint16_t
+// holding bf16 bits.
+template <class Elem>
+constexpr bool kBf16 = std::is_same_v<Elem, uint16_t>;
 
 // Eight floats (int32s) in one register: AVX2 with the project's -march, two SSE halves without.
 using Vec8 = float __attribute__((vector_size(32)));
@@ -158,14 +176,19 @@ struct Problem {
   }
 };
 
+template <class Elem>
 Problem make_problem(int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t D, float scale,
                      const AttentionMask& mask) {
   MAGIX_CHECK(B >= 0 && T >= 0 && D > 0 && Hq > 0 && Hkv > 0,
               "attention: bad shape B={} T={} Hq={} Hkv={} D={}", B, T, Hq, Hkv, D);
   MAGIX_CHECK(Hq % Hkv == 0, "attention: {} query heads is not a multiple of {} kv heads", Hq, Hkv);
-  // Loads the BLAS here, so that a failure is an exception to the caller and not a throw
-  // inside an OpenMP region (gemm itself cannot fail for the shapes used below).
-  (void)gemm_backend_name();
+  // Loads the BLAS (or picks the bf16 GEMM engine) here, before the OpenMP region: a failure is
+  // an exception to the caller.
+  if constexpr (kBf16<Elem>) {
+    (void)gemm_bf16_engine_name();
+  } else {
+    (void)gemm_backend_name();
+  }
   Problem p{B, T, Hq, Hkv, D, scale, &mask, {}, {}};
   p.lo.resize(B * T);
   p.hi.resize(B * T);
@@ -199,31 +222,101 @@ Problem make_problem(int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t D, f
   return p;
 }
 
+// The block products, by operand type: fp32 operands through gemm() (OpenBLAS), bf16 operands
+// (uint16_t bit patterns) through gemm_bf16() (oneDNN/AMX, products accumulated in fp32). C is
+// fp32 in both. beta is 0 or 1.
+void block_product(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                   int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void block_product(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                   const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float beta,
+                   float* C, int64_t ldc) {
+  gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+inline float widen(float x) {
+  return x;
+}
+inline float widen(uint16_t x) {
+  return bf16_to_float(x);
+}
+
+// bf16 only: key ranges are widened to whole blocks of kQueryBlock keys (clipped to [0, T)), so
+// the block products take few distinct shapes (oneDNN creates and caches a primitive per shape;
+// padding and packing would otherwise make one per key count). The added keys are masked: P and
+// dS are 0 there, and the dk/dv rows they touch get += 0.
+void widen_to_key_blocks(int64_t T, int64_t* jlo, int64_t* jhi) {
+  *jlo = *jlo / kQueryBlock * kQueryBlock;
+  *jhi = std::min(T, (*jhi / kQueryBlock + 1) * kQueryBlock) - 1;
+}
+
 // Per-thread buffers: (kQueryBlock, T) scores/probabilities and dP/dS, and a per-row factor.
+// For bf16 operands also P and dS rounded to bf16 (kQueryBlock, T), the GEMM inputs, and the
+// fp32 P·V block (kQueryBlock, D) before it is normalised and rounded into out.
+template <class Elem>
 struct Scratch {
   std::vector<float> s, dp, row;
+  std::vector<uint16_t> p16, ds16;
+  std::vector<float> acc;
   explicit Scratch(const Problem& p)
-      : s(kQueryBlock * p.T), dp(kQueryBlock * p.T), row(kQueryBlock) {}
+      : s(kQueryBlock * p.T), dp(kQueryBlock * p.T), row(kQueryBlock) {
+    if constexpr (kBf16<Elem>) {
+      p16.resize(kQueryBlock * p.T);
+      ds16.resize(kQueryBlock * p.T);
+      acc.resize(kQueryBlock * p.D);
+    }
+  }
 };
 
-// Forward for queries [i0, i0 + nq) of (b, h): out rows and lse.
-void forward_block(const Problem& p, float* out, float* lse, const float* q, const float* k,
-                   const float* v, int64_t b, int64_t h, int64_t i0, int64_t nq, Scratch& w) {
+// x (rows of the fp32 block) as a GEMM operand of type Elem: x itself for fp32, its bf16 rounding
+// (written by round_operand_row) for bf16.
+template <class Elem>
+const Elem* operand(const float* x, const std::vector<uint16_t>& rounded) {
+  if constexpr (kBf16<Elem>) {
+    return rounded.data();
+  } else {
+    return x;
+  }
+}
+
+// dst (n) = bf16(x) for bf16 operands; nothing for fp32 (the block is its own operand).
+template <class Elem>
+void round_operand_row(const float* x, uint16_t* dst, int64_t n) {
+  if constexpr (kBf16<Elem>) f32_to_bf16(x, dst, n);
+}
+
+// out row (D) = acc row · f: in place for fp32 (acc is the out row); for bf16 rounded once.
+void store_out_row(float* o, const float* acc, int64_t D, float f) {
+  for (int64_t d = 0; d < D; ++d) o[d] = acc[d] * f;
+}
+void store_out_row(uint16_t* o, float* acc, int64_t D, float f) {
+  for (int64_t d = 0; d < D; ++d) acc[d] *= f;
+  f32_to_bf16(acc, o, D);
+}
+
+// Forward for queries [i0, i0 + nq) of (b, h): out rows and lse. Elem is the type of q, k, v and
+// out (float or bf16 bits); scores, softmax and lse are fp32.
+template <class Elem>
+void forward_block(const Problem& p, Elem* out, float* lse, const Elem* q, const Elem* k,
+                   const Elem* v, int64_t b, int64_t h, int64_t i0, int64_t nq, Scratch<Elem>& w) {
   const int64_t g = h / p.group(), D = p.D;
   const int64_t ldq = p.Hq * D, ldkv = p.Hkv * D;
-  float* o = out + p.q_off(b, i0, h);
+  Elem* o = out + p.q_off(b, i0, h);
   int64_t jlo, jhi;
   if (!p.key_range(b, i0, nq, &jlo, &jhi)) {
     for (int64_t r = 0; r < nq; ++r) {
-      std::fill(o + r * ldq, o + r * ldq + D, 0.0f);
+      std::fill(o + r * ldq, o + r * ldq + D, Elem{});
       lse[p.lse_off(b, h, i0 + r)] = kNegInf;
     }
     return;
   }
+  if constexpr (kBf16<Elem>) widen_to_key_blocks(p.T, &jlo, &jhi);
   const int64_t nk = jhi - jlo + 1;
   float* s = w.s.data();  // (nq, nk): S = scale Q K^T, then unnormalised P
-  gemm(false, true, nq, nk, D, p.scale, q + p.q_off(b, i0, h), ldq, k + p.kv_off(b, jlo, g), ldkv,
-       0.0f, s, nk);
+  block_product(false, true, nq, nk, D, p.scale, q + p.q_off(b, i0, h), ldq,
+                k + p.kv_off(b, jlo, g), ldkv, 0.0f, s, nk);
   for (int64_t r = 0; r < nq; ++r) {
     const int64_t i = i0 + r;
     float* sr = s + r * nk;
@@ -232,89 +325,143 @@ void forward_block(const Problem& p, float* out, float* lse, const float* q, con
       std::fill(sr, sr + nk, 0.0f);
       lse[p.lse_off(b, h, i)] = kNegInf;
       w.row[r] = 0.0f;
-      continue;
+    } else {
+      const float sum = exp_shifted(sr, nk, m);  // >= 1: the max contributes exp(0)
+      lse[p.lse_off(b, h, i)] = m + std::log(sum);
+      w.row[r] = 1.0f / sum;
     }
-    const float sum = exp_shifted(sr, nk, m);  // >= 1: the max contributes exp(0)
-    lse[p.lse_off(b, h, i)] = m + std::log(sum);
-    w.row[r] = 1.0f / sum;
+    round_operand_row<Elem>(sr, w.p16.data() + r * nk, nk);
   }
-  gemm(false, false, nq, D, nk, 1.0f, s, nk, v + p.kv_off(b, jlo, g), ldkv, 0.0f, o, ldq);
-  for (int64_t r = 0; r < nq; ++r)
-    for (int64_t d = 0; d < D; ++d) o[r * ldq + d] *= w.row[r];
+  // fp32: P·V straight into the out rows, normalised in place; bf16: into acc, then rounded.
+  float* acc;
+  int64_t ld_acc;
+  if constexpr (kBf16<Elem>) {
+    acc = w.acc.data();
+    ld_acc = D;
+  } else {
+    acc = o;
+    ld_acc = ldq;
+  }
+  block_product(false, false, nq, D, nk, 1.0f, operand<Elem>(s, w.p16), nk, v + p.kv_off(b, jlo, g),
+                ldkv, 0.0f, acc, ld_acc);
+  for (int64_t r = 0; r < nq; ++r) store_out_row(o + r * ldq, acc + r * ld_acc, D, w.row[r]);
 }
 
 // Backward for queries [i0, i0 + nq) of (b, h): dq rows += ..., and for kv head g = h / group,
-// dk_g / dv_g (T, D) with leading dim ld_g (key t of (b, g) at row t) += ...
+// dk_g / dv_g (T, D) with leading dim ld_g (key t of (b, g) at row t) += ... (all fp32). Elem is
+// the type of dout, out, q, k, v; P, dP and dS are fp32, and P and dS are rounded to Elem only as
+// inputs of the block products.
+template <class Elem>
 void backward_block(const Problem& p, float* dq, float* dk_g, float* dv_g, int64_t ld_g,
-                    const float* dout, const float* out, const float* lse, const float* q,
-                    const float* k, const float* v, int64_t b, int64_t h, int64_t i0, int64_t nq,
-                    Scratch& w) {
+                    const Elem* dout, const Elem* out, const float* lse, const Elem* q,
+                    const Elem* k, const Elem* v, int64_t b, int64_t h, int64_t i0, int64_t nq,
+                    Scratch<Elem>& w) {
   const int64_t g = h / p.group(), D = p.D;
   const int64_t ldq = p.Hq * D, ldkv = p.Hkv * D;
   int64_t jlo, jhi;
   if (!p.key_range(b, i0, nq, &jlo, &jhi)) return;
+  if constexpr (kBf16<Elem>) widen_to_key_blocks(p.T, &jlo, &jhi);
   const int64_t nk = jhi - jlo + 1;
-  const float* qb = q + p.q_off(b, i0, h);
-  const float* dob = dout + p.q_off(b, i0, h);
-  const float* ob = out + p.q_off(b, i0, h);
-  const float* kb = k + p.kv_off(b, jlo, g);
-  const float* vb = v + p.kv_off(b, jlo, g);
+  const Elem* qb = q + p.q_off(b, i0, h);
+  const Elem* dob = dout + p.q_off(b, i0, h);
+  const Elem* ob = out + p.q_off(b, i0, h);
+  const Elem* kb = k + p.kv_off(b, jlo, g);
+  const Elem* vb = v + p.kv_off(b, jlo, g);
   float* s = w.s.data();    // (nq, nk): scores, then P
   float* dp = w.dp.data();  // (nq, nk): dP, then dS
-  gemm(false, true, nq, nk, D, p.scale, qb, ldq, kb, ldkv, 0.0f, s, nk);
+  block_product(false, true, nq, nk, D, p.scale, qb, ldq, kb, ldkv, 0.0f, s, nk);
   for (int64_t r = 0; r < nq; ++r) {
     float* sr = s + r * nk;
     const float l = lse[p.lse_off(b, h, i0 + r)];
     w.row[r] = 0.0f;
     if (l == kNegInf) {  // fully masked row: P = 0, no gradient
       std::fill(sr, sr + nk, 0.0f);
-      continue;
+    } else {
+      p.mask_row(b, i0 + r, jlo, nk, sr);
+      exp_shifted(sr, nk, l);
+      float di = 0.0f;  // rowsum(dO ∘ O)
+      for (int64_t d = 0; d < D; ++d) di += widen(dob[r * ldq + d]) * widen(ob[r * ldq + d]);
+      w.row[r] = di;
     }
-    p.mask_row(b, i0 + r, jlo, nk, sr);
-    exp_shifted(sr, nk, l);
-    float di = 0.0f;  // rowsum(dO ∘ O)
-    for (int64_t d = 0; d < D; ++d) di += dob[r * ldq + d] * ob[r * ldq + d];
-    w.row[r] = di;
+    round_operand_row<Elem>(sr, w.p16.data() + r * nk, nk);
   }
-  gemm(true, false, nk, D, nq, 1.0f, s, nk, dob, ldq, 1.0f, dv_g + jlo * ld_g, ld_g);
-  gemm(false, true, nq, nk, D, 1.0f, dob, ldq, vb, ldkv, 0.0f, dp, nk);
+  block_product(true, false, nk, D, nq, 1.0f, operand<Elem>(s, w.p16), nk, dob, ldq, 1.0f,
+                dv_g + jlo * ld_g, ld_g);
+  block_product(false, true, nq, nk, D, 1.0f, dob, ldq, vb, ldkv, 0.0f, dp, nk);
   for (int64_t r = 0; r < nq; ++r) {
     const float* sr = s + r * nk;
     float* dr = dp + r * nk;
     const float di = w.row[r];
     for (int64_t c = 0; c < nk; ++c) dr[c] = sr[c] * (dr[c] - di);
+    round_operand_row<Elem>(dr, w.ds16.data() + r * nk, nk);
   }
-  gemm(false, false, nq, D, nk, p.scale, dp, nk, kb, ldkv, 1.0f, dq + p.q_off(b, i0, h), ldq);
-  gemm(true, false, nk, D, nq, p.scale, dp, nk, qb, ldq, 1.0f, dk_g + jlo * ld_g, ld_g);
+  const Elem* ds = operand<Elem>(dp, w.ds16);
+  block_product(false, false, nq, D, nk, p.scale, ds, nk, kb, ldkv, 1.0f, dq + p.q_off(b, i0, h),
+                ldq);
+  block_product(true, false, nk, D, nq, p.scale, ds, nk, qb, ldq, 1.0f, dk_g + jlo * ld_g, ld_g);
 }
 
-}  // namespace
+// Runs body(task) for task in [0, n) on the threads of the current parallel region (an
+// `omp for`, dynamic schedule, one task at a time). An exception stops the remaining tasks and
+// is rethrown by rethrow_first() after the region: none may escape an OpenMP region.
+class TaskErrors {
+ public:
+  template <class F>
+  void run(int64_t n, F&& body) {
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < n; ++task) {
+      if (failed_.load(std::memory_order_relaxed)) continue;
+      try {
+        body(task);
+      } catch (...) {
+        record(std::current_exception());
+      }
+    }
+  }
+  void rethrow_first() const {
+    if (first_) std::rethrow_exception(first_);
+  }
 
-void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
-                       int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t D, float scale,
-                       const AttentionMask& mask) {
-  const Problem p = make_problem(B, T, Hq, Hkv, D, scale, mask);
+ private:
+  void record(std::exception_ptr e) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!first_) first_ = e;
+    failed_ = true;
+  }
+
+  std::atomic<bool> failed_{false};
+  std::mutex mutex_;
+  std::exception_ptr first_;
+};
+
+template <class Elem>
+void run_forward(Elem* out, float* lse, const Elem* q, const Elem* k, const Elem* v, int64_t B,
+                 int64_t T, int64_t Hq, int64_t Hkv, int64_t D, float scale,
+                 const AttentionMask& mask) {
+  const Problem p = make_problem<Elem>(B, T, Hq, Hkv, D, scale, mask);
   const int64_t nblocks = (T + kQueryBlock - 1) / kQueryBlock;
   const int64_t ntasks = B * Hq * nblocks;
+  TaskErrors errors;
 #pragma omp parallel
   {
-    Scratch w(p);
+    Scratch<Elem> w(p);
     // Later query blocks see more keys: hand them out first.
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < ntasks; ++task) {
+    errors.run(ntasks, [&](int64_t task) {
       const int64_t blk = nblocks - 1 - task % nblocks;
       const int64_t bh = task / nblocks;
       const int64_t i0 = blk * kQueryBlock;
       forward_block(p, out, lse, q, k, v, bh / Hq, bh % Hq, i0, std::min(kQueryBlock, T - i0), w);
-    }
+    });
   }
+  errors.rethrow_first();
 }
 
-void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
-                        const float* lse, const float* q, const float* k, const float* v, int64_t B,
-                        int64_t T, int64_t Hq, int64_t Hkv, int64_t D, float scale,
-                        const AttentionMask& mask) {
-  const Problem p = make_problem(B, T, Hq, Hkv, D, scale, mask);
+template <class Elem>
+void run_backward(float* dq, float* dk, float* dv, const Elem* dout, const Elem* out,
+                  const float* lse, const Elem* q, const Elem* k, const Elem* v, int64_t B,
+                  int64_t T, int64_t Hq, int64_t Hkv, int64_t D, float scale,
+                  const AttentionMask& mask) {
+  const Problem p = make_problem<Elem>(B, T, Hq, Hkv, D, scale, mask);
   const int64_t nblocks = (T + kQueryBlock - 1) / kQueryBlock;
   const int64_t group = Hq / Hkv, units = group * nblocks;  // (query head, block) per (b, g)
   // Each (b, kv head) is one task, or `parts` tasks when there are fewer (b, g) than threads;
@@ -325,12 +472,13 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   const int64_t parts =
       std::clamp<int64_t>((omp_get_max_threads() + nbg - 1) / std::max<int64_t>(nbg, 1), 1,
                           std::max<int64_t>(units, 1));
-  std::vector<float> partial(parts > 1 ? nbg * parts * 2 * T * D : 0, 0.0f);  // (bg, part, 2, T, D)
+  std::vector<float> partial(parts > 1 ? nbg * parts * 2 * T * D : 0,
+                             0.0f);  // (bg, part, 2, T, D)
+  TaskErrors errors;
 #pragma omp parallel
   {
-    Scratch w(p);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < nbg * parts; ++task) {
+    Scratch<Elem> w(p);
+    errors.run(nbg * parts, [&](int64_t task) {
       const int64_t bg = task / parts, part = task % parts, b = bg / Hkv, g = bg % Hkv;
       float* dk_g = dk + p.kv_off(b, 0, g);
       float* dv_g = dv + p.kv_off(b, 0, g);
@@ -346,7 +494,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
         backward_block(p, dq, dk_g, dv_g, ld_g, dout, out, lse, q, k, v, b, h, i0,
                        std::min(kQueryBlock, T - i0), w);
       }
-    }
+    });
     if (parts > 1) {
 #pragma omp for schedule(static)
       for (int64_t bt = 0; bt < nbg * T; ++bt) {  // row t of (b, g)
@@ -361,6 +509,35 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       }
     }
   }
+  errors.rethrow_first();
+}
+
+}  // namespace
+
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                       int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t D, float scale,
+                       const AttentionMask& mask) {
+  run_forward(out, lse, q, k, v, B, T, Hq, Hkv, D, scale, mask);
+}
+
+void attention_forward(uint16_t* out, float* lse, const uint16_t* q, const uint16_t* k,
+                       const uint16_t* v, int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t D,
+                       float scale, const AttentionMask& mask) {
+  run_forward(out, lse, q, k, v, B, T, Hq, Hkv, D, scale, mask);
+}
+
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out,
+                        const float* lse, const float* q, const float* k, const float* v, int64_t B,
+                        int64_t T, int64_t Hq, int64_t Hkv, int64_t D, float scale,
+                        const AttentionMask& mask) {
+  run_backward(dq, dk, dv, dout, out, lse, q, k, v, B, T, Hq, Hkv, D, scale, mask);
+}
+
+void attention_backward(float* dq, float* dk, float* dv, const uint16_t* dout, const uint16_t* out,
+                        const float* lse, const uint16_t* q, const uint16_t* k, const uint16_t* v,
+                        int64_t B, int64_t T, int64_t Hq, int64_t Hkv, int64_t D, float scale,
+                        const AttentionMask& mask) {
+  run_backward(dq, dk, dv, dout, out, lse, q, k, v, B, T, Hq, Hkv, D, scale, mask);
 }
 
 }  // namespace magix::cpu
