@@ -402,6 +402,16 @@ TEST(AttentionBf16, PackedSegments) {
   check_case(c);
 }
 
+// Past T = 2048 the kernel widens key ranges to blocks of T / 32 keys (rounded up to 64):
+// 128 here, with packing and padding moving the ranges off the block edges.
+TEST(AttentionBf16, LongRowsWiderKeyBlocks) {
+  Case c = with_window(shape("T=2100 segments + padding", 1, 2100, 2, 1, 16), 1500);
+  c.segment = segments(c.B, c.T);
+  c.key_valid.assign(c.T, 1);
+  for (int64_t t = 2000; t < c.T; ++t) c.key_valid[t] = 0;
+  check_case(c);
+}
+
 TEST(AttentionBf16, CustomScale) {
   Case c = shape("scale 0.3", 2, 33, 2, 1, 16);
   c.scale = 0.3f;

@@ -33,11 +33,11 @@
 #include <cstring>
 #include <exception>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <type_traits>
 #include <vector>
 
-#include "backends/cpu/convert.hpp"
 #include "backends/cpu/gemm.hpp"
 #include "backends/cpu/gemm_bf16.hpp"
 #include "magix/dtype_convert.hpp"
@@ -112,18 +112,39 @@ float row_max(const float* x, int64_t n) {
   return m;
 }
 
-// x[c] = exp(x[c] - shift) for c < n; returns their sum.
-float exp_shifted(float* x, int64_t n, float shift) {
+// bf16(x) per lane, bit-identical to float_to_bf16: round to nearest even on the integer bits,
+// NaN -> quiet NaN. Stored to p[0..8).
+inline void store_bf16x8(uint16_t* p, Vec8 x) {
+  using UInt8 = uint32_t __attribute__((vector_size(32)));
+  using U16x8 = uint16_t __attribute__((vector_size(16)));
+  UInt8 bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  const UInt8 rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  const UInt8 quiet = (bits >> 16) | 0x40u;
+  const U16x8 h = __builtin_convertvector(x != x ? quiet : rounded, U16x8);
+  std::memcpy(p, &h, sizeof h);
+}
+
+// e[c] = exp(x[c] - shift) for c < n, written to x[c] (kF32) and/or as bf16 to x16[c] (kBf16);
+// returns the fp32 sum of the e[c].
+template <bool kF32, bool kBf16Out>
+float exp_shifted(float* x, int64_t n, float shift, uint16_t* x16) {
   Vec8 s8{};
   int64_t c = 0;
   for (; c + 8 <= n; c += 8) {
     const Vec8 e = exp_neg<Vec8, Int8>(load8(x + c) - shift);
-    store8(x + c, e);
+    if constexpr (kF32) store8(x + c, e);
+    if constexpr (kBf16Out) store_bf16x8(x16 + c, e);
     s8 += e;
   }
   float sum = 0.0f;
   for (int j = 0; j < 8; ++j) sum += s8[j];
-  for (; c < n; ++c) sum += x[c] = exp_neg<float, int32_t>(x[c] - shift);
+  for (; c < n; ++c) {
+    const float e = exp_neg<float, int32_t>(x[c] - shift);
+    if constexpr (kF32) x[c] = e;
+    if constexpr (kBf16Out) x16[c] = float_to_bf16(e);
+    sum += e;
+  }
   return sum;
 }
 
@@ -236,42 +257,100 @@ void block_product(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alph
   gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-inline float widen(float x) {
-  return x;
-}
-inline float widen(uint16_t x) {
-  return bf16_to_float(x);
+// bf16 only: key ranges are widened to whole blocks of keys (clipped to [0, T)), so that the
+// block products take few distinct shapes: oneDNN creates a primitive per shape (~0.4 ms here,
+// 40 block products) and magix's cache of them holds 1024, while padding and packing would
+// otherwise give one key count per block. Blocks are kQueryBlock keys up to T = 2048, then T / 32
+// rounded up to kQueryBlock (at most ~33 key counts per product; the extra keys cost <= 1/32 of a
+// row). The added keys are masked: P and dS are 0 there, and the dk/dv rows they touch get += 0.
+void widen_to_key_blocks(int64_t T, int64_t* jlo, int64_t* jhi) {
+  const int64_t n = std::max<int64_t>(1, (T / 32 + kQueryBlock - 1) / kQueryBlock) * kQueryBlock;
+  *jlo = *jlo / n * n;
+  *jhi = std::min(T, (*jhi / n + 1) * n) - 1;
 }
 
-// bf16 only: key ranges are widened to whole blocks of kQueryBlock keys (clipped to [0, T)), so
-// the block products take few distinct shapes (oneDNN creates and caches a primitive per shape;
-// padding and packing would otherwise make one per key count). The added keys are masked: P and
-// dS are 0 there, and the dk/dv rows they touch get += 0.
-void widen_to_key_blocks(int64_t T, int64_t* jlo, int64_t* jhi) {
-  *jlo = *jlo / kQueryBlock * kQueryBlock;
-  *jhi = std::min(T, (*jhi / kQueryBlock + 1) * kQueryBlock) - 1;
-}
+// Rows of a row-major block-product operand: row r at data + r * ld.
+template <class Elem>
+struct Rows {
+  const Elem* data;
+  int64_t ld;
+};
+
+// K and V as the block products read them. fp32: the caller's (B, T, Hkv, D) arrays (the BLAS
+// takes any leading dimension). bf16: dense copies (B, Hkv, T, D), made once per call, because
+// oneDNN's matmul takes dense operands only and gemm_bf16 would otherwise copy the visible key
+// rows again for every block product.
+template <class Elem>
+class KeysValues {
+ public:
+  KeysValues(const Problem& p, const Elem* k, const Elem* v) : p_(p), k_(k), v_(v) {
+    if constexpr (kBf16<Elem>) {
+      const int64_t n = p.B * p.T * p.Hkv * p.D;
+      k_dense_ = std::make_unique_for_overwrite<Elem[]>(n);
+      v_dense_ = std::make_unique_for_overwrite<Elem[]>(n);
+      Elem* kd = k_dense_.get();
+      Elem* vd = v_dense_.get();
+#pragma omp parallel for schedule(static) if (n >= (int64_t{1} << 16))
+      for (int64_t bt = 0; bt < p.B * p.T; ++bt) {
+        const int64_t b = bt / p.T, t = bt % p.T;
+        for (int64_t g = 0; g < p.Hkv; ++g) {
+          std::memcpy(kd + dense_off(b, t, g), k + p.kv_off(b, t, g), p.D * sizeof(Elem));
+          std::memcpy(vd + dense_off(b, t, g), v + p.kv_off(b, t, g), p.D * sizeof(Elem));
+        }
+      }
+    }
+  }
+
+  // Keys t, t + 1, ... of (b, kv head g).
+  Rows<Elem> k(int64_t b, int64_t t, int64_t g) const {
+    return rows(k_, k_dense_.get(), b, t, g);
+  }
+  Rows<Elem> v(int64_t b, int64_t t, int64_t g) const {
+    return rows(v_, v_dense_.get(), b, t, g);
+  }
+
+ private:
+  int64_t dense_off(int64_t b, int64_t t, int64_t g) const {
+    return ((b * p_.Hkv + g) * p_.T + t) * p_.D;
+  }
+  Rows<Elem> rows(const Elem* x, const Elem* dense, int64_t b, int64_t t, int64_t g) const {
+    if constexpr (kBf16<Elem>) {
+      return {dense + dense_off(b, t, g), p_.D};
+    } else {
+      return {x + p_.kv_off(b, t, g), p_.Hkv * p_.D};
+    }
+  }
+
+  const Problem& p_;
+  const Elem *k_, *v_;
+  std::unique_ptr<Elem[]> k_dense_, v_dense_;  // bf16 only
+};
 
 // Per-thread buffers: (kQueryBlock, T) scores/probabilities and dP/dS, and a per-row factor.
-// For bf16 operands also P and dS rounded to bf16 (kQueryBlock, T), the GEMM inputs, and the
-// fp32 P·V block (kQueryBlock, D) before it is normalised and rounded into out.
+// For bf16 also: P and dS rounded to bf16 (kQueryBlock, T), the GEMM inputs; dense copies of
+// the block's q and dout rows (kQueryBlock, D); the fp32 product of P·V or dS·K
+// (kQueryBlock, D) before it goes to out or dq; dense dk, dv accumulators (T, D) fp32.
 template <class Elem>
 struct Scratch {
   std::vector<float> s, dp, row;
-  std::vector<uint16_t> p16, ds16;
-  std::vector<float> acc;
+  std::vector<uint16_t> p16, ds16, q16, do16;
+  std::vector<float> acc, dk, dv;
   explicit Scratch(const Problem& p)
       : s(kQueryBlock * p.T), dp(kQueryBlock * p.T), row(kQueryBlock) {
     if constexpr (kBf16<Elem>) {
       p16.resize(kQueryBlock * p.T);
       ds16.resize(kQueryBlock * p.T);
+      q16.resize(kQueryBlock * p.D);
+      do16.resize(kQueryBlock * p.D);
       acc.resize(kQueryBlock * p.D);
+      dk.resize(p.T * p.D);
+      dv.resize(p.T * p.D);
     }
   }
 };
 
 // x (rows of the fp32 block) as a GEMM operand of type Elem: x itself for fp32, its bf16 rounding
-// (written by round_operand_row) for bf16.
+// (written beside it into `rounded`) for bf16.
 template <class Elem>
 const Elem* operand(const float* x, const std::vector<uint16_t>& rounded) {
   if constexpr (kBf16<Elem>) {
@@ -281,28 +360,87 @@ const Elem* operand(const float* x, const std::vector<uint16_t>& rounded) {
   }
 }
 
-// dst (n) = bf16(x) for bf16 operands; nothing for fp32 (the block is its own operand).
+// P row (n) = exp(s - shift), in place in s for fp32; for bf16 rounded into p16 and, if keep_f32,
+// also kept in s (the backward needs fp32 P for dS). Returns the fp32 row sum.
+template <class Elem, bool keep_f32>
+float probabilities(float* s, int64_t n, float shift, uint16_t* p16) {
+  if constexpr (kBf16<Elem>) {
+    return exp_shifted<keep_f32, true>(s, n, shift, p16);
+  } else {
+    return exp_shifted<true, false>(s, n, shift, nullptr);
+  }
+}
+
+// rowsum(a ∘ b) over n in fp32: in order for fp32; for bf16 (exact products) in 8 lanes, then
+// the lanes in order.
+float row_dot(const float* a, const float* b, int64_t n) {
+  float sum = 0.0f;
+  for (int64_t d = 0; d < n; ++d) sum += a[d] * b[d];
+  return sum;
+}
+float row_dot(const uint16_t* a, const uint16_t* b, int64_t n) {
+  using U16x8 = uint16_t __attribute__((vector_size(16)));
+  auto widen8 = [](const uint16_t* p) {
+    U16x8 h;
+    std::memcpy(&h, p, sizeof h);
+    const Int8 bits = __builtin_convertvector(h, Int8) << 16;
+    Vec8 x;
+    std::memcpy(&x, &bits, sizeof x);
+    return x;
+  };
+  Vec8 s8{};
+  int64_t d = 0;
+  for (; d + 8 <= n; d += 8) s8 += widen8(a + d) * widen8(b + d);
+  float sum = 0.0f;
+  for (int j = 0; j < 8; ++j) sum += s8[j];
+  for (; d < n; ++d) sum += bf16_to_float(a[d]) * bf16_to_float(b[d]);
+  return sum;
+}
+
+// dS row (n) = P ∘ (dP - di), in place in dp for fp32; for bf16 only its rounding into ds16.
 template <class Elem>
-void round_operand_row(const float* x, uint16_t* dst, int64_t n) {
-  if constexpr (kBf16<Elem>) f32_to_bf16(x, dst, n);
+void score_gradients(const float* p, float* dp, float di, int64_t n, uint16_t* ds16) {
+  if constexpr (kBf16<Elem>) {
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8) store_bf16x8(ds16 + c, load8(p + c) * (load8(dp + c) - di));
+    for (; c < n; ++c) ds16[c] = float_to_bf16(p[c] * (dp[c] - di));
+  } else {
+    for (int64_t c = 0; c < n; ++c) dp[c] = p[c] * (dp[c] - di);
+  }
+}
+
+// (rows, cols) at x with leading dimension ld as an operand: in place for fp32, a dense copy in
+// buffer for bf16 (used by two block products).
+template <class Elem>
+Rows<Elem> block_rows(const Elem* x, int64_t ld, int64_t rows, int64_t cols,
+                      std::vector<uint16_t>& buffer) {
+  if constexpr (kBf16<Elem>) {
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(buffer.data() + r * cols, x + r * ld, cols * sizeof(Elem));
+    return {buffer.data(), cols};
+  } else {
+    return {x, ld};
+  }
 }
 
 // out row (D) = acc row · f: in place for fp32 (acc is the out row); for bf16 rounded once.
 void store_out_row(float* o, const float* acc, int64_t D, float f) {
   for (int64_t d = 0; d < D; ++d) o[d] = acc[d] * f;
 }
-void store_out_row(uint16_t* o, float* acc, int64_t D, float f) {
-  for (int64_t d = 0; d < D; ++d) acc[d] *= f;
-  f32_to_bf16(acc, o, D);
+void store_out_row(uint16_t* o, const float* acc, int64_t D, float f) {
+  int64_t d = 0;
+  for (; d + 8 <= D; d += 8) store_bf16x8(o + d, load8(acc + d) * f);
+  for (; d < D; ++d) o[d] = float_to_bf16(acc[d] * f);
 }
 
 // Forward for queries [i0, i0 + nq) of (b, h): out rows and lse. Elem is the type of q, k, v and
 // out (float or bf16 bits); scores, softmax and lse are fp32.
 template <class Elem>
-void forward_block(const Problem& p, Elem* out, float* lse, const Elem* q, const Elem* k,
-                   const Elem* v, int64_t b, int64_t h, int64_t i0, int64_t nq, Scratch<Elem>& w) {
+void forward_block(const Problem& p, Elem* out, float* lse, const Elem* q,
+                   const KeysValues<Elem>& kv, int64_t b, int64_t h, int64_t i0, int64_t nq,
+                   Scratch<Elem>& w) {
   const int64_t g = h / p.group(), D = p.D;
-  const int64_t ldq = p.Hq * D, ldkv = p.Hkv * D;
+  const int64_t ldq = p.Hq * D;
   Elem* o = out + p.q_off(b, i0, h);
   int64_t jlo, jhi;
   if (!p.key_range(b, i0, nq, &jlo, &jhi)) {
@@ -314,23 +452,26 @@ void forward_block(const Problem& p, Elem* out, float* lse, const Elem* q, const
   }
   if constexpr (kBf16<Elem>) widen_to_key_blocks(p.T, &jlo, &jhi);
   const int64_t nk = jhi - jlo + 1;
+  const Rows<Elem> kb = kv.k(b, jlo, g), vb = kv.v(b, jlo, g);
   float* s = w.s.data();  // (nq, nk): S = scale Q K^T, then unnormalised P
-  block_product(false, true, nq, nk, D, p.scale, q + p.q_off(b, i0, h), ldq,
-                k + p.kv_off(b, jlo, g), ldkv, 0.0f, s, nk);
+  block_product(false, true, nq, nk, D, p.scale, q + p.q_off(b, i0, h), ldq, kb.data, kb.ld, 0.0f,
+                s, nk);
   for (int64_t r = 0; r < nq; ++r) {
     const int64_t i = i0 + r;
     float* sr = s + r * nk;
+    uint16_t* p16 = kBf16<Elem> ? w.p16.data() + r * nk : nullptr;
     const float m = p.mask_row(b, i, jlo, nk, sr);
     if (m == kNegInf) {  // sees no key: out = 0
       std::fill(sr, sr + nk, 0.0f);
+      if (p16) std::fill(p16, p16 + nk, uint16_t{0});
       lse[p.lse_off(b, h, i)] = kNegInf;
       w.row[r] = 0.0f;
     } else {
-      const float sum = exp_shifted(sr, nk, m);  // >= 1: the max contributes exp(0)
+      // >= 1: the max contributes exp(0)
+      const float sum = probabilities<Elem, false>(sr, nk, m, p16);
       lse[p.lse_off(b, h, i)] = m + std::log(sum);
       w.row[r] = 1.0f / sum;
     }
-    round_operand_row<Elem>(sr, w.p16.data() + r * nk, nk);
   }
   // fp32: P·V straight into the out rows, normalised in place; bf16: into acc, then rounded.
   float* acc;
@@ -342,8 +483,8 @@ void forward_block(const Problem& p, Elem* out, float* lse, const Elem* q, const
     acc = o;
     ld_acc = ldq;
   }
-  block_product(false, false, nq, D, nk, 1.0f, operand<Elem>(s, w.p16), nk, v + p.kv_off(b, jlo, g),
-                ldkv, 0.0f, acc, ld_acc);
+  block_product(false, false, nq, D, nk, 1.0f, operand<Elem>(s, w.p16), nk, vb.data, vb.ld, 0.0f,
+                acc, ld_acc);
   for (int64_t r = 0; r < nq; ++r) store_out_row(o + r * ldq, acc + r * ld_acc, D, w.row[r]);
 }
 
@@ -354,51 +495,53 @@ void forward_block(const Problem& p, Elem* out, float* lse, const Elem* q, const
 template <class Elem>
 void backward_block(const Problem& p, float* dq, float* dk_g, float* dv_g, int64_t ld_g,
                     const Elem* dout, const Elem* out, const float* lse, const Elem* q,
-                    const Elem* k, const Elem* v, int64_t b, int64_t h, int64_t i0, int64_t nq,
+                    const KeysValues<Elem>& kv, int64_t b, int64_t h, int64_t i0, int64_t nq,
                     Scratch<Elem>& w) {
   const int64_t g = h / p.group(), D = p.D;
-  const int64_t ldq = p.Hq * D, ldkv = p.Hkv * D;
+  const int64_t ldq = p.Hq * D;
   int64_t jlo, jhi;
   if (!p.key_range(b, i0, nq, &jlo, &jhi)) return;
   if constexpr (kBf16<Elem>) widen_to_key_blocks(p.T, &jlo, &jhi);
   const int64_t nk = jhi - jlo + 1;
-  const Elem* qb = q + p.q_off(b, i0, h);
-  const Elem* dob = dout + p.q_off(b, i0, h);
+  const Rows<Elem> qb = block_rows(q + p.q_off(b, i0, h), ldq, nq, D, w.q16);
+  const Rows<Elem> dob = block_rows(dout + p.q_off(b, i0, h), ldq, nq, D, w.do16);
   const Elem* ob = out + p.q_off(b, i0, h);
-  const Elem* kb = k + p.kv_off(b, jlo, g);
-  const Elem* vb = v + p.kv_off(b, jlo, g);
+  const Rows<Elem> kb = kv.k(b, jlo, g), vb = kv.v(b, jlo, g);
   float* s = w.s.data();    // (nq, nk): scores, then P
   float* dp = w.dp.data();  // (nq, nk): dP, then dS
-  block_product(false, true, nq, nk, D, p.scale, qb, ldq, kb, ldkv, 0.0f, s, nk);
+  block_product(false, true, nq, nk, D, p.scale, qb.data, qb.ld, kb.data, kb.ld, 0.0f, s, nk);
   for (int64_t r = 0; r < nq; ++r) {
     float* sr = s + r * nk;
+    uint16_t* p16 = kBf16<Elem> ? w.p16.data() + r * nk : nullptr;
     const float l = lse[p.lse_off(b, h, i0 + r)];
     w.row[r] = 0.0f;
     if (l == kNegInf) {  // fully masked row: P = 0, no gradient
       std::fill(sr, sr + nk, 0.0f);
+      if (p16) std::fill(p16, p16 + nk, uint16_t{0});
     } else {
       p.mask_row(b, i0 + r, jlo, nk, sr);
-      exp_shifted(sr, nk, l);
-      float di = 0.0f;  // rowsum(dO ∘ O)
-      for (int64_t d = 0; d < D; ++d) di += widen(dob[r * ldq + d]) * widen(ob[r * ldq + d]);
-      w.row[r] = di;
+      probabilities<Elem, true>(sr, nk, l, p16);
+      w.row[r] = row_dot(dob.data + r * dob.ld, ob + r * ldq, D);  // D_i = rowsum(dO ∘ O)
     }
-    round_operand_row<Elem>(sr, w.p16.data() + r * nk, nk);
   }
-  block_product(true, false, nk, D, nq, 1.0f, operand<Elem>(s, w.p16), nk, dob, ldq, 1.0f,
+  block_product(true, false, nk, D, nq, 1.0f, operand<Elem>(s, w.p16), nk, dob.data, dob.ld, 1.0f,
                 dv_g + jlo * ld_g, ld_g);
-  block_product(false, true, nq, nk, D, 1.0f, dob, ldq, vb, ldkv, 0.0f, dp, nk);
+  block_product(false, true, nq, nk, D, 1.0f, dob.data, dob.ld, vb.data, vb.ld, 0.0f, dp, nk);
   for (int64_t r = 0; r < nq; ++r) {
-    const float* sr = s + r * nk;
-    float* dr = dp + r * nk;
-    const float di = w.row[r];
-    for (int64_t c = 0; c < nk; ++c) dr[c] = sr[c] * (dr[c] - di);
-    round_operand_row<Elem>(dr, w.ds16.data() + r * nk, nk);
+    uint16_t* ds16 = kBf16<Elem> ? w.ds16.data() + r * nk : nullptr;
+    score_gradients<Elem>(s + r * nk, dp + r * nk, w.row[r], nk, ds16);
   }
   const Elem* ds = operand<Elem>(dp, w.ds16);
-  block_product(false, false, nq, D, nk, p.scale, ds, nk, kb, ldkv, 1.0f, dq + p.q_off(b, i0, h),
-                ldq);
-  block_product(true, false, nk, D, nq, p.scale, ds, nk, qb, ldq, 1.0f, dk_g + jlo * ld_g, ld_g);
+  float* dqb = dq + p.q_off(b, i0, h);
+  if constexpr (kBf16<Elem>) {  // into dense acc (oneDNN's fast path), then onto the dq rows
+    block_product(false, false, nq, D, nk, p.scale, ds, nk, kb.data, kb.ld, 0.0f, w.acc.data(), D);
+    for (int64_t r = 0; r < nq; ++r)
+      for (int64_t d = 0; d < D; ++d) dqb[r * ldq + d] += w.acc[r * D + d];
+  } else {
+    block_product(false, false, nq, D, nk, p.scale, ds, nk, kb.data, kb.ld, 1.0f, dqb, ldq);
+  }
+  block_product(true, false, nk, D, nq, p.scale, ds, nk, qb.data, qb.ld, 1.0f, dk_g + jlo * ld_g,
+                ld_g);
 }
 
 // Runs body(task) for task in [0, n) on the threads of the current parallel region (an
@@ -441,6 +584,7 @@ void run_forward(Elem* out, float* lse, const Elem* q, const Elem* k, const Elem
   const Problem p = make_problem<Elem>(B, T, Hq, Hkv, D, scale, mask);
   const int64_t nblocks = (T + kQueryBlock - 1) / kQueryBlock;
   const int64_t ntasks = B * Hq * nblocks;
+  const KeysValues<Elem> kv(p, k, v);
   TaskErrors errors;
 #pragma omp parallel
   {
@@ -450,7 +594,7 @@ void run_forward(Elem* out, float* lse, const Elem* q, const Elem* k, const Elem
       const int64_t blk = nblocks - 1 - task % nblocks;
       const int64_t bh = task / nblocks;
       const int64_t i0 = blk * kQueryBlock;
-      forward_block(p, out, lse, q, k, v, bh / Hq, bh % Hq, i0, std::min(kQueryBlock, T - i0), w);
+      forward_block(p, out, lse, q, kv, bh / Hq, bh % Hq, i0, std::min(kQueryBlock, T - i0), w);
     });
   }
   errors.rethrow_first();
@@ -474,6 +618,7 @@ void run_backward(float* dq, float* dk, float* dv, const Elem* dout, const Elem*
                           std::max<int64_t>(units, 1));
   std::vector<float> partial(parts > 1 ? nbg * parts * 2 * T * D : 0,
                              0.0f);  // (bg, part, 2, T, D)
+  const KeysValues<Elem> kv(p, k, v);
   TaskErrors errors;
 #pragma omp parallel
   {
@@ -483,16 +628,36 @@ void run_backward(float* dq, float* dk, float* dv, const Elem* dout, const Elem*
       float* dk_g = dk + p.kv_off(b, 0, g);
       float* dv_g = dv + p.kv_off(b, 0, g);
       int64_t ld_g = Hkv * D;
+      int64_t klo = 0, khi = -1;  // bf16, one part: the rows of w.dk/w.dv in use
       if (parts > 1) {
         dk_g = partial.data() + (task * 2) * T * D;
         dv_g = dk_g + T * D;
         ld_g = D;
+      } else if constexpr (kBf16<Elem>) {
+        // Dense per-thread accumulators (oneDNN accumulates into dense C only), added to dk/dv
+        // at the end of the task; every unit's keys lie in the row's key range.
+        if (p.key_range(b, 0, T, &klo, &khi)) {
+          widen_to_key_blocks(T, &klo, &khi);
+        } else {
+          klo = 0, khi = -1;  // row b sees no key at all
+        }
+        dk_g = w.dk.data();
+        dv_g = w.dv.data();
+        ld_g = D;
+        std::fill(dk_g + klo * D, dk_g + (khi + 1) * D, 0.0f);
+        std::fill(dv_g + klo * D, dv_g + (khi + 1) * D, 0.0f);
       }
       // Interleaved units balance the parts: later blocks see more keys.
       for (int64_t u = part; u < units; u += parts) {
         const int64_t h = g * group + u / nblocks, i0 = (u % nblocks) * kQueryBlock;
-        backward_block(p, dq, dk_g, dv_g, ld_g, dout, out, lse, q, k, v, b, h, i0,
+        backward_block(p, dq, dk_g, dv_g, ld_g, dout, out, lse, q, kv, b, h, i0,
                        std::min(kQueryBlock, T - i0), w);
+      }
+      for (int64_t t = klo; t <= khi; ++t) {
+        float* dk_row = dk + p.kv_off(b, t, g);
+        float* dv_row = dv + p.kv_off(b, t, g);
+        for (int64_t d = 0; d < D; ++d) dk_row[d] += dk_g[t * D + d];
+        for (int64_t d = 0; d < D; ++d) dv_row[d] += dv_g[t * D + d];
       }
     });
     if (parts > 1) {
