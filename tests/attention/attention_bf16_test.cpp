@@ -33,10 +33,12 @@
 #include <string>
 #include <vector>
 
+#include "backends/backend.hpp"
 #include "backends/cpu/attention.hpp"
 #include "backends/cpu/gemm_bf16.hpp"
 #include "magix/dtype_convert.hpp"
 #include "magix/error.hpp"
+#include "magix/tensor.hpp"
 
 namespace magix::cpu {
 namespace {
@@ -499,6 +501,50 @@ TEST(AttentionBf16, SplitKvHeads) {
     check_case(with_window(shape("MQA B=1 T=130 (split)", 1, 130, 4, 1, 64), 100));
   }
   omp_set_num_threads(saved);
+}
+
+// The op table runs the bf16 kernel for all-BF16 inputs (F32 lse and gradients), bit for bit,
+// and still rejects dtype mixtures.
+TEST(AttentionBf16, OpTableRunsTheBf16Kernel) {
+  Case c = shape("op table", 2, 70, 4, 2, 16);
+  c.key_valid = padding(c.B, c.T);
+  const Inputs in = make_inputs(c, 11);
+  const Results want = run_kernels(c, in, 11);
+  auto bf16_tensor = [](const std::vector<uint16_t>& x, Shape shape) {
+    Tensor t(std::move(shape), DType::kBF16);
+    std::memcpy(t.data<uint16_t>(), x.data(), x.size() * sizeof(uint16_t));
+    return t;
+  };
+  auto f32_tensor = [](const std::vector<float>& x, Shape shape) {
+    Tensor t(std::move(shape), DType::kF32);
+    std::memcpy(t.data<float>(), x.data(), x.size() * sizeof(float));
+    return t;
+  };
+  const Shape qs{c.B, c.T, c.Hq, c.D}, ks{c.B, c.T, c.Hkv, c.D};
+  const Tensor q = bf16_tensor(in.q, qs), k = bf16_tensor(in.k, ks), v = bf16_tensor(in.v, ks);
+  const Tensor dout = bf16_tensor(in.dout, qs), valid = [&] {
+    Tensor t({c.B, c.T}, DType::kI32);
+    std::memcpy(t.data<int32_t>(), c.key_valid.data(), c.key_valid.size() * sizeof(int32_t));
+    return t;
+  }();
+  const magix::AttentionMask mask{&valid, nullptr, 0};
+  const Backend& ops = backend_for(Device::kCpu);
+  Tensor out(qs, DType::kBF16), lse({c.B, c.Hq, c.T}, DType::kF32);
+  ops.attention_forward(out, lse, q, k, v, scale_of(c), mask);
+  EXPECT_EQ(0, std::memcmp(out.data<uint16_t>(), want.out.data(), out.nbytes()));
+  EXPECT_EQ(0, std::memcmp(lse.data<float>(), want.lse.data(), lse.nbytes()));
+  Tensor dq = f32_tensor(want.dq0, qs), dk = f32_tensor(want.dk0, ks),
+         dv = f32_tensor(want.dv0, ks);
+  ops.attention_backward(dq, dk, dv, dout, out, lse, q, k, v, scale_of(c), mask);
+  EXPECT_EQ(0, std::memcmp(dq.data<float>(), want.dq.data(), dq.nbytes()));
+  EXPECT_EQ(0, std::memcmp(dk.data<float>(), want.dk.data(), dk.nbytes()));
+  EXPECT_EQ(0, std::memcmp(dv.data<float>(), want.dv.data(), dv.nbytes()));
+  // Mixtures have no kernel: an F32 k beside BF16 q, BF16 gradients.
+  const Tensor k32(ks, DType::kF32);
+  EXPECT_THROW(ops.attention_forward(out, lse, q, k32, v, scale_of(c), mask), Error);
+  Tensor dq16(qs, DType::kBF16);
+  EXPECT_THROW(ops.attention_backward(dq16, dk, dv, dout, out, lse, q, k, v, scale_of(c), mask),
+               Error);
 }
 
 TEST(AttentionBf16, RejectsBadHeads) {
