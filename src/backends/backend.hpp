@@ -103,10 +103,12 @@ class Backend {
 
   // ---- causal attention with grouped KV heads ------------------------------------------------
   // q, out (B, T, Hq, D); k, v (B, T, Hkv, D); lse (B, Hq, T) F32. Query head h uses KV head
-  // h / (Hq / Hkv); scale multiplies q·k; softmax in fp32.
+  // h / (Hq / Hkv); scale multiplies q·k; softmax in fp32. q, k, v, out all F32, or all BF16
+  // (bf16 GEMMs with fp32 accumulation, probabilities rounded to bf16 for P·V, out rounded once).
   virtual void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k,
                                  const Tensor& v, float scale, const AttentionMask& mask) const = 0;
-  // dq, dk, dv += ... (shapes of q, k, v).
+  // dq, dk, dv += ... (shapes of q, k, v). All F32, or dout, out, q, k, v BF16 with dq, dk, dv
+  // F32 (dP, dS in fp32; P and dS rounded to bf16 as GEMM inputs).
   virtual void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout,
                                   const Tensor& out, const Tensor& lse, const Tensor& q,
                                   const Tensor& k, const Tensor& v, float scale,

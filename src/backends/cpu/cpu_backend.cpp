@@ -390,6 +390,11 @@ void CpuBackend::attention_forward(Tensor& out, Tensor& lse, const Tensor& q, co
                            scale, m);
     return;
   }
+  if (is(q, DType::kBF16) && is(k, DType::kBF16) && is(v, DType::kBF16) && is(out, DType::kBF16)) {
+    cpu::attention_forward(b16(out), f32(lse), b16(q), b16(k), b16(v), hq.B, hq.T, hq.H, hk.H, hq.D,
+                           scale, m);
+    return;
+  }
   unsupported(op, q, k);
 }
 
@@ -407,15 +412,24 @@ void CpuBackend::attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Te
   check_dtype(op, "lse", lse, DType::kF32);
   check_numel(op, "lse", lse, hq.B * hq.H * hq.T);
   const cpu::AttentionMask m = mask_view(op, mask, hq.B, hq.T);
-  bool all_f32 = true;
+  bool all_f32 = true, inputs_bf16 = true;
   for (const Tensor* t :
        std::initializer_list<const Tensor*>{&dq, &dk, &dv, &dout, &out, &q, &k, &v}) {
     check_cpu(op, *t);
     all_f32 = all_f32 && t->dtype() == DType::kF32;
   }
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&dout, &out, &q, &k, &v}) {
+    inputs_bf16 = inputs_bf16 && t->dtype() == DType::kBF16;
+  }
   if (all_f32) {
     cpu::attention_backward(f32(dq), f32(dk), f32(dv), f32(dout), f32(out), f32(lse), f32(q),
                             f32(k), f32(v), hq.B, hq.T, hq.H, hk.H, hq.D, scale, m);
+    return;
+  }
+  // bf16 mixed precision: bf16 activations, fp32 gradients.
+  if (inputs_bf16 && is(dq, DType::kF32) && is(dk, DType::kF32) && is(dv, DType::kF32)) {
+    cpu::attention_backward(f32(dq), f32(dk), f32(dv), b16(dout), b16(out), f32(lse), b16(q),
+                            b16(k), b16(v), hq.B, hq.T, hq.H, hk.H, hq.D, scale, m);
     return;
   }
   unsupported(op, q, dout);
