@@ -77,11 +77,10 @@ BlockActs BlockActs::allocate(const BlockDims& d, const Backend& ops) {
   BlockActs a;
   a.ln1 = ops.zeros({N, d.C}, g);
   a.rstd1 = ops.zeros({N}, DType::kF32);
-  a.q = ops.zeros({N, d.Hq * d.D}, DType::kF32);
-  a.k = ops.zeros({N, d.Hkv * d.D}, DType::kF32);
-  a.v = ops.zeros({N, d.Hkv * d.D}, DType::kF32);
-  a.att = ops.zeros({N, d.Hq * d.D}, DType::kF32);
-  a.att_in = g == DType::kF32 ? a.att : ops.zeros({N, d.Hq * d.D}, g);
+  a.q = ops.zeros({N, d.Hq * d.D}, g);
+  a.k = ops.zeros({N, d.Hkv * d.D}, g);
+  a.v = ops.zeros({N, d.Hkv * d.D}, g);
+  a.att = ops.zeros({N, d.Hq * d.D}, g);
   a.lse = ops.zeros({d.B, d.Hq, d.T}, DType::kF32);
   a.res2 = ops.zeros({N, d.C}, DType::kF32);
   a.ln2 = ops.zeros({N, d.C}, g);
@@ -106,6 +105,7 @@ BlockScratch BlockScratch::allocate(const BlockDims& d, const Backend& ops) {
   s.dup = ops.zeros({N, d.I}, g);
   if (g != DType::kF32) {
     s.dx_in = ops.zeros({N, d.C}, g);
+    s.datt_in = ops.zeros({N, d.Hq * d.D}, g);
     s.dq_in = ops.zeros({N, d.Hq * d.D}, g);
     s.dk_in = ops.zeros({N, d.Hkv * d.D}, g);
     s.dv_in = ops.zeros({N, d.Hkv * d.D}, g);
@@ -140,9 +140,8 @@ void block_forward(Tensor& out, const Tensor& inp, const BlockWeights& w, BlockA
                           heads(a.k, d.B, d.T, d.Hkv, d.D), heads(a.v, d.B, d.T, d.Hkv, d.D),
                           d.attn_scale, mask);
   }
-  const Tensor& att_in = gemm_input(a.att, a.att_in, ctx);
   // o_proj output goes to `out` first (a free (N, C) buffer), then res2 = inp + out + bo.
-  linear_forward(out, att_in, w[kWo], Tensor(), d, ctx);
+  linear_forward(out, a.att, w[kWo], Tensor(), d, ctx);
   all_reduce_model(out, ctx);
   ops.residual_forward(a.res2, inp, out, optional(w[kBo]));
   // MLP: ln2 -> gate, up -> act(gate) * up -> down_proj (+ all-reduce) -> residual
@@ -175,13 +174,14 @@ void block_backward(Tensor& dx, const Tensor& inp, const BlockWeights& w, BlockG
   if (g[kBo].defined()) ops.bias_backward(g[kBo], dx);
   const Tensor& dx_att = gemm_input(dx, s.dx_in, ctx);
   ops.fill_zero(s.datt);
-  ops.matmul_backward(&s.datt, optional(g[kWo]), nullptr, dx_att, a.att_in, w[kWo]);
+  ops.matmul_backward(&s.datt, optional(g[kWo]), nullptr, dx_att, a.att, w[kWo]);
   ops.fill_zero(s.dq);
   ops.fill_zero(s.dk);
   ops.fill_zero(s.dv);
   Tensor dq = heads(s.dq, d.B, d.T, d.Hq, d.D), dk = heads(s.dk, d.B, d.T, d.Hkv, d.D),
          dv = heads(s.dv, d.B, d.T, d.Hkv, d.D);
-  ops.attention_backward(dq, dk, dv, heads(s.datt, d.B, d.T, d.Hq, d.D),
+  const Tensor& datt = gemm_input(s.datt, s.datt_in, ctx);
+  ops.attention_backward(dq, dk, dv, heads(datt, d.B, d.T, d.Hq, d.D),
                          heads(a.att, d.B, d.T, d.Hq, d.D), a.lse, heads(a.q, d.B, d.T, d.Hq, d.D),
                          heads(a.k, d.B, d.T, d.Hkv, d.D), heads(a.v, d.B, d.T, d.Hkv, d.D),
                          d.attn_scale, AttentionMask{ctx.key_valid, ctx.segment, d.window});

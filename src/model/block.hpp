@@ -2,10 +2,11 @@
 // tensor-parallel slice: Hq/M query heads, Hkv/M kv heads, I/M intermediate units. Every numeric
 // step is an op of the backend (backends/backend.hpp). Params use += in backward, activations =.
 //
-// Precision: the residual stream, norms, RoPE, attention's softmax and all gradients of
-// parameters are fp32. `compute` (F32 or BF16) is the dtype of the linear layers' inputs: with
-// BF16 the GEMMs take bf16 weights and activations and accumulate in fp32, and the activations
-// that only feed GEMMs (normed inputs, gate, up, their product) are kept in bf16.
+// Precision: the residual stream, norms, RoPE angles and arithmetic, attention's softmax and all
+// gradients of parameters are fp32. `compute` (F32 or BF16) is the dtype of the GEMMs' inputs:
+// with BF16 the GEMMs take bf16 weights and activations and accumulate in fp32, and the
+// activations that feed GEMMs (normed inputs, q, k, v, the attention output, gate, up, their
+// product) are kept in bf16.
 //
 // With a KV cache (generation) the block writes its keys and values into the cache; a decode
 // call (one new token per row, slot > 0) attends against the whole cache and runs its linear
@@ -65,9 +66,8 @@ using BlockGrads = std::array<Tensor, kNumLayerParams>;
 // What the backward pass needs of one block's forward pass (the input is kept by the caller).
 struct BlockActs {
   Tensor ln1, rstd1;   // (N, C) gemm dtype, (N)
-  Tensor q, k, v;      // (N, Hq*D), (N, Hkv*D) x2 F32; q and k after rope
-  Tensor att, lse;     // (N, Hq*D) F32, (B, Hq, T)
-  Tensor att_in;       // (N, Hq*D) att as o_proj's input (gemm dtype; att itself when F32)
+  Tensor q, k, v;      // (N, Hq*D), (N, Hkv*D) x2 gemm dtype; q and k after rope
+  Tensor att, lse;     // (N, Hq*D) gemm dtype, (B, Hq, T) F32
   Tensor res2;         // (N, C) input + attention output
   Tensor ln2, rstd2;   // (N, C) gemm dtype, (N)
   Tensor gate, up, h;  // (N, I) each, gemm dtype; h = act(gate) * up
@@ -81,6 +81,7 @@ struct BlockScratch {
   Tensor dh;                   // (N, I) F32
   Tensor dgate, dup;           // (N, I) gemm dtype
   Tensor dx_in;                // (N, C) d out as a GEMM input (bf16 compute only)
+  Tensor datt_in;              // (N, Hq*D) datt as attention's dout (bf16 compute only)
   Tensor dq_in, dk_in, dv_in;  // dq, dk, dv as GEMM inputs (bf16 compute only)
   static BlockScratch allocate(const BlockDims& d, const Backend& ops);
 };

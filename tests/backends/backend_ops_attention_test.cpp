@@ -109,73 +109,79 @@ double attention_probs(const AttentionCase& c, const MaskRef& mask, const std::v
   return m + std::log(sum);
 }
 
+// F32 operands, and BF16 operands (bf16 mixed precision: q, k, v, out and dout bf16; lse and the
+// gradients F32).
 TEST_P(AttentionOps, ForwardAndBackward) {
-  for (const AttentionCase& c : kAttentionCases) {
-    const std::string what = show(c) + " on " + dev_name();
-    const float scale = c.D == 5 ? 0.5f : 1.0f / std::sqrt(float(c.D));
-    const Input q = random({c.B, c.T, c.Hq, c.D}, DType::kF32, 411, -2, 2);
-    const Input k = random({c.B, c.T, c.Hkv, c.D}, DType::kF32, 412, -2, 2);
-    const Input v = random({c.B, c.T, c.Hkv, c.D}, DType::kF32, 413);
-    const std::vector<int32_t> valid = key_valid_of(c), seg = segments_of(c);
-    const Tensor valid_dev = put_i32({c.B, c.T}, valid), seg_dev = put_i32({c.B, c.T}, seg);
-    const bool padded = c.padding != Padding::kNone;
-    const AttentionMask mask{padded ? &valid_dev : nullptr, c.segments ? &seg_dev : nullptr,
-                             c.window};
-    const MaskRef ref{c.T, c.window, padded ? &valid : nullptr, c.segments ? &seg : nullptr};
-    Tensor out = garbage({c.B, c.T, c.Hq, c.D}, DType::kF32);
-    Tensor lse = garbage({c.B, c.Hq, c.T}, DType::kF32);
-    be().attention_forward(out, lse, q.dev, k.dev, v.dev, scale, mask);
+  for (const DType dt : {DType::kF32, DType::kBF16})
+    for (const AttentionCase& c : kAttentionCases) {
+      const bool bf16 = dt == DType::kBF16;
+      const std::string what = show(c) + (bf16 ? " BF16" : " F32") + " on " + dev_name();
+      const double tol = bf16 ? kBf16AttentionTol : kF32Tol;
+      const float scale = c.D == 5 ? 0.5f : 1.0f / std::sqrt(float(c.D));
+      const Input q = random({c.B, c.T, c.Hq, c.D}, dt, 411, -2, 2);
+      const Input k = random({c.B, c.T, c.Hkv, c.D}, dt, 412, -2, 2);
+      const Input v = random({c.B, c.T, c.Hkv, c.D}, dt, 413);
+      const std::vector<int32_t> valid = key_valid_of(c), seg = segments_of(c);
+      const Tensor valid_dev = put_i32({c.B, c.T}, valid), seg_dev = put_i32({c.B, c.T}, seg);
+      const bool padded = c.padding != Padding::kNone;
+      const AttentionMask mask{padded ? &valid_dev : nullptr, c.segments ? &seg_dev : nullptr,
+                               c.window};
+      const MaskRef ref{c.T, c.window, padded ? &valid : nullptr, c.segments ? &seg : nullptr};
+      Tensor out = garbage({c.B, c.T, c.Hq, c.D}, dt);
+      Tensor lse = garbage({c.B, c.Hq, c.T}, DType::kF32);
+      be().attention_forward(out, lse, q.dev, k.dev, v.dev, scale, mask);
 
-    const Input dout = random({c.B, c.T, c.Hq, c.D}, DType::kF32, 414);
-    std::vector<double> want_out(q.ref.size(), 0.0), want_lse(c.B * c.Hq * c.T);
-    // Gradients start non-zero: the op adds to them.
-    Input dq = random({c.B, c.T, c.Hq, c.D}, DType::kF32, 415);
-    Input dk = random({c.B, c.T, c.Hkv, c.D}, DType::kF32, 416);
-    Input dv = random({c.B, c.T, c.Hkv, c.D}, DType::kF32, 417);
-    std::vector<double> want_dq = dq.ref, want_dk = dk.ref, want_dv = dv.ref, p(c.T);
-    for (int64_t b = 0; b < c.B; ++b) {
-      for (int64_t h = 0; h < c.Hq; ++h) {
-        const int64_t g = h / (c.Hq / c.Hkv);
-        for (int64_t i = 0; i < c.T; ++i) {
-          want_lse[(b * c.Hq + h) * c.T + i] =
-              attention_probs(c, ref, q.ref, k.ref, scale, b, h, i, p);
-          const int64_t qi = ((b * c.T + i) * c.Hq + h) * c.D;
-          for (int64_t j = 0; j < c.T; ++j)
-            for (int64_t d = 0; d < c.D; ++d)
-              want_out[qi + d] += p[j] * v.ref[((b * c.T + j) * c.Hkv + g) * c.D + d];
-          // dP = dout · v, dS = P ∘ (dP - dout · out), dq = scale dS k, dk = scale dSᵀ q,
-          // dv = Pᵀ dout.
-          double di = 0;
-          for (int64_t d = 0; d < c.D; ++d) di += dout.ref[qi + d] * want_out[qi + d];
-          for (int64_t j = 0; j < c.T; ++j) {
-            if (p[j] == 0) continue;
-            const int64_t kj = ((b * c.T + j) * c.Hkv + g) * c.D;
-            double dp = 0;
-            for (int64_t d = 0; d < c.D; ++d) dp += dout.ref[qi + d] * v.ref[kj + d];
-            const double ds = p[j] * (dp - di);
-            for (int64_t d = 0; d < c.D; ++d) {
-              want_dv[kj + d] += p[j] * dout.ref[qi + d];
-              want_dq[qi + d] += scale * ds * k.ref[kj + d];
-              want_dk[kj + d] += scale * ds * q.ref[qi + d];
+      const Input dout = random({c.B, c.T, c.Hq, c.D}, dt, 414);
+      std::vector<double> want_out(q.ref.size(), 0.0), want_lse(c.B * c.Hq * c.T);
+      // Gradients start non-zero: the op adds to them.
+      Input dq = random({c.B, c.T, c.Hq, c.D}, DType::kF32, 415);
+      Input dk = random({c.B, c.T, c.Hkv, c.D}, DType::kF32, 416);
+      Input dv = random({c.B, c.T, c.Hkv, c.D}, DType::kF32, 417);
+      std::vector<double> want_dq = dq.ref, want_dk = dk.ref, want_dv = dv.ref, p(c.T);
+      for (int64_t b = 0; b < c.B; ++b) {
+        for (int64_t h = 0; h < c.Hq; ++h) {
+          const int64_t g = h / (c.Hq / c.Hkv);
+          for (int64_t i = 0; i < c.T; ++i) {
+            want_lse[(b * c.Hq + h) * c.T + i] =
+                attention_probs(c, ref, q.ref, k.ref, scale, b, h, i, p);
+            const int64_t qi = ((b * c.T + i) * c.Hq + h) * c.D;
+            for (int64_t j = 0; j < c.T; ++j)
+              for (int64_t d = 0; d < c.D; ++d)
+                want_out[qi + d] += p[j] * v.ref[((b * c.T + j) * c.Hkv + g) * c.D + d];
+            // dP = dout · v, dS = P ∘ (dP - dout · out), dq = scale dS k, dk = scale dSᵀ q,
+            // dv = Pᵀ dout.
+            double di = 0;
+            for (int64_t d = 0; d < c.D; ++d) di += dout.ref[qi + d] * want_out[qi + d];
+            for (int64_t j = 0; j < c.T; ++j) {
+              if (p[j] == 0) continue;
+              const int64_t kj = ((b * c.T + j) * c.Hkv + g) * c.D;
+              double dp = 0;
+              for (int64_t d = 0; d < c.D; ++d) dp += dout.ref[qi + d] * v.ref[kj + d];
+              const double ds = p[j] * (dp - di);
+              for (int64_t d = 0; d < c.D; ++d) {
+                want_dv[kj + d] += p[j] * dout.ref[qi + d];
+                want_dq[qi + d] += scale * ds * k.ref[kj + d];
+                want_dk[kj + d] += scale * ds * q.ref[qi + d];
+              }
             }
           }
         }
       }
-    }
-    expect_close("attention_forward out", what, get(out), want_out);
-    expect_close("attention_forward lse", what, get(lse), want_lse);
+      const std::string key = bf16 ? " BF16" : "";
+      expect_close("attention_forward out" + key, what, get(out), want_out, tol);
+      expect_close("attention_forward lse" + key, what, get(lse), want_lse);
 
-    // The backward takes out and lse as the forward saved them: the reference's, in fp32.
-    const Input out32 =
-        put(out.shape(), DType::kF32, std::vector<float>(want_out.begin(), want_out.end()));
-    const Input lse32 =
-        put(lse.shape(), DType::kF32, std::vector<float>(want_lse.begin(), want_lse.end()));
-    be().attention_backward(dq.dev, dk.dev, dv.dev, dout.dev, out32.dev, lse32.dev, q.dev, k.dev,
-                            v.dev, scale, mask);
-    expect_close("attention_backward dq", what, get(dq.dev), want_dq);
-    expect_close("attention_backward dk", what, get(dk.dev), want_dk);
-    expect_close("attention_backward dv", what, get(dv.dev), want_dv);
-  }
+      // The backward takes out and lse as the forward saved them: the reference's, in out's dtype.
+      const Input out32 =
+          put(out.shape(), dt, std::vector<float>(want_out.begin(), want_out.end()));
+      const Input lse32 =
+          put(lse.shape(), DType::kF32, std::vector<float>(want_lse.begin(), want_lse.end()));
+      be().attention_backward(dq.dev, dk.dev, dv.dev, dout.dev, out32.dev, lse32.dev, q.dev, k.dev,
+                              v.dev, scale, mask);
+      expect_close("attention_backward dq" + key, what, get(dq.dev), want_dq, tol);
+      expect_close("attention_backward dk" + key, what, get(dk.dev), want_dk, tol);
+      expect_close("attention_backward dv" + key, what, get(dv.dev), want_dv, tol);
+    }
 }
 
 // ---- attention_decode: one query per row at cache slot `slot` -------------------------------

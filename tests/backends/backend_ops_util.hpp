@@ -44,6 +44,11 @@ inline constexpr double kBf16InputTol = kF32Tol;
 // bf16 outputs: rounded once from the fp32 result, so each element is within half a bf16 ulp
 // (2^-8 relative) of the fp32 result, itself within kF32Tol of the output scale.
 inline constexpr double kBf16OutHalfUlps = 0.5;
+// bf16 attention (BF16 q, k, v, out, dout): besides the bf16 inputs, the kernel rounds P, dS and
+// out to bf16 (2^-8 relative each) before they meet the next product, and sums of rounded terms
+// keep that relative size: 2^-7 of the output scale bounds it with a factor 2 to spare (measured
+// below 2^-8), while a wrong index or mask still shows as 1e-1..1.
+inline constexpr double kBf16AttentionTol = 0x1p-7;
 // Reductions in double of fp32 data (sum_of_squares): the squares are exact in double and n - 1
 // additions of positive terms lose at most (n - 1) 2^-53 relative: 7.8e-12 for n = 70001.
 inline constexpr double kF64Tol = 1e-11;
