@@ -26,10 +26,11 @@ awk '/^<!-- tour -->$/ {armed = 1; next}
      inside && /^```$/ {inside = 0; armed = 0; print "# ---- end of block"; next}
      inside {print}' "$ROOT/README.md" > tour.sh
 blocks=$(grep -c '^# ---- end of block' tour.sh)
-[ "$blocks" -ge 6 ] || fail "expected at least 6 tour blocks in README.md, found $blocks"
+[ "$blocks" -ge 7 ] || fail "expected at least 7 tour blocks in README.md, found $blocks"
 bash -euo pipefail tour.sh > tour.txt 2>&1 || fail "the tour failed: $(tail -20 tour.txt)"
 
 for f in tour/full/000030/index.json tour/full/000060/index.json tour/full_metrics.jsonl \
+         tour/bf16/000030/index.json \
          tour/hf_model/config.json tour/hf_model/model.safetensors tour/hf_model/tokenizer.json \
          tour/generated.jsonl tour/sampled.jsonl tour/scores.jsonl tour/lora/000020/index.json \
          tour/generated_lora.jsonl tour/peft_adapter/adapter_config.json \
