@@ -213,9 +213,9 @@ std::string onednn_isa_name() {
   }
 }
 
-bool onednn_has_native_bf16() {
-  const unsigned bf16 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_bf16);
-  return (effective_isa() & bf16) == bf16;
+bool onednn_uses_amx() {
+  const unsigned amx = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_amx);
+  return (effective_isa() & amx) == amx;
 }
 
 std::string onednn_matmul_name() {
