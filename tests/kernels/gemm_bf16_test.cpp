@@ -231,6 +231,23 @@ TEST(GemmBf16, DecoderShapesMatchNaiveOnSampledEntries) {
   }
 }
 
+TEST(GemmBf16, DenormalsAreFlushedOnlyByOnednn) {
+  // AMX and AVX512-BF16 dot products treat denormal inputs as zero and flush denormal sums; the
+  // widened fp32 path (OpenBLAS, default MXCSR) keeps them. Pinned here so a change is noticed.
+  const float tiny = std::ldexp(1.0f, -130);  // an fp32 and bf16 denormal
+  const uint16_t A[2] = {float_to_bf16(std::ldexp(1.0f, -70)), float_to_bf16(tiny)};
+  const uint16_t B[2] = {float_to_bf16(std::ldexp(1.0f, -60)), float_to_bf16(1.0f)};
+  const bool flushes = gemm_bf16_engine_name().find("oneDNN") != std::string::npos;
+  float C = -1.0f;
+  gemm_bf16(false, false, 1, 1, 1, 1.0f, &A[0], 1, &B[0], 1, 0.0f, &C, 1);  // 2^-70 2^-60
+  EXPECT_EQ(C, flushes ? 0.0f : tiny);
+  gemm_bf16(false, false, 1, 1, 1, 1.0f, &A[1], 1, &B[1], 1, 0.0f, &C, 1);  // 2^-130 * 1
+  EXPECT_EQ(C, flushes ? 0.0f : tiny);
+  uint16_t Cb = 0xffff;
+  gemm_bf16_out_bf16(false, false, 1, 1, 1, 1.0f, &A[0], 1, &B[0], 1, nullptr, &Cb, 1);
+  EXPECT_EQ(bf16_to_float(Cb), flushes ? 0.0f : tiny);
+}
+
 TEST(GemmBf16, EmptyZeroKAndZeroAlpha) {
   float C[] = {1, 2, 3, 4};
   gemm_bf16(false, false, 2, 2, 0, 1.0f, nullptr, 1, nullptr, 2, 1.0f, C, 2);  // K = 0, beta 1

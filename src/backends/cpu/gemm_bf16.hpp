@@ -2,7 +2,9 @@
 // The engine is chosen at run time (docs/kernels.md, "bf16 GEMM engine"): oneDNN's matmul on
 // AMX where the CPU and the OS allow it; elsewhere (AVX512-BF16 without AMX, AVX-512, AVX2) the
 // inputs are widened to fp32 and multiplied by the fp32 gemm() (OpenBLAS), which measured faster
-// than oneDNN's non-AMX bf16 kernels. Both give fp32 sums of exact bf16 products.
+// than oneDNN's non-AMX bf16 kernels. Both give fp32 sums of exact bf16 products, except that
+// oneDNN's AMX (and AVX512-BF16) dot products treat denormal inputs as zero and flush denormal
+// results (|x| < 2^-126) to zero; the widened path keeps denormals.
 #pragma once
 
 #include <cstdint>
