@@ -11,9 +11,10 @@
 // Tables: GFLOP/s of wall time, and GFLOP per CPU-second of the process (per-core efficiency,
 // much less disturbed when other processes share the cores). The last line is one JSON object.
 //
-//   bench_gemm_bf16 [--threads 2] [--rounds 3] [--reps 3] [--engines a,b,...] [--shapes
-//   square|decoder|all] bench_gemm_bf16 --child ENGINE [--reps 3] [--shapes ...]      one engine,
-//   machine-readable
+// Usage (engines: the names in kEngines below; none: the conversions only):
+//   bench_gemm_bf16 [--threads 2] [--rounds 3] [--reps 3] [--engines a,b,...|none]
+//                   [--shapes all|square|decoder]
+//   bench_gemm_bf16 --child ENGINE [--reps 3] [--shapes ...]    one engine, machine-readable
 #include <dlfcn.h>
 #include <unistd.h>
 
@@ -274,35 +275,41 @@ int run_gemm_child(const std::string& engine_name, int reps, const std::string& 
   return 0;
 }
 
-// Conversions of 16M values: GB/s of bytes read + written, next to memcpy of the fp32 array.
+// Conversions: GB/s of bytes read + written, next to memcpy of the fp32 array split between the
+// threads the same way; 16M values (from memory) and 256K values (from the cores' L2 caches).
+constexpr int64_t kConvertSizes[] = {int64_t{1} << 24, int64_t{1} << 18};
+constexpr const char* kConvertOps[] = {"f32_to_bf16", "bf16_to_f32", "scalar_f32_to_bf16",
+                                       "scalar_bf16_to_f32", "memcpy_f32"};
+
 int run_convert_child(int reps) {
-  const int64_t n = int64_t{1} << 24;
-  std::printf("name conversions (%s kernels), %lld values\n",
-              magix::cpu::convert_isa_name(magix::cpu::convert_isa()), static_cast<long long>(n));
-  std::mt19937 rng(5);
-  std::uniform_real_distribution<float> dist(-10.0f, 10.0f);
-  std::vector<float> f(n), g(n);
-  std::vector<uint16_t> h(n);
-  for (float& x : f) x = dist(rng);
-  const double f2b = 6.0 * n, copy = 8.0 * n;
-  time_samples("f32_to_bf16", reps, f2b, 2e9, 1e9,
-               [&] { magix::cpu::f32_to_bf16(f.data(), h.data(), n); });
-  time_samples("bf16_to_f32", reps, f2b, 2e9, 1e9,
-               [&] { magix::cpu::bf16_to_f32(h.data(), g.data(), n); });
-  time_samples("scalar_f32_to_bf16", reps, f2b, 2e9, 1e9,
-               [&] { magix::float_to_bf16(std::span<const float>(f), std::span<uint16_t>(h)); });
-  time_samples("scalar_bf16_to_f32", reps, f2b, 2e9, 1e9,
-               [&] { magix::bf16_to_float(std::span<const uint16_t>(h), std::span<float>(g)); });
-  // The bandwidth reference: memcpy of the fp32 array, split between the threads the same way.
-  time_samples("memcpy_f32", reps, copy, 2e9, 1e9, [&] {
-    constexpr int64_t kBlock = int64_t{1} << 14;
+  std::printf("name conversions (%s kernels)\n",
+              magix::cpu::convert_isa_name(magix::cpu::convert_isa()));
+  for (const int64_t n : kConvertSizes) {
+    std::mt19937 rng(5);
+    std::uniform_real_distribution<float> dist(-10.0f, 10.0f);
+    std::vector<float> f(n), g(n);
+    std::vector<uint16_t> h(n);
+    for (float& x : f) x = dist(rng);
+    const double f2b = 6.0 * n, copy = 8.0 * n;
+    const std::string size = std::to_string(n);
+    time_samples("f32_to_bf16@" + size, reps, f2b, 2e9, 1e9,
+                 [&] { magix::cpu::f32_to_bf16(f.data(), h.data(), n); });
+    time_samples("bf16_to_f32@" + size, reps, f2b, 2e9, 1e9,
+                 [&] { magix::cpu::bf16_to_f32(h.data(), g.data(), n); });
+    time_samples("scalar_f32_to_bf16@" + size, reps, f2b, 2e9, 1e9,
+                 [&] { magix::float_to_bf16(std::span<const float>(f), std::span<uint16_t>(h)); });
+    time_samples("scalar_bf16_to_f32@" + size, reps, f2b, 2e9, 1e9,
+                 [&] { magix::bf16_to_float(std::span<const uint16_t>(h), std::span<float>(g)); });
+    time_samples("memcpy_f32@" + size, reps, copy, 2e9, 1e9, [&] {
+      constexpr int64_t kBlock = int64_t{1} << 14;
 #pragma omp parallel for schedule(static)
-    for (int64_t b = 0; b < n / kBlock; b++) {
-      std::memcpy(g.data() + b * kBlock, f.data() + b * kBlock, kBlock * sizeof(float));
+      for (int64_t b = 0; b < n / kBlock; b++) {
+        std::memcpy(g.data() + b * kBlock, f.data() + b * kBlock, kBlock * sizeof(float));
+      }
+    });
+    for (int64_t i = 0; i < n; i += 4099) {
+      if (h[i] != magix::float_to_bf16(f[i])) die("f32_to_bf16 disagrees with float_to_bf16");
     }
-  });
-  for (int64_t i = 0; i < n; i += 4099) {
-    if (h[i] != magix::float_to_bf16(f[i])) die("f32_to_bf16 disagrees with float_to_bf16");
   }
   return 0;
 }
@@ -422,14 +429,22 @@ int run_driver(int threads, int rounds, int reps, std::vector<std::string> engin
   json["gflops_wall"] = print_table("GFLOP/s (wall time)", "wall", engines, shapes, results);
   json["gflops_per_cpu_second"] =
       print_table("GFLOP per CPU-second of the process", "cpu", engines, shapes, results);
-  std::printf("\nconversions, %s: GB/s (bytes read + written), wall / per CPU-second\n",
-              names["convert"].c_str());
-  for (const char* op :
-       {"f32_to_bf16", "bf16_to_f32", "scalar_f32_to_bf16", "scalar_bf16_to_f32", "memcpy_f32"}) {
-    const double wall = figure(results, "wall", "convert", op);
-    const double cpu = figure(results, "cpu", "convert", op);
-    std::printf("  %-20s %8.1f %8.1f\n", op, wall, cpu);
-    json["convert_gbs"][op] = {{"wall", wall}, {"per_cpu_second", cpu}};
+  std::printf("\n%s: GB/s (bytes read + written)\n%-20s", names["convert"].c_str(), "op");
+  for (const int64_t n : kConvertSizes) {
+    std::printf(" %13s %13s", ("wall@" + std::to_string(n)).c_str(),
+                ("cpu@" + std::to_string(n)).c_str());
+  }
+  std::printf("\n");
+  for (const char* op : kConvertOps) {
+    std::printf("%-20s", op);
+    for (const int64_t n : kConvertSizes) {
+      const std::string label = std::string(op) + "@" + std::to_string(n);
+      const double wall = figure(results, "wall", "convert", label);
+      const double cpu = figure(results, "cpu", "convert", label);
+      std::printf(" %13.1f %13.1f", wall, cpu);
+      json["convert_gbs"][label] = {{"wall", wall}, {"per_cpu_second", cpu}};
+    }
+    std::printf("\n");
   }
   std::printf("%s\n", json.dump().c_str());
   return 0;
@@ -466,7 +481,8 @@ int main(int argc, char** argv) {
     } else if (arg == "--reps") {
       reps = std::atoi(value().c_str());
     } else if (arg == "--engines") {
-      engines = split(value());
+      const std::string list = value();
+      engines = list == "none" ? std::vector<std::string>{} : split(list);
     } else if (arg == "--shapes") {
       shapes = value();
     } else if (arg == "--child") {
