@@ -426,9 +426,11 @@ int run_driver(int threads, int rounds, int reps, std::vector<std::string> engin
   for (const std::string& e : engines) std::printf("  %-26s %s\n", e.c_str(), names[e].c_str());
   nlohmann::json json = {{"bench", "gemm_bf16"}, {"threads", threads}, {"rounds", rounds},
                          {"reps", reps},         {"loadavg", load},    {"engines", names}};
-  json["gflops_wall"] = print_table("GFLOP/s (wall time)", "wall", engines, shapes, results);
-  json["gflops_per_cpu_second"] =
-      print_table("GFLOP per CPU-second of the process", "cpu", engines, shapes, results);
+  if (!engines.empty()) {
+    json["gflops_wall"] = print_table("GFLOP/s (wall time)", "wall", engines, shapes, results);
+    json["gflops_per_cpu_second"] =
+        print_table("GFLOP per CPU-second of the process", "cpu", engines, shapes, results);
+  }
   std::printf("\n%s: GB/s (bytes read + written)\n%-20s", names["convert"].c_str(), "op");
   for (const int64_t n : kConvertSizes) {
     std::printf(" %13s %13s", ("wall@" + std::to_string(n)).c_str(),
