@@ -27,11 +27,10 @@ Engine choose_engine() {
     if (std::strcmp(forced, "fp32") == 0) return Engine::kFp32;
     MAGIX_FAIL("MAGIX_GEMM_BF16_ENGINE={} is not one of: onednn, fp32", forced);
   }
-  // Measured (docs/kernels.md): with AMX oneDNN runs 2.4-4.8x the fp32 GFLOP per CPU-second on the
-  // decoder's shapes.
-  // Without AMX, its AVX512-BF16 kernels reached 0.6-0.9x the widened fp32 path on this Xeon, and
-  // without AVX512-BF16 it emulates bf16 at a quarter of fp32 speed (AVX-512) or refuses bf16
-  // matmul (AVX2); so everything else widens to fp32.
+  // Measured (docs/kernels.md): with AMX oneDNN runs 2.7-4.6x the fp32 GFLOP/s on the decoder's
+  // shapes. Without AMX its AVX512-BF16 kernels reached 0.6-1.0x the widened fp32 path on this
+  // Xeon, and without AVX512-BF16 it emulates bf16 at a quarter of fp32 speed (AVX-512) or
+  // refuses bf16 matmul (AVX2); so everything else widens to fp32.
   return onednn_uses_amx() ? Engine::kOnednn : Engine::kFp32;
 }
 
@@ -48,6 +47,7 @@ class ScratchBuffer {
     const size_t bytes = static_cast<size_t>(count) * sizeof(T);
     if (bytes > capacity_) {
       const size_t rounded = (bytes + 4095) / 4096 * 4096;
+      capacity_ = 0;  // stays 0 if the allocation fails
       data_.reset(std::aligned_alloc(64, rounded));
       MAGIX_CHECK(data_ != nullptr, "gemm_bf16: cannot allocate {} bytes of scratch", bytes);
       capacity_ = rounded;

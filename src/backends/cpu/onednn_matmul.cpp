@@ -139,6 +139,7 @@ void* thread_scratchpad(size_t bytes) {
   thread_local size_t capacity = 0;
   if (bytes > capacity) {
     const size_t rounded = (bytes + 4095) / 4096 * 4096;
+    capacity = 0;  // stays 0 if the allocation fails
     buffer.reset(std::aligned_alloc(64, rounded));
     MAGIX_CHECK(buffer != nullptr, "oneDNN matmul: cannot allocate a {}-byte scratchpad", bytes);
     capacity = rounded;
