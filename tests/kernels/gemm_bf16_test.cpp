@@ -1,7 +1,7 @@
 // gemm_bf16 / gemm_bf16_out_bf16 against the double reference gemm_bf16_naive: all transposes,
 // odd sizes, padded rows, beta 0 and 1, alpha != 1, bias; calls from inside an OpenMP parallel
-// region; and, in child processes, the engines that other CPUs get (oneDNN capped below AMX or
-// below AVX512-BF16, and the fp32 widening engine).
+// region; and, in child processes with oneDNN's ISA capped, the engines of CPUs without AMX
+// (AVX512-BF16 only, AVX-512 only, AVX2) and oneDNN forced where it is not the default.
 #include <gtest/gtest.h>
 #include <omp.h>
 #include <unistd.h>
@@ -158,7 +158,9 @@ double bf16_ulp(double x) {
   return std::ldexp(1.0, exponent - 1 - 7);
 }
 
-TEST(GemmBf16, OutBf16IsTheRoundedResultWithBias) {
+// gemm_bf16_out_bf16 without bias, with bias, and with bias and alpha != 1: every entry within
+// half a bf16 ulp (plus the fp32 tolerance) of the exact result.
+void check_out_bf16_against_naive() {
   uint32_t seed = 500;
   for (const Case& c : cases()) {
     for (int variant = 0; variant < 3; variant++) {
@@ -197,6 +199,10 @@ TEST(GemmBf16, OutBf16IsTheRoundedResultWithBias) {
   }
 }
 
+TEST(GemmBf16, OutBf16IsTheRoundedResultWithBias) {
+  check_out_bf16_against_naive();
+}
+
 TEST(GemmBf16, DecoderShapesMatchNaiveOnSampledEntries) {
   // The three products of a linear layer (N rows 256, C 96, OC 160): forward out = inp·W^T,
   // dinp += dout·W, dW += dout^T·inp.
@@ -223,6 +229,23 @@ TEST(GemmBf16, DecoderShapesMatchNaiveOnSampledEntries) {
       ASSERT_NEAR(out[i], ref[i], fp32_tolerance(p.K, p.K + 0.5)) << "product " << &p - products;
     }
   }
+}
+
+TEST(GemmBf16, DenormalsAreFlushedOnlyByOnednn) {
+  // AMX and AVX512-BF16 dot products treat denormal inputs as zero and flush denormal sums; the
+  // widened fp32 path (OpenBLAS, default MXCSR) keeps them. Pinned here so a change is noticed.
+  const float tiny = std::ldexp(1.0f, -130);  // an fp32 and bf16 denormal
+  const uint16_t A[2] = {float_to_bf16(std::ldexp(1.0f, -70)), float_to_bf16(tiny)};
+  const uint16_t B[2] = {float_to_bf16(std::ldexp(1.0f, -60)), float_to_bf16(1.0f)};
+  const bool flushes = gemm_bf16_engine_name().find("oneDNN") != std::string::npos;
+  float C = -1.0f;
+  gemm_bf16(false, false, 1, 1, 1, 1.0f, &A[0], 1, &B[0], 1, 0.0f, &C, 1);  // 2^-70 2^-60
+  EXPECT_EQ(C, flushes ? 0.0f : tiny);
+  gemm_bf16(false, false, 1, 1, 1, 1.0f, &A[1], 1, &B[1], 1, 0.0f, &C, 1);  // 2^-130 * 1
+  EXPECT_EQ(C, flushes ? 0.0f : tiny);
+  uint16_t Cb = 0xffff;
+  gemm_bf16_out_bf16(false, false, 1, 1, 1, 1.0f, &A[0], 1, &B[0], 1, nullptr, &Cb, 1);
+  EXPECT_EQ(bf16_to_float(Cb), flushes ? 0.0f : tiny);
 }
 
 TEST(GemmBf16, EmptyZeroKAndZeroAlpha) {
@@ -302,15 +325,14 @@ TEST(GemmBf16, ConcurrentCallsInsideAParallelRegion) {
   }
 }
 
-// Which engine a CPU like this one gets: oneDNN with AMX where the CPU and the OS allow it,
-// oneDNN with AVX512-BF16 below that, fp32 widening without native bf16.
-std::string expected_engine_isa() {
+// Which engine a CPU like this one gets: oneDNN with AMX where the CPU (and the OS) allow it,
+// else bf16 widened to fp32 for OpenBLAS.
+std::string expected_engine() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("amx-bf16") && __builtin_cpu_supports("amx-tile")) {
-    return "avx512_core_amx";
+    return "matmul (avx512_core_amx)";
   }
-  if (__builtin_cpu_supports("avx512bf16")) return "avx512_core_bf16";
-  return "widened";
+  return "widened to fp32, OpenBLAS";
 }
 
 TEST(GemmBf16, EngineNameReportsTheIsa) {
@@ -320,8 +342,8 @@ TEST(GemmBf16, EngineNameReportsTheIsa) {
   }
   const std::string name = gemm_bf16_engine_name();
   std::printf("bf16 gemm engine: %s\n", name.c_str());
-  EXPECT_NE(name.find(expected_engine_isa()), std::string::npos)
-      << name << "; expected " << expected_engine_isa()
+  EXPECT_NE(name.find(expected_engine()), std::string::npos)
+      << name << "; expected " << expected_engine()
       << " (on an AMX CPU a lower ISA means the kernel refused AMX to this process)";
 }
 
@@ -353,22 +375,28 @@ void run_child(const std::string& env, const std::string& test) {
   EXPECT_EQ(output.find("[  SKIPPED ]"), std::string::npos) << output;
 }
 
-TEST(GemmBf16Engine, Avx512Bf16WithoutAmx) {
-  __builtin_cpu_init();
-  if (!__builtin_cpu_supports("avx512bf16")) GTEST_SKIP() << "this CPU has no AVX512-BF16";
-  run_child("ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 MAGIX_TEST_EXPECT=avx512_core_bf16",
-            "MatchesNaive");
+TEST(GemmBf16Engine, Avx512Bf16WithoutAmxWidensToFp32) {
+  // What an AMD EPYC with AVX512-BF16 (no AMX) gets.
+  run_child("ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 MAGIX_TEST_EXPECT=widened", "MatchesNaive");
 }
 
 TEST(GemmBf16Engine, Avx512WithoutBf16WidensToFp32) {
-  __builtin_cpu_init();
-  if (!__builtin_cpu_supports("avx512f")) GTEST_SKIP() << "this CPU has no AVX-512";
   run_child("ONEDNN_MAX_CPU_ISA=AVX512_CORE MAGIX_TEST_EXPECT=widened", "MatchesNaive");
 }
 
-TEST(GemmBf16Engine, Avx2WidensToFp32) {
+TEST(GemmBf16Engine, Avx2WidensToFp32WithHaswellKernels) {
   run_child("ONEDNN_MAX_CPU_ISA=AVX2 OPENBLAS_CORETYPE=Haswell MAGIX_TEST_EXPECT=Haswell",
             "MatchesNaive");
+}
+
+TEST(GemmBf16Engine, ForcedOnednnOnAvx512Bf16) {
+  // oneDNN's AVX512-BF16 kernels (MAGIX_GEMM_BF16_ENGINE=onednn on a CPU without AMX).
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx512bf16")) GTEST_SKIP() << "this CPU has no AVX512-BF16";
+  run_child(
+      "ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 MAGIX_GEMM_BF16_ENGINE=onednn "
+      "MAGIX_TEST_EXPECT=avx512_core_bf16",
+      "MatchesNaiveScaledAndAccumulated");
 }
 
 TEST(GemmBf16Engine, ForcedOnednnEmulationOnAvx512) {
@@ -376,7 +404,7 @@ TEST(GemmBf16Engine, ForcedOnednnEmulationOnAvx512) {
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx512f")) GTEST_SKIP() << "this CPU has no AVX-512";
   run_child("ONEDNN_MAX_CPU_ISA=AVX512_CORE MAGIX_GEMM_BF16_ENGINE=onednn MAGIX_TEST_EXPECT=oneDNN",
-            "MatchesNaive");
+            "MatchesNaiveScaledAndAccumulated");
 }
 
 TEST(GemmBf16Engine, ForcedOnednnOnAvx2IsAClearError) {
@@ -394,6 +422,15 @@ TEST(GemmBf16Child, MatchesNaive) {
   std::printf("bf16 gemm engine: %s\n", name.c_str());
   EXPECT_NE(name.find(std::getenv("MAGIX_TEST_EXPECT")), std::string::npos) << name;
   check_against_naive(1.0f, 0.0f);
+  check_against_naive(0.5f, 1.0f);
+  check_out_bf16_against_naive();
+}
+
+TEST(GemmBf16Child, MatchesNaiveScaledAndAccumulated) {
+  MAGIX_ONLY_IN_CHILD();
+  const std::string name = gemm_bf16_engine_name();
+  std::printf("bf16 gemm engine: %s\n", name.c_str());
+  EXPECT_NE(name.find(std::getenv("MAGIX_TEST_EXPECT")), std::string::npos) << name;
   check_against_naive(0.5f, 1.0f);
 }
 

@@ -18,7 +18,8 @@ void f32_to_bf16(const float* src, uint16_t* dst, int64_t n);
 void bf16_to_f32(const uint16_t* src, float* dst, int64_t n);
 
 // The kernels behind the two functions above, one per instruction set. The best supported one
-// runs; the tests call each supported one directly (single-threaded).
+// runs; the tests call each supported one directly (single-threaded). Widening at kAvx512 runs
+// the AVX2 kernel (faster here; see convert.cpp).
 enum class ConvertIsa { kScalar, kAvx2, kAvx512 };
 bool convert_isa_supported(ConvertIsa isa);
 ConvertIsa convert_isa();                      // the one f32_to_bf16/bf16_to_f32 use on this CPU

@@ -1,7 +1,10 @@
 // Matrix products with bf16 inputs and fp32 accumulation, the GEMMs of bf16 mixed precision.
-// The engine is chosen at run time (docs/kernels.md, "bf16 GEMM engine"): oneDNN's matmul where
-// the CPU has native bf16 dot products (AMX or AVX512-BF16), otherwise the inputs are widened to
-// fp32 and multiplied by the fp32 gemm() (OpenBLAS). Both give fp32 sums of exact bf16 products.
+// The engine is chosen at run time (docs/kernels.md, "bf16 GEMM engine"): oneDNN's matmul on
+// AMX where the CPU and the OS allow it; elsewhere (AVX512-BF16 without AMX, AVX-512, AVX2) the
+// inputs are widened to fp32 and multiplied by the fp32 gemm() (OpenBLAS), which measured faster
+// than oneDNN's non-AMX bf16 kernels. Both give fp32 sums of exact bf16 products, except that
+// oneDNN's AMX (and AVX512-BF16) dot products treat denormal inputs as zero and flush denormal
+// results (|x| < 2^-126) to zero; the widened path keeps denormals.
 #pragma once
 
 #include <cstdint>

@@ -139,6 +139,7 @@ void* thread_scratchpad(size_t bytes) {
   thread_local size_t capacity = 0;
   if (bytes > capacity) {
     const size_t rounded = (bytes + 4095) / 4096 * 4096;
+    capacity = 0;  // stays 0 if the allocation fails
     buffer.reset(std::aligned_alloc(64, rounded));
     MAGIX_CHECK(buffer != nullptr, "oneDNN matmul: cannot allocate a {}-byte scratchpad", bytes);
     capacity = rounded;
@@ -213,9 +214,9 @@ std::string onednn_isa_name() {
   }
 }
 
-bool onednn_has_native_bf16() {
-  const unsigned bf16 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_bf16);
-  return (effective_isa() & bf16) == bf16;
+bool onednn_uses_amx() {
+  const unsigned amx = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_amx);
+  return (effective_isa() & amx) == amx;
 }
 
 std::string onednn_matmul_name() {

@@ -19,9 +19,10 @@ void onednn_matmul_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_
                         void* C, bool c_bf16);
 
 // The instruction set oneDNN dispatches to on this CPU (after ONEDNN_MAX_CPU_ISA), e.g.
-// "avx512_core_amx", and whether it has native bf16 dot products (AVX512-BF16 or AMX).
+// "avx512_core_amx", and whether that includes AMX with bf16 (which needs the CPU's amx_bf16 and
+// the kernel's permission to use the tile state; oneDNN requests the permission itself).
 std::string onednn_isa_name();
-bool onednn_has_native_bf16();
+bool onednn_uses_amx();
 
 // "oneDNN 2.6.3 matmul (avx512_core_amx)".
 std::string onednn_matmul_name();
