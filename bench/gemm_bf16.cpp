@@ -34,10 +34,10 @@
 #include <string>
 #include <vector>
 
+#include "backends/cpu/blas_library.hpp"
 #include "backends/cpu/convert.hpp"
+#include "backends/cpu/gemm.hpp"
 #include "backends/cpu/gemm_bf16.hpp"
-#include "kernels/cpu/blas_library.hpp"
-#include "kernels/cpu/gemm.hpp"
 #include "magix/dtype_convert.hpp"
 
 namespace {

@@ -587,11 +587,21 @@ TEST(AttentionBf16Engine, WidenedToFp32) {
   run_child("MAGIX_GEMM_BF16_ENGINE=fp32 MAGIX_TEST_EXPECT=widened", "MatchesReference");
 }
 
+// Without AMX (oneDNN capped at AVX512-BF16) gemm_bf16 widens to the fp32 GEMM (docs/kernels.md).
 TEST(AttentionBf16Engine, Avx512Bf16WithoutAmx) {
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx512bf16")) GTEST_SKIP() << "this CPU has no AVX512-BF16";
-  run_child("ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 MAGIX_TEST_EXPECT=avx512_core_bf16",
-            "MatchesReference");
+  run_child("ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 MAGIX_TEST_EXPECT=widened", "MatchesReference");
+}
+
+// oneDNN's AVX512-BF16 kernels, forced.
+TEST(AttentionBf16Engine, OnednnAvx512Bf16Forced) {
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx512bf16")) GTEST_SKIP() << "this CPU has no AVX512-BF16";
+  run_child(
+      "ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 MAGIX_GEMM_BF16_ENGINE=onednn "
+      "MAGIX_TEST_EXPECT=avx512_core_bf16",
+      "MatchesReference");
 }
 
 // A failing block product (oneDNN refuses bf16 capped at AVX2) inside the OpenMP region reaches
