@@ -114,8 +114,9 @@ class Backend {
                                   const Tensor& k, const Tensor& v, float scale,
                                   const AttentionMask& mask) const = 0;
   // One new query per row at cache slot `slot`: q, out (B, Hq, D) F32; k_cache, v_cache
-  // (B, S, Hkv, D) F32; valid (B, S) I32. The query sees slot j iff j <= slot, valid[b, j] != 0
-  // and (window <= 0 or slot - j < window): the training mask with slots as positions.
+  // (B, S, Hkv, D) F32 or BF16 (both); valid (B, S) I32. The query sees slot j iff j <= slot,
+  // valid[b, j] != 0 and (window <= 0 or slot - j < window): the training mask with slots as
+  // positions.
   virtual void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache,
                                 const Tensor& v_cache, const Tensor& valid, int64_t slot,
                                 float scale, int64_t window) const = 0;

@@ -141,8 +141,9 @@ void Generator::Impl::allocate(int64_t rows, int64_t slots) {
   k.assign(static_cast<size_t>(c.num_layers), Tensor());
   v.assign(static_cast<size_t>(c.num_layers), Tensor());
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    k[l] = ops->zeros({B, S, layout.Hkv, layout.D}, DType::kF32);
-    v[l] = ops->zeros({B, S, layout.Hkv, layout.D}, DType::kF32);
+    // The cache in the compute dtype: bf16 mixed precision halves its bytes per decode step.
+    k[l] = ops->zeros({B, S, layout.Hkv, layout.D}, compute);
+    v[l] = ops->zeros({B, S, layout.Hkv, layout.D}, compute);
   }
   model::BlockDims d = layout.dims(c, 0, B, 1, compute);
   d.decode = true;

@@ -52,7 +52,7 @@ struct BlockContext {
 // One layer's slots of the generation cache. A call with T positions writes slots
 // [slot, slot + T) of every row.
 struct KvCache {
-  Tensor k, v;                    // (B, S, Hkv, D) F32
+  Tensor k, v;                    // (B, S, Hkv, D) F32, or BF16 in bf16 mixed precision
   const Tensor* valid = nullptr;  // (B, S) I32: 1 where the slot holds a real token
   int64_t slot = 0;
 };

@@ -200,60 +200,66 @@ const std::vector<DecodeCase> kDecodeCases = {
     {"GQA, 129 slots", 2, 129, 8, 2, 32, 128, 0},
 };
 
+// F32 and BF16 caches (bf16 mixed precision keeps the cache in bf16; the reference uses its
+// bf16 values).
 TEST_P(AttentionOps, DecodeAgainstCache) {
-  for (const DecodeCase& c : kDecodeCases) {
-    const std::string what =
-        fmt::format("{}: B={} S={} Hq={} Hkv={} D={} slot={} window={} on {}", c.name, c.B, c.S,
-                    c.Hq, c.Hkv, c.D, c.slot, c.window, dev_name());
-    const float scale = 1.0f / std::sqrt(float(c.D));
-    // valid (B, S): row 0 starts with 2 invalid slots (when S > 2), row 2 has none valid, the
-    // others have holes.
-    std::vector<int32_t> valid = uniform_ints(c.B * c.S, 421, 0, 3);
-    for (int64_t b = 0; b < c.B; ++b) {
-      for (int64_t j = 0; j < c.S; ++j) {
-        int32_t& x = valid[b * c.S + j];
-        x = b == 2 ? 0 : (b == 0 && j < 2 && c.S > 2 ? 0 : x != 0);
-      }
-    }
-    std::vector<float> k = uniform(c.B * c.S * c.Hkv * c.D, 422, -2, 2);
-    std::vector<float> v = uniform(c.B * c.S * c.Hkv * c.D, 423);
-    // Slots the query must not see (later than slot, invalid, or outside the window) hold values
-    // that would dominate the softmax and the output.
-    for (int64_t b = 0; b < c.B; ++b) {
-      for (int64_t j = 0; j < c.S; ++j) {
-        const bool seen =
-            j <= c.slot && valid[b * c.S + j] != 0 && (c.window <= 0 || c.slot - j < c.window);
-        if (seen) continue;
-        for (int64_t e = 0; e < c.Hkv * c.D; ++e) {
-          k[(b * c.S + j) * c.Hkv * c.D + e] = 50.0f;
-          v[(b * c.S + j) * c.Hkv * c.D + e] = 1000.0f;
+  for (const DType cache_dtype : {DType::kF32, DType::kBF16})
+    for (const DecodeCase& c : kDecodeCases) {
+      const std::string what = fmt::format(
+          "{}: B={} S={} Hq={} Hkv={} D={} slot={} window={} {} cache on {}", c.name, c.B, c.S,
+          c.Hq, c.Hkv, c.D, c.slot, c.window, dtype_name(cache_dtype), dev_name());
+      const float scale = 1.0f / std::sqrt(float(c.D));
+      // valid (B, S): row 0 starts with 2 invalid slots (when S > 2), row 2 has none valid, the
+      // others have holes.
+      std::vector<int32_t> valid = uniform_ints(c.B * c.S, 421, 0, 3);
+      for (int64_t b = 0; b < c.B; ++b) {
+        for (int64_t j = 0; j < c.S; ++j) {
+          int32_t& x = valid[b * c.S + j];
+          x = b == 2 ? 0 : (b == 0 && j < 2 && c.S > 2 ? 0 : x != 0);
         }
       }
-    }
-    const Input q = random({c.B, c.Hq, c.D}, DType::kF32, 424, -2, 2);
-    const Input kc = put({c.B, c.S, c.Hkv, c.D}, DType::kF32, k);
-    const Input vc = put({c.B, c.S, c.Hkv, c.D}, DType::kF32, v);
-    Tensor out = garbage({c.B, c.Hq, c.D}, DType::kF32);
-    be().attention_decode(out, q.dev, kc.dev, vc.dev, put_i32({c.B, c.S}, valid), c.slot, scale,
-                          c.window);
-    // The training mask with slots as positions, for the single query at `slot`.
-    const AttentionCase as_training{"", c.B, c.S, c.Hq, c.Hkv, c.D};
-    const MaskRef mask{c.S, c.window, &valid, nullptr};
-    std::vector<double> want(q.ref.size(), 0.0), p(c.S), qs(c.B * c.S * c.Hq * c.D, 0.0);
-    for (int64_t b = 0; b < c.B; ++b)  // q placed at position `slot` of a (B, S, Hq, D) tensor
-      for (int64_t e = 0; e < c.Hq * c.D; ++e)
-        qs[(b * c.S + c.slot) * c.Hq * c.D + e] = q.ref[b * c.Hq * c.D + e];
-    for (int64_t b = 0; b < c.B; ++b) {
-      for (int64_t h = 0; h < c.Hq; ++h) {
-        attention_probs(as_training, mask, qs, kc.ref, scale, b, h, c.slot, p);
-        const int64_t g = h / (c.Hq / c.Hkv);
-        for (int64_t j = 0; j < c.S; ++j)
-          for (int64_t d = 0; d < c.D; ++d)
-            want[(b * c.Hq + h) * c.D + d] += p[j] * vc.ref[((b * c.S + j) * c.Hkv + g) * c.D + d];
+      std::vector<float> k = uniform(c.B * c.S * c.Hkv * c.D, 422, -2, 2);
+      std::vector<float> v = uniform(c.B * c.S * c.Hkv * c.D, 423);
+      // Slots the query must not see (later than slot, invalid, or outside the window) hold values
+      // that would dominate the softmax and the output.
+      for (int64_t b = 0; b < c.B; ++b) {
+        for (int64_t j = 0; j < c.S; ++j) {
+          const bool seen =
+              j <= c.slot && valid[b * c.S + j] != 0 && (c.window <= 0 || c.slot - j < c.window);
+          if (seen) continue;
+          for (int64_t e = 0; e < c.Hkv * c.D; ++e) {
+            k[(b * c.S + j) * c.Hkv * c.D + e] = 50.0f;
+            v[(b * c.S + j) * c.Hkv * c.D + e] = 1000.0f;
+          }
+        }
       }
+      const Input q = random({c.B, c.Hq, c.D}, DType::kF32, 424, -2, 2);
+      const Input kc = put({c.B, c.S, c.Hkv, c.D}, cache_dtype, k);
+      const Input vc = put({c.B, c.S, c.Hkv, c.D}, cache_dtype, v);
+      Tensor out = garbage({c.B, c.Hq, c.D}, DType::kF32);
+      be().attention_decode(out, q.dev, kc.dev, vc.dev, put_i32({c.B, c.S}, valid), c.slot, scale,
+                            c.window);
+      // The training mask with slots as positions, for the single query at `slot`.
+      const AttentionCase as_training{"", c.B, c.S, c.Hq, c.Hkv, c.D};
+      const MaskRef mask{c.S, c.window, &valid, nullptr};
+      std::vector<double> want(q.ref.size(), 0.0), p(c.S), qs(c.B * c.S * c.Hq * c.D, 0.0);
+      for (int64_t b = 0; b < c.B; ++b)  // q placed at position `slot` of a (B, S, Hq, D) tensor
+        for (int64_t e = 0; e < c.Hq * c.D; ++e)
+          qs[(b * c.S + c.slot) * c.Hq * c.D + e] = q.ref[b * c.Hq * c.D + e];
+      for (int64_t b = 0; b < c.B; ++b) {
+        for (int64_t h = 0; h < c.Hq; ++h) {
+          attention_probs(as_training, mask, qs, kc.ref, scale, b, h, c.slot, p);
+          const int64_t g = h / (c.Hq / c.Hkv);
+          for (int64_t j = 0; j < c.S; ++j)
+            for (int64_t d = 0; d < c.D; ++d)
+              want[(b * c.Hq + h) * c.D + d] +=
+                  p[j] * vc.ref[((b * c.S + j) * c.Hkv + g) * c.D + d];
+        }
+      }
+      expect_close(cache_dtype == DType::kBF16 ? "attention_decode out (BF16 cache)"
+                                               : "attention_decode out",
+                   what, get(out), want);
     }
-    expect_close("attention_decode out", what, get(out), want);
-  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, AttentionOps, ::testing::ValuesIn(swept_devices()),

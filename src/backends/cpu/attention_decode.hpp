@@ -20,4 +20,15 @@ struct KvView {
 void attention_decode(float* out, const float* q, const KvView& cache, int64_t B, int64_t slot,
                       int64_t Hq, int64_t Hkv, int64_t D, float scale, int64_t window);
 
+// The same against a bf16 cache (bf16 mixed precision: half the bytes per step): scores,
+// softmax and the weighted sum in fp32, eight lanes at a time.
+struct KvViewBf16 {
+  const uint16_t* k = nullptr;
+  const uint16_t* v = nullptr;
+  const int32_t* valid = nullptr;  // (B, S)
+  int64_t S = 0;
+};
+void attention_decode(float* out, const float* q, const KvViewBf16& cache, int64_t B, int64_t slot,
+                      int64_t Hq, int64_t Hkv, int64_t D, float scale, int64_t window);
+
 }  // namespace magix::cpu

@@ -439,8 +439,14 @@ void CpuBackend::attention_decode(Tensor& out, const Tensor& q, const Tensor& k_
                                   const Tensor& v_cache, const Tensor& valid, int64_t slot,
                                   float scale, int64_t window) const {
   const char* op = "attention_decode";
-  for (const Tensor* t : std::initializer_list<const Tensor*>{&out, &q, &k_cache, &v_cache})
-    check_dtype(op, "q/k/v/out", *t, DType::kF32);
+  check_dtype(op, "q", q, DType::kF32);
+  check_dtype(op, "out", out, DType::kF32);
+  check_cpu(op, k_cache);
+  check_cpu(op, v_cache);
+  MAGIX_CHECK(
+      (is(k_cache, DType::kF32) || is(k_cache, DType::kBF16)) && v_cache.dtype() == k_cache.dtype(),
+      "{}: the cache is {} / {}, must be F32 or BF16 (both)", op, dtype_name(k_cache.dtype()),
+      dtype_name(v_cache.dtype()));
   check_dtype(op, "valid", valid, DType::kI32);
   const Heads c = heads(op, "k_cache", k_cache);  // (B, S, Hkv, D)
   MAGIX_CHECK(c.H > 0 && c.D > 0 && q.ndim() == 3 && q.dim(1) > 0,
@@ -452,8 +458,13 @@ void CpuBackend::attention_decode(Tensor& out, const Tensor& q, const Tensor& k_
               shape_str(q.shape()), shape_str(k_cache.shape()));
   check_numel(op, "valid", valid, c.B * c.T);
   MAGIX_CHECK(slot >= 0 && slot < c.T, "{}: slot {} outside the cache's {} slots", op, slot, c.T);
-  const KvView view{f32(k_cache), f32(v_cache), i32(valid), c.T};
-  cpu::attention_decode(f32(out), f32(q), view, c.B, slot, q.dim(1), c.H, c.D, scale, window);
+  if (is(k_cache, DType::kBF16)) {
+    const KvViewBf16 view{b16(k_cache), b16(v_cache), i32(valid), c.T};
+    cpu::attention_decode(f32(out), f32(q), view, c.B, slot, q.dim(1), c.H, c.D, scale, window);
+  } else {
+    const KvView view{f32(k_cache), f32(v_cache), i32(valid), c.T};
+    cpu::attention_decode(f32(out), f32(q), view, c.B, slot, q.dim(1), c.H, c.D, scale, window);
+  }
 }
 
 void CpuBackend::glu_forward(Tensor& out, const Tensor& gate, const Tensor& up,

@@ -80,24 +80,39 @@ void rows_times_weight(float* out, const float* inp, const W* weight, const floa
 // functions (their undefined-vector helpers); the values are all initialised.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 // AVX-512 rows of a bf16 weight: 16 weights widened per step (zero-extend, shift into the high
 // half) and used for R input rows at once, R fp32 accumulators. Sums in a different order than
 // dot(), so results differ from the AVX2 path in the last bits.
+// Sixteen bf16 weights widened to fp32 (zero-extend, shift into the high half).
+__attribute__((target("avx512f,avx512bw"))) inline __m512 widen16(const uint16_t* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
 template <int R>
 __attribute__((target("avx512f,avx512bw"))) void dots_bf16_avx512(float* out, int64_t out_stride,
                                                                   const uint16_t* w, const float* x,
                                                                   int64_t C, float b) {
-  __m512 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  // Two accumulators per row (32 weights per step) so that the FMA latency chain does not bound
+  // a one-row call.
+  __m512 acc0[R], acc1[R];
+  for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
   int64_t i = 0;
+  for (; i + 32 <= C; i += 32) {
+    const __m512 w0 = widen16(w + i), w1 = widen16(w + i + 16);
+    for (int r = 0; r < R; ++r) {
+      acc0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + r * C + i), acc0[r]);
+      acc1[r] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + r * C + i + 16), acc1[r]);
+    }
+  }
   for (; i + 16 <= C; i += 16) {
-    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i));
-    const __m512 wf = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    const __m512 w0 = widen16(w + i);
     for (int r = 0; r < R; ++r)
-      acc[r] = _mm512_fmadd_ps(wf, _mm512_loadu_ps(x + r * C + i), acc[r]);
+      acc0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + r * C + i), acc0[r]);
   }
   for (int r = 0; r < R; ++r) {
-    float t = _mm512_reduce_add_ps(acc[r]);
+    float t = _mm512_reduce_add_ps(_mm512_add_ps(acc0[r], acc1[r]));
     for (int64_t k = i; k < C; ++k) t += bf16_to_float(w[k]) * x[r * C + k];
     out[r * out_stride] = t + b;
   }
