@@ -8,18 +8,23 @@
 // The state: 32 tensors [rows, 1024] (f32, every 4th bf16) laid out like decoder weights
 // ((model, data) and (data, model) specs) plus small replicated ones, `size_mb` in all.
 // Reads are cold where the kernel lets us: files are evicted with posix_fadvise(DONTNEED)
-// after they are fsynced. Times are the slowest rank's; rates are total bytes / time.
+// after they are fsynced. Times are the slowest rank's; rates are total bytes / time. The last
+// line of the run (rank 0) is one JSON object with every figure.
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "magix/checkpoint.hpp"
 #include "magix/distributed.hpp"
@@ -32,6 +37,12 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::string loadavg() {
+  std::string load;
+  std::getline(std::ifstream("/proc/loadavg"), load);
+  return load;
 }
 
 // Runs fn between barriers; returns the slowest rank's seconds.
@@ -172,6 +183,7 @@ int main(int argc, char** argv) {
         return 2;
       }
     }
+    const std::string load_start = loadavg();
     magix::Mesh mesh = magix::create_device_mesh({d, m});
     const bool root = mesh.world_rank() == 0;
     if (root) {
@@ -181,7 +193,11 @@ int main(int argc, char** argv) {
     mesh.world().barrier();
     State state = make_state(mesh, size_mb << 20);
     const double gb = static_cast<double>(state.global_bytes) / 1e9;
-    auto report = [&](const char* what, double s, double base_s) {
+    nlohmann::json repetitions = nlohmann::json::array();
+    nlohmann::json rep_figures;  // the current repetition's
+    // Prints a line and records {s, gbs, x_disk} under `key` in the repetition's figures.
+    auto report = [&](const char* what, const std::string& key, double s, double base_s) {
+      rep_figures[key] = {{"s", s}, {"gbs", gb / s}, {"x_disk", base_s / s}};
       if (!root) return;
       std::printf("%-44s %8.3f s  %6.2f GB/s  %5.2fx disk\n", what, s, gb / s, base_s / s);
     };
@@ -194,6 +210,7 @@ int main(int argc, char** argv) {
     const fs::path ck = dir / "ck";
     magix::CheckpointManager async(ck, mesh, {.max_to_keep = 1, .async = true});
     for (int rep = 0; rep < reps; ++rep) {
+      rep_figures = {{"repetition", rep + 1}};
       if (root) {
         std::printf("-- repetition %d%s\n", rep + 1,
                     rep == 0 ? " (first async save: fresh host buffers)" : "");
@@ -201,8 +218,8 @@ int main(int argc, char** argv) {
       // The disk: the same bytes per rank as the checkpoint (total / ranks).
       const auto [disk_w, disk_r] =
           disk_baseline(mesh, dir, state.global_bytes / static_cast<uint64_t>(mesh.world_size()));
-      report("disk write+fsync (same bytes)", disk_w, disk_w);
-      report("disk read, cold (same bytes)", disk_r, disk_r);
+      report("disk write+fsync (same bytes)", "disk_write_fsync", disk_w, disk_w);
+      report("disk read, cold (same bytes)", "disk_read_cold", disk_r, disk_r);
 
       magix::CheckpointItems items{{"model", state.tensors}};
       double sync_s = 0, stall_s = 0, async_total_s = 0;
@@ -223,9 +240,11 @@ int main(int argc, char** argv) {
         mesh.world().all_reduce(std::span<double>(t, 1), magix::ReduceOp::kMax);
         async_total_s = t[0];
       }
-      report("save, sync (returns after the commit)", sync_s, disk_w);
-      report("save, async: save() returns (the stall)", stall_s, disk_w);
-      report("save, async: until committed", async_total_s, disk_w);
+      report("save, sync (returns after the commit)", "save_sync", sync_s, disk_w);
+      report("save, async: save() returns (the stall)", "save_async_stall", stall_s, disk_w);
+      report("save, async: until committed", "save_async_committed", async_total_s, disk_w);
+      rep_figures["save_async_longest_poll_s"] = commit_stall_s;
+      rep_figures["stall_reduction"] = sync_s / stall_s;
       if (root) {
         std::printf("%-44s %8.3f s\n", "save, async: longest poll() (the commit)", commit_stall_s);
       }
@@ -238,7 +257,7 @@ int main(int argc, char** argv) {
       evict_tree(step);
       auto same = empty_like(state.tensors, mesh);
       const double restore_s = timed(mesh, [&] { reader.read("model", same); });
-      report("restore, same mesh (cold)", restore_s, disk_r);
+      report("restore, same mesh (cold)", "restore_same_mesh", restore_s, disk_r);
       MAGIX_CHECK(equal(same, state.tensors), "restored state differs");
       same.clear();
 
@@ -248,7 +267,9 @@ int main(int argc, char** argv) {
         evict_tree(step);
         auto t = empty_like(state.tensors, other);
         const double s = timed(mesh, [&] { reader.read("model", t); });
-        report(fmt::format("restore onto {}x{} (cold)", m, d).c_str(), s, disk_r);
+        report(fmt::format("restore onto {}x{} (cold)", m, d).c_str(), "restore_other_mesh", s,
+               disk_r);
+        rep_figures["restore_other_mesh"]["mesh"] = {m, d};
       }
       // One process reading everything (as magix export does).
       evict_tree(step);
@@ -261,10 +282,29 @@ int main(int argc, char** argv) {
         one_s = seconds_since(t0);
       }
       mesh.world().barrier();
-      report("restore onto 1x1, one process reads all (cold)", one_s, disk_r * mesh.world_size());
+      report("restore onto 1x1, one process reads all (cold)", "restore_one_process", one_s,
+             disk_r * mesh.world_size());
+      repetitions.push_back(rep_figures);
     }
     mesh.world().barrier();
-    if (root) fs::remove_all(dir);
+    if (root) {
+      fs::remove_all(dir);
+      const char* threads = std::getenv("OMP_NUM_THREADS");
+      const nlohmann::json out{{"bench", "checkpoint"},
+                               {"mesh", {d, m}},
+                               {"ranks", mesh.world_size()},
+                               {"threads_per_rank", threads ? threads : ""},
+                               {"size_mb", size_mb},
+                               {"state_gb", gb},
+                               {"tensors", state.tensors.size()},
+                               {"dir", dir.string()},
+                               {"reps", reps},
+                               {"repetitions", repetitions},
+                               {"load_average_start", load_start},
+                               {"load_average_end", loadavg()}};
+      std::printf("%s\n", out.dump().c_str());
+      std::fflush(stdout);
+    }
     return 0;
   } catch (const std::exception& e) {
     runtime.abort(e.what());

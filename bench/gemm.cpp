@@ -3,7 +3,8 @@
 // (OpenBLAS reads OPENBLAS_CORETYPE only when it is loaded), rounds interleave the engines, and
 // each figure is the median over rounds of the per-child median over repetitions. Two tables:
 // GFLOP/s of wall time (what a user gets), and GFLOP per CPU-second of the process (per-core
-// efficiency, much less disturbed when other processes share the cores).
+// efficiency, much less disturbed when other processes share the cores). The last line of the
+// table run is one JSON object with every figure.
 //
 //   bench_gemm [--threads 2] [--rounds 3] [--reps 5]      the table (docs/kernels.md)
 //   bench_gemm --child ENGINE [--reps 5]                   one engine, machine-readable lines
@@ -20,6 +21,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
@@ -184,8 +186,10 @@ std::string load_average() {
 }
 
 // One table: a row per engine, a column per (op, n), then magix over the fastest candidate.
-void print_table(const char* title, const std::string& kind, Results& results,
-                 std::map<std::string, std::string>& names) {
+// Returns the same figures as {engine: {column: GFLOP/s}, "magix/fastest": {column: ratio}}.
+nlohmann::json print_table(const char* title, const std::string& kind, Results& results,
+                           std::map<std::string, std::string>& names) {
+  nlohmann::json out = nlohmann::json::object();
   std::printf("\n%s\n%-44s", title, "engine");
   std::vector<std::string> columns;
   for (const char* op : kOps) {
@@ -206,6 +210,7 @@ void print_table(const char* title, const std::string& kind, Results& results,
         continue;
       }
       const double value = median(values);
+      out[engine][column] = value;
       if (engine != "magix") best[column] = std::max(best[column], value);
       std::printf(" %8.1f", value);
     }
@@ -215,8 +220,10 @@ void print_table(const char* title, const std::string& kind, Results& results,
   for (const std::string& column : columns) {
     double ratio = best[column] > 0 ? median(results[kind + " magix"][column]) / best[column] : 0.0;
     std::printf(" %8.3f", ratio);
+    out["magix/fastest"][column] = ratio;
   }
   std::printf("\n");
+  return out;
 }
 
 int run_driver(int threads, int rounds, int reps) {
@@ -256,12 +263,17 @@ int run_driver(int threads, int rounds, int reps) {
       if (pclose(pipe) != 0) std::fprintf(stderr, "bench_gemm: engine %s failed\n", engine.c_str());
     }
   }
+  const std::string load = load_average();
   std::printf(
       "fp32 GEMM, square n, %d threads, median of %d rounds x %d reps; load average "
       "at the end: %s\n",
-      threads, rounds, reps, load_average().c_str());
-  print_table("GFLOP/s (wall time)", "wall", results, names);
-  print_table("GFLOP per CPU-second of the process", "cpu", results, names);
+      threads, rounds, reps, load.c_str());
+  nlohmann::json json = {{"bench", "gemm"}, {"threads", threads},       {"rounds", rounds},
+                         {"reps", reps},    {"load_average_end", load}, {"engines", names}};
+  json["gflops_wall"] = print_table("GFLOP/s (wall time)", "wall", results, names);
+  json["gflops_per_cpu_second"] =
+      print_table("GFLOP per CPU-second of the process", "cpu", results, names);
+  std::printf("%s\n", json.dump().c_str());
   return 0;
 }
 

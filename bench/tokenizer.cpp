@@ -5,7 +5,8 @@
 //
 // TOKENIZER: a folder with tokenizer.json or a tokenizer.json file. CORPUS: JSONL with a "text"
 // field (default: tests/fixtures/tokenizers/llama3.jsonl), repeated --repeat times. Prints the
-// median over rounds, also the CPU-time rate (less disturbed by other processes).
+// median over rounds, also the CPU-time rate (less disturbed by other processes). The last line is
+// one JSON object with every figure.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -48,6 +49,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
+    std::string load_start;
+    std::getline(std::ifstream("/proc/loadavg"), load_start);
     const auto t0 = std::chrono::steady_clock::now();
     const magix::Tokenizer tok = magix::Tokenizer::load(pos[0]);
     const double load_s =
@@ -65,6 +68,7 @@ int main(int argc, char** argv) {
     for (const auto& t : texts) bytes += t.size();
     bytes *= static_cast<size_t>(repeat);
 
+    MAGIX_CHECK(repeat >= 1 && rounds >= 1, "--repeat and --rounds must be >= 1");
     std::vector<double> wall, cpu;
     size_t n_ids = 0;
     for (int r = 0; r < rounds; ++r) {
@@ -77,14 +81,36 @@ int main(int argc, char** argv) {
       cpu.push_back(cpu_seconds() - c0);
       wall.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - w0).count());
     }
+    const std::vector<double> wall_rounds = wall, cpu_rounds = cpu;
     std::sort(wall.begin(), wall.end());
     std::sort(cpu.begin(), cpu.end());
     const double mb = static_cast<double>(bytes) / 1e6;
+    const double mbs_wall = mb / wall[wall.size() / 2], mbs_cpu = mb / cpu[cpu.size() / 2];
+    const double ids_per_s = static_cast<double>(n_ids) / wall[wall.size() / 2];
     std::printf("magix tokenizer=%s corpus=%s texts=%zu x%d bytes=%zu ids=%zu load_s=%.2f\n",
                 pos[0].c_str(), corpus_path.c_str(), texts.size(), repeat, bytes, n_ids, load_s);
     std::printf("encode: %.2f MB/s wall (median of %d), %.2f MB/s per CPU-second, %.0f ids/s\n",
-                mb / wall[wall.size() / 2], rounds, mb / cpu[cpu.size() / 2],
-                static_cast<double>(n_ids) / wall[wall.size() / 2]);
+                mbs_wall, rounds, mbs_cpu, ids_per_s);
+    std::string load_end;
+    std::getline(std::ifstream("/proc/loadavg"), load_end);
+    const nlohmann::json out{{"bench", "tokenizer"},
+                             {"threads", 1},
+                             {"tokenizer", pos[0]},
+                             {"corpus", corpus_path},
+                             {"texts", texts.size()},
+                             {"repeat", repeat},
+                             {"rounds", rounds},
+                             {"bytes", bytes},
+                             {"ids", n_ids},
+                             {"load_s", load_s},
+                             {"encode_mb_per_s_wall", mbs_wall},
+                             {"encode_mb_per_s_cpu", mbs_cpu},
+                             {"ids_per_s", ids_per_s},
+                             {"wall_s_per_round", wall_rounds},
+                             {"cpu_s_per_round", cpu_rounds},
+                             {"load_average_start", load_start},
+                             {"load_average_end", load_end}};
+    std::printf("%s\n", out.dump().c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_tokenizer: error: %s\n", e.what());
     return 1;
