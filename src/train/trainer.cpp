@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 
+#include "backends/backend.hpp"
 #include "magix/checkpoint.hpp"
 #include "magix/data_loader.hpp"
 #include "magix/error.hpp"
@@ -186,6 +187,11 @@ TrainSummary run_training(const TrainArgs& given, const Mesh& mesh, Trainable& m
                     "per step",
                     total_steps, loader.steps_per_epoch(), args.batch_size, args.max_length, D,
                     mesh.model_size(), k));
+    // Which engines run the products: without AMX the bf16 GEMM widens to the fp32 one.
+    if (args.bf16) {
+      logger.message("bf16 mixed precision: " +
+                     backend_for(model.decoder().options().device).describe());
+    }
   }
 
   ParameterSet grads(model.trainable().infos());  // fp32 gradients, this rank's boxes
