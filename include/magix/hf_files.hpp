@@ -21,8 +21,18 @@ namespace magix {
 // $HF_HUB_CACHE/models--ORG--NAME/snapshots/<rev>/ if HF_HUB_CACHE is set, else
 // $HF_HOME/hub/... (HF_HOME defaults to ~/.cache/huggingface). <rev> comes from refs/main if
 // present, else the only snapshot (several without refs/main: an error listing them).
-// Never downloads; a clear error saying where it looked.
+// Never downloads; a clear error saying where it looked. With a revision set (set_hub_revision,
+// the CLI's --revision), hub names resolve to that revision instead: refs/<revision> (a branch
+// or tag) or snapshots/<revision> (a commit hash); a folder path is used as it is.
+// The files of a snapshot are relative symlinks into the repository's blobs/ (huggingface_hub's
+// layout); HfWeights accepts links that resolve inside models--ORG--NAME/ and nowhere else.
 std::filesystem::path resolve_model_dir(const std::string& name_or_path);
+
+// The revision resolve_model_dir uses for hub names, for the whole process; empty (the default):
+// refs/main, else the only snapshot. Errors: a revision with "..", a leading '/', or characters
+// outside [A-Za-z0-9._/-].
+void set_hub_revision(std::string revision);
+const std::string& hub_revision();
 
 // The tensors of an HF model folder: model.safetensors, or model.safetensors.index.json + its
 // shards (paths must stay inside the folder: no absolute paths, no "..", no symlink escape).

@@ -5,9 +5,11 @@
 #include <exception>
 #include <memory>
 
+#include "cli_util.hpp"
 #include "commands.hpp"
 #include "magix/distributed.hpp"
 #include "magix/error.hpp"
+#include "magix/hf_files.hpp"
 
 int main(int argc, char** argv) {
   // Joins the MPI world when started by mpirun/srun; a lone process needs no launcher.
@@ -30,6 +32,15 @@ int main(int argc, char** argv) {
   magix::cli::add_train_command(app);
   magix::cli::add_train_lora_command(app);
   magix::cli::add_demo_command(app);
+  // Every command that reads models or tokenizers by hub name picks the cached revision.
+  for (CLI::App* sub : app.get_subcommands(
+           [](CLI::App* c) { return c->get_name() != "init" && c->get_name() != "demo"; })) {
+    sub->add_option_function<std::string>(
+        magix::cli::flag("revision"),
+        [](const std::string& revision) { magix::set_hub_revision(revision); },
+        "revision of hub names in the local HF cache: a branch or tag (refs/<name>) or a commit "
+        "hash (default: refs/main)");
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -81,8 +81,25 @@ bool is_within(const fs::path& inner, const fs::path& outer) {
   return o == outer.end();
 }
 
-// A shard path from the index, checked to stay inside `dir` (canonical).
-fs::path checked_shard_path(const fs::path& dir, const std::string& file, const fs::path& index) {
+// Where the files of the model folder `canon_dir` (canonical) may resolve to. A snapshot of the
+// HF hub cache, models--ORG--NAME/snapshots/<rev>/, holds relative symlinks into the
+// repository's blobs/ folder (huggingface_hub's layout): for it, the repository folder; for any
+// other folder, the folder itself.
+fs::path containment_root(const fs::path& canon_dir) {
+  const fs::path snapshots = canon_dir.parent_path();
+  const fs::path repo = snapshots.parent_path();
+  const std::string repo_name = repo.filename().string();
+  if (snapshots.filename() == "snapshots" &&
+      (repo_name.starts_with("models--") || repo_name.starts_with("datasets--"))) {
+    return repo;
+  }
+  return canon_dir;
+}
+
+// A shard path from the index, checked to stay inside `dir` (canonical) and to resolve inside
+// `root` (containment_root(dir)).
+fs::path checked_shard_path(const fs::path& dir, const fs::path& root, const std::string& file,
+                            const fs::path& index) {
   MAGIX_CHECK(!file.empty(), "{}: a weight_map entry names an empty file", index.string());
   fs::path rel(file);
   MAGIX_CHECK(!rel.is_absolute() && !rel.has_root_path(),
@@ -100,10 +117,10 @@ fs::path checked_shard_path(const fs::path& dir, const std::string& file, const 
               index.string(), file, full.string());
   fs::path canon = fs::canonical(full, ec);
   MAGIX_CHECK(!ec, "{}: cannot resolve shard '{}': {}", index.string(), file, ec.message());
-  MAGIX_CHECK(is_within(canon, dir),
-              "{}: shard '{}' resolves to {}, outside the model folder "
-              "(symlink escape)",
-              index.string(), file, canon.string());
+  MAGIX_CHECK(is_within(canon, root), "{}: shard '{}' resolves to {}, outside {} (symlink escape)",
+              index.string(), file, canon.string(),
+              root == dir ? std::string("the model folder")
+                          : fmt::format("the hub cache repository {}", root.string()));
   return full;
 }
 
@@ -129,7 +146,69 @@ void remove_stale_weights(const fs::path& dir) {
   io::fsync_dir(dir);
 }
 
+std::string g_hub_revision;  // set_hub_revision; empty: refs/main or the only snapshot
+
+// A revision as huggingface_hub names them: a branch or tag ("main", "v1.0", "refs/pr/1") or a
+// commit hash; path-like tricks refused.
+bool is_valid_revision(const std::string& rev) {
+  if (rev.empty() || rev.size() > 256 || rev.front() == '/' || rev.back() == '/') return false;
+  if (rev.find("..") != std::string::npos || rev.find("//") != std::string::npos) return false;
+  return std::all_of(rev.begin(), rev.end(), [](unsigned char c) {
+    return std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '/';
+  });
+}
+
+// The names under `dir` (files and folders, recursively for refs/pr/N), sorted, for messages.
+std::vector<std::string> listing(const fs::path& dir, bool files) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (auto it = fs::recursive_directory_iterator(dir, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (files ? it->is_regular_file() : (it.depth() == 0 && it->is_directory())) {
+      out.push_back(fs::relative(it->path(), dir, ec).generic_string());
+    }
+    if (out.size() >= 32) break;
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// The snapshot of `revision` in the cache repository `repo`: refs/<revision> when it is a
+// branch or tag, else snapshots/<revision> when it is a commit hash that was downloaded.
+fs::path revision_snapshot(const std::string& name, const fs::path& repo,
+                           const std::string& revision) {
+  MAGIX_CHECK(is_valid_revision(revision), "--revision '{}' is not a valid revision", revision);
+  std::error_code ec;
+  const fs::path snapshots = repo / "snapshots";
+  std::string commit = revision;
+  if (fs::path ref = repo / "refs" / revision; fs::is_regular_file(ref, ec)) {
+    commit = trim(read_small_text(ref));
+    MAGIX_CHECK(is_valid_revision(commit) && commit.find('/') == std::string::npos,
+                "{}: invalid revision '{}'", ref.string(), commit);
+  }
+  const fs::path snap = snapshots / commit;
+  MAGIX_CHECK(commit.find('/') == std::string::npos && fs::is_directory(snap, ec),
+              "model '{}': revision '{}' is not in the local HF cache ({} has refs [{}] and "
+              "snapshots [{}]). magix never downloads: fetch it first, e.g. `huggingface-cli "
+              "download {} --revision {}`",
+              name, revision, repo.string(), fmt::join(listing(repo / "refs", true), ", "),
+              fmt::join(listing(snapshots, false), ", "), name, revision);
+  return snap;
+}
+
 }  // namespace
+
+void set_hub_revision(std::string revision) {
+  MAGIX_CHECK(revision.empty() || is_valid_revision(revision),
+              "--revision '{}' is not a valid revision (a branch, a tag or a commit hash)",
+              revision);
+  g_hub_revision = std::move(revision);
+}
+
+const std::string& hub_revision() {
+  return g_hub_revision;
+}
 
 fs::path resolve_model_dir(const std::string& name_or_path) {
   std::error_code ec;
@@ -156,6 +235,7 @@ fs::path resolve_model_dir(const std::string& name_or_path) {
               "{}`",
               name_or_path, repo.string(), name_or_path);
   fs::path snapshots = repo / "snapshots";
+  if (!g_hub_revision.empty()) return revision_snapshot(name_or_path, repo, g_hub_revision);
   fs::path ref = repo / "refs" / "main";
   if (fs::is_regular_file(ref, ec)) {
     std::string rev = trim(read_small_text(ref));
@@ -211,6 +291,7 @@ HfWeights::HfWeights(const fs::path& model_dir) : dir_(model_dir) {
               "{}: expected an object with a \"weight_map\" object", index.string());
   fs::path canon_dir = fs::canonical(dir_, ec);
   MAGIX_CHECK(!ec, "cannot resolve {}: {}", dir_.string(), ec.message());
+  const fs::path root = containment_root(canon_dir);
   std::map<std::string, size_t> shard_index;  // file name as written in the index -> shards_
   for (const auto& [name, file] : j["weight_map"].items()) {
     MAGIX_CHECK(file.is_string(), "{}: weight_map[\"{}\"] must be a file name string",
@@ -218,7 +299,7 @@ HfWeights::HfWeights(const fs::path& model_dir) : dir_(model_dir) {
     const auto& f = file.get_ref<const std::string&>();
     auto it = shard_index.find(f);
     if (it == shard_index.end()) {
-      shards_.emplace_back(checked_shard_path(canon_dir, f, index));
+      shards_.emplace_back(checked_shard_path(canon_dir, root, f, index));
       it = shard_index.emplace(f, shards_.size() - 1).first;
     }
     MAGIX_CHECK(shards_[it->second].find(name) != nullptr,

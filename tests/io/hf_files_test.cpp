@@ -294,6 +294,97 @@ TEST_F(HfCacheTest, HubCacheOverridesHome) {
   EXPECT_EQ(resolve_model_dir("org/name"), other / "models--org--name" / "snapshots" / "r1");
 }
 
+// Moves every file of `dir` into `repo`/blobs/<name-hash> and leaves in `repo`/snapshots/`rev`/
+// a relative symlink to it, as huggingface_hub lays out its cache (blob names are content
+// hashes there; any unique name does here).
+fs::path make_cache_snapshot(const fs::path& dir, const fs::path& repo, const std::string& rev) {
+  const fs::path snap = repo / "snapshots" / rev;
+  fs::create_directories(snap);
+  fs::create_directories(repo / "blobs");
+  for (const auto& de : fs::directory_iterator(dir)) {
+    const std::string name = de.path().filename().string();
+    const std::string blob = rev + "-" + std::to_string(std::hash<std::string>{}(name));
+    fs::rename(de.path(), repo / "blobs" / blob);
+    fs::create_symlink(fs::path("..") / ".." / "blobs" / blob, snap / name);
+  }
+  return snap;
+}
+
+TEST_F(HfCacheTest, ShardedSnapshotWithBlobSymlinksLoads) {
+  Model m = small_model();
+  write_hf_weights(tmp_ / "plain", m.named(), DType::kBF16, 600);
+  const fs::path repo = this->repo("models--org--sharded");
+  const fs::path snap = make_cache_snapshot(tmp_ / "plain", repo, "abc123");
+  test::write_bytes(repo / "refs" / "main", "abc123");
+  ASSERT_TRUE(fs::is_symlink(snap / "model.safetensors.index.json"));
+  EXPECT_EQ(resolve_model_dir("org/sharded"), snap);
+  HfWeights w(resolve_model_dir("org/sharded"));
+  expect_reads_back(w, m, DType::kBF16);
+  // The snapshot folder given as a path works the same.
+  HfWeights by_path(snap);
+  EXPECT_EQ(by_path.names().size(), m.tensors.size());
+}
+
+TEST_F(HfCacheTest, SnapshotLinksOutsideTheRepositoryAreRefused) {
+  Model m = small_model();
+  write_hf_weights(tmp_ / "plain", m.named(), DType::kF32, 600);
+  const fs::path repo = this->repo("models--org--evil");
+  const fs::path snap = make_cache_snapshot(tmp_ / "plain", repo, "r1");
+  // Re-point one shard at a blob of another repository of the same cache.
+  const fs::path other = this->repo("models--org--other") / "blobs";
+  fs::create_directories(other);
+  const std::string first =
+      read_json(snap / "model.safetensors.index.json")["weight_map"].begin()->get<std::string>();
+  const fs::path shard = snap / first;
+  ASSERT_TRUE(fs::is_symlink(shard)) << shard;
+  fs::copy_file(fs::canonical(shard), other / "x");
+  fs::remove(shard);
+  fs::create_symlink(fs::path("..") / ".." / ".." / "models--org--other" / "blobs" / "x", shard);
+  EXPECT_ERROR_HAS(HfWeights{snap}, "outside the hub cache repository");
+  // A plain folder's shard linking out of the folder stays refused too.
+  write_hf_weights(tmp_ / "plain2", m.named(), DType::kF32, 600);
+  fs::rename(tmp_ / "plain2" / first, tmp_ / "outside");
+  fs::create_symlink(tmp_ / "outside", tmp_ / "plain2" / first);
+  EXPECT_ERROR_HAS(HfWeights{tmp_ / "plain2"}, "outside the model folder");
+}
+
+TEST_F(HfCacheTest, RevisionPicksABranchOrACommit) {
+  const fs::path repo = this->repo("models--org--name");
+  fs::create_directories(repo / "snapshots" / "aaa111");
+  fs::create_directories(repo / "snapshots" / "bbb222");
+  fs::create_directories(repo / "snapshots" / "ccc333");
+  test::write_bytes(repo / "refs" / "main", "aaa111");
+  test::write_bytes(repo / "refs" / "v1.0", "bbb222\n");
+  // huggingface_hub keeps the ref of revision "refs/pr/7" in refs/refs/pr/7.
+  fs::create_directories(repo / "refs" / "refs" / "pr");
+  test::write_bytes(repo / "refs" / "refs" / "pr" / "7", "ccc333");
+  struct Reset {
+    ~Reset() { set_hub_revision(""); }
+  } reset;
+  EXPECT_EQ(resolve_model_dir("org/name"), repo / "snapshots" / "aaa111");
+  set_hub_revision("v1.0");
+  EXPECT_EQ(resolve_model_dir("org/name"), repo / "snapshots" / "bbb222");
+  set_hub_revision("refs/pr/7");
+  EXPECT_EQ(resolve_model_dir("org/name"), repo / "snapshots" / "ccc333");
+  set_hub_revision("ccc333");  // a commit hash
+  EXPECT_EQ(resolve_model_dir("org/name"), repo / "snapshots" / "ccc333");
+  set_hub_revision("main");
+  EXPECT_EQ(resolve_model_dir("org/name"), repo / "snapshots" / "aaa111");
+  set_hub_revision("v2.0");
+  const std::string msg = error_of([&] { resolve_model_dir("org/name"); });
+  for (const char* want : {"v2.0", "v1.0", "refs/pr/7", "bbb222", "never downloads"}) {
+    EXPECT_NE(msg.find(want), std::string::npos) << want << " not in: " << msg;
+  }
+  // A folder path is used as it is, whatever the revision.
+  EXPECT_EQ(resolve_model_dir((repo / "snapshots" / "aaa111").string()),
+            repo / "snapshots" / "aaa111");
+  EXPECT_ERROR_HAS(set_hub_revision("../x"), "not a valid revision");
+  EXPECT_ERROR_HAS(set_hub_revision("/abs"), "not a valid revision");
+  set_hub_revision("main");
+  test::write_bytes(repo / "refs" / "main", "../../x");
+  EXPECT_ERROR_HAS(resolve_model_dir("org/name"), "invalid revision");
+}
+
 TEST_F(HfCacheTest, ExistingFolderIsUsedAsIs) {
   fs::create_directories(tmp_ / "org" / "name");
   fs::path cwd = fs::current_path();
