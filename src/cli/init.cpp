@@ -43,6 +43,9 @@ void run_init(const InitArgs& a) {
   MAGIX_CHECK(a.dtype == "float32" || a.dtype == "bfloat16",
               "--dtype must be float32 or bfloat16, got '{}'", a.dtype);
   const fs::path dir = a.output_dir;
+  check_outputs_spare_inputs({{"--config", a.config}},
+                             {{"--output_dir", a.output_dir},
+                              {"--output_dir's config.json", (dir / "config.json").string()}});
   MAGIX_CHECK(a.overwrite || !holds_model_files(dir),
               "--output_dir '{}' already holds model files (config.json / *.safetensors); "
               "choose an empty folder or pass --overwrite",

@@ -313,6 +313,11 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
         const float* lg = m.logits.data<float>() + b * Vg;
         row_logits.assign(lg, lg + Vg);
         const int64_t index = prompt_index.empty() ? b : prompt_index[b];
+        const int64_t bad = first_non_finite(lg, DType::kF32, static_cast<size_t>(Vg));
+        MAGIX_CHECK(bad < 0,
+                    "prompt {}: the model gives a non-finite logit ({}) for token {} at generated "
+                    "token {}: its weights or activations overflow",
+                    index, lg[bad], bad, std::ssize(r.result.tokens));
         const int32_t t = choose_token(row_logits, r.history, options.sampling, index,
                                        std::ssize(r.result.tokens));
         r.result.tokens.push_back(t);

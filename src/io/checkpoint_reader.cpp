@@ -97,6 +97,25 @@ void copy_intersection(const std::byte* src, DType s_dtype, const Shape& s_start
   }
 }
 
+// dir/name after checking its size and XXH3 against the index's record.
+fs::path verify_step_file(const fs::path& dir, const std::string& name, uint64_t nbytes,
+                          uint64_t xxh3) {
+  const fs::path path = dir / name;
+  uint64_t size = 0;
+  io::FileHandle fd = io::open_for_reading(path, &size);
+  MAGIX_CHECK(size == nbytes,
+              "checkpoint file {} does not match the step's index: it has {} bytes, the index "
+              "says {}",
+              path.string(), size, nbytes);
+  std::string buf(size, '\0');
+  io::read_exact(fd.get(), 0, buf.data(), size, path);
+  MAGIX_CHECK(ckpt::checksum(buf.data(), size) == xxh3,
+              "checkpoint file {} does not match the step's index: it fails its checksum "
+              "(altered or corrupt)",
+              path.string());
+  return path;
+}
+
 }  // namespace
 
 struct CheckpointReader::Impl {
@@ -198,6 +217,13 @@ CheckpointReader::CheckpointReader(fs::path step_dir) : impl_(std::make_unique<I
   } catch (const Error& e) {
     MAGIX_FAIL("checkpoint index {}: {}", index_path.string(), e.what());
   }
+  // Every file of the step besides the shards (trainer state, config.json, tokenizer files...)
+  // is checked here, once, before any reader uses it: a reader of a step (generate, score,
+  // export, resume, --lora) never sees a file the index does not vouch for. Shards are checked
+  // as they are read.
+  for (const auto& [name, record] : impl_->files) {
+    verify_step_file(impl_->dir, name, record.first, record.second);
+  }
 }
 
 CheckpointReader::~CheckpointReader() = default;
@@ -219,16 +245,7 @@ fs::path CheckpointReader::checked_file(const std::string& name) const {
   auto it = impl_->files.find(name);
   MAGIX_CHECK(it != impl_->files.end(), "checkpoint {} has no file '{}' in its index",
               impl_->dir.string(), name);
-  const fs::path path = impl_->dir / name;
-  uint64_t size = 0;
-  io::FileHandle fd = io::open_for_reading(path, &size);
-  MAGIX_CHECK(size == it->second.first, "checkpoint file {} has {} bytes, its index says {}",
-              path.string(), size, it->second.first);
-  std::string buf(size, '\0');
-  io::read_exact(fd.get(), 0, buf.data(), size, path);
-  MAGIX_CHECK(ckpt::checksum(buf.data(), size) == it->second.second,
-              "checkpoint file {} is corrupt: it fails its checksum", path.string());
-  return path;
+  return verify_step_file(impl_->dir, name, it->second.first, it->second.second);
 }
 
 json CheckpointReader::trainer_state() const {
@@ -347,6 +364,13 @@ void CheckpointReader::read(const std::string& item, std::vector<ShardedTensor>&
                     "checkpoint file {} is corrupt: the shard of {}/{} at byte {} ({} bytes) "
                     "fails its checksum",
                     path.string(), item, t.name, s.offset, s.nbytes);
+        // Non-finite weights or moments would silently poison every result: refused here, in
+        // the stored dtype, while the shard is hot in cache.
+        const int64_t bad = first_non_finite(dst, w.stored, s.nbytes / dtype_size(w.stored));
+        MAGIX_CHECK(bad < 0,
+                    "checkpoint file {}: tensor {}/{} has a non-finite value at {}: the "
+                    "checkpoint holds NaN or infinity (a diverged run?)",
+                    path.string(), item, t.name, box_coordinates(bad, s.start, s.extent));
         if (!in_place) {
           copy_intersection(dst, w.stored, s.start, s.extent, t.local.bytes(), t.local.dtype(),
                             t.box_start, t.local.shape());
@@ -370,6 +394,10 @@ bool is_checkpoint_step(const fs::path& path) {
   std::error_code ec;
   return fs::is_directory(path, ec) && !path.filename().string().starts_with(ckpt::kTmpPrefix) &&
          fs::is_regular_file(path / ckpt::kIndexFile, ec);
+}
+
+void verify_if_checkpoint_step(const fs::path& path) {
+  if (is_checkpoint_step(path)) CheckpointReader reader(path);  // its constructor checks
 }
 
 Decoder load_checkpoint_decoder(const fs::path& step_dir, const Mesh& mesh, DecoderOptions options,
