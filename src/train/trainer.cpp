@@ -13,6 +13,7 @@
 #include "magix/data_loader.hpp"
 #include "magix/error.hpp"
 #include "magix/hf_files.hpp"
+#include "magix/memory_check.hpp"
 #include "magix/tokenizer.hpp"
 #include "trainer_checkpoint.hpp"
 #include "trainer_log.hpp"
@@ -140,6 +141,20 @@ TrainSummary run_training(const TrainArgs& given, const Mesh& mesh, Trainable& m
               "--batch_size {} gives {} rows per data rank, which do not split into "
               "--gradient_accumulation_steps {} micro-batches: use a multiple of {}",
               args.batch_size, args.batch_size / D, k, D * k);
+  {
+    // Up front, a lower bound of one micro-batch's activations (even with --recompute): per
+    // token each layer's input kept for the backward pass, one MLP hidden, and the logits.
+    const double rows = static_cast<double>(args.batch_size) / static_cast<double>(D * k);
+    const double tokens = rows * static_cast<double>(args.max_length + 1);
+    const double per_token =
+        static_cast<double>(config.num_layers) * static_cast<double>(config.hidden_size) +
+        static_cast<double>(config.intermediate_size) +
+        static_cast<double>(config.vocab_size) / mesh.model_size();
+    check_fits_in_memory(tokens * per_token * 4,
+                         fmt::format("--max_length {} with --batch_size {} ({:.0f} rows per data "
+                                     "rank and micro-batch): the activations",
+                                     args.max_length, args.batch_size, rows));
+  }
   LoaderOptions lo;
   lo.global_batch = args.batch_size;
   lo.seed = args.seed;
