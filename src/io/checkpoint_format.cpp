@@ -240,15 +240,21 @@ void check_tiling(const Shape& global, DType dtype, const std::vector<ShardRecor
                 "{}: a shard box has {} / {} dims, the tensor has {}", where, s.start.size(),
                 s.extent.size(), nd);
     for (size_t d = 0; d < nd; ++d) {
-      MAGIX_CHECK(s.start[d] + s.extent[d] <= global[d],
+      // Written so that nothing overflows (the values come from a file): 0 <= start <= global
+      // and extent <= global - start.
+      MAGIX_CHECK(s.start[d] >= 0 && s.extent[d] >= 0 && s.start[d] <= global[d] &&
+                      s.extent[d] <= global[d] - s.start[d],
                   "{}: shard box start {} extent {} lies outside the shape {}", where,
                   shape_str(s.start), shape_str(s.extent), shape_str(global));
     }
     const int64_t n = shape_numel(s.extent);
-    MAGIX_CHECK(s.nbytes == static_cast<uint64_t>(n) * dtype_size(dtype),
+    uint64_t bytes = 0;
+    MAGIX_CHECK(!__builtin_mul_overflow(static_cast<uint64_t>(n), dtype_size(dtype), &bytes) &&
+                    s.nbytes == bytes,
                 "{}: shard of {} elements of {} records {} bytes", where, n, dtype_name(dtype),
                 s.nbytes);
-    covered += n;
+    MAGIX_CHECK(!__builtin_add_overflow(covered, n, &covered),
+                "{}: shards cover more than its {} elements", where, numel);
   }
   for (size_t a = 0; a < shards.size(); ++a) {
     for (size_t b = a + 1; b < shards.size(); ++b) {

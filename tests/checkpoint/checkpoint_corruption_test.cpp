@@ -143,6 +143,30 @@ TEST_F(CheckpointCorruption, EditedIndex) {
       {"no shards",
        [](nlohmann::json& j) { j["items"]["model"]["w"]["shards"] = nlohmann::json::array(); },
        "cover 0 of"},
+      // Found by fuzz_checkpoint_index: start + extent overflowed int64 (undefined behaviour;
+      // in practice it wrapped negative and passed the bounds check).
+      {"box overflow",
+       [](nlohmann::json& j) {
+         const int64_t big = int64_t{1} << 62;
+         j["items"]["model"]["w"]["shape"] = {big};
+         auto& s = j["items"]["model"]["w"]["shards"];
+         s = nlohmann::json::array({s[0]});
+         s[0]["start"] = {big};
+         s[0]["extent"] = {big};
+       },
+       "lies outside the shape"},
+      // Elements x dtype size wrapped around uint64 to 0 bytes.
+      {"bytes overflow",
+       [](nlohmann::json& j) {
+         const int64_t big = int64_t{1} << 62;
+         j["items"]["model"]["w"]["shape"] = {big};
+         auto& s = j["items"]["model"]["w"]["shards"];
+         s = nlohmann::json::array({s[0]});
+         s[0]["start"] = {0};
+         s[0]["extent"] = {big};
+         s[0]["nbytes"] = 0;
+       },
+       "records 0 bytes"},
   };
   const std::string original = [&] {
     std::ifstream in(index);
