@@ -66,4 +66,23 @@ sed -i 's/"rms_norm_eps": 1e-05/"rms_norm_eps": 2e-05/' "$WORK/ckpt2/000002/conf
 expect_error "config.json does not match the step's index" generate \
   --model_name_or_path "$WORK/ckpt2/000002" --prompts "$WORK/prompts.txt" --max_new_tokens 4 \
   --output_file "$WORK/gen.jsonl"
+# An adapter step: generate --lora and export of a train-lora step check it too.
+"$MAGIX" init --config "$FIXTURES/train/tiny_config.json" --output_dir "$WORK/base" --seed 3 \
+  > /dev/null || fail "init"
+cp "$FIXTURES/tokenizers/trained_bytelevel/"tokenizer*.json "$WORK/base/"
+"$MAGIX" train-lora --model_name "$WORK/base" --train_file "$FIXTURES/train/corpus.jsonl" \
+  --max_length 24 --batch_size 8 --max_steps 2 --checkpoint_dir "$WORK/lora" > /dev/null 2>&1 \
+  || fail "train-lora"
+LSTEP="$WORK/lora/000002"
+"$MAGIX" generate --model_name_or_path "$WORK/base" --lora "$LSTEP" --prompts "$WORK/prompts.txt" \
+  --max_new_tokens 4 --output_file "$WORK/lora_ok.jsonl" > /dev/null 2> "$WORK/stderr" \
+  || fail "generate --lora on the intact step: $(cat "$WORK/stderr")"
+printf ' ' >> "$LSTEP/tokenizer_config.json"
+WANT="tokenizer_config.json does not match the step's index"
+expect_error "$WANT" generate --model_name_or_path "$WORK/base" --lora "$LSTEP" \
+  --prompts "$WORK/prompts.txt" --max_new_tokens 4 --output_file "$WORK/lora.jsonl"
+expect_error "$WANT" export --checkpoint "$LSTEP" --output_dir "$WORK/lora_hf"
+expect_error "$WANT" export --checkpoint "$LSTEP" --output_dir "$WORK/lora_peft" --lora_format peft
+expect_error "$WANT" train-lora --model_name "$WORK/base" --train_file "$FIXTURES/train/corpus.jsonl" \
+  --max_length 24 --batch_size 8 --max_steps 3 --checkpoint_dir "$WORK/lora"
 echo "checkpoint_verify_cli: OK"
