@@ -75,6 +75,8 @@ expect_error "checkpoint step" export --checkpoint "$STEP" --output_dir "$STEP" 
 expect_error "checkpoint step" export --checkpoint "$STEP" --output_dir "$STEP/hf" --overwrite
 expect_error "checkpoint dir of --checkpoint" export --checkpoint "$STEP" --output_dir ckpt --overwrite
 expect_error "checkpoint dir of --checkpoint" export --checkpoint "$STEP/" --output_dir ckpt/hf
+ln -s "$STEP" steplink
+expect_error "checkpoint dir of --checkpoint" export --checkpoint steplink --output_dir ckpt/hf
 [ -f "$STEP/index.json" ] && [ -f "$STEP/model/rank-00000.bin" ] || fail "the step was damaged"
 "$MAGIX" score --model_name_or_path "$STEP" --input texts.jsonl --data_field text \
   --output_file score.jsonl > /dev/null 2> stderr || fail "the step no longer loads: $(cat stderr)"
