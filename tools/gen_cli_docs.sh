@@ -125,6 +125,25 @@ generate() {
 - Result files (`--output_file`) are JSONL, written under a temporary name and renamed when
   complete, so a failed run leaves none that looks complete. Errors print one line naming the
   file/tensor/line and exit non-zero; under `mpirun` every rank stops.
+- Outputs never overwrite inputs: before any work, an output (`--output_file` and generate's
+  `OUTPUT.partial`, `--metrics_file`, `--checkpoint_dir`, `--output_dir`) that is the same file
+  as an input (same device and inode, else the same canonical parent + name: symlinks, hard
+  links and `./x` are caught), lies inside an input folder (model, tokenizer, checkpoint step or
+  dir), or lies in a checkpoint step is refused, naming both flags (`src/cli/cli_util.cpp`).
+- Values are checked up front: config keys when parsed (positive sizes, heads dividing,
+  `rms_norm_eps` and `rope_theta` positive and finite, `max_position_embeddings` > 0, bos / eos /
+  pad ids inside the vocabulary), flags when given (finite, in range), and sizes against this
+  machine's physical memory before anything is allocated: weights (plus gradients and AdamW
+  moments when training), training activations at `--batch_size` x `--max_length`, generate's KV
+  cache. A size that cannot fit is refused naming the value and what it would need (e.g.
+  `hidden_size 1000000000 ... for the weights would need 7.7 TiB; this machine has 23.5 GiB`);
+  the estimates are lower bounds, so a run that fits is never refused.
+- Non-finite values are errors: a NaN or infinity in a weight file or checkpoint shard is refused
+  at load naming the tensor, the file and the element; `score` and `generate` fail on a
+  non-finite NLL or logit instead of writing `null` or empty text; `train` stops, naming the
+  step, rather than save a checkpoint of non-finite weights (docs/training.md).
+- A checkpoint step's files are checked against its `index.json` before any command reads them,
+  and `train` / `train-lora` lock their `--checkpoint_dir` for the run (docs/checkpoints.md).
 
 Commands:
 MD

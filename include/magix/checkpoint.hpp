@@ -122,6 +122,12 @@ class CheckpointReader {
 // True when `path` is a committed checkpoint step directory (has index.json).
 bool is_checkpoint_step(const std::filesystem::path& path);
 
+// When `path` is a committed checkpoint step: checks every file the step's index lists besides
+// the shards (config.json, tokenizer files, trainer state) against its recorded size and XXH3,
+// throwing naming the first that does not match. Call it before reading a step's files by path
+// (Tokenizer::load(step_dir), ...); CheckpointReader's constructor does the same check.
+void verify_if_checkpoint_step(const std::filesystem::path& path);
+
 // A decoder from a committed step's config.json and item "model", placed on `mesh` by `rules`
 // (null: the family defaults).
 Decoder load_checkpoint_decoder(const std::filesystem::path& step_dir, const Mesh& mesh,

@@ -50,7 +50,8 @@ class HfWeights {
   bool contains(std::string_view name) const;
   // Throws naming the tensor and the folder when absent.
   const SafetensorsEntry& entry(std::string_view name) const;
-  Tensor read(std::string_view name) const;  // in its stored dtype
+  Tensor read(std::string_view name) const;                    // in its stored dtype
+  std::filesystem::path file_of(std::string_view name) const;  // the shard file holding it
   Tensor read_f32(std::string_view name) const;
   Tensor read_box_f32(std::string_view name, const Shape& start, const Shape& extent) const;
 

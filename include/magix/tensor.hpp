@@ -31,6 +31,14 @@ using Shape = std::vector<int64_t>;
 int64_t shape_numel(const Shape& shape);
 std::string shape_str(const Shape& shape);  // "[2, 3]"
 
+// The first NaN or infinity among the `n` elements of dtype F32, BF16 or F16 at `data`: its flat
+// index, or -1 when every element is finite (and for integer dtypes). One vectorised pass over
+// the bits (exponent all ones), then a scalar search of the 4096-element block that holds it.
+int64_t first_non_finite(const void* data, DType dtype, size_t n);
+// "[3, 17]": the coordinates of the flat row-major index `flat` of a box of shape `extent`
+// starting at `start` in the global tensor ("[flat]" when extent is empty).
+std::string box_coordinates(int64_t flat, const Shape& start, const Shape& extent);
+
 class Tensor {
  public:
   Tensor() = default;

@@ -8,6 +8,7 @@
 #include "cli_util.hpp"
 #include "commands.hpp"
 #include "magix/chat_template.hpp"
+#include "magix/checkpoint.hpp"
 #include "magix/error.hpp"
 #include "magix/hf_files.hpp"
 #include "magix/tokenizer_config.hpp"
@@ -28,6 +29,9 @@ struct ChatTemplateArgs {
 // (raise_exception). Anything else wrong with a line stops the command, naming file and line.
 void run_chat_template(const ChatTemplateArgs& a) {
   namespace fs = std::filesystem;
+  check_outputs_spare_inputs({{"--input", a.input}, {"--tokenizer_name_or_path", a.tokenizer}},
+                             {{"--output_file", a.output}});
+  verify_if_checkpoint_step(a.tokenizer);  // a step's tokenizer files match its index
   fs::path dir = resolve_model_dir(a.tokenizer);
   MAGIX_CHECK(fs::exists(dir / "tokenizer_config.json") || fs::exists(dir / "chat_template.jinja"),
               "{} has no tokenizer_config.json", dir.string());

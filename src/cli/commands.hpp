@@ -19,6 +19,8 @@ void add_demo_command(CLI::App& app);
 
 // The flags of `magix train`, shared by the commands that train (train-lora, demo).
 void add_train_options(CLI::App& cmd, TrainArgs& args);
+// Refuses a --metrics_file or --checkpoint_dir that would overwrite an input (cli_util.hpp).
+void check_train_paths(const TrainArgs& args);
 // What a finished run prints on stdout (world rank 0).
 void print_train_summary(const TrainSummary& summary);
 

@@ -87,6 +87,14 @@ void run_export(const ExportArgs& a) {
               "--checkpoint {} is not a committed checkpoint step (a folder such as "
               "CHECKPOINT_DIR/000200 holding index.json)",
               a.checkpoint);
+  // The checkpoint dir holding the step (its real parent: symlinks resolved) counts as an input
+  // folder: an export into it (or into any step) could break a step or be taken for one.
+  const fs::path step_dir = fs::canonical(a.checkpoint);
+  check_outputs_spare_inputs(
+      {{"--checkpoint", a.checkpoint},
+       {"the checkpoint dir of --checkpoint", step_dir.parent_path().string()},
+       {"--base_model", a.base_model}},
+      {{"--output_dir", a.output_dir}});
   HfExportOptions options;
   MAGIX_CHECK(a.dtype == "float32" || a.dtype == "bfloat16",
               "--dtype must be float32 or bfloat16, got '{}'", a.dtype);

@@ -81,6 +81,15 @@ void add_generate_command(CLI::App& app) {
                 "bf16 with fp32 accumulation (docs/generation.md)");
   cmd->callback([a] {
     a->progress = isatty(fileno(stderr)) != 0;
+    const std::string& out = a->output_file;
+    check_outputs_spare_inputs(
+        {{"--prompts", a->prompts},
+         {"--model_name_or_path", a->model_name_or_path},
+         {"--tokenizer_name_or_path", a->tokenizer_name_or_path},
+         {"--model_config_name", a->model_config_name},
+         {"--lora", a->lora}},
+        {{"--output_file", out},
+         {"--output_file (its temporary)", out.empty() ? out : out + ".partial"}});
     Mesh mesh = create_device_mesh(a->mesh_shape);
     const GenerationSummary sum = run_generation(*a, mesh);
     if (mesh.world_rank() != 0) return;

@@ -9,6 +9,7 @@
 #include "commands.hpp"
 #include "magix/error.hpp"
 #include "magix/hf_files.hpp"
+#include "magix/memory_check.hpp"
 #include "magix/model.hpp"
 
 namespace magix::cli {
@@ -42,7 +43,11 @@ void run_init(const InitArgs& a) {
   const ModelConfig config = load_model_config(a.config);
   MAGIX_CHECK(a.dtype == "float32" || a.dtype == "bfloat16",
               "--dtype must be float32 or bfloat16, got '{}'", a.dtype);
+  check_model_fits_in_memory(config, a.config, 4);  // drawn in fp32
   const fs::path dir = a.output_dir;
+  check_outputs_spare_inputs({{"--config", a.config}},
+                             {{"--output_dir", a.output_dir},
+                              {"--output_dir's config.json", (dir / "config.json").string()}});
   MAGIX_CHECK(a.overwrite || !holds_model_files(dir),
               "--output_dir '{}' already holds model files (config.json / *.safetensors); "
               "choose an empty folder or pass --overwrite",

@@ -68,7 +68,9 @@ std::vector<std::vector<int32_t>> read_token_examples(const fs::path& path, int6
 // Text examples: the `field` of each record (.jsonl / .json / .txt), tokenised.
 std::vector<std::vector<int32_t>> read_text_examples(const fs::path& path, const ScoreArgs& a,
                                                      int64_t vocab) {
-  const Tokenizer tok = Tokenizer::load(a.tokenizer.empty() ? a.model : a.tokenizer);
+  const std::string tok_source = a.tokenizer.empty() ? a.model : a.tokenizer;
+  verify_if_checkpoint_step(tok_source);  // a step's tokenizer files match its index
+  const Tokenizer tok = Tokenizer::load(tok_source);
   MAGIX_CHECK(tok.vocab_size() <= vocab,
               "the tokenizer has {} tokens but the model's vocabulary is {}", tok.vocab_size(),
               vocab);
@@ -88,6 +90,11 @@ std::vector<std::vector<int32_t>> read_text_examples(const fs::path& path, const
 
 void run_score(const ScoreArgs& a) {
   MAGIX_CHECK(a.batch_size > 0, "--batch_size must be positive, got {}", a.batch_size);
+  check_outputs_spare_inputs({{"--input", a.input},
+                              {"--model_name_or_path", a.model},
+                              {"--tokenizer_name_or_path", a.tokenizer},
+                              {"--partition_rules", a.partition_rules}},
+                             {{"--output_file", a.output_file}});
   Mesh mesh = create_device_mesh(a.mesh_shape);
   std::optional<PartitionRules> rules;
   if (!a.partition_rules.empty()) rules = load_partition_rules(a.partition_rules);
@@ -124,6 +131,10 @@ void run_score(const ScoreArgs& a) {
   std::string text;
   double total_nll = 0, total_tokens = 0;
   for (int64_t i = 0; i < n; ++i) {
+    MAGIX_CHECK(std::isfinite(nll[i]),
+                "example {} (line order of --input '{}'): the model gives a non-finite NLL ({}): "
+                "its weights or activations overflow; no output written",
+                i, a.input, nll[i]);
     const double mean = nll[i] / tokens[i];
     nlohmann::json line{{"index", i},
                         {"tokens", static_cast<int64_t>(tokens[i])},

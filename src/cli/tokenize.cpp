@@ -9,6 +9,7 @@
 
 #include "cli_util.hpp"
 #include "commands.hpp"
+#include "magix/checkpoint.hpp"
 #include "magix/error.hpp"
 #include "magix/tokenizer.hpp"
 
@@ -58,6 +59,9 @@ std::string process_line(const Tokenizer& tok, const TokenizeArgs& a, const std:
 }
 
 void run_tokenize(const TokenizeArgs& a) {
+  check_outputs_spare_inputs({{"--input", a.input}, {"--tokenizer_name_or_path", a.tokenizer}},
+                             {{"--output_file", a.output}});
+  verify_if_checkpoint_step(a.tokenizer);  // a step's tokenizer files match its index
   const Tokenizer tok = Tokenizer::load(a.tokenizer);
   std::ifstream in(a.input, std::ios::binary);
   MAGIX_CHECK(in, "cannot open {}", a.input);

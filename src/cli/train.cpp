@@ -119,6 +119,16 @@ void add_train_options(CLI::App& cmd, TrainArgs& a) {
                  "JSON list of [regex, spec] pairs replacing the default sharding rules");
 }
 
+void check_train_paths(const TrainArgs& a) {
+  check_outputs_spare_inputs(
+      {{"--train_file", a.train_file},
+       {"--model_name", a.model_name},
+       {"--model_config", a.model_config},
+       {"--tokenizer_name", a.tokenizer_name},
+       {"--partition_rules", a.partition_rules}},
+      {{"--metrics_file", a.metrics_file}, {"--checkpoint_dir", a.checkpoint_dir}});
+}
+
 void print_train_summary(const TrainSummary& s) {
   fmt::print("steps: {}..{} of {}\n", s.start_step, s.end_step, s.total_steps);
   if (!s.losses.empty()) {
@@ -133,6 +143,7 @@ namespace {
 
 void run_train(const TrainArgs& a) {
   validate_train_args(a);
+  check_train_paths(a);
   // Before a model that may take minutes to load: the data file at least exists.
   MAGIX_CHECK(std::filesystem::is_regular_file(a.train_file),
               "data file '{}' does not exist or is not a regular file", a.train_file);

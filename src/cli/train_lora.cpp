@@ -13,6 +13,7 @@ namespace {
 
 void run_train_lora(const TrainArgs& a, const LoraConfig& lora) {
   validate_train_args(a);
+  check_train_paths(a);
   if (!a.model_cache_dir.empty()) setenv("HF_HUB_CACHE", a.model_cache_dir.c_str(), 1);
   Mesh mesh = create_device_mesh(a.mesh_shape);
   std::unique_ptr<LoraTrainable> model = make_lora_trainable(a, lora, mesh);

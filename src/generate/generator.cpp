@@ -10,6 +10,7 @@
 #include "backends/backend.hpp"
 #include "magix/error.hpp"
 #include "magix/generate.hpp"
+#include "magix/memory_check.hpp"
 #include "model/block.hpp"
 #include "model/layout.hpp"
 #include "shard/param_stream.hpp"
@@ -137,6 +138,17 @@ void Generator::Impl::allocate(int64_t rows, int64_t slots) {
   B = rows;
   S = slots;
   const int64_t C = layout.C, V = layout.V;
+  // Up front, in floating point (no overflow): the cache (k and v of every layer) and the
+  // per-slot validity flags.
+  const double cache = 2.0 * static_cast<double>(c.num_layers) * static_cast<double>(B) *
+                           static_cast<double>(S) * static_cast<double>(layout.Hkv) *
+                           static_cast<double>(layout.D) *
+                           static_cast<double>(dtype_size(compute)) +
+                       static_cast<double>(B) * static_cast<double>(S);
+  check_fits_in_memory(cache, fmt::format("{} prompts per batch with {} cache slots each (the "
+                                          "padded prompt + --max_length / --max_new_tokens): "
+                                          "the KV cache",
+                                          B, S));
   valid_host.assign(static_cast<size_t>(B * S), 0);
   k.assign(static_cast<size_t>(c.num_layers), Tensor());
   v.assign(static_cast<size_t>(c.num_layers), Tensor());
@@ -313,6 +325,11 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
         const float* lg = m.logits.data<float>() + b * Vg;
         row_logits.assign(lg, lg + Vg);
         const int64_t index = prompt_index.empty() ? b : prompt_index[b];
+        const int64_t bad = first_non_finite(lg, DType::kF32, static_cast<size_t>(Vg));
+        MAGIX_CHECK(bad < 0,
+                    "prompt {}: the model gives a non-finite logit ({}) for token {} at generated "
+                    "token {}: its weights or activations overflow",
+                    index, lg[bad], bad, std::ssize(r.result.tokens));
         const int32_t t = choose_token(row_logits, r.history, options.sampling, index,
                                        std::ssize(r.result.tokens));
         r.result.tokens.push_back(t);

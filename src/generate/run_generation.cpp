@@ -114,8 +114,10 @@ void draw_progress(int64_t done, int64_t total, int64_t tokens, double seconds) 
 GenerationSummary run_generation(const GenerateArgs& a, const Mesh& mesh) {
   check_args(a);
   const bool writer = mesh.world_rank() == 0;
-  const Tokenizer tok = Tokenizer::load(
-      a.tokenizer_name_or_path.empty() ? a.model_name_or_path : a.tokenizer_name_or_path);
+  const std::string tok_source =
+      a.tokenizer_name_or_path.empty() ? a.model_name_or_path : a.tokenizer_name_or_path;
+  verify_if_checkpoint_step(tok_source);  // a step's tokenizer files match its index
+  const Tokenizer tok = Tokenizer::load(tok_source);
   const std::vector<Prompt> prompts = read_and_encode(a, tok);
   // Results go to OUTPUT.partial, flushed per round of batches, renamed to OUTPUT at the end: a
   // crash keeps every finished batch there, and never leaves a short file looking complete.

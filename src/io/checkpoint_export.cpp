@@ -6,6 +6,7 @@
 #include "magix/checkpoint.hpp"
 #include "magix/error.hpp"
 #include "magix/hf_files.hpp"
+#include "magix/memory_check.hpp"
 
 namespace magix {
 
@@ -15,8 +16,10 @@ using nlohmann::json;
 ParameterSet load_checkpoint_parameters(const fs::path& step_dir, ModelConfig* config) {
   MAGIX_CHECK(config != nullptr, "load_checkpoint_parameters: config must not be null");
   CheckpointReader reader(step_dir);
-  *config = load_model_config(reader.checked_file("config.json"));
-  std::vector<ParamInfo> infos = expected_parameters(*config);  // whole boxes (1x1)
+  const fs::path config_json = reader.checked_file("config.json");
+  *config = load_model_config(config_json);
+  check_model_fits_in_memory(*config, config_json.string(), 4);  // whole fp32 tensors
+  std::vector<ParamInfo> infos = expected_parameters(*config);   // whole boxes (1x1)
   ParameterSet params(std::move(infos));
   std::vector<ShardedTensor> targets = sharded_tensors(params);
   reader.read("model", targets);

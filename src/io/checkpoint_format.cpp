@@ -145,6 +145,82 @@ std::vector<ShardRecord> shard_list_from_json(const json& list) {
   return out;
 }
 
+StepIndex parse_index(std::string_view text) {
+  const json index = io::parse_json_strict(text, 64);
+  StepIndex out;
+  MAGIX_CHECK(index.is_object(), "not a JSON object");
+  MAGIX_CHECK(index.value("format", "") == kFormatName, "\"format\" is not \"{}\"", kFormatName);
+  MAGIX_CHECK(index.contains("version") && index.at("version").is_number_integer(),
+              "no integer \"version\"");
+  const int version = index.at("version").get<int>();
+  MAGIX_CHECK(version == kFormatVersion,
+              "format version {} is not supported (this build reads version {})", version,
+              kFormatVersion);
+  MAGIX_CHECK(index.contains("step") && index.at("step").is_number_integer(),
+              "no integer \"step\"");
+  out.step = index.at("step").get<int64_t>();
+  MAGIX_CHECK(index.contains("files") && index.at("files").is_object(), "no \"files\" object");
+  for (const auto& [fname, f] : index.at("files").items()) {
+    check_relative_path(fname, "\"files\"");
+    MAGIX_CHECK(fname.find('/') == std::string::npos, "\"files\": '{}' is not a plain name", fname);
+    MAGIX_CHECK(f.is_object() && f.contains("nbytes") && f.at("nbytes").is_number_unsigned() &&
+                    f.contains("xxh3") && f.at("xxh3").is_string(),
+                "\"files\": '{}' needs \"nbytes\" and \"xxh3\"", fname);
+    auto h = parse_checksum_hex(f.at("xxh3").get<std::string>());
+    MAGIX_CHECK(h.has_value(), "\"files\": '{}': \"xxh3\" must be 16 lowercase hex digits", fname);
+    out.files[fname] = {f.at("nbytes").get<uint64_t>(), *h};
+  }
+  MAGIX_CHECK(index.contains("extra_files") && index.at("extra_files").is_array(),
+              "no \"extra_files\" list");
+  for (const json& f : index.at("extra_files")) {
+    MAGIX_CHECK(f.is_string() && out.files.count(f.get<std::string>()),
+                "\"extra_files\": {} is not in \"files\"", f.dump());
+    out.extra_files.push_back(f.get<std::string>());
+  }
+  MAGIX_CHECK(index.contains("items") && index.at("items").is_object(), "no \"items\" object");
+  for (const auto& [item, tensors] : index.at("items").items()) {
+    check_item_name(item);
+    MAGIX_CHECK(tensors.is_object(), "item \"{}\" is not an object", item);
+    auto& tensors_out = out.items[item];
+    for (const auto& [tname, t] : tensors.items()) {
+      const std::string where = fmt::format("tensor {}/{}", item, tname);
+      MAGIX_CHECK(t.is_object() && t.contains("dtype") && t.at("dtype").is_string() &&
+                      t.contains("shards") && t.at("shards").is_array(),
+                  "{}: needs \"dtype\", \"shape\" and \"shards\"", where);
+      auto dt = dtype_from_name(t.at("dtype").get<std::string>());
+      MAGIX_CHECK(dt.has_value(), "{}: unknown dtype {}", where, t.at("dtype").dump());
+      IndexTensor e;
+      e.dtype = *dt;
+      // Reuse the shard-list parser: add the per-tensor fields to each shard.
+      json shards = json::array();
+      for (json s : t.at("shards")) {
+        MAGIX_CHECK(s.is_object(), "{}: a shard is not an object", where);
+        s["item"] = item;
+        s["tensor"] = tname;
+        s["dtype"] = t.at("dtype");
+        MAGIX_CHECK(t.contains("shape"), "{}: no \"shape\"", where);
+        s["shape"] = t.at("shape");
+        shards.push_back(std::move(s));
+      }
+      try {
+        e.shards = shard_list_from_json(shards);
+      } catch (const Error& err) {
+        MAGIX_FAIL("{}: {}", where, err.what());
+      }
+      MAGIX_CHECK(t.at("shape").is_array(), "{}: \"shape\" is not a list", where);
+      for (const json& d : t.at("shape")) {
+        MAGIX_CHECK(d.is_number_integer() && d.get<int64_t>() >= 0,
+                    "{}: \"shape\" must hold non-negative integers", where);
+        e.shape.push_back(d.get<int64_t>());
+      }
+      for (const ShardRecord& s : e.shards) check_relative_path(s.file, where);
+      check_tiling(e.shape, e.dtype, e.shards, where);
+      tensors_out.emplace(tname, std::move(e));
+    }
+  }
+  return out;
+}
+
 void check_relative_path(const std::string& file, const std::string& where) {
   fs::path p(file);
   bool ok = !file.empty() && p.is_relative() && file.find('\\') == std::string::npos;
@@ -164,15 +240,21 @@ void check_tiling(const Shape& global, DType dtype, const std::vector<ShardRecor
                 "{}: a shard box has {} / {} dims, the tensor has {}", where, s.start.size(),
                 s.extent.size(), nd);
     for (size_t d = 0; d < nd; ++d) {
-      MAGIX_CHECK(s.start[d] + s.extent[d] <= global[d],
+      // Written so that nothing overflows (the values come from a file): 0 <= start <= global
+      // and extent <= global - start.
+      MAGIX_CHECK(s.start[d] >= 0 && s.extent[d] >= 0 && s.start[d] <= global[d] &&
+                      s.extent[d] <= global[d] - s.start[d],
                   "{}: shard box start {} extent {} lies outside the shape {}", where,
                   shape_str(s.start), shape_str(s.extent), shape_str(global));
     }
     const int64_t n = shape_numel(s.extent);
-    MAGIX_CHECK(s.nbytes == static_cast<uint64_t>(n) * dtype_size(dtype),
+    uint64_t bytes = 0;
+    MAGIX_CHECK(!__builtin_mul_overflow(static_cast<uint64_t>(n), dtype_size(dtype), &bytes) &&
+                    s.nbytes == bytes,
                 "{}: shard of {} elements of {} records {} bytes", where, n, dtype_name(dtype),
                 s.nbytes);
-    covered += n;
+    MAGIX_CHECK(!__builtin_add_overflow(covered, n, &covered),
+                "{}: shards cover more than its {} elements", where, numel);
   }
   for (size_t a = 0; a < shards.size(); ++a) {
     for (size_t b = a + 1; b < shards.size(); ++b) {

@@ -7,9 +7,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "magix/tensor.hpp"
@@ -65,6 +67,23 @@ std::vector<ShardRecord> shard_list_from_json(const nlohmann::json& j);
 // `where` names the tensor for errors.
 void check_tiling(const Shape& global, DType dtype, const std::vector<ShardRecord>& shards,
                   const std::string& where);
+
+// A step's index.json, parsed and validated (format, version, files, extra_files, and per
+// tensor its dtype, shape and shards, each shard's path checked and the shards tiling the
+// tensor). Throws magix::Error (message without the file name: the reader adds it) on anything
+// malformed. The libFuzzer target fuzz_checkpoint_index runs it on arbitrary input.
+struct IndexTensor {
+  DType dtype = DType::kF32;
+  Shape shape;
+  std::vector<ShardRecord> shards;
+};
+struct StepIndex {
+  int64_t step = 0;
+  std::map<std::string, std::pair<uint64_t, uint64_t>> files;  // name -> nbytes, xxh3
+  std::vector<std::string> extra_files;
+  std::map<std::string, std::map<std::string, IndexTensor>> items;  // item -> tensor -> entry
+};
+StepIndex parse_index(std::string_view text);
 
 // A path inside a step directory from the index: relative, no "..", no empty parts.
 void check_relative_path(const std::string& file, const std::string& where);

@@ -7,6 +7,7 @@
 // rank 0 merges the lists into index.json, renames .tmp-STEP to STEP, fsyncs the parent and
 // applies max_to_keep.
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <exception>
 #include <functional>
 #include <map>
@@ -93,6 +95,8 @@ void on_root(const Mesh& mesh, const std::string& what, const std::function<void
   MAGIX_FAIL("{}: failed on world rank 0 (see its error)", what);
 }
 
+constexpr const char* kLockFile = ".lock";
+
 void remove_tree(const fs::path& p) {
   std::error_code ec;
   fs::remove_all(p, ec);
@@ -102,6 +106,9 @@ void remove_tree(const fs::path& p) {
 }  // namespace
 
 struct CheckpointManager::Impl {
+  // World rank 0: the advisory lock on dir/.lock, held for the manager's life (declared first,
+  // released last). The kernel drops it when the process dies, however it dies.
+  io::FileHandle lock;
   fs::path dir;
   const Mesh* mesh;
   CheckpointOptions options;
@@ -127,6 +134,7 @@ struct CheckpointManager::Impl {
   void commit(Pending& p);
   void apply_retention(int64_t newest);
   void clean_debris();
+  void lock_dir();
 
   // World rank 0: removes the steps retention renamed to .tmp-delete-* off the calling thread
   // (deleting GBs would stall training in poll()). No MPI; joined before the next retention
@@ -283,6 +291,40 @@ void CheckpointManager::Impl::apply_retention(int64_t newest) {
 }
 
 // World rank 0: removes .tmp-* entries and step-named directories without index.json.
+// flock(LOCK_EX | LOCK_NB) on dir/.lock; refused at once, naming the holder, while another
+// process holds it. The file's content (pid, host, start time) is only informational: a stale
+// file left by a killed run does not block, as its lock died with it.
+void CheckpointManager::Impl::lock_dir() {
+  const fs::path path = dir / kLockFile;
+  io::FileHandle fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  MAGIX_CHECK(fd.get() >= 0, "cannot open the lock file {}: {}", path.string(),
+              std::strerror(errno));
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    MAGIX_CHECK(err == EWOULDBLOCK, "cannot lock {}: {}", path.string(), std::strerror(err));
+    char buf[256] = {};
+    const ssize_t n = ::pread(fd.get(), buf, sizeof buf - 1, 0);
+    std::string holder(buf, n > 0 ? static_cast<size_t>(n) : 0);
+    for (char& c : holder) {
+      if (c == '\n') c = ' ';
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+    }
+    while (!holder.empty() && holder.back() == ' ') holder.pop_back();
+    MAGIX_FAIL(
+        "checkpoint dir {} is in use by another run ({}; lock file {}): wait for it to finish, "
+        "or use another --checkpoint_dir",
+        dir.string(), holder.empty() ? "holder unknown" : holder, path.string());
+  }
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "?");
+  const std::string info = fmt::format("pid {} host {} since {}\n", ::getpid(), host,
+                                       static_cast<long long>(::time(nullptr)));
+  if (::ftruncate(fd.get(), 0) == 0) {
+    [[maybe_unused]] const ssize_t w = ::pwrite(fd.get(), info.data(), info.size(), 0);
+  }
+  lock = std::move(fd);
+}
+
 void CheckpointManager::Impl::clean_debris() {
   std::vector<fs::path> debris;
   for (const fs::directory_entry& e : fs::directory_iterator(dir)) {
@@ -342,6 +384,7 @@ CheckpointManager::CheckpointManager(fs::path dir, const Mesh& mesh, CheckpointO
     std::error_code ec;
     fs::create_directories(impl_->dir, ec);
     MAGIX_CHECK(!ec, "cannot create checkpoint dir {}: {}", impl_->dir.string(), ec.message());
+    impl_->lock_dir();  // before touching anything another run may be writing
     impl_->clean_debris();
   });
 }

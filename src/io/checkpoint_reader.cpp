@@ -12,6 +12,7 @@
 #include "magix/checkpoint.hpp"
 #include "magix/dtype_convert.hpp"
 #include "magix/error.hpp"
+#include "magix/memory_check.hpp"
 
 namespace magix {
 
@@ -19,12 +20,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-struct TensorEntry {
-  DType dtype = DType::kF32;
-  Shape shape;
-  std::vector<ckpt::ShardRecord> shards;
-};
 
 // Converts n elements from `src` (dtype s) to `dst` (dtype d).
 void convert_run(const std::byte* src, DType s, std::byte* dst, DType d, size_t n) {
@@ -97,12 +92,31 @@ void copy_intersection(const std::byte* src, DType s_dtype, const Shape& s_start
   }
 }
 
+// dir/name after checking its size and XXH3 against the index's record.
+fs::path verify_step_file(const fs::path& dir, const std::string& name, uint64_t nbytes,
+                          uint64_t xxh3) {
+  const fs::path path = dir / name;
+  uint64_t size = 0;
+  io::FileHandle fd = io::open_for_reading(path, &size);
+  MAGIX_CHECK(size == nbytes,
+              "checkpoint file {} does not match the step's index: it has {} bytes, the index "
+              "says {}",
+              path.string(), size, nbytes);
+  std::string buf(size, '\0');
+  io::read_exact(fd.get(), 0, buf.data(), size, path);
+  MAGIX_CHECK(ckpt::checksum(buf.data(), size) == xxh3,
+              "checkpoint file {} does not match the step's index: it fails its checksum "
+              "(altered or corrupt)",
+              path.string());
+  return path;
+}
+
 }  // namespace
 
 struct CheckpointReader::Impl {
   fs::path dir;
   int64_t step = 0;
-  std::map<std::string, std::map<std::string, TensorEntry>> items;
+  std::map<std::string, std::map<std::string, ckpt::IndexTensor>> items;
   std::vector<std::string> extra_files;
   std::map<std::string, std::pair<uint64_t, uint64_t>> files;  // name -> nbytes, xxh3
 
@@ -121,82 +135,20 @@ CheckpointReader::CheckpointReader(fs::path step_dir) : impl_(std::make_unique<I
               "checkpoint {} is not committed (no {}): an interrupted save?", impl_->dir.string(),
               ckpt::kIndexFile);
   try {
-    const json index = io::parse_json_strict(ckpt::read_text_file(index_path), 64);
-    MAGIX_CHECK(index.is_object(), "not a JSON object");
-    MAGIX_CHECK(index.value("format", "") == ckpt::kFormatName, "\"format\" is not \"{}\"",
-                ckpt::kFormatName);
-    MAGIX_CHECK(index.contains("version") && index.at("version").is_number_integer(),
-                "no integer \"version\"");
-    const int version = index.at("version").get<int>();
-    MAGIX_CHECK(version == ckpt::kFormatVersion,
-                "format version {} is not supported (this build reads version {})", version,
-                ckpt::kFormatVersion);
-    MAGIX_CHECK(index.contains("step") && index.at("step").is_number_integer(),
-                "no integer \"step\"");
-    impl_->step = index.at("step").get<int64_t>();
-    MAGIX_CHECK(index.contains("files") && index.at("files").is_object(), "no \"files\" object");
-    for (const auto& [fname, f] : index.at("files").items()) {
-      ckpt::check_relative_path(fname, "\"files\"");
-      MAGIX_CHECK(fname.find('/') == std::string::npos, "\"files\": '{}' is not a plain name",
-                  fname);
-      MAGIX_CHECK(f.is_object() && f.contains("nbytes") && f.at("nbytes").is_number_unsigned() &&
-                      f.contains("xxh3") && f.at("xxh3").is_string(),
-                  "\"files\": '{}' needs \"nbytes\" and \"xxh3\"", fname);
-      auto h = ckpt::parse_checksum_hex(f.at("xxh3").get<std::string>());
-      MAGIX_CHECK(h.has_value(), "\"files\": '{}': \"xxh3\" must be 16 lowercase hex digits",
-                  fname);
-      impl_->files[fname] = {f.at("nbytes").get<uint64_t>(), *h};
-    }
-    MAGIX_CHECK(index.contains("extra_files") && index.at("extra_files").is_array(),
-                "no \"extra_files\" list");
-    for (const json& f : index.at("extra_files")) {
-      MAGIX_CHECK(f.is_string() && impl_->files.count(f.get<std::string>()),
-                  "\"extra_files\": {} is not in \"files\"", f.dump());
-      impl_->extra_files.push_back(f.get<std::string>());
-    }
-    MAGIX_CHECK(index.contains("items") && index.at("items").is_object(), "no \"items\" object");
-    for (const auto& [item, tensors] : index.at("items").items()) {
-      ckpt::check_item_name(item);
-      MAGIX_CHECK(tensors.is_object(), "item \"{}\" is not an object", item);
-      auto& out = impl_->items[item];
-      for (const auto& [tname, t] : tensors.items()) {
-        const std::string where = fmt::format("tensor {}/{}", item, tname);
-        MAGIX_CHECK(t.is_object() && t.contains("dtype") && t.at("dtype").is_string() &&
-                        t.contains("shards") && t.at("shards").is_array(),
-                    "{}: needs \"dtype\", \"shape\" and \"shards\"", where);
-        auto dt = dtype_from_name(t.at("dtype").get<std::string>());
-        MAGIX_CHECK(dt.has_value(), "{}: unknown dtype {}", where, t.at("dtype").dump());
-        TensorEntry e;
-        e.dtype = *dt;
-        // Reuse the shard-list parser: add the per-tensor fields to each shard.
-        json shards = json::array();
-        for (json s : t.at("shards")) {
-          MAGIX_CHECK(s.is_object(), "{}: a shard is not an object", where);
-          s["item"] = item;
-          s["tensor"] = tname;
-          s["dtype"] = t.at("dtype");
-          MAGIX_CHECK(t.contains("shape"), "{}: no \"shape\"", where);
-          s["shape"] = t.at("shape");
-          shards.push_back(std::move(s));
-        }
-        try {
-          e.shards = ckpt::shard_list_from_json(shards);
-        } catch (const Error& err) {
-          MAGIX_FAIL("{}: {}", where, err.what());
-        }
-        MAGIX_CHECK(t.at("shape").is_array(), "{}: \"shape\" is not a list", where);
-        for (const json& d : t.at("shape")) {
-          MAGIX_CHECK(d.is_number_integer() && d.get<int64_t>() >= 0,
-                      "{}: \"shape\" must hold non-negative integers", where);
-          e.shape.push_back(d.get<int64_t>());
-        }
-        for (const ckpt::ShardRecord& s : e.shards) ckpt::check_relative_path(s.file, where);
-        ckpt::check_tiling(e.shape, e.dtype, e.shards, where);
-        out.emplace(tname, std::move(e));
-      }
-    }
+    ckpt::StepIndex index = ckpt::parse_index(ckpt::read_text_file(index_path));
+    impl_->step = index.step;
+    impl_->files = std::move(index.files);
+    impl_->extra_files = std::move(index.extra_files);
+    impl_->items = std::move(index.items);
   } catch (const Error& e) {
     MAGIX_FAIL("checkpoint index {}: {}", index_path.string(), e.what());
+  }
+  // Every file of the step besides the shards (trainer state, config.json, tokenizer files...)
+  // is checked here, once, before any reader uses it: a reader of a step (generate, score,
+  // export, resume, --lora) never sees a file the index does not vouch for. Shards are checked
+  // as they are read.
+  for (const auto& [name, record] : impl_->files) {
+    verify_step_file(impl_->dir, name, record.first, record.second);
   }
 }
 
@@ -219,16 +171,7 @@ fs::path CheckpointReader::checked_file(const std::string& name) const {
   auto it = impl_->files.find(name);
   MAGIX_CHECK(it != impl_->files.end(), "checkpoint {} has no file '{}' in its index",
               impl_->dir.string(), name);
-  const fs::path path = impl_->dir / name;
-  uint64_t size = 0;
-  io::FileHandle fd = io::open_for_reading(path, &size);
-  MAGIX_CHECK(size == it->second.first, "checkpoint file {} has {} bytes, its index says {}",
-              path.string(), size, it->second.first);
-  std::string buf(size, '\0');
-  io::read_exact(fd.get(), 0, buf.data(), size, path);
-  MAGIX_CHECK(ckpt::checksum(buf.data(), size) == it->second.second,
-              "checkpoint file {} is corrupt: it fails its checksum", path.string());
-  return path;
+  return verify_step_file(impl_->dir, name, it->second.first, it->second.second);
 }
 
 json CheckpointReader::trainer_state() const {
@@ -280,7 +223,7 @@ void CheckpointReader::read(const std::string& item, std::vector<ShardedTensor>&
     auto e = it->second.find(t.name);
     MAGIX_CHECK(e != it->second.end(), "checkpoint {} has no tensor '{}' in item '{}'",
                 impl_->dir.string(), t.name, item);
-    const TensorEntry& entry = e->second;
+    const ckpt::IndexTensor& entry = e->second;
     MAGIX_CHECK(entry.shape == t.global_shape,
                 "checkpoint {}: tensor {}/{} has shape {}, expected {}", impl_->dir.string(), item,
                 t.name, shape_str(entry.shape), shape_str(t.global_shape));
@@ -347,6 +290,13 @@ void CheckpointReader::read(const std::string& item, std::vector<ShardedTensor>&
                     "checkpoint file {} is corrupt: the shard of {}/{} at byte {} ({} bytes) "
                     "fails its checksum",
                     path.string(), item, t.name, s.offset, s.nbytes);
+        // Non-finite weights or moments would silently poison every result: refused here, in
+        // the stored dtype, while the shard is hot in cache.
+        const int64_t bad = first_non_finite(dst, w.stored, s.nbytes / dtype_size(w.stored));
+        MAGIX_CHECK(bad < 0,
+                    "checkpoint file {}: tensor {}/{} has a non-finite value at {}: the "
+                    "checkpoint holds NaN or infinity (a diverged run?)",
+                    path.string(), item, t.name, box_coordinates(bad, s.start, s.extent));
         if (!in_place) {
           copy_intersection(dst, w.stored, s.start, s.extent, t.local.bytes(), t.local.dtype(),
                             t.box_start, t.local.shape());
@@ -372,10 +322,18 @@ bool is_checkpoint_step(const fs::path& path) {
          fs::is_regular_file(path / ckpt::kIndexFile, ec);
 }
 
+void verify_if_checkpoint_step(const fs::path& path) {
+  if (is_checkpoint_step(path)) CheckpointReader reader(path);  // its constructor checks
+}
+
 Decoder load_checkpoint_decoder(const fs::path& step_dir, const Mesh& mesh, DecoderOptions options,
                                 const PartitionRules* rules) {
   CheckpointReader reader(step_dir);
-  ModelConfig config = load_model_config(reader.checked_file("config.json"));
+  const fs::path config_json = reader.checked_file("config.json");
+  ModelConfig config = load_model_config(config_json);
+  check_model_fits_in_memory(config, config_json.string(),
+                             static_cast<double>(dtype_size(options.weight_dtype)), 0,
+                             mesh.world_size());
   std::vector<ParamInfo> infos = expected_parameters(config);
   if (rules) apply_partition_rules(infos, *rules);
   shard_parameters(infos, mesh);

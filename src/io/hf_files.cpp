@@ -334,6 +334,9 @@ const SafetensorsReader& HfWeights::reader_of(std::string_view name) const {
 const SafetensorsEntry& HfWeights::entry(std::string_view name) const {
   return reader_of(name).entry(name);
 }
+std::filesystem::path HfWeights::file_of(std::string_view name) const {
+  return reader_of(name).path();
+}
 Tensor HfWeights::read(std::string_view name) const {
   return reader_of(name).read(name);
 }

@@ -3,6 +3,7 @@
 
 #include "magix/error.hpp"
 #include "magix/hf_files.hpp"
+#include "magix/memory_check.hpp"
 #include "magix/model.hpp"
 
 namespace magix {
@@ -11,6 +12,9 @@ Decoder load_decoder(const std::string& name_or_path, const Mesh& mesh, DecoderO
                      const PartitionRules* rules) {
   const std::filesystem::path dir = resolve_model_dir(name_or_path);
   ModelConfig config = load_model_config(dir / "config.json");
+  check_model_fits_in_memory(config, (dir / "config.json").string(),
+                             static_cast<double>(dtype_size(options.weight_dtype)), 0,
+                             mesh.world_size());
   std::vector<ParamInfo> infos = expected_parameters(config);
   if (rules) apply_partition_rules(infos, *rules);
   shard_parameters(infos, mesh);

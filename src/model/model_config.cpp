@@ -72,7 +72,8 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
               rope.dump());
   c.rope_theta = static_cast<float>(
       get_number_or(rope, "rope_theta", get_number_or(j, "rope_theta", 10000.0, source), source));
-  MAGIX_CHECK(c.rope_theta > 0, "{}: rope_theta must be positive", source);
+  MAGIX_CHECK(std::isfinite(c.rope_theta) && c.rope_theta > 0,
+              "{}: rope_theta must be a positive finite number, got {}", source, c.rope_theta);
   double partial = get_number_or(rope, "partial_rotary_factor",
                                  get_number_or(j, "partial_rotary_factor", 1.0, source), source);
   MAGIX_CHECK(partial == 1.0, "{}: partial_rotary_factor {} is not supported (only 1.0)", source,
@@ -92,6 +93,8 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
     c.rope_scaling.kind = RopeScaling::Kind::kLinear;
     MAGIX_CHECK(given(rope, "factor"), "{}: linear rope needs 'factor'", where);
     c.rope_scaling.factor = static_cast<float>(get_number_or(rope, "factor", 1.0, where));
+    MAGIX_CHECK(std::isfinite(c.rope_scaling.factor) && c.rope_scaling.factor > 0,
+                "{}: factor must be a positive finite number", where);
   } else if (type == "llama3") {
     auto& s = c.rope_scaling;
     s.kind = RopeScaling::Kind::kLlama3;
@@ -101,6 +104,14 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
     s.factor = static_cast<float>(get_number_or(rope, "factor", 1.0, where));
     s.low_freq_factor = static_cast<float>(get_number_or(rope, "low_freq_factor", 1.0, where));
     s.high_freq_factor = static_cast<float>(get_number_or(rope, "high_freq_factor", 4.0, where));
+    for (float v : {s.factor, s.low_freq_factor, s.high_freq_factor}) {
+      MAGIX_CHECK(std::isfinite(v) && v > 0,
+                  "{}: factor, low_freq_factor and high_freq_factor must be positive finite "
+                  "numbers",
+                  where);
+    }
+    MAGIX_CHECK(s.high_freq_factor != s.low_freq_factor,
+                "{}: high_freq_factor must differ from low_freq_factor", where);
     // transformers prefers a top-level original_max_position_embeddings, else the dict's, else
     // max_position_embeddings.
     s.original_max_position = get_int_or(
@@ -231,12 +242,20 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
                 c.hidden_size, c.num_heads);
   }
   c.rms_norm_eps = static_cast<float>(get_number_or(j, "rms_norm_eps", 1e-6, source));
+  MAGIX_CHECK(std::isfinite(c.rms_norm_eps) && c.rms_norm_eps > 0,
+              "{}: rms_norm_eps must be a positive finite number, got {}", source,
+              j.value("rms_norm_eps", nlohmann::json()).dump());
   const int64_t max_pos_default = f == ModelFamily::kLlama     ? 2048
                                   : f == ModelFamily::kMistral ? 4096 * 32
                                   : f == ModelFamily::kGemma   ? 8192
                                                                : 32768;
   c.max_position_embeddings = get_int_or(j, "max_position_embeddings", max_pos_default, source);
+  MAGIX_CHECK(c.max_position_embeddings > 0, "{}: max_position_embeddings must be positive, got {}",
+              source, c.max_position_embeddings);
   c.initializer_range = get_number_or(j, "initializer_range", 0.02, source);
+  MAGIX_CHECK(std::isfinite(c.initializer_range) && c.initializer_range >= 0,
+              "{}: initializer_range must be a finite number >= 0, got {}", source,
+              c.initializer_range);
   parse_rope(j, c, source);
   c.activation = parse_activation(j, f, source);
 
@@ -282,11 +301,13 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
       c.eos_token_ids.push_back(*eos);
     }
   }
-  if (c.pad_token_id) {
-    MAGIX_CHECK(*c.pad_token_id >= 0 && *c.pad_token_id < c.vocab_size,
-                "{}: pad_token_id {} is outside the vocabulary [0, {})", source, *c.pad_token_id,
-                c.vocab_size);
-  }
+  const auto check_id = [&](const char* key, int64_t id) {
+    MAGIX_CHECK(id >= 0 && id < c.vocab_size, "{}: {} {} is outside the vocabulary [0, {})", source,
+                key, id, c.vocab_size);
+  };
+  if (c.pad_token_id) check_id("pad_token_id", *c.pad_token_id);
+  if (c.bos_token_id) check_id("bos_token_id", *c.bos_token_id);
+  for (int64_t id : c.eos_token_ids) check_id("eos_token_id", id);
   // GemmaTextScaledWordEmbedding keeps sqrt(hidden_size) as an fp32 tensor.
   c.embed_scale = f == ModelFamily::kGemma
                       ? static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)))

@@ -180,6 +180,12 @@ ParameterSet load_parameters(const std::vector<ParamInfo>& infos, const HfWeight
     MAGIX_CHECK(t.shape() == p.box_extent, "tensor '{}': read shape {}, expected {}", p.name,
                 shape_str(t.shape()), shape_str(p.box_extent));
     t = t.reshape(p.box_extent);
+    const int64_t bad = first_non_finite(t.bytes(), DType::kF32, static_cast<size_t>(t.numel()));
+    MAGIX_CHECK(bad < 0,
+                "tensor '{}' in {} has a non-finite value ({}) at {}: the weights are "
+                "damaged",
+                p.name, weights.file_of(p.name).string(), t.data<float>()[bad],
+                box_coordinates(bad, p.box_start, p.box_extent));
     params.tensor(i) = dtype == DType::kF32 ? t : t.to(dtype);
   }
   return params;

@@ -1,5 +1,6 @@
 #include "magix/tensor.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <new>
 
@@ -56,6 +57,51 @@ int64_t shape_numel(const Shape& shape) {
     MAGIX_CHECK(!__builtin_mul_overflow(n, d, &n), "shape {} overflows int64", shape_str(shape));
   }
   return n;
+}
+
+namespace {
+
+// Elements of `p` whose bits under `mask` are all ones (NaN or infinity for the float formats'
+// exponent masks).
+template <typename Bits>
+int64_t first_all_ones(const Bits* p, size_t n, Bits mask) {
+  constexpr size_t kBlock = 4096;
+  for (size_t b = 0; b < n; b += kBlock) {
+    const size_t e = std::min(n, b + kBlock);
+    Bits hit = 0;  // a branch-free reduction the compiler vectorises
+    for (size_t i = b; i < e; ++i) hit |= static_cast<Bits>((p[i] & mask) == mask);
+    if (hit == 0) continue;
+    for (size_t i = b; i < e; ++i) {
+      if ((p[i] & mask) == mask) return static_cast<int64_t>(i);
+    }
+  }
+  return -1;
+}
+
+}  // namespace
+
+int64_t first_non_finite(const void* data, DType dtype, size_t n) {
+  switch (dtype) {
+    case DType::kF32:
+      return first_all_ones(static_cast<const uint32_t*>(data), n, uint32_t{0x7f800000u});
+    case DType::kBF16:
+      return first_all_ones(static_cast<const uint16_t*>(data), n, uint16_t{0x7f80u});
+    case DType::kF16:
+      return first_all_ones(static_cast<const uint16_t*>(data), n, uint16_t{0x7c00u});
+    default:
+      return -1;
+  }
+}
+
+std::string box_coordinates(int64_t flat, const Shape& start, const Shape& extent) {
+  if (extent.empty()) return "[" + std::to_string(flat) + "]";
+  Shape at(extent.size());
+  for (size_t d = extent.size(); d-- > 0;) {
+    const int64_t n = std::max<int64_t>(extent[d], 1);
+    at[d] = flat % n + (d < start.size() ? start[d] : 0);
+    flat /= n;
+  }
+  return shape_str(at);
 }
 
 std::string shape_str(const Shape& shape) {

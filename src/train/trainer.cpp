@@ -13,6 +13,7 @@
 #include "magix/data_loader.hpp"
 #include "magix/error.hpp"
 #include "magix/hf_files.hpp"
+#include "magix/memory_check.hpp"
 #include "magix/tokenizer.hpp"
 #include "trainer_checkpoint.hpp"
 #include "trainer_log.hpp"
@@ -78,6 +79,30 @@ LrSchedule make_schedule(const TrainArgs& a, int64_t total_steps) {
   return s;
 }
 
+// Collective over mesh.world(): throws on every rank, naming the step and a tensor, when some
+// rank's trainable weights hold a NaN or infinity (an update that overflowed).
+void check_weights_finite(Trainable& model, const Mesh& mesh, int64_t step) {
+  const ParameterSet& params = model.trainable();
+  std::string found;
+  for (size_t i = 0; i < params.size() && found.empty(); ++i) {
+    const Tensor& t = params.tensor(i);
+    const int64_t bad = first_non_finite(t.bytes(), t.dtype(), static_cast<size_t>(t.numel()));
+    if (bad >= 0) {
+      found =
+          fmt::format("{} at {}", params.info(i).name,
+                      box_coordinates(bad, params.info(i).box_start, params.info(i).box_extent));
+    }
+  }
+  std::vector<double> flag = {found.empty() ? 0.0 : 1.0};
+  mesh.world().all_reduce(flag, ReduceOp::kMax);
+  if (flag[0] == 0) return;
+  MAGIX_FAIL(
+      "step {}: the weights hold non-finite values{} after an update overflowed; the run "
+      "diverged and no checkpoint of it is saved (lower --learning_rate or "
+      "--weight_decay, or resume from the last checkpoint)",
+      step, found.empty() ? " (on another rank)" : " (" + found + ")");
+}
+
 AdamWOptions adamw_options(const TrainArgs& a) {
   AdamWOptions o;
   o.beta1 = a.adam_beta1;
@@ -101,6 +126,7 @@ TrainSummary run_training(const TrainArgs& given, const Mesh& mesh, Trainable& m
 
   // Data: the same global batches whatever the mesh; this rank takes its data-axis slice.
   const std::string tok_source = tokenizer_source(args);
+  verify_if_checkpoint_step(tok_source);  // a step's tokenizer files match its index
   const Tokenizer tokenizer = Tokenizer::load(tok_source);
   const ModelConfig& config = model.decoder().config();
   MAGIX_CHECK(tokenizer.vocab_size() <= config.vocab_size,
@@ -115,6 +141,20 @@ TrainSummary run_training(const TrainArgs& given, const Mesh& mesh, Trainable& m
               "--batch_size {} gives {} rows per data rank, which do not split into "
               "--gradient_accumulation_steps {} micro-batches: use a multiple of {}",
               args.batch_size, args.batch_size / D, k, D * k);
+  {
+    // Up front, a lower bound of one micro-batch's activations (even with --recompute): per
+    // token each layer's input kept for the backward pass, one MLP hidden, and the logits.
+    const double rows = static_cast<double>(args.batch_size) / static_cast<double>(D * k);
+    const double tokens = rows * static_cast<double>(args.max_length + 1);
+    const double per_token =
+        static_cast<double>(config.num_layers) * static_cast<double>(config.hidden_size) +
+        static_cast<double>(config.intermediate_size) +
+        static_cast<double>(config.vocab_size) / mesh.model_size();
+    check_fits_in_memory(tokens * per_token * 4,
+                         fmt::format("--max_length {} with --batch_size {} ({:.0f} rows per data "
+                                     "rank and micro-batch): the activations",
+                                     args.max_length, args.batch_size, rows));
+  }
   LoaderOptions lo;
   lo.global_batch = args.batch_size;
   lo.seed = args.seed;
@@ -243,6 +283,7 @@ TrainSummary run_training(const TrainArgs& given, const Mesh& mesh, Trainable& m
       manager->poll();
       const bool periodic = args.save_steps > 0 && step % args.save_steps == 0;
       if (periodic || step == total_steps || stop) {
+        check_weights_finite(model, mesh, step);  // never a checkpoint of a diverged run
         manager->save(step, detail::training_items(model, optimizer),
                       detail::make_trainer_state(args, model, optimizer, loader, step, total_steps,
                                                  skipped_total),

@@ -2,9 +2,12 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <limits>
 #include <optional>
 
 #include "magix/error.hpp"
+#include "magix/hf_files.hpp"
+#include "magix/memory_check.hpp"
 #include "magix/model_config.hpp"
 #include "magix/optimizer.hpp"
 #include "magix/sharding.hpp"
@@ -80,20 +83,30 @@ void validate_train_args(const TrainArgs& a) {
               "--batch_size {} does not divide into --gradient_accumulation_steps {} "
               "micro-batches",
               a.batch_size, a.gradient_accumulation_steps);
-  MAGIX_CHECK(std::isfinite(a.learning_rate) && a.learning_rate >= 0,
-              "--learning_rate must be a finite number >= 0, got {}", a.learning_rate);
+  // Positions are int32 and rows hold max_length + 1 tokens.
+  MAGIX_CHECK(a.max_length < INT32_MAX, "--max_length must be below {}, got {}", INT32_MAX,
+              a.max_length);
+  // The optimizer runs in fp32: values past FLT_MAX would be infinite there.
+  MAGIX_CHECK(std::isfinite(a.learning_rate) && a.learning_rate >= 0 &&
+                  a.learning_rate <= std::numeric_limits<float>::max(),
+              "--learning_rate must be a finite number in [0, 3.4e38], got {}", a.learning_rate);
+  MAGIX_CHECK(std::isfinite(a.max_grad_norm),
+              "--max_grad_norm must be a finite number (<= 0: no clipping), got {}",
+              a.max_grad_norm);
   parse_schedule_kind(a.lr_schedule);
   parse_train_on(a.train_on);
   MAGIX_CHECK(a.warmup_ratio >= 0 && a.warmup_ratio <= 1,
               "--warmup_ratio must be in [0, 1], got {}", a.warmup_ratio);
   MAGIX_CHECK(a.lr_decay_ratio > 0 && a.lr_decay_ratio <= 1,
               "--lr_decay_ratio must be in (0, 1], got {}", a.lr_decay_ratio);
-  MAGIX_CHECK(a.weight_decay >= 0, "--weight_decay must be >= 0, got {}", a.weight_decay);
+  MAGIX_CHECK(std::isfinite(a.weight_decay) && a.weight_decay >= 0,
+              "--weight_decay must be a finite number >= 0, got {}", a.weight_decay);
   MAGIX_CHECK(a.adam_beta1 >= 0 && a.adam_beta1 < 1, "--adam_beta1 must be in [0, 1), got {}",
               a.adam_beta1);
   MAGIX_CHECK(a.adam_beta2 >= 0 && a.adam_beta2 < 1, "--adam_beta2 must be in [0, 1), got {}",
               a.adam_beta2);
-  MAGIX_CHECK(a.adam_eps > 0, "--adam_eps must be positive, got {}", a.adam_eps);
+  MAGIX_CHECK(std::isfinite(a.adam_eps) && a.adam_eps > 0,
+              "--adam_eps must be a positive finite number, got {}", a.adam_eps);
   MAGIX_CHECK(a.log_steps > 0, "--log_steps must be positive, got {}", a.log_steps);
   MAGIX_CHECK(
       a.progress == "auto" || a.progress == "bar" || a.progress == "log" || a.progress == "none",
@@ -122,6 +135,8 @@ Decoder load_train_decoder(const TrainArgs& a, const Mesh& mesh) {
   }
   const ModelConfig config = load_model_config(a.model_config);
   check_type(config, a.model_config);
+  check_model_fits_in_memory(config, a.model_config, a.bf16_model_weights ? 2 : 4, 0,
+                             mesh.world_size());
   std::vector<ParamInfo> infos = expected_parameters(config);
   if (rules) apply_partition_rules(infos, *rules);
   shard_parameters(infos, mesh);
@@ -130,6 +145,13 @@ Decoder load_train_decoder(const TrainArgs& a, const Mesh& mesh) {
 }
 
 std::unique_ptr<Trainable> make_full_trainable(const TrainArgs& args, const Mesh& mesh) {
+  // Before anything is allocated: the weights, their fp32 gradients and AdamW's two fp32
+  // moments, split evenly over the processes (the least any sharding needs).
+  const std::string config_json =
+      args.model_name.empty() ? args.model_config
+                              : (resolve_model_dir(args.model_name) / "config.json").string();
+  check_model_fits_in_memory(load_model_config(config_json), config_json,
+                             args.bf16_model_weights ? 2 : 4, 12, mesh.world_size());
   return std::make_unique<FullTrainable>(load_train_decoder(args, mesh));
 }
 

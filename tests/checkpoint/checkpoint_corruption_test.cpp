@@ -4,6 +4,7 @@
 
 #include <fstream>
 #include <functional>
+#include <limits>
 
 #include "checkpoint_test_util.hpp"
 #include "magix/checkpoint.hpp"
@@ -142,6 +143,30 @@ TEST_F(CheckpointCorruption, EditedIndex) {
       {"no shards",
        [](nlohmann::json& j) { j["items"]["model"]["w"]["shards"] = nlohmann::json::array(); },
        "cover 0 of"},
+      // Found by fuzz_checkpoint_index: start + extent overflowed int64 (undefined behaviour;
+      // in practice it wrapped negative and passed the bounds check).
+      {"box overflow",
+       [](nlohmann::json& j) {
+         const int64_t big = int64_t{1} << 62;
+         j["items"]["model"]["w"]["shape"] = {big};
+         auto& s = j["items"]["model"]["w"]["shards"];
+         s = nlohmann::json::array({s[0]});
+         s[0]["start"] = {big};
+         s[0]["extent"] = {big};
+       },
+       "lies outside the shape"},
+      // Elements x dtype size wrapped around uint64 to 0 bytes.
+      {"bytes overflow",
+       [](nlohmann::json& j) {
+         const int64_t big = int64_t{1} << 62;
+         j["items"]["model"]["w"]["shape"] = {big};
+         auto& s = j["items"]["model"]["w"]["shards"];
+         s = nlohmann::json::array({s[0]});
+         s[0]["start"] = {0};
+         s[0]["extent"] = {big};
+         s[0]["nbytes"] = 0;
+       },
+       "records 0 bytes"},
   };
   const std::string original = [&] {
     std::ifstream in(index);
@@ -163,6 +188,41 @@ TEST_F(CheckpointCorruption, EditedIndex) {
   EXPECT_TRUE(contains(err, index)) << err;
   std::ofstream(index) << original;
   EXPECT_EQ(read_all(), "");
+}
+
+// A NaN or infinity saved into a step (a diverged run written by other code) is refused when
+// read, naming the file, the tensor and the element, in f32 and bf16 shards alike.
+TEST(CheckpointNonFinite, NaNOrInfInAShardIsRefusedNamingTheElement) {
+  CkptTempDir tmp;
+  Mesh mesh;
+  Tensor w = pattern_full(1, {64, 32});
+  w.data<float>()[3 * 32 + 7] = std::numeric_limits<float>::quiet_NaN();
+  Tensor h = pattern_full(2, {16, 8}, DType::kBF16);
+  h.data<uint16_t>()[5 * 8 + 1] = 0xff80;  // -inf
+  CheckpointItems items;
+  items["model"].push_back(ShardedTensor{"w", {64, 32}, {}, {0, 0}, w});
+  items["optimizer"].push_back(ShardedTensor{"h", {16, 8}, {}, {0, 0}, h});
+  CheckpointManager m(tmp.path(), mesh, {.async = false});
+  m.save(1, items, {{"step", 1}});
+  const CheckpointReader r(m.step_dir(1));
+  const auto error_of = [&](const std::string& item, ShardedTensor t) {
+    std::vector<ShardedTensor> targets{std::move(t)};
+    try {
+      r.read(item, targets);
+      return std::string();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+  };
+  const std::string ew = error_of("model", {"w", {64, 32}, {}, {0, 0}, Tensor({64, 32})});
+  EXPECT_NE(ew.find("tensor model/w has a non-finite value at [3, 7]"), std::string::npos) << ew;
+  EXPECT_NE(ew.find("model/rank-00000.bin"), std::string::npos) << ew;
+  // A box of another mesh that does not hold the bad element still reads the whole shard.
+  const std::string eb = error_of("model", {"w", {64, 32}, {}, {32, 0}, Tensor({32, 32})});
+  EXPECT_NE(eb.find("[3, 7]"), std::string::npos) << eb;
+  const std::string eh = error_of("optimizer", {"h", {16, 8}, {}, {0, 0}, Tensor({16, 8})});
+  EXPECT_NE(eh.find("tensor optimizer/h has a non-finite value at [5, 1]"), std::string::npos)
+      << eh;
 }
 
 }  // namespace
