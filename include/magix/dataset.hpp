@@ -111,10 +111,16 @@ struct Example {
 
 struct DatasetStats {
   ReadStats read;
-  int64_t examples = 0;                     // examples returned
-  int64_t skipped_encode = 0;               // records skipped because they could not be encoded
-  int64_t truncated = 0;                    // examples cut to max_length + 1 tokens
-  int64_t without_targets = 0;              // examples with no counted target (e.g. truncated away)
+  int64_t examples = 0;         // examples returned
+  int64_t skipped_encode = 0;   // records skipped because they could not be encoded
+  int64_t truncated = 0;        // examples cut to max_length + 1 tokens
+  int64_t without_targets = 0;  // examples with no counted target (e.g. truncated away)
+  // What truncation to max_length + 1 tokens costs: counted targets before and after it, the
+  // examples that lost at least one, and the max_length that keeps 99% of examples whole.
+  int64_t targets_before_truncation = 0;
+  int64_t targets = 0;
+  int64_t examples_losing_targets = 0;
+  int64_t max_length_p99 = 0;
   int64_t tokens = 0;                       // tokens over all examples
   std::vector<std::string> skipped_errors;  // "file:line: why" for the first skipped encodes
   int64_t skipped() const { return read.skipped + skipped_encode; }

@@ -74,6 +74,8 @@ struct TrainArgs {
   std::string metrics_file;  // JSONL, one line per optimizer step (world rank 0)
   std::string progress =
       "auto";  // "auto" (a bar when stderr is a terminal) | "bar" | "log" | "none"
+  std::string report_to = "none";  // "none" | "tensorboard" (event files in logging_dir)
+  std::string logging_dir;         // empty: CHECKPOINT_DIR/runs, or ./runs without one
 
   uint64_t seed = 42;
   std::vector<int> mesh_shape = {-1, 1};
@@ -102,6 +104,8 @@ struct StepMetrics {
   double grad_norm = 0.0;
   int64_t tokens = 0;         // counted targets in the step
   double tokens_per_s = 0.0;  // counted targets per second over this step
+  int64_t input_tokens = 0;   // tokens the step read (all rows of the global batch, no padding)
+  double input_tokens_per_s = 0.0;
   double elapsed_s = 0.0;     // since the run (this process) started training
   bool skipped = false;       // a non-finite step, not applied
   int64_t skipped_total = 0;  // skipped steps so far in the run
@@ -130,8 +134,10 @@ struct TrainSummary {
   std::vector<double> losses;                // loss of each step taken in this process, in order
   double first_loss = 0.0, last_loss = 0.0;  // NaN when no step was taken
   int64_t tokens = 0;                        // counted targets trained on in this process
-  double tokens_per_s = 0.0;                 // over the steps of this process
-  double seconds = 0.0;                      // training time (excluding loading)
+  double tokens_per_s = 0.0;                 // counted targets/s over the steps of this process
+  int64_t input_tokens = 0;                  // tokens read (no padding) in this process
+  double input_tokens_per_s = 0.0;
+  double seconds = 0.0;         // training time (excluding loading)
   std::string last_checkpoint;  // step directory of the last committed checkpoint (or empty)
   std::optional<std::string> resumed_from;  // step directory restored at the start
 };

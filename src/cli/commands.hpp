@@ -16,6 +16,7 @@ void add_export_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_train_lora_command(CLI::App& app);
 void add_demo_command(CLI::App& app);
+void add_plot_command(CLI::App& app);
 
 // The flags of `magix train`, shared by the commands that train (train-lora, demo).
 void add_train_options(CLI::App& cmd, TrainArgs& args);

@@ -32,9 +32,11 @@ int main(int argc, char** argv) {
   magix::cli::add_train_command(app);
   magix::cli::add_train_lora_command(app);
   magix::cli::add_demo_command(app);
+  magix::cli::add_plot_command(app);
   // Every command that reads models or tokenizers by hub name picks the cached revision.
-  for (CLI::App* sub : app.get_subcommands(
-           [](CLI::App* c) { return c->get_name() != "init" && c->get_name() != "demo"; })) {
+  for (CLI::App* sub : app.get_subcommands([](CLI::App* c) {
+         return c->get_name() != "init" && c->get_name() != "demo" && c->get_name() != "plot";
+       })) {
     sub->add_option_function<std::string>(
         magix::cli::flag("revision"),
         [](const std::string& revision) { magix::set_hub_revision(revision); },

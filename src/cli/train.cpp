@@ -104,11 +104,18 @@ void add_train_options(CLI::App& cmd, TrainArgs& a) {
   cmd.add_option(flag("log_steps"), a.log_steps, "a log line every this many steps")
       ->capture_default_str();
   cmd.add_option(flag("metrics_file"), a.metrics_file,
-                 "JSONL: step, epoch, loss, lr, grad_norm, tokens, tokens_per_s, elapsed_s, "
-                 "skipped, skipped_total per step");
+                 "JSONL per step: step, epoch, loss, lr, grad_norm, tokens and tokens_per_s "
+                 "(counted targets), input_tokens, input_tokens_per_s, elapsed_s, skipped, "
+                 "skipped_total; its loss curves are drawn to METRICS.svg at the end");
   cmd.add_option(flag("progress"), a.progress,
                  "auto (a bar on a terminal, log lines otherwise), bar, log or none")
       ->capture_default_str();
+  cmd.add_option(flag("report_to"), a.report_to,
+                 "none, or tensorboard: event files (loss, lr, grad_norm, tokens/s per step) in "
+                 "--logging_dir")
+      ->capture_default_str();
+  cmd.add_option(flag("logging_dir"), a.logging_dir,
+                 "TensorBoard folder (default: CHECKPOINT_DIR/runs, or ./runs without one)");
   // Run.
   cmd.add_option(flag("seed"), a.seed, "data order and random init")->capture_default_str();
   cmd.add_option(flag("mesh_shape"), a.mesh_shape,
@@ -132,8 +139,10 @@ void check_train_paths(const TrainArgs& a) {
 void print_train_summary(const TrainSummary& s) {
   fmt::print("steps: {}..{} of {}\n", s.start_step, s.end_step, s.total_steps);
   if (!s.losses.empty()) {
-    fmt::print("first loss: {:.6f}\nlast loss: {:.6f}\ntokens/s: {:.1f}\n", s.first_loss,
-               s.last_loss, s.tokens_per_s);
+    fmt::print(
+        "first loss: {:.6f}\nlast loss: {:.6f}\ntokens/s: {:.1f} (counted targets)\ninput "
+        "tokens/s: {:.1f}\n",
+        s.first_loss, s.last_loss, s.tokens_per_s, s.input_tokens_per_s);
   }
   fmt::print("skipped steps: {}\n", s.skipped_steps);
   if (!s.last_checkpoint.empty()) fmt::print("checkpoint: {}\n", s.last_checkpoint);

@@ -188,8 +188,21 @@ bool post_processor_appends_eos(const Tokenizer& tokenizer, int32_t eos) {
          (without.empty() || without.back() != eos);
 }
 
+// What encoding did to one example (load_examples' statistics).
+struct EncodeInfo {
+  bool truncated = false;
+  int64_t full_length = 0;     // tokens before truncation
+  int64_t targets_before = 0;  // counted targets before truncation
+};
+
+int64_t counted_targets(const std::vector<uint8_t>& mask) {
+  int64_t n = 0;
+  for (size_t t = 1; t < mask.size(); ++t) n += mask[t] ? 1 : 0;
+  return n;
+}
+
 Example encode_record_impl(const Record& record, const Tokenizer& tokenizer,
-                           const EncodeOptions& options, bool* truncated) {
+                           const EncodeOptions& options, EncodeInfo* info) {
   MAGIX_CHECK(options.max_length >= 1, "max_length {} must be >= 1", options.max_length);
   MAGIX_CHECK(options.train_on == TrainOn::kAll || options.use_chat_template,
               "train_on assistant needs conversations: pass --use_chat_template with a messages "
@@ -239,7 +252,11 @@ Example encode_record_impl(const Record& record, const Tokenizer& tokenizer,
   }
 
   const auto limit = static_cast<size_t>(options.max_length + 1);
-  if (truncated) *truncated = ex.ids.size() > limit;
+  if (info) {
+    info->truncated = ex.ids.size() > limit;
+    info->full_length = std::ssize(ex.ids);
+    info->targets_before = counted_targets(ex.loss_mask);
+  }
   if (ex.ids.size() > limit) {
     if (add_special) {
       truncate_keeping_specials(ex.ids, ex.loss_mask, tokenizer.encode(text, false), limit);
@@ -273,12 +290,19 @@ std::vector<Example> load_examples(const DatasetOptions& options, const Tokenize
 
   std::vector<Example> examples;
   examples.reserve(records.size());
+  std::vector<int64_t> lengths;  // tokens of each example before truncation
+  lengths.reserve(records.size());
   for (const Record& record : records) {
     Example ex;
     try {
-      bool truncated = false;
-      ex = encode_record_impl(record, tokenizer, options.encode, &truncated);
-      st.truncated += truncated ? 1 : 0;
+      EncodeInfo info;
+      ex = encode_record_impl(record, tokenizer, options.encode, &info);
+      st.truncated += info.truncated ? 1 : 0;
+      const int64_t kept = counted_targets(ex.loss_mask);
+      st.targets_before_truncation += info.targets_before;
+      st.targets += kept;
+      st.examples_losing_targets += kept < info.targets_before ? 1 : 0;
+      lengths.push_back(info.full_length);
     } catch (const Error& e) {
       std::string message = fmt::format("{}:{}: {}", source, record.line, e.what());
       if (!options.skip_bad_records) {
@@ -298,6 +322,13 @@ std::vector<Example> load_examples(const DatasetOptions& options, const Tokenize
     examples.push_back(std::move(ex));
   }
   st.examples = static_cast<int64_t>(examples.size());
+  if (!lengths.empty()) {
+    // The 99th percentile of the lengths (nearest rank): max_length + 1 tokens fit in a row.
+    const size_t k = (lengths.size() * 99 + 99) / 100 - 1;
+    std::nth_element(lengths.begin(), lengths.begin() + static_cast<std::ptrdiff_t>(k),
+                     lengths.end());
+    st.max_length_p99 = std::max<int64_t>(1, lengths[k] - 1);
+  }
   MAGIX_CHECK(!examples.empty(), "{}: no examples ({} records read, {} skipped)", source,
               st.read.records, st.skipped());
   return examples;

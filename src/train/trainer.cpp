@@ -63,6 +63,22 @@ std::vector<Example> read_training_examples(const TrainArgs& a, const Tokenizer&
     fmt::print(stderr, ")\n");
     for (const std::string& e : stats.skipped_errors) fmt::print(stderr, "  skipped: {}\n", e);
     for (const std::string& e : stats.read.skipped_errors) fmt::print(stderr, "  skipped: {}\n", e);
+    // Truncation that removes counted targets changes what is learned: say so before training.
+    if (stats.examples_losing_targets > 0) {
+      const double lost =
+          static_cast<double>(stats.targets_before_truncation - stats.targets) /
+          static_cast<double>(std::max<int64_t>(1, stats.targets_before_truncation));
+      fmt::print(stderr,
+                 "WARNING: --max_length {} cuts counted targets from {} of {} examples: {:.1f}% "
+                 "of the targets ({} of {}) are never trained on{}. --max_length {} would keep "
+                 "99% of the examples whole.\n",
+                 a.max_length, stats.examples_losing_targets, stats.examples, 100.0 * lost,
+                 stats.targets_before_truncation - stats.targets, stats.targets_before_truncation,
+                 stats.without_targets > 0
+                     ? fmt::format(", and {} examples keep no target at all", stats.without_targets)
+                     : std::string(),
+                 stats.max_length_p99);
+    }
   }
   return examples;
 }
@@ -258,12 +274,22 @@ TrainSummary run_training(const TrainArgs& given, const Mesh& mesh, Trainable& m
     m.grad_norm = r.grad_norm;
     m.tokens = r.tokens;
     m.tokens_per_s = dt > 0 ? static_cast<double>(r.tokens) / dt : 0.0;
+    {
+      // Input tokens of the global batch (padding excluded): this data rank's, summed over the
+      // data axis (model ranks hold the same rows).
+      std::vector<double> n = {0.0};
+      for (int32_t v : batch.key_valid) n[0] += v != 0 ? 1.0 : 0.0;
+      mesh.data().all_reduce(n, ReduceOp::kSum);
+      m.input_tokens = static_cast<int64_t>(n[0]);
+    }
+    m.input_tokens_per_s = dt > 0 ? static_cast<double>(m.input_tokens) / dt : 0.0;
     m.elapsed_s = std::chrono::duration<double>(Clock::now() - t0).count();
     m.skipped = !r.applied;
     skipped_total += m.skipped ? 1 : 0;
     m.skipped_total = skipped_total;
     summary.losses.push_back(r.loss);
     summary.tokens += r.tokens;
+    summary.input_tokens += m.input_tokens;
     summary.skipped_steps += m.skipped ? 1 : 0;
     summary.end_step = step;
     logger.step(m);
@@ -307,16 +333,19 @@ TrainSummary run_training(const TrainArgs& given, const Mesh& mesh, Trainable& m
   summary.last_loss = summary.losses.empty() ? nan : summary.losses.back();
   summary.tokens_per_s =
       summary.seconds > 0 ? static_cast<double>(summary.tokens) / summary.seconds : 0.0;
+  summary.input_tokens_per_s =
+      summary.seconds > 0 ? static_cast<double>(summary.input_tokens) / summary.seconds : 0.0;
   if (rank0) {
     if (summary.losses.empty()) {
       logger.message(
           fmt::format("nothing to do: the checkpoint is at step {} of {}", step, total_steps));
     } else {
       logger.message(fmt::format(
-          "done: steps {}..{} of {}, loss {:.4f} -> {:.4f}, {:.0f} tokens/s, {} skipped, {}{}",
+          "done: steps {}..{} of {}, loss {:.4f} (first step) -> {:.4f} (last step), {:.0f} "
+          "input tokens/s, {:.0f} counted targets/s, {} skipped, {}{}",
           summary.start_step + 1, summary.end_step, total_steps, summary.first_loss,
-          summary.last_loss, summary.tokens_per_s, summary.skipped_steps,
-          detail::format_duration(summary.seconds),
+          summary.last_loss, summary.input_tokens_per_s, summary.tokens_per_s,
+          summary.skipped_steps, detail::format_duration(summary.seconds),
           summary.last_checkpoint.empty() ? "" : ", checkpoint " + summary.last_checkpoint));
     }
   }

@@ -54,6 +54,8 @@ nlohmann::json TrainArgs::to_json() const {
       {"log_steps", log_steps},
       {"metrics_file", metrics_file},
       {"progress", progress},
+      {"report_to", report_to},
+      {"logging_dir", logging_dir},
       {"seed", seed},
       {"mesh_shape", mesh_shape},
       {"partition_rules", partition_rules},
@@ -73,6 +75,10 @@ void validate_train_args(const TrainArgs& a) {
               "'train'",
               a.split);
   MAGIX_CHECK(!a.train_file.empty(), "--train_file is required (.jsonl, .json or .txt)");
+  MAGIX_CHECK(a.report_to == "none" || a.report_to == "tensorboard",
+              "--report_to '{}': expected none or tensorboard", a.report_to);
+  MAGIX_CHECK(a.logging_dir.empty() || a.report_to == "tensorboard",
+              "--logging_dir is for --report_to tensorboard");
   MAGIX_CHECK(a.max_length > 0, "--max_length must be positive, got {}", a.max_length);
   MAGIX_CHECK(a.num_epochs > 0, "--num_epochs must be positive, got {}", a.num_epochs);
   MAGIX_CHECK(a.batch_size > 0, "--batch_size must be positive, got {}", a.batch_size);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "magix/error.hpp"
+#include "magix/plot.hpp"
 
 namespace magix::detail {
 
@@ -55,12 +56,19 @@ TrainLogger::TrainLogger(const TrainArgs& args, bool is_rank0, int64_t start_ste
   if (!active_) return;
   bar_ = args.progress == "bar" || (args.progress == "auto" && isatty(fileno(stderr)) == 1);
   if (args.progress == "none") log_steps_ = 0;
+  if (args.report_to == "tensorboard") {
+    const fs::path dir = !args.logging_dir.empty()      ? fs::path(args.logging_dir)
+                         : !args.checkpoint_dir.empty() ? fs::path(args.checkpoint_dir) / "runs"
+                                                        : fs::path("runs");
+    tensorboard_ = std::make_unique<TensorBoardWriter>(dir, start_step);
+  }
   if (args.metrics_file.empty()) return;
   const fs::path path = args.metrics_file;
   const std::string kept = start_step > 0 ? kept_metrics(path, start_step) : std::string();
   if (path.has_parent_path()) fs::create_directories(path.parent_path());
   metrics_ = std::fopen(path.c_str(), "w");
   MAGIX_CHECK(metrics_ != nullptr, "cannot write --metrics_file '{}'", path.string());
+  metrics_path_ = path.string();
   std::fputs(kept.c_str(), metrics_);
   std::fflush(metrics_);
 }
@@ -79,6 +87,8 @@ void TrainLogger::step(const StepMetrics& m) {
                               {"grad_norm", m.grad_norm},
                               {"tokens", m.tokens},
                               {"tokens_per_s", m.tokens_per_s},
+                              {"input_tokens", m.input_tokens},
+                              {"input_tokens_per_s", m.input_tokens_per_s},
                               {"elapsed_s", m.elapsed_s},
                               {"skipped", m.skipped},
                               {"skipped_total", m.skipped_total}};
@@ -86,8 +96,24 @@ void TrainLogger::step(const StepMetrics& m) {
     MAGIX_CHECK(std::fputs(text.c_str(), metrics_) >= 0 && std::fflush(metrics_) == 0,
                 "writing the metrics file failed (disk full?)");
   }
+  if (tensorboard_) {
+    // Skipped (non-finite) steps are left out: TensorBoard would draw NaN as a gap anyway.
+    std::vector<std::pair<std::string, float>> v = {
+        {"train/learning_rate", static_cast<float>(m.lr)},
+        {"train/counted_targets_per_s", static_cast<float>(m.tokens_per_s)},
+        {"train/input_tokens_per_s", static_cast<float>(m.input_tokens_per_s)},
+        {"train/epoch", static_cast<float>(m.epoch)}};
+    if (std::isfinite(m.loss)) v.emplace_back("train/loss", static_cast<float>(m.loss));
+    if (std::isfinite(m.grad_norm)) {
+      v.emplace_back("train/grad_norm", static_cast<float>(m.grad_norm));
+    }
+    tensorboard_->scalars(m.step, v);
+  }
   interval_loss_ += m.loss;
+  interval_tokens_ += m.tokens;
+  interval_input_tokens_ += m.input_tokens;
   run_tokens_ += m.tokens;
+  run_input_tokens_ += m.input_tokens;
   ++interval_steps_;
   if (bar_) {
     draw_bar(m);
@@ -95,15 +121,25 @@ void TrainLogger::step(const StepMetrics& m) {
     const double done = static_cast<double>(m.step - start_step_);
     const double eta =
         m.elapsed_s / std::max(1.0, done) * static_cast<double>(m.total_steps - m.step);
+    // Everything over the steps since the last line: the loss averaged, the rates as totals
+    // over the time.
+    const double dt = m.elapsed_s - interval_start_s_;
+    auto rate = [&](int64_t n) { return dt > 0 ? static_cast<double>(n) / dt : 0.0; };
     fmt::print(stderr,
-               "step {}/{} | epoch {} | loss {:.4f} | lr {:.3e} | grad_norm {:.4f} | {:.0f} "
-               "tokens/s | skipped {} | elapsed {} | eta {}\n",
+               "step {}/{} | epoch {} | loss {:.4f} (mean of {} step{}) | lr {:.3e} | grad_norm "
+               "{:.4f} | {:.0f} input tokens/s, {:.0f} counted targets/s | skipped {} | elapsed "
+               "{} | eta {}\n",
                m.step, m.total_steps, m.epoch,
-               interval_loss_ / static_cast<double>(interval_steps_), m.lr, m.grad_norm,
-               m.tokens_per_s, m.skipped_total, format_duration(m.elapsed_s), format_duration(eta));
+               interval_loss_ / static_cast<double>(interval_steps_), interval_steps_,
+               interval_steps_ == 1 ? "" : "s", m.lr, m.grad_norm, rate(interval_input_tokens_),
+               rate(interval_tokens_), m.skipped_total, format_duration(m.elapsed_s),
+               format_duration(eta));
     std::fflush(stderr);
     interval_loss_ = 0.0;
     interval_steps_ = 0;
+    interval_tokens_ = 0;
+    interval_input_tokens_ = 0;
+    interval_start_s_ = m.elapsed_s;
   }
 }
 
@@ -117,10 +153,15 @@ void TrainLogger::draw_bar(const StepMetrics& m) {
   const double done = static_cast<double>(m.step - start_step_);
   const double eta =
       m.elapsed_s / std::max(1.0, done) * static_cast<double>(m.total_steps - m.step);
-  // Tokens/s over the run so far: steady, unlike one step's.
-  const double rate = m.elapsed_s > 0 ? static_cast<double>(run_tokens_) / m.elapsed_s : 0.0;
-  fmt::print(stderr, "\r[{}] {}/{} | loss {:.4f} | lr {:.2e} | {:.0f} tok/s | eta {}\x1b[K", bar,
-             m.step, m.total_steps, m.loss, m.lr, rate, format_duration(eta));
+  // Rates over the run so far: steady, unlike one step's.
+  auto rate = [&](int64_t n) {
+    return m.elapsed_s > 0 ? static_cast<double>(n) / m.elapsed_s : 0.0;
+  };
+  fmt::print(stderr,
+             "\r[{}] {}/{} | step loss {:.4f} | lr {:.2e} | {:.0f} input tok/s, {:.0f} "
+             "targets/s | eta {}\x1b[K",
+             bar, m.step, m.total_steps, m.loss, m.lr, rate(run_input_tokens_), rate(run_tokens_),
+             format_duration(eta));
   std::fflush(stderr);
   bar_drawn_ = true;
 }
@@ -137,6 +178,15 @@ void TrainLogger::finish() {
   if (!active_) return;
   if (bar_drawn_) fmt::print(stderr, "\n");
   bar_drawn_ = false;
+  if (metrics_path_.empty()) return;
+  std::fflush(metrics_);
+  const fs::path svg = default_plot_path(metrics_path_);
+  try {
+    write_loss_plot(metrics_path_, svg);
+    message(fmt::format("loss curves: {}", svg.string()));
+  } catch (const Error& e) {  // the picture is a convenience: a run never fails over it
+    message(fmt::format("no loss curve picture: {}", e.what()));
+  }
 }
 
 }  // namespace magix::detail

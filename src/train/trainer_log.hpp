@@ -8,6 +8,7 @@
 #include <string>
 
 #include "magix/trainer.hpp"
+#include "tensorboard.hpp"
 
 namespace magix::detail {
 
@@ -23,7 +24,8 @@ class TrainLogger {
   void step(const StepMetrics& m);
   // A line for the user (clears the bar first).
   void message(const std::string& line);
-  // Ends the bar line.
+  // Ends the bar line; with a metrics file, draws its loss curves next to it
+  // (default_plot_path: metrics.jsonl -> metrics.svg) and says where.
   void finish();
 
  private:
@@ -37,8 +39,14 @@ class TrainLogger {
   int64_t total_steps_ = 0;
   double interval_loss_ = 0.0;  // sum of losses since the last log line
   int64_t interval_steps_ = 0;
-  int64_t run_tokens_ = 0;  // counted targets since this process started training
+  int64_t interval_tokens_ = 0;        // counted targets since the last log line
+  int64_t interval_input_tokens_ = 0;  // input tokens since the last log line
+  double interval_start_s_ = 0.0;      // elapsed_s at the last log line
+  int64_t run_tokens_ = 0;             // counted targets since this process started training
+  int64_t run_input_tokens_ = 0;       // input tokens since this process started training
   std::FILE* metrics_ = nullptr;
+  std::string metrics_path_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;
 };
 
 // "1h02m03s" / "4m05s" / "7s".
