@@ -78,3 +78,38 @@ def test_2x1_mesh_under_mpirun_gives_the_1x1_losses(tiny_train, tmp_path):
         assert a[0] == b[0] and a[2] == b[2] and a[4] == b[4]  # step, lr, tokens
         assert b[1] == pytest.approx(a[1], rel=1e-5)  # loss: sums in another order
         assert b[3] == pytest.approx(a[3], rel=1e-4)  # grad norm
+
+
+CTRL_C_SCRIPT = """
+import json, signal, sys
+import magix
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job starts without it
+try:
+    magix.train(**json.loads(sys.argv[1]))
+    print("finished")
+except KeyboardInterrupt:
+    print("KeyboardInterrupt")
+"""
+
+
+def test_ctrl_c_stops_training_after_a_step_with_a_checkpoint(tiny_train, tmp_path):
+    import signal
+    import subprocess
+    import time
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(CTRL_C_SCRIPT)
+    metrics = tmp_path / "metrics.jsonl"
+    flags = dict(tiny_train, train_file=str(CORPUS), max_steps=1000000, save_steps=0,
+                 checkpoint_dir=str(tmp_path / "ckpt"), metrics_file=str(metrics))
+    p = subprocess.Popen([sys.executable, script, json.dumps(flags)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or metrics.stat().st_size == 0):
+        time.sleep(0.1)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert out.strip() == "KeyboardInterrupt", err
+    steps = len(metrics.read_text().splitlines())
+    assert 1 <= steps < 1000000
+    # The step it stopped at was saved: the same call resumes from it.
+    assert sorted(Path(tmp_path / "ckpt").iterdir())[-1].name == f"{steps:06d}"
