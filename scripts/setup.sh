@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs every Debian package magix's build, tests and benchmarks need. Idempotent; run as root.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake ninja-build pkg-config git xz-utils python3
+  # The Python package (python/): headers and venv for the interpreter, pip for nanobind & co.
+  python3-dev python3-venv python3-pip
   # GEMM engine, opened with dlopen at run time (docs/kernels.md): OpenBLAS, OpenMP build.
   # The other candidates measured by bench_gemm: BLIS (OpenMP build) and oneDNN.
   libopenblas0-openmp libblis4-openmp libdnnl2
@@ -22,4 +25,12 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# The Python package's build and test dependencies from PyPI, in .venv (a virtual environment
+# of the `python3` on PATH: Debian's, or pyenv's where one is set up), so that neither Debian's
+# externally managed Python nor another interpreter's site-packages is touched. scripts/build.sh
+# builds the module for .venv/bin/python; the tests run with it.
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check nanobind numpy pytest
 echo "magix: all build dependencies are installed"

@@ -1,0 +1,431 @@
+// magix.train / generate / score / export: the CLI's commands as calls whose keyword names are
+// the commands' flag names (src/cli/*.cpp), returning what the command prints as a dict.
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+#include <stdlib.h>
+
+#include <cctype>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "bindings.hpp"
+#include "magix/checkpoint.hpp"
+#include "magix/dataset.hpp"
+#include "magix/error.hpp"
+#include "magix/generate.hpp"
+#include "magix/hf_files.hpp"
+#include "magix/lora.hpp"
+#include "magix/trainer.hpp"
+
+namespace magix::python {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// ---------------------------------------------------------------------------------------------
+// train
+
+const FieldTable<TrainArgs>& train_fields() {
+  static const FieldTable<TrainArgs> table = {
+      MAGIX_PY_FIELD("model_type", model_type),
+      MAGIX_PY_FIELD("model_name", model_name),
+      MAGIX_PY_FIELD("model_config", model_config),
+      MAGIX_PY_FIELD("model_cache_dir", model_cache_dir),
+      MAGIX_PY_FIELD("tokenizer_name", tokenizer_name),
+      MAGIX_PY_FIELD("bf16_model_weights", bf16_model_weights),
+      MAGIX_PY_FIELD("bf16", bf16),
+      MAGIX_PY_FIELD("recompute", recompute),
+      MAGIX_PY_FIELD("train_file", train_file),
+      MAGIX_PY_FIELD("train_data_config", train_data_config),
+      MAGIX_PY_FIELD("train_data_field", train_data_field),
+      MAGIX_PY_FIELD("split", split),
+      MAGIX_PY_FIELD("use_chat_template", use_chat_template),
+      MAGIX_PY_FIELD("train_on", train_on),
+      MAGIX_PY_FIELD("pack", pack),
+      MAGIX_PY_FIELD("skip_bad_records", skip_bad_records),
+      MAGIX_PY_FIELD("max_length", max_length),
+      MAGIX_PY_FIELD("num_epochs", num_epochs),
+      MAGIX_PY_FIELD("max_steps", max_steps),
+      MAGIX_PY_FIELD("batch_size", batch_size),
+      MAGIX_PY_FIELD("gradient_accumulation_steps", gradient_accumulation_steps),
+      MAGIX_PY_FIELD("learning_rate", learning_rate),
+      MAGIX_PY_FIELD("lr_schedule", lr_schedule),
+      MAGIX_PY_FIELD("warmup_ratio", warmup_ratio),
+      MAGIX_PY_FIELD("lr_decay_ratio", lr_decay_ratio),
+      MAGIX_PY_FIELD("weight_decay", weight_decay),
+      MAGIX_PY_FIELD("adam_beta1", adam_beta1),
+      MAGIX_PY_FIELD("adam_beta2", adam_beta2),
+      MAGIX_PY_FIELD("adam_eps", adam_eps),
+      MAGIX_PY_FIELD("max_grad_norm", max_grad_norm),
+      MAGIX_PY_FIELD("checkpoint_dir", checkpoint_dir),
+      MAGIX_PY_FIELD("save_steps", save_steps),
+      MAGIX_PY_FIELD("max_to_keep", max_to_keep),
+      MAGIX_PY_FIELD("async_save", async_save),
+      MAGIX_PY_FIELD("log_steps", log_steps),
+      MAGIX_PY_FIELD("metrics_file", metrics_file),
+      MAGIX_PY_FIELD("progress", progress),
+      MAGIX_PY_FIELD("seed", seed),
+      MAGIX_PY_FIELD("mesh_shape", mesh_shape),
+      MAGIX_PY_FIELD("partition_rules", partition_rules),
+  };
+  return table;
+}
+
+// Ctrl-C during training: Python's handler only sets a flag while the GIL is released, so the
+// trainer's should_stop hook runs the pending handlers after each step; a KeyboardInterrupt
+// stops the run there (after a checkpoint of that step when there is a checkpoint_dir, as the
+// trainer's stop does) and is raised when run_training has returned.
+nb::dict run_train(const nb::dict& kwargs) {
+  TrainArgs a;
+  apply_kwargs(a, kwargs, train_fields(), "train");
+  validate_train_args(a);
+  MAGIX_CHECK(fs::is_regular_file(a.train_file),
+              "data file '{}' does not exist or is not a regular file", a.train_file);
+  if (!a.model_cache_dir.empty()) setenv("HF_HUB_CACHE", a.model_cache_dir.c_str(), 1);
+  Mesh& mesh = mesh_for(a.mesh_shape);
+  bool interrupted = false;
+  TrainHooks hooks;
+  hooks.should_stop = [&interrupted](const StepMetrics&) {
+    nb::gil_scoped_acquire acquire;
+    if (PyErr_CheckSignals() != 0) {
+      PyErr_Clear();
+      interrupted = true;
+    }
+    return interrupted;
+  };
+  TrainSummary s;
+  {
+    nb::gil_scoped_release release;
+    std::unique_ptr<Trainable> model = make_full_trainable(a, mesh);
+    s = run_training(a, mesh, *model, hooks);
+  }
+  if (interrupted) {
+    PyErr_SetNone(PyExc_KeyboardInterrupt);
+    throw nb::python_error();
+  }
+  nb::dict d;
+  d["start_step"] = s.start_step;
+  d["end_step"] = s.end_step;
+  d["total_steps"] = s.total_steps;
+  d["steps_per_epoch"] = s.steps_per_epoch;
+  d["skipped_steps"] = s.skipped_steps;
+  d["losses"] = nb::cast(s.losses);
+  d["first_loss"] = s.first_loss;
+  d["last_loss"] = s.last_loss;
+  d["tokens"] = s.tokens;
+  d["tokens_per_s"] = s.tokens_per_s;
+  d["seconds"] = s.seconds;
+  d["last_checkpoint"] = s.last_checkpoint;
+  d["resumed_from"] = s.resumed_from ? nb::cast(*s.resumed_from) : nb::none();
+  return d;
+}
+
+// ---------------------------------------------------------------------------------------------
+// generate
+
+const FieldTable<GenerateArgs>& generate_fields() {
+  static const FieldTable<GenerateArgs> table = {
+      MAGIX_PY_FIELD("prompts", prompts),
+      MAGIX_PY_FIELD("data_field", data_field),
+      MAGIX_PY_FIELD("skip_bad_records", skip_bad_records),
+      MAGIX_PY_FIELD("use_chat_template", use_chat_template),
+      MAGIX_PY_FIELD("output_file", output_file),
+      MAGIX_PY_FIELD("batch_size", batch_size),
+      MAGIX_PY_FIELD("pad_to_multiple_of", pad_to_multiple_of),
+      MAGIX_PY_FIELD("sample", generation.sampling.sample),
+      MAGIX_PY_FIELD("temperature", generation.sampling.temperature),
+      MAGIX_PY_FIELD("top_k", generation.sampling.top_k),
+      MAGIX_PY_FIELD("top_p", generation.sampling.top_p),
+      MAGIX_PY_FIELD("repetition_penalty", generation.sampling.repetition_penalty),
+      MAGIX_PY_FIELD("seed", generation.sampling.seed),
+      MAGIX_PY_FIELD("max_length", generation.max_length),
+      MAGIX_PY_FIELD("max_new_tokens", generation.max_new_tokens),
+      MAGIX_PY_FIELD("stop", generation.stop),
+      MAGIX_PY_FIELD("model_type", model_type),
+      MAGIX_PY_FIELD("model_name_or_path", model_name_or_path),
+      MAGIX_PY_FIELD("model_config_name", model_config_name),
+      MAGIX_PY_FIELD("tokenizer_name_or_path", tokenizer_name_or_path),
+      MAGIX_PY_FIELD("mesh_shape", mesh_shape),
+      MAGIX_PY_FIELD("lora", lora),
+      MAGIX_PY_FIELD("lora_alpha", lora_alpha),
+      MAGIX_PY_FIELD("bf16", bf16),
+      MAGIX_PY_FIELD("progress", progress),
+  };
+  return table;
+}
+
+nb::dict run_generate(const nb::dict& kwargs) {
+  GenerateArgs a;
+  apply_kwargs(a, kwargs, generate_fields(), "generate");
+  MAGIX_CHECK(!a.prompts.empty(), "generate: prompts is required");
+  MAGIX_CHECK(!a.model_name_or_path.empty(), "generate: model_name_or_path is required");
+  Mesh& mesh = mesh_for(a.mesh_shape);
+  GenerationSummary s;
+  {
+    nb::gil_scoped_release release;
+    s = run_generation(a, mesh);
+  }
+  nb::dict d;
+  d["prompts"] = s.prompts;
+  d["generated_tokens"] = s.generated_tokens;
+  d["seconds"] = s.seconds;
+  d["output_file"] = a.output_file;
+  return d;
+}
+
+// ---------------------------------------------------------------------------------------------
+// score (the loop of `magix score`, src/cli/score.cpp)
+
+struct ScoreArgs {
+  std::string model_name_or_path;
+  std::string input;
+  std::string output_file;
+  int64_t batch_size = 8;
+  std::string data_field;
+  std::string tokenizer_name_or_path;
+  bool add_special_tokens = true;
+  std::vector<int> mesh_shape = {-1, 1};
+  std::string partition_rules;
+  bool bf16 = false;
+};
+
+const FieldTable<ScoreArgs>& score_fields() {
+  static const FieldTable<ScoreArgs> table = {
+      MAGIX_PY_FIELD("model_name_or_path", model_name_or_path),
+      MAGIX_PY_FIELD("input", input),
+      MAGIX_PY_FIELD("output_file", output_file),
+      MAGIX_PY_FIELD("batch_size", batch_size),
+      MAGIX_PY_FIELD("data_field", data_field),
+      MAGIX_PY_FIELD("tokenizer_name_or_path", tokenizer_name_or_path),
+      MAGIX_PY_FIELD("add_special_tokens", add_special_tokens),
+      MAGIX_PY_FIELD("mesh_shape", mesh_shape),
+      MAGIX_PY_FIELD("partition_rules", partition_rules),
+      MAGIX_PY_FIELD("bf16", bf16),
+  };
+  return table;
+}
+
+// {"input_ids": [...]} per non-blank line, or the `data_field` of each record tokenised.
+std::vector<std::vector<int32_t>> score_examples(const ScoreArgs& a, int64_t vocab) {
+  std::vector<std::vector<int32_t>> out;
+  if (!a.data_field.empty()) {
+    const Tokenizer tok = Tokenizer::load(
+        a.tokenizer_name_or_path.empty() ? a.model_name_or_path : a.tokenizer_name_or_path);
+    ReadOptions options;
+    options.field = a.data_field;
+    options.allow_messages = false;
+    for (const Record& r : read_records(a.input, options)) {
+      out.push_back(tok.encode(r.text, a.add_special_tokens));
+      MAGIX_CHECK(out.back().size() >= 2, "{}:{}: needs at least 2 tokens to score, got {}",
+                  a.input, r.line, out.back().size());
+    }
+  } else {
+    std::ifstream in(a.input);
+    MAGIX_CHECK(in.good(), "cannot open input '{}'", a.input);
+    std::string line;
+    for (int64_t lineno = 1; std::getline(in, line); ++lineno) {
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+      MAGIX_CHECK(!j.is_discarded() && j.is_object() && j.contains("input_ids") &&
+                      j.at("input_ids").is_array(),
+                  "{}:{}: expected {{\"input_ids\": [...]}}", a.input, lineno);
+      std::vector<int32_t> row;
+      for (const nlohmann::json& id : j.at("input_ids")) {
+        MAGIX_CHECK(id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() < vocab,
+                    "{}:{}: token id {} is not in the vocabulary [0, {})", a.input, lineno,
+                    id.dump(), vocab);
+        row.push_back(id.get<int32_t>());
+      }
+      MAGIX_CHECK(row.size() >= 2, "{}:{}: needs at least 2 tokens to score, got {}", a.input,
+                  lineno, row.size());
+      out.push_back(std::move(row));
+    }
+  }
+  MAGIX_CHECK(!out.empty(), "input '{}' holds no examples", a.input);
+  return out;
+}
+
+nb::dict run_score(const nb::dict& kwargs) {
+  ScoreArgs a;
+  apply_kwargs(a, kwargs, score_fields(), "score");
+  MAGIX_CHECK(!a.model_name_or_path.empty() && !a.input.empty(),
+              "score: model_name_or_path and input are required");
+  MAGIX_CHECK(a.batch_size > 0, "batch_size must be positive, got {}", a.batch_size);
+  Mesh& mesh = mesh_for(a.mesh_shape);
+  std::vector<double> nll, tokens;
+  {
+    nb::gil_scoped_release release;
+    std::optional<PartitionRules> rules;
+    if (!a.partition_rules.empty()) rules = load_partition_rules(a.partition_rules);
+    DecoderOptions options;
+    options.compute_dtype = a.bf16 ? DType::kBF16 : DType::kF32;
+    const PartitionRules* r = rules ? &*rules : nullptr;
+    Decoder model = is_checkpoint_step(a.model_name_or_path)
+                        ? load_checkpoint_decoder(a.model_name_or_path, mesh, options, r)
+                        : load_decoder(a.model_name_or_path, mesh, options, r);
+    const auto examples = score_examples(a, model.config().vocab_size);
+    // batch_size rows per data rank and step; the last step is filled with copies of example 0.
+    const int64_t n = static_cast<int64_t>(examples.size());
+    const int64_t D = mesh.data_size(), bs = a.batch_size;
+    nll.assign(n, 0.0);
+    tokens.assign(n, 0.0);
+    for (int64_t step = 0; step * D * bs < n; ++step) {
+      const int64_t first = (step * D + mesh.data_rank()) * bs;
+      std::vector<std::vector<int32_t>> rows;
+      for (int64_t i = first; i < first + bs; ++i) rows.push_back(examples[i < n ? i : 0]);
+      const LossResult res = model.loss(make_causal_batch(rows), 1.0);
+      if (mesh.model_rank() != 0) continue;
+      for (int64_t k = 0; k < bs && first + k < n; ++k) {
+        nll[first + k] = res.nll_per_row[k];
+        tokens[first + k] = static_cast<double>(res.tokens_per_row[k]);
+      }
+    }
+    mesh.world().all_reduce(nll, ReduceOp::kSum);
+    mesh.world().all_reduce(tokens, ReduceOp::kSum);
+  }
+  nb::list scores;
+  std::string text;
+  double total_nll = 0, total_tokens = 0;
+  for (size_t i = 0; i < nll.size(); ++i) {
+    const double mean = nll[i] / tokens[i];
+    const nlohmann::json line{{"index", i},
+                              {"tokens", static_cast<int64_t>(tokens[i])},
+                              {"nll", nll[i]},
+                              {"mean_nll", mean},
+                              {"ppl", std::exp(mean)}};
+    text += line.dump() + "\n";
+    nb::dict d;
+    d["index"] = i;
+    d["tokens"] = static_cast<int64_t>(tokens[i]);
+    d["nll"] = nll[i];
+    d["mean_nll"] = mean;
+    d["ppl"] = std::exp(mean);
+    scores.append(d);
+    total_nll += nll[i];
+    total_tokens += tokens[i];
+  }
+  if (!a.output_file.empty() && mesh.world_rank() == 0) {
+    const std::string tmp = a.output_file + ".partial";
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      MAGIX_CHECK(out.good(), "cannot write '{}'", tmp);
+      out << text;
+      MAGIX_CHECK(out.good(), "cannot write '{}'", tmp);
+    }
+    fs::rename(tmp, a.output_file);
+  }
+  nb::dict d;
+  d["examples"] = static_cast<int64_t>(nll.size());
+  d["tokens"] = static_cast<int64_t>(total_tokens);
+  d["mean_nll"] = total_nll / total_tokens;
+  d["perplexity"] = std::exp(total_nll / total_tokens);
+  d["scores"] = scores;
+  return d;
+}
+
+// ---------------------------------------------------------------------------------------------
+// export (src/cli/export.cpp)
+
+struct ExportArgs {
+  std::string checkpoint;
+  std::string output_dir;
+  std::string dtype = "float32";
+  std::string max_shard_size = "5GB";
+  bool overwrite = false;
+  std::string lora_format = "merged";
+  std::string base_model;
+};
+
+const FieldTable<ExportArgs>& export_fields() {
+  static const FieldTable<ExportArgs> table = {
+      MAGIX_PY_FIELD("checkpoint", checkpoint), MAGIX_PY_FIELD("output_dir", output_dir),
+      MAGIX_PY_FIELD("dtype", dtype),           MAGIX_PY_FIELD("max_shard_size", max_shard_size),
+      MAGIX_PY_FIELD("overwrite", overwrite),   MAGIX_PY_FIELD("lora_format", lora_format),
+      MAGIX_PY_FIELD("base_model", base_model),
+  };
+  return table;
+}
+
+// "5GB", "500MB", "2GiB", "1000000" -> bytes (transformers' max_shard_size units).
+uint64_t parse_size(const std::string& text) {
+  size_t i = 0;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) {
+    ++i;
+  }
+  MAGIX_CHECK(i > 0, "max_shard_size '{}': expected a number and a unit such as 5GB", text);
+  const double value = std::strtod(text.substr(0, i).c_str(), nullptr);
+  std::string unit = text.substr(i);
+  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  double scale = 0;
+  if (unit.empty() || unit == "B") scale = 1;
+  if (unit == "KB") scale = 1e3;
+  if (unit == "MB") scale = 1e6;
+  if (unit == "GB") scale = 1e9;
+  if (unit == "KIB") scale = 1024.0;
+  if (unit == "MIB") scale = 1024.0 * 1024;
+  if (unit == "GIB") scale = 1024.0 * 1024 * 1024;
+  MAGIX_CHECK(scale > 0, "max_shard_size '{}': unknown unit (B, KB, MB, GB, KiB, MiB, GiB)", text);
+  const double bytes = value * scale;
+  MAGIX_CHECK(bytes >= 1 && bytes < 1.8e19, "max_shard_size '{}' is out of range", text);
+  return static_cast<uint64_t>(bytes);
+}
+
+nb::dict run_export(const nb::dict& kwargs) {
+  ExportArgs a;
+  apply_kwargs(a, kwargs, export_fields(), "export");
+  Mesh& world = mesh_for({-1, 1});
+  MAGIX_CHECK(world.world_size() == 1, "magix.export runs as one process (not under mpirun)");
+  MAGIX_CHECK(is_checkpoint_step(a.checkpoint),
+              "checkpoint {} is not a committed checkpoint step (a folder such as "
+              "CHECKPOINT_DIR/000200 holding index.json)",
+              a.checkpoint);
+  MAGIX_CHECK(!a.output_dir.empty(), "export: output_dir is required");
+  MAGIX_CHECK(a.dtype == "float32" || a.dtype == "bfloat16",
+              "dtype must be float32 or bfloat16, got '{}'", a.dtype);
+  MAGIX_CHECK(a.lora_format == "merged" || a.lora_format == "peft",
+              "lora_format must be merged or peft, got '{}'", a.lora_format);
+  HfExportOptions options;
+  options.dtype = a.dtype == "float32" ? DType::kF32 : DType::kBF16;
+  options.max_shard_bytes = parse_size(a.max_shard_size);
+  options.overwrite = a.overwrite;
+  nb::dict d;
+  d["output_dir"] = a.output_dir;
+  nb::gil_scoped_release release;
+  if (a.lora_format == "peft") {
+    MAGIX_CHECK(is_lora_checkpoint(a.checkpoint), "lora_format peft: {} holds no LoRA adapters",
+                a.checkpoint);
+    export_lora_peft(a.checkpoint, a.output_dir, a.base_model, options.dtype);
+    return d;
+  }
+  ModelConfig config;
+  const ParameterSet params =
+      is_lora_checkpoint(a.checkpoint)
+          ? load_lora_merged_parameters(a.checkpoint, a.base_model, std::nullopt, &config)
+          : load_checkpoint_parameters(a.checkpoint, &config);
+  const CheckpointReader reader(a.checkpoint);
+  std::vector<fs::path> files;
+  for (const std::string& name : reader.extra_files()) {
+    if (name != "config.json") files.push_back(reader.checked_file(name));
+  }
+  write_hf_folder(a.output_dir, reader.checked_file("config.json"), files, params, options);
+  return d;
+}
+
+}  // namespace
+
+void bind_commands(nb::module_& m) {
+  m.def("train", &run_train, nb::arg("kwargs"));
+  m.def("generate", &run_generate, nb::arg("kwargs"));
+  m.def("score", &run_score, nb::arg("kwargs"));
+  m.def("export", &run_export, nb::arg("kwargs"));
+  m.def("set_hub_revision", &set_hub_revision, nb::arg("revision"));
+  m.def("hub_revision", &hub_revision);
+  m.def("train_flags", [] { return field_names(train_fields()); });
+  m.def("generate_flags", [] { return field_names(generate_fields()); });
+  m.def("score_flags", [] { return field_names(score_fields()); });
+  m.def("export_flags", [] { return field_names(export_fields()); });
+}
+
+}  // namespace magix::python

@@ -1,0 +1,115 @@
+"""magix.train: the CLI's losses from Python, Python data (a list, a generator, a
+datasets.Dataset) like the same JSONL, and a 2x1 mesh under mpirun like 1x1."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+import magix
+from conftest import FIXTURES, MAGIX_BIN, cli_flags, mpirun, read_metrics, run
+
+CORPUS = FIXTURES / "train" / "corpus.jsonl"
+
+
+def records():
+    return [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()]
+
+
+def test_train_gives_the_cli_losses(tiny_train, tmp_path):
+    flags = dict(tiny_train, train_file=str(CORPUS))
+    run([MAGIX_BIN, "train", *cli_flags(flags), "--metrics_file", tmp_path / "cli.jsonl"])
+    summary = magix.train(**flags, metrics_file=tmp_path / "py.jsonl")
+    cli, py = read_metrics(tmp_path / "cli.jsonl"), read_metrics(tmp_path / "py.jsonl")
+    assert len(py) == 4 and py == cli  # every step's loss, lr, grad norm and tokens, exactly
+    assert summary["losses"] == [row[1] for row in py]
+    assert summary["end_step"] == summary["total_steps"] == 4
+    assert summary["last_loss"] < summary["first_loss"]
+
+
+def test_python_records_train_like_the_same_jsonl(tiny_train, tmp_path):
+    magix.train(**tiny_train, train_file=CORPUS, metrics_file=tmp_path / "file.jsonl")
+    magix.train(**tiny_train, train_data=records(), metrics_file=tmp_path / "list.jsonl")
+    magix.train(**tiny_train, train_data=(r for r in records()),
+                metrics_file=tmp_path / "gen.jsonl")
+    want = read_metrics(tmp_path / "file.jsonl")
+    assert read_metrics(tmp_path / "list.jsonl") == want
+    assert read_metrics(tmp_path / "gen.jsonl") == want
+    # Another order is other batches: the comparison can tell.
+    magix.train(**tiny_train, train_data=records()[::-1], metrics_file=tmp_path / "rev.jsonl")
+    assert read_metrics(tmp_path / "rev.jsonl") != want
+    with pytest.raises(TypeError, match="record 2 is a str"):
+        magix.train(**tiny_train, train_data=[{"text": "a"}, {"text": "b"}, "c"])
+    with pytest.raises(TypeError, match="train_data or train_file"):
+        magix.train(**tiny_train, train_data=records(), train_file=CORPUS)
+
+
+def test_datasets_dataset_trains_like_the_same_jsonl(tiny_train, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_list(records())
+    magix.train(**tiny_train, train_file=CORPUS, metrics_file=tmp_path / "file.jsonl")
+    magix.train(**tiny_train, train_data=ds, metrics_file=tmp_path / "ds.jsonl")
+    assert read_metrics(tmp_path / "ds.jsonl") == read_metrics(tmp_path / "file.jsonl")
+
+
+TRAIN_SCRIPT = """
+import json, sys
+import magix
+flags = json.loads(sys.argv[1])
+records = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
+s = magix.train(train_data=records, **flags)
+mesh = magix.create_device_mesh(flags["mesh_shape"])
+print("rank", mesh.world_rank, "of", mesh.world_size, "mesh", mesh.shape, "steps", s["end_step"])
+"""
+
+
+def test_2x1_mesh_under_mpirun_gives_the_1x1_losses(tiny_train, tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN_SCRIPT)
+    flags = dict(tiny_train, metrics_file=str(tmp_path / "1x1.jsonl"), mesh_shape=[1, 1])
+    run([sys.executable, script, json.dumps(flags), CORPUS])
+    flags = dict(flags, metrics_file=str(tmp_path / "2x1.jsonl"), mesh_shape=[2, 1])
+    p = mpirun(2, sys.executable, script, json.dumps(flags), CORPUS)
+    assert "rank 0 of 2 mesh [2, 1] steps 4" in p.stdout
+    assert "rank 1 of 2 mesh [2, 1] steps 4" in p.stdout
+    one, two = read_metrics(tmp_path / "1x1.jsonl"), read_metrics(tmp_path / "2x1.jsonl")
+    assert len(two) == 4
+    for a, b in zip(one, two):
+        assert a[0] == b[0] and a[2] == b[2] and a[4] == b[4]  # step, lr, tokens
+        assert b[1] == pytest.approx(a[1], rel=1e-5)  # loss: sums in another order
+        assert b[3] == pytest.approx(a[3], rel=1e-4)  # grad norm
+
+
+CTRL_C_SCRIPT = """
+import json, signal, sys
+import magix
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job starts without it
+try:
+    magix.train(**json.loads(sys.argv[1]))
+    print("finished")
+except KeyboardInterrupt:
+    print("KeyboardInterrupt")
+"""
+
+
+def test_ctrl_c_stops_training_after_a_step_with_a_checkpoint(tiny_train, tmp_path):
+    import signal
+    import subprocess
+    import time
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(CTRL_C_SCRIPT)
+    metrics = tmp_path / "metrics.jsonl"
+    flags = dict(tiny_train, train_file=str(CORPUS), max_steps=1000000, save_steps=0,
+                 checkpoint_dir=str(tmp_path / "ckpt"), metrics_file=str(metrics))
+    p = subprocess.Popen([sys.executable, script, json.dumps(flags)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or metrics.stat().st_size == 0):
+        time.sleep(0.1)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert out.strip() == "KeyboardInterrupt", err
+    steps = len(metrics.read_text().splitlines())
+    assert 1 <= steps < 1000000
+    # The step it stopped at was saved: the same call resumes from it.
+    assert sorted(Path(tmp_path / "ckpt").iterdir())[-1].name == f"{steps:06d}"
