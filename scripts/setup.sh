@@ -32,5 +32,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check nanobind numpy pytest
+# tensorboard: tests/scripts/report_cli.sh reads magix's event files with TensorBoard's reader.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check nanobind numpy pytest \
+  tensorboard
 echo "magix: all build dependencies are installed"

@@ -213,7 +213,7 @@ def train(train_data=None, **flags):
     _flags(flags, _magix.train_flags(), "train")
     flags = _paths(dict(flags), ["model_name", "model_config", "model_cache_dir",
                                  "tokenizer_name", "train_file", "checkpoint_dir",
-                                 "metrics_file", "partition_rules"])
+                                 "metrics_file", "partition_rules", "logging_dir"])
     revision = flags.pop("revision", None)
     if train_data is None:
         with _revision(revision):

@@ -66,6 +66,8 @@ const FieldTable<TrainArgs>& train_fields() {
       MAGIX_PY_FIELD("log_steps", log_steps),
       MAGIX_PY_FIELD("metrics_file", metrics_file),
       MAGIX_PY_FIELD("progress", progress),
+      MAGIX_PY_FIELD("report_to", report_to),
+      MAGIX_PY_FIELD("logging_dir", logging_dir),
       MAGIX_PY_FIELD("seed", seed),
       MAGIX_PY_FIELD("mesh_shape", mesh_shape),
       MAGIX_PY_FIELD("partition_rules", partition_rules),

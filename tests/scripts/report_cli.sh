@@ -2,8 +2,8 @@
 # What a run reports besides its log: --report_to tensorboard writes event files that
 # TensorBoard's own reader loads with the metrics file's numbers; the loss-curve SVG next to the
 # metrics file and from `magix plot` is well-formed; bad input to plot is a clear error.
-# The TensorBoard check needs the tensorboard Python package (scripts/setup.sh installs it); without
-# it that part is skipped (exit 77) after the rest has run.
+# The TensorBoard check needs the tensorboard Python package (scripts/setup.sh installs it in
+# .venv); without it that part is skipped (exit 77) after the rest has run.
 # Usage: bash report_cli.sh <magix binary> <fixtures dir>
 set -u
 MAGIX="$1"
@@ -68,9 +68,13 @@ grep -q "loss [0-9.]* (mean of 2 steps) .* input tokens/s, [0-9]* counted target
   || fail "log line: $(cat "$WORK/err")"
 grep -q '"input_tokens":' "$WORK/run/metrics.jsonl" || fail "metrics lack input_tokens"
 
-# TensorBoard's reader sees every step with the metrics file's values.
-python3 -c "import tensorboard" 2> /dev/null || { echo "report_cli: tensorboard not installed, event check skipped"; exit 77; }
-python3 - "$WORK/tb" "$WORK/run/metrics.jsonl" <<'PY' || fail "TensorBoard does not read the event file as written"
+# TensorBoard's reader sees every step with the metrics file's values (the tensorboard package
+# of the repository's .venv, which scripts/setup.sh makes, else of python3).
+PY=python3
+ROOT="$(cd "$FIXTURES/../.." && pwd)"
+[ -x "$ROOT/.venv/bin/python" ] && PY="$ROOT/.venv/bin/python"
+"$PY" -c "import tensorboard" 2> /dev/null || { echo "report_cli: tensorboard not installed, event check skipped"; exit 77; }
+"$PY" - "$WORK/tb" "$WORK/run/metrics.jsonl" <<'PY' || fail "TensorBoard does not read the event file as written"
 import json, math, sys
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 ea = EventAccumulator(sys.argv[1]); ea.Reload()
