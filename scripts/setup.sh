@@ -32,7 +32,8 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-# tensorboard: tests/scripts/report_cli.sh reads magix's event files with TensorBoard's reader.
+# tensorboard: tests/scripts/report_cli.sh reads magix's event files with TensorBoard's reader;
+# datasets: tests/python trains from a datasets.Dataset like from the same JSONL.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check nanobind numpy pytest \
-  tensorboard
+  tensorboard datasets
 echo "magix: all build dependencies are installed"
