@@ -8,11 +8,11 @@
 // W + (alpha / r) · A_ref · B_ref with A_ref = A^T, B_ref = B^T).
 //
 // Sharding follows the base weight's spec: A's dim 1 takes the axis of W's in-dim (dim 0
-// unsharded), B's dim 0 the axis of W's out-dim (dim 1 unsharded). A rank's box of W_eff,
-// W[o, i] + scale · B[o, :] · A[:, i], is then a product of its local A and B shards alone.
-// Gradients: dA[:, i] = scale · sum over out-boxes of B[o, :]^T · dW[o, i] (all-reduced over
-// W's out-dim axis), dB[o, :] = scale · sum over in-boxes of dW[o, i] · A[:, i]^T (all-reduced
-// over W's in-dim axis): the same numbers on every mesh.
+// unsharded), B's dim 0 the axis of W's out-dim (dim 1 unsharded). Training runs the low-rank
+// path inside the decoder's blocks (y = W·x + scale · B·(A·x); dA = scale · (Bᵀ·dy)ᵀ·x,
+// dB = scale · dyᵀ·(A·x); Decoder::set_adapters, docs/lora.md): the same numbers on every mesh.
+// A rank's box of the merged weight, W[o, i] + scale · B[o, :] · A[:, i], is a product of its
+// local A and B shards alone (merge_lora, for generation and export).
 #pragma once
 
 #include <cstdint>
@@ -71,63 +71,56 @@ ParameterSet init_lora_adapters(const std::vector<ParamInfo>& adapter_infos, uin
 // `adapters` must have lora_adapter_infos' layout for the targets of `params`.
 void merge_lora(ParameterSet& params, const ParameterSet& adapters, double scale);
 
-// dW (this rank's boxes of the dense gradient of the effective weights, as Decoder::
-// loss_and_grad gives them) -> adapter gradients: adapter_grads += (dA, dB), reduced over the
-// mesh axes as the header comment says. Collective over `mesh` when it has several ranks.
+// dW (this rank's boxes of the dense gradient of the merged weights, as Decoder::loss_and_grad
+// gives them) -> adapter gradients: adapter_grads += (dA, dB) with dA = scale · Bᵀ·dW (summed
+// over W's out-dim axis), dB = scale · dW·Aᵀ (over W's in-dim axis). Collective over `mesh`.
+// Training does not use it (it never forms dW); tests use it as an independent reference.
 void lora_project_grads(const ParameterSet& dense_grads, const ParameterSet& adapters, double scale,
                         const Mesh& mesh, ParameterSet& adapter_grads);
 
 // ---------------------------------------------------------------------------------------------
-// Training: a decoder whose targeted weights hold W_eff, the frozen base copies, the adapters.
+// Training: a decoder with the adapters set on its frozen weights (Decoder::set_adapters): every
+// adapted layer computes y = W·x + scale · B·(A·x) with W as stored, and the backward pass gives
+// the adapters' gradients only (no dense weight gradient, no gradient buffer for the base).
 
 struct LoraModelOptions {
-  bool bf16_base = false;  // keep the frozen base copies of the adapted weights in bf16
+  bool bf16_base = false;  // store the frozen base in bf16 (an F32 model is converted in place)
 };
 
 class LoraModel {
  public:
-  // `model` must store F32 weights (its targeted weights are overwritten by W_eff; with
-  // bf16_base the base is rounded to bf16 first, so W_eff = bf16(W) + scale · B · A).
-  // `adapters` must have lora_adapter_infos(model's infos, config, mesh)'s layout.
+  // `model`'s parameters are the frozen base, used as stored (F32 or BF16: its weight_dtype, or
+  // BF16 with bf16_base). `adapters` must have lora_adapter_infos(model's infos, config, mesh)'s
+  // layout.
   LoraModel(Decoder model, LoraConfig config, ParameterSet adapters, LoraModelOptions options = {});
 
   const LoraConfig& config() const { return config_; }
+  // The decoder with the adapters set: its loss and logits are those of the adapted model.
   Decoder& decoder() { return model_; }
   const Decoder& decoder() const { return model_; }
-  ParameterSet& adapters() { return adapters_; }
-  const ParameterSet& adapters() const { return adapters_; }
+  // The adapters (held by the decoder; they may be changed in place at any time).
+  ParameterSet& adapters() { return model_.adapters(); }
+  const ParameterSet& adapters() const { return model_.adapters(); }
   const Mesh& mesh() const { return model_.mesh(); }
-
-  // Rebuilds W_eff from the base copies and the adapters. Local: no communication.
-  void refresh_weights();
-  // Rebuilds W_eff if the adapters changed since it was last built (compared with a copy of
-  // the adapters W_eff was built from; adapters are small). loss() and loss_and_grad() call it,
-  // so the adapters may be changed in place (optimizer, checkpoint restore) at any time.
-  void sync_weights();
 
   LossResult loss(const TokenBatch& batch, double token_count);
   // adapter_grads (adapters' layout) += d loss / d adapters. Collective over the mesh.
   LossResult loss_and_grad(const TokenBatch& batch, double token_count,
                            ParameterSet& adapter_grads);
 
-  // Bytes held: the decoder's parameters, the base copies, the dense gradient buffer.
+  // Bytes held: the base parameters and the adapters.
   int64_t bytes_held() const;
 
  private:
   Decoder model_;
   LoraConfig config_;
-  ParameterSet adapters_;
-  std::vector<size_t> targets_;  // decoder parameter index of each adapted weight
-  std::vector<Tensor> base_;     // frozen W per target, this rank's box (F32 or BF16)
-  std::vector<Tensor> applied_;  // the adapter values W_eff was last built from
-  ParameterSet dense_grads_;     // the decoder's gradient buffer, reused between calls
 };
 
 // The AdamW state of the adapters (moments shaped like the local adapter shards).
 AdamW initialize_lora_opt_state(const AdamWOptions& options, const ParameterSet& adapters);
 
 // One step: loss and adapter gradients, the global gradient norm (each element counted once),
-// AdamW on the adapters, W_eff rebuilt. `batch` is this data rank's rows of the global batch.
+// AdamW on the adapters. `batch` is this data rank's rows of the global batch.
 TrainStepResult lora_train_step(LoraModel& model, AdamW& optimizer, const TokenBatch& batch,
                                 double lr);
 
@@ -137,20 +130,19 @@ class LoraTrainable final : public Trainable {
  public:
   explicit LoraTrainable(LoraModel model) : model_(std::move(model)) {}
   LoraModel& lora() { return model_; }
-  Decoder& decoder() override;  // W_eff brought up to date with the adapters
+  Decoder& decoder() override { return model_.decoder(); }  // with the adapters set
   ParameterSet& trainable() override { return model_.adapters(); }
   std::string checkpoint_item() const override { return "lora"; }
   LossResult loss_and_grad(const TokenBatch& batch, double token_count,
                            ParameterSet& grads) override;
-  void after_update() override { model_.sync_weights(); }
   nlohmann::json describe() const override;
 
  private:
   LoraModel model_;
 };
 
-// The model of `args` (load_train_decoder, fp32; with --bf16_model_weights the frozen base is
-// kept in bf16) with fresh adapters (init_lora_adapters, seed args.seed).
+// The model of `args` (load_train_decoder: stored in bf16 with --bf16_model_weights, never
+// widened) with fresh adapters (init_lora_adapters, seed args.seed).
 std::unique_ptr<LoraTrainable> make_lora_trainable(const TrainArgs& args, const LoraConfig& lora,
                                                    const Mesh& mesh);
 

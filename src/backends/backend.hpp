@@ -59,6 +59,8 @@ class Backend {
   virtual void copy(Tensor& dst, const Tensor& src) const = 0;
   // dst (F32) += src (F32), same number of elements.
   virtual void add(Tensor& dst, const Tensor& src) const = 0;
+  // x (F32) *= s, element by element (one fp32 multiplication each).
+  virtual void scale(Tensor& x, float s) const = 0;
 
   // ---- linear layers (torch layout: weight (OC, C)) ------------------------------------------
   // out (N, OC) = inp (N, C) · weightᵀ + bias (OC, F32; may be null). inp and weight both F32

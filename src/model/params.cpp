@@ -212,6 +212,8 @@ ParameterSet init_parameters(const ModelConfig& c, const std::vector<ParamInfo>&
     const uint64_t key = splitmix64(seed ^ splitmix64(fnv1a64(p.name)));
     const int64_t cols = p.global_shape[1];
     const int64_t rows_local = p.box_extent[0], cols_local = p.box_extent[1];
+    // Every element is a pure function of its index: the rows split over threads freely.
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
     for (int64_t r = 0; r < rows_local; ++r) {
       const int64_t gr = p.box_start[0] + r;
       const bool pad_row =

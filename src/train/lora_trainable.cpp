@@ -5,11 +5,6 @@
 
 namespace magix {
 
-Decoder& LoraTrainable::decoder() {
-  model_.sync_weights();
-  return model_.decoder();
-}
-
 LossResult LoraTrainable::loss_and_grad(const TokenBatch& batch, double token_count,
                                         ParameterSet& grads) {
   return model_.loss_and_grad(batch, token_count, grads);
@@ -22,15 +17,10 @@ nlohmann::json LoraTrainable::describe() const {
 
 std::unique_ptr<LoraTrainable> make_lora_trainable(const TrainArgs& args, const LoraConfig& lora,
                                                    const Mesh& mesh) {
-  TrainArgs fp32 = args;
-  fp32.bf16_model_weights = false;  // the decoder holds the merged weights in fp32
-  Decoder model = load_train_decoder(fp32, mesh);
+  Decoder model = load_train_decoder(args, mesh);  // bf16 storage with --bf16_model_weights
   const std::vector<ParamInfo> infos = lora_adapter_infos(model.params().infos(), lora, mesh);
   ParameterSet adapters = init_lora_adapters(infos, args.seed);
-  LoraModelOptions options;
-  options.bf16_base = args.bf16_model_weights;
-  return std::make_unique<LoraTrainable>(
-      LoraModel(std::move(model), lora, std::move(adapters), options));
+  return std::make_unique<LoraTrainable>(LoraModel(std::move(model), lora, std::move(adapters)));
 }
 
 }  // namespace magix

@@ -142,6 +142,17 @@ TEST_P(MemoryOps, AddIsOneFp32AdditionPerElement) {
   }
 }
 
+TEST_P(MemoryOps, ScaleIsOneFp32MultiplicationPerElement) {
+  for (int64_t n : {1, 33, 70001}) {
+    const auto a = uniform(n, 23, -4, 4);
+    Tensor x = put({n}, DType::kF32, a).dev;
+    be().scale(x, 0.37f);
+    std::vector<double> want(n);
+    for (int64_t i = 0; i < n; ++i) want[i] = static_cast<float>(a[i]) * 0.37f;
+    expect_same("scale F32", fmt::format("n={} on {}", n, dev_name()), get(x), want);
+  }
+}
+
 // out = residual + y + bias, with out a fresh (garbage) tensor or aliasing residual or y.
 // (129, 257) and the like: sizes above the CPU backend's threshold for several threads.
 TEST_P(MemoryOps, ResidualForward) {

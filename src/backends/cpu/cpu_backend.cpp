@@ -172,6 +172,14 @@ void CpuBackend::add(Tensor& dst, const Tensor& src) const {
   for (int64_t i = 0; i < n; ++i) d[i] += s[i];
 }
 
+void CpuBackend::scale(Tensor& x, float s) const {
+  check_dtype("scale", "x", x, DType::kF32);
+  float* d = f32(x);
+  const int64_t n = x.numel();
+#pragma omp parallel for if (n > (1 << 16))
+  for (int64_t i = 0; i < n; ++i) d[i] *= s;
+}
+
 void CpuBackend::matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight,
                                 const Tensor* bias) const {
   const char* op = "matmul_forward";

@@ -15,6 +15,7 @@ class CpuBackend final : public Backend {
   void fill_zero(Tensor& t) const override;
   void copy(Tensor& dst, const Tensor& src) const override;
   void add(Tensor& dst, const Tensor& src) const override;
+  void scale(Tensor& x, float s) const override;
   void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight,
                       const Tensor* bias) const override;
   void matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, const Tensor& dout,
