@@ -43,6 +43,8 @@ struct LoraConfig {
   // ECMAScript regex, searched (Python re.search) in each parameter name; only 2-D parameters
   // (linear weights) can be adapted.
   std::string targets = kDefaultLoraTargets;
+  // PEFT's lora_dropout, recorded with the adapters (training applies none yet: must be 0).
+  double dropout = 0.0;
 
   double scale() const { return alpha / static_cast<double>(rank); }
 };
@@ -142,9 +144,12 @@ class LoraTrainable final : public Trainable {
 };
 
 // The model of `args` (load_train_decoder: stored in bf16 with --bf16_model_weights, never
-// widened) with fresh adapters (init_lora_adapters, seed args.seed).
+// widened) with fresh adapters (init_lora_adapters, seed args.seed), or with `init`'s adapters
+// (--lora_init: a PEFT folder or a train-lora step, read_lora_adapters) when given, whose rank,
+// targets and dropout must be those of `lora`.
 std::unique_ptr<LoraTrainable> make_lora_trainable(const TrainArgs& args, const LoraConfig& lora,
-                                                   const Mesh& mesh);
+                                                   const Mesh& mesh,
+                                                   const std::filesystem::path& init = {});
 
 // ---------------------------------------------------------------------------------------------
 // Checkpoints and export (item "lora" of a checkpoint step holds the adapters by the names
@@ -189,6 +194,29 @@ LoraRunInfo read_lora_run_info(const std::filesystem::path& step_dir);
 ParameterSet load_lora_merged_parameters(const std::filesystem::path& step_dir,
                                          const std::string& base_model, std::optional<double> alpha,
                                          ModelConfig* config);
+
+// A PEFT adapter folder: adapter_config.json and adapter_model.safetensors.
+bool is_peft_adapter_dir(const std::filesystem::path& dir);
+
+// The adapters of a PEFT folder for the parameters of `base` (sharded for `mesh`): this rank's
+// boxes, names base_model.model.<weight>.lora_{A,B}.weight, r, lora_alpha, lora_dropout and
+// target_modules from adapter_config.json (a list: a module whose name is an entry or ends with
+// "." + an entry; a string: a regex the whole module name matches, as PEFT does). Settings magix
+// does not implement (use_rslora, use_dora, fan_in_fan_out, bias, modules_to_save, rank or alpha
+// patterns, layers_to_transform) are errors, as are missing or mis-shaped tensors.
+LoadedLora read_peft_adapter(const std::filesystem::path& dir, const std::vector<ParamInfo>& base,
+                             const Mesh& mesh);
+
+// The adapters of `path`: a PEFT folder, or a train-lora checkpoint step (or checkpoint dir: its
+// latest step), with the settings saved with them (rank, alpha, targets, dropout); `alpha`, when
+// given, overrides the saved alpha (generate --lora_alpha).
+LoadedLora read_lora_adapters(const std::filesystem::path& path, const std::vector<ParamInfo>& base,
+                              std::optional<double> alpha, const Mesh& mesh);
+
+// read_lora_adapters merged into a decoder's weights at load (generate --lora). Returns the
+// config used.
+LoraConfig merge_lora_adapters(const std::filesystem::path& path, Decoder& model,
+                               std::optional<double> alpha = std::nullopt);
 
 // A train-lora step as a PEFT adapter folder (write_peft_adapter), base_model_name_or_path the
 // run's --model_name unless `base_model` is given.
