@@ -27,16 +27,26 @@ std::string escape_regex(const std::string& s) {
 // name equals an entry or ends with "." + the entry; a string is a regex the whole module name
 // must match.
 std::string targets_regex(const nlohmann::json& t, const fs::path& file) {
-  if (t.is_string()) return "^(?:" + t.get<std::string>() + ")\\.weight$";
+  std::string out;
+  if (t.is_string()) {
+    out = "^(?:";
+    out += t.get<std::string>();
+    out += ")\\.weight$";
+    return out;
+  }
   MAGIX_CHECK(t.is_array() && !t.empty(),
               "{}: target_modules must be a list of module names or a regex", file.string());
   std::string alt;
   for (const nlohmann::json& m : t) {
     MAGIX_CHECK(m.is_string(), "{}: target_modules holds {}, not a module name", file.string(),
                 m.dump());
-    alt += (alt.empty() ? "" : "|") + escape_regex(m.get<std::string>());
+    if (!alt.empty()) alt += '|';
+    alt += escape_regex(m.get<std::string>());
   }
-  return "(^|\\.)(" + alt + ")\\.weight$";
+  out = "(^|\\.)(";
+  out += alt;
+  out += ")\\.weight$";
+  return out;
 }
 
 // A PEFT setting magix does not implement is an error rather than a silently different model.
