@@ -43,7 +43,8 @@ struct LoraConfig {
   // ECMAScript regex, searched (Python re.search) in each parameter name; only 2-D parameters
   // (linear weights) can be adapted.
   std::string targets = kDefaultLoraTargets;
-  // PEFT's lora_dropout, recorded with the adapters (training applies none yet: must be 0).
+  // PEFT's lora_dropout: during training each adapter's input x is dropped (p) and rescaled
+  // (1 / (1 - p)) before A; never at evaluation or generation.
   double dropout = 0.0;
 
   double scale() const { return alpha / static_cast<double>(rank); }
@@ -87,7 +88,13 @@ void lora_project_grads(const ParameterSet& dense_grads, const ParameterSet& ada
 
 struct LoraModelOptions {
   bool bf16_base = false;  // store the frozen base in bf16 (an F32 model is converted in place)
+  uint64_t seed = 0;       // of the dropout masks (lora_dropout_key)
 };
+
+// The key of a training step's dropout masks: splitmix64(splitmix64(seed) ^ step). A mask
+// element is then a pure function of (key, layer, adapted layer, global token, global feature)
+// (Decoder::set_adapter_dropout, Backend::dropout).
+uint64_t lora_dropout_key(uint64_t seed, int64_t step);
 
 class LoraModel {
  public:
@@ -106,6 +113,10 @@ class LoraModel {
   const Mesh& mesh() const { return model_.mesh(); }
 
   LossResult loss(const TokenBatch& batch, double token_count);
+  // The optimizer step the next loss_and_grad calls belong to and its number of micro-batches:
+  // with dropout, call k of the step takes the rows of micro-batch k of every data rank's rows
+  // (as train_step splits them) for its masks.
+  void set_step(int64_t step, int64_t micro_batches);
   // adapter_grads (adapters' layout) += d loss / d adapters. Collective over the mesh.
   LossResult loss_and_grad(const TokenBatch& batch, double token_count,
                            ParameterSet& adapter_grads);
@@ -116,6 +127,8 @@ class LoraModel {
  private:
   Decoder model_;
   LoraConfig config_;
+  uint64_t seed_ = 0;
+  int64_t step_ = 0, micro_batches_ = 1, micro_ = 0;
 };
 
 // The AdamW state of the adapters (moments shaped like the local adapter shards).
@@ -137,6 +150,9 @@ class LoraTrainable final : public Trainable {
   std::string checkpoint_item() const override { return "lora"; }
   LossResult loss_and_grad(const TokenBatch& batch, double token_count,
                            ParameterSet& grads) override;
+  void begin_step(int64_t step, int64_t micro_batches) override {
+    model_.set_step(step, micro_batches);
+  }
   nlohmann::json describe() const override;
 
  private:

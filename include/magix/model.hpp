@@ -159,6 +159,12 @@ class Decoder {
   void set_adapters(ParameterSet adapters, double scale);
   ParameterSet& adapters() { return adapters_; }
   const ParameterSet& adapters() const { return adapters_; }
+  // Dropout on the adapters' inputs in the next loss_and_adapter_grad calls (PEFT's
+  // lora_dropout; never in loss or logits): probability p, the step's key, and the global index
+  // of this rank's first row in the step's batch (data ranks hold consecutive rows). The mask of
+  // an input element is a pure function of (key, layer, adapted layer, global token, global
+  // feature): the same on every mesh (Backend::dropout, docs/lora.md).
+  void set_adapter_dropout(double p, uint64_t key, int64_t first_row);
   // The parameters frozen: adapter_grads (the adapters' layout) += d loss / d adapters, and no
   // parameter gradient is computed at all (no dW GEMM, no gradient collective, no buffer).
   LossResult loss_and_adapter_grad(const TokenBatch& batch, double token_count,
@@ -173,6 +179,9 @@ class Decoder {
   DecoderOptions options_;
   ParameterSet adapters_;
   double adapter_scale_ = 1;
+  double dropout_p_ = 0;
+  uint64_t dropout_key_ = 0;
+  int64_t dropout_first_row_ = 0;
   std::unique_ptr<State> state_;
 };
 

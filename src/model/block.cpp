@@ -3,6 +3,7 @@
 #include <span>
 
 #include "magix/error.hpp"
+#include "magix/hash.hpp"
 
 namespace magix::model {
 namespace {
@@ -52,11 +53,27 @@ void linear_backward(Tensor* dinp, Tensor& gw, Tensor& gb, const Tensor& dout,
   ctx.ops->matmul_backward(dinp, optional(gw), nullptr, dout_in, inp, w);
 }
 
+// out = dropout(t) with adapter p's mask (the same mask for its input and its input gradient).
+void dropout_like_input(Tensor& out, const Tensor& t, LayerParam p, const BlockAdapters& lora,
+                        const BlockContext& ctx) {
+  ctx.ops->dropout(out, t, splitmix64(lora.dropout_key ^ splitmix64(static_cast<uint64_t>(p))),
+                   lora.dropout_row0, lora.col0[p], lora.cols[p], lora.dropout);
+}
+
 // `t` as F32: itself, or a widened (exact) copy.
 Tensor as_f32(const Tensor& t, const BlockContext& ctx) {
   if (t.dtype() == DType::kF32) return t;
   Tensor out = ctx.ops->empty(t.shape(), DType::kF32);
   ctx.ops->copy(out, t);
+  return out;
+}
+
+// The adapter's input: x as F32, with the dropout mask applied when training with dropout.
+Tensor adapter_input(const Tensor& x, LayerParam p, const BlockAdapters& lora,
+                     const BlockContext& ctx) {
+  if (lora.dropout <= 0) return as_f32(x, ctx);
+  Tensor out = ctx.ops->empty(x.shape(), DType::kF32);
+  dropout_like_input(out, x, p, lora, ctx);
   return out;
 }
 
@@ -81,7 +98,7 @@ void adapted_forward(Tensor& out, const Tensor& inp, const Tensor& w, const Tens
   const int64_t N = d.N(), r = a.dim(0), O = b.dim(0);
   Tensor& u = acts.lora_u[p];  // (N, r)
   if (!u.defined() || u.shape() != Shape{N, r}) u = ops.empty({N, r}, DType::kF32);
-  ops.matmul_forward(u, as_f32(inp, ctx), a, nullptr);
+  ops.matmul_forward(u, adapter_input(inp, p, *lora, ctx), a, nullptr);
   ops.scale(u, lora->scale);
   Tensor y = out.dtype() == DType::kF32 ? out : ops.empty({N, O}, DType::kF32);
   ops.matmul_forward(y, inp, w, optional(bias));
@@ -101,7 +118,16 @@ void adapter_backward(Tensor& dinp, const Tensor& dout, const Tensor& inp, Layer
   Tensor g = ops.zeros(u.shape(), DType::kF32);  // (N, r)
   ops.matmul_backward(&g, optional(lora->db[p]), nullptr, as_f32(dout, ctx), u, lora->b[p]);
   ops.scale(g, lora->scale);
-  ops.matmul_backward(&dinp, optional(lora->da[p]), nullptr, g, as_f32(inp, ctx), lora->a[p]);
+  if (lora->dropout <= 0) {
+    ops.matmul_backward(&dinp, optional(lora->da[p]), nullptr, g, as_f32(inp, ctx), lora->a[p]);
+    return;
+  }
+  // x went through dropout before A: dA takes the dropped x, and dx the masked g·A.
+  Tensor dxa = ops.zeros(inp.shape(), DType::kF32);
+  ops.matmul_backward(&dxa, optional(lora->da[p]), nullptr, g, adapter_input(inp, p, *lora, ctx),
+                      lora->a[p]);
+  dropout_like_input(dxa, dxa, p, *lora, ctx);
+  ops.add(dinp, dxa);
 }
 
 Tensor heads(const Tensor& t, int64_t B, int64_t T, int64_t H, int64_t D) {

@@ -76,6 +76,13 @@ using BlockGrads = std::array<Tensor, kNumLayerParams>;
 struct BlockAdapters {
   std::array<Tensor, kNumLayerParams> a, b, da, db;
   float scale = 1;
+  // Dropout on each adapter's input (training): Backend::dropout with key
+  // splitmix64(dropout_key ^ splitmix64(LayerParam)), rows from dropout_row0 (the global index
+  // of this call's first token) and the layer's input columns [col0, col0 + local) of cols.
+  float dropout = 0;
+  uint64_t dropout_key = 0;
+  int64_t dropout_row0 = 0;
+  std::array<int64_t, kNumLayerParams> col0{}, cols{};
   bool any() const;
 };
 

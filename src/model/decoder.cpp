@@ -11,6 +11,7 @@
 #include "backends/backend.hpp"
 #include "block.hpp"
 #include "magix/error.hpp"
+#include "magix/hash.hpp"
 #include "magix/model.hpp"
 #include "model/layout.hpp"
 #include "shard/param_stream.hpp"
@@ -158,6 +159,14 @@ void Decoder::set_adapters(ParameterSet adapters, double scale) {
   adapter_scale_ = scale;
   s.lora_a = std::move(lora_a);
   s.lora_stream = ParamStream(*mesh_, *s.ops, std::move(kv_rows), s.layout.kv);
+}
+
+void Decoder::set_adapter_dropout(double p, uint64_t key, int64_t first_row) {
+  MAGIX_CHECK(p >= 0 && p < 1, "LoRA dropout must be in [0, 1), got {}", p);
+  MAGIX_CHECK(first_row >= 0, "LoRA dropout: first row {} < 0", first_row);
+  dropout_p_ = p;
+  dropout_key_ = key;
+  dropout_first_row_ = first_row;
 }
 
 Decoder::~Decoder() = default;
@@ -308,6 +317,13 @@ class DecoderStep {
     return full.reshape({b_.batch, b_.seq, V * M});
   }
 
+  // Dropout on the adapters' inputs (Decoder::set_adapter_dropout).
+  void set_dropout(double p, uint64_t key, int64_t first_row) {
+    dropout_p_ = p;
+    dropout_key_ = key;
+    dropout_row0_ = first_row * b_.seq;  // the global index of this call's first token
+  }
+
   // Adapter gradients of this step go to `grads` (+=; the adapters' layout).
   void bind_adapter_grads(ParameterSet& grads) {
     MAGIX_CHECK(grads.size() == adapters_.size(),
@@ -429,6 +445,16 @@ class DecoderStep {
       const auto k = static_cast<size_t>(s_.lora_a[static_cast<size_t>(idx[p])]);
       lora.a[p] = s_.lora_stream.gather(adapters_, k, DType::kF32);
       lora.b[p] = s_.lora_stream.gather(adapters_, k + 1, DType::kF32);
+      // The layer input's global columns: the rank's slice where A's in-dim is split over model
+      // (row-parallel layers), else whole (gathered over data).
+      const ParamInfo& ai = adapters_.info(k);
+      lora.cols[p] = ai.global_shape[1];
+      lora.col0[p] = ai.spec.axis(1) == "model" ? ai.box_start[1] : 0;
+    }
+    if (dropout_p_ > 0) {
+      lora.dropout = static_cast<float>(dropout_p_);
+      lora.dropout_key = splitmix64(dropout_key_ ^ splitmix64(static_cast<uint64_t>(l)));
+      lora.dropout_row0 = dropout_row0_;
     }
     return lora;
   }
@@ -526,7 +552,10 @@ class DecoderStep {
   ParameterSet* grads_ = nullptr;          // bound by bind_grads; null: parameters frozen
   ParameterSet* adapter_grads_ = nullptr;  // bound by bind_adapter_grads
   Tensor head_grad_;                       // the LM head's gradient buffer while open
-  Tensor host_;                            // host copy of row losses (non-host backends)
+  double dropout_p_ = 0;                   // adapter dropout (set_dropout)
+  uint64_t dropout_key_ = 0;
+  int64_t dropout_row0_ = 0;
+  Tensor host_;  // host copy of row losses (non-host backends)
 };
 
 LossResult Decoder::loss(const TokenBatch& batch, double token_count) {
@@ -558,6 +587,7 @@ LossResult Decoder::loss_and_adapter_grad(const TokenBatch& batch, double token_
   DecoderStep step(config_, *mesh_, params_, adapters_, static_cast<float>(adapter_scale_),
                    options_, *state_, batch, /*grad=*/true);
   step.bind_adapter_grads(adapter_grads);
+  if (dropout_p_ > 0) step.set_dropout(dropout_p_, dropout_key_, dropout_first_row_);
   step.forward();
   LossResult res = step.head(token_count);
   step.backward();

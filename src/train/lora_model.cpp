@@ -1,6 +1,7 @@
 // LoraModel: a decoder whose frozen weights carry low-rank adapters (Decoder::set_adapters);
 // training steps that update the adapters only.
 #include "magix/error.hpp"
+#include "magix/hash.hpp"
 #include "magix/lora.hpp"
 #include "magix/train_step.hpp"
 
@@ -8,7 +9,9 @@ namespace magix {
 
 LoraModel::LoraModel(Decoder model, LoraConfig config, ParameterSet adapters,
                      LoraModelOptions options)
-    : model_(std::move(model)), config_(std::move(config)) {
+    : model_(std::move(model)), config_(std::move(config)), seed_(options.seed) {
+  MAGIX_CHECK(config_.dropout >= 0 && config_.dropout < 1,
+              "--lora_dropout must be in [0, 1), got {}", config_.dropout);
   const ParameterSet& params = model_.params();
   const std::vector<ParamInfo> want = lora_adapter_infos(params.infos(), config_, model_.mesh());
   MAGIX_CHECK(want.size() == adapters.size(),
@@ -35,8 +38,27 @@ LossResult LoraModel::loss(const TokenBatch& batch, double token_count) {
   return model_.loss(batch, token_count);
 }
 
+uint64_t lora_dropout_key(uint64_t seed, int64_t step) {
+  return splitmix64(splitmix64(seed) ^ static_cast<uint64_t>(step));
+}
+
+void LoraModel::set_step(int64_t step, int64_t micro_batches) {
+  MAGIX_CHECK(step >= 0 && micro_batches >= 1, "LoRA: step {} with {} micro-batches", step,
+              micro_batches);
+  step_ = step;
+  micro_batches_ = micro_batches;
+  micro_ = 0;
+}
+
 LossResult LoraModel::loss_and_grad(const TokenBatch& batch, double token_count,
                                     ParameterSet& adapter_grads) {
+  if (config_.dropout > 0) {
+    // This rank's rows of the step are [d · k · m, (d + 1) · k · m); micro-batch i their i-th m.
+    const int64_t m = batch.batch;
+    const int64_t first_row = (mesh().data_rank() * micro_batches_ + micro_ % micro_batches_) * m;
+    model_.set_adapter_dropout(config_.dropout, lora_dropout_key(seed_, step_), first_row);
+    ++micro_;
+  }
   return model_.loss_and_adapter_grad(batch, token_count, adapter_grads);
 }
 
@@ -50,6 +72,7 @@ TrainStepResult lora_train_step(LoraModel& model, AdamW& optimizer, const TokenB
   std::vector<double> count = {static_cast<double>(batch.count_targets())};
   mesh.data().all_reduce(count, ReduceOp::kSum);
   MAGIX_CHECK(count[0] > 0, "the global batch has no target to learn from");
+  model.set_step(optimizer.updates(), 1);
   ParameterSet grads = model.adapters().zeros_like();
   const LossResult loss = model.loss_and_grad(batch, count[0], grads);
   TrainStepResult result;

@@ -23,8 +23,6 @@ std::unique_ptr<LoraTrainable> make_lora_trainable(const TrainArgs& args, const 
                                                    const std::filesystem::path& init) {
   MAGIX_CHECK(lora.dropout >= 0 && lora.dropout < 1, "--lora_dropout must be in [0, 1), got {}",
               lora.dropout);
-  MAGIX_CHECK(lora.dropout == 0,
-              "--lora_dropout {}: magix trains adapters without dropout (pass 0)", lora.dropout);
   Decoder model = load_train_decoder(args, mesh);  // bf16 storage with --bf16_model_weights
   const std::vector<ParamInfo> infos = lora_adapter_infos(model.params().infos(), lora, mesh);
   ParameterSet adapters;
@@ -43,7 +41,10 @@ std::unique_ptr<LoraTrainable> make_lora_trainable(const TrainArgs& args, const 
     }
     adapters = std::move(loaded.adapters);
   }
-  return std::make_unique<LoraTrainable>(LoraModel(std::move(model), lora, std::move(adapters)));
+  LoraModelOptions options;
+  options.seed = args.seed;
+  return std::make_unique<LoraTrainable>(
+      LoraModel(std::move(model), lora, std::move(adapters), options));
 }
 
 }  // namespace magix

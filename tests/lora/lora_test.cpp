@@ -335,6 +335,59 @@ TEST_P(PeftFixtureTest, Bf16BaseAndComputeStayCloseToFp32) {
   }
 }
 
+// --lora_dropout against PEFT with magix's masks reproduced in Python
+// (tools/reference/make_lora_dropout_fixture.py: p 0.25, seed 5, step 3); p = 0 is the plain
+// pass bit for bit; evaluation never drops; a different step draws other masks.
+TEST(LoraDropout, MatchesPeftWithTheSameMasks) {
+  const test::LoraFixture fx = load_lora_fixture("llama_gqa");
+  const SafetensorsReader ref(test::kLoraFixtures / "llama_gqa" / "dropout.safetensors");
+  ASSERT_EQ(ref.metadata().at("p"), "0.25");
+  Mesh mesh;
+  LoraConfig config = fx.config;
+  const auto make = [&](double p) {
+    config.dropout = p;
+    Decoder base = load_decoder(fx.model_dir.string(), mesh);
+    const std::vector<ParamInfo> infos = lora_adapter_infos(base.params().infos(), config, mesh);
+    return LoraModel(std::move(base), config, test::fixture_adapters(fx, infos),
+                     LoraModelOptions{.seed = 5});
+  };
+  LoraModel model = make(0.25);
+  model.set_step(3, 1);
+  ParameterSet grads = model.adapters().zeros_like();
+  const double loss = model.loss_and_grad(fx.batch, fx.token_count, grads).loss;
+  const double want_loss = ref.read_f32("loss").data<float>()[0];
+  EXPECT_LE(rel(loss, want_loss), 1e-5) << loss << " vs PEFT " << want_loss;
+  for (size_t i = 0; i < grads.size(); ++i) {
+    const Tensor want = ref.read_f32("grad." + grads.info(i).name);
+    EXPECT_LE(rel_l2(grads.tensor(i), want), 1e-4) << grads.info(i).name;
+  }
+  // The dropped pass differs from the plain one (else the comparison above proves nothing).
+  const double plain_loss = fx.reader.read_f32("loss").data<float>()[0];
+  EXPECT_GT(rel(want_loss, plain_loss), 1e-4);
+  EXPECT_LE(rel(model.loss(fx.batch, fx.token_count).loss, plain_loss), 1e-5);  // no dropout
+  // Another step: other masks.
+  model.set_step(4, 1);
+  ParameterSet other = model.adapters().zeros_like();
+  model.loss_and_grad(fx.batch, fx.token_count, other);
+  EXPECT_GT(rel_l2(other.tensor(0), grads.tensor(0)), 1e-3);
+
+  // p = 0: the plain pass, bit for bit.
+  LoraModel zero = make(0.0);
+  zero.set_step(3, 1);
+  ParameterSet g0 = zero.adapters().zeros_like();
+  zero.loss_and_grad(fx.batch, fx.token_count, g0);
+  config.dropout = 0;
+  Decoder base = load_decoder(fx.model_dir.string(), mesh);
+  base.set_adapters(
+      test::fixture_adapters(fx, lora_adapter_infos(base.params().infos(), config, mesh)),
+      config.scale());
+  ParameterSet g1 = base.adapters().zeros_like();
+  base.loss_and_adapter_grad(fx.batch, fx.token_count, g1);
+  for (size_t i = 0; i < g0.size(); ++i) {
+    EXPECT_EQ(rel_l2(g0.tensor(i), g1.tensor(i)), 0.0) << g0.info(i).name;
+  }
+}
+
 TEST(LoraPeft, AdapterFolderHasPeftNamesAndConfig) {
   const test::LoraFixture fx = load_lora_fixture("qwen2_qv_down");
   Mesh mesh;
