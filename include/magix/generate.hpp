@@ -123,7 +123,8 @@ struct GenerateArgs {
   std::string tokenizer_name_or_path;     // default: model_name_or_path
   std::vector<int> mesh_shape = {1, -1};  // informative here: run_generation takes the mesh
   std::string lora;  // train-lora step (or checkpoint dir) to merge; empty = none
-  float lora_alpha = 32.0f;
+  // Overrides the alpha saved with the adapters (train-lora step or PEFT folder) when given.
+  std::optional<double> lora_alpha;
   bool bf16 = false;           // bf16 mixed precision: bf16 weights streamed, bf16 prefill GEMMs
   GenerateOptions generation;  // sampling, limits, stop strings
   bool progress = false;       // a progress bar on stderr (world rank 0)

@@ -8,11 +8,11 @@
 // W + (alpha / r) · A_ref · B_ref with A_ref = A^T, B_ref = B^T).
 //
 // Sharding follows the base weight's spec: A's dim 1 takes the axis of W's in-dim (dim 0
-// unsharded), B's dim 0 the axis of W's out-dim (dim 1 unsharded). A rank's box of W_eff,
-// W[o, i] + scale · B[o, :] · A[:, i], is then a product of its local A and B shards alone.
-// Gradients: dA[:, i] = scale · sum over out-boxes of B[o, :]^T · dW[o, i] (all-reduced over
-// W's out-dim axis), dB[o, :] = scale · sum over in-boxes of dW[o, i] · A[:, i]^T (all-reduced
-// over W's in-dim axis): the same numbers on every mesh.
+// unsharded), B's dim 0 the axis of W's out-dim (dim 1 unsharded). Training runs the low-rank
+// path inside the decoder's blocks (y = W·x + scale · B·(A·x); dA = scale · (Bᵀ·dy)ᵀ·x,
+// dB = scale · dyᵀ·(A·x); Decoder::set_adapters, docs/lora.md): the same numbers on every mesh.
+// A rank's box of the merged weight, W[o, i] + scale · B[o, :] · A[:, i], is a product of its
+// local A and B shards alone (merge_lora, for generation and export).
 #pragma once
 
 #include <cstdint>
@@ -43,6 +43,9 @@ struct LoraConfig {
   // ECMAScript regex, searched (Python re.search) in each parameter name; only 2-D parameters
   // (linear weights) can be adapted.
   std::string targets = kDefaultLoraTargets;
+  // PEFT's lora_dropout: during training each adapter's input x is dropped (p) and rescaled
+  // (1 / (1 - p)) before A; never at evaluation or generation.
+  double dropout = 0.0;
 
   double scale() const { return alpha / static_cast<double>(rank); }
 };
@@ -71,63 +74,68 @@ ParameterSet init_lora_adapters(const std::vector<ParamInfo>& adapter_infos, uin
 // `adapters` must have lora_adapter_infos' layout for the targets of `params`.
 void merge_lora(ParameterSet& params, const ParameterSet& adapters, double scale);
 
-// dW (this rank's boxes of the dense gradient of the effective weights, as Decoder::
-// loss_and_grad gives them) -> adapter gradients: adapter_grads += (dA, dB), reduced over the
-// mesh axes as the header comment says. Collective over `mesh` when it has several ranks.
+// dW (this rank's boxes of the dense gradient of the merged weights, as Decoder::loss_and_grad
+// gives them) -> adapter gradients: adapter_grads += (dA, dB) with dA = scale · Bᵀ·dW (summed
+// over W's out-dim axis), dB = scale · dW·Aᵀ (over W's in-dim axis). Collective over `mesh`.
+// Training does not use it (it never forms dW); tests use it as an independent reference.
 void lora_project_grads(const ParameterSet& dense_grads, const ParameterSet& adapters, double scale,
                         const Mesh& mesh, ParameterSet& adapter_grads);
 
 // ---------------------------------------------------------------------------------------------
-// Training: a decoder whose targeted weights hold W_eff, the frozen base copies, the adapters.
+// Training: a decoder with the adapters set on its frozen weights (Decoder::set_adapters): every
+// adapted layer computes y = W·x + scale · B·(A·x) with W as stored, and the backward pass gives
+// the adapters' gradients only (no dense weight gradient, no gradient buffer for the base).
 
 struct LoraModelOptions {
-  bool bf16_base = false;  // keep the frozen base copies of the adapted weights in bf16
+  bool bf16_base = false;  // store the frozen base in bf16 (an F32 model is converted in place)
+  uint64_t seed = 0;       // of the dropout masks (lora_dropout_key)
 };
+
+// The key of a training step's dropout masks: splitmix64(splitmix64(seed) ^ step). A mask
+// element is then a pure function of (key, layer, adapted layer, global token, global feature)
+// (Decoder::set_adapter_dropout, Backend::dropout).
+uint64_t lora_dropout_key(uint64_t seed, int64_t step);
 
 class LoraModel {
  public:
-  // `model` must store F32 weights (its targeted weights are overwritten by W_eff; with
-  // bf16_base the base is rounded to bf16 first, so W_eff = bf16(W) + scale · B · A).
-  // `adapters` must have lora_adapter_infos(model's infos, config, mesh)'s layout.
+  // `model`'s parameters are the frozen base, used as stored (F32 or BF16: its weight_dtype, or
+  // BF16 with bf16_base). `adapters` must have lora_adapter_infos(model's infos, config, mesh)'s
+  // layout.
   LoraModel(Decoder model, LoraConfig config, ParameterSet adapters, LoraModelOptions options = {});
 
   const LoraConfig& config() const { return config_; }
+  // The decoder with the adapters set: its loss and logits are those of the adapted model.
   Decoder& decoder() { return model_; }
   const Decoder& decoder() const { return model_; }
-  ParameterSet& adapters() { return adapters_; }
-  const ParameterSet& adapters() const { return adapters_; }
+  // The adapters (held by the decoder; they may be changed in place at any time).
+  ParameterSet& adapters() { return model_.adapters(); }
+  const ParameterSet& adapters() const { return model_.adapters(); }
   const Mesh& mesh() const { return model_.mesh(); }
 
-  // Rebuilds W_eff from the base copies and the adapters. Local: no communication.
-  void refresh_weights();
-  // Rebuilds W_eff if the adapters changed since it was last built (compared with a copy of
-  // the adapters W_eff was built from; adapters are small). loss() and loss_and_grad() call it,
-  // so the adapters may be changed in place (optimizer, checkpoint restore) at any time.
-  void sync_weights();
-
   LossResult loss(const TokenBatch& batch, double token_count);
+  // The optimizer step the next loss_and_grad calls belong to and its number of micro-batches:
+  // with dropout, call k of the step takes the rows of micro-batch k of every data rank's rows
+  // (as train_step splits them) for its masks.
+  void set_step(int64_t step, int64_t micro_batches);
   // adapter_grads (adapters' layout) += d loss / d adapters. Collective over the mesh.
   LossResult loss_and_grad(const TokenBatch& batch, double token_count,
                            ParameterSet& adapter_grads);
 
-  // Bytes held: the decoder's parameters, the base copies, the dense gradient buffer.
+  // Bytes held: the base parameters and the adapters.
   int64_t bytes_held() const;
 
  private:
   Decoder model_;
   LoraConfig config_;
-  ParameterSet adapters_;
-  std::vector<size_t> targets_;  // decoder parameter index of each adapted weight
-  std::vector<Tensor> base_;     // frozen W per target, this rank's box (F32 or BF16)
-  std::vector<Tensor> applied_;  // the adapter values W_eff was last built from
-  ParameterSet dense_grads_;     // the decoder's gradient buffer, reused between calls
+  uint64_t seed_ = 0;
+  int64_t step_ = 0, micro_batches_ = 1, micro_ = 0;
 };
 
 // The AdamW state of the adapters (moments shaped like the local adapter shards).
 AdamW initialize_lora_opt_state(const AdamWOptions& options, const ParameterSet& adapters);
 
 // One step: loss and adapter gradients, the global gradient norm (each element counted once),
-// AdamW on the adapters, W_eff rebuilt. `batch` is this data rank's rows of the global batch.
+// AdamW on the adapters. `batch` is this data rank's rows of the global batch.
 TrainStepResult lora_train_step(LoraModel& model, AdamW& optimizer, const TokenBatch& batch,
                                 double lr);
 
@@ -137,22 +145,27 @@ class LoraTrainable final : public Trainable {
  public:
   explicit LoraTrainable(LoraModel model) : model_(std::move(model)) {}
   LoraModel& lora() { return model_; }
-  Decoder& decoder() override;  // W_eff brought up to date with the adapters
+  Decoder& decoder() override { return model_.decoder(); }  // with the adapters set
   ParameterSet& trainable() override { return model_.adapters(); }
   std::string checkpoint_item() const override { return "lora"; }
   LossResult loss_and_grad(const TokenBatch& batch, double token_count,
                            ParameterSet& grads) override;
-  void after_update() override { model_.sync_weights(); }
+  void begin_step(int64_t step, int64_t micro_batches) override {
+    model_.set_step(step, micro_batches);
+  }
   nlohmann::json describe() const override;
 
  private:
   LoraModel model_;
 };
 
-// The model of `args` (load_train_decoder, fp32; with --bf16_model_weights the frozen base is
-// kept in bf16) with fresh adapters (init_lora_adapters, seed args.seed).
+// The model of `args` (load_train_decoder: stored in bf16 with --bf16_model_weights, never
+// widened) with fresh adapters (init_lora_adapters, seed args.seed), or with `init`'s adapters
+// (--lora_init: a PEFT folder or a train-lora step, read_lora_adapters) when given, whose rank,
+// targets and dropout must be those of `lora`.
 std::unique_ptr<LoraTrainable> make_lora_trainable(const TrainArgs& args, const LoraConfig& lora,
-                                                   const Mesh& mesh);
+                                                   const Mesh& mesh,
+                                                   const std::filesystem::path& init = {});
 
 // ---------------------------------------------------------------------------------------------
 // Checkpoints and export (item "lora" of a checkpoint step holds the adapters by the names
@@ -197,6 +210,29 @@ LoraRunInfo read_lora_run_info(const std::filesystem::path& step_dir);
 ParameterSet load_lora_merged_parameters(const std::filesystem::path& step_dir,
                                          const std::string& base_model, std::optional<double> alpha,
                                          ModelConfig* config);
+
+// A PEFT adapter folder: adapter_config.json and adapter_model.safetensors.
+bool is_peft_adapter_dir(const std::filesystem::path& dir);
+
+// The adapters of a PEFT folder for the parameters of `base` (sharded for `mesh`): this rank's
+// boxes, names base_model.model.<weight>.lora_{A,B}.weight, r, lora_alpha, lora_dropout and
+// target_modules from adapter_config.json (a list: a module whose name is an entry or ends with
+// "." + an entry; a string: a regex the whole module name matches, as PEFT does). Settings magix
+// does not implement (use_rslora, use_dora, fan_in_fan_out, bias, modules_to_save, rank or alpha
+// patterns, layers_to_transform) are errors, as are missing or mis-shaped tensors.
+LoadedLora read_peft_adapter(const std::filesystem::path& dir, const std::vector<ParamInfo>& base,
+                             const Mesh& mesh);
+
+// The adapters of `path`: a PEFT folder, or a train-lora checkpoint step (or checkpoint dir: its
+// latest step), with the settings saved with them (rank, alpha, targets, dropout); `alpha`, when
+// given, overrides the saved alpha (generate --lora_alpha).
+LoadedLora read_lora_adapters(const std::filesystem::path& path, const std::vector<ParamInfo>& base,
+                              std::optional<double> alpha, const Mesh& mesh);
+
+// read_lora_adapters merged into a decoder's weights at load (generate --lora). Returns the
+// config used.
+LoraConfig merge_lora_adapters(const std::filesystem::path& path, Decoder& model,
+                               std::optional<double> alpha = std::nullopt);
 
 // A train-lora step as a PEFT adapter folder (write_peft_adapter), base_model_name_or_path the
 // run's --model_name unless `base_model` is given.

@@ -150,6 +150,26 @@ class Decoder {
   // Full-vocabulary logits (B, T, V) of this rank's rows (for tests and scoring).
   Tensor logits(const TokenBatch& batch);
 
+  // Low-rank adapters (LoRA, magix/lora.hpp) on some of the layers' linear weights: for the
+  // weight "X.weight", "X.lora_A.weight" (r, in) and "X.lora_B.weight" (out, r), F32, sharded as
+  // lora_adapter_infos gives (A's in-dim as the weight's, B's out-dim as the weight's). Every
+  // call then computes y = W·x + scale · B·(A·x) for them, with W as stored (never merged).
+  // Replaces the adapters set before; an empty set removes them. Errors: an adapter without its
+  // weight or its pair, shapes or boxes that do not match the weight.
+  void set_adapters(ParameterSet adapters, double scale);
+  ParameterSet& adapters() { return adapters_; }
+  const ParameterSet& adapters() const { return adapters_; }
+  // Dropout on the adapters' inputs in the next loss_and_adapter_grad calls (PEFT's
+  // lora_dropout; never in loss or logits): probability p, the step's key, and the global index
+  // of this rank's first row in the step's batch (data ranks hold consecutive rows). The mask of
+  // an input element is a pure function of (key, layer, adapted layer, global token, global
+  // feature): the same on every mesh (Backend::dropout, docs/lora.md).
+  void set_adapter_dropout(double p, uint64_t key, int64_t first_row);
+  // The parameters frozen: adapter_grads (the adapters' layout) += d loss / d adapters, and no
+  // parameter gradient is computed at all (no dW GEMM, no gradient collective, no buffer).
+  LossResult loss_and_adapter_grad(const TokenBatch& batch, double token_count,
+                                   ParameterSet& adapter_grads);
+
  private:
   friend class DecoderStep;
   struct State;
@@ -157,6 +177,11 @@ class Decoder {
   const Mesh* mesh_;
   ParameterSet params_;
   DecoderOptions options_;
+  ParameterSet adapters_;
+  double adapter_scale_ = 1;
+  double dropout_p_ = 0;
+  uint64_t dropout_key_ = 0;
+  int64_t dropout_first_row_ = 0;
   std::unique_ptr<State> state_;
 };
 

@@ -38,6 +38,9 @@ class Trainable {
                                    ParameterSet& grads) = 0;
   // Called after every applied update (e.g. to refresh cached merged weights).
   virtual void after_update() {}
+  // Called by run_training before each optimizer step (`step` updates done before it) with its
+  // number of micro-batches (e.g. to key LoRA's dropout masks).
+  virtual void begin_step(int64_t /*step*/, int64_t /*micro_batches*/) {}
   // Saved in the trainer state under "trainable" and compared on resume (e.g. LoRA rank and
   // alpha); a mismatch is reported with both values.
   virtual nlohmann::json describe() const { return nlohmann::json::object(); }

@@ -59,6 +59,16 @@ class Backend {
   virtual void copy(Tensor& dst, const Tensor& src) const = 0;
   // dst (F32) += src (F32), same number of elements.
   virtual void add(Tensor& dst, const Tensor& src) const = 0;
+  // x (F32) *= s, element by element (one fp32 multiplication each).
+  virtual void scale(Tensor& x, float s) const = 0;
+  // Dropout with a counter-based mask (LoRA's adapter input): out (N, C) F32 = inp (N, C; F32 or
+  // BF16) · keep / (1 - p), where element (n, j) is kept iff
+  //   splitmix64(key ^ splitmix64((row0 + n) · cols + col0 + j)) >> 40  >=  round(p · 2^24),
+  // a pure function of the element's global index (every rank draws its own box; applying it
+  // again with the same arguments applies the same mask, as the backward pass needs). out may
+  // alias inp when both are F32. 0 <= p < 1.
+  virtual void dropout(Tensor& out, const Tensor& inp, uint64_t key, int64_t row0, int64_t col0,
+                       int64_t cols, float p) const = 0;
 
   // ---- linear layers (torch layout: weight (OC, C)) ------------------------------------------
   // out (N, OC) = inp (N, C) · weightᵀ + bias (OC, F32; may be null). inp and weight both F32

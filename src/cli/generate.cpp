@@ -73,9 +73,12 @@ void add_generate_command(CLI::App& app) {
                   "data and model axis sizes, one may be -1 (run under mpirun for more than one)")
       ->expected(2)
       ->capture_default_str();
-  cmd->add_option(flag("lora"), a->lora, "LoRA adapters to merge before generating");
-  cmd->add_option(flag("lora_alpha"), a->lora_alpha, "LoRA scaling numerator (alpha / rank)")
-      ->capture_default_str();
+  cmd->add_option(flag("lora"), a->lora,
+                  "LoRA adapters to merge before generating: a train-lora checkpoint step (or "
+                  "checkpoint dir) or a PEFT adapter folder");
+  cmd->add_option(flag("lora_alpha"), a->lora_alpha,
+                  "overrides the alpha saved with the adapters (scale = alpha / rank; default: "
+                  "the saved alpha)");
   cmd->add_flag(flag("bf16"), a->bf16,
                 "bf16 mixed precision: weights kept and streamed in bf16, prefill products in "
                 "bf16 with fp32 accumulation (docs/generation.md)");

@@ -11,12 +11,12 @@
 namespace magix::cli {
 namespace {
 
-void run_train_lora(const TrainArgs& a, const LoraConfig& lora) {
+void run_train_lora(const TrainArgs& a, const LoraConfig& lora, const std::string& init) {
   validate_train_args(a);
   check_train_paths(a);
   if (!a.model_cache_dir.empty()) setenv("HF_HUB_CACHE", a.model_cache_dir.c_str(), 1);
   Mesh mesh = create_device_mesh(a.mesh_shape);
-  std::unique_ptr<LoraTrainable> model = make_lora_trainable(a, lora, mesh);
+  std::unique_ptr<LoraTrainable> model = make_lora_trainable(a, lora, mesh, init);
   if (mesh.world_rank() == 0) {
     int64_t n = 0;
     for (const ParamInfo& p : model->trainable().infos()) n += shape_numel(p.global_shape);
@@ -42,7 +42,14 @@ void add_train_lora_command(CLI::App& app) {
                   "regex searched in parameter names: the 2-D weights that get adapters "
                   "(default: q, k, v, o, gate, up, down of every layer)")
       ->capture_default_str();
-  cmd->callback([args, lora] { run_train_lora(*args, *lora); });
+  cmd->add_option(flag("lora_dropout"), lora->dropout,
+                  "dropout on the adapters' input (PEFT's lora_dropout; saved with the adapters)")
+      ->capture_default_str();
+  auto init = std::make_shared<std::string>();
+  cmd->add_option(flag("lora_init"), *init,
+                  "start from these adapters: a PEFT adapter folder or a train-lora checkpoint "
+                  "step (their rank and targets must match --lora_rank and --lora_targets)");
+  cmd->callback([args, lora, init] { run_train_lora(*args, *lora, *init); });
 }
 
 }  // namespace magix::cli

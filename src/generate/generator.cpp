@@ -92,6 +92,9 @@ struct Generator::Impl {
 };
 
 void Generator::Impl::load(const Decoder& d) {
+  MAGIX_CHECK(d.adapters().size() == 0,
+              "the generator runs plain weights: merge the LoRA adapters into them first "
+              "(merge_lora)");
   c = d.config();
   mesh = &d.mesh();
   compute = d.options().compute_dtype;

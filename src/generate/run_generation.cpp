@@ -34,8 +34,9 @@ Decoder load_model(const GenerateArgs& a, const Mesh& mesh) {
   Decoder model = is_checkpoint_step(a.model_name_or_path)
                       ? load_checkpoint_decoder(a.model_name_or_path, mesh, options)
                       : load_decoder(a.model_name_or_path, mesh, options);
-  // --lora: a train-lora step's adapters merged into the weights (each rank its boxes).
-  if (!a.lora.empty()) merge_lora_checkpoint(resolve_lora_step(a.lora), model, a.lora_alpha);
+  // --lora: a train-lora step's or a PEFT folder's adapters merged into the weights (each rank
+  // its boxes), with their saved alpha unless --lora_alpha overrides it.
+  if (!a.lora.empty()) merge_lora_adapters(a.lora, model, a.lora_alpha);
   const ModelConfig& c = model.config();
   MAGIX_CHECK(a.model_type.empty() || a.model_type == family_name(c.family),
               "--model_type {} does not match the model's config.json (model_type {})",

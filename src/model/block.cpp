@@ -3,6 +3,7 @@
 #include <span>
 
 #include "magix/error.hpp"
+#include "magix/hash.hpp"
 
 namespace magix::model {
 namespace {
@@ -52,6 +53,83 @@ void linear_backward(Tensor* dinp, Tensor& gw, Tensor& gb, const Tensor& dout,
   ctx.ops->matmul_backward(dinp, optional(gw), nullptr, dout_in, inp, w);
 }
 
+// out = dropout(t) with adapter p's mask (the same mask for its input and its input gradient).
+void dropout_like_input(Tensor& out, const Tensor& t, LayerParam p, const BlockAdapters& lora,
+                        const BlockContext& ctx) {
+  ctx.ops->dropout(out, t, splitmix64(lora.dropout_key ^ splitmix64(static_cast<uint64_t>(p))),
+                   lora.dropout_row0, lora.col0[p], lora.cols[p], lora.dropout);
+}
+
+// `t` as F32: itself, or a widened (exact) copy.
+Tensor as_f32(const Tensor& t, const BlockContext& ctx) {
+  if (t.dtype() == DType::kF32) return t;
+  Tensor out = ctx.ops->empty(t.shape(), DType::kF32);
+  ctx.ops->copy(out, t);
+  return out;
+}
+
+// The adapter's input: x as F32, with the dropout mask applied when training with dropout.
+Tensor adapter_input(const Tensor& x, LayerParam p, const BlockAdapters& lora,
+                     const BlockContext& ctx) {
+  if (lora.dropout <= 0) return as_f32(x, ctx);
+  Tensor out = ctx.ops->empty(x.shape(), DType::kF32);
+  dropout_like_input(out, x, p, lora, ctx);
+  return out;
+}
+
+bool adapted(const BlockAdapters* lora, LayerParam p) {
+  return lora && lora->a[p].defined();
+}
+
+// Linear layer p's forward, plus scale · B·(A·x) when it has an adapter (u = scale · A·x saved
+// for the backward pass). With a BF16 output the base GEMM's fp32 result gets the adapter's
+// term before its one rounding.
+void adapted_forward(Tensor& out, const Tensor& inp, const Tensor& w, const Tensor& bias,
+                     LayerParam p, BlockActs& acts, const BlockDims& d, const BlockContext& ctx,
+                     const BlockAdapters* lora) {
+  if (!adapted(lora, p)) {
+    linear_forward(out, inp, w, bias, d, ctx);
+    return;
+  }
+  MAGIX_CHECK(!d.decode, "LoRA adapters cannot run in a decode call (merge them: merge_lora)");
+  const Backend& ops = *ctx.ops;
+  const Tensor& a = lora->a[p];
+  const Tensor& b = lora->b[p];
+  const int64_t N = d.N(), r = a.dim(0), O = b.dim(0);
+  Tensor& u = acts.lora_u[p];  // (N, r)
+  if (!u.defined() || u.shape() != Shape{N, r}) u = ops.empty({N, r}, DType::kF32);
+  ops.matmul_forward(u, adapter_input(inp, p, *lora, ctx), a, nullptr);
+  ops.scale(u, lora->scale);
+  Tensor y = out.dtype() == DType::kF32 ? out : ops.empty({N, O}, DType::kF32);
+  ops.matmul_forward(y, inp, w, optional(bias));
+  Tensor lo = ops.empty({N, O}, DType::kF32);
+  ops.matmul_forward(lo, u, b, nullptr);
+  ops.add(y, lo);
+  if (out.dtype() != DType::kF32) ops.copy(out, y);
+}
+
+// The adapter's part of linear layer p's backward (after the base weight's): g = scale · dout·B,
+// dinp (F32) += g·A, da += gᵀ·x, db += doutᵀ·u. dout and inp of any dtype (widened).
+void adapter_backward(Tensor& dinp, const Tensor& dout, const Tensor& inp, LayerParam p,
+                      const BlockActs& acts, const BlockContext& ctx, BlockAdapters* lora) {
+  if (!adapted(lora, p)) return;
+  const Backend& ops = *ctx.ops;
+  const Tensor& u = acts.lora_u[p];
+  Tensor g = ops.zeros(u.shape(), DType::kF32);  // (N, r)
+  ops.matmul_backward(&g, optional(lora->db[p]), nullptr, as_f32(dout, ctx), u, lora->b[p]);
+  ops.scale(g, lora->scale);
+  if (lora->dropout <= 0) {
+    ops.matmul_backward(&dinp, optional(lora->da[p]), nullptr, g, as_f32(inp, ctx), lora->a[p]);
+    return;
+  }
+  // x went through dropout before A: dA takes the dropped x, and dx the masked g·A.
+  Tensor dxa = ops.zeros(inp.shape(), DType::kF32);
+  ops.matmul_backward(&dxa, optional(lora->da[p]), nullptr, g, adapter_input(inp, p, *lora, ctx),
+                      lora->a[p]);
+  dropout_like_input(dxa, dxa, p, *lora, ctx);
+  ops.add(dinp, dxa);
+}
+
 Tensor heads(const Tensor& t, int64_t B, int64_t T, int64_t H, int64_t D) {
   return t.reshape({B, T, H, D});
 }
@@ -70,6 +148,13 @@ void write_cache(Tensor& cache, const Tensor& x, const BlockDims& d, int64_t slo
 }
 
 }  // namespace
+
+bool BlockAdapters::any() const {
+  for (const Tensor& t : a) {
+    if (t.defined()) return true;
+  }
+  return false;
+}
 
 BlockActs BlockActs::allocate(const BlockDims& d, const Backend& ops) {
   const int64_t N = d.N();
@@ -114,15 +199,16 @@ BlockScratch BlockScratch::allocate(const BlockDims& d, const Backend& ops) {
 }
 
 void block_forward(Tensor& out, const Tensor& inp, const BlockWeights& w, BlockActs& a,
-                   const BlockDims& d, const BlockContext& ctx, KvCache* cache) {
+                   const BlockDims& d, const BlockContext& ctx, KvCache* cache,
+                   const BlockAdapters* lora) {
   const Backend& ops = *ctx.ops;
   MAGIX_CHECK(!d.decode || (cache && d.T == 1),
               "a decode call takes one token per row and a cache");
   // attention: ln1 -> q, k, v -> rope -> attention -> o_proj (+ all-reduce) -> residual
   ops.rmsnorm_forward(a.ln1, a.rstd1, inp, w[kLn1], d.eps, d.norm_offset);
-  linear_forward(a.q, a.ln1, w[kWq], w[kBq], d, ctx);
-  linear_forward(a.k, a.ln1, w[kWk], w[kBk], d, ctx);
-  linear_forward(a.v, a.ln1, w[kWv], w[kBv], d, ctx);
+  adapted_forward(a.q, a.ln1, w[kWq], w[kBq], kWq, a, d, ctx, lora);
+  adapted_forward(a.k, a.ln1, w[kWk], w[kBk], kWk, a, d, ctx, lora);
+  adapted_forward(a.v, a.ln1, w[kWv], w[kBv], kWv, a, d, ctx, lora);
   ops.rope_forward(a.q, *ctx.rope);
   ops.rope_forward(a.k, *ctx.rope);
   if (cache) {
@@ -141,22 +227,22 @@ void block_forward(Tensor& out, const Tensor& inp, const BlockWeights& w, BlockA
                           d.attn_scale, mask);
   }
   // o_proj output goes to `out` first (a free (N, C) buffer), then res2 = inp + out + bo.
-  linear_forward(out, a.att, w[kWo], Tensor(), d, ctx);
+  adapted_forward(out, a.att, w[kWo], Tensor(), kWo, a, d, ctx, lora);
   all_reduce_model(out, ctx);
   ops.residual_forward(a.res2, inp, out, optional(w[kBo]));
   // MLP: ln2 -> gate, up -> act(gate) * up -> down_proj (+ all-reduce) -> residual
   ops.rmsnorm_forward(a.ln2, a.rstd2, a.res2, w[kLn2], d.eps, d.norm_offset);
-  linear_forward(a.gate, a.ln2, w[kWg], w[kBg], d, ctx);
-  linear_forward(a.up, a.ln2, w[kWu], w[kBu], d, ctx);
+  adapted_forward(a.gate, a.ln2, w[kWg], w[kBg], kWg, a, d, ctx, lora);
+  adapted_forward(a.up, a.ln2, w[kWu], w[kBu], kWu, a, d, ctx, lora);
   ops.glu_forward(a.h, a.gate, a.up, d.act);
-  linear_forward(out, a.h, w[kWd], Tensor(), d, ctx);
+  adapted_forward(out, a.h, w[kWd], Tensor(), kWd, a, d, ctx, lora);
   all_reduce_model(out, ctx);
   ops.residual_forward(out, a.res2, out, optional(w[kBd]));
 }
 
 void block_backward(Tensor& dx, const Tensor& inp, const BlockWeights& w, BlockGrads& g,
                     const BlockActs& a, BlockScratch& s, const BlockDims& d,
-                    const BlockContext& ctx) {
+                    const BlockContext& ctx, BlockAdapters* lora) {
   const Backend& ops = *ctx.ops;
   MAGIX_CHECK(!d.decode, "no backward pass through a decode call");
   // MLP. dx = d out = d res2 (residual path) and d down_proj output.
@@ -164,10 +250,13 @@ void block_backward(Tensor& dx, const Tensor& inp, const BlockWeights& w, BlockG
   const Tensor& dx_mlp = gemm_input(dx, s.dx_in, ctx);
   ops.fill_zero(s.dh);
   ops.matmul_backward(&s.dh, optional(g[kWd]), nullptr, dx_mlp, a.h, w[kWd]);
+  adapter_backward(s.dh, dx, a.h, kWd, a, ctx, lora);
   ops.glu_backward(s.dgate, s.dup, s.dh, a.gate, a.up, d.act);
   ops.fill_zero(s.dln);
   ops.matmul_backward(&s.dln, optional(g[kWg]), optional(g[kBg]), s.dgate, a.ln2, w[kWg]);
   ops.matmul_backward(&s.dln, optional(g[kWu]), optional(g[kBu]), s.dup, a.ln2, w[kWu]);
+  adapter_backward(s.dln, s.dgate, a.ln2, kWg, a, ctx, lora);
+  adapter_backward(s.dln, s.dup, a.ln2, kWu, a, ctx, lora);
   all_reduce_model(s.dln, ctx);  // column-parallel inputs: sum over model ranks
   ops.rmsnorm_backward(dx, optional(g[kLn2]), s.dln, a.res2, w[kLn2], a.rstd2, d.norm_offset);
   // Attention. dx = d res2 = d inp (residual path) and d o_proj output.
@@ -175,6 +264,7 @@ void block_backward(Tensor& dx, const Tensor& inp, const BlockWeights& w, BlockG
   const Tensor& dx_att = gemm_input(dx, s.dx_in, ctx);
   ops.fill_zero(s.datt);
   ops.matmul_backward(&s.datt, optional(g[kWo]), nullptr, dx_att, a.att, w[kWo]);
+  adapter_backward(s.datt, dx, a.att, kWo, a, ctx, lora);
   ops.fill_zero(s.dq);
   ops.fill_zero(s.dk);
   ops.fill_zero(s.dv);
@@ -191,6 +281,9 @@ void block_backward(Tensor& dx, const Tensor& inp, const BlockWeights& w, BlockG
   linear_backward(&s.dln, g[kWq], g[kBq], s.dq, gemm_input(s.dq, s.dq_in, ctx), a.ln1, w[kWq], ctx);
   linear_backward(&s.dln, g[kWk], g[kBk], s.dk, gemm_input(s.dk, s.dk_in, ctx), a.ln1, w[kWk], ctx);
   linear_backward(&s.dln, g[kWv], g[kBv], s.dv, gemm_input(s.dv, s.dv_in, ctx), a.ln1, w[kWv], ctx);
+  adapter_backward(s.dln, s.dq, a.ln1, kWq, a, ctx, lora);
+  adapter_backward(s.dln, s.dk, a.ln1, kWk, a, ctx, lora);
+  adapter_backward(s.dln, s.dv, a.ln1, kWv, a, ctx, lora);
   all_reduce_model(s.dln, ctx);
   ops.rmsnorm_backward(dx, optional(g[kLn1]), s.dln, inp, w[kLn1], a.rstd1, d.norm_offset);
 }

@@ -8,6 +8,13 @@
 // activations that feed GEMMs (normed inputs, q, k, v, the attention output, gate, up, their
 // product) are kept in bf16.
 //
+// Low-rank adapters (LoRA): an adapted linear layer computes y = W·x + scale · B·(A·x) with the
+// weight W as given (never merged); its backward adds scale · Aᵀ·(Bᵀ·dy) to dx and accumulates
+// dA = scale · (Bᵀ·dy)ᵀ·x, dB = scale · dyᵀ·(A·x). The adapters' arithmetic is fp32 (bf16
+// inputs are widened). On a row-parallel layer (x sharded over model) A's columns are the
+// rank's slice of x, so scale · B·(A_m·x_m) is one more partial sum that the all-reduce after
+// the layer adds up; dB is then partial too and the caller sums it over model.
+//
 // With a KV cache (generation) the block writes its keys and values into the cache; a decode
 // call (one new token per row, slot > 0) attends against the whole cache and runs its linear
 // layers row by row (matmul_decode, fp32 activations).
@@ -63,6 +70,22 @@ using BlockWeights = std::array<Tensor, kNumLayerParams>;
 // Their F32 gradients, same layout; accumulated (+=).
 using BlockGrads = std::array<Tensor, kNumLayerParams>;
 
+// A layer's low-rank adapters as used (gathered over data like their weights; F32), indexed by
+// LayerParam: a (r, in), b (out, r); undefined where the linear layer has none. da, db: their F32
+// gradients (+=), undefined where none is wanted.
+struct BlockAdapters {
+  std::array<Tensor, kNumLayerParams> a, b, da, db;
+  float scale = 1;
+  // Dropout on each adapter's input (training): Backend::dropout with key
+  // splitmix64(dropout_key ^ splitmix64(LayerParam)), rows from dropout_row0 (the global index
+  // of this call's first token) and the layer's input columns [col0, col0 + local) of cols.
+  float dropout = 0;
+  uint64_t dropout_key = 0;
+  int64_t dropout_row0 = 0;
+  std::array<int64_t, kNumLayerParams> col0{}, cols{};
+  bool any() const;
+};
+
 // What the backward pass needs of one block's forward pass (the input is kept by the caller).
 struct BlockActs {
   Tensor ln1, rstd1;   // (N, C) gemm dtype, (N)
@@ -71,6 +94,7 @@ struct BlockActs {
   Tensor res2;         // (N, C) input + attention output
   Tensor ln2, rstd2;   // (N, C) gemm dtype, (N)
   Tensor gate, up, h;  // (N, I) each, gemm dtype; h = act(gate) * up
+  std::array<Tensor, kNumLayerParams> lora_u;  // (N, r) F32: scale · A·x of each adapted layer
   static BlockActs allocate(const BlockDims& d, const Backend& ops);
 };
 
@@ -87,13 +111,16 @@ struct BlockScratch {
 };
 
 // out (N, C) = block(inp (N, C)); fills acts. With a cache, writes the layer's keys and values
-// into it (and a decode call attends against it).
+// into it (and a decode call attends against it). `lora`: the layer's adapters (not in decode
+// calls), or null.
 void block_forward(Tensor& out, const Tensor& inp, const BlockWeights& w, BlockActs& acts,
-                   const BlockDims& d, const BlockContext& ctx, KvCache* cache = nullptr);
+                   const BlockDims& d, const BlockContext& ctx, KvCache* cache = nullptr,
+                   const BlockAdapters* lora = nullptr);
 
-// dx (N, C) holds d loss / d out on entry and d loss / d inp on exit.
+// dx (N, C) holds d loss / d out on entry and d loss / d inp on exit. Undefined gradients in `g`
+// (frozen parameters) are not computed. `lora`: the adapters the forward pass used, or null.
 void block_backward(Tensor& dx, const Tensor& inp, const BlockWeights& w, BlockGrads& g,
                     const BlockActs& acts, BlockScratch& s, const BlockDims& d,
-                    const BlockContext& ctx);
+                    const BlockContext& ctx, BlockAdapters* lora = nullptr);
 
 }  // namespace magix::model

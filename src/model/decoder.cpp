@@ -11,6 +11,7 @@
 #include "backends/backend.hpp"
 #include "block.hpp"
 #include "magix/error.hpp"
+#include "magix/hash.hpp"
 #include "magix/model.hpp"
 #include "model/layout.hpp"
 #include "shard/param_stream.hpp"
@@ -76,6 +77,10 @@ struct Decoder::State {
   // The batch as backend tensors: (N) I32 each; segments undefined without packing; the rope
   // table (N, D) of its positions.
   Tensor ids, targets, positions, key_valid, segments, rope;
+  // LoRA (set_adapters): per parameter, the index of its lora_A in the adapters (its lora_B
+  // follows), or kNoParam; the adapters' stream (B of a k/v weight per KV head like the weight).
+  std::vector<int> lora_a;
+  ParamStream lora_stream;
 };
 
 Decoder::Decoder(ModelConfig config, const Mesh& mesh, ParameterSet params, DecoderOptions options)
@@ -101,6 +106,69 @@ void Decoder::set_options(const DecoderOptions& options) {
   options_ = options;
 }
 
+void Decoder::set_adapters(ParameterSet adapters, double scale) {
+  State& s = *state_;
+  std::vector<int> lora_a(params_.size(), kNoParam);
+  std::vector<char> kv_rows(adapters.size(), 0);
+  const std::string a_suffix = ".lora_A.weight";
+  MAGIX_CHECK(adapters.size() % 2 == 0, "LoRA adapters: {} tensors, expected pairs (A, B)",
+              adapters.size());
+  for (size_t k = 0; k < adapters.size(); k += 2) {
+    const ParamInfo& a = adapters.info(k);
+    const ParamInfo& b = adapters.info(k + 1);
+    MAGIX_CHECK(a.name.size() > a_suffix.size() && a.name.ends_with(a_suffix),
+                "LoRA adapter {} ('{}') is not a lora_A", k, a.name);
+    const std::string stem = a.name.substr(0, a.name.size() - a_suffix.size());
+    MAGIX_CHECK(b.name == stem + ".lora_B.weight",
+                "LoRA adapter '{}.lora_B.weight' must follow '{}'", stem, a.name);
+    const std::optional<size_t> wi = params_.find(stem + ".weight");
+    MAGIX_CHECK(wi.has_value(), "LoRA adapter '{}' has no weight '{}.weight' in the model", a.name,
+                stem);
+    bool linear = false;
+    for (const auto& idx : s.layout.layers) {
+      for (int p = 0; p < model::kNumLayerParams; ++p) {
+        linear = linear || (idx[p] == static_cast<int>(*wi) &&
+                            model::is_linear_weight(static_cast<model::LayerParam>(p)));
+      }
+    }
+    MAGIX_CHECK(linear, "LoRA adapter '{}': '{}.weight' is not a linear weight of a layer", a.name,
+                stem);
+    const ParamInfo& w = params_.info(*wi);
+    MAGIX_CHECK(
+        a.global_shape.size() == 2 && b.global_shape.size() == 2 &&
+            a.global_shape[1] == w.global_shape[1] && b.global_shape[0] == w.global_shape[0] &&
+            a.global_shape[0] == b.global_shape[1],
+        "LoRA adapters of '{}' {}: lora_A {} and lora_B {} must be [r, in] and [out, r]", w.name,
+        shape_str(w.global_shape), shape_str(a.global_shape), shape_str(b.global_shape));
+    MAGIX_CHECK(a.spec.axis(1) == w.spec.axis(1) && !a.spec.axis(0) &&
+                    b.spec.axis(0) == w.spec.axis(0) && !b.spec.axis(1) &&
+                    a.box_extent[1] == w.box_extent[1] && a.box_start[1] == w.box_start[1] &&
+                    b.box_extent[0] == w.box_extent[0] && b.box_start[0] == w.box_start[0] &&
+                    a.box_extent[0] == a.global_shape[0] && b.box_extent[1] == b.global_shape[1],
+                "LoRA adapters of '{}' are not sharded like the weight (its box {} at {})", w.name,
+                shape_str(w.box_extent), shape_str(w.box_start));
+    MAGIX_CHECK(
+        adapters.tensor(k).dtype() == DType::kF32 && adapters.tensor(k + 1).dtype() == DType::kF32,
+        "LoRA adapters of '{}' must be F32", w.name);
+    MAGIX_CHECK(lora_a[*wi] == kNoParam, "two LoRA adapters for '{}'", w.name);
+    lora_a[*wi] = static_cast<int>(k);
+    kv_rows[k + 1] = s.layout.kv_rows[*wi];  // B's rows are the weight's rows
+  }
+  MAGIX_CHECK(std::isfinite(scale), "LoRA scale must be finite (got {})", scale);
+  adapters_ = std::move(adapters);
+  adapter_scale_ = scale;
+  s.lora_a = std::move(lora_a);
+  s.lora_stream = ParamStream(*mesh_, *s.ops, std::move(kv_rows), s.layout.kv);
+}
+
+void Decoder::set_adapter_dropout(double p, uint64_t key, int64_t first_row) {
+  MAGIX_CHECK(p >= 0 && p < 1, "LoRA dropout must be in [0, 1), got {}", p);
+  MAGIX_CHECK(first_row >= 0, "LoRA dropout: first row {} < 0", first_row);
+  dropout_p_ = p;
+  dropout_key_ = key;
+  dropout_first_row_ = first_row;
+}
+
 Decoder::~Decoder() = default;
 Decoder::Decoder(Decoder&&) noexcept = default;
 Decoder& Decoder::operator=(Decoder&&) noexcept = default;
@@ -109,10 +177,13 @@ Decoder& Decoder::operator=(Decoder&&) noexcept = default;
 class DecoderStep {
  public:
   DecoderStep(const ModelConfig& c, const Mesh& mesh, ParameterSet& params,
-              const DecoderOptions& opt, Decoder::State& s, const TokenBatch& b, bool grad)
+              const ParameterSet& adapters, float adapter_scale, const DecoderOptions& opt,
+              Decoder::State& s, const TokenBatch& b, bool grad)
       : c_(c),
         mesh_(mesh),
         params_(params),
+        adapters_(adapters),
+        adapter_scale_(adapter_scale),
         opt_(opt),
         s_(s),
         L_(s.layout),
@@ -135,7 +206,9 @@ class DecoderStep {
     const model::BlockContext ctx = context();
     for (int l = 0; l < c_.num_layers; ++l) {
       const model::BlockWeights w = layer_weights(l);
-      model::block_forward(s_.x[l + 1], s_.x[l], w, acts(l), dims(l), ctx);
+      const model::BlockAdapters lora = layer_adapters(l);
+      model::block_forward(s_.x[l + 1], s_.x[l], w, acts(l), dims(l), ctx, nullptr,
+                           lora.any() ? &lora : nullptr);
     }
     const Tensor norm = materialize(L_.norm, DType::kF32);
     ops_.rmsnorm_forward(s_.xf, s_.rstd_f, s_.x[c_.num_layers], norm, c_.rms_norm_eps,
@@ -160,7 +233,7 @@ class DecoderStep {
     const Tensor w = materialize(L_.head, s_.compute);
     if (grad_) {
       ops_.fill_zero(s_.dxf);
-      head_grad_ = s_.stream.open_grad(*grads_, static_cast<size_t>(L_.head));
+      if (grads_) head_grad_ = s_.stream.open_grad(*grads_, static_cast<size_t>(L_.head));
     }
     for (int64_t r0 = 0; r0 < N; r0 += R) {
       const int64_t rows = std::min(R, N - r0);
@@ -184,9 +257,9 @@ class DecoderStep {
       if (!grad_) continue;
       ops_.cross_entropy_backward(lg, lg, mx, sumexp, tgt, dl, L_.v0);
       Tensor dxf = s_.dxf.rows(r0, rows);
-      ops_.matmul_backward(&dxf, &head_grad_, nullptr, lg, xf, w);
+      ops_.matmul_backward(&dxf, grads_ ? &head_grad_ : nullptr, nullptr, lg, xf, w);
     }
-    if (grad_ && L_.head != L_.embed) close_grad(L_.head, head_grad_);
+    if (grad_ && grads_ && L_.head != L_.embed) close_grad(L_.head, head_grad_);
     for (double v : res.nll_per_row) res.nll_sum += v;
     all_reduce_double(res.nll_sum);
     res.loss = res.nll_sum / token_count;
@@ -199,23 +272,28 @@ class DecoderStep {
     ops_.fill_zero(s_.dx);
     {
       const Tensor norm = materialize(L_.norm, DType::kF32);
-      Tensor g = s_.stream.open_grad(*grads_, static_cast<size_t>(L_.norm));
-      ops_.rmsnorm_backward(s_.dx, &g, s_.dxf, s_.x[c_.num_layers], norm, s_.rstd_f,
-                            c_.norm_offset);
-      close_grad(L_.norm, g);
+      Tensor g = grads_ ? s_.stream.open_grad(*grads_, static_cast<size_t>(L_.norm)) : Tensor();
+      ops_.rmsnorm_backward(s_.dx, grads_ ? &g : nullptr, s_.dxf, s_.x[c_.num_layers], norm,
+                            s_.rstd_f, c_.norm_offset);
+      if (grads_) close_grad(L_.norm, g);
     }
     const model::BlockContext ctx = context();
     for (int l = static_cast<int>(c_.num_layers) - 1; l >= 0; --l) {
       const model::BlockDims d = dims(l);
       // The layer's weights again (gathered anew: ZeRO-3 keeps none between its uses).
       const model::BlockWeights w = layer_weights(l);
+      model::BlockAdapters lora = layer_adapters(l);
+      model::BlockAdapters* lp = lora.any() ? &lora : nullptr;
       model::BlockGrads g = open_layer_grads(l);
+      open_adapter_grads(l, lora);
       if (!s_.acts_per_layer) {  // recompute this block's activations from its input
-        model::block_forward(s_.tmp, s_.x[l], w, acts(l), d, ctx);
+        model::block_forward(s_.tmp, s_.x[l], w, acts(l), d, ctx, nullptr, lp);
       }
-      model::block_backward(s_.dx, s_.x[l], w, g, acts(l), s_.scratch, d, ctx);
+      model::block_backward(s_.dx, s_.x[l], w, g, acts(l), s_.scratch, d, ctx, lp);
       close_layer_grads(l, g);
+      close_adapter_grads(l, lora);
     }
+    if (!grads_) return;  // frozen: the embedding gets no gradient
     // As torch's nn.Embedding(padding_idx=pad_token_id): the pad row gets no gradient from the
     // lookup (id -1 lies outside every shard).
     std::vector<int32_t> ids = b_.input_ids;
@@ -237,6 +315,29 @@ class DecoderStep {
     Tensor full({N, V * M});
     model::gather_along_dim(mesh_.model(), local, 1, full);
     return full.reshape({b_.batch, b_.seq, V * M});
+  }
+
+  // Dropout on the adapters' inputs (Decoder::set_adapter_dropout).
+  void set_dropout(double p, uint64_t key, int64_t first_row) {
+    dropout_p_ = p;
+    dropout_key_ = key;
+    dropout_row0_ = first_row * b_.seq;  // the global index of this call's first token
+  }
+
+  // Adapter gradients of this step go to `grads` (+=; the adapters' layout).
+  void bind_adapter_grads(ParameterSet& grads) {
+    MAGIX_CHECK(grads.size() == adapters_.size(),
+                "adapter gradient set has {} tensors, the "
+                "adapters {}",
+                grads.size(), adapters_.size());
+    for (size_t i = 0; i < adapters_.size(); ++i) {
+      MAGIX_CHECK(grads.tensor(i).shape() == adapters_.tensor(i).shape() &&
+                      grads.tensor(i).dtype() == DType::kF32,
+                  "gradient of '{}' is {} {}, the adapter {} (gradients are F32)",
+                  adapters_.info(i).name, dtype_name(grads.tensor(i).dtype()),
+                  shape_str(grads.tensor(i).shape()), shape_str(adapters_.tensor(i).shape()));
+    }
+    adapter_grads_ = &grads;
   }
 
   // Gradients of this step go to `grads` (+=), one layer at a time during backward().
@@ -333,8 +434,91 @@ class DecoderStep {
     return w;
   }
 
+  // Layer l's adapters as used (gathered over data, a KV head's rows of B), F32.
+  model::BlockAdapters layer_adapters(int l) const {
+    model::BlockAdapters lora;
+    lora.scale = adapter_scale_;
+    if (adapters_.size() == 0) return lora;
+    const auto& idx = L_.layers[static_cast<size_t>(l)];
+    for (int p = 0; p < model::kNumLayerParams; ++p) {
+      if (idx[p] == kNoParam || s_.lora_a[static_cast<size_t>(idx[p])] == kNoParam) continue;
+      const auto k = static_cast<size_t>(s_.lora_a[static_cast<size_t>(idx[p])]);
+      lora.a[p] = s_.lora_stream.gather(adapters_, k, DType::kF32);
+      lora.b[p] = s_.lora_stream.gather(adapters_, k + 1, DType::kF32);
+      // The layer input's global columns: the rank's slice where A's in-dim is split over model
+      // (row-parallel layers), else whole (gathered over data).
+      const ParamInfo& ai = adapters_.info(k);
+      lora.cols[p] = ai.global_shape[1];
+      lora.col0[p] = ai.spec.axis(1) == "model" ? ai.box_start[1] : 0;
+    }
+    if (dropout_p_ > 0) {
+      lora.dropout = static_cast<float>(dropout_p_);
+      lora.dropout_key = splitmix64(dropout_key_ ^ splitmix64(static_cast<uint64_t>(l)));
+      lora.dropout_row0 = dropout_row0_;
+    }
+    return lora;
+  }
+
+  // Whether adapter k's gradient is a partial sum over the model axis: A of a weight whose
+  // out-dim is split over model (each rank's rows of dy), B of one whose in-dim is (each rank's
+  // columns of x in A·x).
+  bool adapter_grad_sums_over_model(size_t k) const {
+    if (mesh_.model_size() == 1) return false;
+    const ParamInfo& w = params_.info(weight_of_adapter(k));
+    return w.spec.axis(k % 2 == 0 ? 0 : 1) == "model";
+  }
+
+  size_t weight_of_adapter(size_t k) const {
+    const size_t a = k - k % 2;
+    for (size_t i = 0; i < s_.lora_a.size(); ++i) {
+      if (s_.lora_a[i] == static_cast<int>(a)) return i;
+    }
+    MAGIX_FAIL("LoRA adapter {} has no weight", k);
+  }
+
+  Tensor open_adapter_grad(size_t k) const {
+    if (!adapter_grad_sums_over_model(k)) return s_.lora_stream.open_grad(*adapter_grads_, k);
+    return ops_.zeros(s_.lora_stream.used_shape(*adapter_grads_, k), DType::kF32);
+  }
+
+  void open_adapter_grads(int l, model::BlockAdapters& lora) {
+    if (!adapter_grads_) return;
+    const auto& idx = L_.layers[static_cast<size_t>(l)];
+    for (int p = 0; p < model::kNumLayerParams; ++p) {
+      if (!lora.a[p].defined()) continue;
+      const auto k = static_cast<size_t>(s_.lora_a[static_cast<size_t>(idx[p])]);
+      lora.da[p] = open_adapter_grad(k);
+      lora.db[p] = open_adapter_grad(k + 1);
+    }
+  }
+
+  // Adapter gradients to their shards: summed over model where partial (see above), then as
+  // any parameter's (ParamStream::close_grad: over data, KV head rows).
+  void close_adapter_grad(size_t k, Tensor& g) {
+    if (adapter_grad_sums_over_model(k)) {
+      all_reduce(mesh_.model(), g, ReduceOp::kSum);
+      if (mesh_.data_size() == 1) {  // (never a KV head's B) close_grad expects the shard
+        ops_.add(adapter_grads_->tensor(k), g);
+        return;
+      }
+    }
+    s_.lora_stream.close_grad(*adapter_grads_, k, g);
+  }
+
+  void close_adapter_grads(int l, model::BlockAdapters& lora) {
+    if (!adapter_grads_) return;
+    const auto& idx = L_.layers[static_cast<size_t>(l)];
+    for (int p = 0; p < model::kNumLayerParams; ++p) {
+      if (!lora.a[p].defined()) continue;
+      const auto k = static_cast<size_t>(s_.lora_a[static_cast<size_t>(idx[p])]);
+      close_adapter_grad(k, lora.da[p]);
+      close_adapter_grad(k + 1, lora.db[p]);
+    }
+  }
+
   model::BlockGrads open_layer_grads(int l) {
     model::BlockGrads g;
+    if (!grads_) return g;  // frozen
     const auto& idx = L_.layers[static_cast<size_t>(l)];
     for (int p = 0; p < model::kNumLayerParams; ++p) {
       if (idx[p] != kNoParam) g[p] = s_.stream.open_grad(*grads_, static_cast<size_t>(idx[p]));
@@ -343,6 +527,7 @@ class DecoderStep {
   }
 
   void close_layer_grads(int l, const model::BlockGrads& g) {
+    if (!grads_) return;
     const auto& idx = L_.layers[static_cast<size_t>(l)];
     for (int p = 0; p < model::kNumLayerParams; ++p) {
       if (idx[p] != kNoParam) close_grad(idx[p], g[p]);
@@ -356,20 +541,27 @@ class DecoderStep {
   const ModelConfig& c_;
   const Mesh& mesh_;
   ParameterSet& params_;
+  const ParameterSet& adapters_;
+  float adapter_scale_;
   const DecoderOptions& opt_;
   Decoder::State& s_;
   const model::ModelLayout& L_;
   const Backend& ops_;
   const TokenBatch& b_;
   bool grad_;
-  ParameterSet* grads_ = nullptr;  // bound by bind_grads
-  Tensor head_grad_;               // the LM head's gradient buffer while open
-  Tensor host_;                    // host copy of row losses (non-host backends)
+  ParameterSet* grads_ = nullptr;          // bound by bind_grads; null: parameters frozen
+  ParameterSet* adapter_grads_ = nullptr;  // bound by bind_adapter_grads
+  Tensor head_grad_;                       // the LM head's gradient buffer while open
+  double dropout_p_ = 0;                   // adapter dropout (set_dropout)
+  uint64_t dropout_key_ = 0;
+  int64_t dropout_row0_ = 0;
+  Tensor host_;  // host copy of row losses (non-host backends)
 };
 
 LossResult Decoder::loss(const TokenBatch& batch, double token_count) {
   MAGIX_CHECK(token_count > 0, "token_count must be positive, got {}", token_count);
-  DecoderStep step(config_, *mesh_, params_, options_, *state_, batch, /*grad=*/false);
+  DecoderStep step(config_, *mesh_, params_, adapters_, static_cast<float>(adapter_scale_),
+                   options_, *state_, batch, /*grad=*/false);
   step.forward();
   return step.head(token_count);
 }
@@ -379,7 +571,8 @@ LossResult Decoder::loss_and_grad(const TokenBatch& batch, double token_count,
   MAGIX_CHECK(token_count > 0, "token_count must be positive, got {}", token_count);
   MAGIX_CHECK(grads.size() == params_.size(), "gradient set has {} tensors, the model {}",
               grads.size(), params_.size());
-  DecoderStep step(config_, *mesh_, params_, options_, *state_, batch, /*grad=*/true);
+  DecoderStep step(config_, *mesh_, params_, adapters_, static_cast<float>(adapter_scale_),
+                   options_, *state_, batch, /*grad=*/true);
   step.bind_grads(grads);
   step.forward();
   LossResult res = step.head(token_count);
@@ -387,8 +580,23 @@ LossResult Decoder::loss_and_grad(const TokenBatch& batch, double token_count,
   return res;
 }
 
+LossResult Decoder::loss_and_adapter_grad(const TokenBatch& batch, double token_count,
+                                          ParameterSet& adapter_grads) {
+  MAGIX_CHECK(token_count > 0, "token_count must be positive, got {}", token_count);
+  MAGIX_CHECK(adapters_.size() > 0, "loss_and_adapter_grad: the decoder has no adapters");
+  DecoderStep step(config_, *mesh_, params_, adapters_, static_cast<float>(adapter_scale_),
+                   options_, *state_, batch, /*grad=*/true);
+  step.bind_adapter_grads(adapter_grads);
+  if (dropout_p_ > 0) step.set_dropout(dropout_p_, dropout_key_, dropout_first_row_);
+  step.forward();
+  LossResult res = step.head(token_count);
+  step.backward();
+  return res;
+}
+
 Tensor Decoder::logits(const TokenBatch& batch) {
-  DecoderStep step(config_, *mesh_, params_, options_, *state_, batch, /*grad=*/false);
+  DecoderStep step(config_, *mesh_, params_, adapters_, static_cast<float>(adapter_scale_),
+                   options_, *state_, batch, /*grad=*/false);
   step.forward();
   return step.logits();
 }

@@ -5,6 +5,7 @@
 #include <map>
 #include <numbers>
 #include <set>
+#include <utility>
 
 #include "magix/error.hpp"
 #include "magix/hash.hpp"
@@ -29,14 +30,19 @@ double unit_open(uint64_t bits) {
   return (static_cast<double>(bits >> 11) + 1.0) * 0x1.0p-53;
 }
 
-// Standard normal number `e` of the stream `key` (Box-Muller on the pair e / 2).
-double normal_at(uint64_t key, int64_t e) {
-  const uint64_t pair = static_cast<uint64_t>(e / 2);
+// Standard normal numbers 2·pair and 2·pair + 1 of the stream `key` (Box-Muller).
+std::pair<double, double> normal_pair(uint64_t key, uint64_t pair) {
   const double u1 = unit_open(splitmix64(key ^ splitmix64(2 * pair)));
   const double u2 = unit_open(splitmix64(key ^ splitmix64(2 * pair + 1)));
   const double r = std::sqrt(-2.0 * std::log(u1));
   const double angle = 2.0 * std::numbers::pi * u2;
-  return (e % 2 == 0) ? r * std::cos(angle) : r * std::sin(angle);
+  return {r * std::cos(angle), r * std::sin(angle)};
+}
+
+// Standard normal number `e` of the stream `key` (Box-Muller on the pair e / 2).
+double normal_at(uint64_t key, int64_t e) {
+  const auto [even, odd] = normal_pair(key, static_cast<uint64_t>(e / 2));
+  return e % 2 == 0 ? even : odd;
 }
 
 void check_storage_dtype(DType dtype) {
@@ -218,13 +224,26 @@ ParameterSet init_parameters(const ModelConfig& c, const std::vector<ParamInfo>&
     const uint64_t key = splitmix64(seed ^ splitmix64(fnv1a64(p.name)));
     const int64_t cols = p.global_shape[1];
     const int64_t rows_local = p.box_extent[0], cols_local = p.box_extent[1];
+    // Every element is a pure function of its index: the rows split over threads freely.
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
     for (int64_t r = 0; r < rows_local; ++r) {
       const int64_t gr = p.box_start[0] + r;
       const bool pad_row =
           p.name == "model.embed_tokens.weight" && c.pad_token_id && gr == *c.pad_token_id;
+      float* row = out + r * cols_local;
+      if (pad_row) {
+        std::fill(row, row + cols_local, 0.0f);
+        continue;
+      }
       for (int64_t k = 0; k < cols_local; ++k) {
         const int64_t e = gr * cols + p.box_start[1] + k;
-        out[r * cols_local + k] = pad_row ? 0.0f : static_cast<float>(stdev * normal_at(key, e));
+        if (e % 2 == 0 && k + 1 < cols_local) {  // both numbers of the pair at once
+          const auto [even, odd] = normal_pair(key, static_cast<uint64_t>(e / 2));
+          row[k] = static_cast<float>(stdev * even);
+          row[++k] = static_cast<float>(stdev * odd);
+        } else {
+          row[k] = static_cast<float>(stdev * normal_at(key, e));
+        }
       }
     }
     store();

@@ -13,15 +13,6 @@
 namespace magix {
 namespace {
 
-// The box of a 2-D base weight: rows [o0, o0 + ob), columns [i0, i0 + ib).
-struct WeightBox {
-  int64_t ob, ib;
-};
-
-WeightBox weight_box(const ParamInfo& w) {
-  return {w.box_extent.at(0), w.box_extent.at(1)};
-}
-
 // Sums `x` over the group of ranks sharding `axis` (nothing when there is no such axis).
 void all_reduce_axis(const Mesh& mesh, const std::optional<std::string>& axis, Tensor& x) {
   if (!axis) return;
@@ -190,24 +181,6 @@ void lora_project_grads(const ParameterSet& dense_grads, const ParameterSet& ada
     ops.add(adapter_grads.tensor(2 * k), da);
     ops.add(adapter_grads.tensor(2 * k + 1), db);
   }
-}
-
-void LoraModel::refresh_weights() {
-  ParameterSet& params = model_.params();
-  for (size_t k = 0; k < targets_.size(); ++k) {
-    Tensor& w = params.tensor(targets_[k]);
-    const auto [ob, ib] = weight_box(params.info(targets_[k]));
-    const Tensor& a = adapters_.tensor(2 * k);
-    MAGIX_CHECK(base_[k].numel() == ob * ib && w.dtype() == DType::kF32,
-                "LoRA: the base copy of '{}' does not match its weight",
-                params.info(targets_[k]).name);
-    // W_eff = W + scale · B · A, written over the decoder's weight in one pass.
-    backend_for(w.device())
-        .lora_merge(w, a, adapters_.tensor(2 * k + 1), static_cast<float>(config_.scale()),
-                    &base_[k]);
-  }
-  applied_.clear();
-  for (size_t i = 0; i < adapters_.size(); ++i) applied_.push_back(adapters_.tensor(i).clone());
 }
 
 AdamW initialize_lora_opt_state(const AdamWOptions& options, const ParameterSet& adapters) {

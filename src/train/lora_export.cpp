@@ -76,6 +76,7 @@ LoraRunInfo read_lora_run_info(const fs::path& step_dir) {
     out.config.rank = t.at("lora_rank").get<int64_t>();
     out.config.alpha = t.at("lora_alpha").get<double>();
     out.config.targets = t.at("lora_targets").get<std::string>();
+    out.config.dropout = t.value("lora_dropout", 0.0);
   } catch (const nlohmann::json::exception& e) {
     MAGIX_FAIL(
         "{}: trainer_state.json lacks the train-lora run's settings ({}); was it written "

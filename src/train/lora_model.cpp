@@ -1,10 +1,7 @@
-// LoraModel: a decoder whose adapted weights hold W_eff = W + scale · B · A, the frozen base
-// copies W, and the adapters; training steps that update the adapters only.
-#include <algorithm>
-#include <cstring>
-
-#include "magix/dtype_convert.hpp"
+// LoraModel: a decoder whose frozen weights carry low-rank adapters (Decoder::set_adapters);
+// training steps that update the adapters only.
 #include "magix/error.hpp"
+#include "magix/hash.hpp"
 #include "magix/lora.hpp"
 #include "magix/train_step.hpp"
 
@@ -12,77 +9,61 @@ namespace magix {
 
 LoraModel::LoraModel(Decoder model, LoraConfig config, ParameterSet adapters,
                      LoraModelOptions options)
-    : model_(std::move(model)), config_(std::move(config)), adapters_(std::move(adapters)) {
-  ParameterSet& params = model_.params();
-  MAGIX_CHECK(model_.options().weight_dtype == DType::kF32,
-              "LoRA needs the decoder's weights in F32 (they hold the merged weights); keep the "
-              "frozen base in bf16 with LoraModelOptions::bf16_base instead");
-  targets_ = lora_target_indices(params.infos(), config_);
+    : model_(std::move(model)), config_(std::move(config)), seed_(options.seed) {
+  MAGIX_CHECK(config_.dropout >= 0 && config_.dropout < 1,
+              "--lora_dropout must be in [0, 1), got {}", config_.dropout);
+  const ParameterSet& params = model_.params();
   const std::vector<ParamInfo> want = lora_adapter_infos(params.infos(), config_, model_.mesh());
-  MAGIX_CHECK(want.size() == adapters_.size(),
-              "LoRA: {} adapter tensors given, the targets '{}' "
-              "need {}",
-              adapters_.size(), config_.targets, want.size());
+  MAGIX_CHECK(want.size() == adapters.size(),
+              "LoRA: {} adapter tensors given, the targets '{}' need {}", adapters.size(),
+              config_.targets, want.size());
   for (size_t i = 0; i < want.size(); ++i) {
-    const ParamInfo& got = adapters_.info(i);
+    const ParamInfo& got = adapters.info(i);
     MAGIX_CHECK(got.name == want[i].name && got.global_shape == want[i].global_shape &&
                     got.box_start == want[i].box_start && got.box_extent == want[i].box_extent &&
-                    adapters_.tensor(i).dtype() == DType::kF32,
+                    adapters.tensor(i).dtype() == DType::kF32,
                 "LoRA adapter {} ('{}' {}) does not match the layout the model needs ('{}' {})", i,
                 got.name, shape_str(got.global_shape), want[i].name,
                 shape_str(want[i].global_shape));
   }
-  for (size_t t : targets_) {
-    const Tensor& w = params.tensor(t);
-    base_.push_back(options.bf16_base ? w.to(DType::kBF16) : w.clone());
+  if (options.bf16_base && model_.options().weight_dtype != DType::kBF16) {
+    DecoderOptions o = model_.options();
+    o.weight_dtype = DType::kBF16;
+    model_.set_options(o);
   }
-  refresh_weights();
-}
-
-// refresh_weights() is in lora.cpp, beside the merge loop it shares.
-
-void LoraModel::sync_weights() {
-  bool same = applied_.size() == adapters_.size();
-  for (size_t i = 0; same && i < adapters_.size(); ++i) {
-    const Tensor& t = adapters_.tensor(i);
-    same = t.nbytes() == applied_[i].nbytes() &&
-           std::memcmp(t.bytes(), applied_[i].bytes(), t.nbytes()) == 0;
-  }
-  if (!same) refresh_weights();
+  model_.set_adapters(std::move(adapters), config_.scale());
 }
 
 LossResult LoraModel::loss(const TokenBatch& batch, double token_count) {
-  sync_weights();
   return model_.loss(batch, token_count);
+}
+
+uint64_t lora_dropout_key(uint64_t seed, int64_t step) {
+  return splitmix64(splitmix64(seed) ^ static_cast<uint64_t>(step));
+}
+
+void LoraModel::set_step(int64_t step, int64_t micro_batches) {
+  MAGIX_CHECK(step >= 0 && micro_batches >= 1, "LoRA: step {} with {} micro-batches", step,
+              micro_batches);
+  step_ = step;
+  micro_batches_ = micro_batches;
+  micro_ = 0;
 }
 
 LossResult LoraModel::loss_and_grad(const TokenBatch& batch, double token_count,
                                     ParameterSet& adapter_grads) {
-  sync_weights();
-  if (dense_grads_.size() == 0) {
-    dense_grads_ = model_.params().zeros_like();
-  } else {
-    dense_grads_.fill_zero();
+  if (config_.dropout > 0) {
+    // This rank's rows of the step are [d · k · m, (d + 1) · k · m); micro-batch i their i-th m.
+    const int64_t m = batch.batch;
+    const int64_t first_row = (mesh().data_rank() * micro_batches_ + micro_ % micro_batches_) * m;
+    model_.set_adapter_dropout(config_.dropout, lora_dropout_key(seed_, step_), first_row);
+    ++micro_;
   }
-  LossResult result = model_.loss_and_grad(batch, token_count, dense_grads_);
-  lora_project_grads(dense_grads_, adapters_, config_.scale(), model_.mesh(), adapter_grads);
-  return result;
+  return model_.loss_and_adapter_grad(batch, token_count, adapter_grads);
 }
 
 int64_t LoraModel::bytes_held() const {
-  int64_t n = 0;
-  for (size_t i = 0; i < model_.params().size(); ++i) {
-    n += static_cast<int64_t>(model_.params().tensor(i).nbytes());
-  }
-  for (const Tensor& t : base_) n += static_cast<int64_t>(t.nbytes());
-  for (const Tensor& t : applied_) n += static_cast<int64_t>(t.nbytes());
-  for (size_t i = 0; i < dense_grads_.size(); ++i) {
-    n += static_cast<int64_t>(dense_grads_.tensor(i).nbytes());
-  }
-  for (size_t i = 0; i < adapters_.size(); ++i) {
-    n += static_cast<int64_t>(adapters_.tensor(i).nbytes());
-  }
-  return n;
+  return static_cast<int64_t>(model_.params().nbytes() + model_.adapters().nbytes());
 }
 
 TrainStepResult lora_train_step(LoraModel& model, AdamW& optimizer, const TokenBatch& batch,
@@ -91,6 +72,7 @@ TrainStepResult lora_train_step(LoraModel& model, AdamW& optimizer, const TokenB
   std::vector<double> count = {static_cast<double>(batch.count_targets())};
   mesh.data().all_reduce(count, ReduceOp::kSum);
   MAGIX_CHECK(count[0] > 0, "the global batch has no target to learn from");
+  model.set_step(optimizer.updates(), 1);
   ParameterSet grads = model.adapters().zeros_like();
   const LossResult loss = model.loss_and_grad(batch, count[0], grads);
   TrainStepResult result;
@@ -103,7 +85,6 @@ TrainStepResult lora_train_step(LoraModel& model, AdamW& optimizer, const TokenB
     g.push_back(grads.tensor(i));
   }
   result.applied = optimizer.step(p, g, lr, result.grad_norm).applied;
-  if (result.applied) model.refresh_weights();
   return result;
 }
 

@@ -5,11 +5,6 @@
 
 namespace magix {
 
-Decoder& LoraTrainable::decoder() {
-  model_.sync_weights();
-  return model_.decoder();
-}
-
 LossResult LoraTrainable::loss_and_grad(const TokenBatch& batch, double token_count,
                                         ParameterSet& grads) {
   return model_.loss_and_grad(batch, token_count, grads);
@@ -17,18 +12,37 @@ LossResult LoraTrainable::loss_and_grad(const TokenBatch& batch, double token_co
 
 nlohmann::json LoraTrainable::describe() const {
   const LoraConfig& c = model_.config();
-  return {{"lora_rank", c.rank}, {"lora_alpha", c.alpha}, {"lora_targets", c.targets}};
+  return {{"lora_rank", c.rank},
+          {"lora_alpha", c.alpha},
+          {"lora_targets", c.targets},
+          {"lora_dropout", c.dropout}};
 }
 
 std::unique_ptr<LoraTrainable> make_lora_trainable(const TrainArgs& args, const LoraConfig& lora,
-                                                   const Mesh& mesh) {
-  TrainArgs fp32 = args;
-  fp32.bf16_model_weights = false;  // the decoder holds the merged weights in fp32
-  Decoder model = load_train_decoder(fp32, mesh);
+                                                   const Mesh& mesh,
+                                                   const std::filesystem::path& init) {
+  MAGIX_CHECK(lora.dropout >= 0 && lora.dropout < 1, "--lora_dropout must be in [0, 1), got {}",
+              lora.dropout);
+  Decoder model = load_train_decoder(args, mesh);  // bf16 storage with --bf16_model_weights
   const std::vector<ParamInfo> infos = lora_adapter_infos(model.params().infos(), lora, mesh);
-  ParameterSet adapters = init_lora_adapters(infos, args.seed);
+  ParameterSet adapters;
+  if (init.empty()) {
+    adapters = init_lora_adapters(infos, args.seed);
+  } else {
+    LoadedLora loaded = read_lora_adapters(init, model.params().infos(), lora.alpha, mesh);
+    MAGIX_CHECK(loaded.adapters.size() == infos.size() && loaded.config.rank == lora.rank,
+                "--lora_init {}: {} adapter tensors of rank {}, the run's --lora_rank {} and "
+                "--lora_targets need {} (pass the adapters' settings)",
+                init.string(), loaded.adapters.size(), loaded.config.rank, lora.rank, infos.size());
+    for (size_t i = 0; i < infos.size(); ++i) {
+      MAGIX_CHECK(loaded.adapters.info(i).name == infos[i].name,
+                  "--lora_init {}: adapter '{}' where the run's --lora_targets want '{}'",
+                  init.string(), loaded.adapters.info(i).name, infos[i].name);
+    }
+    adapters = std::move(loaded.adapters);
+  }
   LoraModelOptions options;
-  options.bf16_base = args.bf16_model_weights;
+  options.seed = args.seed;
   return std::make_unique<LoraTrainable>(
       LoraModel(std::move(model), lora, std::move(adapters), options));
 }

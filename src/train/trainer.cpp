@@ -261,6 +261,7 @@ TrainSummary run_training(const TrainArgs& given, const Mesh& mesh, Trainable& m
     std::vector<TokenBatch> micro;
     for (int64_t i = 0; i < k; ++i) micro.push_back(slice_rows(batch, i * micro_rows, micro_rows));
     const double lr = schedule(optimizer.updates());
+    model.begin_step(step, k);
     const TrainStepResult r = train_step(model, optimizer, micro, lr, grads);
     ++step;
     const double dt = std::chrono::duration<double>(Clock::now() - ts).count();

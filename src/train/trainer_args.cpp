@@ -146,7 +146,7 @@ Decoder load_train_decoder(const TrainArgs& a, const Mesh& mesh) {
   std::vector<ParamInfo> infos = expected_parameters(config);
   if (rules) apply_partition_rules(infos, *rules);
   shard_parameters(infos, mesh);
-  ParameterSet params = init_parameters(config, infos, a.seed);
+  ParameterSet params = init_parameters(config, infos, a.seed, options.weight_dtype);
   return Decoder(config, mesh, std::move(params), options);
 }
 

@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "backend_ops_util.hpp"
+#include "magix/hash.hpp"
 
 namespace magix::test {
 namespace {
@@ -139,6 +140,53 @@ TEST_P(MemoryOps, AddIsOneFp32AdditionPerElement) {
     std::vector<double> want(n);
     for (int64_t i = 0; i < n; ++i) want[i] = static_cast<float>(double(a[i]) + b[i]);
     expect_same("add F32", fmt::format("n={} on {}", n, dev_name()), get(dst), want);
+  }
+}
+
+TEST_P(MemoryOps, ScaleIsOneFp32MultiplicationPerElement) {
+  for (int64_t n : {1, 33, 70001}) {
+    const auto a = uniform(n, 23, -4, 4);
+    Tensor x = put({n}, DType::kF32, a).dev;
+    be().scale(x, 0.37f);
+    std::vector<double> want(n);
+    for (int64_t i = 0; i < n; ++i) want[i] = static_cast<float>(a[i]) * 0.37f;
+    expect_same("scale F32", fmt::format("n={} on {}", n, dev_name()), get(x), want);
+  }
+}
+
+// dropout: the counter-based mask of the op table's formula (reproduced here), the 1 / (1 - p)
+// rescale, BF16 inputs widened, in place, and a box [row0, col0] of a larger global tensor.
+TEST_P(MemoryOps, DropoutIsTheCounterBasedMaskOfTheGlobalElement) {
+  const int64_t rows = 37, cols = 300, global_cols = 1000, row0 = 5, col0 = 600;
+  const uint64_t key = 0x1234567890abcdefull;
+  for (const float p : {0.0f, 0.1f, 0.5f}) {
+    for (DType dtype : {DType::kF32, DType::kBF16}) {
+      for (const bool in_place : {false, true}) {
+        if (in_place && dtype != DType::kF32) continue;
+        const Input x = put({rows, cols}, dtype, uniform(rows * cols, 31, -2, 2));
+        Tensor out = in_place ? x.dev : garbage({rows, cols}, DType::kF32);
+        be().dropout(out, x.dev, key, row0, col0, global_cols, p);
+        const uint64_t threshold = static_cast<uint64_t>(std::llround(double(p) * 16777216.0));
+        const float scale = 1.0f / (1.0f - p);
+        std::vector<double> want(static_cast<size_t>(rows * cols));
+        int64_t dropped = 0;
+        for (int64_t n = 0; n < rows; ++n) {
+          for (int64_t j = 0; j < cols; ++j) {
+            const auto e = static_cast<uint64_t>((row0 + n) * global_cols + col0 + j);
+            const bool keep = (splitmix64(key ^ splitmix64(e)) >> 40) >= threshold;
+            const size_t i = static_cast<size_t>(n * cols + j);
+            want[i] = keep ? static_cast<float>(x.ref[i]) * scale : 0.0f;
+            dropped += keep ? 0 : 1;
+          }
+        }
+        const std::string what = fmt::format("p={} {}{} on {}", p, dtype_name(dtype),
+                                             in_place ? " in place" : "", dev_name());
+        expect_same("dropout", what, get(out), want);
+        // The share dropped is p (binomial: within 5 standard deviations).
+        const double n = static_cast<double>(rows * cols);
+        EXPECT_NEAR(dropped / n, p, 5 * std::sqrt(p * (1 - p) / n) + 1e-12) << what;
+      }
+    }
   }
 }
 

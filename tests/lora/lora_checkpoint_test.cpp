@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 
 #include "../common/tensor_compare.hpp"
 #include "lora_fixture.hpp"
@@ -155,6 +156,89 @@ TEST_F(LoraCheckpointTest, ErrorsNameTheProblem) {
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("another base model"), std::string::npos) << e.what();
+  }
+}
+
+// The largest |logit - PEFT's logit| relative to max(1, max |PEFT logit|).
+double logits_error(const Tensor& got, const Tensor& want) {
+  double max_ref = 0, max_diff = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    max_ref = std::max(max_ref, double(std::fabs(want.data<float>()[i])));
+    max_diff = std::max(max_diff, double(std::fabs(got.data<float>()[i] - want.data<float>()[i])));
+  }
+  return max_diff / std::max(1.0, max_ref);
+}
+
+// generate --lora without --lora_alpha: the alpha saved with the adapters (12 in the fixture,
+// not the reference's default 32); --lora_alpha overrides it.
+TEST_F(LoraCheckpointTest, GenerateLoraUsesTheTrainedAlphaUnlessOverridden) {
+  const test::LoraFixture fx = test::load_lora_fixture("llama_gqa");
+  ASSERT_NE(fx.config.alpha, 32.0);
+  const fs::path step = save_fixture_step(fx);
+  Mesh mesh;
+  Decoder model = load_decoder(fx.model_dir.string(), mesh);
+  const LoraConfig used = merge_lora_adapters(tmp_ / "ckpt", model);  // no alpha given
+  EXPECT_EQ(used.alpha, fx.config.alpha);
+  EXPECT_EQ(used.rank, fx.config.rank);
+  EXPECT_EQ(used.targets, fx.config.targets);
+  const Tensor want = fx.reader.read_f32("logits");
+  EXPECT_LE(logits_error(model.logits(fx.batch), want), 1e-4);
+  Decoder other = load_decoder(fx.model_dir.string(), mesh);
+  EXPECT_EQ(merge_lora_adapters(step, other, 32.0).alpha, 32.0);
+  EXPECT_GT(logits_error(other.logits(fx.batch), want), 1e-2);
+}
+
+// A PEFT folder made by PEFT's save_pretrained (tools/reference/make_peft_adapter_fixture.py)
+// holding the qwen2_qv_down adapters: read with its settings, merged at load (generate --lora)
+// it gives PEFT's logits, and as --lora_init the PEFT gradients.
+TEST_F(LoraCheckpointTest, PeftFolderForGenerateAndLoraInit) {
+  const test::LoraFixture fx = test::load_lora_fixture("qwen2_qv_down");
+  const fs::path dir = test::kLoraFixtures / "qwen2_qv_down" / "peft";
+  ASSERT_TRUE(is_peft_adapter_dir(dir));
+  Mesh mesh;
+  Decoder model = load_decoder(fx.model_dir.string(), mesh);
+  const LoadedLora lora = read_peft_adapter(dir, model.params().infos(), mesh);
+  EXPECT_EQ(lora.config.rank, 2);
+  EXPECT_EQ(lora.config.alpha, 5.0);
+  EXPECT_EQ(lora.config.dropout, 0.0);
+  const ParameterSet want =
+      test::fixture_adapters(fx, lora_adapter_infos(model.params().infos(), fx.config, mesh));
+  ASSERT_EQ(lora.adapters.size(), want.size());
+  ASSERT_EQ(lora.adapters.size(), 12u);  // 2 layers x q, v, down: A and B
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(lora.adapters.info(i).name, want.info(i).name);
+    EXPECT_EQ(rel_l2(lora.adapters.tensor(i), want.tensor(i)), 0.0) << want.info(i).name;
+  }
+  merge_lora_adapters(dir, model);
+  EXPECT_LE(logits_error(model.logits(fx.batch), fx.reader.read_f32("logits")), 1e-4);
+
+  TrainArgs args;
+  args.model_name = fx.model_dir.string();
+  args.model_type = "qwen2";
+  std::unique_ptr<LoraTrainable> t = make_lora_trainable(args, fx.config, mesh, dir);
+  ParameterSet grads = t->trainable().zeros_like();
+  const double loss = t->loss_and_grad(fx.batch, fx.token_count, grads).loss;
+  EXPECT_LE(test::rel(loss, fx.reader.read_f32("loss").data<float>()[0]), 1e-5);
+  for (size_t i = 0; i < grads.size(); ++i) {
+    EXPECT_LE(rel_l2(grads.tensor(i), fx.reader.read_f32("grad." + grads.info(i).name)), 1e-4)
+        << grads.info(i).name;
+  }
+  // Adapters of another rank than the run's are refused, naming the folder.
+  LoraConfig wrong = fx.config;
+  wrong.rank = 3;
+  EXPECT_THROW(make_lora_trainable(args, wrong, mesh, dir), Error);
+  // Settings magix does not implement are errors.
+  const fs::path bad = tmp_ / "rslora";
+  fs::create_directories(bad);
+  fs::copy_file(dir / "adapter_model.safetensors", bad / "adapter_model.safetensors");
+  nlohmann::json cfg = nlohmann::json::parse(std::ifstream(dir / "adapter_config.json"));
+  cfg["use_rslora"] = true;
+  std::ofstream(bad / "adapter_config.json") << cfg.dump();
+  try {
+    read_peft_adapter(bad, model.params().infos(), mesh);
+    ADD_FAILURE() << "use_rslora accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("use_rslora"), std::string::npos) << e.what();
   }
 }
 

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -249,27 +250,141 @@ TEST(LoraTraining, StepsLowerTheLossAndKeepTheBaseFrozen) {
     }
     EXPECT_LT(losses.back(), losses.front() - 0.05) << "bf16 " << bf16;
     EXPECT_EQ(opt.updates(), 4);
-    // W_eff - scale * B * A recovers the (possibly bf16-rounded) base; other parameters untouched.
-    const std::vector<size_t> idx =
-        lora_target_indices(model.decoder().params().infos(), LoraConfig{});
-    size_t k = 0;
+    // The base is never changed (bit for bit, as stored: F32, or its bf16 rounding).
+    const ParameterSet& now = model.decoder().params();
     for (size_t i = 0; i < w0.size(); ++i) {
-      const Tensor& now = model.decoder().params().tensor(i);
-      if (k < idx.size() && idx[k] == i) {
-        Tensor base_w = bf16 ? w0[i].to(DType::kBF16).to(DType::kF32) : w0[i];
-        const std::vector<double> want =
-            naive_merge(base_w, model.adapters().tensor(2 * k), model.adapters().tensor(2 * k + 1),
-                        LoraConfig{}.scale());
-        double max_err = 0;
-        for (size_t e = 0; e < want.size(); ++e) {
-          max_err = std::max(max_err, std::fabs(now.data<float>()[e] - want[e]));
-        }
-        EXPECT_LE(max_err, 1e-5) << model.decoder().params().info(i).name;
-        ++k;
-      } else {
-        EXPECT_EQ(rel_l2(now, w0[i]), 0.0) << model.decoder().params().info(i).name;
-      }
+      const Tensor want = bf16 ? w0[i].to(DType::kBF16) : w0[i];
+      ASSERT_EQ(now.tensor(i).dtype(), want.dtype()) << now.info(i).name;
+      ASSERT_EQ(now.tensor(i).nbytes(), want.nbytes()) << now.info(i).name;
+      EXPECT_EQ(std::memcmp(now.tensor(i).bytes(), want.bytes(), want.nbytes()), 0)
+          << now.info(i).name;
     }
+  }
+}
+
+// The low-rank path (never forming dW) against the dense one: the gradient of the merged weights
+// W + scale · B · A projected onto the adapters (lora_project_grads), in fp32; and activation
+// recomputation gives the same bits.
+TEST_P(PeftFixtureTest, LowRankGradientsEqualTheDenseProjection) {
+  const test::LoraFixture fx = load_lora_fixture(GetParam());
+  Mesh mesh;
+  Decoder merged = load_decoder(fx.model_dir.string(), mesh);
+  const std::vector<ParamInfo> infos = lora_adapter_infos(merged.params().infos(), fx.config, mesh);
+  const ParameterSet adapters = test::fixture_adapters(fx, infos);
+  merge_lora(merged.params(), adapters, fx.config.scale());
+  ParameterSet dense = merged.params().zeros_like();
+  const double dense_loss = merged.loss_and_grad(fx.batch, fx.token_count, dense).loss;
+  ParameterSet want = adapters.zeros_like();
+  lora_project_grads(dense, adapters, fx.config.scale(), mesh, want);
+
+  for (const bool recompute : {false, true}) {
+    Decoder base = load_decoder(fx.model_dir.string(), mesh, {.recompute = recompute});
+    LoraModel model(std::move(base), fx.config, test::fixture_adapters(fx, infos));
+    ParameterSet grads = model.adapters().zeros_like();
+    const double loss = model.loss_and_grad(fx.batch, fx.token_count, grads).loss;
+    EXPECT_LE(rel(loss, dense_loss), 1e-6) << "recompute " << recompute;
+    for (size_t i = 0; i < grads.size(); ++i) {
+      EXPECT_LE(rel_l2(grads.tensor(i), want.tensor(i)), 1e-5)
+          << grads.info(i).name << " recompute " << recompute;
+    }
+    // Accumulation: a second call adds the same gradients again.
+    ParameterSet twice = grads.zeros_like();
+    for (size_t i = 0; i < twice.size(); ++i) twice.tensor(i) = grads.tensor(i).clone();
+    model.loss_and_grad(fx.batch, fx.token_count, twice);
+    for (size_t i = 0; i < grads.size(); ++i) {
+      Tensor doubled = grads.tensor(i).clone();
+      for (float& v : doubled.span<float>()) v *= 2;
+      EXPECT_LE(rel_l2(twice.tensor(i), doubled), 1e-6) << grads.info(i).name;
+    }
+  }
+  // Recomputation replays the same forward pass: bit-identical gradients.
+  ParameterSet g0, g1;
+  for (const bool recompute : {false, true}) {
+    Decoder base = load_decoder(fx.model_dir.string(), mesh, {.recompute = recompute});
+    LoraModel model(std::move(base), fx.config, test::fixture_adapters(fx, infos));
+    ParameterSet& g = recompute ? g1 : g0;
+    g = model.adapters().zeros_like();
+    model.loss_and_grad(fx.batch, fx.token_count, g);
+  }
+  for (size_t i = 0; i < g0.size(); ++i) {
+    EXPECT_EQ(rel_l2(g0.tensor(i), g1.tensor(i)), 0.0) << g0.info(i).name;
+  }
+}
+
+// bf16 mixed precision (bf16 base as stored, bf16 GEMMs for the base, fp32 adapters): close to
+// the fp32 run at bf16's precision, and the base stays bf16.
+TEST_P(PeftFixtureTest, Bf16BaseAndComputeStayCloseToFp32) {
+  const test::LoraFixture fx = load_lora_fixture(GetParam());
+  Mesh mesh;
+  Decoder base32 = load_decoder(fx.model_dir.string(), mesh);
+  const std::vector<ParamInfo> infos = lora_adapter_infos(base32.params().infos(), fx.config, mesh);
+  LoraModel m32(std::move(base32), fx.config, test::fixture_adapters(fx, infos));
+  ParameterSet want = m32.adapters().zeros_like();
+  const double want_loss = m32.loss_and_grad(fx.batch, fx.token_count, want).loss;
+  Decoder base16 = load_decoder(fx.model_dir.string(), mesh,
+                                {.weight_dtype = DType::kBF16, .compute_dtype = DType::kBF16});
+  LoraModel m16(std::move(base16), fx.config, test::fixture_adapters(fx, infos));
+  ParameterSet got = m16.adapters().zeros_like();
+  const double loss = m16.loss_and_grad(fx.batch, fx.token_count, got).loss;
+  EXPECT_LE(rel(loss, want_loss), 2e-2);
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_LE(rel_l2(got.tensor(i), want.tensor(i)), 5e-2) << got.info(i).name;
+  }
+  for (size_t i = 0; i < m16.decoder().params().size(); ++i) {
+    EXPECT_EQ(m16.decoder().params().tensor(i).dtype(), DType::kBF16);
+  }
+}
+
+// --lora_dropout against PEFT with magix's masks reproduced in Python
+// (tools/reference/make_lora_dropout_fixture.py: p 0.25, seed 5, step 3); p = 0 is the plain
+// pass bit for bit; evaluation never drops; a different step draws other masks.
+TEST(LoraDropout, MatchesPeftWithTheSameMasks) {
+  const test::LoraFixture fx = load_lora_fixture("llama_gqa");
+  const SafetensorsReader ref(test::kLoraFixtures / "llama_gqa" / "dropout.safetensors");
+  ASSERT_EQ(ref.metadata().at("p"), "0.25");
+  Mesh mesh;
+  LoraConfig config = fx.config;
+  const auto make = [&](double p) {
+    config.dropout = p;
+    Decoder base = load_decoder(fx.model_dir.string(), mesh);
+    const std::vector<ParamInfo> infos = lora_adapter_infos(base.params().infos(), config, mesh);
+    return LoraModel(std::move(base), config, test::fixture_adapters(fx, infos),
+                     LoraModelOptions{.seed = 5});
+  };
+  LoraModel model = make(0.25);
+  model.set_step(3, 1);
+  ParameterSet grads = model.adapters().zeros_like();
+  const double loss = model.loss_and_grad(fx.batch, fx.token_count, grads).loss;
+  const double want_loss = ref.read_f32("loss").data<float>()[0];
+  EXPECT_LE(rel(loss, want_loss), 1e-5) << loss << " vs PEFT " << want_loss;
+  for (size_t i = 0; i < grads.size(); ++i) {
+    const Tensor want = ref.read_f32("grad." + grads.info(i).name);
+    EXPECT_LE(rel_l2(grads.tensor(i), want), 1e-4) << grads.info(i).name;
+  }
+  // The dropped pass differs from the plain one (else the comparison above proves nothing).
+  const double plain_loss = fx.reader.read_f32("loss").data<float>()[0];
+  EXPECT_GT(rel(want_loss, plain_loss), 1e-4);
+  EXPECT_LE(rel(model.loss(fx.batch, fx.token_count).loss, plain_loss), 1e-5);  // no dropout
+  // Another step: other masks.
+  model.set_step(4, 1);
+  ParameterSet other = model.adapters().zeros_like();
+  model.loss_and_grad(fx.batch, fx.token_count, other);
+  EXPECT_GT(rel_l2(other.tensor(0), grads.tensor(0)), 1e-3);
+
+  // p = 0: the plain pass, bit for bit.
+  LoraModel zero = make(0.0);
+  zero.set_step(3, 1);
+  ParameterSet g0 = zero.adapters().zeros_like();
+  zero.loss_and_grad(fx.batch, fx.token_count, g0);
+  config.dropout = 0;
+  Decoder base = load_decoder(fx.model_dir.string(), mesh);
+  base.set_adapters(
+      test::fixture_adapters(fx, lora_adapter_infos(base.params().infos(), config, mesh)),
+      config.scale());
+  ParameterSet g1 = base.adapters().zeros_like();
+  base.loss_and_adapter_grad(fx.batch, fx.token_count, g1);
+  for (size_t i = 0; i < g0.size(); ++i) {
+    EXPECT_EQ(rel_l2(g0.tensor(i), g1.tensor(i)), 0.0) << g0.info(i).name;
   }
 }
 

@@ -38,7 +38,7 @@ same_losses() {  # same_losses <label> <metrics a> <metrics b>
 for f in model_type model_name tokenizer_name train_file train_data_field use_chat_template \
          checkpoint_dir max_length num_epochs batch_size learning_rate weight_decay save_steps \
          seed mesh_shape bf16_model_weights max_steps gradient_accumulation_steps partition_rules \
-         lora_rank lora_alpha lora_targets; do
+         lora_rank lora_alpha lora_targets lora_dropout lora_init recompute; do
   grep -q -- "--$f" "$WORK/help" || fail "train-lora --help lacks --$f"
 done
 
@@ -132,6 +132,18 @@ gen 1 1 1 "$WORK/g_base.jsonl" --model_name_or_path "$WORK/base"
 cmp -s "$WORK/g_merged.jsonl" "$WORK/g_lora.jsonl" || fail "generate --lora differs from the merged export"
 cmp -s "$WORK/g_lora.jsonl" "$WORK/g_lora22.jsonl" || fail "generate --lora on 2x2 differs from 1x1"
 ! cmp -s "$WORK/g_base.jsonl" "$WORK/g_lora.jsonl" || fail "the adapters change nothing in generation"
+# Without --lora_alpha: the alpha saved with the adapters (trained with the default 32).
+gen 1 1 1 "$WORK/g_saved.jsonl" --model_name_or_path "$WORK/base" --lora "$STEP"
+cmp -s "$WORK/g_saved.jsonl" "$WORK/g_lora.jsonl" || fail "generate --lora without --lora_alpha"
+# A PEFT folder (the exported one) for generate --lora and as train-lora --lora_init.
+gen 1 1 1 "$WORK/g_peft.jsonl" --model_name_or_path "$WORK/base" --lora "$WORK/peft"
+cmp -s "$WORK/g_peft.jsonl" "$WORK/g_merged.jsonl" || fail "generate --lora PEFT_DIR differs"
+run 1 1 1 train-lora --model_name "$WORK/base" --train_file "$FIXTURES/train/corpus.jsonl" \
+  --max_length 24 --batch_size 8 --max_steps 1 --learning_rate 0 --lr_schedule constant \
+  --warmup_ratio 0 --weight_decay 0 --checkpoint_dir "$WORK/init_ckpt" --progress none \
+  --lora_init "$WORK/peft" > "$WORK/out" 2> "$WORK/err" || fail "--lora_init: $(cat "$WORK/err")"
+gen 1 1 1 "$WORK/g_init.jsonl" --model_name_or_path "$WORK/base" --lora "$WORK/init_ckpt"
+cmp -s "$WORK/g_init.jsonl" "$WORK/g_merged.jsonl" || fail "--lora_init did not start from the folder"
 if "$MAGIX" export --checkpoint "$WORK/straight/000008" --output_dir "$WORK/x" --lora_format nope \
     > "$WORK/out" 2> "$WORK/err"; then fail "--lora_format nope should fail"; fi
 grep -q "lora_format must be merged or peft" "$WORK/err" || fail "unclear error: $(cat "$WORK/err")"
@@ -148,4 +160,11 @@ expect_error "matches no parameter" --lora_targets "no_such_proj"
 expect_error "not a linear weight" --lora_targets "input_layernorm"
 expect_error "not a valid regular expression" --lora_targets "(q_proj"
 expect_error "--lora_rank must be at least 1" --lora_rank 0
+expect_error "--lora_dropout must be in [0, 1)" --lora_dropout 1
+# --lora_dropout trains (2x2) and is saved with the adapters.
+run 4 2 2 train-lora "${COMMON[@]}" --max_steps 2 --lora_dropout 0.1 \
+  --checkpoint_dir "$WORK/drop_ckpt" > "$WORK/out" 2> "$WORK/err" \
+  || fail "--lora_dropout: $(cat "$WORK/err")"
+grep -rq '"lora_dropout": *0.1' "$WORK/drop_ckpt"/*/trainer_state.json \
+  || fail "lora_dropout not saved: $(cat "$WORK/drop_ckpt"/*/trainer_state.json)"
 echo "ok"

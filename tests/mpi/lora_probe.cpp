@@ -5,7 +5,8 @@
 //        gradient (gathered whole on rank 0) against PEFT (loss 1e-5, gradients 1e-4 relative
 //        L2) and against the same process's 1x1 run (loss 1e-6, gradients 1e-5);
 //     2. three AdamW steps from freshly initialised adapters (seed 42; B = 0, so step 0 is the
-//        base model): every step's loss and grad norm, and the final adapters, against 1x1.
+//        base model): every step's loss and grad norm, and the final adapters, against 1x1;
+//     3. the fixture's adapters with dropout 0.25 on their inputs: loss and gradients against 1x1.
 // When D exceeds the fixture's rows the rows repeat (in both runs; the mean loss is unchanged).
 // One line per check; exit status 1 if any fails. Errors abort the world (Runtime::abort).
 #include <cmath>
@@ -153,6 +154,47 @@ int run_check(const std::string& name, int d, int m) {
         worst_adapter <= 1e-5,
         fmt::format("{} adapters after 3 steps vs 1x1: worst rel L2 {:.3g}", where, worst_adapter));
     report(replicas, fmt::format("{} replicated adapter shards stay identical", where));
+  }
+  // 3. Dropout (p 0.25, seed 5, step 3) on the adapters' inputs: the masks are functions of the
+  // global token and feature, so the mesh's loss and gradients are the 1x1 run's.
+  {
+    magix::LoraConfig config = fx.config;
+    config.dropout = 0.25;
+    const auto make = [&](const magix::Mesh& m) {
+      magix::Decoder b = magix::load_decoder(fx.model_dir.string(), m);
+      const auto ai = magix::lora_adapter_infos(b.params().infos(), config, m);
+      magix::LoraModel model(std::move(b), config, magix::test::fixture_adapters(fx, ai),
+                             magix::LoraModelOptions{.seed = 5});
+      model.set_step(3, 1);
+      return model;
+    };
+    magix::LoraModel dm = make(mesh);
+    magix::ParameterSet dg = dm.adapters().zeros_like();
+    const double dloss = dm.loss_and_grad(mine, fx.token_count, dg).loss;
+    double worst = 0;
+    std::optional<magix::LoraModel> one;
+    magix::ParameterSet g1;
+    double loss1 = 0;
+    if (root) {
+      one.emplace(make(local));
+      g1 = one->adapters().zeros_like();
+      loss1 = one->loss_and_grad(fx.batch, fx.token_count, g1).loss;
+    }
+    for (size_t i = 0; i < dg.size(); ++i) {
+      bool eq = true;
+      const magix::Tensor g = gather_whole(mesh, dg.info(i), dg.tensor(i), eq);
+      replicas = replicas && eq;
+      if (root) worst = std::max(worst, rel_l2(g, g1.tensor(i)));
+    }
+    if (root) {
+      report(rel(dloss, loss1) <= 1e-6 && rel(loss1, res.loss) > 1e-6,
+             fmt::format("{} dropout 0.25: loss {:.8g} vs 1x1 {:.8g} (without dropout {:.8g})",
+                         where, dloss, loss1, res.loss));
+      report(worst <= 1e-5,
+             fmt::format("{} dropout 0.25: adapter gradients vs 1x1: worst rel L2 {:.3g}", where,
+                         worst));
+      report(replicas, fmt::format("{} dropout: replicated gradient shards identical", where));
+    }
   }
   std::vector<double> f = {static_cast<double>(report.failures())};
   mesh.world().all_reduce(f, magix::ReduceOp::kSum);

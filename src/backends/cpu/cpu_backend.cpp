@@ -3,6 +3,7 @@
 #include "backends/cpu/cpu_backend.hpp"
 
 #include <array>
+#include <cmath>
 #include <cstring>
 #include <initializer_list>
 #include <vector>
@@ -24,6 +25,7 @@
 #include "backends/cpu/rope.hpp"
 #include "magix/dtype_convert.hpp"
 #include "magix/error.hpp"
+#include "magix/hash.hpp"
 
 namespace magix::cpu {
 namespace {
@@ -170,6 +172,44 @@ void CpuBackend::add(Tensor& dst, const Tensor& src) const {
   const int64_t n = dst.numel();
 #pragma omp parallel for if (n > (1 << 16))
   for (int64_t i = 0; i < n; ++i) d[i] += s[i];
+}
+
+void CpuBackend::scale(Tensor& x, float s) const {
+  check_dtype("scale", "x", x, DType::kF32);
+  float* d = f32(x);
+  const int64_t n = x.numel();
+#pragma omp parallel for if (n > (1 << 16))
+  for (int64_t i = 0; i < n; ++i) d[i] *= s;
+}
+
+void CpuBackend::dropout(Tensor& out, const Tensor& inp, uint64_t key, int64_t row0, int64_t col0,
+                         int64_t cols, float p) const {
+  const char* op = "dropout";
+  check_dtype(op, "out", out, DType::kF32);
+  check_cpu(op, inp);
+  MAGIX_CHECK(inp.dtype() == DType::kF32 || inp.dtype() == DType::kBF16,
+              "{}: inp is {}, must be F32 or BF16", op, dtype_name(inp.dtype()));
+  check_numel(op, "out", out, inp.numel());
+  MAGIX_CHECK(p >= 0 && p < 1, "{}: p must be in [0, 1), got {}", op, p);
+  const Mat x = mat(inp);
+  MAGIX_CHECK(row0 >= 0 && col0 >= 0 && col0 + x.cols <= cols,
+              "{}: columns [{}, {}) outside the {} global columns", op, col0, col0 + x.cols, cols);
+  const auto threshold = static_cast<uint64_t>(std::llround(double(p) * 16777216.0));
+  const float keep_scale = 1.0f / (1.0f - p);
+  float* o = f32(out);
+  const bool bf16 = inp.dtype() == DType::kBF16;
+  const float* xf = bf16 ? nullptr : f32(inp);
+  const uint16_t* xh = bf16 ? b16(inp) : nullptr;
+#pragma omp parallel for if (x.rows * x.cols > (1 << 16))
+  for (int64_t n = 0; n < x.rows; ++n) {
+    for (int64_t j = 0; j < x.cols; ++j) {
+      const int64_t i = n * x.cols + j;
+      const auto e = static_cast<uint64_t>((row0 + n) * cols + col0 + j);
+      const bool keep = (splitmix64(key ^ splitmix64(e)) >> 40) >= threshold;
+      const float v = bf16 ? bf16_to_float(xh[i]) : xf[i];
+      o[i] = keep ? v * keep_scale : 0.0f;
+    }
+  }
 }
 
 void CpuBackend::matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight,

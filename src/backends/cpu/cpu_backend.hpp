@@ -15,6 +15,9 @@ class CpuBackend final : public Backend {
   void fill_zero(Tensor& t) const override;
   void copy(Tensor& dst, const Tensor& src) const override;
   void add(Tensor& dst, const Tensor& src) const override;
+  void scale(Tensor& x, float s) const override;
+  void dropout(Tensor& out, const Tensor& inp, uint64_t key, int64_t row0, int64_t col0,
+               int64_t cols, float p) const override;
   void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight,
                       const Tensor* bias) const override;
   void matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, const Tensor& dout,

@@ -1,0 +1,152 @@
+// Reading a PEFT adapter folder (adapter_config.json + adapter_model.safetensors) onto a mesh,
+// and the adapters that `generate --lora` and `train-lora --lora_init` accept (a train-lora
+// checkpoint step or a PEFT folder).
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+
+#include "magix/error.hpp"
+#include "magix/lora.hpp"
+#include "magix/safetensors.hpp"
+
+namespace magix {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string escape_regex(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (std::string_view(".^$|()[]{}*+?\\").find(c) != std::string_view::npos) out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+// PEFT's target_modules as a regex over magix's weight names: a list matches a module whose
+// name equals an entry or ends with "." + the entry; a string is a regex the whole module name
+// must match.
+std::string targets_regex(const nlohmann::json& t, const fs::path& file) {
+  std::string out;
+  if (t.is_string()) {
+    out = "^(?:";
+    out += t.get<std::string>();
+    out += ")\\.weight$";
+    return out;
+  }
+  MAGIX_CHECK(t.is_array() && !t.empty(),
+              "{}: target_modules must be a list of module names or a regex", file.string());
+  std::string alt;
+  for (const nlohmann::json& m : t) {
+    MAGIX_CHECK(m.is_string(), "{}: target_modules holds {}, not a module name", file.string(),
+                m.dump());
+    if (!alt.empty()) alt += '|';
+    alt += escape_regex(m.get<std::string>());
+  }
+  out = "(^|\\.)(";
+  out += alt;
+  out += ")\\.weight$";
+  return out;
+}
+
+// A PEFT setting magix does not implement is an error rather than a silently different model.
+void check_supported(const nlohmann::json& c, const fs::path& file) {
+  const auto is_set = [&](const char* key) {
+    if (!c.contains(key) || c.at(key).is_null()) return false;
+    const nlohmann::json& v = c.at(key);
+    if (v.is_boolean()) return v.get<bool>();
+    if (v.is_object() || v.is_array() || v.is_string()) return !v.empty();
+    return true;
+  };
+  MAGIX_CHECK(c.value("peft_type", std::string("LORA")) == "LORA",
+              "{}: peft_type {} (magix reads LORA adapters)", file.string(),
+              c.at("peft_type").dump());
+  for (const char* key :
+       {"use_rslora", "use_dora", "fan_in_fan_out", "modules_to_save", "rank_pattern",
+        "alpha_pattern", "layers_to_transform", "exclude_modules", "lora_bias", "layer_replication",
+        "target_parameters", "trainable_token_indices", "use_qalora"}) {
+    MAGIX_CHECK(!is_set(key), "{}: {} = {} is not supported by magix's LoRA", file.string(), key,
+                c.at(key).dump());
+  }
+  MAGIX_CHECK(c.value("bias", std::string("none")) == "none",
+              "{}: bias = {} is not supported (magix adapters have no bias)", file.string(),
+              c.at("bias").dump());
+}
+
+}  // namespace
+
+bool is_peft_adapter_dir(const fs::path& dir) {
+  std::error_code ec;
+  return fs::is_regular_file(dir / "adapter_config.json", ec) &&
+         fs::is_regular_file(dir / "adapter_model.safetensors", ec);
+}
+
+LoadedLora read_peft_adapter(const fs::path& dir, const std::vector<ParamInfo>& base,
+                             const Mesh& mesh) {
+  const fs::path cfg_path = dir / "adapter_config.json";
+  std::ifstream f(cfg_path);
+  MAGIX_CHECK(f.good(), "cannot read {}", cfg_path.string());
+  nlohmann::json c;
+  try {
+    c = nlohmann::json::parse(f);
+  } catch (const nlohmann::json::exception& e) {
+    MAGIX_FAIL("{} is not valid JSON: {}", cfg_path.string(), e.what());
+  }
+  MAGIX_CHECK(c.is_object(), "{} is not a JSON object", cfg_path.string());
+  check_supported(c, cfg_path);
+  LoadedLora out;
+  try {
+    out.config.rank = c.at("r").get<int64_t>();
+    out.config.alpha = c.at("lora_alpha").get<double>();
+    out.config.dropout = c.value("lora_dropout", 0.0);
+    out.config.targets = targets_regex(c.at("target_modules"), cfg_path);
+  } catch (const nlohmann::json::exception& e) {
+    MAGIX_FAIL("{}: r, lora_alpha and target_modules are required ({})", cfg_path.string(),
+               e.what());
+  }
+  const std::vector<ParamInfo> infos = lora_adapter_infos(base, out.config, mesh);
+  const SafetensorsReader st(dir / "adapter_model.safetensors");
+  out.adapters = ParameterSet(infos);
+  for (size_t i = 0; i < infos.size(); ++i) {
+    const ParamInfo& p = infos[i];
+    const std::string name = "base_model.model." + p.name;
+    const SafetensorsEntry* e = st.find(name);
+    MAGIX_CHECK(e != nullptr,
+                "{}: no tensor '{}' (target_modules select '{}' of this model); is it an adapter "
+                "of another base model?",
+                (dir / "adapter_model.safetensors").string(), name, p.name);
+    MAGIX_CHECK(e->shape == p.global_shape,
+                "{}: '{}' is {}, this model needs {} (r {}): is it an adapter of another base "
+                "model?",
+                (dir / "adapter_model.safetensors").string(), name, shape_str(e->shape),
+                shape_str(p.global_shape), out.config.rank);
+    out.adapters.tensor(i) = st.read_box_f32(name, p.box_start, p.box_extent);
+  }
+  return out;
+}
+
+LoadedLora read_lora_adapters(const fs::path& path, const std::vector<ParamInfo>& base,
+                              std::optional<double> alpha, const Mesh& mesh) {
+  if (is_peft_adapter_dir(path)) {
+    LoadedLora lora = read_peft_adapter(path, base, mesh);
+    if (alpha) lora.config.alpha = *alpha;
+    return lora;
+  }
+  const fs::path step = resolve_lora_step(path);
+  const LoraRunInfo run = read_lora_run_info(step);
+  LoadedLora lora = read_lora_checkpoint(step, base, alpha.value_or(run.config.alpha), mesh);
+  MAGIX_CHECK(lora.config.rank == run.config.rank,
+              "{}: adapters of rank {} but the run recorded --lora_rank {}", step.string(),
+              lora.config.rank, run.config.rank);
+  lora.config.targets = run.config.targets;
+  lora.config.dropout = run.config.dropout;
+  return lora;
+}
+
+LoraConfig merge_lora_adapters(const fs::path& path, Decoder& model, std::optional<double> alpha) {
+  LoadedLora lora = read_lora_adapters(path, model.params().infos(), alpha, model.mesh());
+  merge_lora(model.params(), lora.adapters, lora.config.scale());
+  return lora.config;
+}
+
+}  // namespace magix
