@@ -7,6 +7,7 @@
 
 #include "magix/error.hpp"
 #include "magix/hf_files.hpp"
+#include "magix/json_parse.hpp"
 #include "tokenizer/tokenizer_impl.hpp"
 #include "tokenizer/unicode.hpp"
 
@@ -171,12 +172,7 @@ Tokenizer::~Tokenizer() = default;
 
 Tokenizer Tokenizer::from_json_string(std::string_view text, TokenizerConfig config,
                                       const std::string& source) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    MAGIX_FAIL("{}: invalid JSON: {}", source, e.what());
-  }
+  json j = parse_json(text, source);  // nesting limited (kMaxJsonDepth)
   try {
     return Tokenizer(build_impl(j, std::move(config), source));
   } catch (const json::exception& e) {
