@@ -16,6 +16,9 @@ class SequenceProcessor final : public PostProcessor {
   void process(EncodingBuffer& enc, bool add, const IdToToken& f) const override {
     for (const auto& p : parts) p->process(enc, add, f);
   }
+  void special_ids(std::vector<int32_t>& out) const override {
+    for (const auto& p : parts) p->special_ids(out);
+  }
 };
 
 // Single-sequence template: special tokens around the sequence "A".
@@ -41,6 +44,9 @@ class TemplateProcessor final : public PostProcessor {
       }
     }
     enc = std::move(out);
+  }
+  void special_ids(std::vector<int32_t>& out) const override {
+    for (const Item& it : single) out.insert(out.end(), it.ids.begin(), it.ids.end());
   }
 };
 
@@ -87,6 +93,10 @@ class BertProcessor final : public PostProcessor {
     enc.ids.push_back(sep);
     enc.offsets.push_back({0, 0});
     enc.from_input.push_back(0);
+  }
+  void special_ids(std::vector<int32_t>& out) const override {
+    out.push_back(cls);
+    out.push_back(sep);
   }
 };
 

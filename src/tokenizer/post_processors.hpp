@@ -28,6 +28,8 @@ class PostProcessor {
   virtual ~PostProcessor() = default;
   virtual void process(EncodingBuffer& enc, bool add_special_tokens,
                        const IdToToken& id_to_token) const = 0;
+  // Appends the ids of the special tokens it adds (checked against the vocabulary at load).
+  virtual void special_ids(std::vector<int32_t>& out) const { (void)out; }
 };
 
 // null -> nullptr; an unknown "type" is an error naming it and `source`.

@@ -131,6 +131,18 @@ std::shared_ptr<TokenizerImpl> build_impl(const json& j, TokenizerConfig config,
     t.rstrip = a.value("rstrip", false);
     t.normalized = a.value("normalized", !a.value("special", false));
     t.special = a.value("special", false);
+    // An added token may re-declare a vocab token with its id (Gemma, Mistral do); an id that
+    // already names another token would decode ambiguously.
+    const std::string* in_vocab = impl->model->id_to_token(t.id);
+    MAGIX_CHECK(in_vocab == nullptr || *in_vocab == t.content,
+                "{}: added token '{}' has id {}, which model.vocab gives to '{}' (each id must "
+                "name one token)",
+                source, t.content, t.id, *in_vocab);
+    if (const auto it = impl->added_by_id.find(t.id); it != impl->added_by_id.end()) {
+      MAGIX_CHECK(impl->added[it->second].content == t.content,
+                  "{}: added tokens '{}' and '{}' both have id {} (each id must name one token)",
+                  source, impl->added[it->second].content, t.content, t.id);
+    }
     max_id = std::max<int64_t>(max_id, t.id);
     impl->added_by_id[t.id] = impl->added.size();
     impl->added_by_content[t.content] = t.id;
@@ -151,6 +163,14 @@ std::shared_ptr<TokenizerImpl> build_impl(const json& j, TokenizerConfig config,
     }
   }
   impl->vocab_size = max_id + 1;
+  // An id the post-processor adds must name a token (else generation fails on it later).
+  std::vector<int32_t> post_ids;
+  if (impl->post_processor) impl->post_processor->special_ids(post_ids);
+  for (const int32_t id : post_ids) {
+    MAGIX_CHECK(impl->id_to_token(id).has_value(),
+                "{}: post_processor adds id {}, which no token of model.vocab or added_tokens has",
+                source, id);
+  }
   const auto special_id = [&](const std::optional<std::string>& tok,
                               const char* what) -> std::optional<int32_t> {
     if (!tok) return std::nullopt;
