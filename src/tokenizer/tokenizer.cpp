@@ -34,7 +34,9 @@ bool TokenizerImpl::is_special(int32_t id) const {
 
 void TokenizerImpl::encode_plain(std::string_view text, size_t begin,
                                  text::EncodingBuffer& out) const {
-  text::NormalizedString ns = text::NormalizedString::from_original(text, begin);
+  // Without a normalizer the alignment to the input is implied (not stored per byte).
+  text::NormalizedString ns = normalizer ? text::NormalizedString::from_original(text, begin)
+                                         : text::NormalizedString::identity_of(text, begin);
   if (normalizer) normalizer->normalize(ns);
   std::vector<text::AddedSplit> splits;
   if (normalized_matcher.empty()) {
@@ -42,36 +44,41 @@ void TokenizerImpl::encode_plain(std::string_view text, size_t begin,
   } else {
     splits = normalized_matcher.split(ns.text, added);
   }
-  std::vector<text::NormalizedString> pieces;
   std::vector<text::ModelToken> tokens;
+  // Words are encoded as the pre-tokenizer finds them: none is kept after its tokens.
+  const auto encode_word = [&](text::NormalizedString&& word) {
+    tokens.clear();
+    model->tokenize(word.text, tokens);
+    for (const auto& t : tokens) out.ids.push_back(t.id);
+    if (!out.with_offsets) return;
+    for (const auto& t : tokens) out.offsets.push_back(word.original_range(t.begin, t.end));
+    out.from_input.resize(out.ids.size(), 0);
+  };
   for (const auto& sp : splits) {
     const auto [b, e] = sp.range;
     if (sp.token >= 0) {
       out.ids.push_back(added[static_cast<size_t>(sp.token)].id);
+      if (!out.with_offsets) continue;
       out.offsets.push_back(e > b ? ns.original_range(b, e)
                                   : text::Range{ns.original_begin, ns.original_begin});
       out.from_input.push_back(1);
       continue;
     }
     if (e <= b) continue;
-    pieces.clear();
-    pieces.push_back(b == 0 && e == ns.text.size() ? std::move(ns) : ns.slice(b, e));
-    if (pre_tokenizer) pre_tokenizer->split(pieces);
-    for (const auto& piece : pieces) {
-      tokens.clear();
-      model->tokenize(piece.text, tokens);
-      for (const auto& t : tokens) {
-        out.ids.push_back(t.id);
-        out.offsets.push_back(piece.original_range(t.begin, t.end));
-      }
-      out.from_input.resize(out.ids.size(), 0);
+    text::NormalizedString piece = b == 0 && e == ns.text.size() ? std::move(ns) : ns.slice(b, e);
+    if (pre_tokenizer) {
+      pre_tokenizer->split(std::move(piece), encode_word);
+    } else {
+      encode_word(std::move(piece));
     }
   }
 }
 
-text::EncodingBuffer TokenizerImpl::encode(std::string_view input, bool add_special_tokens) const {
+text::EncodingBuffer TokenizerImpl::encode(std::string_view input, bool add_special_tokens,
+                                           bool with_offsets) const {
   text::check_utf8(input, "Tokenizer::encode: input text");
   text::EncodingBuffer enc;
+  enc.with_offsets = with_offsets;
   if (raw_matcher.empty()) {
     encode_plain(input, 0, enc);
   } else {
@@ -79,6 +86,7 @@ text::EncodingBuffer TokenizerImpl::encode(std::string_view input, bool add_spec
       const auto [b, e] = sp.range;
       if (sp.token >= 0) {
         enc.ids.push_back(added[static_cast<size_t>(sp.token)].id);
+        if (!with_offsets) continue;
         enc.offsets.push_back({b, e});
         enc.from_input.push_back(1);
       } else {
@@ -222,12 +230,12 @@ Tokenizer Tokenizer::load(const std::string& name_or_path) {
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
-  return impl_->encode(text, add_special_tokens).ids;
+  return impl_->encode(text, add_special_tokens, /*with_offsets=*/false).ids;
 }
 
 Tokenizer::Encoding Tokenizer::encode_with_offsets(std::string_view text,
                                                    bool add_special_tokens) const {
-  text::EncodingBuffer enc = impl_->encode(text, add_special_tokens);
+  text::EncodingBuffer enc = impl_->encode(text, add_special_tokens, /*with_offsets=*/true);
   return Encoding{std::move(enc.ids), std::move(enc.offsets)};
 }
 

@@ -97,6 +97,10 @@ class LongRunContext {
 }  // namespace
 
 void Regex::find_all(std::string_view s, std::vector<Range>& out) const {
+  find_each(s, [&](size_t b, size_t e) { out.emplace_back(b, e); });
+}
+
+void Regex::find_each(std::string_view s, const MatchFn& fn) const {
   auto* code = static_cast<pcre2_code*>(code_.get());
   std::unique_ptr<pcre2_match_data, void (*)(pcre2_match_data*)> md(
       pcre2_match_data_create_from_pattern(code, nullptr), pcre2_match_data_free);
@@ -118,7 +122,7 @@ void Regex::find_all(std::string_view s, std::vector<Range>& out) const {
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md.get());
     const size_t b = ov[0], e = ov[1];
     if (e > b) {
-      out.emplace_back(b, e);
+      fn(b, e);
       start = e;
     } else {  // empty match: move on by one character
       if (b >= s.size()) break;
@@ -140,13 +144,17 @@ Pattern Pattern::regex(const std::string& pattern, const std::string& context) {
 }
 
 void Pattern::find_all(std::string_view s, std::vector<Range>& out) const {
+  find_each(s, [&](size_t b, size_t e) { out.emplace_back(b, e); });
+}
+
+void Pattern::find_each(std::string_view s, const MatchFn& fn) const {
   if (regex_) {
-    regex_->find_all(s, out);
+    regex_->find_each(s, fn);
     return;
   }
   if (literal_.empty()) return;
   for (size_t pos = s.find(literal_); pos != std::string_view::npos; pos = s.find(literal_, pos)) {
-    out.emplace_back(pos, pos + literal_.size());
+    fn(pos, pos + literal_.size());
     pos += literal_.size();
   }
 }
