@@ -9,6 +9,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$root/build-fuzz}"
+mkdir -p "$build"
+build="$(cd "$build" && pwd)"  # absolute: the targets run in a temporary folder
 seconds="${FUZZ_SECONDS:-15}"
 
 if ! command -v clang++ >/dev/null || ! command -v clang >/dev/null; then

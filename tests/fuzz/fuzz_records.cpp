@@ -3,7 +3,8 @@
 // of an input picks the format (bits 0-1), the field ("text" or "messages", bit 2), whether
 // messages are allowed (bit 3) and whether bad records are skipped (bit 4); the rest is the
 // file's content, written to a temporary file and read with read_records. For every record:
-//   - lines are increasing and within the file, texts are valid UTF-8, messages pass
+//   - lines are increasing (.json: non-decreasing) and within the file, texts are valid UTF-8,
+//   messages pass
 //     check_record_value;
 //   - messages are rendered as for training, with a small template and with the built-in format,
 //     and their train_on=assistant spans lie inside the rendered text, in order.
@@ -99,7 +100,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const int64_t lines = std::count(content.begin(), content.end(), '\n') + 1;
   int64_t last_line = 0;
   for (const magix::Record& r : records) {
-    if (r.line <= last_line || r.line > lines) die("record line out of order or range");
+    // .json: several elements may start on one line; .jsonl, .txt: one record per line
+    const bool same_line_ok = (flags & 3) == 1;
+    if (r.line < last_line || (r.line == last_line && !same_line_ok) || r.line > lines) {
+      die("record line out of order or range");
+    }
     last_line = r.line;
     if (!r.is_messages) {
       if (magix::find_invalid_utf8(r.text)) die("record text is invalid UTF-8");
