@@ -4,8 +4,7 @@
 // messages are allowed (bit 3) and whether bad records are skipped (bit 4); the rest is the
 // file's content, written to a temporary file and read with read_records. For every record:
 //   - lines are increasing (.json: non-decreasing) and within the file, texts are valid UTF-8,
-//   messages pass
-//     check_record_value;
+//     messages pass check_record_value;
 //   - messages are rendered as for training, with a small template and with the built-in format,
 //     and their train_on=assistant spans lie inside the rendered text, in order.
 #include <stdlib.h>
