@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -33,17 +34,31 @@ class ChatTemplateRaised : public Error {
   std::string message_;
 };
 
+// The resource budget of one render (templates come from downloaded files: untrusted). Sizes
+// are checked before anything is allocated; exceeding one is a magix::Error that names the
+// template's file and the limit (docs/chat_templates.md). The defaults are far above what real
+// templates use.
+struct ChatTemplateLimits {
+  uint64_t max_loop_iterations = 1'000'000;  // all iterations of all loops of one render
+  uint64_t max_output_bytes = 64ull << 20;   // the rendered text
+  uint64_t max_value_size = 64ull << 20;     // bytes of one string, items of one list
+  uint64_t max_total_size = 1ull << 30;      // bytes + items of all strings and lists built
+  int max_depth = 512;  // nested values when printed or compared (macro calls: at most 100)
+};
+
 // Options of a render that are not template variables.
 struct ChatTemplateOptions {
   // The clock behind strftime_now(); empty: std::chrono::system_clock::now (local time).
   std::function<std::chrono::system_clock::time_point()> now;
+  ChatTemplateLimits limits;
 };
 
 // A parsed template; render() evaluates it against a JSON context (objects keep key order).
 class ChatTemplate {
  public:
-  explicit ChatTemplate(
-      std::string source);  // throws magix::Error on syntax errors, with line:column
+  // Throws magix::Error on syntax errors, with line:column. `origin` names the file the template
+  // came from in every error message ("chat template (ORIGIN): ...").
+  explicit ChatTemplate(std::string source, std::string origin = {});
   ~ChatTemplate();
   ChatTemplate(ChatTemplate&&) noexcept;
   ChatTemplate& operator=(ChatTemplate&&) noexcept;
@@ -57,6 +72,7 @@ class ChatTemplate {
 
  private:
   std::shared_ptr<const jinja::Template> impl_;
+  std::string origin_;
 };
 
 // Renders `messages` (a JSON array of {role, content, ...}) as transformers'

@@ -16,6 +16,8 @@ struct TokenizerConfig {
       add_eos_token;  // absent: the tokenizer.json post-processor decides
   // Chat templates by name; a plain string template is stored under "default".
   std::map<std::string, std::string> chat_templates;
+  // The file each template was read from (by name), for error messages.
+  std::map<std::string, std::string> chat_template_files;
   nlohmann::json raw = nlohmann::json::object();  // the whole file, for extra variables
 
   // The template to use: `name` if given (error if absent), else "default", else none.

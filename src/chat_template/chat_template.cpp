@@ -6,7 +6,21 @@
 
 namespace magix {
 
-ChatTemplate::ChatTemplate(std::string source) : impl_(jinja::parse_template(std::move(source))) {}
+namespace {
+
+std::string with_origin(const std::string& origin, const std::string& message) {
+  return origin.empty() ? message : fmt::format("chat template ({}): {}", origin, message);
+}
+
+}  // namespace
+
+ChatTemplate::ChatTemplate(std::string source, std::string origin) : origin_(std::move(origin)) {
+  try {
+    impl_ = jinja::parse_template(std::move(source));
+  } catch (const Error& e) {
+    throw Error(with_origin(origin_, e.what()), e.where());
+  }
+}
 ChatTemplate::~ChatTemplate() = default;
 ChatTemplate::ChatTemplate(ChatTemplate&&) noexcept = default;
 ChatTemplate& ChatTemplate::operator=(ChatTemplate&&) noexcept = default;
@@ -20,10 +34,16 @@ std::string ChatTemplate::render(const nlohmann::ordered_json& context,
   MAGIX_CHECK(context.is_object(), "the chat template context must be a JSON object");
   jinja::RenderOptions ro;
   ro.now = options.now;
+  ro.limits = options.limits;
+  ro.origin = origin_;
   try {
     return jinja::render_template(*impl_, jinja::from_json(context), ro);
   } catch (const jinja::RaisedByTemplate& r) {
     throw ChatTemplateRaised(r.message);
+  } catch (const jinja::BudgetExceeded&) {
+    throw;  // names the template already
+  } catch (const Error& e) {
+    throw Error(with_origin(origin_, e.what()), e.where());
   }
 }
 
@@ -93,14 +113,26 @@ bool has_tools(const nlohmann::ordered_json& extra) {
 
 // The template transformers' get_chat_template picks: the named one; else "tool_use" when tools
 // are given and it exists; else "default"; none: the built-in format.
+// Returns the chosen template's name; its source is config.chat_template(name).
 std::optional<std::string> choose_template(const TokenizerConfig& config, bool tools,
                                            const std::optional<std::string>& template_name) {
-  if (template_name) return config.chat_template(template_name);
-  if (tools && config.chat_templates.count("tool_use")) return config.chat_template("tool_use");
+  if (template_name) {
+    config.chat_template(template_name);  // throws for an unknown name
+    return template_name;
+  }
+  if (tools && config.chat_templates.count("tool_use")) return "tool_use";
   auto source = config.chat_template();
   MAGIX_CHECK(source || config.chat_templates.empty(),
               "the tokenizer has several chat templates and no 'default': pass a template name");
-  return source;
+  if (!source) return std::nullopt;
+  return "default";
+}
+
+// The parsed template `name` of `config`, its errors naming the file it came from.
+ChatTemplate parse_named(const TokenizerConfig& config, const std::string& name) {
+  auto file = config.chat_template_files.find(name);
+  return ChatTemplate(*config.chat_template(name),
+                      file == config.chat_template_files.end() ? std::string() : file->second);
 }
 
 // The context transformers renders with (docs/chat_templates.md).
@@ -155,17 +187,19 @@ std::string apply_chat_template(const TokenizerConfig& config,
                                 const nlohmann::ordered_json& extra,
                                 const std::optional<std::string>& template_name) {
   check_conversation(messages, extra);
-  auto source = choose_template(config, has_tools(extra), template_name);
-  if (!source) return builtin_format(config, messages, add_generation_prompt);
-  return ChatTemplate(*source).render(make_context(config, messages, add_generation_prompt, extra));
+  auto name = choose_template(config, has_tools(extra), template_name);
+  if (!name) return builtin_format(config, messages, add_generation_prompt);
+  return parse_named(config, *name)
+      .render(make_context(config, messages, add_generation_prompt, extra));
 }
 
 ChatFormatter::ChatFormatter(TokenizerConfig config,
                              const std::optional<std::string>& template_name)
     : config_(std::move(config)) {
-  if (auto source = choose_template(config_, false, template_name)) main_.emplace(*source);
+  if (auto name = choose_template(config_, false, template_name))
+    main_.emplace(parse_named(config_, *name));
   if (!template_name && config_.chat_templates.count("tool_use"))
-    tool_use_.emplace(*config_.chat_template("tool_use"));
+    tool_use_.emplace(parse_named(config_, "tool_use"));
 }
 
 std::string ChatFormatter::render(const nlohmann::ordered_json& messages,

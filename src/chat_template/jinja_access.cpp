@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 
+#include "chat_template/jinja_budget.hpp"
 #include "chat_template/jinja_builtins.hpp"
 #include "magix/error.hpp"
 
@@ -264,6 +265,12 @@ Value negate(const Value& v) {
 namespace {
 
 Value repeat(const Value& seq, int64_t times) {
+  uint64_t unit = seq.kind == Kind::String ? seq.s.size() : seq.items().size();
+  if (times > 0 && unit > 0) {
+    uint64_t n = 0;
+    if (__builtin_mul_overflow(unit, static_cast<uint64_t>(times), &n)) n = UINT64_MAX;
+    budget_check_size(n, seq.kind == Kind::String ? "string" : "list");
+  }
   if (seq.kind == Kind::String) {
     std::string out;
     for (int64_t k = 0; k < times; ++k) out += seq.s;
@@ -292,10 +299,14 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
       return Value::integer(r);
     }
     if (nums) return Value::real(a.as_double() + b.as_double());
-    if (a.kind == Kind::String && b.kind == Kind::String) return Value::str(a.s + b.s);
+    if (a.kind == Kind::String && b.kind == Kind::String) {
+      budget_check_size(a.s.size() + b.s.size(), "string");
+      return Value::str(a.s + b.s);
+    }
     if (a.kind == Kind::String)
       MAGIX_FAIL("can only concatenate str (not \"{}\") to str", type_name(b));
     if (a.is_sequence() && a.kind == b.kind) {
+      budget_check_size(a.items().size() + b.items().size(), "list");
       std::vector<Value> out = a.items();
       out.insert(out.end(), b.items().begin(), b.items().end());
       return a.kind == Kind::Tuple ? Value::make_tuple(std::move(out))

@@ -36,20 +36,25 @@ enum class Flow { Normal, Break, Continue };
 
 class Evaluator {
  public:
-  Evaluator(const Template& t, const RenderOptions& options) : t_(t), options_(options) {}
+  Evaluator(const Template& t, const RenderOptions& options)
+      : t_(t), options_(options), budget_(options.limits, options.origin) {}
   Evaluator(const Evaluator&) = delete;
   Evaluator& operator=(const Evaluator&) = delete;
 
-  // Macros hold their defining scope and scopes hold macros: a reference cycle. Every scope
-  // lives until the render ends and is emptied here, which frees them all.
+  // Macros hold their defining scope and scopes hold macros: a reference cycle; a namespace
+  // attribute may hold the namespace itself. The scopes that macros captured and the namespaces
+  // that were given containers or callables live until the render ends and are emptied here,
+  // which frees them all. Other scopes (a loop iteration's) are freed as soon as they end.
   ~Evaluator() {
-    for (const auto& s : scopes_) {
+    for (const auto& s : captured_scopes_) {
       s->vars.clear();
       s->parent.reset();
     }
+    for (const auto& d : shared_namespaces_) d->entries.clear();
   }
 
   std::string run(const Value& context) {
+    BudgetScope installed(budget_);
     auto top = new_scope(nullptr);
     add_globals(*top);
     auto scope = new_scope(top);
@@ -86,6 +91,12 @@ class Evaluator {
       }
       if (step == 0) MAGIX_FAIL("range() arg 3 must not be zero");
       std::vector<Value> out;
+      if (step > 0 ? start < stop : start > stop) {
+        uint64_t span = step > 0 ? static_cast<uint64_t>(stop) - static_cast<uint64_t>(start)
+                                 : static_cast<uint64_t>(start) - static_cast<uint64_t>(stop);
+        uint64_t mag = step > 0 ? static_cast<uint64_t>(step) : 0 - static_cast<uint64_t>(step);
+        budget_check_size(std::min<uint64_t>((span + mag - 1) / mag, 100001), "list");
+      }
       for (int64_t k = start; step > 0 ? k < stop : k > stop; k += step) {
         if (out.size() >= 100000)
           MAGIX_FAIL("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
@@ -144,11 +155,17 @@ class Evaluator {
     });
   }
 
-  ScopePtr new_scope(ScopePtr parent) {
+  static ScopePtr new_scope(ScopePtr parent) {
     auto s = std::make_shared<Scope>();
     s->parent = std::move(parent);
-    scopes_.push_back(s);
     return s;
+  }
+
+  // Appends to a render's output (the template's, a macro's, a block's), within the budget.
+  void emit(std::string& out, std::string_view text) {
+    budget_.check_output(out.size() + text.size());
+    budget_.check_size(text.size(), "string");
+    out += text;
   }
 
   // ---- statements ----
@@ -161,10 +178,26 @@ class Evaluator {
     return Flow::Normal;
   }
 
+  // Guards the evaluator's recursion (statements, expressions and macro calls nest).
+  struct Nest {
+    Evaluator& e;
+    explicit Nest(Evaluator& ev) : e(ev) {
+      if (++e.nesting_ > kMaxNesting)
+        e.budget_.fail(
+            fmt::format("the limit of {} nested statements, expressions and calls", kMaxNesting));
+    }
+    ~Nest() { --e.nesting_; }
+    Nest(const Nest&) = delete;
+    Nest& operator=(const Nest&) = delete;
+  };
+
   Flow exec(const Stmt& s, const ScopePtr& scope, std::string& out) {
     try {
+      Nest nest(*this);
       return exec_inner(s, scope, out);
     } catch (const PositionedError&) {
+      throw;
+    } catch (const BudgetExceeded&) {
       throw;
     } catch (const Error& e) {
       fail_at(s.pos, e.what());
@@ -182,6 +215,10 @@ class Evaluator {
                                "Please rename the attribute.",
                                target.attr));
       }
+      bool shares = v.kind == Kind::List || v.kind == Kind::Tuple || v.kind == Kind::Dict ||
+                    v.kind == Kind::Namespace || v.kind == Kind::Callable;
+      if (shares && (shared_namespaces_.empty() || shared_namespaces_.back() != ns->dict))
+        shared_namespaces_.push_back(ns->dict);  // may now be part of a cycle (see ~Evaluator)
       ns->dict->set(Value::str(target.attr), v);
       return;
     }
@@ -201,10 +238,10 @@ class Evaluator {
   Flow exec_inner(const Stmt& s, const ScopePtr& scope, std::string& out) {
     switch (s.k) {
       case Stmt::K::Text:
-        out += s.text;
+        emit(out, s.text);
         return Flow::Normal;
       case Stmt::K::Print:
-        out += to_str(eval(*s.expr, scope));
+        emit(out, to_str(eval(*s.expr, scope)));
         return Flow::Normal;
       case Stmt::K::If:
         for (size_t k = 0; k < s.conds.size(); ++k) {
@@ -227,7 +264,7 @@ class Evaluator {
       case Stmt::K::FilterBlock: {
         std::string text;
         exec_body(s.body, scope, text);
-        out += to_str(eval_with_base(*s.expr, scope, Value::str(std::move(text))));
+        emit(out, to_str(eval_with_base(*s.expr, scope, Value::str(std::move(text)))));
         return Flow::Normal;
       }
       case Stmt::K::Macro:
@@ -239,7 +276,7 @@ class Evaluator {
         Value callee = eval(*call.args[0], scope);
         Args args = eval_args(call, scope);
         args.kw.emplace_back("caller", caller);
-        out += to_str(call_value(callee, args, call.pos));
+        emit(out, to_str(call_value(callee, args, call.pos)));
         return Flow::Normal;
       }
       case Stmt::K::With: {
@@ -265,6 +302,7 @@ class Evaluator {
     if (s.expr2) {
       std::vector<Value> kept;
       for (const Value& item : items) {
+        budget_.count_iteration();
         auto probe = new_scope(scope);
         assign(s.target, item, probe, s.pos);
         if (truthy(eval(*s.expr2, probe))) kept.push_back(item);
@@ -273,6 +311,7 @@ class Evaluator {
     }
     size_t n = items.size();
     for (size_t k = 0; k < n; ++k) {
+      budget_.count_iteration();
       auto iter = new_scope(scope);
       Dict loop;
       auto set = [&](const char* key, Value v) {
@@ -309,9 +348,11 @@ class Evaluator {
   // A macro (or the caller of a call block): renders its body in a new scope under `defined_in`.
   Value make_macro(const Stmt& s, const ScopePtr& defined_in, const Value& caller) {
     const Stmt* stmt = &s;
+    if (captured_scopes_.empty() || captured_scopes_.back() != defined_in)
+      captured_scopes_.push_back(defined_in);  // may now be part of a cycle (see ~Evaluator)
     return Value::function(s.k == Stmt::K::Macro ? s.text : "caller", [this, stmt, defined_in,
                                                                        caller](const Args& a) {
-      if (call_depth_ >= kMaxCallDepth)
+      if (call_depth_ >= std::min(kMaxCallDepth, budget_.limits().max_depth))
         MAGIX_FAIL("maximum recursion depth exceeded in macro '{}'", stmt->text);
       ++call_depth_;
       struct Leave {
@@ -369,8 +410,11 @@ class Evaluator {
 
   Value eval(const Expr& e, const ScopePtr& scope) {
     try {
+      Nest nest(*this);
       return eval_inner(e, scope);
     } catch (const PositionedError&) {
+      throw;
+    } catch (const BudgetExceeded&) {
       throw;
     } catch (const Error& err) {
       fail_at(e.pos, err.what());
@@ -463,7 +507,11 @@ class Evaluator {
         }
         Value l = eval(*e.args[0], scope);
         Value r = eval(*e.args[1], scope);
-        if (e.name == "~") return Value::str(to_str(l) + to_str(r));
+        if (e.name == "~") {
+          std::string ls = to_str(l), rs = to_str(r);
+          budget_.check_size(ls.size() + rs.size(), "string");
+          return Value::str(ls + rs);
+        }
         return binary_op(e.name, l, r);
       }
       case Expr::K::Compare: {
@@ -502,11 +550,16 @@ class Evaluator {
   }
 
   static constexpr int kMaxCallDepth = 100;  // macro recursion: an error, not a stack overflow
+  // Nested exec/eval frames: deep enough for any parsed template (the parser allows 200 levels
+  // of nesting) inside 100 macro calls, shallow enough for the stack of a worker thread.
+  static constexpr int kMaxNesting = 3000;
   const Template& t_;
   const RenderOptions& options_;
+  RenderBudget budget_;
   Value filter_base_;
-  int call_depth_ = 0;
-  std::vector<ScopePtr> scopes_;  // every scope of this render (see ~Evaluator)
+  int call_depth_ = 0, nesting_ = 0;
+  std::vector<ScopePtr> captured_scopes_;                 // scopes held by macros (see ~Evaluator)
+  std::vector<std::shared_ptr<Dict>> shared_namespaces_;  // (see ~Evaluator)
 };
 
 }  // namespace

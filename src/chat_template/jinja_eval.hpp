@@ -6,6 +6,7 @@
 #include <string>
 
 #include "chat_template/jinja_ast.hpp"
+#include "chat_template/jinja_budget.hpp"
 
 namespace magix::jinja {
 
@@ -16,6 +17,8 @@ struct RaisedByTemplate {
 
 struct RenderOptions {
   std::function<std::chrono::system_clock::time_point()> now;  // empty: the system clock
+  RenderLimits limits;
+  std::string origin;  // names the template in budget errors (the file it came from)
 };
 
 // Renders `t` with the variables of `context` (a Dict). Throws magix::Error "... at line L,

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <set>
 
+#include "chat_template/jinja_budget.hpp"
 #include "chat_template/jinja_builtins.hpp"
 #include "magix/error.hpp"
 
@@ -170,10 +171,12 @@ Value indent_filter(const Value& v, const Args& args) {
   Value width = arg_or(args, 0, "width", Value::integer(4));
   bool first = truthy(arg_or(args, 1, "first", kFalse));
   bool blank = truthy(arg_or(args, 2, "blank", kFalse));
+  if (width.kind != Kind::String) budget_check_size(std::max<int64_t>(0, width.i), "string");
   std::string ind = width.kind == Kind::String
                         ? width.s
                         : std::string(static_cast<size_t>(std::max<int64_t>(0, width.i)), ' ');
   auto lines = splitlines(to_str(v) + "\n");
+  budget_check_size(lines.size() * ind.size(), "string");
   std::string rv;
   if (blank) {
     for (size_t k = 0; k < lines.size(); ++k) rv += (k ? "\n" + ind : "") + lines[k];
@@ -246,6 +249,7 @@ Value tojson_filter(const Value& v, const Args& args) {
   Value indent = arg_or(args, 1, "indent", kNone);
   if (!indent.is_none()) {
     o.has_indent = true;
+    if (indent.kind != Kind::String) budget_check_size(std::max<int64_t>(0, indent.i), "string");
     o.indent = indent.kind == Kind::String
                    ? indent.s
                    : std::string(static_cast<size_t>(std::max<int64_t>(0, indent.i)), ' ');
@@ -345,10 +349,13 @@ Value call_filter(const std::string& name, const Value& v, const Args& args) {
     std::string out;
     bool first = true;
     for (const Value& x : iterate(v)) {
+      std::string item = to_str(attribute.is_none() ? x : attr_path(x, attribute));
+      budget_check_length(out.size() + (first ? 0 : sep.size()) + item.size(), "string");
       if (!first) out += sep;
       first = false;
-      out += to_str(attribute.is_none() ? x : attr_path(x, attribute));
+      out += item;
     }
+    budget_check_size(out.size(), "string");
     return Value::str(out);
   }
   if (name == "list") return Value::make_list(iterate(v));
@@ -455,6 +462,7 @@ Value call_filter(const std::string& name, const Value& v, const Args& args) {
     std::string s = to_str(v);
     int64_t len = static_cast<int64_t>(utf8_length(s));
     if (width <= len) return Value::str(s);
+    budget_check_size(static_cast<uint64_t>(width) + s.size(), "string");
     int64_t marg = width - len, left = marg / 2 + (marg & width & 1);
     return Value::str(std::string(static_cast<size_t>(left), ' ') + s +
                       std::string(static_cast<size_t>(marg - left), ' '));
@@ -500,6 +508,7 @@ Value call_filter(const std::string& name, const Value& v, const Args& args) {
     }
     if (!cur.empty()) {
       if (!fill.is_none()) {
+        budget_check_size(static_cast<uint64_t>(n), "list");
         while (static_cast<int64_t>(cur.size()) < n) cur.push_back(fill);
       }
       out.push_back(Value::make_list(std::move(cur)));

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "chat_template/jinja_budget.hpp"
 #include "chat_template/jinja_builtins.hpp"
 #include "magix/error.hpp"
 
@@ -134,6 +135,7 @@ std::string py_format(const std::string& fmt_str, const Args& args) {
           MAGIX_FAIL("Replacement index {} out of range", auto_index);
         v = &args.pos[auto_index++];
       } else if (std::all_of(field.begin(), field.end(), ::isdigit)) {
+        if (field.size() > 9) MAGIX_FAIL("Replacement index {} out of range", field);
         size_t idx = std::stoul(field);
         if (idx >= args.pos.size()) MAGIX_FAIL("Replacement index {} out of range", idx);
         v = &args.pos[idx];
@@ -141,7 +143,9 @@ std::string py_format(const std::string& fmt_str, const Args& args) {
         v = args.kwarg(field);
         if (!v) MAGIX_FAIL("'{}'", field);
       }
-      out += to_str(*v);
+      std::string piece = to_str(*v);
+      budget_check_length(out.size() + piece.size(), "string");
+      out += piece;
       k = end;
     } else if (c == '}') {
       MAGIX_FAIL("Single '}}' encountered in format string");
@@ -149,6 +153,7 @@ std::string py_format(const std::string& fmt_str, const Args& args) {
       out += c;
     }
   }
+  budget_check_size(out.size(), "string");
   return out;
 }
 
@@ -247,10 +252,13 @@ Value string_method(const Value& self, const std::string& name) {
       std::string out;
       bool first = true;
       for (const Value& v : iterate(a.pos[0])) {
+        const std::string& item = need_str(v, "sequence item");
+        budget_check_length(out.size() + (first ? 0 : s.size()) + item.size(), "string");
         if (!first) out += s;
         first = false;
-        out += need_str(v, "sequence item");
+        out += item;
       }
+      budget_check_size(out.size(), "string");
       return Value::str(out);
     });
   }
@@ -338,6 +346,16 @@ std::string py_capitalize(const std::string& s) {
 
 std::string py_replace(const std::string& s, const std::string& old, const std::string& repl,
                        int64_t count) {
+  // the size of the result, checked before it is built
+  uint64_t hits = 0;
+  if (old.empty()) {
+    hits = utf8_length(s) + 1;
+  } else {
+    for (size_t k = s.find(old); k != std::string::npos; k = s.find(old, k + old.size())) ++hits;
+  }
+  if (count >= 0) hits = std::min<uint64_t>(hits, static_cast<uint64_t>(count));
+  if (repl.size() > old.size())
+    budget_check_size(s.size() + hits * (repl.size() - old.size()), "string");
   std::string out;
   if (old.empty()) {
     // Python inserts `repl` before every character and at the end
@@ -406,6 +424,8 @@ std::string py_percent_format(const std::string& fmt_str, const Value& values) {
     }
     while (k < fmt_str.size() && (fmt_str[k] == 'l' || fmt_str[k] == 'h' || fmt_str[k] == 'L')) ++k;
     if (k >= fmt_str.size()) MAGIX_FAIL("incomplete format");
+    if (width.size() > 9 || precision.size() > 9) MAGIX_FAIL("width or precision too big");
+    if (!width.empty()) budget_check_size(std::stoul(width), "string");
     char conv = fmt_str[k];
     if (conv == '%' && spec == "%" && width.empty() && precision.empty() && !arg) {
       out += '%';
@@ -451,10 +471,12 @@ std::string py_percent_format(const std::string& fmt_str, const Value& values) {
     } else {
       MAGIX_FAIL("unsupported format character '{}'", conv);
     }
+    budget_check_length(out.size() + piece.size(), "string");
     out += piece;
   }
   if (!mapping && next_arg < args.size())
     MAGIX_FAIL("not all arguments converted during string formatting");
+  budget_check_size(out.size(), "string");
   return out;
 }
 

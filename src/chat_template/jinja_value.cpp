@@ -5,9 +5,38 @@
 #include <cmath>
 #include <cstdio>
 
+#include "chat_template/jinja_budget.hpp"
 #include "magix/error.hpp"
 
 namespace magix::jinja {
+
+namespace {
+
+// While a Value is freeing its children (see ~Value), the values to free next.
+thread_local std::vector<Value>* t_release_queue = nullptr;
+
+}  // namespace
+
+Value::~Value() {
+  if (!list && !dict) return;
+  bool last = (list && list.use_count() == 1) || (dict && dict.use_count() == 1);
+  if (!last) return;  // the members' own destructors just drop a reference
+  if (t_release_queue) {
+    t_release_queue->push_back(std::move(*this));  // freed by the loop below, not recursively
+    return;
+  }
+  std::vector<Value> queue;
+  t_release_queue = &queue;
+  list.reset();  // children that are last references land in `queue`
+  dict.reset();
+  while (!queue.empty()) {
+    Value v = std::move(queue.back());
+    queue.pop_back();
+    v.list.reset();
+    v.dict.reset();
+  }
+  t_release_queue = nullptr;
+}
 
 Value Value::undefined(std::string hint) {
   Value v;
@@ -47,7 +76,7 @@ Value Value::str(std::string x) {
 Value Value::make_list(std::vector<Value> items) {
   Value v;
   v.kind = Kind::List;
-  v.list = std::make_shared<const std::vector<Value>>(std::move(items));
+  v.list = std::make_shared<std::vector<Value>>(std::move(items));
   return v;
 }
 Value Value::make_tuple(std::vector<Value> items) {
@@ -141,6 +170,7 @@ bool equals(const Value& a, const Value& b) {
     case Kind::List:
     case Kind::Tuple: {
       if (a.list->size() != b.list->size()) return false;
+      ValueDepthGuard guard;
       for (size_t k = 0; k < a.list->size(); ++k) {
         if (!equals((*a.list)[k], (*b.list)[k])) return false;
       }
@@ -148,6 +178,7 @@ bool equals(const Value& a, const Value& b) {
     }
     case Kind::Dict: {
       if (a.dict->entries.size() != b.dict->entries.size()) return false;
+      ValueDepthGuard guard;
       for (const auto& [k, v] : a.dict->entries) {
         const Value* other = b.dict->find(k);
         if (!other || !equals(v, *other)) return false;
@@ -172,6 +203,7 @@ bool less_than(const Value& a, const Value& b) {
     return a.s < b.s;  // UTF-8 keeps code point order
   if (a.is_sequence() && a.kind == b.kind) {
     const auto &x = *a.list, &y = *b.list;
+    ValueDepthGuard guard;
     for (size_t k = 0; k < std::min(x.size(), y.size()); ++k) {
       if (!equals(x[k], y[k])) return less_than(x[k], y[k]);
     }
@@ -293,19 +325,25 @@ std::string repr_string(const std::string& s) {
 }
 
 std::string join_repr(const std::vector<Value>& items) {
+  ValueDepthGuard guard;
   std::string out;
   for (size_t k = 0; k < items.size(); ++k) {
+    std::string item = repr(items[k]);
+    budget_check_length(out.size() + item.size() + 2, "string");
     if (k) out += ", ";
-    out += repr(items[k]);
+    out += item;
   }
   return out;
 }
 
 std::string dict_repr(const Dict& d) {
+  ValueDepthGuard guard;
   std::string out = "{";
   for (size_t k = 0; k < d.entries.size(); ++k) {
+    std::string item = repr(d.entries[k].first) + ": " + repr(d.entries[k].second);
+    budget_check_length(out.size() + item.size() + 2, "string");
     if (k) out += ", ";
-    out += repr(d.entries[k].first) + ": " + repr(d.entries[k].second);
+    out += item;
   }
   return out + "}";
 }
@@ -417,8 +455,11 @@ std::string json_key(const Value& k) {
 }
 
 void json_value(std::string& out, const Value& v, const JsonOptions& o, int level) {
+  ValueDepthGuard guard;
+  budget_check_length(out.size(), "string");
   auto newline = [&](int lvl) {
     if (!o.has_indent) return;
+    budget_check_length(out.size() + 1 + static_cast<uint64_t>(lvl) * o.indent.size(), "string");
     out += '\n';
     for (int k = 0; k < lvl; ++k) out += o.indent;
   };
@@ -493,10 +534,25 @@ void json_value(std::string& out, const Value& v, const JsonOptions& o, int leve
 std::string to_json(const Value& v, const JsonOptions& options) {
   std::string out;
   json_value(out, v, options, 0);
+  budget_check_size(out.size(), "string");
   return out;
 }
 
+namespace {
+
+Value from_json_at(const nlohmann::ordered_json& j, int depth);
+
+}  // namespace
+
 Value from_json(const nlohmann::ordered_json& j) {
+  return from_json_at(j, 0);
+}
+
+namespace {
+
+Value from_json_at(const nlohmann::ordered_json& j, int depth) {
+  if (depth > kMaxJsonDepth)
+    MAGIX_FAIL("the template context is nested deeper than {} levels", kMaxJsonDepth);
   switch (j.type()) {
     case nlohmann::ordered_json::value_t::null:
       return Value::none();
@@ -516,19 +572,22 @@ Value from_json(const nlohmann::ordered_json& j) {
     case nlohmann::ordered_json::value_t::array: {
       std::vector<Value> items;
       items.reserve(j.size());
-      for (const auto& x : j) items.push_back(from_json(x));
+      for (const auto& x : j) items.push_back(from_json_at(x, depth + 1));
       return Value::make_list(std::move(items));
     }
     case nlohmann::ordered_json::value_t::object: {
       Dict d;
       d.entries.reserve(j.size());
-      for (const auto& [k, x] : j.items()) d.entries.emplace_back(Value::str(k), from_json(x));
+      for (const auto& [k, x] : j.items())
+        d.entries.emplace_back(Value::str(k), from_json_at(x, depth + 1));
       return Value::make_dict(std::move(d));
     }
     default:
       MAGIX_FAIL("unsupported JSON value in the template context");
   }
 }
+
+}  // namespace
 
 std::vector<char32_t> decode_utf8(std::string_view s) {
   std::vector<char32_t> out;

@@ -49,6 +49,15 @@ struct Value {
   std::shared_ptr<Dict> dict;                      // Dict (never mutated once built), Namespace
   std::shared_ptr<const Function> fn;              // Callable
 
+  Value() = default;
+  Value(const Value&) = default;
+  Value(Value&&) noexcept = default;
+  Value& operator=(const Value&) = default;
+  Value& operator=(Value&&) noexcept = default;
+  // Frees nested lists and dicts with a loop instead of recursion, so that no nesting depth
+  // overflows the stack.
+  ~Value();
+
   static Value undefined(std::string hint = {});
   static Value none();
   static Value boolean(bool b);
@@ -112,6 +121,8 @@ struct JsonOptions {
 std::string to_json(const Value& v, const JsonOptions& options);
 
 // Conversion from the JSON context: objects keep their key order, numbers keep int vs float.
+// Deeper than kMaxJsonDepth levels is an error (the JSON readers of magix refuse such files).
+constexpr int kMaxJsonDepth = 512;
 Value from_json(const nlohmann::ordered_json& j);
 
 // Code points of a UTF-8 string (invalid bytes are taken one by one as U+FFFD-like units of

@@ -11,6 +11,7 @@
 #include "magix/checkpoint.hpp"
 #include "magix/error.hpp"
 #include "magix/hf_files.hpp"
+#include "magix/json_parse.hpp"
 #include "magix/tokenizer_config.hpp"
 
 namespace magix::cli {
@@ -46,8 +47,7 @@ void run_chat_template(const ChatTemplateArgs& a) {
   while (std::getline(in, line)) {
     ++lineno;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    auto j = nlohmann::ordered_json::parse(line, nullptr, /*allow_exceptions=*/false);
-    MAGIX_CHECK(!j.is_discarded(), "{}:{}: invalid JSON", a.input, lineno);
+    auto j = parse_ordered_json(line, fmt::format("{}:{}", a.input, lineno));  // depth-limited
     MAGIX_CHECK(j.is_object() && j.contains("messages") && j["messages"].is_array(),
                 "{}:{}: expected an object with a 'messages' array", a.input, lineno);
     bool agp = false;

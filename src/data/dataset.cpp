@@ -282,6 +282,11 @@ std::vector<Example> load_examples(const DatasetOptions& options, const Tokenize
   MAGIX_CHECK(options.encode.train_on == TrainOn::kAll || options.encode.use_chat_template,
               "train_on assistant needs conversations: pass --use_chat_template with a messages "
               "field");
+  if (options.encode.use_chat_template) {
+    // The templates are parsed before any record is read: a syntax error names the tokenizer's
+    // file, not a data line.
+    ChatFormatter(tokenizer.config(), options.encode.chat_template_name);
+  }
   ReadOptions read;
   read.field = options.data_field;
   read.skip_bad_records = options.skip_bad_records;

@@ -4,6 +4,7 @@
 
 #include "magix/dataset.hpp"
 #include "magix/error.hpp"
+#include "magix/json_parse.hpp"
 
 namespace magix {
 namespace {
@@ -31,7 +32,7 @@ class RecordSink {
     if (stats_) stats_->blank_lines += 1;
   }
   // A parsed JSON element: must be an object holding the field.
-  void add_json(int64_t line, const nlohmann::ordered_json& value) {
+  void add_json(int64_t line, nlohmann::ordered_json value) {
     if (!value.is_object()) {
       bad(line, fmt::format("expected a JSON object, got {}", value.type_name()));
       return;
@@ -48,10 +49,10 @@ class RecordSink {
     Record record;
     record.line = line;
     if (it->is_string()) {
-      record.text = it->get<std::string>();
+      record.text = std::move(it->get_ref<std::string&>());  // no copy of a long text
     } else {
       record.is_messages = true;
-      record.messages = *it;
+      record.messages = std::move(*it);
     }
     push(std::move(record));
   }
@@ -82,15 +83,6 @@ bool is_blank(std::string_view s) {
   return s.find_first_not_of(" \t\r\n") == std::string_view::npos;
 }
 
-// The JSON parser's message without nlohmann's "[json.exception.parse_error.101] " prefix.
-std::string json_reason(const nlohmann::json::exception& e) {
-  std::string what = e.what();
-  auto close = what.find("] ");
-  if (what.rfind("[json.exception", 0) == 0 && close != std::string::npos)
-    what = what.substr(close + 2);
-  return what;
-}
-
 // Calls fn(line_number, line) for each '\n'-separated line (1-based, without the '\n').
 template <class Fn>
 void for_each_line(std::string_view content, Fn fn) {
@@ -116,12 +108,12 @@ void parse_jsonl(std::string_view content, RecordSink& sink) {
     }
     nlohmann::ordered_json value;
     try {
-      value = nlohmann::ordered_json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      sink.bad(line_no, fmt::format("invalid JSON: {}", json_reason(e)));
+      value = parse_ordered_json(line, "record");  // nesting limited (kMaxJsonDepth)
+    } catch (const Error& e) {
+      sink.bad(line_no, e.what() + std::string_view("record: ").size());
       return;
     }
-    sink.add_json(line_no, value);
+    sink.add_json(line_no, std::move(value));
   });
 }
 
@@ -200,11 +192,15 @@ void parse_json_array(std::string_view content, const std::string& source, Recor
       } else if (auto at = find_invalid_utf8(element)) {
         sink.bad(begin_line, fmt::format("invalid UTF-8 at byte {} of the element", *at));
       } else {
+        nlohmann::ordered_json value;
+        bool parsed = false;
         try {
-          sink.add_json(begin_line, nlohmann::ordered_json::parse(element));
-        } catch (const nlohmann::json::exception& e) {
-          sink.bad(begin_line, fmt::format("invalid JSON: {}", json_reason(e)));
+          value = parse_ordered_json(element, "record");
+          parsed = true;
+        } catch (const Error& e) {
+          sink.bad(begin_line, e.what() + std::string_view("record: ").size());
         }
+        if (parsed) sink.add_json(begin_line, std::move(value));
       }
       const char delimiter = content[pos];
       ++pos;

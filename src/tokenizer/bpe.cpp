@@ -51,6 +51,10 @@ BpeModel::BpeModel(const nlohmann::json& m, const std::string& source) : source_
       id_to_token_.resize(static_cast<size_t>(id) + 1);
       has_id_.resize(static_cast<size_t>(id) + 1, false);
     }
+    // HF tokenizers keeps one of the two silently: decoding that id would give the wrong text.
+    MAGIX_CHECK(!has_id_[static_cast<size_t>(id)],
+                "{}: model.vocab gives id {} to both '{}' and '{}' (each id must name one token)",
+                source, id, id_to_token_[static_cast<size_t>(id)], token);
     id_to_token_[static_cast<size_t>(id)] = token;
     has_id_[static_cast<size_t>(id)] = true;
   }

@@ -16,6 +16,9 @@ class SequenceProcessor final : public PostProcessor {
   void process(EncodingBuffer& enc, bool add, const IdToToken& f) const override {
     for (const auto& p : parts) p->process(enc, add, f);
   }
+  void special_ids(std::vector<int32_t>& out) const override {
+    for (const auto& p : parts) p->special_ids(out);
+  }
 };
 
 // Single-sequence template: special tokens around the sequence "A".
@@ -29,6 +32,7 @@ class TemplateProcessor final : public PostProcessor {
   void process(EncodingBuffer& enc, bool add, const IdToToken&) const override {
     if (!add) return;
     EncodingBuffer out;
+    out.with_offsets = enc.with_offsets;
     for (const Item& it : single) {
       if (it.is_sequence) {
         out.ids.insert(out.ids.end(), enc.ids.begin(), enc.ids.end());
@@ -36,11 +40,15 @@ class TemplateProcessor final : public PostProcessor {
         out.from_input.insert(out.from_input.end(), enc.from_input.begin(), enc.from_input.end());
       } else {
         out.ids.insert(out.ids.end(), it.ids.begin(), it.ids.end());
+        if (!out.with_offsets) continue;
         out.offsets.insert(out.offsets.end(), it.ids.size(), Range{0, 0});
         out.from_input.insert(out.from_input.end(), it.ids.size(), 0);
       }
     }
     enc = std::move(out);
+  }
+  void special_ids(std::vector<int32_t>& out) const override {
+    for (const Item& it : single) out.insert(out.end(), it.ids.begin(), it.ids.end());
   }
 };
 
@@ -49,7 +57,7 @@ class ByteLevelProcessor final : public PostProcessor {
  public:
   bool trim_offsets = true, add_prefix_space = true;
   void process(EncodingBuffer& enc, bool, const IdToToken& token_text) const override {
-    if (!trim_offsets) return;
+    if (!trim_offsets || !enc.with_offsets) return;
     const auto is_space = [](char32_t c) {
       return c == 0x120 || is_whitespace(c);
     };  // 'Ġ' is byte ' '
@@ -82,11 +90,16 @@ class BertProcessor final : public PostProcessor {
   void process(EncodingBuffer& enc, bool add, const IdToToken&) const override {
     if (!add) return;
     enc.ids.insert(enc.ids.begin(), cls);
+    enc.ids.push_back(sep);
+    if (!enc.with_offsets) return;
     enc.offsets.insert(enc.offsets.begin(), Range{0, 0});
     enc.from_input.insert(enc.from_input.begin(), 0);
-    enc.ids.push_back(sep);
     enc.offsets.push_back({0, 0});
     enc.from_input.push_back(0);
+  }
+  void special_ids(std::vector<int32_t>& out) const override {
+    out.push_back(cls);
+    out.push_back(sep);
   }
 };
 

@@ -18,6 +18,8 @@ struct EncodingBuffer {
   std::vector<int32_t> ids;
   std::vector<Range> offsets;       // byte offsets into the input; {0, 0} for added special tokens
   std::vector<uint8_t> from_input;  // 1 where the token's text is the input slice (added tokens)
+  // false: ids only, `offsets` and `from_input` stay empty (17 bytes per token less).
+  bool with_offsets = true;
 };
 
 // The text of token i of an encoding (for offset trimming).
@@ -28,6 +30,8 @@ class PostProcessor {
   virtual ~PostProcessor() = default;
   virtual void process(EncodingBuffer& enc, bool add_special_tokens,
                        const IdToToken& id_to_token) const = 0;
+  // Appends the ids of the special tokens it adds (checked against the vocabulary at load).
+  virtual void special_ids(std::vector<int32_t>& out) const { (void)out; }
 };
 
 // null -> nullptr; an unknown "type" is an error naming it and `source`.

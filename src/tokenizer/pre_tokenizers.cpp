@@ -16,35 +16,41 @@ using nlohmann::json;
 constexpr const char* kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
-// Applies `fn(piece, out)` to every piece.
-template <typename Fn>
-void for_each_piece(std::vector<NormalizedString>& pieces, Fn&& fn) {
-  std::vector<NormalizedString> out;
-  out.reserve(pieces.size());
-  for (const auto& p : pieces) fn(p, out);
-  pieces = std::move(out);
-}
-
 class SequencePreTokenizer final : public PreTokenizer {
  public:
   std::vector<std::unique_ptr<PreTokenizer>> parts;
-  void split(std::vector<NormalizedString>& pieces) const override {
-    for (const auto& p : parts) p->split(pieces);
+  void split(NormalizedString piece, const PieceSink& emit) const override {
+    split_from(0, std::move(piece), emit);
+  }
+
+ private:
+  // Words of `piece` through parts[i..]: each word of part i goes through the next parts first.
+  void split_from(size_t i, NormalizedString piece, const PieceSink& emit) const {
+    if (i == parts.size()) {
+      if (!piece.empty()) emit(std::move(piece));
+      return;
+    }
+    parts[i]->split(std::move(piece),
+                    [&](NormalizedString&& p) { split_from(i + 1, std::move(p), emit); });
   }
 };
+
+// Cuts `s` at the matches of `pattern` (a Pattern or a Regex).
+template <typename P>
+void split_at(const P& pattern, const NormalizedString& s, bool invert, SplitBehavior behavior,
+              const PieceSink& emit) {
+  MatchSplitter splitter(s, invert, behavior, emit);
+  pattern.find_each(s.text, [&](size_t b, size_t e) { splitter.match({b, e}); });
+  splitter.finish();
+}
 
 class SplitPreTokenizer final : public PreTokenizer {
  public:
   Pattern pattern;
   SplitBehavior behavior = SplitBehavior::kIsolated;
   bool invert = false;
-  void split(std::vector<NormalizedString>& pieces) const override {
-    std::vector<Range> matches;
-    for_each_piece(pieces, [&](const NormalizedString& p, std::vector<NormalizedString>& out) {
-      matches.clear();
-      pattern.find_all(p.text, matches);
-      split_by_matches(p, matches, invert, behavior, out);
-    });
+  void split(NormalizedString piece, const PieceSink& emit) const override {
+    split_at(pattern, piece, invert, behavior, emit);
   }
 };
 
@@ -53,24 +59,15 @@ class ByteLevelPreTokenizer final : public PreTokenizer {
  public:
   bool add_prefix_space = false;
   std::unique_ptr<Regex> regex;  // null when use_regex is false
-  void split(std::vector<NormalizedString>& pieces) const override {
-    std::vector<Range> matches;
-    for_each_piece(pieces, [&](const NormalizedString& p, std::vector<NormalizedString>& out) {
-      NormalizedString s = p;
-      if (add_prefix_space && !s.text.empty() && s.text[0] != ' ') {
-        s.text = " " + s.text;
-        s.align.insert(s.align.begin(), s.align.front());
-      }
-      if (regex) {
-        matches.clear();
-        regex->find_all(s.text, matches);
-        split_by_matches(s, matches, false, SplitBehavior::kIsolated, out);
-      } else if (!s.empty()) {
-        out.push_back(std::move(s));
-      }
-    });
-    const ByteLevelAlphabet& alphabet = byte_level_alphabet();
-    for (auto& p : pieces) {
+  void split(NormalizedString s, const PieceSink& emit) const override {
+    if (add_prefix_space && !s.text.empty() && s.text[0] != ' ') {
+      s.materialize();
+      s.text = " " + s.text;
+      s.align.insert(s.align.begin(), s.align.front());
+    }
+    const auto map_bytes = [&](NormalizedString&& p) {
+      p.materialize();
+      const ByteLevelAlphabet& alphabet = byte_level_alphabet();
       NormalizedString m;
       m.original_begin = p.original_begin;
       m.original_end = p.original_end;
@@ -80,7 +77,12 @@ class ByteLevelPreTokenizer final : public PreTokenizer {
         // Bytes of one character all carry the character's range.
         m.append(alphabet.byte_to_utf8[static_cast<unsigned char>(p.text[i])], p.align[i]);
       }
-      p = std::move(m);
+      emit(std::move(m));
+    };
+    if (regex) {
+      split_at(*regex, s, false, SplitBehavior::kIsolated, map_bytes);
+    } else if (!s.empty()) {
+      map_bytes(std::move(s));
     }
   }
 };
@@ -90,28 +92,65 @@ class MetaspacePreTokenizer final : public PreTokenizer {
   std::string replacement = "\xE2\x96\x81";  // U+2581
   enum class Prepend { kAlways, kFirst, kNever } prepend = Prepend::kAlways;
   bool split_words = true;
-  void split(std::vector<NormalizedString>& pieces) const override {
-    const Pattern space = Pattern::literal(" ");
-    const Pattern rep = Pattern::literal(replacement);
-    std::vector<Range> matches;
-    for_each_piece(pieces, [&](const NormalizedString& p, std::vector<NormalizedString>& out) {
-      NormalizedString s = p;
-      replace_all(s, space, replacement);
-      const bool starts = s.text.compare(0, replacement.size(), replacement) == 0;
-      const bool first = !s.empty() && s.align.front().first == 0;
-      if (!s.empty() && !starts &&
-          (prepend == Prepend::kAlways || (prepend == Prepend::kFirst && first))) {
-        s.text = replacement + s.text;
-        s.align.insert(s.align.begin(), replacement.size(), s.align.front());
+  void split(NormalizedString s, const PieceSink& emit) const override {
+    if (split_words && replacement.size() == utf8_len(static_cast<unsigned char>(replacement[0])) &&
+        replacement != " ") {
+      split_by_word(s, emit);
+      return;
+    }
+    s.materialize();
+    replace_all(s, Pattern::literal(" "), replacement);
+    const bool starts = s.text.compare(0, replacement.size(), replacement) == 0;
+    const bool first = !s.empty() && s.align.front().first == 0;
+    if (!s.empty() && !starts &&
+        (prepend == Prepend::kAlways || (prepend == Prepend::kFirst && first))) {
+      s.text = replacement + s.text;
+      s.align.insert(s.align.begin(), replacement.size(), s.align.front());
+    }
+    if (split_words) {
+      split_at(Pattern::literal(replacement), s, false, SplitBehavior::kMergedWithNext, emit);
+    } else if (!s.empty()) {
+      emit(std::move(s));
+    }
+  }
+
+ private:
+  // The same words as above, without rewriting the whole piece first: with a one-character
+  // replacement, the words of the rewritten text start at the spaces and replacements of `s`
+  // (one for one), so `s` is cut there and each word rewritten on its own (the first also gets
+  // the prepended replacement, which joins the first word).
+  void split_by_word(const NormalizedString& s, const PieceSink& emit) const {
+    if (s.empty()) return;
+    const bool starts = s.text[0] == ' ' || s.text.compare(0, replacement.size(), replacement) == 0;
+    const bool first = s.original_range(0, 1).first == 0;
+    const bool add =
+        !starts && (prepend == Prepend::kAlways || (prepend == Prepend::kFirst && first));
+    bool first_word = true;
+    const PieceSink rewrite = [&](NormalizedString&& word) {
+      word.materialize();
+      if (word.text[0] == ' ') {
+        replace_all(word, Pattern::literal(" "), replacement);
       }
-      if (split_words) {
-        matches.clear();
-        rep.find_all(s.text, matches);
-        split_by_matches(s, matches, false, SplitBehavior::kMergedWithNext, out);
-      } else if (!s.empty()) {
-        out.push_back(std::move(s));
+      if (first_word && add) {
+        word.text = replacement + word.text;
+        word.align.insert(word.align.begin(), replacement.size(), word.align.front());
       }
-    });
+      first_word = false;
+      emit(std::move(word));
+    };
+    MatchSplitter splitter(s, false, SplitBehavior::kMergedWithNext, rewrite);
+    for (size_t i = 0; i < s.text.size();) {
+      if (s.text[i] == ' ') {
+        splitter.match({i, i + 1});
+        i += 1;
+      } else if (s.text.compare(i, replacement.size(), replacement) == 0) {
+        splitter.match({i, i + replacement.size()});
+        i += replacement.size();
+      } else {
+        i += utf8_len(static_cast<unsigned char>(s.text[i]));
+      }
+    }
+    splitter.finish();
   }
 };
 
@@ -119,13 +158,8 @@ class RegexSplitPreTokenizer final : public PreTokenizer {
  public:
   RegexSplitPreTokenizer(const char* pattern, bool invert, SplitBehavior b, const std::string& ctx)
       : regex_(pattern, ctx), invert_(invert), behavior_(b) {}
-  void split(std::vector<NormalizedString>& pieces) const override {
-    std::vector<Range> matches;
-    for_each_piece(pieces, [&](const NormalizedString& p, std::vector<NormalizedString>& out) {
-      matches.clear();
-      regex_.find_all(p.text, matches);
-      split_by_matches(p, matches, invert_, behavior_, out);
-    });
+  void split(NormalizedString piece, const PieceSink& emit) const override {
+    split_at(regex_, piece, invert_, behavior_, emit);
   }
 
  private:
@@ -145,65 +179,66 @@ SplitBehavior parse_split_behavior(const std::string& name, const std::string& c
   MAGIX_FAIL("{}: unknown split behavior '{}'", context, name);
 }
 
-void split_by_matches(const NormalizedString& s, const std::vector<Range>& matches, bool invert,
-                      SplitBehavior behavior, std::vector<NormalizedString>& out) {
-  if (s.empty()) return;
-  // Segments covering s: (range, is_match).
-  std::vector<std::pair<Range, bool>> segs;
-  size_t prev = 0;
-  for (const auto& [b, e] : matches) {
-    if (b > prev) segs.push_back({{prev, b}, invert});
-    segs.push_back({{b, e}, !invert});
-    prev = e;
-  }
-  if (prev < s.text.size()) segs.push_back({{prev, s.text.size()}, invert});
+void MatchSplitter::match(Range r) {
+  if (r.first > done_) segment({done_, r.first}, invert_);
+  segment(r, !invert_);
+  done_ = r.second;
+}
 
-  std::vector<Range> pieces;
-  bool previous_match = false;
-  switch (behavior) {
+void MatchSplitter::finish() {
+  if (done_ < s_.text.size()) segment({done_, s_.text.size()}, invert_);
+  done_ = s_.text.size();
+  flush();
+}
+
+void MatchSplitter::piece(Range r) {
+  if (r.second > r.first) emit_(s_.slice(r.first, r.second));
+}
+
+void MatchSplitter::flush() {
+  if (pending_) piece(*pending_);
+  pending_.reset();
+}
+
+// One segment (a match or the text between two): what becomes of it depends on the behavior and
+// on the segment before it; at most one piece waits (`pending_`) for the next segment.
+void MatchSplitter::segment(Range r, bool is_match) {
+  switch (behavior_) {
     case SplitBehavior::kRemoved:
-      for (const auto& [r, m] : segs) {
-        if (!m) pieces.push_back(r);
-      }
+      if (!is_match) piece(r);
       break;
     case SplitBehavior::kIsolated:
-      for (const auto& [r, m] : segs) pieces.push_back(r);
+      piece(r);
       break;
-    case SplitBehavior::kMergedWithPrevious:
-      for (const auto& [r, m] : segs) {
-        if (m && !previous_match && !pieces.empty()) {
-          pieces.back().second = r.second;
-        } else {
-          pieces.push_back(r);
-        }
-        previous_match = m;
+    case SplitBehavior::kMergedWithPrevious:  // a match joins the non-match before it
+      if (is_match && !previous_match_ && pending_) {
+        pending_->second = r.second;
+      } else {
+        flush();
+        pending_ = r;
       }
       break;
-    case SplitBehavior::kMergedWithNext:
-      for (auto it = segs.rbegin(); it != segs.rend(); ++it) {
-        if (it->second && !previous_match && !pieces.empty()) {
-          pieces.back().first = it->first.first;
-        } else {
-          pieces.push_back(it->first);
-        }
-        previous_match = it->second;
+    case SplitBehavior::kMergedWithNext:  // a match joins the non-match after it
+      if (is_match) {
+        flush();
+        pending_ = r;
+      } else if (pending_) {
+        pending_->second = r.second;
+        flush();
+      } else {
+        piece(r);
       }
-      std::reverse(pieces.begin(), pieces.end());
       break;
-    case SplitBehavior::kContiguous:
-      for (size_t i = 0; i < segs.size(); ++i) {
-        if (i > 0 && segs[i].second == previous_match) {
-          pieces.back().second = segs[i].first.second;
-        } else {
-          pieces.push_back(segs[i].first);
-        }
-        previous_match = segs[i].second;
+    case SplitBehavior::kContiguous:  // consecutive segments of one kind form one piece
+      if (pending_ && is_match == previous_match_) {
+        pending_->second = r.second;
+      } else {
+        flush();
+        pending_ = r;
       }
       break;
   }
-  for (const auto& [b, e] : pieces) {
-    if (e > b) out.push_back(s.slice(b, e));
-  }
+  previous_match_ = is_match;
 }
 
 std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const std::string& source) {

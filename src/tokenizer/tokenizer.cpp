@@ -7,6 +7,7 @@
 
 #include "magix/error.hpp"
 #include "magix/hf_files.hpp"
+#include "magix/json_parse.hpp"
 #include "tokenizer/tokenizer_impl.hpp"
 #include "tokenizer/unicode.hpp"
 
@@ -33,7 +34,9 @@ bool TokenizerImpl::is_special(int32_t id) const {
 
 void TokenizerImpl::encode_plain(std::string_view text, size_t begin,
                                  text::EncodingBuffer& out) const {
-  text::NormalizedString ns = text::NormalizedString::from_original(text, begin);
+  // Without a normalizer the alignment to the input is implied (not stored per byte).
+  text::NormalizedString ns = normalizer ? text::NormalizedString::from_original(text, begin)
+                                         : text::NormalizedString::identity_of(text, begin);
   if (normalizer) normalizer->normalize(ns);
   std::vector<text::AddedSplit> splits;
   if (normalized_matcher.empty()) {
@@ -41,36 +44,41 @@ void TokenizerImpl::encode_plain(std::string_view text, size_t begin,
   } else {
     splits = normalized_matcher.split(ns.text, added);
   }
-  std::vector<text::NormalizedString> pieces;
   std::vector<text::ModelToken> tokens;
+  // Words are encoded as the pre-tokenizer finds them: none is kept after its tokens.
+  const auto encode_word = [&](text::NormalizedString&& word) {
+    tokens.clear();
+    model->tokenize(word.text, tokens);
+    for (const auto& t : tokens) out.ids.push_back(t.id);
+    if (!out.with_offsets) return;
+    for (const auto& t : tokens) out.offsets.push_back(word.original_range(t.begin, t.end));
+    out.from_input.resize(out.ids.size(), 0);
+  };
   for (const auto& sp : splits) {
     const auto [b, e] = sp.range;
     if (sp.token >= 0) {
       out.ids.push_back(added[static_cast<size_t>(sp.token)].id);
+      if (!out.with_offsets) continue;
       out.offsets.push_back(e > b ? ns.original_range(b, e)
                                   : text::Range{ns.original_begin, ns.original_begin});
       out.from_input.push_back(1);
       continue;
     }
     if (e <= b) continue;
-    pieces.clear();
-    pieces.push_back(b == 0 && e == ns.text.size() ? std::move(ns) : ns.slice(b, e));
-    if (pre_tokenizer) pre_tokenizer->split(pieces);
-    for (const auto& piece : pieces) {
-      tokens.clear();
-      model->tokenize(piece.text, tokens);
-      for (const auto& t : tokens) {
-        out.ids.push_back(t.id);
-        out.offsets.push_back(piece.original_range(t.begin, t.end));
-      }
-      out.from_input.resize(out.ids.size(), 0);
+    text::NormalizedString piece = b == 0 && e == ns.text.size() ? std::move(ns) : ns.slice(b, e);
+    if (pre_tokenizer) {
+      pre_tokenizer->split(std::move(piece), encode_word);
+    } else {
+      encode_word(std::move(piece));
     }
   }
 }
 
-text::EncodingBuffer TokenizerImpl::encode(std::string_view input, bool add_special_tokens) const {
+text::EncodingBuffer TokenizerImpl::encode(std::string_view input, bool add_special_tokens,
+                                           bool with_offsets) const {
   text::check_utf8(input, "Tokenizer::encode: input text");
   text::EncodingBuffer enc;
+  enc.with_offsets = with_offsets;
   if (raw_matcher.empty()) {
     encode_plain(input, 0, enc);
   } else {
@@ -78,6 +86,7 @@ text::EncodingBuffer TokenizerImpl::encode(std::string_view input, bool add_spec
       const auto [b, e] = sp.range;
       if (sp.token >= 0) {
         enc.ids.push_back(added[static_cast<size_t>(sp.token)].id);
+        if (!with_offsets) continue;
         enc.offsets.push_back({b, e});
         enc.from_input.push_back(1);
       } else {
@@ -130,6 +139,18 @@ std::shared_ptr<TokenizerImpl> build_impl(const json& j, TokenizerConfig config,
     t.rstrip = a.value("rstrip", false);
     t.normalized = a.value("normalized", !a.value("special", false));
     t.special = a.value("special", false);
+    // An added token may re-declare a vocab token with its id (Gemma, Mistral do); an id that
+    // already names another token would decode ambiguously.
+    const std::string* in_vocab = impl->model->id_to_token(t.id);
+    MAGIX_CHECK(in_vocab == nullptr || *in_vocab == t.content,
+                "{}: added token '{}' has id {}, which model.vocab gives to '{}' (each id must "
+                "name one token)",
+                source, t.content, t.id, *in_vocab);
+    if (const auto it = impl->added_by_id.find(t.id); it != impl->added_by_id.end()) {
+      MAGIX_CHECK(impl->added[it->second].content == t.content,
+                  "{}: added tokens '{}' and '{}' both have id {} (each id must name one token)",
+                  source, impl->added[it->second].content, t.content, t.id);
+    }
     max_id = std::max<int64_t>(max_id, t.id);
     impl->added_by_id[t.id] = impl->added.size();
     impl->added_by_content[t.content] = t.id;
@@ -150,6 +171,14 @@ std::shared_ptr<TokenizerImpl> build_impl(const json& j, TokenizerConfig config,
     }
   }
   impl->vocab_size = max_id + 1;
+  // An id the post-processor adds must name a token (else generation fails on it later).
+  std::vector<int32_t> post_ids;
+  if (impl->post_processor) impl->post_processor->special_ids(post_ids);
+  for (const int32_t id : post_ids) {
+    MAGIX_CHECK(impl->id_to_token(id).has_value(),
+                "{}: post_processor adds id {}, which no token of model.vocab or added_tokens has",
+                source, id);
+  }
   const auto special_id = [&](const std::optional<std::string>& tok,
                               const char* what) -> std::optional<int32_t> {
     if (!tok) return std::nullopt;
@@ -171,12 +200,7 @@ Tokenizer::~Tokenizer() = default;
 
 Tokenizer Tokenizer::from_json_string(std::string_view text, TokenizerConfig config,
                                       const std::string& source) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    MAGIX_FAIL("{}: invalid JSON: {}", source, e.what());
-  }
+  json j = parse_json(text, source);  // nesting limited (kMaxJsonDepth)
   try {
     return Tokenizer(build_impl(j, std::move(config), source));
   } catch (const json::exception& e) {
@@ -206,12 +230,12 @@ Tokenizer Tokenizer::load(const std::string& name_or_path) {
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
-  return impl_->encode(text, add_special_tokens).ids;
+  return impl_->encode(text, add_special_tokens, /*with_offsets=*/false).ids;
 }
 
 Tokenizer::Encoding Tokenizer::encode_with_offsets(std::string_view text,
                                                    bool add_special_tokens) const {
-  text::EncodingBuffer enc = impl_->encode(text, add_special_tokens);
+  text::EncodingBuffer enc = impl_->encode(text, add_special_tokens, /*with_offsets=*/true);
   return Encoding{std::move(enc.ids), std::move(enc.offsets)};
 }
 

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "magix/error.hpp"
+#include "magix/json_parse.hpp"
 
 namespace magix {
 
@@ -55,6 +56,7 @@ TokenizerConfig parse_tokenizer_config(const nlohmann::json& j, const std::strin
   if (auto it = j.find("chat_template"); it != j.end() && !it->is_null()) {
     if (it->is_string()) {
       c.chat_templates["default"] = it->get<std::string>();
+      c.chat_template_files["default"] = source;
     } else if (it->is_array()) {
       for (const auto& t : *it) {
         MAGIX_CHECK(
@@ -63,6 +65,7 @@ TokenizerConfig parse_tokenizer_config(const nlohmann::json& j, const std::strin
             "{}: each entry of 'chat_template' must be {{\"name\": ..., \"template\": ...}}",
             source);
         c.chat_templates[t["name"].get<std::string>()] = t["template"].get<std::string>();
+        c.chat_template_files[t["name"].get<std::string>()] = source;
       }
     } else {
       MAGIX_FAIL("{}: 'chat_template' must be a string or a list of named templates", source);
@@ -75,11 +78,11 @@ TokenizerConfig load_tokenizer_config(const std::filesystem::path& dir) {
   TokenizerConfig c;
   auto path = dir / "tokenizer_config.json";
   if (std::filesystem::exists(path)) {
-    std::ifstream in(path);
+    std::ifstream in(path, std::ios::binary);
     MAGIX_CHECK(in, "cannot open {}", path.string());
-    nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-    MAGIX_CHECK(!j.is_discarded(), "{}: invalid JSON", path.string());
-    c = parse_tokenizer_config(j, path.string());
+    std::stringstream ss;
+    ss << in.rdbuf();
+    c = parse_tokenizer_config(parse_json(ss.str(), path.string()), path.string());
   }
   auto jinja = dir / "chat_template.jinja";
   if (std::filesystem::exists(jinja)) {
@@ -88,6 +91,7 @@ TokenizerConfig load_tokenizer_config(const std::filesystem::path& dir) {
     std::stringstream ss;
     ss << in.rdbuf();
     c.chat_templates["default"] = ss.str();
+    c.chat_template_files["default"] = jinja.string();
   }
   return c;
 }

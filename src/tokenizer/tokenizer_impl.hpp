@@ -39,7 +39,9 @@ struct TokenizerImpl {
   bool is_special(int32_t id) const;
   // Model tokens of one plain (non-added-token) piece of the input, appended to `out`.
   void encode_plain(std::string_view text, size_t begin, text::EncodingBuffer& out) const;
-  text::EncodingBuffer encode(std::string_view text, bool add_special_tokens) const;
+  // with_offsets false: ids only (what Tokenizer::encode returns).
+  text::EncodingBuffer encode(std::string_view text, bool add_special_tokens,
+                              bool with_offsets) const;
 };
 
 }  // namespace magix

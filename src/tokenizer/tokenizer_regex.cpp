@@ -70,22 +70,59 @@ Regex::Regex(const std::string& pattern, const std::string& context) {
       std::shared_ptr<void>(code, [](void* c) { pcre2_code_free(static_cast<pcre2_code*>(c)); });
 }
 
+namespace {
+
+// The match context for long runs: PCRE2's default match limit (10^7 backtracking steps) stops
+// patterns like `\s*[\r\n]+|\s+(?!\S)` on megabytes of whitespace, where Oniguruma (HF
+// tokenizers) has no limit. A single match's steps are linear in the run for tokenizer
+// patterns, so the limit is lifted, and the JIT gets a stack that can grow to 64 MiB.
+class LongRunContext {
+ public:
+  LongRunContext()
+      : ctx_(pcre2_match_context_create(nullptr), pcre2_match_context_free),
+        stack_(pcre2_jit_stack_create(32 * 1024, 64 << 20, nullptr), pcre2_jit_stack_free) {
+    MAGIX_CHECK(ctx_ && stack_, "regex: out of memory");
+    pcre2_set_match_limit(ctx_.get(), UINT32_MAX);
+    pcre2_set_depth_limit(ctx_.get(), UINT32_MAX);
+    pcre2_set_heap_limit(ctx_.get(), 4u << 20);  // KiB: 4 GiB for the interpreter's backtracking
+    pcre2_jit_stack_assign(ctx_.get(), nullptr, stack_.get());
+  }
+  pcre2_match_context* get() const { return ctx_.get(); }
+
+ private:
+  std::unique_ptr<pcre2_match_context, void (*)(pcre2_match_context*)> ctx_;
+  std::unique_ptr<pcre2_jit_stack, void (*)(pcre2_jit_stack*)> stack_;
+};
+
+}  // namespace
+
 void Regex::find_all(std::string_view s, std::vector<Range>& out) const {
+  find_each(s, [&](size_t b, size_t e) { out.emplace_back(b, e); });
+}
+
+void Regex::find_each(std::string_view s, const MatchFn& fn) const {
   auto* code = static_cast<pcre2_code*>(code_.get());
   std::unique_ptr<pcre2_match_data, void (*)(pcre2_match_data*)> md(
       pcre2_match_data_create_from_pattern(code, nullptr), pcre2_match_data_free);
   MAGIX_CHECK(md != nullptr, "regex: out of memory");
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(s.data());
+  std::unique_ptr<LongRunContext> long_run;  // made on the first match that needs it
   size_t start = 0;
   while (start <= s.size()) {
-    const int rc =
-        pcre2_match(code, subject, s.size(), start, PCRE2_NO_UTF_CHECK, md.get(), nullptr);
+    int rc = pcre2_match(code, subject, s.size(), start, PCRE2_NO_UTF_CHECK, md.get(),
+                         long_run ? long_run->get() : nullptr);
+    if (!long_run && (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT ||
+                      rc == PCRE2_ERROR_JIT_STACKLIMIT || rc == PCRE2_ERROR_HEAPLIMIT)) {
+      long_run = std::make_unique<LongRunContext>();
+      rc = pcre2_match(code, subject, s.size(), start, PCRE2_NO_UTF_CHECK, md.get(),
+                       long_run->get());
+    }
     if (rc == PCRE2_ERROR_NOMATCH) break;
     MAGIX_CHECK(rc >= 0, "regex: match failed with PCRE2 error {}", rc);
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md.get());
     const size_t b = ov[0], e = ov[1];
     if (e > b) {
-      out.emplace_back(b, e);
+      fn(b, e);
       start = e;
     } else {  // empty match: move on by one character
       if (b >= s.size()) break;
@@ -107,13 +144,17 @@ Pattern Pattern::regex(const std::string& pattern, const std::string& context) {
 }
 
 void Pattern::find_all(std::string_view s, std::vector<Range>& out) const {
+  find_each(s, [&](size_t b, size_t e) { out.emplace_back(b, e); });
+}
+
+void Pattern::find_each(std::string_view s, const MatchFn& fn) const {
   if (regex_) {
-    regex_->find_all(s, out);
+    regex_->find_each(s, fn);
     return;
   }
   if (literal_.empty()) return;
   for (size_t pos = s.find(literal_); pos != std::string_view::npos; pos = s.find(literal_, pos)) {
-    out.emplace_back(pos, pos + literal_.size());
+    fn(pos, pos + literal_.size());
     pos += literal_.size();
   }
 }

@@ -277,3 +277,32 @@ TEST(Prompts, TxtAndJsonl) {
 
 }  // namespace
 }  // namespace magix
+
+namespace magix {
+namespace {
+
+// A record field nested a million levels deep (copying it recursed until the stack overflowed).
+TEST(Records, DeepNestingIsABadRecordNotACrash) {
+  const std::string deep = std::string(1'000'000, '[') + std::string(1'000'000, ']');
+  for (DataFormat format : {DataFormat::kJsonl, DataFormat::kJson}) {
+    std::string content = "{\"text\": \"ok\"}\n{\"text\": " + deep + "}\n";
+    if (format == DataFormat::kJson) content = "[{\"text\": \"ok\"},\n{\"text\": " + deep + "}]";
+    ReadOptions read;
+    try {
+      parse_records(content, format, "deep.jsonl", read, nullptr);
+      FAIL() << "accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("deep.jsonl:2: JSON nested deeper than 512 levels"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  // 512 levels are accepted
+  ReadOptions read;
+  const std::string ok =
+      "{\"text\": \"a\", \"x\": " + std::string(511, '[') + std::string(511, ']') + "}\n";
+  EXPECT_EQ(parse_records(ok, DataFormat::kJsonl, "ok.jsonl", read, nullptr).size(), 1u);
+}
+
+}  // namespace
+}  // namespace magix

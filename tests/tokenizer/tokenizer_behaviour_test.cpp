@@ -189,6 +189,72 @@ TEST(TokenizerLoad, UnknownComponentTypesAreNamed) {
   EXPECT_THROW(Tokenizer::from_file("/nonexistent/tokenizer.json"), Error);
 }
 
+// Error message of loading `json`, or "" when it loads.
+std::string load_error(const std::string& json) {
+  try {
+    Tokenizer::from_json_string(json);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(TokenizerLoad, RefusesAnIdGivenToTwoTokens) {
+  // model.vocab: "c" and "b" both id 2 (HF tokenizers keeps one silently).
+  std::string why = load_error(minimal_tokenizer_json("", R"(, "c": 2)"));
+  EXPECT_NE(why.find("id 2"), std::string::npos) << why;
+  EXPECT_NE(why.find("'b'"), std::string::npos) << why;
+  EXPECT_NE(why.find("'c'"), std::string::npos) << why;
+  // An added token with the id of another vocab token, or of another added token.
+  const auto with_added = [](const std::string& added) {
+    std::string json = minimal_tokenizer_json("", "");
+    json.replace(json.find("\"added_tokens\": []"), 18, "\"added_tokens\": [" + added + "]");
+    return json;
+  };
+  const auto added = [](int id, const std::string& content) {
+    return fmt::format(R"({{"id": {}, "content": "{}", "special": true}})", id, content);
+  };
+  why = load_error(with_added(added(1, "<s>")));
+  EXPECT_NE(why.find("'<s>'"), std::string::npos) << why;
+  EXPECT_NE(why.find("'a'"), std::string::npos) << why;
+  EXPECT_NE(why.find("id 1"), std::string::npos) << why;
+  why = load_error(with_added(added(7, "<s>") + ", " + added(7, "</s>")));
+  EXPECT_NE(why.find("'<s>'"), std::string::npos) << why;
+  EXPECT_NE(why.find("'</s>'"), std::string::npos) << why;
+  EXPECT_NE(why.find("id 7"), std::string::npos) << why;
+  // Re-declaring a vocab token with its own id is normal (Gemma, Mistral).
+  EXPECT_EQ(load_error(with_added(added(0, "<unk>") + ", " + added(9, "<s>"))), "");
+  const auto tok = Tokenizer::from_json_string(with_added(added(0, "<unk>")));
+  EXPECT_EQ(tok.id_to_token(0), "<unk>");
+  EXPECT_TRUE(tok.is_special(0));
+}
+
+TEST(TokenizerLoad, RefusesPostProcessorIdsWithoutToken) {
+  // Found by fuzz_tokenizer: a TemplateProcessing special token whose id no token has was
+  // accepted, and encode returned an id outside the vocabulary.
+  const auto with_template = [](int id) {
+    return minimal_tokenizer_json("", "",
+                                  fmt::format(R"("post_processor": {{"type": "TemplateProcessing",
+          "single": [{{"SpecialToken": {{"id": "<s>", "type_id": 0}}}},
+                     {{"Sequence": {{"id": "A", "type_id": 0}}}}],
+          "special_tokens": {{"<s>": {{"id": "<s>", "ids": [{}], "tokens": ["<s>"]}}}}}}, )",
+                                              id));
+  };
+  std::string json = with_template(9);
+  json.erase(json.find("\"post_processor\": null, "), 24);
+  const std::string why = load_error(json);
+  EXPECT_NE(why.find("post_processor adds id 9"), std::string::npos) << why;
+  json = with_template(0);
+  json.erase(json.find("\"post_processor\": null, "), 24);
+  EXPECT_EQ(Tokenizer::from_json_string(json).encode("ab"), (std::vector<int32_t>{0, 3}));
+  // BertProcessing: [CLS] and [SEP] ids.
+  json = minimal_tokenizer_json(
+      "", "",
+      R"("post_processor": {"type": "BertProcessing", "cls": ["<unk>", 0], "sep": ["x", 7]}, )");
+  json.erase(json.find("\"post_processor\": null, "), 24);
+  EXPECT_NE(load_error(json).find("post_processor adds id 7"), std::string::npos);
+}
+
 TEST(TokenizerLoad, UnkTokenAndFuseUnk) {
   const auto fused = Tokenizer::from_json_string(
       minimal_tokenizer_json(R"(, "unk_token": "<unk>", "fuse_unk": true)", ""));
