@@ -1,6 +1,7 @@
 #include "chat_template/jinja_lexer.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 #include "chat_template/jinja_value.hpp"
@@ -329,7 +330,10 @@ class Lexer {
           std::string text = src_.substr(start + 2, end - start - 2);
           text.erase(std::remove(text.begin(), text.end(), '_'), text.end());
           int base = p == 'b' ? 2 : p == 'o' ? 8 : 16;
-          emit(Tok::Integer, std::to_string(std::stoll(text, nullptr, base)), start);
+          errno = 0;
+          const long long v = std::strtoll(text.c_str(), nullptr, base);
+          if (errno == ERANGE) fail(start, "integer literal out of range");
+          emit(Tok::Integer, std::to_string(v), start);
           pos_ = end;
           return;
         }

@@ -30,6 +30,25 @@ TEST(JinjaRobustness, DeepNestingIsAnError) {
             "1");
 }
 
+// Found by fuzz_jinja: a 0x / 0o / 0b literal beyond 64 bits escaped as std::out_of_range.
+TEST(JinjaRobustness, HugePrefixedIntegerLiteralsAreAnError) {
+  for (const char* lit : {"0x1ffffffffffffffff", "0o7777777777777777777777777",
+                          "0b1"
+                          "0000000000000000000000000000000000000000000000000000000000000000",
+                          "99999999999999999999"}) {
+    try {
+      magix::ChatTemplate t(std::string("{{ ") + lit + " }}");
+      ADD_FAILURE() << lit << " was accepted";
+    } catch (const magix::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("integer literal out of range"), std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_EQ(magix::ChatTemplate("{{ 0x7fffffffffffffff }} {{ 0o17 }} {{ 0b101 }}")
+                .render(ordered_json::object()),
+            "9223372036854775807 15 5");
+}
+
 TEST(JinjaRobustness, RunawayMacroRecursionIsAnError) {
   magix::ChatTemplate t("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}");
   EXPECT_THROW(t.render(ordered_json::object()), magix::Error);
