@@ -140,6 +140,10 @@ Decoder load_checkpoint_decoder(const std::filesystem::path& step_dir, const Mes
 // from its config.json.
 ParameterSet load_checkpoint_parameters(const std::filesystem::path& step_dir, ModelConfig* config);
 
+// "5GB", "500MB", "2GiB", "1000000" (bytes) -> bytes; units as transformers' max_shard_size
+// (KB/MB/GB decimal, KiB/MiB/GiB binary). Errors name max_shard_size and the text.
+uint64_t parse_max_shard_size(const std::string& text);
+
 struct HfExportOptions {
   DType dtype = DType::kF32;  // F32 or BF16
   uint64_t max_shard_bytes = 5'000'000'000ull;

@@ -350,30 +350,6 @@ const FieldTable<ExportArgs>& export_fields() {
   return table;
 }
 
-// "5GB", "500MB", "2GiB", "1000000" -> bytes (transformers' max_shard_size units).
-uint64_t parse_size(const std::string& text) {
-  size_t i = 0;
-  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) {
-    ++i;
-  }
-  MAGIX_CHECK(i > 0, "max_shard_size '{}': expected a number and a unit such as 5GB", text);
-  const double value = std::strtod(text.substr(0, i).c_str(), nullptr);
-  std::string unit = text.substr(i);
-  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  double scale = 0;
-  if (unit.empty() || unit == "B") scale = 1;
-  if (unit == "KB") scale = 1e3;
-  if (unit == "MB") scale = 1e6;
-  if (unit == "GB") scale = 1e9;
-  if (unit == "KIB") scale = 1024.0;
-  if (unit == "MIB") scale = 1024.0 * 1024;
-  if (unit == "GIB") scale = 1024.0 * 1024 * 1024;
-  MAGIX_CHECK(scale > 0, "max_shard_size '{}': unknown unit (B, KB, MB, GB, KiB, MiB, GiB)", text);
-  const double bytes = value * scale;
-  MAGIX_CHECK(bytes >= 1 && bytes < 1.8e19, "max_shard_size '{}' is out of range", text);
-  return static_cast<uint64_t>(bytes);
-}
-
 nb::dict run_export(const nb::dict& kwargs) {
   ExportArgs a;
   apply_kwargs(a, kwargs, export_fields(), "export");
@@ -390,7 +366,7 @@ nb::dict run_export(const nb::dict& kwargs) {
               "lora_format must be merged or peft, got '{}'", a.lora_format);
   HfExportOptions options;
   options.dtype = a.dtype == "float32" ? DType::kF32 : DType::kBF16;
-  options.max_shard_bytes = parse_size(a.max_shard_size);
+  options.max_shard_bytes = parse_max_shard_size(a.max_shard_size);
   options.overwrite = a.overwrite;
   nb::dict d;
   d["output_dir"] = a.output_dir;

@@ -27,37 +27,6 @@ struct ExportArgs {
   std::string base_model;              // train-lora steps: overrides the run's base model
 };
 
-// "5GB", "500MB", "2GiB", "1000000" (bytes) -> bytes; units as transformers' max_shard_size
-// (KB/MB/GB decimal, KiB/MiB/GiB binary).
-uint64_t parse_size(const std::string& text) {
-  size_t i = 0;
-  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) {
-    ++i;
-  }
-  MAGIX_CHECK(i > 0, "--max_shard_size '{}': expected a number and a unit such as 5GB", text);
-  double value = 0;
-  try {
-    value = std::stod(text.substr(0, i));
-  } catch (const std::exception&) {
-    MAGIX_FAIL("--max_shard_size '{}': not a number", text);
-  }
-  std::string unit = text.substr(i);
-  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  double scale = 0;
-  if (unit.empty() || unit == "B") scale = 1;
-  if (unit == "KB") scale = 1e3;
-  if (unit == "MB") scale = 1e6;
-  if (unit == "GB") scale = 1e9;
-  if (unit == "KIB") scale = 1024.0;
-  if (unit == "MIB") scale = 1024.0 * 1024;
-  if (unit == "GIB") scale = 1024.0 * 1024 * 1024;
-  MAGIX_CHECK(scale > 0, "--max_shard_size '{}': unknown unit (B, KB, MB, GB, KiB, MiB, GiB)",
-              text);
-  const double bytes = value * scale;
-  MAGIX_CHECK(bytes >= 1 && bytes < 1.8e19, "--max_shard_size '{}' is out of range", text);
-  return static_cast<uint64_t>(bytes);
-}
-
 // The model to write: the whole parameters of the step's item "model" and its config.json.
 // A train-lora step (item "lora") gives the base model with its adapters merged in.
 struct ExportModel {
@@ -99,7 +68,7 @@ void run_export(const ExportArgs& a) {
   MAGIX_CHECK(a.dtype == "float32" || a.dtype == "bfloat16",
               "--dtype must be float32 or bfloat16, got '{}'", a.dtype);
   options.dtype = a.dtype == "float32" ? DType::kF32 : DType::kBF16;
-  options.max_shard_bytes = parse_size(a.max_shard_size);
+  options.max_shard_bytes = parse_max_shard_size(a.max_shard_size);
   options.overwrite = a.overwrite;
   MAGIX_CHECK(a.lora_format == "merged" || a.lora_format == "peft",
               "--lora_format must be merged or peft, got '{}'", a.lora_format);

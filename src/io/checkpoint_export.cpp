@@ -1,5 +1,8 @@
 // A committed checkpoint step -> a Hugging Face folder (magix export; docs/checkpoints.md).
 #include <algorithm>
+#include <cctype>
+#include <exception>
+#include <string>
 
 #include "io/checkpoint_format.hpp"
 #include "io/safetensors_util.hpp"
@@ -85,6 +88,34 @@ void write_hf_folder(const fs::path& out_dir, const fs::path& config_json,
   io::write_file_atomically(out_dir / "config.json", [&](int fd, const fs::path& tmp) {
     io::write_all(fd, text.data(), text.size(), tmp);
   });
+}
+
+uint64_t parse_max_shard_size(const std::string& text) {
+  size_t i = 0;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) {
+    ++i;
+  }
+  MAGIX_CHECK(i > 0, "max_shard_size '{}': expected a number and a unit such as 5GB", text);
+  double value = 0;
+  try {
+    value = std::stod(text.substr(0, i));
+  } catch (const std::exception&) {
+    MAGIX_FAIL("max_shard_size '{}': not a number", text);
+  }
+  std::string unit = text.substr(i);
+  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  double scale = 0;
+  if (unit.empty() || unit == "B") scale = 1;
+  if (unit == "KB") scale = 1e3;
+  if (unit == "MB") scale = 1e6;
+  if (unit == "GB") scale = 1e9;
+  if (unit == "KIB") scale = 1024.0;
+  if (unit == "MIB") scale = 1024.0 * 1024;
+  if (unit == "GIB") scale = 1024.0 * 1024 * 1024;
+  MAGIX_CHECK(scale > 0, "max_shard_size '{}': unknown unit (B, KB, MB, GB, KiB, MiB, GiB)", text);
+  const double bytes = value * scale;
+  MAGIX_CHECK(bytes >= 1 && bytes < 1.8e19, "max_shard_size '{}' is out of range", text);
+  return static_cast<uint64_t>(bytes);
 }
 
 void export_checkpoint(const fs::path& step_dir, const fs::path& out_dir,
