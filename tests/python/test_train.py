@@ -59,7 +59,10 @@ flags = json.loads(sys.argv[1])
 records = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
 s = magix.train(train_data=records, **flags)
 mesh = magix.create_device_mesh(flags["mesh_shape"])
-print("rank", mesh.world_rank, "of", mesh.world_size, "mesh", mesh.shape, "steps", s["end_step"])
+# One write per rank: print's separate writes of each piece interleave between ranks.
+sys.stdout.write(f"rank {mesh.world_rank} of {mesh.world_size} mesh {mesh.shape} steps "
+                 f"{s['end_step']}\\n")
+sys.stdout.flush()
 """
 
 
