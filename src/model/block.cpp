@@ -218,7 +218,7 @@ void block_forward(Tensor& out, const Tensor& inp, const BlockWeights& w, BlockA
   if (d.decode) {
     Tensor att = a.att.reshape({d.B, d.Hq, d.D});
     ops.attention_decode(att, a.q.reshape({d.B, d.Hq, d.D}), cache->k, cache->v, *cache->valid,
-                         cache->slot, d.attn_scale, d.window);
+                         cache->slot, d.attn_scale, d.window, /*softcap=*/0.0f);
   } else {
     const AttentionMask mask{ctx.key_valid, ctx.segment, d.window};
     Tensor att = heads(a.att, d.B, d.T, d.Hq, d.D);
