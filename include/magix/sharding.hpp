@@ -55,7 +55,8 @@ class PartitionRules {
   std::vector<std::regex> compiled_;
 };
 
-// The default rules (DESIGN.md §3), the same for llama, mistral, gemma and qwen2: vocab and
+// The default rules (DESIGN.md §3), the same for llama, mistral, gemma, qwen2, qwen3, gemma2 and
+// gemma3_text: vocab and
 // column-parallel weights (model, data), row-parallel weights (data, model), column biases
 // (model), everything else replicated. Throws for an unknown family.
 PartitionRules default_partition_rules(const std::string& family);

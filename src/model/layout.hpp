@@ -25,6 +25,7 @@ struct ModelLayout {
   int embed = kNoParam, norm = kNoParam, head = kNoParam;  // head == embed when tied
   std::vector<char> kv_rows;    // per parameter: taken per KV head (replicated KV heads)
   std::vector<float> inv_freq;  // (D/2)
+  std::vector<float> inv_freq_local;  // (D/2) of the sliding layers' RoPE, or empty (gemma3_text)
 
   // The dims of layer l for a call of B rows of T positions.
   BlockDims dims(const ModelConfig& c, int64_t l, int64_t B, int64_t T, DType compute) const;

@@ -78,9 +78,10 @@ PartitionSpec PartitionRules::spec_for(std::string_view name, int ndim) const {
 }
 
 PartitionRules default_partition_rules(const std::string& family) {
-  MAGIX_CHECK(family == "llama" || family == "mistral" || family == "gemma" || family == "qwen2",
+  MAGIX_CHECK(family == "llama" || family == "mistral" || family == "gemma" || family == "qwen2" ||
+                  family == "qwen3" || family == "gemma2" || family == "gemma3_text",
               "no default partition rules for model family '{}' (known: llama, mistral, gemma, "
-              "qwen2)",
+              "qwen2, qwen3, gemma2, gemma3_text)",
               family);
   // HF layout [out, in]: column-parallel weights shard `out` over model, row-parallel ones
   // shard `in`; both shard the other dim over data (FSDP).
@@ -90,7 +91,7 @@ PartitionRules default_partition_rules(const std::string& family) {
       {R"((q|k|v|gate|up)_proj\.weight$)", {"model", "data"}},
       {R"((o|down)_proj\.weight$)", {"data", "model"}},
       {R"((q|k|v|gate|up)_proj\.bias$)", {"model"}},
-      {R"(norm\.weight$)", {}},
+      {R"(norm\.weight$)", {}},  // also q_norm / k_norm (head_dim): every head uses them
   });
 }
 
