@@ -79,7 +79,9 @@ TEST_P(PeftFixtureTest, LossLogitsAndAdapterGradientsMatchPeft) {
   EXPECT_EQ(checked, fx.reader.entries().size() / 2 - 1);  // every adapter (grad. + adapter.)
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, PeftFixtureTest, testing::Values("llama_gqa", "qwen2_qv_down"));
+INSTANTIATE_TEST_SUITE_P(Cases, PeftFixtureTest,
+                         testing::Values("llama_gqa", "qwen2_qv_down", "qwen3", "gemma2",
+                                         "gemma3_text"));
 
 TEST(LoraTargets, DefaultSelectsEveryLayerLinearWeight) {
   const test::LoraFixture fx = load_lora_fixture("llama_gqa");
