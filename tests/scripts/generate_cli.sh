@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # magix generate: JSONL output in input order, both temperature spellings, reproducible sampling,
-# stop strings, chat prompts; bad input fails with a message naming the file (and line), a
+# stop strings, chat prompts (no silent fallback to the built-in format); bad input fails with a message naming the file (and line), a
 # non-zero exit and no output file.
 # usage: generate_cli.sh MAGIX FIXTURES_DIR
 set -euo pipefail
@@ -40,7 +40,17 @@ gen --prompts "$T/prompts.txt" --output_file "$T/s1.jsonl" --sample --seed 3 --t
 gen --prompts "$T/prompts.txt" --output_file "$T/s2.jsonl" --sample --seed 3 --tempearature 1.0 \
     --top_k 50 --top_p 0.9 --batch_size 1
 gen --prompts "$T/prompts.txt" --output_file "$T/s3.jsonl" --sample --seed 4 --temperature 1.0
-gen --prompts "$T/prompts.txt" --output_file "$T/chat.jsonl" --use_chat_template --max_length 64
+# The tokenizer has no chat template: --use_chat_template alone is an error naming the way to the
+# built-in format (no silent fallback); --chat_template_name builtin asks for it.
+if "$MAGIX" generate --model_name_or_path "$T/model" --prompts "$T/prompts.txt" \
+    --output_file "$T/nochat.jsonl" --use_chat_template > "$T/nochat.log" 2>&1; then
+  echo "FAIL: --use_chat_template without a template was accepted"; exit 1
+fi
+grep -q -- "--chat_template_name builtin" "$T/nochat.log" \
+  || { echo "FAIL: the error does not name --chat_template_name builtin"; cat "$T/nochat.log"; exit 1; }
+[ ! -e "$T/nochat.jsonl" ] || { echo "FAIL: output left behind"; exit 1; }
+gen --prompts "$T/prompts.txt" --output_file "$T/chat.jsonl" --use_chat_template \
+    --chat_template_name builtin --max_length 64
 
 python3 - "$T" <<'PY'
 import json, sys
