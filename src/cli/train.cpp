@@ -124,13 +124,15 @@ void add_train_options(CLI::App& cmd, TrainArgs& a) {
   cmd.add_option(flag("metrics_file"), a.metrics_file,
                  "JSONL per step: step, epoch, loss, lr, grad_norm, tokens and tokens_per_s "
                  "(counted targets), input_tokens, input_tokens_per_s, elapsed_s, skipped, "
-                 "skipped_total; its loss curves are drawn to METRICS.svg at the end");
+                 "skipped_total; with --eval_file a line per evaluation (step, epoch, eval_loss, "
+                 "eval_perplexity, eval_tokens, eval_examples, eval_runtime_s); its loss curves "
+                 "are drawn to METRICS.svg at the end");
   cmd.add_option(flag("progress"), a.progress,
                  "auto (a bar on a terminal, log lines otherwise), bar, log or none")
       ->capture_default_str();
   cmd.add_option(flag("report_to"), a.report_to,
-                 "none, or tensorboard: event files (loss, lr, grad_norm, tokens/s per step) in "
-                 "--logging_dir")
+                 "none, or tensorboard: event files (loss, lr, grad_norm, tokens/s per step; "
+                 "eval/loss and eval/perplexity) in --logging_dir")
       ->capture_default_str();
   cmd.add_option(flag("logging_dir"), a.logging_dir,
                  "TensorBoard folder (default: CHECKPOINT_DIR/runs, or ./runs without one)");
