@@ -141,8 +141,9 @@ std::string render_record(const Record& record, const Tokenizer& tokenizer,
 //  - text (use_chat_template=false): tokenizer post-processor (bos where it adds one) + eos
 //    appended (the reference's add_eos_token), unless the post-processor already ends in eos;
 //  - messages (use_chat_template=true; check_chat_template): the rendered conversation; with
-//    the tokenizer's own template encoded without special tokens (the template writes them, as transformers'
-//    apply_chat_template(tokenize=True)); with the built-in format with them (the reference);
+//    the tokenizer's own template encoded without special tokens (the template writes them, as
+//    transformers' apply_chat_template(tokenize=True)); with the built-in format with them (the
+//    reference);
 //  - longer than max_length + 1 tokens: the content is cut, the post-processor's special
 //    tokens and the appended eos are kept (transformers' truncation).
 Example encode_record(const Record& record, const Tokenizer& tokenizer,

@@ -24,11 +24,11 @@ namespace magix {
 TokenBatch make_example_batch(std::span<const Example> examples, int32_t pad_id);
 
 struct EvalResult {
-  double nll_sum = 0.0;                      // sum of NLL over all counted targets
-  int64_t tokens = 0;                        // counted targets over all examples
-  std::vector<double> nll_per_example;       // (N) NLL sum of each example's counted targets
-  std::vector<int64_t> tokens_per_example;   // (N) counted targets of each example
-  double mean_nll() const;                   // nll_sum / tokens (NaN without targets)
+  double nll_sum = 0.0;                     // sum of NLL over all counted targets
+  int64_t tokens = 0;                       // counted targets over all examples
+  std::vector<double> nll_per_example;      // (N) NLL sum of each example's counted targets
+  std::vector<int64_t> tokens_per_example;  // (N) counted targets of each example
+  double mean_nll() const;                  // nll_sum / tokens (NaN without targets)
 };
 
 // The loss of `model` (its adapters included, no dropout) over `examples`, which every rank
@@ -46,8 +46,8 @@ struct ScoreArgs {
   std::string model_name_or_path;  // HF folder, hub name, or a magix checkpoint step
   std::string input;               // {"input_ids": [...]} per line, or records (--data_field)
   std::string output_file;
-  int64_t batch_size = 8;          // examples per forward pass and data rank
-  std::string data_field;          // text / messages field: records encoded as training does
+  int64_t batch_size = 8;              // examples per forward pass and data rank
+  std::string data_field;              // text / messages field: records encoded as training does
   std::string tokenizer_name_or_path;  // default: model_name_or_path
   bool add_special_tokens = true;      // text records: the post-processor's tokens (bos)
   bool use_chat_template = false;      // messages records: rendered like train's

@@ -53,10 +53,10 @@ struct TrainArgs {
   // (use_chat_template, chat_template_name, train_on, max_length, skip_bad_records), one
   // example per row (never packed), in file order. The eval loss is the mean NLL over all its
   // counted targets (token-weighted), the same on every mesh.
-  std::string eval_file;               // empty: no evaluation
+  std::string eval_file;                  // empty: no evaluation
   std::string eval_split = "validation";  // HF dataset split (only local files: the default)
-  std::string eval_data_field;         // empty: train_data_field
-  int64_t eval_steps = 0;              // > 0: every this many steps and at the end; 0: at the end
+  std::string eval_data_field;            // empty: train_data_field
+  int64_t eval_steps = 0;  // > 0: every this many steps and at the end; 0: at the end
   int64_t per_device_eval_batch_size = 8;  // eval rows per data rank and forward pass
 
   // Steps.
@@ -169,9 +169,9 @@ struct TrainSummary {
   double tokens_per_s = 0.0;                 // counted targets/s over the steps of this process
   int64_t input_tokens = 0;                  // tokens read (no padding) in this process
   double input_tokens_per_s = 0.0;
-  double seconds = 0.0;         // training time (excluding loading)
+  double seconds = 0.0;            // training time (excluding loading)
   std::vector<EvalMetrics> evals;  // evaluations of --eval_file in this process, in order
-  std::string last_checkpoint;  // step directory of the last committed checkpoint (or empty)
+  std::string last_checkpoint;     // step directory of the last committed checkpoint (or empty)
   std::optional<std::string> resumed_from;  // step directory restored at the start
 };
 

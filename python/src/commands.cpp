@@ -5,8 +5,8 @@
 #include <stdlib.h>
 
 #include <cctype>
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -242,8 +242,11 @@ nb::dict run_score(const nb::dict& kwargs) {
     const double nll = res.nll_per_example[i];
     const int64_t tokens = res.tokens_per_example[i];
     const double mean = nll / static_cast<double>(tokens);
-    const nlohmann::json line{
-        {"index", i}, {"tokens", tokens}, {"nll", nll}, {"mean_nll", mean}, {"ppl", std::exp(mean)}};
+    const nlohmann::json line{{"index", i},
+                              {"tokens", tokens},
+                              {"nll", nll},
+                              {"mean_nll", mean},
+                              {"ppl", std::exp(mean)}};
     text += line.dump() + "\n";
     nb::dict d;
     d["index"] = i;

@@ -17,8 +17,6 @@ void add_generate_command(CLI::App& app) {
       "generate", "Generate continuations of prompts (greedy or sampled) with a KV cache");
   auto a = std::make_shared<GenerateArgs>();
   GenerateOptions& g = a->generation;
-  // The options generation_config.json gives defaults for: given on the command line, they win.
-  auto defaults = std::make_shared<std::vector<std::pair<std::string, CLI::Option*>>>();
   SamplingOptions& s = g.sampling;
   cmd->add_option(flag("prompts"), a->prompts,
                   "prompts: .txt (one per line) or .jsonl / .json (the --data_field of each "
@@ -43,26 +41,26 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option(flag("pad_to_multiple_of"), a->pad_to_multiple_of,
                   "round each batch's padded prompt length up to a multiple of this")
       ->capture_default_str();
-  defaults->emplace_back("sample", cmd->add_flag(flag("sample"), s.sample, "sample (default: greedy)"));
-  defaults->emplace_back("temperature", cmd->add_option("--temperature,--tempearature", s.temperature,
+  cmd->add_flag(flag("sample"), s.sample, "sample (default: greedy)");
+  cmd->add_option("--temperature,--tempearature", s.temperature,
                   "sampling temperature (the reference's misspelling is accepted too)")
-      ->capture_default_str());
-  defaults->emplace_back("top_k", cmd->add_option(flag("top_k"), s.top_k, "sample among the k most likely tokens (0 = off)")
-      ->capture_default_str());
-  defaults->emplace_back("top_p", cmd->add_option(flag("top_p"), s.top_p, "nucleus sampling: smallest set of mass >= top_p")
-      ->capture_default_str());
-  defaults->emplace_back("repetition_penalty", cmd->add_option(flag("repetition_penalty"), s.repetition_penalty,
+      ->capture_default_str();
+  cmd->add_option(flag("top_k"), s.top_k, "sample among the k most likely tokens (0 = off)")
+      ->capture_default_str();
+  cmd->add_option(flag("top_p"), s.top_p, "nucleus sampling: smallest set of mass >= top_p")
+      ->capture_default_str();
+  cmd->add_option(flag("repetition_penalty"), s.repetition_penalty,
                   "HF repetition penalty on prompt and generated tokens (1 = off)")
-      ->capture_default_str());
+      ->capture_default_str();
   cmd->add_option(flag("seed"), s.seed,
                   "sampling seed; a prompt's draws depend on (seed, its index, token index) only")
       ->capture_default_str();
-  defaults->emplace_back("max_length", cmd->add_option(flag("max_length"), g.max_length,
+  cmd->add_option(flag("max_length"), g.max_length,
                   "most tokens per sequence, prompt included (padding not counted)")
-      ->capture_default_str());
-  defaults->emplace_back("max_new_tokens", cmd->add_option(flag("max_new_tokens"), g.max_new_tokens,
+      ->capture_default_str();
+  cmd->add_option(flag("max_new_tokens"), g.max_new_tokens,
                   "most generated tokens per prompt (0 = only --max_length limits)")
-      ->capture_default_str());
+      ->capture_default_str();
   cmd->add_option(flag("stop"), g.stop,
                   "stop strings: a sequence ends once its text contains one (cut before it)");
   cmd->add_option(flag("model_type"), a->model_type,
@@ -87,10 +85,12 @@ void add_generate_command(CLI::App& app) {
   cmd->add_flag(flag("bf16"), a->bf16,
                 "bf16 mixed precision: weights kept and streamed in bf16, prefill products in "
                 "bf16 with fp32 accumulation (docs/generation.md)");
-  cmd->callback([a, defaults] {
+  cmd->callback([a, cmd] {
     a->progress = isatty(fileno(stderr)) != 0;
-    for (const auto& [name, option] : *defaults) {
-      if (option->count() > 0) a->given.push_back(name);
+    // The flags generation_config.json gives defaults for: given on the command line, they win.
+    for (const char* name : {"sample", "temperature", "top_k", "top_p", "repetition_penalty",
+                             "max_length", "max_new_tokens"}) {
+      if (cmd->get_option(std::string("--") + name)->count() > 0) a->given.push_back(name);
     }
     const std::string& out = a->output_file;
     check_outputs_spare_inputs(

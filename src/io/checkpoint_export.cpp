@@ -87,9 +87,9 @@ void write_hf_folder(const fs::path& out_dir, const fs::path& config_json,
   }
   // generation_config.json: the source model's (among `files`), else transformers' form made
   // from config.json's bos/eos/pad ids, so that generate() stops where the model's ids say.
-  const bool has_generation_config =
-      std::any_of(files.begin(), files.end(),
-                  [](const fs::path& f) { return f.filename() == "generation_config.json"; });
+  const bool has_generation_config = std::any_of(files.begin(), files.end(), [](const fs::path& f) {
+    return f.filename() == "generation_config.json";
+  });
   if (!has_generation_config) {
     const std::string g = generation_config_from_model_config(config).dump(2) + "\n";
     io::write_file_atomically(out_dir / "generation_config.json", [&](int fd, const fs::path& tmp) {

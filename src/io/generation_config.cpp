@@ -39,8 +39,10 @@ GenerationConfig parse_generation_config(const json& j, const std::string& sourc
       g.eos_token_ids.push_back(token_id(*v, "eos_token_id", source));
     }
   }
-  if (const json* v = present(j, "pad_token_id")) g.pad_token_id = token_id(*v, "pad_token_id", source);
-  if (const json* v = present(j, "bos_token_id")) g.bos_token_id = token_id(*v, "bos_token_id", source);
+  if (const json* v = present(j, "pad_token_id"))
+    g.pad_token_id = token_id(*v, "pad_token_id", source);
+  if (const json* v = present(j, "bos_token_id"))
+    g.bos_token_id = token_id(*v, "bos_token_id", source);
   if (const json* v = present(j, "do_sample")) {
     MAGIX_CHECK(v->is_boolean(), "{}: 'do_sample' must be true or false", source);
     g.do_sample = v->get<bool>();

@@ -103,8 +103,8 @@ std::vector<Example> read_score_examples(const ScoreArgs& a, int64_t vocab) {
       } else {
         ex.ids = tok.encode(r.text, a.add_special_tokens);
         ex.loss_mask.assign(ex.ids.size(), 1);
-        MAGIX_CHECK(ex.ids.size() >= 2, "{}:{}: needs at least 2 tokens to score, got {}",
-                    a.input, r.line, ex.ids.size());
+        MAGIX_CHECK(ex.ids.size() >= 2, "{}:{}: needs at least 2 tokens to score, got {}", a.input,
+                    r.line, ex.ids.size());
       }
       out.push_back(std::move(ex));
     }

@@ -104,8 +104,8 @@ std::vector<Example> read_training_examples(const TrainArgs& a, const Tokenizer&
 // --eval_file's loss on the model as it is: a forward pass only (no dropout, no optimizer, no
 // data loader), so evaluating never changes the training run. Collective over the mesh.
 EvalMetrics evaluate_run(Trainable& model, const std::vector<Example>& examples,
-                         int64_t per_rank_batch, int32_t pad_id, int64_t step,
-                         int64_t total_steps, int64_t epoch) {
+                         int64_t per_rank_batch, int32_t pad_id, int64_t step, int64_t total_steps,
+                         int64_t epoch) {
   const Clock::time_point t0 = Clock::now();
   const EvalResult r = evaluate_examples(model.decoder(), examples, per_rank_batch, pad_id);
   EvalMetrics e;
@@ -219,16 +219,18 @@ TrainSummary run_training(const TrainArgs& given, const Mesh& mesh, Trainable& m
   DataLoader loader(read_training_examples(args, tokenizer, hooks, rank0), lo);
   std::vector<Example> eval_examples;
   if (!args.eval_file.empty()) {
-    eval_examples = read_examples(
-        args, args.eval_file,
-        args.eval_data_field.empty() ? args.train_data_field : args.eval_data_field, "eval data",
-        tokenizer, rank0);
+    eval_examples =
+        read_examples(args, args.eval_file,
+                      args.eval_data_field.empty() ? args.train_data_field : args.eval_data_field,
+                      "eval data", tokenizer, rank0);
     int64_t targets = 0;
     for (const Example& ex : eval_examples) {
       for (size_t t = 1; t < ex.loss_mask.size(); ++t) targets += ex.loss_mask[t] ? 1 : 0;
     }
-    MAGIX_CHECK(targets > 0, "--eval_file {}: no counted target in any example (nothing to "
-                "evaluate)", args.eval_file);
+    MAGIX_CHECK(targets > 0,
+                "--eval_file {}: no counted target in any example (nothing to "
+                "evaluate)",
+                args.eval_file);
   }
 
   const int64_t total_steps =
@@ -356,8 +358,7 @@ TrainSummary run_training(const TrainArgs& given, const Mesh& mesh, Trainable& m
     }
     if (hooks.on_step) hooks.on_step(m);
     const bool last = step == total_steps;
-    if (!eval_examples.empty() &&
-        (last || (args.eval_steps > 0 && step % args.eval_steps == 0))) {
+    if (!eval_examples.empty() && (last || (args.eval_steps > 0 && step % args.eval_steps == 0))) {
       const EvalMetrics e = evaluate_run(model, eval_examples, args.per_device_eval_batch_size,
                                          lo.pad_id, step, total_steps, epoch);
       summary.evals.push_back(e);

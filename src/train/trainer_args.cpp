@@ -85,13 +85,12 @@ void validate_train_args(const TrainArgs& a) {
               "--eval_split '{}': magix reads local files, which have no splits; leave "
               "--eval_split as 'validation'",
               a.eval_split);
-  MAGIX_CHECK(a.eval_steps >= 0,
-              "--eval_steps must be >= 0 (0: evaluate only at the end), got {}", a.eval_steps);
+  MAGIX_CHECK(a.eval_steps >= 0, "--eval_steps must be >= 0 (0: evaluate only at the end), got {}",
+              a.eval_steps);
   MAGIX_CHECK(a.per_device_eval_batch_size > 0,
               "--per_device_eval_batch_size must be positive, got {}",
               a.per_device_eval_batch_size);
-  MAGIX_CHECK(!a.eval_file.empty() ||
-                  (a.eval_steps == 0 && a.eval_data_field.empty()),
+  MAGIX_CHECK(!a.eval_file.empty() || (a.eval_steps == 0 && a.eval_data_field.empty()),
               "--eval_steps and --eval_data_field need --eval_file");
   MAGIX_CHECK(a.report_to == "none" || a.report_to == "tensorboard",
               "--report_to '{}': expected none or tensorboard", a.report_to);

@@ -164,10 +164,10 @@ void TrainLogger::eval(const EvalMetrics& e) {
   last_eval_loss_ = e.loss;
   has_eval_ = true;
   if (log_steps_ > 0 || bar_) {
-    message(fmt::format("eval step {}/{} | eval loss {:.4f} | eval perplexity {:.4f} | {} "
-                        "examples, {} counted targets | {:.2f}s",
-                        e.step, e.total_steps, e.loss, e.perplexity, e.examples, e.tokens,
-                        e.seconds));
+    message(
+        fmt::format("eval step {}/{} | eval loss {:.4f} | eval perplexity {:.4f} | {} "
+                    "examples, {} counted targets | {:.2f}s",
+                    e.step, e.total_steps, e.loss, e.perplexity, e.examples, e.tokens, e.seconds));
   }
 }
 
@@ -189,8 +189,8 @@ void TrainLogger::draw_bar(const StepMetrics& m) {
              "\r[{}] {}/{} | step loss {:.4f}{} | lr {:.2e} | {:.0f} input tok/s, {:.0f} "
              "targets/s | eta {}\x1b[K",
              bar, m.step, m.total_steps, m.loss,
-             has_eval_ ? fmt::format(" | eval loss {:.4f}", last_eval_loss_) : std::string(),
-             m.lr, rate(run_input_tokens_), rate(run_tokens_), format_duration(eta));
+             has_eval_ ? fmt::format(" | eval loss {:.4f}", last_eval_loss_) : std::string(), m.lr,
+             rate(run_input_tokens_), rate(run_tokens_), format_duration(eta));
   std::fflush(stderr);
   bar_drawn_ = true;
 }
