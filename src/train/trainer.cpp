@@ -54,11 +54,11 @@ EncodeOptions encode_options(const TrainArgs& a) {
   return e;
 }
 
-// The examples of `path` (--train_file or --eval_file; `what` names it in the report), encoded
-// by the training options, with what reading and truncation did printed on world rank 0.
+// The examples of `path` (--train_file, or --eval_file when `eval`), encoded by the training
+// options, with what reading and truncation did printed on world rank 0.
 std::vector<Example> read_examples(const TrainArgs& a, const std::string& path,
-                                   const std::string& field, const std::string& what,
-                                   const Tokenizer& tokenizer, bool is_rank0) {
+                                   const std::string& field, bool eval, const Tokenizer& tokenizer,
+                                   bool is_rank0) {
   DatasetOptions options;
   options.path = path;
   options.data_field = field;
@@ -67,8 +67,9 @@ std::vector<Example> read_examples(const TrainArgs& a, const std::string& path,
   DatasetStats stats;
   std::vector<Example> examples = load_examples(options, tokenizer, &stats);
   if (is_rank0) {
-    fmt::print(stderr, "{}: {} examples, {} tokens from {} ({} truncated to {} tokens", what,
-               stats.examples, stats.tokens, path, stats.truncated, a.max_length + 1);
+    fmt::print(stderr, "{}: {} examples, {} tokens from {} ({} truncated to {} tokens",
+               eval ? "eval data" : "data", stats.examples, stats.tokens, path, stats.truncated,
+               a.max_length + 1);
     if (stats.skipped() > 0) fmt::print(stderr, ", {} bad records skipped", stats.skipped());
     fmt::print(stderr, ")\n");
     for (const std::string& e : stats.skipped_errors) fmt::print(stderr, "  skipped: {}\n", e);
@@ -82,10 +83,9 @@ std::vector<Example> read_examples(const TrainArgs& a, const std::string& path,
                  "WARNING: --max_length {} cuts counted targets from {} of {} {}examples: "
                  "{:.1f}% of the targets ({} of {}) are never {}{}. --max_length {} would keep "
                  "99% of the examples whole.\n",
-                 a.max_length, stats.examples_losing_targets, stats.examples,
-                 what == "data" ? "" : "eval ", 100.0 * lost,
-                 stats.targets_before_truncation - stats.targets, stats.targets_before_truncation,
-                 what == "data" ? "trained on" : "evaluated",
+                 a.max_length, stats.examples_losing_targets, stats.examples, eval ? "eval " : "",
+                 100.0 * lost, stats.targets_before_truncation - stats.targets,
+                 stats.targets_before_truncation, eval ? "evaluated" : "trained on",
                  stats.without_targets > 0
                      ? fmt::format(", and {} examples keep no target at all", stats.without_targets)
                      : std::string(),
@@ -98,7 +98,7 @@ std::vector<Example> read_examples(const TrainArgs& a, const std::string& path,
 std::vector<Example> read_training_examples(const TrainArgs& a, const Tokenizer& tokenizer,
                                             const TrainHooks& hooks, bool is_rank0) {
   if (hooks.load_examples) return hooks.load_examples(tokenizer);
-  return read_examples(a, a.train_file, a.train_data_field, "data", tokenizer, is_rank0);
+  return read_examples(a, a.train_file, a.train_data_field, false, tokenizer, is_rank0);
 }
 
 // --eval_file's loss on the model as it is: a forward pass only (no dropout, no optimizer, no
@@ -222,7 +222,7 @@ TrainSummary run_training(const TrainArgs& given, const Mesh& mesh, Trainable& m
     eval_examples =
         read_examples(args, args.eval_file,
                       args.eval_data_field.empty() ? args.train_data_field : args.eval_data_field,
-                      "eval data", tokenizer, rank0);
+                      true, tokenizer, rank0);
     int64_t targets = 0;
     for (const Example& ex : eval_examples) {
       for (size_t t = 1; t < ex.loss_mask.size(); ++t) targets += ex.loss_mask[t] ? 1 : 0;
