@@ -274,8 +274,9 @@ def export(**flags):
 def _apply_chat_template(self, messages, add_generation_prompt=False, chat_template=None,
                          **extra):
     """The conversation rendered as transformers' apply_chat_template(tokenize=False) renders
-    it with this tokenizer's template (the built-in format when it has none); extra keywords
-    are template variables."""
+    it with this tokenizer's template (a MagixError when it has none, as transformers raises;
+    chat_template="builtin": the reference scripts' built-in format); extra keywords are
+    template variables."""
     return self._apply_chat_template(_json.dumps(list(messages)), bool(add_generation_prompt),
                                      _json.dumps(extra), chat_template)
 
