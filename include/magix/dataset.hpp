@@ -95,6 +95,11 @@ struct EncodeOptions {
   nlohmann::ordered_json template_extra = nlohmann::ordered_json::object();  // extra variables
 };
 
+// With use_chat_template: throws, naming --chat_template_name builtin, when `tokenizer` has no
+// chat template (no silent fallback to the built-in format); a named template must exist.
+void check_chat_template(const Tokenizer& tokenizer,
+                         const std::optional<std::string>& template_name);
+
 struct DatasetOptions {
   std::filesystem::path path;
   std::string data_field = "text";
@@ -127,16 +132,18 @@ struct DatasetStats {
 };
 
 // The text a record is tokenised from: the text itself, or the conversation rendered by the
-// tokenizer's chat template (the built-in format when it has none), add_generation_prompt=false.
+// tokenizer's chat template (or the built-in format with chat_template_name kBuiltinChatFormat;
+// check_chat_template), add_generation_prompt=false.
 std::string render_record(const Record& record, const Tokenizer& tokenizer,
                           const EncodeOptions& options);
 
 // Tokenises one record (throws magix::Error without a file location; load_examples adds it).
 //  - text (use_chat_template=false): tokenizer post-processor (bos where it adds one) + eos
 //    appended (the reference's add_eos_token), unless the post-processor already ends in eos;
-//  - messages (use_chat_template=true): the rendered conversation; with the tokenizer's own
-//    template encoded without special tokens (the template writes them, as transformers'
-//    apply_chat_template(tokenize=True)); with the built-in format with them (the reference);
+//  - messages (use_chat_template=true; check_chat_template): the rendered conversation; with
+//    the tokenizer's own template encoded without special tokens (the template writes them, as
+//    transformers' apply_chat_template(tokenize=True)); with the built-in format with them (the
+//    reference);
 //  - longer than max_length + 1 tokens: the content is cut, the post-processor's special
 //    tokens and the appended eos are kept (transformers' truncation).
 Example encode_record(const Record& record, const Tokenizer& tokenizer,
@@ -171,7 +178,8 @@ std::vector<std::string> read_prompts(const std::filesystem::path& path,
                                       bool skip_bad_records = false, ReadStats* stats = nullptr);
 
 // The text generation starts from: the prompt itself, or with use_chat_template the
-// conversation [{"role": "user", "content": prompt}] rendered with add_generation_prompt=true.
+// conversation [{"role": "user", "content": prompt}] rendered with add_generation_prompt=true
+// (check_chat_template).
 std::string render_prompt(const Tokenizer& tokenizer, const std::string& prompt,
                           bool use_chat_template,
                           const std::optional<std::string>& template_name = std::nullopt,

@@ -207,12 +207,14 @@ def train(train_data=None, **flags):
     {"messages": [...]}, the field named by train_data_field); it is streamed in order to a
     temporary JSONL file that the run reads, so it trains exactly as that file would.
     Returns the run's summary (start_step, end_step, total_steps, losses, first_loss,
-    last_loss, tokens, tokens_per_s, seconds, last_checkpoint, resumed_from).
+    last_loss, tokens, tokens_per_s, seconds, evals (step, eval_loss, eval_perplexity,
+    eval_tokens, eval_examples per evaluation of eval_file), eval_loss (the last, or None),
+    last_checkpoint, resumed_from).
     Ctrl-C stops after the step in flight (with a checkpoint of it when there is a
     checkpoint_dir) and raises KeyboardInterrupt."""
     _flags(flags, _magix.train_flags(), "train")
     flags = _paths(dict(flags), ["model_name", "model_config", "model_cache_dir",
-                                 "tokenizer_name", "train_file", "checkpoint_dir",
+                                 "tokenizer_name", "train_file", "eval_file", "checkpoint_dir",
                                  "metrics_file", "partition_rules", "logging_dir"])
     revision = flags.pop("revision", None)
     if train_data is None:
@@ -250,7 +252,8 @@ def generate(prompts, **flags):
 
 def score(**flags):
     """`magix score` as a call (keywords: its flags; input: a JSONL of {"input_ids": [...]},
-    or records whose data_field is text). Writes output_file when given; returns examples,
+    or records whose data_field is text, or conversations with use_chat_template and
+    train_on). Writes output_file when given; returns examples,
     tokens, mean_nll, perplexity and scores (index, tokens, nll, mean_nll, ppl per example)."""
     _flags(flags, _magix.score_flags(), "score")
     flags = _paths(dict(flags), ["model_name_or_path", "input", "output_file",
@@ -271,8 +274,9 @@ def export(**flags):
 def _apply_chat_template(self, messages, add_generation_prompt=False, chat_template=None,
                          **extra):
     """The conversation rendered as transformers' apply_chat_template(tokenize=False) renders
-    it with this tokenizer's template (the built-in format when it has none); extra keywords
-    are template variables."""
+    it with this tokenizer's template (a MagixError when it has none, as transformers raises;
+    chat_template="builtin": the reference scripts' built-in format); extra keywords are
+    template variables."""
     return self._apply_chat_template(_json.dumps(list(messages)), bool(add_generation_prompt),
                                      _json.dumps(extra), chat_template)
 

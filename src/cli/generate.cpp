@@ -28,7 +28,10 @@ void add_generate_command(CLI::App& app) {
                 "skip unreadable prompt records (reported on stderr) instead of failing");
   cmd->add_flag(flag("use_chat_template"), a->use_chat_template,
                 "wrap each prompt as a user turn of the tokenizer's chat template with the "
-                "generation prompt (the built-in <|user|> format when it has none)");
+                "generation prompt (an error when it has none: see --chat_template_name)");
+  cmd->add_option(flag("chat_template_name"), a->chat_template_name,
+                  "a named template of the tokenizer, or builtin: the reference scripts' "
+                  "built-in <|user|> format");
   cmd->add_option(flag("output_file"), a->output_file,
                   "JSONL output, one {\"prompt\", \"generated\"} per prompt in input order "
                   "(written to OUTPUT.partial as batches finish, renamed at the end)")
@@ -83,8 +86,13 @@ void add_generate_command(CLI::App& app) {
   cmd->add_flag(flag("bf16"), a->bf16,
                 "bf16 mixed precision: weights kept and streamed in bf16, prefill products in "
                 "bf16 with fp32 accumulation (docs/generation.md)");
-  cmd->callback([a] {
+  cmd->callback([a, cmd] {
     a->progress = isatty(fileno(stderr)) != 0;
+    // The flags generation_config.json gives defaults for: given on the command line, they win.
+    for (const char* name : {"sample", "temperature", "top_k", "top_p", "repetition_penalty",
+                             "max_length", "max_new_tokens"}) {
+      if (cmd->get_option(std::string("--") + name)->count() > 0) a->given.push_back(name);
+    }
     const std::string& out = a->output_file;
     check_outputs_spare_inputs(
         {{"--prompts", a->prompts},

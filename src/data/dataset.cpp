@@ -95,6 +95,7 @@ std::string render_record(const Record& record, const Tokenizer& tokenizer,
   MAGIX_CHECK(record.is_messages,
               "use_chat_template needs a list of messages ({{role, content}}), but the field "
               "holds a string");
+  check_chat_template(tokenizer, options.chat_template_name);
   return render(tokenizer.config(), record.messages, false, options.chat_template_name,
                 options.template_extra);
 }
@@ -270,6 +271,17 @@ Example encode_record_impl(const Record& record, const Tokenizer& tokenizer,
 
 }  // namespace
 
+void check_chat_template(const Tokenizer& tokenizer,
+                         const std::optional<std::string>& template_name) {
+  if (template_name == kBuiltinChatFormat) return;
+  MAGIX_CHECK(has_own_template(tokenizer, template_name),
+              "--use_chat_template: the tokenizer has no chat template (no chat_template in its "
+              "tokenizer_config.json, no chat_template.jinja); pass --chat_template_name {} for "
+              "the reference scripts' built-in format (<|role|>\\n{{content}}{{eos}} per turn), "
+              "or a tokenizer that has a template",
+              kBuiltinChatFormat);
+}
+
 Example encode_record(const Record& record, const Tokenizer& tokenizer,
                       const EncodeOptions& options) {
   return encode_record_impl(record, tokenizer, options, nullptr);
@@ -283,8 +295,9 @@ std::vector<Example> load_examples(const DatasetOptions& options, const Tokenize
               "train_on assistant needs conversations: pass --use_chat_template with a messages "
               "field");
   if (options.encode.use_chat_template) {
-    // The templates are parsed before any record is read: a syntax error names the tokenizer's
-    // file, not a data line.
+    // The templates are parsed before any record is read: a syntax error (or no template at
+    // all) names the tokenizer's file, not a data line.
+    check_chat_template(tokenizer, options.encode.chat_template_name);
     ChatFormatter(tokenizer.config(), options.encode.chat_template_name);
   }
   ReadOptions read;
@@ -343,6 +356,7 @@ std::string render_prompt(const Tokenizer& tokenizer, const std::string& prompt,
                           bool use_chat_template, const std::optional<std::string>& template_name,
                           const nlohmann::ordered_json& extra) {
   if (!use_chat_template) return prompt;
+  check_chat_template(tokenizer, template_name);
   nlohmann::ordered_json messages = nlohmann::ordered_json::array();
   messages.push_back({{"role", "user"}, {"content", prompt}});
   return render(tokenizer.config(), messages, true, template_name, extra);

@@ -71,6 +71,34 @@ TEST(CheckpointExport, F32ExportLoadsBitwiseEqualToTheCheckpoint) {
   }
 }
 
+// generation_config.json: a step without one gets transformers' from_model_config form made from
+// its config.json (each fixture's own file was written by transformers from its config); a step
+// that carries the source model's file exports it unchanged.
+TEST(CheckpointExport, GenerationConfigIsMadeOrCopied) {
+  CkptTempDir tmp;
+  Mesh mesh;
+  for (const std::string name : {"llama_gqa", "gemma"}) {
+    const fs::path step = save_fixture(tmp.path() / ("ck_" + name), name, mesh);
+    const fs::path out = tmp.path() / ("hf_" + name);
+    export_checkpoint(step, out);
+    EXPECT_EQ(read_json(out / "generation_config.json"),
+              read_json(kModels / name / "generation_config.json"))
+        << name;
+  }
+  {
+    Decoder model = load_decoder((kModels / "llama_gqa").string(), mesh);
+    CheckpointManager m(tmp.path() / "ck_custom", mesh, {.async = false});
+    std::ofstream(tmp.path() / "generation_config.json")
+        << R"({"do_sample": true, "eos_token_id": [2, 5], "temperature": 0.6})";
+    m.save(1, {{"model", sharded_tensors(model.params())}}, {{"step", 1}},
+           {kModels / "llama_gqa" / "config.json", tmp.path() / "generation_config.json"});
+    m.wait();
+    export_checkpoint(m.step_dir(1), tmp.path() / "hf_custom");
+    EXPECT_EQ(read_json(tmp.path() / "hf_custom" / "generation_config.json"),
+              read_json(tmp.path() / "generation_config.json"));
+  }
+}
+
 TEST(CheckpointExport, Bf16ExportRoundsLikeTensorTo) {
   CkptTempDir tmp;
   Mesh mesh;
