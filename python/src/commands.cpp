@@ -83,8 +83,13 @@ nb::dict run_train(const nb::dict& kwargs) {
   TrainArgs a;
   apply_kwargs(a, kwargs, train_fields(), "train");
   validate_train_args(a);
-  MAGIX_CHECK(fs::is_regular_file(a.train_file),
-              "data file '{}' does not exist or is not a regular file", a.train_file);
+  {  // before the model loads: the data source opens
+    ReadOptions read;
+    read.field = a.train_data_field;
+    read.config = a.train_data_config;
+    read.split = a.split;
+    open_records(a.train_file, read);
+  }
   if (!a.model_cache_dir.empty()) setenv("HF_HUB_CACHE", a.model_cache_dir.c_str(), 1);
   Mesh& mesh = mesh_for(a.mesh_shape);
   bool interrupted = false;
@@ -131,6 +136,8 @@ const FieldTable<GenerateArgs>& generate_fields() {
   static const FieldTable<GenerateArgs> table = {
       MAGIX_PY_FIELD("prompts", prompts),
       MAGIX_PY_FIELD("data_field", data_field),
+      MAGIX_PY_FIELD("hf_data_config", hf_data_config),
+      MAGIX_PY_FIELD("hf_data_split", hf_data_split),
       MAGIX_PY_FIELD("skip_bad_records", skip_bad_records),
       MAGIX_PY_FIELD("use_chat_template", use_chat_template),
       MAGIX_PY_FIELD("output_file", output_file),

@@ -51,6 +51,8 @@ std::vector<Example> read_training_examples(const TrainArgs& a, const Tokenizer&
   options.path = a.train_file;
   options.data_field = a.train_data_field;
   options.skip_bad_records = a.skip_bad_records;
+  options.data_config = a.train_data_config;
+  options.split = a.split;
   options.encode.use_chat_template = a.use_chat_template;
   options.encode.train_on = parse_train_on(a.train_on);
   options.encode.max_length = a.max_length;
