@@ -1,7 +1,8 @@
 // bench_data_sources: streams a ~1 GB parquet file through magix's record reader (open_records:
 // Arrow's parquet reader, a batch of rows at a time, each row converted to the record a .jsonl
 // line gives) and reports records/s, MB/s and peak RSS, against, in the same run, Arrow's own
-// decode of the same column (batches, no conversion) and a plain read of the file's bytes.
+// decode of the same column (batches, no conversion; with magix's reader properties and with
+// Arrow's defaults) and a plain read of the file's bytes.
 //
 //   bench_data_sources [--size_mb 1024] [--dir /tmp] [--keep]
 //
@@ -133,15 +134,20 @@ nlohmann::json write_file(const fs::path& path, int64_t size_mb) {
           {"write_s", seconds_since(t0)}};
 }
 
-// Arrow alone: the same batches (1,024 rows, buffered column reads), no conversion.
-nlohmann::json arrow_only(const fs::path& path) {
+// Arrow alone: the same batches (1,024 rows, buffered column reads, no pre-buffering), no
+// conversion; with `defaults`, Arrow's default reader properties instead (pre_buffer on: whole
+// row groups are read ahead).
+nlohmann::json arrow_only(const fs::path& path, bool defaults) {
   const auto t0 = Clock::now();
   parquet::ReaderProperties props;
-  props.enable_buffered_stream();
-  props.set_buffer_size(int64_t{1} << 20);
   parquet::ArrowReaderProperties arrow_props;
-  arrow_props.set_batch_size(1024);
-  arrow_props.set_use_threads(false);
+  if (!defaults) {
+    props.enable_buffered_stream();
+    props.set_buffer_size(int64_t{1} << 20);
+    arrow_props.set_batch_size(1024);
+    arrow_props.set_use_threads(false);
+    arrow_props.set_pre_buffer(false);
+  }
   parquet::arrow::FileReaderBuilder builder;
   ok(builder.OpenFile(path.string(), false, props));
   builder.properties(arrow_props);
@@ -229,15 +235,23 @@ int main(int argc, char** argv) {
   std::printf("written: %s\n", written.dump().c_str());
   const nlohmann::json plain = in_child([&] { return plain_read(path); });
   std::printf("plain read of the file: %s\n", plain.dump().c_str());
-  const nlohmann::json arrow = in_child([&] { return arrow_only(path); });
-  std::printf("Arrow batches alone: %s\n", arrow.dump().c_str());
+  const nlohmann::json arrow = in_child([&] { return arrow_only(path, false); });
+  std::printf("Arrow batches alone (magix's reader properties): %s\n", arrow.dump().c_str());
+  const nlohmann::json arrow_defaults = in_child([&] { return arrow_only(path, true); });
+  std::printf("Arrow batches alone (Arrow's default properties): %s\n",
+              arrow_defaults.dump().c_str());
   const nlohmann::json records = in_child([&] { return magix_records(path); });
   std::printf("magix open_records: %s\n", records.dump().c_str());
   if (!keep) fs::remove(path);
-  nlohmann::json out = {{"bench", "data_sources"},  {"file", written},
-                        {"plain_read", plain},      {"arrow_only", arrow},
-                        {"magix_records", records}, {"threads", 1},
-                        {"load_start", load_start}, {"load_end", loadavg()}};
+  nlohmann::json out = {{"bench", "data_sources"},
+                        {"file", written},
+                        {"plain_read", plain},
+                        {"arrow_only", arrow},
+                        {"arrow_defaults", arrow_defaults},
+                        {"magix_records", records},
+                        {"threads", 1},
+                        {"load_start", load_start},
+                        {"load_end", loadavg()}};
   if (records.contains("mb_per_s") && arrow.contains("mb_per_s")) {
     out["records_over_arrow"] = records["mb_per_s"].get<double>() / arrow["mb_per_s"].get<double>();
   }

@@ -83,12 +83,14 @@ nb::dict run_train(const nb::dict& kwargs) {
   TrainArgs a;
   apply_kwargs(a, kwargs, train_fields(), "train");
   validate_train_args(a);
-  {  // before the model loads: the data source opens
+  {  // before the model loads: the data source opens and its first record reads
     ReadOptions read;
     read.field = a.train_data_field;
     read.config = a.train_data_config;
     read.split = a.split;
-    open_records(a.train_file, read);
+    read.skip_bad_records = a.skip_bad_records;
+    Record first;
+    open_records(a.train_file, read)->next(first);
   }
   if (!a.model_cache_dir.empty()) setenv("HF_HUB_CACHE", a.model_cache_dir.c_str(), 1);
   Mesh& mesh = mesh_for(a.mesh_shape);

@@ -159,13 +159,16 @@ namespace {
 void run_train(const TrainArgs& a) {
   validate_train_args(a);
   check_train_paths(a);
-  // Before a model that may take minutes to load: the data source opens.
+  // Before a model that may take minutes to load: the data source opens and its first record
+  // reads.
   {
     ReadOptions read;
     read.field = a.train_data_field;
     read.config = a.train_data_config;
     read.split = a.split;
-    open_records(a.train_file, read);
+    read.skip_bad_records = a.skip_bad_records;
+    Record first;
+    open_records(a.train_file, read)->next(first);
   }
   // The reference's cache_dir: where hub names are looked up (resolve_model_dir reads it).
   if (!a.model_cache_dir.empty()) setenv("HF_HUB_CACHE", a.model_cache_dir.c_str(), 1);

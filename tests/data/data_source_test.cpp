@@ -51,7 +51,9 @@ void expect_same(const std::vector<Record>& got, const std::vector<Record>& want
     EXPECT_EQ(got[i].is_messages, w.is_messages) << i;
     EXPECT_EQ(got[i].text, w.text) << i;
     EXPECT_EQ(got[i].messages, w.messages) << i;
-    if (w.is_messages) EXPECT_EQ(got[i].messages.dump(), w.messages.dump()) << i;
+    if (w.is_messages) {
+      EXPECT_EQ(got[i].messages.dump(), w.messages.dump()) << i;
+    }
   }
 }
 
