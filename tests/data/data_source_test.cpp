@@ -127,6 +127,29 @@ TEST(DataSources, JsonlStreamsLinesAcrossChunksWithLineNumbers) {
   EXPECT_EQ(stats.blank_lines, 1);
 }
 
+TEST(DataSources, LineLongerThanARecordMayBeIsABadRecord) {
+  // kMaxRecordBytes bounds what one line may hold; the reader drops it as it streams and goes on.
+  TempDir tmp;
+  {
+    std::ofstream out(tmp.path / "long.jsonl", std::ios::binary);
+    out << "{\"text\": \"a\"}\n{\"text\": \"";
+    const std::string chunk(1 << 20, 'y');
+    for (int64_t i = 0; i <= kMaxRecordBytes >> 20; ++i) out << chunk;
+    out << "\"}\n{\"text\": \"c\"}\n";
+  }
+  const std::string e = error_of([&] { read((tmp.path / "long.jsonl").string()); });
+  EXPECT_NE(e.find("long.jsonl:2: the line is longer than 67108864 bytes"), std::string::npos)
+      << e;
+  ReadOptions o = opts();
+  o.skip_bad_records = true;
+  ReadStats stats;
+  const auto records = read_records(tmp.path / "long.jsonl", o, &stats);
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[1].text, "c");
+  EXPECT_EQ(records[1].line, 3);
+  EXPECT_EQ(stats.skipped, 1);
+}
+
 TEST(DataSources, GzipErrorsAreClear) {
   TempDir tmp;
   const std::string gz = read_file(kDir / "corpus.jsonl.gz");
