@@ -409,6 +409,8 @@ void bind_commands(nb::module_& m) {
   m.def("export", &run_export, nb::arg("kwargs"));
   m.def("set_hub_revision", &set_hub_revision, nb::arg("revision"));
   m.def("hub_revision", &hub_revision);
+  m.def("set_dataset_revision", &set_dataset_revision, nb::arg("revision"));
+  m.def("dataset_revision", &dataset_revision);
   m.def("train_flags", [] { return field_names(train_fields()); });
   m.def("generate_flags", [] { return field_names(generate_fields()); });
   m.def("score_flags", [] { return field_names(score_fields()); });
