@@ -13,6 +13,12 @@
 #include "magix/dataset.hpp"
 #include "magix/error.hpp"
 
+#if MAGIX_HAVE_ARROW
+#include <arrow/api.h>
+#include <arrow/io/file.h>
+#include <parquet/arrow/writer.h>
+#endif
+
 namespace magix {
 namespace {
 
@@ -138,8 +144,7 @@ TEST(DataSources, LineLongerThanARecordMayBeIsABadRecord) {
     out << "\"}\n{\"text\": \"c\"}\n";
   }
   const std::string e = error_of([&] { read((tmp.path / "long.jsonl").string()); });
-  EXPECT_NE(e.find("long.jsonl:2: the line is longer than 67108864 bytes"), std::string::npos)
-      << e;
+  EXPECT_NE(e.find("long.jsonl:2: the line is longer than 67108864 bytes"), std::string::npos) << e;
   ReadOptions o = opts();
   o.skip_bad_records = true;
   ReadStats stats;
@@ -228,6 +233,46 @@ TEST(DataSources, BadParquetFilesAreErrors) {
     }
   }
 }
+
+#if MAGIX_HAVE_ARROW
+// A parquet file of one string column `text` holding `rows` (written by Arrow's writer).
+void write_parquet(const fs::path& path, const std::vector<std::string>& rows) {
+  arrow::StringBuilder builder;
+  for (const std::string& r : rows) ASSERT_TRUE(builder.Append(r).ok());
+  std::shared_ptr<arrow::Array> array;
+  ASSERT_TRUE(builder.Finish(&array).ok());
+  auto table = arrow::Table::Make(arrow::schema({arrow::field("text", arrow::utf8())}), {array});
+  auto out = arrow::io::FileOutputStream::Open(path.string());
+  ASSERT_TRUE(out.ok());
+  ASSERT_TRUE(parquet::arrow::WriteTable(*table, arrow::default_memory_pool(), *out, 1024).ok());
+  ASSERT_TRUE((*out)->Close().ok());
+}
+
+TEST(DataSources, ParquetRowLargerThanARecordMayBeIsABadRecord) {
+  TempDir tmp;
+  write_parquet(tmp.path / "big.parquet",
+                {"a", std::string(static_cast<size_t>(kMaxRecordBytes) + 1, 'y'), "c"});
+  const std::string e = error_of([&] { read((tmp.path / "big.parquet").string()); });
+  EXPECT_NE(e.find("big.parquet row 2: the value of 'text' is larger than 67108864 bytes"),
+            std::string::npos)
+      << e;
+  ReadOptions o = opts();
+  o.skip_bad_records = true;
+  ReadStats stats;
+  const auto records = read_records(tmp.path / "big.parquet", o, &stats);
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[1].text, "c");
+  EXPECT_EQ(records[1].line, 3);
+  EXPECT_EQ(stats.skipped, 1);
+}
+
+TEST(DataSources, ParquetInvalidUtf8IsAnErrorNamingTheFile) {
+  TempDir tmp;
+  write_parquet(tmp.path / "utf8.parquet", {"ok", std::string("bad \xC3\x28 bytes")});
+  const std::string e = error_of([&] { read((tmp.path / "utf8.parquet").string()); });
+  EXPECT_NE(e.find("utf8.parquet: invalid data"), std::string::npos) << e;
+}
+#endif
 
 // --- save_to_disk -------------------------------------------------------------------------------
 
