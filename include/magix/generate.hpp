@@ -111,8 +111,10 @@ double sampling_uniform(uint64_t seed, int64_t prompt_index, int64_t token_index
 // The `magix generate` command as a library call (flags of REFERENCE.md `generate`).
 
 struct GenerateArgs {
-  std::string prompts;                        // .txt (one per line) or .jsonl / .json
-  std::string data_field = "prompt";          // field of each .jsonl / .json record
+  std::string prompts;                        // any data source (docs/data.md)
+  std::string data_field = "prompt";          // field (column) of each record
+  std::string hf_data_config;                 // dataset config (hub-style folders)
+  std::string hf_data_split = "test";         // split (sources with splits)
   bool skip_bad_records = false;              // skip (and count) unreadable records
   bool use_chat_template = false;             // the tokenizer's template (check_chat_template)
   std::string chat_template_name;             // a named template, or kBuiltinChatFormat

@@ -36,10 +36,10 @@ struct TrainArgs {
   bool recompute = false;  // activation recomputation in the backward pass
 
   // Data.
-  std::string train_file;         // .jsonl / .json / .txt
-  std::string train_data_config;  // HF dataset config (only local files: must be empty)
+  std::string train_file;         // any data source: a file, folder, glob or hub dataset name
+  std::string train_data_config;  // HF dataset config (a subfolder of a hub-style dataset)
   std::string train_data_field = "text";
-  std::string split = "train";  // HF dataset split (only local files: must be "train")
+  std::string split = "train";  // HF dataset split (sources with splits; docs/data.md)
   bool use_chat_template = false;
   // A named template of the tokenizer; kBuiltinChatFormat ("builtin"): the reference scripts'
   // built-in format. Empty: the tokenizer's default template (an error when it has none).

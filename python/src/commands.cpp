@@ -91,8 +91,15 @@ nb::dict run_train(const nb::dict& kwargs) {
   TrainArgs a;
   apply_kwargs(a, kwargs, train_fields(), "train");
   validate_train_args(a);
-  MAGIX_CHECK(fs::is_regular_file(a.train_file),
-              "data file '{}' does not exist or is not a regular file", a.train_file);
+  {  // before the model loads: the data source opens and its first record reads
+    ReadOptions read;
+    read.field = a.train_data_field;
+    read.config = a.train_data_config;
+    read.split = a.split;
+    read.skip_bad_records = a.skip_bad_records;
+    Record first;
+    open_records(a.train_file, read)->next(first);
+  }
   if (!a.model_cache_dir.empty()) setenv("HF_HUB_CACHE", a.model_cache_dir.c_str(), 1);
   MAGIX_CHECK(a.eval_file.empty() || fs::is_regular_file(a.eval_file),
               "eval_file '{}' does not exist or is not a regular file", a.eval_file);
@@ -156,6 +163,8 @@ const FieldTable<GenerateArgs>& generate_fields() {
   static const FieldTable<GenerateArgs> table = {
       MAGIX_PY_FIELD("prompts", prompts),
       MAGIX_PY_FIELD("data_field", data_field),
+      MAGIX_PY_FIELD("hf_data_config", hf_data_config),
+      MAGIX_PY_FIELD("hf_data_split", hf_data_split),
       MAGIX_PY_FIELD("skip_bad_records", skip_bad_records),
       MAGIX_PY_FIELD("use_chat_template", use_chat_template),
       MAGIX_PY_FIELD("chat_template_name", chat_template_name),
@@ -348,6 +357,8 @@ void bind_commands(nb::module_& m) {
   m.def("export", &run_export, nb::arg("kwargs"));
   m.def("set_hub_revision", &set_hub_revision, nb::arg("revision"));
   m.def("hub_revision", &hub_revision);
+  m.def("set_dataset_revision", &set_dataset_revision, nb::arg("revision"));
+  m.def("dataset_revision", &dataset_revision);
   m.def("train_flags", [] { return field_names(train_fields()); });
   m.def("generate_flags", [] { return field_names(generate_fields()); });
   m.def("score_flags", [] { return field_names(score_fields()); });

@@ -19,9 +19,16 @@ void add_generate_command(CLI::App& app) {
   GenerateOptions& g = a->generation;
   SamplingOptions& s = g.sampling;
   cmd->add_option(flag("prompts"), a->prompts,
-                  "prompts: .txt (one per line) or .jsonl / .json (the --data_field of each "
-                  "record)")
+                  "prompts: .txt (one per line), or the --data_field of each record of a .jsonl, "
+                  ".json, .parquet or .arrow file (optionally .gz for text), a folder, a glob or "
+                  "a hub dataset ORG/NAME in the local HF cache (docs/data.md)")
       ->required();
+  cmd->add_option(flag("hf_data_config"), a->hf_data_config,
+                  "dataset config: the subfolder of a hub dataset holding its splits");
+  cmd->add_option(flag("hf_data_split"), a->hf_data_split,
+                  "dataset split: a DatasetDict's split folder or a hub dataset's "
+                  "<split>-*.parquet files (a source without splits ignores it)")
+      ->capture_default_str();
   cmd->add_option(flag("data_field"), a->data_field, "field holding the prompt in .jsonl/.json")
       ->capture_default_str();
   cmd->add_flag(flag("skip_bad_records"), a->skip_bad_records,

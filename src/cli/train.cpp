@@ -37,13 +37,19 @@ void add_train_options(CLI::App& cmd, TrainArgs& a) {
   cmd.add_flag(flag("recompute"), a.recompute,
                "recompute activations in the backward pass (less memory, ~1/3 more compute)");
   // Data.
-  cmd.add_option(flag("train_file"), a.train_file, "training data: .jsonl, .json or .txt");
+  cmd.add_option(flag("train_file"), a.train_file,
+                 "training data: .jsonl, .json, .txt (each optionally .gz), .parquet, .arrow, "
+                 "several separated by commas, a folder (datasets save_to_disk, or parquet files "
+                 "as the hub lays them out), a glob, or a hub dataset ORG/NAME in the local HF "
+                 "cache (docs/data.md)");
   cmd.add_option(flag("train_data_config"), a.train_data_config,
-                 "HF dataset config (not supported: local files only)");
+                 "HF dataset config: the subfolder of a hub dataset holding its splits");
   cmd.add_option(flag("train_data_field"), a.train_data_field,
                  "record field holding the text or the messages list")
       ->capture_default_str();
-  cmd.add_option(flag("split"), a.split, "HF dataset split (local files: train only)")
+  cmd.add_option(flag("split"), a.split,
+                 "HF dataset split: a DatasetDict's split folder, or a hub dataset's "
+                 "<split>-*.parquet files (a source without splits ignores it)")
       ->capture_default_str();
   cmd.add_flag(flag("use_chat_template"), a.use_chat_template,
                "render `messages` records with the tokenizer's chat template (an error when it "
@@ -187,9 +193,17 @@ namespace {
 void run_train(const TrainArgs& a) {
   validate_train_args(a);
   check_train_paths(a);
-  // Before a model that may take minutes to load: the data file at least exists.
-  MAGIX_CHECK(std::filesystem::is_regular_file(a.train_file),
-              "data file '{}' does not exist or is not a regular file", a.train_file);
+  // Before a model that may take minutes to load: the data source opens and its first record
+  // reads.
+  {
+    ReadOptions read;
+    read.field = a.train_data_field;
+    read.config = a.train_data_config;
+    read.split = a.split;
+    read.skip_bad_records = a.skip_bad_records;
+    Record first;
+    open_records(a.train_file, read)->next(first);
+  }
   // The reference's cache_dir: where hub names are looked up (resolve_model_dir reads it).
   if (!a.model_cache_dir.empty()) setenv("HF_HUB_CACHE", a.model_cache_dir.c_str(), 1);
   Mesh mesh = create_device_mesh(a.mesh_shape);

@@ -302,15 +302,17 @@ std::vector<Example> load_examples(const DatasetOptions& options, const Tokenize
   }
   ReadOptions read;
   read.field = options.data_field;
+  read.config = options.data_config;
+  read.split = options.split;
   read.skip_bad_records = options.skip_bad_records;
-  const std::vector<Record> records = read_records(options.path, read, &st.read);
+  // Records stream from the source; only the token examples are kept.
+  std::unique_ptr<RecordReader> reader = open_records(options.path, read, &st.read);
   const std::string source = options.path.string();
 
   std::vector<Example> examples;
-  examples.reserve(records.size());
   std::vector<int64_t> lengths;  // tokens of each example before truncation
-  lengths.reserve(records.size());
-  for (const Record& record : records) {
+  Record record;
+  while (reader->next(record)) {
     Example ex;
     try {
       EncodeInfo info;
@@ -322,7 +324,7 @@ std::vector<Example> load_examples(const DatasetOptions& options, const Tokenize
       st.examples_losing_targets += kept < info.targets_before ? 1 : 0;
       lengths.push_back(info.full_length);
     } catch (const Error& e) {
-      std::string message = fmt::format("{}:{}: {}", source, record.line, e.what());
+      std::string message = fmt::format("{}: {}", reader->where(record), e.what());
       if (!options.skip_bad_records) {
         MAGIX_FAIL(
             "{} (fix the record, or pass --skip_bad_records to skip and count such "

@@ -66,6 +66,8 @@ std::vector<Prompt> read_and_encode(const GenerateArgs& a, const Tokenizer& tok)
   read.field = a.data_field;
   read.allow_messages = false;
   read.skip_bad_records = a.skip_bad_records;
+  read.config = a.hf_data_config;
+  read.split = a.hf_data_split;
   ReadStats stats;
   std::vector<Record> records = read_records(a.prompts, read, &stats);
   if (stats.skipped > 0) {

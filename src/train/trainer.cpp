@@ -64,6 +64,8 @@ std::vector<Example> read_examples(const TrainArgs& a, const std::string& path,
   options.data_field = field;
   options.skip_bad_records = a.skip_bad_records;
   options.encode = encode_options(a);
+  options.data_config = a.train_data_config;
+  options.split = eval ? a.eval_split : a.split;
   DatasetStats stats;
   std::vector<Example> examples = load_examples(options, tokenizer, &stats);
   if (is_rank0) {

@@ -72,19 +72,11 @@ void validate_train_args(const TrainArgs& a) {
   MAGIX_CHECK(a.model_name.empty() != a.model_config.empty(),
               "give exactly one of --model_name (a pretrained HF model) and --model_config (a "
               "config.json to start from random weights)");
-  MAGIX_CHECK(a.train_data_config.empty(),
-              "--train_data_config '{}': magix reads local .jsonl/.json/.txt files only (no "
-              "dataset hub); pass the file as --train_file",
-              a.train_data_config);
-  MAGIX_CHECK(a.split == "train",
-              "--split '{}': magix reads local files, which have no splits; leave --split as "
-              "'train'",
-              a.split);
-  MAGIX_CHECK(!a.train_file.empty(), "--train_file is required (.jsonl, .json or .txt)");
-  MAGIX_CHECK(a.eval_split == "validation",
-              "--eval_split '{}': magix reads local files, which have no splits; leave "
-              "--eval_split as 'validation'",
-              a.eval_split);
+  MAGIX_CHECK(!a.train_file.empty(),
+              "--train_file is required (.jsonl, .json, .txt, .parquet, a folder, a glob or a hub "
+              "dataset name: docs/data.md)");
+  MAGIX_CHECK(!a.split.empty(), "--split must not be empty");
+  MAGIX_CHECK(!a.eval_split.empty(), "--eval_split must not be empty");
   MAGIX_CHECK(a.eval_steps >= 0, "--eval_steps must be >= 0 (0: evaluate only at the end), got {}",
               a.eval_steps);
   MAGIX_CHECK(a.per_device_eval_batch_size > 0,
