@@ -51,6 +51,10 @@ int64_t ggml_block_bytes(GgmlType type);
 // dequantizers (the gguf Python package's `quants.dequantize` gives the same bits).
 void ggml_dequantize(GgmlType type, std::span<const uint8_t> src, std::span<float> dst);
 
+// Quantizes to Q8_0 (src.size() a multiple of 32; dst 34 bytes per 32 values) as ggml's
+// reference quantizer does.
+void ggml_quantize_q8_0(std::span<const float> src, std::span<uint8_t> dst);
+
 struct GgufTensorInfo {
   std::string name;
   // Dims as the file lists them: dims[0] varies fastest (for a matrix: dims = {columns, rows}).

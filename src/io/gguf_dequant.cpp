@@ -2,6 +2,8 @@
 // quants; the arithmetic (f32 products, then the f32 offset) follows ggml's reference
 // dequantizers, and this file is built with floating-point contraction off so that a*b - c is
 // not fused: the results are bit-equal to the reference's.
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "magix/dtype_convert.hpp"
@@ -226,6 +228,33 @@ void ggml_dequantize(GgmlType type, std::span<const uint8_t> src, std::span<floa
   const int64_t blocks = n / bv;
 #pragma omp parallel for schedule(static) if (blocks > 4096)
   for (int64_t i = 0; i < blocks; ++i) block(s + i * bb, y + i * bv);
+}
+
+}  // namespace magix
+
+namespace magix {
+
+// Q8_0 as ggml's reference quantizer: d = max|x| / 127 (f32), q = round(x / d) half away from
+// zero, d stored as f16.
+void ggml_quantize_q8_0(std::span<const float> src, std::span<uint8_t> dst) {
+  MAGIX_CHECK(src.size() % 32 == 0 && dst.size() == src.size() / 32 * 34,
+              "ggml_quantize_q8_0: {} values need {} bytes (got {})", src.size(),
+              src.size() / 32 * 34, dst.size());
+  const int64_t blocks = static_cast<int64_t>(src.size() / 32);
+#pragma omp parallel for schedule(static) if (blocks > 4096)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float* x = src.data() + b * 32;
+    uint8_t* out = dst.data() + b * 34;
+    float amax = 0.0f;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const uint16_t dh = float_to_f16(d);
+    std::memcpy(out, &dh, 2);
+    for (int j = 0; j < 32; ++j) {
+      out[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(std::roundf(x[j] * id)));
+    }
+  }
 }
 
 }  // namespace magix

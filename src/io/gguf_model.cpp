@@ -332,7 +332,8 @@ json gguf_tokenizer_json(const GgufFile& f) {
   json added = json::array();
   for (int64_t i = 0; i < n; ++i) {
     const bool control = types[i] == 3 && in_alphabet[i];
-    const bool user = types[i] == 4 && vocab.at(spelled[i]).get<int64_t>() == i;
+    // (transformers adds a user-defined token only when the vocabulary holds it as spelled)
+    const bool user = types[i] == 4 && in_alphabet[i] && vocab.at(spelled[i]).get<int64_t>() == i;
     if (!control && !user) continue;
     added.push_back({{"id", i},
                      {"content", toks[i]},
