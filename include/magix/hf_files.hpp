@@ -86,6 +86,7 @@ class HfWeights {
   const SafetensorsReader& reader_of(std::string_view name) const;
 
   std::filesystem::path dir_;
+  std::shared_ptr<const class GgufWeights> gguf_;  // a GGUF file's folder (gguf_model.hpp)
   std::vector<SafetensorsReader> shards_;
   std::map<std::string, size_t, std::less<>> shard_of_;  // tensor name -> index into shards_
 };

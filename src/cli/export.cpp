@@ -10,6 +10,7 @@
 #include "magix/checkpoint.hpp"
 #include "magix/distributed.hpp"
 #include "magix/error.hpp"
+#include "magix/gguf_export.hpp"
 #include "magix/lora.hpp"
 
 namespace magix::cli {
@@ -25,6 +26,8 @@ struct ExportArgs {
   bool overwrite = false;
   std::string lora_format = "merged";  // train-lora steps: merged | peft (docs/lora.md)
   std::string base_model;              // train-lora steps: overrides the run's base model
+  std::string format = "hf";           // hf | gguf
+  std::string outtype = "f16";         // --format gguf: f32 | f16 | bf16 | q8_0
 };
 
 // The model to write: the whole parameters of the step's item "model" and its config.json.
@@ -80,6 +83,30 @@ void run_export(const ExportArgs& a) {
                a.dtype, a.output_dir);
     return;
   }
+  MAGIX_CHECK(a.format == "hf" || a.format == "gguf", "--format must be hf or gguf, got '{}'",
+              a.format);
+  if (a.format == "gguf") {
+    const GgufOutType outtype = parse_gguf_outtype(a.outtype);
+    // --output_dir names the .gguf file itself, or a folder that gets model-<outtype>.gguf.
+    fs::path out = a.output_dir;
+    if (out.extension() != ".gguf") out /= "model-" + a.outtype + ".gguf";
+    std::error_code ec;
+    MAGIX_CHECK(a.overwrite || !fs::exists(out, ec),
+                "{} exists: pass --overwrite to replace it", out.string());
+    const ExportModel m = load_model_for_export(a);
+    fs::path tokenizer_json;
+    for (const fs::path& f : m.files) {
+      if (f.filename() == "tokenizer.json") tokenizer_json = f;
+    }
+    MAGIX_CHECK(!tokenizer_json.empty(),
+                "--format gguf: the step {} holds no tokenizer.json (a GGUF file carries its "
+                "tokenizer)", a.checkpoint);
+    write_gguf_model(out, m.config, fs::canonical(a.checkpoint).parent_path().filename().string(),
+                     tokenizer_json, m.params, outtype);
+    fmt::print("exported {} ({} tensors, {}) as GGUF to {}\n", a.checkpoint, m.params.size(),
+               a.outtype, out.string());
+    return;
+  }
   const ExportModel m = load_model_for_export(a);
   write_hf_folder(a.output_dir, m.config_json, m.files, m.params, options);
   uint64_t numel = 0;
@@ -112,6 +139,14 @@ void add_export_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option(flag("base_model"), args->base_model,
                   "train-lora steps: the base model (default: the run's --model_name)");
+  cmd->add_option(flag("format"), args->format,
+                  "hf (a Hugging Face folder) or gguf (one GGUF file for llama.cpp, Ollama, LM "
+                  "Studio: --output_dir is the .gguf path, or a folder that gets "
+                  "model-<outtype>.gguf)")
+      ->capture_default_str();
+  cmd->add_option(flag("outtype"), args->outtype,
+                  "--format gguf: weight type of the matrices: f32, f16, bf16 or q8_0")
+      ->capture_default_str();
   cmd->callback([args] { run_export(*args); });
 }
 

@@ -11,6 +11,7 @@
 #include <system_error>
 
 #include "magix/error.hpp"
+#include "magix/gguf_model.hpp"
 #include "safetensors_util.hpp"
 
 namespace magix {
@@ -305,13 +306,40 @@ fs::path checked_folder_file(const fs::path& dir, const fs::path& file) {
   return file;
 }
 
+// A folder without config.json holding exactly one .gguf file stands for that file.
+static fs::path gguf_folder_or(const fs::path& dir) {
+  std::error_code ec;
+  if (fs::exists(dir / "config.json", ec)) return dir;
+  std::vector<fs::path> ggufs;
+  for (const auto& de : fs::directory_iterator(dir, ec)) {
+    if (de.path().extension() == ".gguf" && is_gguf_file(de.path())) ggufs.push_back(de.path());
+  }
+  if (ggufs.empty()) return dir;
+  std::sort(ggufs.begin(), ggufs.end());
+  if (ggufs.size() > 1) {
+    std::vector<std::string> names;
+    for (const auto& g : ggufs) names.push_back(g.filename().string());
+    MAGIX_FAIL("{} has no config.json and {} GGUF files ({}): pass the one to load as the model "
+               "path", dir.string(), ggufs.size(), fmt::join(names, ", "));
+  }
+  return gguf_model_folder(ggufs[0]);
+}
+
+static fs::path resolve_model_path(const std::string& name_or_path);
+
 fs::path resolve_model_dir(const std::string& name_or_path) {
+  if (is_gguf_file(name_or_path)) return gguf_model_folder(name_or_path);
+  return gguf_folder_or(resolve_model_path(name_or_path));
+}
+
+// A model folder: an existing folder, or a hub name's snapshot in the local cache.
+static fs::path resolve_model_path(const std::string& name_or_path) {
   std::error_code ec;
   fs::path as_path(name_or_path);
   if (fs::exists(as_path, ec)) {
     MAGIX_CHECK(fs::is_directory(as_path, ec),
                 "{} is not a folder (a model is a folder with "
-                "config.json and safetensors weights)",
+                "config.json and safetensors weights, or a .gguf file)",
                 name_or_path);
     return as_path;
   }
@@ -326,6 +354,10 @@ HfWeights::HfWeights(const fs::path& model_dir) : dir_(model_dir) {
   std::error_code ec;
   MAGIX_CHECK(fs::is_directory(dir_, ec), "model folder {} does not exist or is not a folder",
               dir_.string());
+  if (fs::path src = gguf_source_of(dir_); !src.empty()) {
+    gguf_ = std::make_shared<const GgufWeights>(src);
+    return;
+  }
   fs::path single = dir_ / kSingleFile;
   fs::path index = dir_ / kIndexFile;
   if (fs::exists(single, ec)) {  // transformers prefers the single file too
@@ -372,6 +404,7 @@ HfWeights::HfWeights(HfWeights&&) noexcept = default;
 HfWeights& HfWeights::operator=(HfWeights&&) noexcept = default;
 
 std::vector<std::string> HfWeights::names() const {
+  if (gguf_) return gguf_->names();
   std::vector<std::string> out;
   out.reserve(shard_of_.size());
   for (const auto& [name, _] : shard_of_) out.push_back(name);
@@ -379,6 +412,7 @@ std::vector<std::string> HfWeights::names() const {
 }
 
 bool HfWeights::contains(std::string_view name) const {
+  if (gguf_) return gguf_->contains(name);
   return shard_of_.count(name) > 0;
 }
 
@@ -390,19 +424,24 @@ const SafetensorsReader& HfWeights::reader_of(std::string_view name) const {
 }
 
 const SafetensorsEntry& HfWeights::entry(std::string_view name) const {
+  if (gguf_) return gguf_->entry(name);
   return reader_of(name).entry(name);
 }
 std::filesystem::path HfWeights::file_of(std::string_view name) const {
+  if (gguf_) return gguf_->path();
   return reader_of(name).path();
 }
 Tensor HfWeights::read(std::string_view name) const {
+  if (gguf_) return gguf_->read_f32(name);
   return reader_of(name).read(name);
 }
 Tensor HfWeights::read_f32(std::string_view name) const {
+  if (gguf_) return gguf_->read_f32(name);
   return reader_of(name).read_f32(name);
 }
 Tensor HfWeights::read_box_f32(std::string_view name, const Shape& start,
                                const Shape& extent) const {
+  if (gguf_) return gguf_->read_box_f32(name, start, extent);
   return reader_of(name).read_box_f32(name, start, extent);
 }
 

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "magix/error.hpp"
+#include "magix/gguf.hpp"
 #include "magix/hf_files.hpp"
 #include "magix/json_parse.hpp"
 #include "tokenizer/tokenizer_impl.hpp"
@@ -221,8 +222,12 @@ Tokenizer Tokenizer::from_file(const std::filesystem::path& tokenizer_json,
 Tokenizer Tokenizer::load(const std::string& name_or_path) {
   namespace fs = std::filesystem;
   const fs::path p(name_or_path);
-  if (fs::is_regular_file(p)) return from_file(p, load_tokenizer_config(p.parent_path()));
-  const fs::path dir = fs::is_directory(p) ? p : resolve_model_dir(name_or_path);
+  if (fs::is_regular_file(p) && !is_gguf_file(p)) {
+    return from_file(p, load_tokenizer_config(p.parent_path()));
+  }
+  // Folders and hub names as models resolve (a .gguf file, or a folder holding one, stands for
+  // the folder magix makes from its metadata).
+  const fs::path dir = resolve_model_dir(name_or_path);
   const fs::path file = dir / "tokenizer.json";
   MAGIX_CHECK(fs::is_regular_file(file),
               "no tokenizer.json in '{}' (only tokenizer.json files are supported)", dir.string());

@@ -1,0 +1,28 @@
+// Writing a model as a GGUF file (llama.cpp's format): `magix export --format gguf`.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include "magix/gguf.hpp"
+#include "magix/model.hpp"
+#include "magix/model_config.hpp"
+
+namespace magix {
+
+// Weight types of an export: norms and biases stay F32; matrices as chosen (q8_0: matrices
+// whose rows are not whole 32-value blocks fall back to F16, as llama.cpp's converter does).
+enum class GgufOutType { kF32, kF16, kBF16, kQ8_0 };
+GgufOutType parse_gguf_outtype(const std::string& s);  // f32 | f16 | bf16 | q8_0
+
+// Writes `out` atomically: llama.cpp's metadata for the llama (llama, mistral) or qwen2
+// architecture, the tokenizer (byte-level BPE tokenizer.json + tokenizer_config.json and the
+// chat template from the same folder) and every parameter (whole tensors, HF names) under
+// llama.cpp's names, q/k rows in llama.cpp's order for the llama architecture; a tied lm_head is
+// left out. Errors name what GGUF export does not cover (other families, RoPE scaling,
+// SentencePiece tokenizers).
+void write_gguf_model(const std::filesystem::path& out, const ModelConfig& config,
+                      const std::string& name, const std::filesystem::path& tokenizer_json,
+                      const ParameterSet& params, GgufOutType outtype);
+
+}  // namespace magix

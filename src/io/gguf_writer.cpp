@@ -1,0 +1,388 @@
+// Writing a model as one GGUF file in llama.cpp's conventions (names, q/k row order, metadata,
+// byte-level BPE tokenizer), for llama.cpp, Ollama and LM Studio.
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <variant>
+
+#include "magix/dtype_convert.hpp"
+#include "magix/error.hpp"
+#include "magix/gguf_export.hpp"
+#include "magix/tokenizer_config.hpp"
+#include "safetensors_util.hpp"
+
+namespace magix {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// Metadata values by GGUF type.
+struct KV {
+  std::string key;
+  uint32_t type;       // GGUF value type
+  json value;          // scalar, string or array
+  uint32_t elem = 0;   // for arrays
+};
+
+constexpr uint32_t kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7, kString = 8, kArray = 9;
+
+class Bytes {
+ public:
+  template <typename T>
+  void put(T v) {
+    const auto* p = reinterpret_cast<const uint8_t*>(&v);
+    b_.insert(b_.end(), p, p + sizeof v);
+  }
+  void str(const std::string& s) {
+    put<uint64_t>(s.size());
+    b_.insert(b_.end(), s.begin(), s.end());
+  }
+  void value(uint32_t type, const json& v) {
+    switch (type) {
+      case kU32: put<uint32_t>(v.get<uint32_t>()); break;
+      case kI32: put<int32_t>(v.get<int32_t>()); break;
+      case kF32: put<float>(v.get<float>()); break;
+      case kBool: put<uint8_t>(v.get<bool>() ? 1 : 0); break;
+      case kString: str(v.get<std::string>()); break;
+      default: MAGIX_FAIL("GGUF writer: value type {}", type);
+    }
+  }
+  std::vector<uint8_t>& data() { return b_; }
+
+ private:
+  std::vector<uint8_t> b_;
+};
+
+std::string gguf_tensor_name(const std::string& hf) {
+  static const std::map<std::string, std::string> top = {
+      {"model.embed_tokens.weight", "token_embd.weight"},
+      {"model.norm.weight", "output_norm.weight"},
+      {"lm_head.weight", "output.weight"},
+  };
+  if (auto it = top.find(hf); it != top.end()) return it->second;
+  static const std::map<std::string, std::string> layer = {
+      {"input_layernorm.weight", "attn_norm.weight"},
+      {"self_attn.q_proj.weight", "attn_q.weight"},
+      {"self_attn.k_proj.weight", "attn_k.weight"},
+      {"self_attn.v_proj.weight", "attn_v.weight"},
+      {"self_attn.q_proj.bias", "attn_q.bias"},
+      {"self_attn.k_proj.bias", "attn_k.bias"},
+      {"self_attn.v_proj.bias", "attn_v.bias"},
+      {"self_attn.o_proj.weight", "attn_output.weight"},
+      {"post_attention_layernorm.weight", "ffn_norm.weight"},
+      {"mlp.gate_proj.weight", "ffn_gate.weight"},
+      {"mlp.up_proj.weight", "ffn_up.weight"},
+      {"mlp.down_proj.weight", "ffn_down.weight"},
+  };
+  const std::string prefix = "model.layers.";
+  if (hf.starts_with(prefix)) {
+    const size_t dot = hf.find('.', prefix.size());
+    if (dot != std::string::npos) {
+      auto it = layer.find(hf.substr(dot + 1));
+      if (it != layer.end()) {
+        return "blk." + hf.substr(prefix.size(), dot - prefix.size()) + "." + it->second;
+      }
+    }
+  }
+  MAGIX_FAIL("GGUF export: parameter '{}' has no GGUF name in magix", hf);
+}
+
+// The token a tokenizer_config entry names: a string or {"content": ...}.
+std::optional<std::string> token_string(const json& cfg, const char* key) {
+  if (!cfg.contains(key) || cfg[key].is_null()) return std::nullopt;
+  const json& v = cfg[key];
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string()) {
+    return v["content"].get<std::string>();
+  }
+  return std::nullopt;
+}
+
+const json* template_processing(const json& post) {
+  if (!post.is_object()) return nullptr;
+  if (post.value("type", "") == "TemplateProcessing") return &post;
+  if (post.value("type", "") == "Sequence" && post.contains("processors")) {
+    for (const json& p : post["processors"]) {
+      if (const json* t = template_processing(p)) return t;
+    }
+  }
+  return nullptr;
+}
+
+const char* kLlama3Split =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+const char* kQwen2Split =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
+// The tokenizer.* metadata of a byte-level BPE tokenizer.json.
+std::vector<KV> tokenizer_metadata(const fs::path& tokenizer_json, const ModelConfig& config) {
+  const std::string src = tokenizer_json.string();
+  std::ifstream in(tokenizer_json, std::ios::binary);
+  MAGIX_CHECK(in, "cannot open {}", src);
+  const json t = json::parse(in, nullptr, false);
+  MAGIX_CHECK(t.is_object() && t.contains("model") && t["model"].is_object(),
+              "{}: not a tokenizer.json", src);
+  const json& model = t["model"];
+  const json& pre = t.contains("pre_tokenizer") ? t["pre_tokenizer"] : json();
+  const auto is_byte_level = [](const json& p, bool use_regex) {
+    return p.is_object() && p.value("type", "") == "ByteLevel" &&
+           p.value("use_regex", true) == use_regex && !p.value("add_prefix_space", false);
+  };
+  std::string pre_name;
+  if (is_byte_level(pre, true)) {
+    pre_name = "gpt-2";
+  } else if (pre.is_object() && pre.value("type", "") == "Sequence" &&
+             pre.contains("pretokenizers") && pre["pretokenizers"].size() == 2 &&
+             pre["pretokenizers"][0].value("type", "") == "Split" &&
+             is_byte_level(pre["pretokenizers"][1], false)) {
+    const json& pat = pre["pretokenizers"][0]["pattern"];
+    const std::string re = pat.is_object() && pat.contains("Regex") ? pat["Regex"].get<std::string>() : "";
+    if (re == kLlama3Split) pre_name = "llama-bpe";
+    if (re == kQwen2Split) pre_name = "qwen2";
+    MAGIX_CHECK(!pre_name.empty(),
+                "{}: GGUF export knows the split regexes of Llama 3 and Qwen 2 byte-level "
+                "tokenizers; this one's differs, so llama.cpp would tokenize differently",
+                src);
+  }
+  MAGIX_CHECK(model.value("type", "") == "BPE" && !pre_name.empty() && !model.value("byte_fallback", false),
+              "{}: GGUF export writes byte-level BPE tokenizers (GPT-2 / Llama 3 / Qwen 2 style); "
+              "this tokenizer.json is another kind (model {}, pre-tokenizer {})",
+              src, model.value("type", "?"), pre.is_object() ? pre.value("type", "?") : "none");
+  MAGIX_CHECK(model.contains("vocab") && model["vocab"].is_object() && model.contains("merges"),
+              "{}: BPE model without vocab or merges", src);
+  // Tokens by id: the vocab, then the added tokens; ids past them up to the model's vocab size
+  // are padding rows, written as [PAD<id>] like llama.cpp's converter does.
+  std::map<int64_t, std::string> by_id;
+  for (const auto& [tok, id] : model["vocab"].items()) by_id[id.get<int64_t>()] = tok;
+  std::map<int64_t, int32_t> types;
+  for (const json& a : t.value("added_tokens", json::array())) {
+    const int64_t id = a.at("id").get<int64_t>();
+    by_id[id] = a.at("content").get<std::string>();
+    types[id] = a.value("special", false) ? 3 : 4;
+  }
+  const int64_t n = std::max<int64_t>(config.vocab_size, by_id.empty() ? 0 : by_id.rbegin()->first + 1);
+  MAGIX_CHECK(n == config.vocab_size,
+              "{}: token ids go up to {}, past the model's vocab_size {}", src, n - 1, config.vocab_size);
+  json tokens = json::array(), token_types = json::array();
+  for (int64_t i = 0; i < n; ++i) {
+    auto it = by_id.find(i);
+    tokens.push_back(it != by_id.end() ? it->second : fmt::format("[PAD{}]", i));
+    token_types.push_back(it == by_id.end() ? 5 : types.contains(i) ? types[i] : 1);
+  }
+  json merges = json::array();
+  for (const json& m : model["merges"]) {
+    if (m.is_string()) {
+      merges.push_back(m);
+    } else {
+      MAGIX_CHECK(m.is_array() && m.size() == 2, "{}: a merge is not a pair", src);
+      merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
+    }
+  }
+  std::vector<KV> kv = {
+      {"tokenizer.ggml.model", kString, "gpt2"},
+      {"tokenizer.ggml.pre", kString, pre_name},
+      {"tokenizer.ggml.tokens", kArray, tokens, kString},
+      {"tokenizer.ggml.token_type", kArray, token_types, kI32},
+      {"tokenizer.ggml.merges", kArray, merges, kString},
+  };
+  // Special ids and flags from tokenizer_config.json (else the config's ids and the
+  // post-processor's template).
+  const fs::path dir = tokenizer_json.parent_path();
+  json cfg = json::object();
+  if (std::ifstream c(dir / "tokenizer_config.json"); c) {
+    cfg = json::parse(c, nullptr, false);
+    if (!cfg.is_object()) cfg = json::object();
+  }
+  std::map<std::string, int64_t> id_of;
+  for (int64_t i = 0; i < n; ++i) id_of.emplace(tokens[i].get<std::string>(), i);
+  auto id_for = [&](const char* key, std::optional<int64_t> fallback) -> std::optional<int64_t> {
+    if (auto s = token_string(cfg, key)) {
+      if (auto it = id_of.find(*s); it != id_of.end()) return it->second;
+    }
+    return fallback;
+  };
+  const auto bos = id_for("bos_token", config.bos_token_id);
+  const auto eos = id_for("eos_token", config.eos_token_ids.empty()
+                                           ? std::nullopt
+                                           : std::optional<int64_t>(config.eos_token_ids[0]));
+  const auto pad = id_for("pad_token", config.pad_token_id);
+  const auto unk = id_for("unk_token", std::nullopt);
+  if (bos) kv.push_back({"tokenizer.ggml.bos_token_id", kU32, *bos});
+  if (eos) kv.push_back({"tokenizer.ggml.eos_token_id", kU32, *eos});
+  if (unk) kv.push_back({"tokenizer.ggml.unknown_token_id", kU32, *unk});
+  if (pad) kv.push_back({"tokenizer.ggml.padding_token_id", kU32, *pad});
+  bool add_bos = false, add_eos = false;
+  const json post = t.value("post_processor", json());
+  if (const json* tp = template_processing(post)) {
+    const json& single = (*tp)["single"];
+    if (!single.empty() && single.front().contains("SpecialToken")) add_bos = true;
+    if (!single.empty() && single.back().contains("SpecialToken")) add_eos = true;
+  }
+  if (cfg.contains("add_bos_token") && cfg["add_bos_token"].is_boolean()) add_bos = cfg["add_bos_token"];
+  if (cfg.contains("add_eos_token") && cfg["add_eos_token"].is_boolean()) add_eos = cfg["add_eos_token"];
+  kv.push_back({"tokenizer.ggml.add_bos_token", kBool, add_bos});
+  kv.push_back({"tokenizer.ggml.add_eos_token", kBool, add_eos});
+  const TokenizerConfig tc = load_tokenizer_config(dir);
+  if (auto tmpl = tc.chat_template()) kv.push_back({"tokenizer.chat_template", kString, *tmpl});
+  return kv;
+}
+
+uint32_t ggml_type_of(GgufOutType t, const Shape& shape) {
+  if (shape.size() != 2) return 0;  // F32: norms and biases
+  switch (t) {
+    case GgufOutType::kF32: return 0;
+    case GgufOutType::kF16: return 1;
+    case GgufOutType::kBF16: return 30;
+    case GgufOutType::kQ8_0: return shape[1] % 32 == 0 ? 8 : 1;  // rows not of whole blocks: F16
+  }
+  return 0;
+}
+
+}  // namespace
+
+GgufOutType parse_gguf_outtype(const std::string& s) {
+  if (s == "f32") return GgufOutType::kF32;
+  if (s == "f16") return GgufOutType::kF16;
+  if (s == "bf16") return GgufOutType::kBF16;
+  if (s == "q8_0") return GgufOutType::kQ8_0;
+  MAGIX_FAIL("--outtype must be f32, f16, bf16 or q8_0, got '{}'", s);
+}
+
+void write_gguf_model(const fs::path& out, const ModelConfig& config, const std::string& name,
+                      const fs::path& tokenizer_json, const ParameterSet& params,
+                      GgufOutType outtype) {
+  std::string arch;
+  switch (config.family) {
+    case ModelFamily::kLlama:
+    case ModelFamily::kMistral: arch = "llama"; break;  // llama.cpp converts Mistral as llama
+    case ModelFamily::kQwen2: arch = "qwen2"; break;
+    default:
+      MAGIX_FAIL("GGUF export supports the llama, mistral and qwen2 families, not {}",
+                 family_name(config.family));
+  }
+  MAGIX_CHECK(config.rope_scaling.kind == RopeScaling::Kind::kNone,
+              "GGUF export: RoPE scaling ({}) is not written to GGUF yet", config.raw.contains("rope_scaling")
+                  ? config.raw["rope_scaling"].dump() : std::string("set"));
+  const std::string p = arch + ".";
+  std::vector<KV> kv = {
+      {"general.architecture", kString, arch},
+      {"general.name", kString, name},
+      {"general.file_type", kU32,
+       outtype == GgufOutType::kF32 ? 0 : outtype == GgufOutType::kF16 ? 1
+                                        : outtype == GgufOutType::kBF16 ? 32 : 7},
+      {p + "context_length", kU32, config.max_position_embeddings},
+      {p + "embedding_length", kU32, config.hidden_size},
+      {p + "feed_forward_length", kU32, config.intermediate_size},
+      {p + "block_count", kU32, config.num_layers},
+      {p + "attention.head_count", kU32, config.num_heads},
+      {p + "attention.head_count_kv", kU32, config.num_kv_heads},
+      {p + "attention.layer_norm_rms_epsilon", kF32, config.rms_norm_eps},
+      {p + "rope.freq_base", kF32, config.rope_theta},
+      {p + "rope.dimension_count", kU32, config.head_dim},
+      {p + "vocab_size", kU32, config.vocab_size},
+  };
+  if (config.head_dim * config.num_heads != config.hidden_size) {
+    kv.push_back({p + "attention.key_length", kU32, config.head_dim});
+    kv.push_back({p + "attention.value_length", kU32, config.head_dim});
+  }
+  if (outtype == GgufOutType::kQ8_0) kv.push_back({"general.quantization_version", kU32, 2});
+  for (auto& t : tokenizer_metadata(tokenizer_json, config)) kv.push_back(std::move(t));
+
+  struct Out {
+    std::string name;
+    size_t param;
+    uint32_t type;
+    Shape shape;
+    uint64_t offset, nbytes;
+    bool permute;
+    int64_t heads;
+  };
+  std::vector<Out> tensors;
+  uint64_t offset = 0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const std::string& hf = params.info(i).name;
+    if (hf == "lm_head.weight" && config.tie_word_embeddings) continue;
+    const Shape& shape = params.info(i).global_shape;
+    MAGIX_CHECK(params.tensor(i).shape() == shape,
+                "GGUF export needs whole tensors ('{}' is a shard)", hf);
+    Out o{gguf_tensor_name(hf), i, ggml_type_of(outtype, shape), shape, 0, 0, false, 0};
+    const auto g = static_cast<GgmlType>(o.type);
+    o.nbytes = static_cast<uint64_t>(shape_numel(shape) / ggml_block_values(g) * ggml_block_bytes(g));
+    const bool q = hf.ends_with("q_proj.weight") || hf.ends_with("q_proj.bias");
+    const bool k = hf.ends_with("k_proj.weight") || hf.ends_with("k_proj.bias");
+    o.permute = arch == "llama" && (q || k);
+    o.heads = q ? config.num_heads : config.num_kv_heads;
+    o.offset = offset;
+    offset += (o.nbytes + 31) / 32 * 32;
+    tensors.push_back(std::move(o));
+  }
+
+  Bytes h;
+  h.data() = {'G', 'G', 'U', 'F'};
+  h.put<uint32_t>(3);
+  h.put<uint64_t>(tensors.size());
+  h.put<uint64_t>(kv.size());
+  for (const KV& e : kv) {
+    h.str(e.key);
+    h.put<uint32_t>(e.type);
+    if (e.type == kArray) {
+      h.put<uint32_t>(e.elem);
+      h.put<uint64_t>(e.value.size());
+      for (const json& v : e.value) h.value(e.elem, v);
+    } else {
+      h.value(e.type, e.value);
+    }
+  }
+  for (const Out& o : tensors) {
+    h.str(o.name);
+    h.put<uint32_t>(static_cast<uint32_t>(o.shape.size()));
+    for (auto it = o.shape.rbegin(); it != o.shape.rend(); ++it) h.put<uint64_t>(*it);
+    h.put<uint32_t>(o.type);
+    h.put<uint64_t>(o.offset);
+  }
+  while (h.data().size() % 32) h.data().push_back(0);
+
+  fs::create_directories(out.parent_path().empty() ? fs::path(".") : out.parent_path());
+  io::write_file_atomically(out, [&](int fd, const fs::path& tmp) {
+    io::write_all(fd, h.data().data(), h.data().size(), tmp);
+    std::vector<uint8_t> bytes;
+    for (const Out& o : tensors) {
+      Tensor t = params.tensor(o.param).to(DType::kF32);
+      if (o.permute) {  // HF row h*hd + j*hd/2 + r -> GGUF row h*hd + 2r + j
+        const int64_t rows = o.shape[0], cols = t.numel() / rows, hd = rows / o.heads;
+        Tensor perm(t.shape(), DType::kF32);
+        for (int64_t hh = 0; hh < o.heads; ++hh)
+          for (int64_t j = 0; j < 2; ++j)
+            for (int64_t r = 0; r < hd / 2; ++r)
+              std::copy_n(t.data<float>() + (hh * hd + j * hd / 2 + r) * cols, cols,
+                          perm.data<float>() + (hh * hd + 2 * r + j) * cols);
+        t = perm;
+      }
+      bytes.assign((o.nbytes + 31) / 32 * 32, 0);
+      const std::span<const float> src(t.data<float>(), static_cast<size_t>(t.numel()));
+      switch (o.type) {
+        case 0: std::memcpy(bytes.data(), src.data(), o.nbytes); break;
+        case 1:
+          for (size_t i = 0; i < src.size(); ++i) {
+            const uint16_t v = float_to_f16(src[i]);
+            std::memcpy(bytes.data() + 2 * i, &v, 2);
+          }
+          break;
+        case 30:
+          for (size_t i = 0; i < src.size(); ++i) {
+            const uint16_t v = float_to_bf16(src[i]);
+            std::memcpy(bytes.data() + 2 * i, &v, 2);
+          }
+          break;
+        case 8: ggml_quantize_q8_0(src, std::span<uint8_t>(bytes.data(), o.nbytes)); break;
+        default: MAGIX_FAIL("GGUF export: type {}", o.type);
+      }
+      io::write_all(fd, bytes.data(), bytes.size(), tmp);
+    }
+  });
+}
+
+}  // namespace magix
