@@ -22,6 +22,9 @@ void add_plot_command(CLI::App& app);
 void add_train_options(CLI::App& cmd, TrainArgs& args);
 // Refuses a --metrics_file or --checkpoint_dir that would overwrite an input (cli_util.hpp).
 void check_train_paths(const TrainArgs& args);
+// A run over several hosts, before its model loads: every host sees the same --checkpoint_dir
+// and the same --train_file (magix/host_checks.hpp; nothing on a world of one).
+void check_train_hosts(const TrainArgs& args, const Mesh& mesh);
 // What a finished run prints on stdout (world rank 0).
 void print_train_summary(const TrainSummary& summary);
 
