@@ -36,6 +36,9 @@ class Runtime {
 // True when this process was started by an MPI launcher (mpirun / srun with PMI).
 bool launched_by_mpi();
 
+// This rank's host as MPI names it (MPI_Get_processor_name), or the host name without MPI.
+std::string processor_name();
+
 // Arranges the world's ranks in a (data, model) grid, model axis fastest: world rank
 // r = data_rank * M + model_rank. One entry may be -1 (inferred). `names` must be
 // {"data", "model"}. Without a Runtime using MPI the world is this process alone.

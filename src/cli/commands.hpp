@@ -24,6 +24,9 @@ void add_train_options(CLI::App& cmd, TrainArgs& args);
 void check_train_paths(const TrainArgs& args);
 // Rank 0, before the model loads: the WARNING line of a run without --checkpoint_dir.
 void warn_unsaved_run(const TrainArgs& args);
+// A run over several hosts, before its model loads: every host sees the same --checkpoint_dir
+// and the same --train_file (magix/host_checks.hpp; nothing on a world of one).
+void check_train_hosts(const TrainArgs& args, const Mesh& mesh);
 // What a finished run prints on stdout (world rank 0).
 void print_train_summary(const TrainSummary& summary);
 

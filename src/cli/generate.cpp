@@ -9,6 +9,7 @@
 #include "commands.hpp"
 #include "magix/distributed.hpp"
 #include "magix/generate.hpp"
+#include "magix/host_checks.hpp"
 
 namespace magix::cli {
 
@@ -110,6 +111,8 @@ void add_generate_command(CLI::App& app) {
         {{"--output_file", out},
          {"--output_file (its temporary)", out.empty() ? out : out + ".partial"}});
     Mesh mesh = create_device_mesh(a->mesh_shape);
+    // Every rank reads the prompts: over several hosts they must be the same file.
+    if (!a->prompts.empty()) check_same_file(mesh, a->prompts, "--prompts");
     const GenerationSummary sum = run_generation(*a, mesh);
     if (mesh.world_rank() != 0) return;
     fmt::print("prompts: {}\ngenerated tokens: {}\nseconds: {:.2f}\ntokens/s: {:.1f}\noutput: {}\n",

@@ -208,6 +208,7 @@ void run_train(const TrainArgs& a) {
   if (!a.model_cache_dir.empty()) setenv("HF_HUB_CACHE", a.model_cache_dir.c_str(), 1);
   Mesh mesh = create_device_mesh(a.mesh_shape);
   if (mesh.world_rank() == 0) warn_unsaved_run(a);
+  check_train_hosts(a, mesh);
   std::unique_ptr<Trainable> model = make_full_trainable(a, mesh);
   const TrainSummary s = run_training(a, mesh, *model);
   if (mesh.world_rank() == 0) print_train_summary(s);

@@ -162,6 +162,17 @@ bool launched_by_mpi() {
   return false;
 }
 
+std::string processor_name() {
+  if (mpi_is_initialized()) {
+    char name[MPI_MAX_PROCESSOR_NAME];
+    int len = 0;
+    if (MPI_Get_processor_name(name, &len) == MPI_SUCCESS && len > 0) return std::string(name, len);
+  }
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) return "(unknown host)";
+  return host;
+}
+
 Runtime::Runtime(int* argc, char*** argv) {
   if (!launched_by_mpi()) return;
   if (!mpi_is_initialized()) {
