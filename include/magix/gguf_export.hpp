@@ -25,4 +25,12 @@ void write_gguf_model(const std::filesystem::path& out, const ModelConfig& confi
                       const std::string& name, const std::filesystem::path& tokenizer_json,
                       const ParameterSet& params, GgufOutType outtype);
 
+// A committed checkpoint step (a train-lora step: the base model with its adapters merged) as one
+// GGUF file: `out` ending in .gguf names the file, anything else is the folder that gets
+// model-<outtype>.gguf. An existing file needs `overwrite`. Returns the path written.
+std::filesystem::path export_checkpoint_gguf(const std::filesystem::path& step,
+                                             const std::filesystem::path& out,
+                                             const std::string& outtype,
+                                             const std::string& base_model, bool overwrite);
+
 }  // namespace magix

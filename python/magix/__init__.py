@@ -269,7 +269,9 @@ def score(**flags):
 
 def export(**flags):
     """`magix export` as a call (keywords: checkpoint, output_dir, dtype, max_shard_size,
-    overwrite, lora_format, base_model): a checkpoint step as a Hugging Face folder."""
+    overwrite, lora_format, base_model, format, outtype): a checkpoint step as a Hugging Face
+    folder, or with format="gguf" as one GGUF file (outtype f32, f16, bf16 or q8_0; the result's
+    output_file names it)."""
     _flags(flags, _magix.export_flags(), "export")
     flags = _paths(dict(flags), ["checkpoint", "output_dir", "base_model"])
     with _revision(flags.pop("revision", None)):

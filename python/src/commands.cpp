@@ -14,6 +14,7 @@
 #include "magix/checkpoint.hpp"
 #include "magix/dataset.hpp"
 #include "magix/error.hpp"
+#include "magix/gguf_export.hpp"
 #include "magix/evaluate.hpp"
 #include "magix/generate.hpp"
 #include "magix/hf_files.hpp"
@@ -295,6 +296,8 @@ struct ExportArgs {
   bool overwrite = false;
   std::string lora_format = "merged";
   std::string base_model;
+  std::string format = "hf";
+  std::string outtype = "f16";
 };
 
 const FieldTable<ExportArgs>& export_fields() {
@@ -302,7 +305,8 @@ const FieldTable<ExportArgs>& export_fields() {
       MAGIX_PY_FIELD("checkpoint", checkpoint), MAGIX_PY_FIELD("output_dir", output_dir),
       MAGIX_PY_FIELD("dtype", dtype),           MAGIX_PY_FIELD("max_shard_size", max_shard_size),
       MAGIX_PY_FIELD("overwrite", overwrite),   MAGIX_PY_FIELD("lora_format", lora_format),
-      MAGIX_PY_FIELD("base_model", base_model),
+      MAGIX_PY_FIELD("base_model", base_model), MAGIX_PY_FIELD("format", format),
+      MAGIX_PY_FIELD("outtype", outtype),
   };
   return table;
 }
@@ -325,8 +329,20 @@ nb::dict run_export(const nb::dict& kwargs) {
   options.dtype = a.dtype == "float32" ? DType::kF32 : DType::kBF16;
   options.max_shard_bytes = parse_max_shard_size(a.max_shard_size);
   options.overwrite = a.overwrite;
+  MAGIX_CHECK(a.format == "hf" || a.format == "gguf", "format must be hf or gguf, got '{}'",
+              a.format);
   nb::dict d;
   d["output_dir"] = a.output_dir;
+  if (a.format == "gguf") {
+    fs::path out;
+    {
+      nb::gil_scoped_release release;
+      out = export_checkpoint_gguf(a.checkpoint, a.output_dir, a.outtype, a.base_model,
+                                   a.overwrite);
+    }
+    d["output_file"] = out.string();
+    return d;
+  }
   nb::gil_scoped_release release;
   if (a.lora_format == "peft") {
     MAGIX_CHECK(is_lora_checkpoint(a.checkpoint), "lora_format peft: {} holds no LoRA adapters",

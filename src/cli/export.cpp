@@ -86,25 +86,9 @@ void run_export(const ExportArgs& a) {
   MAGIX_CHECK(a.format == "hf" || a.format == "gguf", "--format must be hf or gguf, got '{}'",
               a.format);
   if (a.format == "gguf") {
-    const GgufOutType outtype = parse_gguf_outtype(a.outtype);
-    // --output_dir names the .gguf file itself, or a folder that gets model-<outtype>.gguf.
-    fs::path out = a.output_dir;
-    if (out.extension() != ".gguf") out /= "model-" + a.outtype + ".gguf";
-    std::error_code ec;
-    MAGIX_CHECK(a.overwrite || !fs::exists(out, ec),
-                "{} exists: pass --overwrite to replace it", out.string());
-    const ExportModel m = load_model_for_export(a);
-    fs::path tokenizer_json;
-    for (const fs::path& f : m.files) {
-      if (f.filename() == "tokenizer.json") tokenizer_json = f;
-    }
-    MAGIX_CHECK(!tokenizer_json.empty(),
-                "--format gguf: the step {} holds no tokenizer.json (a GGUF file carries its "
-                "tokenizer)", a.checkpoint);
-    write_gguf_model(out, m.config, fs::canonical(a.checkpoint).parent_path().filename().string(),
-                     tokenizer_json, m.params, outtype);
-    fmt::print("exported {} ({} tensors, {}) as GGUF to {}\n", a.checkpoint, m.params.size(),
-               a.outtype, out.string());
+    const fs::path out =
+        export_checkpoint_gguf(a.checkpoint, a.output_dir, a.outtype, a.base_model, a.overwrite);
+    fmt::print("exported {} ({}) as GGUF to {}\n", a.checkpoint, a.outtype, out.string());
     return;
   }
   const ExportModel m = load_model_for_export(a);
