@@ -125,6 +125,7 @@ void Generator::Impl::load(const Decoder& d) {
 Tensor Generator::Impl::rope_of(const Tensor& pos) const {
   Tensor table = ops->empty({pos.numel(), layout.D}, DType::kF32);
   ops->rope_table(table, pos, inv_freq);
+  if (layout.rope_scale != 1.0f) ops->scale(table, layout.rope_scale);
   return table;
 }
 

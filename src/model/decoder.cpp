@@ -415,6 +415,7 @@ class DecoderStep {
     s_.segments = b_.segments.empty() ? Tensor() : upload(ops_, b_.segments, DType::kI32);
     s_.rope = ops_.empty({N, L_.D}, DType::kF32);
     ops_.rope_table(s_.rope, s_.positions, s_.inv_freq);
+    if (L_.rope_scale != 1.0f) ops_.scale(s_.rope, L_.rope_scale);
   }
 
   // Parameter k as the layers use it (ParamStream::gather).

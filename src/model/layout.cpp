@@ -97,6 +97,7 @@ ModelLayout make_layout(const ModelConfig& c, const Mesh& mesh, const ParameterS
   s.V = c.vocab_size / M;
   s.v0 = mesh.model_rank() * s.V;
   s.inv_freq = rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling);
+  s.rope_scale = c.rope_scaling.attention_scaling;
   s.kv_rows.assign(params.size(), 0);
   for (int64_t l = 0; l < c.num_layers; ++l) {
     std::array<int, kNumLayerParams> idx;

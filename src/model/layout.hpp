@@ -25,6 +25,7 @@ struct ModelLayout {
   int embed = kNoParam, norm = kNoParam, head = kNoParam;  // head == embed when tied
   std::vector<char> kv_rows;    // per parameter: taken per KV head (replicated KV heads)
   std::vector<float> inv_freq;  // (D/2)
+  float rope_scale = 1.0f;      // cos and sin times this (RopeScaling::attention_scaling)
 
   // The dims of layer l for a call of B rows of T positions.
   BlockDims dims(const ModelConfig& c, int64_t l, int64_t B, int64_t T, DType compute) const;

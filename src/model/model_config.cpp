@@ -57,6 +57,56 @@ ModelFamily parse_family(const json& j, const std::string& source) {
              source, type);
 }
 
+// transformers' YaRN attention factor (get_mscale): 0.1 * mscale * ln(scale) + 1 above scale 1.
+double yarn_mscale(double scale, double mscale) {
+  return scale <= 1 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0;
+}
+
+// rope_type "yarn" as _compute_yarn_parameters reads it: factor (null: max_position_embeddings /
+// original_max_position_embeddings), beta_fast / beta_slow (absent, null or 0: 32 / 1), truncate,
+// and attention_factor, else mscale / mscale_all_dim (both non-zero), else ln(factor).
+void parse_yarn(const json& j, const json& rope, ModelConfig& c, const std::string& where,
+                const std::string& source) {
+  auto& s = c.rope_scaling;
+  s.kind = RopeScaling::Kind::kYarn;
+  MAGIX_CHECK(rope.contains("factor"), "{}: yarn rope needs 'factor'", where);
+  // As for llama3: a top-level original_max_position_embeddings wins over the dict's.
+  s.original_max_position = get_int_or(
+      j, "original_max_position_embeddings",
+      get_int_or(rope, "original_max_position_embeddings", c.max_position_embeddings, where),
+      source);
+  MAGIX_CHECK(s.original_max_position > 0, "{}: original_max_position_embeddings must be > 0",
+              where);
+  const double factor = get_number_or(
+      rope, "factor",
+      static_cast<double>(c.max_position_embeddings) / static_cast<double>(s.original_max_position),
+      where);
+  MAGIX_CHECK(std::isfinite(factor) && factor > 0, "{}: factor must be a positive finite number",
+              where);
+  s.factor = static_cast<float>(factor);
+  s.beta_fast = get_number_or(rope, "beta_fast", 0, where);
+  s.beta_slow = get_number_or(rope, "beta_slow", 0, where);
+  if (s.beta_fast == 0) s.beta_fast = 32;
+  if (s.beta_slow == 0) s.beta_slow = 1;
+  MAGIX_CHECK(std::isfinite(s.beta_fast) && std::isfinite(s.beta_slow) && s.beta_fast > 0 &&
+                  s.beta_slow > 0,
+              "{}: beta_fast and beta_slow must be positive finite numbers", where);
+  s.truncate = get_bool_or(rope, "truncate", true, where);
+  double attention = 0;
+  if (given(rope, "attention_factor")) {
+    attention = get_number_or(rope, "attention_factor", 1.0, where);
+  } else {
+    const double mscale = get_number_or(rope, "mscale", 0, where);
+    const double mscale_all_dim = get_number_or(rope, "mscale_all_dim", 0, where);
+    attention = mscale != 0 && mscale_all_dim != 0
+                    ? yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim)
+                    : yarn_mscale(factor, 1.0);
+  }
+  MAGIX_CHECK(std::isfinite(attention) && attention > 0,
+              "{}: attention_factor must be a positive finite number, got {}", where, attention);
+  s.attention_scaling = static_cast<float>(attention);
+}
+
 // rope_scaling (older layout) takes precedence over rope_parameters, as in transformers;
 // rope_theta comes from the dict, else the top level, else 10000.
 void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
@@ -118,9 +168,11 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
         j, "original_max_position_embeddings",
         get_int_or(rope, "original_max_position_embeddings", c.max_position_embeddings, where),
         source);
+  } else if (type == "yarn") {
+    parse_yarn(j, rope, c, where, source);
   } else {
-    MAGIX_FAIL("{}: rope type '{}' is not supported (supported: default, linear, llama3)", where,
-               type);
+    MAGIX_FAIL("{}: rope type '{}' is not supported (supported: default, linear, llama3, yarn)",
+               where, type);
   }
 }
 

@@ -110,8 +110,8 @@ TEST(ModelConfig, FamilyVariants) {
 
 TEST(ModelConfig, ErrorsNameTheField) {
   json j = llama();
-  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
-  EXPECT_NE(error_of(j).find("rope type 'yarn'"), std::string::npos) << error_of(j);
+  j["rope_scaling"] = {{"rope_type", "longrope"}, {"factor", 4.0}};
+  EXPECT_NE(error_of(j).find("rope type 'longrope'"), std::string::npos) << error_of(j);
   j = llama();
   j["rope_parameters"] = {{"rope_type", "dynamic"}, {"factor", 4.0}};
   EXPECT_NE(error_of(j).find("'dynamic'"), std::string::npos);

@@ -151,6 +151,24 @@ CASES = [
         ),
         "T": 18, "pad": 5, "seed": 1006, "legacy_config": False,
     },
+    {
+        "case": "llama_yarn",
+        "family": "llama",
+        "description": "Llama, GQA (4 heads / 2 kv heads, head_dim 16), YaRN rope scaling "
+        "(factor 4 over original_max_position_embeddings 32, beta_fast 4, beta_slow 0.5, theta "
+        "100): one frequency kept, four blended by the ramp, three interpolated; cos/sin scaled "
+        "by the attention factor 0.1 ln 4 + 1. T = 40 > 32 positions.",
+        "config": dict(
+            vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+            rms_norm_eps=1e-5, initializer_range=0.1, tie_word_embeddings=False,
+            bos_token_id=1, eos_token_id=2,
+            rope_parameters={"rope_type": "yarn", "rope_theta": 100.0, "factor": 4.0,
+                             "original_max_position_embeddings": 32, "beta_fast": 4.0,
+                             "beta_slow": 0.5},
+        ),
+        "T": 40, "pad": 6, "seed": 1007, "legacy_config": False,
+    },
 ]
 
 # Sequence lengths for the llama_gqa scoring check (no padding, one sequence per line).
