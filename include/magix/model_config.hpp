@@ -1,5 +1,5 @@
 // The architecture of a decoder, parsed strictly from a Hugging Face config.json
-// (model_type llama, mistral, gemma or qwen2; the field names and defaults of transformers 5.23,
+// (model_type llama, mistral, gemma, qwen2 or phi3; the field names and defaults of transformers 5.23,
 // both the older rope_theta/rope_scaling layout and the newer rope_parameters one).
 #pragma once
 
@@ -13,7 +13,7 @@
 
 namespace magix {
 
-enum class ModelFamily { kLlama, kMistral, kGemma, kQwen2 };
+enum class ModelFamily { kLlama, kMistral, kGemma, kQwen2, kPhi3 };
 
 // The gated MLP's activation: SiLU (SwiGLU) or tanh-approximated GELU (GeGLU).
 enum class Activation { kSilu, kGeluTanh };

@@ -61,7 +61,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option(flag("stop"), g.stop,
                   "stop strings: a sequence ends once its text contains one (cut before it)");
   cmd->add_option(flag("model_type"), a->model_type,
-                  "llama, mistral, gemma or qwen2: checked against the config");
+                  "llama, mistral, gemma, qwen2 or phi3: checked against the config");
   cmd->add_option(flag("model_name_or_path"), a->model_name_or_path,
                   "HF folder, hub name in the local cache, or a magix checkpoint step directory")
       ->required();

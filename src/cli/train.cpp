@@ -17,7 +17,7 @@ void add_train_options(CLI::App& cmd, TrainArgs& a) {
   cmd.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   // Model.
   cmd.add_option(flag("model_type"), a.model_type,
-                 "model family: llama, mistral, gemma or qwen2 (must match config.json)")
+                 "model family: llama, mistral, gemma, qwen2 or phi3 (must match config.json)")
       ->capture_default_str();
   cmd.add_option(flag("model_name"), a.model_name, "HF model folder or hub name to fine-tune");
   cmd.add_option(flag("model_config"), a.model_config,

@@ -110,6 +110,7 @@ void Generator::Impl::load(const Decoder& d) {
       w[i] = stream.gather(p, static_cast<size_t>(idx[i]),
                            model::is_linear_weight(lp) ? compute : DType::kF32);
     }
+    layout.split_fused(w);
     layers.push_back(std::move(w));
   }
   embed = stream.gather(p, static_cast<size_t>(layout.embed), DType::kF32);

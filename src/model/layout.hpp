@@ -27,6 +27,10 @@ struct ModelLayout {
   std::vector<float> inv_freq;  // (D/2)
   float rope_scale = 1.0f;      // cos and sin times this (RopeScaling::attention_scaling)
 
+  // Fused weights (and their gradients, LoRA B): the parts as row views (model::split_fused with
+  // this rank's q, k/v and intermediate rows).
+  void split_fused(std::array<Tensor, kNumLayerParams>& t) const;
+
   // The dims of layer l for a call of B rows of T positions.
   BlockDims dims(const ModelConfig& c, int64_t l, int64_t B, int64_t T, DType compute) const;
 };

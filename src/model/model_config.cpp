@@ -1,5 +1,6 @@
 // config.json -> ModelConfig, following transformers 5.23's config classes field by field
-// (LlamaConfig, MistralConfig, GemmaConfig, Qwen2Config and RotaryEmbeddingConfigMixin).
+// (LlamaConfig, MistralConfig, GemmaConfig, Qwen2Config, Phi3Config and
+// RotaryEmbeddingConfigMixin).
 #include "magix/model_config.hpp"
 
 #include <cmath>
@@ -46,14 +47,15 @@ bool get_bool_or(const json& j, const char* key, bool fallback, const std::strin
 
 ModelFamily parse_family(const json& j, const std::string& source) {
   MAGIX_CHECK(given(j, "model_type") && j.at("model_type").is_string(),
-              "{}: field 'model_type' is missing (expected llama, mistral, gemma or qwen2)",
+              "{}: field 'model_type' is missing (expected llama, mistral, gemma, qwen2 or phi3)",
               source);
   const std::string type = j.at("model_type").get<std::string>();
   if (type == "llama") return ModelFamily::kLlama;
   if (type == "mistral") return ModelFamily::kMistral;
   if (type == "gemma") return ModelFamily::kGemma;
   if (type == "qwen2") return ModelFamily::kQwen2;
-  MAGIX_FAIL("{}: model_type '{}' is not supported (supported: llama, mistral, gemma, qwen2)",
+  if (type == "phi3") return ModelFamily::kPhi3;
+  MAGIX_FAIL("{}: model_type '{}' is not supported (supported: llama, mistral, gemma, qwen2, phi3)",
              source, type);
 }
 
@@ -137,6 +139,18 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
     break;
   }
   const std::string where = fmt::format("{}: {}", source, field);
+  if (c.family == ModelFamily::kPhi3) {
+    // Phi3Config reads "su" and "yarn" as "longrope" and accepts only default and longrope.
+    if (type == "su" || type == "yarn") type = "longrope";
+    MAGIX_CHECK(type == "default" || type == "longrope",
+                "{}: rope type '{}' is not valid for phi3 (transformers accepts default and "
+                "longrope)",
+                where, type);
+    MAGIX_CHECK(type != "longrope",
+                "{}: phi3's longrope scaling (short_factor / long_factor) is not supported; "
+                "models without rope scaling (e.g. Phi-3-mini-4k) are",
+                where);
+  }
   if (type == "default") {
     c.rope_scaling.kind = RopeScaling::Kind::kNone;
   } else if (type == "linear") {
@@ -225,6 +239,10 @@ void parse_sliding_window(const json& j, ModelConfig& c, const std::string& sour
       }
     }
   }
+  if (c.family == ModelFamily::kPhi3) {
+    // Phi3Config: sliding_window defaults to null (none); a value applies to every layer.
+    c.sliding_window.assign(c.sliding_window.size(), window_value(0));
+  }
   // llama and gemma have no sliding window in transformers 5.23.
 }
 
@@ -247,6 +265,8 @@ std::string_view family_name(ModelFamily family) {
       return "gemma";
     case ModelFamily::kQwen2:
       return "qwen2";
+    case ModelFamily::kPhi3:
+      return "phi3";
   }
   return "?";
 }
@@ -293,13 +313,15 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
                 "{}: hidden_size ({}) must be a multiple of num_attention_heads ({})", source,
                 c.hidden_size, c.num_heads);
   }
-  c.rms_norm_eps = static_cast<float>(get_number_or(j, "rms_norm_eps", 1e-6, source));
+  c.rms_norm_eps = static_cast<float>(
+      get_number_or(j, "rms_norm_eps", f == ModelFamily::kPhi3 ? 1e-5 : 1e-6, source));
   MAGIX_CHECK(std::isfinite(c.rms_norm_eps) && c.rms_norm_eps > 0,
               "{}: rms_norm_eps must be a positive finite number, got {}", source,
               j.value("rms_norm_eps", nlohmann::json()).dump());
   const int64_t max_pos_default = f == ModelFamily::kLlama     ? 2048
                                   : f == ModelFamily::kMistral ? 4096 * 32
                                   : f == ModelFamily::kGemma   ? 8192
+                                  : f == ModelFamily::kPhi3    ? 4096
                                                                : 32768;
   c.max_position_embeddings = get_int_or(j, "max_position_embeddings", max_pos_default, source);
   MAGIX_CHECK(c.max_position_embeddings > 0, "{}: max_position_embeddings must be positive, got {}",
@@ -328,14 +350,25 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
                 "{}: use_bidirectional_attention true is not supported (causal attention only)",
                 source);
   }
+  if (f == ModelFamily::kPhi3) {
+    for (const char* key : {"resid_pdrop", "embd_pdrop"}) {
+      const double p = get_number_or(j, key, 0.0, source);
+      MAGIX_CHECK(p == 0.0,
+                  "{}: {} {} is not supported (training dropout is not implemented; set it to "
+                  "0.0)",
+                  source, key, p);
+    }
+  }
   if (f == ModelFamily::kLlama && given(j, "pretraining_tp")) {
     // transformers 5.23 no longer reads pretraining_tp in the forward pass; nothing to do.
   }
   parse_sliding_window(j, c, source);
 
-  c.pad_token_id =
-      optional_id(j, "pad_token_id",
-                  f == ModelFamily::kGemma ? std::optional<int64_t>(0) : std::nullopt, source);
+  c.pad_token_id = optional_id(j, "pad_token_id",
+                               f == ModelFamily::kGemma  ? std::optional<int64_t>(0)
+                               : f == ModelFamily::kPhi3 ? std::optional<int64_t>(32000)
+                                                         : std::nullopt,
+                               source);
   std::optional<int64_t> bos_default = f == ModelFamily::kGemma   ? std::optional<int64_t>(2)
                                        : f == ModelFamily::kQwen2 ? std::nullopt
                                                                   : std::optional<int64_t>(1);
@@ -348,6 +381,7 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
   } else {
     std::optional<int64_t> eos_default = f == ModelFamily::kGemma   ? std::optional<int64_t>(1)
                                          : f == ModelFamily::kQwen2 ? std::nullopt
+                                         : f == ModelFamily::kPhi3  ? std::optional<int64_t>(32000)
                                                                     : std::optional<int64_t>(2);
     if (auto eos = optional_id(j, "eos_token_id", eos_default, source)) {
       c.eos_token_ids.push_back(*eos);

@@ -40,7 +40,7 @@ fs::path save_fixture(const fs::path& dir, const std::string& name, const Mesh& 
 TEST(CheckpointExport, F32ExportLoadsBitwiseEqualToTheCheckpoint) {
   CkptTempDir tmp;
   Mesh mesh;
-  for (const std::string name : {"llama_gqa", "qwen2_tied", "gemma"}) {
+  for (const std::string name : {"llama_gqa", "qwen2_tied", "gemma", "phi3"}) {
     const fs::path step = save_fixture(tmp.path() / ("ck_" + name), name, mesh);
     const fs::path out = tmp.path() / ("hf_" + name);
     // Small shards: several files + model.safetensors.index.json.

@@ -79,7 +79,8 @@ TEST_P(PeftFixtureTest, LossLogitsAndAdapterGradientsMatchPeft) {
   EXPECT_EQ(checked, fx.reader.entries().size() / 2 - 1);  // every adapter (grad. + adapter.)
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, PeftFixtureTest, testing::Values("llama_gqa", "qwen2_qv_down"));
+INSTANTIATE_TEST_SUITE_P(Cases, PeftFixtureTest,
+                         testing::Values("llama_gqa", "qwen2_qv_down", "phi3_fused"));
 
 TEST(LoraTargets, DefaultSelectsEveryLayerLinearWeight) {
   const test::LoraFixture fx = load_lora_fixture("llama_gqa");

@@ -184,7 +184,7 @@ TEST(ModelConfig, UnsupportedPartitionSpecIsAnError) {
   rules.emplace_back(R"(q_proj\.weight$)", PartitionSpec{"data", "model"});
   const PartitionRules defaults = default_partition_rules("llama");
   for (const auto& r : defaults.rules()) rules.push_back(r);
-  apply_partition_rules(p, PartitionRules(rules));
+  apply_partition_rules(p, PartitionRules(rules), c);
   Mesh mesh;
   shard_parameters(p, mesh);
   try {
@@ -201,7 +201,7 @@ TEST(ModelConfig, UnsupportedPartitionSpecIsAnError) {
   RuleList fsdp_only_q;  // q_proj: model axis as the default, not sharded over data
   fsdp_only_q.emplace_back(R"(q_proj\.weight$)", PartitionSpec{"model"});
   for (const auto& r : defaults.rules()) fsdp_only_q.push_back(r);
-  apply_partition_rules(p, PartitionRules(fsdp_only_q));
+  apply_partition_rules(p, PartitionRules(fsdp_only_q), c);
   shard_parameters(p, mesh);
   EXPECT_NO_THROW(Decoder(c, mesh, ParameterSet(p)));
 }

@@ -20,6 +20,7 @@ The batch (input_ids, attention_mask, labels) is the model fixture's reference.s
 
 Run with the reference venv (peft 0.21.2 installed into /work/refenv):
   /work/refenv/bin/python tools/reference/make_lora_fixtures.py [--out tests/fixtures/lora]
+        [--only CASE ...]
 The output is deterministic.
 """
 
@@ -59,6 +60,18 @@ CASES = [
         "target_modules": ["q_proj", "v_proj", "down_proj"],
         "magix_targets": r"(q_proj|v_proj|down_proj)\.weight$",
         "seed": 7002,
+    },
+    {
+        "case": "phi3_fused",
+        "model": "phi3",
+        "description": "Phi-3: the fused qkv_proj and gate_up_proj (PEFT adapts the fused "
+                       "modules: B's rows are q, k, v / gate, up), o_proj and down_proj; r 4, "
+                       "alpha 8",
+        "r": 4,
+        "alpha": 8.0,
+        "target_modules": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+        "magix_targets": r"(qkv_proj|o_proj|gate_up_proj|down_proj)\.weight$",
+        "seed": 7003,
     },
 ]
 
@@ -128,9 +141,12 @@ def run(case, out_root):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(ROOT, "tests", "fixtures", "lora"))
+    ap.add_argument("--only", nargs="*", help="case names to (re)write")
     args = ap.parse_args()
     torch.use_deterministic_algorithms(True)
     for case in CASES:
+        if args.only and case["case"] not in args.only:
+            continue
         run(case, args.out)
 
 
