@@ -13,6 +13,8 @@ packages=(
   libdnnl-dev
   libopenmpi-dev openmpi-bin
   nlohmann-json3-dev libpcre2-dev libicu-dev libcli11-dev libfmt-dev libxxhash-dev
+  # .jsonl.gz data files (docs/data.md)
+  zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
 )
@@ -34,6 +36,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # tensorboard: tests/scripts/report_cli.sh reads magix's event files with TensorBoard's reader;
 # datasets: tests/python trains from a datasets.Dataset like from the same JSONL.
+# pyarrow (pinned; cmake/MagixArrow.cmake checks the version): its wheel ships the Apache Arrow
+# and Parquet C++ headers and libraries that magix's parquet/arrow data sources link against
+# (Debian does not package Arrow).
 .venv/bin/python -m pip install --quiet --disable-pip-version-check nanobind numpy pytest \
-  tensorboard datasets
+  tensorboard datasets pyarrow==26.0.1
 echo "magix: all build dependencies are installed"

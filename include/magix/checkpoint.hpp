@@ -156,7 +156,9 @@ struct HfExportOptions {
 
 // Writes an HF folder that transformers loads: the weights of `params` (whole tensors, HF
 // names; write_hf_weights: shards <= max_shard_bytes + index), copies of `files` (tokenizer
-// files...), and last `config_json` with its torch_dtype set to the export dtype. A folder left
+// files...; a generation_config.json among them is copied as it is, else one is made from the
+// config's ids as transformers makes it: generation_config_from_model_config), and last
+// `config_json` with its torch_dtype set to the export dtype. A folder left
 // by a failed run has no config.json (an overwritten folder's config.json is removed first).
 void write_hf_folder(const std::filesystem::path& out_dir, const std::filesystem::path& config_json,
                      const std::vector<std::filesystem::path>& files, const ParameterSet& params,

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -43,10 +44,19 @@ struct Record {
 };
 
 struct ReadOptions {
-  std::string field = "text";     // the object field to read (ignored for .txt)
+  std::string field = "text";     // the object field (column) to read (ignored for .txt)
   bool allow_messages = true;     // false: the field must be a string (prompts)
   bool skip_bad_records = false;  // skip and count bad records instead of failing
+  // For sources with configs and splits (hub datasets, save_to_disk DatasetDicts, folders of
+  // <split>-*.parquet files): the config (a subfolder; empty: data/ or the only one) and the
+  // split. Sources of a single split (a file, a glob, a folder without split names) ignore them.
+  std::string config;
+  std::string split = "train";
 };
+
+// The longest record (a line of .jsonl/.txt, or one row's value of a parquet/arrow column)
+// magix reads: a longer one is a bad record.
+inline constexpr int64_t kMaxRecordBytes = int64_t{64} << 20;
 
 struct ReadStats {
   static constexpr size_t kMaxReported = 10;
@@ -56,10 +66,47 @@ struct ReadStats {
   std::vector<std::string> skipped_errors;  // "file:line: why" for the first kMaxReported skips
 };
 
-// Reads every record of `path`. Errors name the file and the 1-based line:
-// "data.jsonl:3: invalid JSON: ...". TXT: one record per line, the line without its "\n" and
-// a trailing "\r" (CRLF files); empty lines are skipped (counted in blank_lines). JSONL: one
-// JSON object per line; blank lines skipped. JSON: one top-level array of objects, each
+// A stream of records from a data source, in order, with bounded memory: text files are read
+// in chunks (and gunzipped on the fly), parquet files a batch of rows of a row group at a time,
+// Arrow IPC files (datasets' save_to_disk) a record batch at a time.
+class RecordReader {
+ public:
+  virtual ~RecordReader() = default;
+  // Moves the next record into `record`; false at the end. Bad records throw, or with
+  // skip_bad_records are counted in the ReadStats given to open_records and skipped.
+  virtual bool next(Record& record) = 0;
+  // Where the record last returned comes from, for messages: "data.jsonl:3" (1-based line) or
+  // "train-00000-of-00002.parquet row 3" (1-based row of that file).
+  virtual std::string where(const Record& record) const = 0;
+};
+
+// Opens a data source (docs/data.md), resolved in this order:
+//  - several sources separated by commas (when the whole string is not an existing path), read
+//    one after the other;
+//  - an existing file, by extension: .jsonl, .json (an array of objects, or JSON lines as
+//    datasets' to_json writes), .txt, each optionally .gz (gzip or zlib); .parquet; .arrow
+//    (Arrow IPC stream or file);
+//  - an existing folder: a datasets save_to_disk DatasetDict (dataset_dict.json: options.split
+//    picks the split folder) or Dataset (state.json: its data-NNNNN-of-NNNNN.arrow files), else a
+//    folder of data files laid out as the hub serves them: [<config>/ or data/] then
+//    <split>-*.parquet, <split>.jsonl, <split>/*.parquet, ... (no split names: every file);
+//  - a glob pattern (`data/*.parquet`), files in sorted order;
+//  - a hub dataset name ORG/NAME in the local HF cache (datasets--ORG--NAME/snapshots/<rev>/,
+//    dataset_revision() or refs/main), read as a folder; its files must resolve inside the cache
+//    repository (blobs/). Nothing is downloaded.
+// Parquet and Arrow need magix built with Arrow (MAGIX_ARROW); without it they are an error
+// saying how to enable it. A parquet/arrow column is converted per row to the JSON value a
+// .jsonl line holds (strings; lists of structs such as messages; numbers, booleans, null).
+std::unique_ptr<RecordReader> open_records(const std::filesystem::path& source,
+                                           const ReadOptions& options, ReadStats* stats = nullptr);
+
+// Whether this build reads parquet and Arrow files (MAGIX_ARROW).
+bool has_arrow_support();
+
+// Reads every record of `source` (any source open_records takes). Errors name the file and the
+// 1-based line: "data.jsonl:3: invalid JSON: ...". TXT: one record per line, the line without its
+// "\n" and a trailing "\r" (CRLF files); empty lines are skipped (counted in blank_lines). JSONL:
+// one JSON object per line; blank lines skipped. JSON: one top-level array of objects, each
 // element's line being the line where it starts.
 std::vector<Record> read_records(const std::filesystem::path& path, const ReadOptions& options,
                                  ReadStats* stats = nullptr);
@@ -95,10 +142,17 @@ struct EncodeOptions {
   nlohmann::ordered_json template_extra = nlohmann::ordered_json::object();  // extra variables
 };
 
+// With use_chat_template: throws, naming --chat_template_name builtin, when `tokenizer` has no
+// chat template (no silent fallback to the built-in format); a named template must exist.
+void check_chat_template(const Tokenizer& tokenizer,
+                         const std::optional<std::string>& template_name);
+
 struct DatasetOptions {
-  std::filesystem::path path;
+  std::filesystem::path path;  // any source open_records takes
   std::string data_field = "text";
   bool skip_bad_records = false;
+  std::string data_config;      // ReadOptions::config: hub/folder dataset config
+  std::string split = "train";  // ReadOptions::split
   EncodeOptions encode;
 };
 
@@ -127,16 +181,18 @@ struct DatasetStats {
 };
 
 // The text a record is tokenised from: the text itself, or the conversation rendered by the
-// tokenizer's chat template (the built-in format when it has none), add_generation_prompt=false.
+// tokenizer's chat template (or the built-in format with chat_template_name kBuiltinChatFormat;
+// check_chat_template), add_generation_prompt=false.
 std::string render_record(const Record& record, const Tokenizer& tokenizer,
                           const EncodeOptions& options);
 
 // Tokenises one record (throws magix::Error without a file location; load_examples adds it).
 //  - text (use_chat_template=false): tokenizer post-processor (bos where it adds one) + eos
 //    appended (the reference's add_eos_token), unless the post-processor already ends in eos;
-//  - messages (use_chat_template=true): the rendered conversation; with the tokenizer's own
-//    template encoded without special tokens (the template writes them, as transformers'
-//    apply_chat_template(tokenize=True)); with the built-in format with them (the reference);
+//  - messages (use_chat_template=true; check_chat_template): the rendered conversation; with
+//    the tokenizer's own template encoded without special tokens (the template writes them, as
+//    transformers' apply_chat_template(tokenize=True)); with the built-in format with them (the
+//    reference);
 //  - longer than max_length + 1 tokens: the content is cut, the post-processor's special
 //    tokens and the appended eos are kept (transformers' truncation).
 Example encode_record(const Record& record, const Tokenizer& tokenizer,
@@ -171,7 +227,8 @@ std::vector<std::string> read_prompts(const std::filesystem::path& path,
                                       bool skip_bad_records = false, ReadStats* stats = nullptr);
 
 // The text generation starts from: the prompt itself, or with use_chat_template the
-// conversation [{"role": "user", "content": prompt}] rendered with add_generation_prompt=true.
+// conversation [{"role": "user", "content": prompt}] rendered with add_generation_prompt=true
+// (check_chat_template).
 std::string render_prompt(const Tokenizer& tokenizer, const std::string& prompt,
                           bool use_chat_template,
                           const std::optional<std::string>& template_name = std::nullopt,

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "magix/generation_config.hpp"
 #include "magix/mesh.hpp"
 #include "magix/model.hpp"
 #include "magix/model_config.hpp"
@@ -110,10 +111,13 @@ double sampling_uniform(uint64_t seed, int64_t prompt_index, int64_t token_index
 // The `magix generate` command as a library call (flags of REFERENCE.md `generate`).
 
 struct GenerateArgs {
-  std::string prompts;                        // .txt (one per line) or .jsonl / .json
-  std::string data_field = "prompt";          // field of each .jsonl / .json record
+  std::string prompts;                        // any data source (docs/data.md)
+  std::string data_field = "prompt";          // field (column) of each record
+  std::string hf_data_config;                 // dataset config (hub-style folders)
+  std::string hf_data_split = "test";         // split (sources with splits)
   bool skip_bad_records = false;              // skip (and count) unreadable records
-  bool use_chat_template = false;             // the tokenizer's template (or the built-in format)
+  bool use_chat_template = false;             // the tokenizer's template (check_chat_template)
+  std::string chat_template_name;             // a named template, or kBuiltinChatFormat
   std::string output_file = "generated.txt";  // JSONL: {"prompt", "generated"} per line
   int64_t batch_size = 32;                    // prompts per batch on each data rank
   int64_t pad_to_multiple_of = 64;
@@ -128,7 +132,21 @@ struct GenerateArgs {
   bool bf16 = false;           // bf16 mixed precision: bf16 weights streamed, bf16 prefill GEMMs
   GenerateOptions generation;  // sampling, limits, stop strings
   bool progress = false;       // a progress bar on stderr (world rank 0)
+  // The flags given explicitly, by name ("temperature"; CLI: those on the command line, Python:
+  // the keywords passed): the model's generation_config.json never replaces their values.
+  std::vector<std::string> given;
 };
+
+// The model folder's generation_config.json as defaults (transformers' model.generation_config):
+// for each of sample (do_sample), temperature, top_k, top_p, repetition_penalty,
+// max_new_tokens and max_length that the file holds and `given` does not name, its value
+// replaces options'; max_length only when no max_new_tokens is set by a flag or the file
+// (transformers: max_new_tokens overrides max_length). eos_token_id (an int or a list, each id
+// stops) replaces the default stop ids (the config's and the tokenizer's eos) and
+// pad_token_id the pad id. Returns "key value" for each default taken, for the log.
+std::vector<std::string> apply_generation_config(const GenerationConfig& config,
+                                                 const std::vector<std::string>& given,
+                                                 GenerateOptions& options);
 
 struct GenerationSummary {
   int64_t prompts = 0;

@@ -34,6 +34,33 @@ std::filesystem::path resolve_model_dir(const std::string& name_or_path);
 void set_hub_revision(std::string revision);
 const std::string& hub_revision();
 
+// Datasets by hub name (docs/data.md) resolve to this revision (the CLI's --dataset_revision);
+// empty: refs/main, else the only snapshot. Same rules as set_hub_revision.
+void set_dataset_revision(std::string revision);
+const std::string& dataset_revision();
+
+enum class HubRepoType { kModel, kDataset };
+
+// "ORG/NAME" or "NAME": letters, digits, '-', '_', '.', no "..", no leading '.'.
+bool is_hub_repo_name(const std::string& name);
+
+// The cache folder of a hub repository (it may not exist): models--ORG--NAME or
+// datasets--ORG--NAME under $HF_HUB_CACHE, else $HF_HOME/hub (HF_HOME defaulting to
+// ~/.cache/huggingface).
+std::filesystem::path hub_repo_folder(const std::string& name, HubRepoType type);
+
+// The snapshot folder of `name` in the local cache: `revision` (refs/<revision> or
+// snapshots/<revision>) when non-empty, else refs/main, else the only snapshot. Never downloads:
+// the error says where it looked and the `huggingface-cli download` command that fetches it.
+std::filesystem::path resolve_hub_snapshot(const std::string& name, HubRepoType type,
+                                           const std::string& revision);
+
+// `file` (a path under `dir`) checked to resolve inside `dir`, or, when `dir` is a hub cache
+// snapshot (models--*/snapshots/<rev> or datasets--*/snapshots/<rev>), inside its repository
+// folder (the snapshot's symlinks point into blobs/). Returns `file`; throws on a symlink escape.
+std::filesystem::path checked_folder_file(const std::filesystem::path& dir,
+                                          const std::filesystem::path& file);
+
 // The tensors of an HF model folder: model.safetensors, or model.safetensors.index.json + its
 // shards (paths must stay inside the folder: no absolute paths, no "..", no symlink escape).
 // Every shard is opened and validated on construction; every tensor of the index must be in

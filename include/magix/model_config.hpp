@@ -1,5 +1,6 @@
 // The architecture of a decoder, parsed strictly from a Hugging Face config.json
-// (model_type llama, mistral, gemma, qwen2 or phi3; the field names and defaults of transformers 5.23,
+// (model_type llama, mistral, gemma, qwen2, qwen3, gemma2, gemma3_text or phi3; the field names
+// and defaults of transformers 5.23,
 // both the older rope_theta/rope_scaling layout and the newer rope_parameters one).
 #pragma once
 
@@ -13,7 +14,7 @@
 
 namespace magix {
 
-enum class ModelFamily { kLlama, kMistral, kGemma, kQwen2, kPhi3 };
+enum class ModelFamily { kLlama, kMistral, kGemma, kQwen2, kQwen3, kGemma2, kGemma3Text, kPhi3 };
 
 // The gated MLP's activation: SiLU (SwiGLU) or tanh-approximated GELU (GeGLU).
 enum class Activation { kSilu, kGeluTanh };
@@ -57,6 +58,24 @@ struct ModelConfig {
   // Per layer: keys further back than this are masked (query i sees key j iff i - j < window);
   // 0 = unlimited. Size num_layers.
   std::vector<int64_t> sliding_window;
+  // qwen3, gemma3_text: RMSNorm (with norm_offset) over each head's q and k after the
+  // projections, before RoPE: self_attn.q_norm / k_norm weights of size head_dim.
+  bool qk_norm = false;
+  // gemma2, gemma3_text: RMSNorm on the attention output (post_attention_layernorm, before the
+  // residual add) and around the MLP (pre_feedforward_layernorm before it,
+  // post_feedforward_layernorm on its output).
+  bool sandwich_norms = false;
+  // q·k is scaled by query_pre_attn_scalar^-0.5 when > 0 (gemma2, gemma3_text), else
+  // head_dim^-0.5.
+  double query_pre_attn_scalar = 0;
+  float attn_softcap = 0;   // gemma2: attn_logit_softcapping (0: none)
+  float final_softcap = 0;  // gemma2, gemma3_text: final_logit_softcapping (0: none)
+  // gemma3_text: the RoPE of the sliding layers (rope_parameters.sliding_attention, or the older
+  // rope_local_base_freq); local_rope[l] != 0 where layer l uses it (size num_layers; empty:
+  // every layer uses rope_theta / rope_scaling).
+  float rope_local_theta = 10000.0f;
+  RopeScaling rope_local_scaling;
+  std::vector<char> local_rope;
   int64_t max_position_embeddings = 0;
   double initializer_range = 0.02;
   std::optional<int64_t> pad_token_id, bos_token_id;

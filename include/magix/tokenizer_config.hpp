@@ -10,6 +10,11 @@
 
 namespace magix {
 
+// The template name that selects the reference scripts' built-in chat format
+// (`<|role|>\n{content}{eos}` per turn, docs/chat_templates.md) instead of the tokenizer's own
+// template (unless the tokenizer has a template of that name).
+inline constexpr const char* kBuiltinChatFormat = "builtin";
+
 struct TokenizerConfig {
   std::optional<std::string> bos_token, eos_token, pad_token, unk_token;
   std::optional<bool> add_bos_token,
@@ -20,7 +25,8 @@ struct TokenizerConfig {
   std::map<std::string, std::string> chat_template_files;
   nlohmann::json raw = nlohmann::json::object();  // the whole file, for extra variables
 
-  // The template to use: `name` if given (error if absent), else "default", else none.
+  // The template to use: `name` if given (error if absent, except kBuiltinChatFormat: none),
+  // else "default", else none.
   std::optional<std::string> chat_template(const std::optional<std::string>& name = {}) const;
 };
 

@@ -36,15 +36,28 @@ struct TrainArgs {
   bool recompute = false;  // activation recomputation in the backward pass
 
   // Data.
-  std::string train_file;         // .jsonl / .json / .txt
-  std::string train_data_config;  // HF dataset config (only local files: must be empty)
+  std::string train_file;         // any data source: a file, folder, glob or hub dataset name
+  std::string train_data_config;  // HF dataset config (a subfolder of a hub-style dataset)
   std::string train_data_field = "text";
-  std::string split = "train";  // HF dataset split (only local files: must be "train")
+  std::string split = "train";  // HF dataset split (sources with splits; docs/data.md)
   bool use_chat_template = false;
+  // A named template of the tokenizer; kBuiltinChatFormat ("builtin"): the reference scripts'
+  // built-in format. Empty: the tokenizer's default template (an error when it has none).
+  std::string chat_template_name;
   std::string train_on = "all";   // "all" | "assistant"
   bool pack = false;              // pack examples into full rows
   bool skip_bad_records = false;  // skip (and count) unreadable records instead of failing
   int64_t max_length = 1024;      // T; rows hold max_length + 1 tokens
+
+  // Evaluation (docs/training.md): eval_file's records are encoded exactly as train_file's
+  // (use_chat_template, chat_template_name, train_on, max_length, skip_bad_records), one
+  // example per row (never packed), in file order. The eval loss is the mean NLL over all its
+  // counted targets (token-weighted), the same on every mesh.
+  std::string eval_file;                  // empty: no evaluation
+  std::string eval_split = "validation";  // HF dataset split (only local files: the default)
+  std::string eval_data_field;            // empty: train_data_field
+  int64_t eval_steps = 0;  // > 0: every this many steps and at the end; 0: at the end
+  int64_t per_device_eval_batch_size = 8;  // eval rows per data rank and forward pass
 
   // Steps.
   int64_t num_epochs = 1;
@@ -89,10 +102,27 @@ struct TrainArgs {
 // range, exactly one of model_name / model_config. Throws naming the flag.
 void validate_train_args(const TrainArgs& args);
 
+// The one WARNING line a run without --checkpoint_dir prints up front (nothing it trains is
+// saved); empty when there is a checkpoint_dir.
+std::string unsaved_run_warning(const TrainArgs& args);
+
 // The model for a run: load_decoder(model_name) or random init from model_config (seed), placed
 // by partition_rules (or the family's), with weight_dtype from bf16_model_weights.
 Decoder load_train_decoder(const TrainArgs& args, const Mesh& mesh);
 std::unique_ptr<Trainable> make_full_trainable(const TrainArgs& args, const Mesh& mesh);
+
+// One evaluation of --eval_file (world rank 0 writes it to --metrics_file as a line of its
+// own: step, epoch, eval_loss, eval_perplexity, eval_tokens, eval_examples, eval_runtime_s).
+struct EvalMetrics {
+  int64_t step = 0;  // optimizer steps done when evaluated
+  int64_t total_steps = 0;
+  int64_t epoch = 0;        // epoch of the last step's batch
+  double loss = 0.0;        // mean NLL over all counted targets of the eval set
+  double perplexity = 0.0;  // exp(loss)
+  int64_t tokens = 0;       // counted targets of the eval set
+  int64_t examples = 0;
+  double seconds = 0.0;  // wall time of the evaluation
+};
 
 // One optimizer step as reported (world rank 0 writes these to --metrics_file).
 struct StepMetrics {
@@ -114,6 +144,8 @@ struct StepMetrics {
 struct TrainHooks {
   // Called on every rank after every step (e.g. the demo's display; tests).
   std::function<void(const StepMetrics&)> on_step;
+  // Called on every rank after every evaluation (--eval_file).
+  std::function<void(const EvalMetrics&)> on_eval;
   // Called on every rank after every step (after on_step): true on any rank stops the run there,
   // after saving a checkpoint of that step when there is a --checkpoint_dir (a later run with
   // the same arguments resumes exactly; the schedule stays planned over all the steps). For
@@ -137,8 +169,9 @@ struct TrainSummary {
   double tokens_per_s = 0.0;                 // counted targets/s over the steps of this process
   int64_t input_tokens = 0;                  // tokens read (no padding) in this process
   double input_tokens_per_s = 0.0;
-  double seconds = 0.0;         // training time (excluding loading)
-  std::string last_checkpoint;  // step directory of the last committed checkpoint (or empty)
+  double seconds = 0.0;            // training time (excluding loading)
+  std::vector<EvalMetrics> evals;  // evaluations of --eval_file in this process, in order
+  std::string last_checkpoint;     // step directory of the last committed checkpoint (or empty)
   std::optional<std::string> resumed_from;  // step directory restored at the start
 };
 

@@ -170,23 +170,28 @@ def _write_jsonl(records, what, field=None):
 
 
 @_contextlib.contextmanager
-def _revision(revision):
+def _revision(revision, dataset_revision=None):
     """The revision of hub names in the local HF cache for one call (the CLI's --revision: a
-    branch or tag, or a commit hash; None: refs/main)."""
-    if revision is None:
+    branch or tag, or a commit hash; None: refs/main), and of dataset hub names (the CLI's
+    --dataset_revision)."""
+    if revision is None and dataset_revision is None:
         yield
         return
-    before = _magix.hub_revision()
-    _magix.set_hub_revision(str(revision))
+    before = (_magix.hub_revision(), _magix.dataset_revision())
     try:
+        if revision is not None:
+            _magix.set_hub_revision(str(revision))
+        if dataset_revision is not None:
+            _magix.set_dataset_revision(str(dataset_revision))
         yield
     finally:
-        _magix.set_hub_revision(before)
+        _magix.set_hub_revision(before[0])
+        _magix.set_dataset_revision(before[1])
 
 
 def _flags(given, allowed, function):
     for key in given:
-        if key not in allowed and key != "revision":
+        if key not in allowed and key not in ("revision", "dataset_revision"):
             raise TypeError(f"magix.{function}() got an unexpected keyword argument '{key}'")
 
 
@@ -207,22 +212,24 @@ def train(train_data=None, **flags):
     {"messages": [...]}, the field named by train_data_field); it is streamed in order to a
     temporary JSONL file that the run reads, so it trains exactly as that file would.
     Returns the run's summary (start_step, end_step, total_steps, losses, first_loss,
-    last_loss, tokens, tokens_per_s, seconds, last_checkpoint, resumed_from).
+    last_loss, tokens, tokens_per_s, seconds, evals (step, eval_loss, eval_perplexity,
+    eval_tokens, eval_examples per evaluation of eval_file), eval_loss (the last, or None),
+    last_checkpoint, resumed_from).
     Ctrl-C stops after the step in flight (with a checkpoint of it when there is a
     checkpoint_dir) and raises KeyboardInterrupt."""
     _flags(flags, _magix.train_flags(), "train")
     flags = _paths(dict(flags), ["model_name", "model_config", "model_cache_dir",
-                                 "tokenizer_name", "train_file", "checkpoint_dir",
+                                 "tokenizer_name", "train_file", "eval_file", "checkpoint_dir",
                                  "metrics_file", "partition_rules", "logging_dir"])
-    revision = flags.pop("revision", None)
+    revision = (flags.pop("revision", None), flags.pop("dataset_revision", None))
     if train_data is None:
-        with _revision(revision):
+        with _revision(*revision):
             return _magix.train(flags)
     if "train_file" in flags:
         raise TypeError("magix.train(): pass train_data or train_file, not both")
     path = _write_jsonl(train_data, "train_data")
     try:
-        with _revision(revision):
+        with _revision(*revision):
             return _magix.train(dict(flags, train_file=path))
     finally:
         _os.unlink(path)
@@ -236,13 +243,13 @@ def generate(prompts, **flags):
     _flags(flags, _magix.generate_flags(), "generate")
     flags = _paths(dict(flags), ["model_name_or_path", "tokenizer_name_or_path",
                                  "model_config_name", "output_file", "lora"])
-    revision = flags.pop("revision", None)
+    revision = (flags.pop("revision", None), flags.pop("dataset_revision", None))
     if isinstance(prompts, (str, _os.PathLike)):
-        with _revision(revision):
+        with _revision(*revision):
             return _magix.generate(dict(flags, prompts=_os.fspath(prompts)))
     path = _write_jsonl(prompts, "prompts", field=flags.get("data_field", "prompt"))
     try:
-        with _revision(revision):
+        with _revision(*revision):
             return _magix.generate(dict(flags, prompts=path))
     finally:
         _os.unlink(path)
@@ -250,12 +257,13 @@ def generate(prompts, **flags):
 
 def score(**flags):
     """`magix score` as a call (keywords: its flags; input: a JSONL of {"input_ids": [...]},
-    or records whose data_field is text). Writes output_file when given; returns examples,
+    or records whose data_field is text, or conversations with use_chat_template and
+    train_on). Writes output_file when given; returns examples,
     tokens, mean_nll, perplexity and scores (index, tokens, nll, mean_nll, ppl per example)."""
     _flags(flags, _magix.score_flags(), "score")
     flags = _paths(dict(flags), ["model_name_or_path", "input", "output_file",
                                  "tokenizer_name_or_path", "partition_rules"])
-    with _revision(flags.pop("revision", None)):
+    with _revision(flags.pop("revision", None), flags.pop("dataset_revision", None)):
         return _magix.score(flags)
 
 
@@ -271,8 +279,9 @@ def export(**flags):
 def _apply_chat_template(self, messages, add_generation_prompt=False, chat_template=None,
                          **extra):
     """The conversation rendered as transformers' apply_chat_template(tokenize=False) renders
-    it with this tokenizer's template (the built-in format when it has none); extra keywords
-    are template variables."""
+    it with this tokenizer's template (a MagixError when it has none, as transformers raises;
+    chat_template="builtin": the reference scripts' built-in format); extra keywords are
+    template variables."""
     return self._apply_chat_template(_json.dumps(list(messages)), bool(add_generation_prompt),
                                      _json.dumps(extra), chat_template)
 

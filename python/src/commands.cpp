@@ -6,6 +6,7 @@
 
 #include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -13,6 +14,7 @@
 #include "magix/checkpoint.hpp"
 #include "magix/dataset.hpp"
 #include "magix/error.hpp"
+#include "magix/evaluate.hpp"
 #include "magix/generate.hpp"
 #include "magix/hf_files.hpp"
 #include "magix/lora.hpp"
@@ -42,10 +44,16 @@ const FieldTable<TrainArgs>& train_fields() {
       MAGIX_PY_FIELD("train_data_field", train_data_field),
       MAGIX_PY_FIELD("split", split),
       MAGIX_PY_FIELD("use_chat_template", use_chat_template),
+      MAGIX_PY_FIELD("chat_template_name", chat_template_name),
       MAGIX_PY_FIELD("train_on", train_on),
       MAGIX_PY_FIELD("pack", pack),
       MAGIX_PY_FIELD("skip_bad_records", skip_bad_records),
       MAGIX_PY_FIELD("max_length", max_length),
+      MAGIX_PY_FIELD("eval_file", eval_file),
+      MAGIX_PY_FIELD("eval_split", eval_split),
+      MAGIX_PY_FIELD("eval_data_field", eval_data_field),
+      MAGIX_PY_FIELD("eval_steps", eval_steps),
+      MAGIX_PY_FIELD("per_device_eval_batch_size", per_device_eval_batch_size),
       MAGIX_PY_FIELD("num_epochs", num_epochs),
       MAGIX_PY_FIELD("max_steps", max_steps),
       MAGIX_PY_FIELD("batch_size", batch_size),
@@ -83,10 +91,22 @@ nb::dict run_train(const nb::dict& kwargs) {
   TrainArgs a;
   apply_kwargs(a, kwargs, train_fields(), "train");
   validate_train_args(a);
-  MAGIX_CHECK(fs::is_regular_file(a.train_file),
-              "data file '{}' does not exist or is not a regular file", a.train_file);
+  {  // before the model loads: the data source opens and its first record reads
+    ReadOptions read;
+    read.field = a.train_data_field;
+    read.config = a.train_data_config;
+    read.split = a.split;
+    read.skip_bad_records = a.skip_bad_records;
+    Record first;
+    open_records(a.train_file, read)->next(first);
+  }
   if (!a.model_cache_dir.empty()) setenv("HF_HUB_CACHE", a.model_cache_dir.c_str(), 1);
+  MAGIX_CHECK(a.eval_file.empty() || fs::is_regular_file(a.eval_file),
+              "eval_file '{}' does not exist or is not a regular file", a.eval_file);
   Mesh& mesh = mesh_for(a.mesh_shape);
+  if (const std::string w = unsaved_run_warning(a); !w.empty() && mesh.world_rank() == 0) {
+    std::fprintf(stderr, "%s\n", w.c_str());
+  }
   bool interrupted = false;
   TrainHooks hooks;
   hooks.should_stop = [&interrupted](const StepMetrics&) {
@@ -119,6 +139,18 @@ nb::dict run_train(const nb::dict& kwargs) {
   d["tokens"] = s.tokens;
   d["tokens_per_s"] = s.tokens_per_s;
   d["seconds"] = s.seconds;
+  nb::list evals;
+  for (const EvalMetrics& e : s.evals) {
+    nb::dict ed;
+    ed["step"] = e.step;
+    ed["eval_loss"] = e.loss;
+    ed["eval_perplexity"] = e.perplexity;
+    ed["eval_tokens"] = e.tokens;
+    ed["eval_examples"] = e.examples;
+    evals.append(ed);
+  }
+  d["evals"] = evals;
+  d["eval_loss"] = s.evals.empty() ? nb::none() : nb::cast(s.evals.back().loss);
   d["last_checkpoint"] = s.last_checkpoint;
   d["resumed_from"] = s.resumed_from ? nb::cast(*s.resumed_from) : nb::none();
   return d;
@@ -131,8 +163,11 @@ const FieldTable<GenerateArgs>& generate_fields() {
   static const FieldTable<GenerateArgs> table = {
       MAGIX_PY_FIELD("prompts", prompts),
       MAGIX_PY_FIELD("data_field", data_field),
+      MAGIX_PY_FIELD("hf_data_config", hf_data_config),
+      MAGIX_PY_FIELD("hf_data_split", hf_data_split),
       MAGIX_PY_FIELD("skip_bad_records", skip_bad_records),
       MAGIX_PY_FIELD("use_chat_template", use_chat_template),
+      MAGIX_PY_FIELD("chat_template_name", chat_template_name),
       MAGIX_PY_FIELD("output_file", output_file),
       MAGIX_PY_FIELD("batch_size", batch_size),
       MAGIX_PY_FIELD("pad_to_multiple_of", pad_to_multiple_of),
@@ -161,6 +196,7 @@ const FieldTable<GenerateArgs>& generate_fields() {
 nb::dict run_generate(const nb::dict& kwargs) {
   GenerateArgs a;
   apply_kwargs(a, kwargs, generate_fields(), "generate");
+  for (auto [key, value] : kwargs) a.given.push_back(nb::cast<std::string>(key));
   MAGIX_CHECK(!a.prompts.empty(), "generate: prompts is required");
   MAGIX_CHECK(!a.model_name_or_path.empty(), "generate: model_name_or_path is required");
   Mesh& mesh = mesh_for(a.mesh_shape);
@@ -180,19 +216,6 @@ nb::dict run_generate(const nb::dict& kwargs) {
 // ---------------------------------------------------------------------------------------------
 // score (the loop of `magix score`, src/cli/score.cpp)
 
-struct ScoreArgs {
-  std::string model_name_or_path;
-  std::string input;
-  std::string output_file;
-  int64_t batch_size = 8;
-  std::string data_field;
-  std::string tokenizer_name_or_path;
-  bool add_special_tokens = true;
-  std::vector<int> mesh_shape = {-1, 1};
-  std::string partition_rules;
-  bool bf16 = false;
-};
-
 const FieldTable<ScoreArgs>& score_fields() {
   static const FieldTable<ScoreArgs> table = {
       MAGIX_PY_FIELD("model_name_or_path", model_name_or_path),
@@ -202,6 +225,9 @@ const FieldTable<ScoreArgs>& score_fields() {
       MAGIX_PY_FIELD("data_field", data_field),
       MAGIX_PY_FIELD("tokenizer_name_or_path", tokenizer_name_or_path),
       MAGIX_PY_FIELD("add_special_tokens", add_special_tokens),
+      MAGIX_PY_FIELD("use_chat_template", use_chat_template),
+      MAGIX_PY_FIELD("chat_template_name", chat_template_name),
+      MAGIX_PY_FIELD("train_on", train_on),
       MAGIX_PY_FIELD("mesh_shape", mesh_shape),
       MAGIX_PY_FIELD("partition_rules", partition_rules),
       MAGIX_PY_FIELD("bf16", bf16),
@@ -209,104 +235,35 @@ const FieldTable<ScoreArgs>& score_fields() {
   return table;
 }
 
-// {"input_ids": [...]} per non-blank line, or the `data_field` of each record tokenised.
-std::vector<std::vector<int32_t>> score_examples(const ScoreArgs& a, int64_t vocab) {
-  std::vector<std::vector<int32_t>> out;
-  if (!a.data_field.empty()) {
-    const Tokenizer tok = Tokenizer::load(
-        a.tokenizer_name_or_path.empty() ? a.model_name_or_path : a.tokenizer_name_or_path);
-    ReadOptions options;
-    options.field = a.data_field;
-    options.allow_messages = false;
-    for (const Record& r : read_records(a.input, options)) {
-      out.push_back(tok.encode(r.text, a.add_special_tokens));
-      MAGIX_CHECK(out.back().size() >= 2, "{}:{}: needs at least 2 tokens to score, got {}",
-                  a.input, r.line, out.back().size());
-    }
-  } else {
-    std::ifstream in(a.input);
-    MAGIX_CHECK(in.good(), "cannot open input '{}'", a.input);
-    std::string line;
-    for (int64_t lineno = 1; std::getline(in, line); ++lineno) {
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-      MAGIX_CHECK(!j.is_discarded() && j.is_object() && j.contains("input_ids") &&
-                      j.at("input_ids").is_array(),
-                  "{}:{}: expected {{\"input_ids\": [...]}}", a.input, lineno);
-      std::vector<int32_t> row;
-      for (const nlohmann::json& id : j.at("input_ids")) {
-        MAGIX_CHECK(id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() < vocab,
-                    "{}:{}: token id {} is not in the vocabulary [0, {})", a.input, lineno,
-                    id.dump(), vocab);
-        row.push_back(id.get<int32_t>());
-      }
-      MAGIX_CHECK(row.size() >= 2, "{}:{}: needs at least 2 tokens to score, got {}", a.input,
-                  lineno, row.size());
-      out.push_back(std::move(row));
-    }
-  }
-  MAGIX_CHECK(!out.empty(), "input '{}' holds no examples", a.input);
-  return out;
-}
-
 nb::dict run_score(const nb::dict& kwargs) {
   ScoreArgs a;
   apply_kwargs(a, kwargs, score_fields(), "score");
-  MAGIX_CHECK(!a.model_name_or_path.empty() && !a.input.empty(),
-              "score: model_name_or_path and input are required");
-  MAGIX_CHECK(a.batch_size > 0, "batch_size must be positive, got {}", a.batch_size);
+  validate_score_args(a);
   Mesh& mesh = mesh_for(a.mesh_shape);
-  std::vector<double> nll, tokens;
+  EvalResult res;
   {
     nb::gil_scoped_release release;
-    std::optional<PartitionRules> rules;
-    if (!a.partition_rules.empty()) rules = load_partition_rules(a.partition_rules);
-    DecoderOptions options;
-    options.compute_dtype = a.bf16 ? DType::kBF16 : DType::kF32;
-    const PartitionRules* r = rules ? &*rules : nullptr;
-    Decoder model = is_checkpoint_step(a.model_name_or_path)
-                        ? load_checkpoint_decoder(a.model_name_or_path, mesh, options, r)
-                        : load_decoder(a.model_name_or_path, mesh, options, r);
-    const auto examples = score_examples(a, model.config().vocab_size);
-    // batch_size rows per data rank and step; the last step is filled with copies of example 0.
-    const int64_t n = static_cast<int64_t>(examples.size());
-    const int64_t D = mesh.data_size(), bs = a.batch_size;
-    nll.assign(n, 0.0);
-    tokens.assign(n, 0.0);
-    for (int64_t step = 0; step * D * bs < n; ++step) {
-      const int64_t first = (step * D + mesh.data_rank()) * bs;
-      std::vector<std::vector<int32_t>> rows;
-      for (int64_t i = first; i < first + bs; ++i) rows.push_back(examples[i < n ? i : 0]);
-      const LossResult res = model.loss(make_causal_batch(rows), 1.0);
-      if (mesh.model_rank() != 0) continue;
-      for (int64_t k = 0; k < bs && first + k < n; ++k) {
-        nll[first + k] = res.nll_per_row[k];
-        tokens[first + k] = static_cast<double>(res.tokens_per_row[k]);
-      }
-    }
-    mesh.world().all_reduce(nll, ReduceOp::kSum);
-    mesh.world().all_reduce(tokens, ReduceOp::kSum);
+    res = run_scoring(a, mesh);
   }
   nb::list scores;
   std::string text;
-  double total_nll = 0, total_tokens = 0;
-  for (size_t i = 0; i < nll.size(); ++i) {
-    const double mean = nll[i] / tokens[i];
+  for (size_t i = 0; i < res.nll_per_example.size(); ++i) {
+    const double nll = res.nll_per_example[i];
+    const int64_t tokens = res.tokens_per_example[i];
+    const double mean = nll / static_cast<double>(tokens);
     const nlohmann::json line{{"index", i},
-                              {"tokens", static_cast<int64_t>(tokens[i])},
-                              {"nll", nll[i]},
+                              {"tokens", tokens},
+                              {"nll", nll},
                               {"mean_nll", mean},
                               {"ppl", std::exp(mean)}};
     text += line.dump() + "\n";
     nb::dict d;
     d["index"] = i;
-    d["tokens"] = static_cast<int64_t>(tokens[i]);
-    d["nll"] = nll[i];
+    d["tokens"] = tokens;
+    d["nll"] = nll;
     d["mean_nll"] = mean;
     d["ppl"] = std::exp(mean);
     scores.append(d);
-    total_nll += nll[i];
-    total_tokens += tokens[i];
   }
   if (!a.output_file.empty() && mesh.world_rank() == 0) {
     const std::string tmp = a.output_file + ".partial";
@@ -319,10 +276,10 @@ nb::dict run_score(const nb::dict& kwargs) {
     fs::rename(tmp, a.output_file);
   }
   nb::dict d;
-  d["examples"] = static_cast<int64_t>(nll.size());
-  d["tokens"] = static_cast<int64_t>(total_tokens);
-  d["mean_nll"] = total_nll / total_tokens;
-  d["perplexity"] = std::exp(total_nll / total_tokens);
+  d["examples"] = static_cast<int64_t>(res.nll_per_example.size());
+  d["tokens"] = res.tokens;
+  d["mean_nll"] = res.mean_nll();
+  d["perplexity"] = std::exp(res.mean_nll());
   d["scores"] = scores;
   return d;
 }
@@ -400,6 +357,8 @@ void bind_commands(nb::module_& m) {
   m.def("export", &run_export, nb::arg("kwargs"));
   m.def("set_hub_revision", &set_hub_revision, nb::arg("revision"));
   m.def("hub_revision", &hub_revision);
+  m.def("set_dataset_revision", &set_dataset_revision, nb::arg("revision"));
+  m.def("dataset_revision", &dataset_revision);
   m.def("train_flags", [] { return field_names(train_fields()); });
   m.def("generate_flags", [] { return field_names(generate_fields()); });
   m.def("score_flags", [] { return field_names(score_fields()); });

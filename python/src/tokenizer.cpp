@@ -5,6 +5,7 @@
 
 #include "bindings.hpp"
 #include "magix/chat_template.hpp"
+#include "magix/error.hpp"
 #include "magix/tokenizer.hpp"
 
 namespace magix::python {
@@ -41,6 +42,11 @@ void bind_tokenizer(nb::module_& m) {
           "_apply_chat_template",
           [](const Tokenizer& t, const std::string& messages, bool add_generation_prompt,
              const std::string& extra, const std::optional<std::string>& name) {
+            // As transformers: no template is an error (the built-in format only by name).
+            MAGIX_CHECK(name == kBuiltinChatFormat || t.config().chat_template(name),
+                        "the tokenizer has no chat template: pass chat_template=\"{}\" for the "
+                        "reference scripts' built-in format",
+                        kBuiltinChatFormat);
             return apply_chat_template(t.config(), nlohmann::ordered_json::parse(messages),
                                        add_generation_prompt, nlohmann::ordered_json::parse(extra),
                                        name);

@@ -25,11 +25,13 @@ namespace magix {
 
 // Query i of row b sees key j iff j <= i, and (window <= 0 or i - j < window), and key_valid[b, j]
 // != 0 (when given), and segment[b, i] == segment[b, j] (when given; packing). A query that sees
-// no key outputs 0 (lse = -inf).
+// no key outputs 0 (lse = -inf). With softcap > 0 each score s = scale·q·k is capped to
+// softcap·tanh(s / softcap) before the mask and the softmax (Gemma 2's attn_logit_softcapping).
 struct AttentionMask {
   const Tensor* key_valid = nullptr;  // (B, T) I32, or null: every key valid
   const Tensor* segment = nullptr;    // (B, T) I32, or null: one segment per row
   int64_t window = 0;                 // <= 0: unlimited
+  float softcap = 0;                  // <= 0: none
 };
 
 // One AdamW update's scalars (fp32, as the update computes them).
@@ -126,10 +128,16 @@ class Backend {
   // One new query per row at cache slot `slot`: q, out (B, Hq, D) F32; k_cache, v_cache
   // (B, S, Hkv, D) F32 or BF16 (both); valid (B, S) I32. The query sees slot j iff j <= slot,
   // valid[b, j] != 0 and (window <= 0 or slot - j < window): the training mask with slots as
-  // positions.
+  // positions. softcap > 0 caps the scores as AttentionMask::softcap does.
   virtual void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache,
                                 const Tensor& v_cache, const Tensor& valid, int64_t slot,
-                                float scale, int64_t window) const = 0;
+                                float scale, int64_t window, float softcap) const = 0;
+
+  // ---- logit soft-capping (Gemma 2's final_logit_softcapping): y = cap · tanh(x / cap) -------
+  // x (N, V) F32 or BF16 in place (fp32 arithmetic, rounded once); cap > 0.
+  virtual void softcap_forward(Tensor& x, float cap) const = 0;
+  // dx *= 1 - (y / cap)² in place, y the capped output; dx and y F32 or BF16 (the same shape).
+  virtual void softcap_backward(Tensor& dx, const Tensor& y, float cap) const = 0;
 
   // ---- gated MLP: out = act(gate) · up -------------------------------------------------------
   // gate, up F32 or BF16 (the same); out F32 or BF16.

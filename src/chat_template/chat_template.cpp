@@ -117,7 +117,8 @@ bool has_tools(const nlohmann::ordered_json& extra) {
 std::optional<std::string> choose_template(const TokenizerConfig& config, bool tools,
                                            const std::optional<std::string>& template_name) {
   if (template_name) {
-    config.chat_template(template_name);  // throws for an unknown name
+    // Throws for an unknown name; none: kBuiltinChatFormat, the built-in format.
+    if (!config.chat_template(template_name)) return std::nullopt;
     return template_name;
   }
   if (tools && config.chat_templates.count("tool_use")) return "tool_use";

@@ -39,6 +39,12 @@ void run_chat_template(const ChatTemplateArgs& a) {
   std::optional<std::string> name;
   if (!a.template_name.empty()) name = a.template_name;
   const ChatFormatter formatter(load_tokenizer_config(dir), name);  // templates parsed once
+  // No silent fallback: the built-in format only when asked for by name.
+  MAGIX_CHECK(formatter.has_template() || name == kBuiltinChatFormat,
+              "{} has no chat template (no chat_template in tokenizer_config.json, no "
+              "chat_template.jinja); pass --chat_template_name {} for the reference scripts' "
+              "built-in format (<|role|>\\n{{content}}{{eos}} per turn)",
+              dir.string(), kBuiltinChatFormat);
 
   std::ifstream in(a.input);
   MAGIX_CHECK(in, "cannot open {}", a.input);
@@ -98,7 +104,8 @@ void add_chat_template_command(CLI::App& app) {
                   "JSONL written atomically: {\"text\": ...} or {\"error\": ...}")
       ->required();
   cmd->add_option(flag("chat_template_name"), args->template_name,
-                  "Name of the template when the tokenizer has several (default: 'default')");
+                  "Name of the template when the tokenizer has several (default: 'default'); "
+                  "builtin: the reference scripts' built-in <|role|> format");
   cmd->callback([args] { run_chat_template(*args); });
 }
 

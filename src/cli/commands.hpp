@@ -22,6 +22,8 @@ void add_plot_command(CLI::App& app);
 void add_train_options(CLI::App& cmd, TrainArgs& args);
 // Refuses a --metrics_file or --checkpoint_dir that would overwrite an input (cli_util.hpp).
 void check_train_paths(const TrainArgs& args);
+// Rank 0, before the model loads: the WARNING line of a run without --checkpoint_dir.
+void warn_unsaved_run(const TrainArgs& args);
 // What a finished run prints on stdout (world rank 0).
 void print_train_summary(const TrainSummary& summary);
 

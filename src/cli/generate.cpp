@@ -19,16 +19,26 @@ void add_generate_command(CLI::App& app) {
   GenerateOptions& g = a->generation;
   SamplingOptions& s = g.sampling;
   cmd->add_option(flag("prompts"), a->prompts,
-                  "prompts: .txt (one per line) or .jsonl / .json (the --data_field of each "
-                  "record)")
+                  "prompts: .txt (one per line), or the --data_field of each record of a .jsonl, "
+                  ".json, .parquet or .arrow file (optionally .gz for text), a folder, a glob or "
+                  "a hub dataset ORG/NAME in the local HF cache (docs/data.md)")
       ->required();
+  cmd->add_option(flag("hf_data_config"), a->hf_data_config,
+                  "dataset config: the subfolder of a hub dataset holding its splits");
+  cmd->add_option(flag("hf_data_split"), a->hf_data_split,
+                  "dataset split: a DatasetDict's split folder or a hub dataset's "
+                  "<split>-*.parquet files (a source without splits ignores it)")
+      ->capture_default_str();
   cmd->add_option(flag("data_field"), a->data_field, "field holding the prompt in .jsonl/.json")
       ->capture_default_str();
   cmd->add_flag(flag("skip_bad_records"), a->skip_bad_records,
                 "skip unreadable prompt records (reported on stderr) instead of failing");
   cmd->add_flag(flag("use_chat_template"), a->use_chat_template,
                 "wrap each prompt as a user turn of the tokenizer's chat template with the "
-                "generation prompt (the built-in <|user|> format when it has none)");
+                "generation prompt (an error when it has none: see --chat_template_name)");
+  cmd->add_option(flag("chat_template_name"), a->chat_template_name,
+                  "a named template of the tokenizer, or builtin: the reference scripts' "
+                  "built-in <|user|> format");
   cmd->add_option(flag("output_file"), a->output_file,
                   "JSONL output, one {\"prompt\", \"generated\"} per prompt in input order "
                   "(written to OUTPUT.partial as batches finish, renamed at the end)")
@@ -61,7 +71,8 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option(flag("stop"), g.stop,
                   "stop strings: a sequence ends once its text contains one (cut before it)");
   cmd->add_option(flag("model_type"), a->model_type,
-                  "llama, mistral, gemma, qwen2 or phi3: checked against the config");
+                  "llama, mistral, gemma, qwen2, qwen3, gemma2, gemma3_text or phi3: checked "
+                  "against the config");
   cmd->add_option(flag("model_name_or_path"), a->model_name_or_path,
                   "HF folder, hub name in the local cache, or a magix checkpoint step directory")
       ->required();
@@ -82,8 +93,13 @@ void add_generate_command(CLI::App& app) {
   cmd->add_flag(flag("bf16"), a->bf16,
                 "bf16 mixed precision: weights kept and streamed in bf16, prefill products in "
                 "bf16 with fp32 accumulation (docs/generation.md)");
-  cmd->callback([a] {
+  cmd->callback([a, cmd] {
     a->progress = isatty(fileno(stderr)) != 0;
+    // The flags generation_config.json gives defaults for: given on the command line, they win.
+    for (const char* name : {"sample", "temperature", "top_k", "top_p", "repetition_penalty",
+                             "max_length", "max_new_tokens"}) {
+      if (cmd->get_option(std::string("--") + name)->count() > 0) a->given.push_back(name);
+    }
     const std::string& out = a->output_file;
     check_outputs_spare_inputs(
         {{"--prompts", a->prompts},

@@ -42,6 +42,12 @@ int main(int argc, char** argv) {
         [](const std::string& revision) { magix::set_hub_revision(revision); },
         "revision of hub names in the local HF cache: a branch or tag (refs/<name>) or a commit "
         "hash (default: refs/main)");
+    if (sub->get_name() == "export") continue;  // reads no data
+    sub->add_option_function<std::string>(
+        magix::cli::flag("dataset_revision"),
+        [](const std::string& revision) { magix::set_dataset_revision(revision); },
+        "revision of dataset hub names in the local HF cache (datasets--ORG--NAME): a branch, "
+        "tag or commit hash (default: refs/main)");
   }
   try {
     app.parse(argc, argv);

@@ -17,7 +17,8 @@ void add_train_options(CLI::App& cmd, TrainArgs& a) {
   cmd.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   // Model.
   cmd.add_option(flag("model_type"), a.model_type,
-                 "model family: llama, mistral, gemma, qwen2 or phi3 (must match config.json)")
+                 "model family: llama, mistral, gemma, qwen2, qwen3, gemma2, gemma3_text or phi3 "
+                 "(must match config.json)")
       ->capture_default_str();
   cmd.add_option(flag("model_name"), a.model_name, "HF model folder or hub name to fine-tune");
   cmd.add_option(flag("model_config"), a.model_config,
@@ -35,17 +36,26 @@ void add_train_options(CLI::App& cmd, TrainArgs& a) {
   cmd.add_flag(flag("recompute"), a.recompute,
                "recompute activations in the backward pass (less memory, ~1/3 more compute)");
   // Data.
-  cmd.add_option(flag("train_file"), a.train_file, "training data: .jsonl, .json or .txt");
+  cmd.add_option(flag("train_file"), a.train_file,
+                 "training data: .jsonl, .json, .txt (each optionally .gz), .parquet, .arrow, "
+                 "several separated by commas, a folder (datasets save_to_disk, or parquet files "
+                 "as the hub lays them out), a glob, or a hub dataset ORG/NAME in the local HF "
+                 "cache (docs/data.md)");
   cmd.add_option(flag("train_data_config"), a.train_data_config,
-                 "HF dataset config (not supported: local files only)");
+                 "HF dataset config: the subfolder of a hub dataset holding its splits");
   cmd.add_option(flag("train_data_field"), a.train_data_field,
                  "record field holding the text or the messages list")
       ->capture_default_str();
-  cmd.add_option(flag("split"), a.split, "HF dataset split (local files: train only)")
+  cmd.add_option(flag("split"), a.split,
+                 "HF dataset split: a DatasetDict's split folder, or a hub dataset's "
+                 "<split>-*.parquet files (a source without splits ignores it)")
       ->capture_default_str();
   cmd.add_flag(flag("use_chat_template"), a.use_chat_template,
-               "render `messages` records with the tokenizer's chat template (built-in format "
-               "when it has none)");
+               "render `messages` records with the tokenizer's chat template (an error when it "
+               "has none: see --chat_template_name)");
+  cmd.add_option(flag("chat_template_name"), a.chat_template_name,
+                 "a named template of the tokenizer, or builtin: the reference scripts' built-in "
+                 "<|role|> format");
   cmd.add_option(flag("train_on"), a.train_on,
                  "targets that count: all (the reference) or assistant (assistant turns only)")
       ->capture_default_str();
@@ -55,6 +65,21 @@ void add_train_options(CLI::App& cmd, TrainArgs& a) {
                "skip (and count) bad records instead of stopping at the first");
   cmd.add_option(flag("max_length"), a.max_length,
                  "tokens per row (examples are cut to max_length + 1 tokens)")
+      ->capture_default_str();
+  // Evaluation.
+  cmd.add_option(flag("eval_file"), a.eval_file,
+                 "evaluation data (.jsonl, .json or .txt), encoded as the training data; its "
+                 "loss is logged, written to --metrics_file and --report_to");
+  cmd.add_option(flag("eval_split"), a.eval_split,
+                 "HF dataset split of the eval data (local files: validation only)")
+      ->capture_default_str();
+  cmd.add_option(flag("eval_data_field"), a.eval_data_field,
+                 "record field of --eval_file (default: --train_data_field)");
+  cmd.add_option(flag("eval_steps"), a.eval_steps,
+                 "evaluate every this many optimizer steps and at the end (0: only at the end)")
+      ->capture_default_str();
+  cmd.add_option(flag("per_device_eval_batch_size"), a.per_device_eval_batch_size,
+                 "eval rows per data rank and forward pass (never packed)")
       ->capture_default_str();
   // Steps.
   cmd.add_option(flag("num_epochs"), a.num_epochs, "passes over the data")->capture_default_str();
@@ -106,13 +131,15 @@ void add_train_options(CLI::App& cmd, TrainArgs& a) {
   cmd.add_option(flag("metrics_file"), a.metrics_file,
                  "JSONL per step: step, epoch, loss, lr, grad_norm, tokens and tokens_per_s "
                  "(counted targets), input_tokens, input_tokens_per_s, elapsed_s, skipped, "
-                 "skipped_total; its loss curves are drawn to METRICS.svg at the end");
+                 "skipped_total; with --eval_file a line per evaluation (step, epoch, eval_loss, "
+                 "eval_perplexity, eval_tokens, eval_examples, eval_runtime_s); its loss curves "
+                 "are drawn to METRICS.svg at the end");
   cmd.add_option(flag("progress"), a.progress,
                  "auto (a bar on a terminal, log lines otherwise), bar, log or none")
       ->capture_default_str();
   cmd.add_option(flag("report_to"), a.report_to,
-                 "none, or tensorboard: event files (loss, lr, grad_norm, tokens/s per step) in "
-                 "--logging_dir")
+                 "none, or tensorboard: event files (loss, lr, grad_norm, tokens/s per step; "
+                 "eval/loss and eval/perplexity) in --logging_dir")
       ->capture_default_str();
   cmd.add_option(flag("logging_dir"), a.logging_dir,
                  "TensorBoard folder (default: CHECKPOINT_DIR/runs, or ./runs without one)");
@@ -127,13 +154,21 @@ void add_train_options(CLI::App& cmd, TrainArgs& a) {
 }
 
 void check_train_paths(const TrainArgs& a) {
+  MAGIX_CHECK(a.eval_file.empty() || std::filesystem::is_regular_file(a.eval_file),
+              "--eval_file '{}' does not exist or is not a regular file", a.eval_file);
   check_outputs_spare_inputs(
       {{"--train_file", a.train_file},
+       {"--eval_file", a.eval_file},
        {"--model_name", a.model_name},
        {"--model_config", a.model_config},
        {"--tokenizer_name", a.tokenizer_name},
        {"--partition_rules", a.partition_rules}},
       {{"--metrics_file", a.metrics_file}, {"--checkpoint_dir", a.checkpoint_dir}});
+}
+
+void warn_unsaved_run(const TrainArgs& a) {
+  const std::string warning = unsaved_run_warning(a);
+  if (!warning.empty()) fmt::print(stderr, "{}\n", warning);
 }
 
 void print_train_summary(const TrainSummary& s) {
@@ -144,6 +179,10 @@ void print_train_summary(const TrainSummary& s) {
         "tokens/s: {:.1f}\n",
         s.first_loss, s.last_loss, s.tokens_per_s, s.input_tokens_per_s);
   }
+  if (!s.evals.empty()) {
+    fmt::print("eval loss: {:.6f} (step {})\neval perplexity: {:.4f}\n", s.evals.back().loss,
+               s.evals.back().step, s.evals.back().perplexity);
+  }
   fmt::print("skipped steps: {}\n", s.skipped_steps);
   if (!s.last_checkpoint.empty()) fmt::print("checkpoint: {}\n", s.last_checkpoint);
 }
@@ -153,12 +192,21 @@ namespace {
 void run_train(const TrainArgs& a) {
   validate_train_args(a);
   check_train_paths(a);
-  // Before a model that may take minutes to load: the data file at least exists.
-  MAGIX_CHECK(std::filesystem::is_regular_file(a.train_file),
-              "data file '{}' does not exist or is not a regular file", a.train_file);
+  // Before a model that may take minutes to load: the data source opens and its first record
+  // reads.
+  {
+    ReadOptions read;
+    read.field = a.train_data_field;
+    read.config = a.train_data_config;
+    read.split = a.split;
+    read.skip_bad_records = a.skip_bad_records;
+    Record first;
+    open_records(a.train_file, read)->next(first);
+  }
   // The reference's cache_dir: where hub names are looked up (resolve_model_dir reads it).
   if (!a.model_cache_dir.empty()) setenv("HF_HUB_CACHE", a.model_cache_dir.c_str(), 1);
   Mesh mesh = create_device_mesh(a.mesh_shape);
+  if (mesh.world_rank() == 0) warn_unsaved_run(a);
   std::unique_ptr<Trainable> model = make_full_trainable(a, mesh);
   const TrainSummary s = run_training(a, mesh, *model);
   if (mesh.world_rank() == 0) print_train_summary(s);

@@ -16,6 +16,7 @@ void run_train_lora(const TrainArgs& a, const LoraConfig& lora, const std::strin
   check_train_paths(a);
   if (!a.model_cache_dir.empty()) setenv("HF_HUB_CACHE", a.model_cache_dir.c_str(), 1);
   Mesh mesh = create_device_mesh(a.mesh_shape);
+  if (mesh.world_rank() == 0) warn_unsaved_run(a);
   std::unique_ptr<LoraTrainable> model = make_lora_trainable(a, lora, mesh, init);
   if (mesh.world_rank() == 0) {
     int64_t n = 0;

@@ -95,6 +95,7 @@ std::string render_record(const Record& record, const Tokenizer& tokenizer,
   MAGIX_CHECK(record.is_messages,
               "use_chat_template needs a list of messages ({{role, content}}), but the field "
               "holds a string");
+  check_chat_template(tokenizer, options.chat_template_name);
   return render(tokenizer.config(), record.messages, false, options.chat_template_name,
                 options.template_extra);
 }
@@ -270,6 +271,17 @@ Example encode_record_impl(const Record& record, const Tokenizer& tokenizer,
 
 }  // namespace
 
+void check_chat_template(const Tokenizer& tokenizer,
+                         const std::optional<std::string>& template_name) {
+  if (template_name == kBuiltinChatFormat) return;
+  MAGIX_CHECK(has_own_template(tokenizer, template_name),
+              "--use_chat_template: the tokenizer has no chat template (no chat_template in its "
+              "tokenizer_config.json, no chat_template.jinja); pass --chat_template_name {} for "
+              "the reference scripts' built-in format (<|role|>\\n{{content}}{{eos}} per turn), "
+              "or a tokenizer that has a template",
+              kBuiltinChatFormat);
+}
+
 Example encode_record(const Record& record, const Tokenizer& tokenizer,
                       const EncodeOptions& options) {
   return encode_record_impl(record, tokenizer, options, nullptr);
@@ -283,21 +295,24 @@ std::vector<Example> load_examples(const DatasetOptions& options, const Tokenize
               "train_on assistant needs conversations: pass --use_chat_template with a messages "
               "field");
   if (options.encode.use_chat_template) {
-    // The templates are parsed before any record is read: a syntax error names the tokenizer's
-    // file, not a data line.
+    // The templates are parsed before any record is read: a syntax error (or no template at
+    // all) names the tokenizer's file, not a data line.
+    check_chat_template(tokenizer, options.encode.chat_template_name);
     ChatFormatter(tokenizer.config(), options.encode.chat_template_name);
   }
   ReadOptions read;
   read.field = options.data_field;
+  read.config = options.data_config;
+  read.split = options.split;
   read.skip_bad_records = options.skip_bad_records;
-  const std::vector<Record> records = read_records(options.path, read, &st.read);
+  // Records stream from the source; only the token examples are kept.
+  std::unique_ptr<RecordReader> reader = open_records(options.path, read, &st.read);
   const std::string source = options.path.string();
 
   std::vector<Example> examples;
-  examples.reserve(records.size());
   std::vector<int64_t> lengths;  // tokens of each example before truncation
-  lengths.reserve(records.size());
-  for (const Record& record : records) {
+  Record record;
+  while (reader->next(record)) {
     Example ex;
     try {
       EncodeInfo info;
@@ -309,7 +324,7 @@ std::vector<Example> load_examples(const DatasetOptions& options, const Tokenize
       st.examples_losing_targets += kept < info.targets_before ? 1 : 0;
       lengths.push_back(info.full_length);
     } catch (const Error& e) {
-      std::string message = fmt::format("{}:{}: {}", source, record.line, e.what());
+      std::string message = fmt::format("{}: {}", reader->where(record), e.what());
       if (!options.skip_bad_records) {
         MAGIX_FAIL(
             "{} (fix the record, or pass --skip_bad_records to skip and count such "
@@ -343,6 +358,7 @@ std::string render_prompt(const Tokenizer& tokenizer, const std::string& prompt,
                           bool use_chat_template, const std::optional<std::string>& template_name,
                           const nlohmann::ordered_json& extra) {
   if (!use_chat_template) return prompt;
+  check_chat_template(tokenizer, template_name);
   nlohmann::ordered_json messages = nlohmann::ordered_json::array();
   messages.push_back({{"role", "user"}, {"content", prompt}});
   return render(tokenizer.config(), messages, true, template_name, extra);

@@ -73,6 +73,7 @@ struct Generator::Impl {
   // and the LM head in the compute dtype, the rest F32.
   std::vector<model::BlockWeights> layers;
   Tensor embed, norm, head, inv_freq;
+  Tensor inv_freq_local;  // the sliding layers' frequencies (gemma3_text), or undefined
 
   // Per generate() call: the cache and the step buffers.
   int64_t B = 0, S = 0;
@@ -83,8 +84,12 @@ struct Generator::Impl {
   Tensor x, next, xf, rstd, logits_local, logits;
 
   void load(const Decoder& d);
-  model::BlockContext context(const Tensor& rope, const Tensor* key_valid) const;
-  Tensor rope_of(const Tensor& pos) const;
+  // The rope tables of a call's positions: every layer's, and the sliding layers' own.
+  struct Ropes {
+    Tensor global, local;
+  };
+  model::BlockContext context(const Ropes& rope, const Tensor* key_valid) const;
+  Ropes rope_of(const Tensor& pos) const;
   void allocate(int64_t rows, int64_t slots);
   void head_logits(const Tensor& rows_x);
   void prefill(const std::vector<std::vector<int32_t>>& prompts, int64_t T, int32_t pad_id);
@@ -120,20 +125,32 @@ void Generator::Impl::load(const Decoder& d) {
              : stream.gather(p, static_cast<size_t>(layout.head), compute);
   inv_freq = ops->empty({std::ssize(layout.inv_freq)}, DType::kF32);
   ops->copy(inv_freq, Tensor::view_of(layout.inv_freq.data(), inv_freq.shape(), DType::kF32));
+  if (!layout.inv_freq_local.empty()) {
+    inv_freq_local = ops->empty({std::ssize(layout.inv_freq_local)}, DType::kF32);
+    ops->copy(inv_freq_local,
+              Tensor::view_of(layout.inv_freq_local.data(), inv_freq_local.shape(), DType::kF32));
+  }
 }
 
-// The rope table (N, D) of positions pos (N).
-Tensor Generator::Impl::rope_of(const Tensor& pos) const {
-  Tensor table = ops->empty({pos.numel(), layout.D}, DType::kF32);
-  ops->rope_table(table, pos, inv_freq);
-  if (layout.rope_scale != 1.0f) ops->scale(table, layout.rope_scale);
-  return table;
+// The rope tables (N, D) of positions pos (N).
+Generator::Impl::Ropes Generator::Impl::rope_of(const Tensor& pos) const {
+  Ropes r;
+  r.global = ops->empty({pos.numel(), layout.D}, DType::kF32);
+  ops->rope_table(r.global, pos, inv_freq);
+  if (layout.rope_scale != 1.0f) ops->scale(r.global, layout.rope_scale);
+  if (inv_freq_local.defined()) {
+    r.local = ops->empty({pos.numel(), layout.D}, DType::kF32);
+    ops->rope_table(r.local, pos, inv_freq_local);
+    if (layout.rope_scale_local != 1.0f) ops->scale(r.local, layout.rope_scale_local);
+  }
+  return r;
 }
 
-model::BlockContext Generator::Impl::context(const Tensor& rope, const Tensor* key_valid) const {
+model::BlockContext Generator::Impl::context(const Ropes& rope, const Tensor* key_valid) const {
   model::BlockContext ctx;
   ctx.ops = ops;
-  ctx.rope = &rope;
+  ctx.rope = &rope.global;
+  ctx.rope_local = rope.local.defined() ? &rope.local : nullptr;
   ctx.key_valid = key_valid;
   ctx.model_comm = &mesh->model();
   return ctx;
@@ -177,6 +194,7 @@ void Generator::Impl::allocate(int64_t rows, int64_t slots) {
 void Generator::Impl::head_logits(const Tensor& rows_x) {
   ops->rmsnorm_forward(xf, rstd, rows_x, norm, c.rms_norm_eps, c.norm_offset);
   ops->matmul_decode(logits_local, xf, head, nullptr);
+  if (c.final_softcap > 0) ops->softcap_forward(logits_local, c.final_softcap);
   if (mesh->model_size() == 1) {
     ops->copy(logits, logits_local);
   } else {
@@ -209,7 +227,7 @@ void Generator::Impl::prefill(const std::vector<std::vector<int32_t>>& prompts, 
   ops->embedding_forward(cur, ids_t, embed, layout.v0, c.embed_scale);
   all_reduce_model(mesh->model(), cur);
   model::BlockActs acts = model::BlockActs::allocate(layout.dims(c, 0, B, T, compute), *ops);
-  const Tensor rope = rope_of(pos_t);
+  const Ropes rope = rope_of(pos_t);
   const model::BlockContext ctx = context(rope, &key_valid_t);
   for (int64_t l = 0; l < c.num_layers; ++l) {
     model::KvCache cache{k[l], v[l], &valid, 0};
@@ -231,7 +249,7 @@ void Generator::Impl::decode(std::vector<int32_t>& ids, std::vector<int32_t>& po
   all_reduce_model(mesh->model(), x);
   for (int64_t b = 0; b < B; ++b) valid_host[b * S + slot] = 1;
   valid = upload(*ops, valid_host, {B, S});
-  const Tensor rope = rope_of(pos_t);
+  const Ropes rope = rope_of(pos_t);
   const model::BlockContext ctx = context(rope, nullptr);
   for (int64_t l = 0; l < c.num_layers; ++l) {
     model::BlockDims d = layout.dims(c, l, B, 1, compute);

@@ -11,6 +11,7 @@
 #include "magix/dataset.hpp"
 #include "magix/error.hpp"
 #include "magix/generate.hpp"
+#include "magix/generation_config.hpp"
 #include "magix/hf_files.hpp"
 #include "magix/lora.hpp"
 
@@ -65,6 +66,8 @@ std::vector<Prompt> read_and_encode(const GenerateArgs& a, const Tokenizer& tok)
   read.field = a.data_field;
   read.allow_messages = false;
   read.skip_bad_records = a.skip_bad_records;
+  read.config = a.hf_data_config;
+  read.split = a.hf_data_split;
   ReadStats stats;
   std::vector<Record> records = read_records(a.prompts, read, &stats);
   if (stats.skipped > 0) {
@@ -72,11 +75,15 @@ std::vector<Prompt> read_and_encode(const GenerateArgs& a, const Tokenizer& tok)
                  static_cast<long long>(stats.skipped), a.prompts.c_str());
     for (const std::string& e : stats.skipped_errors) std::fprintf(stderr, "  %s\n", e.c_str());
   }
+  std::optional<std::string> template_name;
+  if (!a.chat_template_name.empty()) template_name = a.chat_template_name;
+  // Before the first prompt: a tokenizer without a template is one error, not one per line.
+  if (a.use_chat_template) check_chat_template(tok, template_name);
   std::vector<Prompt> out;
   for (Record& r : records) {
     Prompt p;
     try {
-      p.ids = encode_prompt(tok, r.text, a.use_chat_template);
+      p.ids = encode_prompt(tok, r.text, a.use_chat_template, template_name);
     } catch (const Error& e) {
       MAGIX_FAIL("{}:{}: cannot encode the prompt: {}", a.prompts, r.line, e.what());
     }
@@ -127,13 +134,35 @@ GenerationSummary run_generation(const GenerateArgs& a, const Mesh& mesh) {
   const fs::path parent = out_path.parent_path().empty() ? "." : out_path.parent_path();
   MAGIX_CHECK(fs::is_directory(parent), "--output_file '{}': folder '{}' does not exist",
               out_path.string(), parent.string());
-  check_generate_options(a.generation, true);
+  GenerateOptions options = a.generation;
+  options.pad_to_multiple_of = a.pad_to_multiple_of;
+  options.pad_id = tok.pad_id().value_or(tok.eos_id().value_or(0));
+  // The model folder's (or checkpoint step's) generation_config.json: defaults for the flags
+  // not given.
+  const fs::path model_dir = is_checkpoint_step(a.model_name_or_path)
+                                 ? fs::path(a.model_name_or_path)
+                                 : resolve_model_dir(a.model_name_or_path);
+  if (const std::optional<GenerationConfig> g = load_generation_config(model_dir)) {
+    const std::vector<std::string> taken = apply_generation_config(*g, a.given, options);
+    if (writer && !taken.empty()) {
+      std::string list;
+      for (const std::string& t : taken) list += (list.empty() ? "" : ", ") + t;
+      std::fprintf(stderr, "generate: defaults from %s: %s (flags given explicitly win)\n",
+                   (model_dir / "generation_config.json").c_str(), list.c_str());
+    }
+  }
+  check_generate_options(options, true);
   // The generator keeps its own (gathered) weights: the decoder's shards go out of scope.
   Generator gen = [&] {
     const Decoder model = load_model(a, mesh);
     MAGIX_CHECK(tok.vocab_size() <= model.config().vocab_size,
                 "the tokenizer has {} tokens but the model's vocabulary is {}", tok.vocab_size(),
                 model.config().vocab_size);
+    const int64_t vocab = model.config().vocab_size;
+    MAGIX_CHECK(options.pad_id >= 0 && options.pad_id < vocab,
+                "the pad id {} is outside the model's vocabulary [0, {}) (generation_config.json's "
+                "pad_token_id?)",
+                options.pad_id, vocab);
     return Generator(model, &tok);
   }();
   std::ofstream out;
@@ -141,10 +170,6 @@ GenerationSummary run_generation(const GenerateArgs& a, const Mesh& mesh) {
     out.open(partial, std::ios::binary | std::ios::trunc);
     MAGIX_CHECK(out.good(), "cannot write --output_file: cannot create '{}'", partial.string());
   }
-
-  GenerateOptions options = a.generation;
-  options.pad_to_multiple_of = a.pad_to_multiple_of;
-  options.pad_id = tok.pad_id().value_or(tok.eos_id().value_or(0));
 
   const auto start = std::chrono::steady_clock::now();
   const int64_t n = std::ssize(prompts), bs = a.batch_size, D = mesh.data_size();

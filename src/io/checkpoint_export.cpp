@@ -8,6 +8,7 @@
 #include "io/safetensors_util.hpp"
 #include "magix/checkpoint.hpp"
 #include "magix/error.hpp"
+#include "magix/generation_config.hpp"
 #include "magix/hf_files.hpp"
 #include "magix/memory_check.hpp"
 
@@ -82,6 +83,17 @@ void write_hf_folder(const fs::path& out_dir, const fs::path& config_json,
     const std::string text = ckpt::read_text_file(f);
     io::write_file_atomically(out_dir / f.filename(), [&](int fd, const fs::path& tmp) {
       io::write_all(fd, text.data(), text.size(), tmp);
+    });
+  }
+  // generation_config.json: the source model's (among `files`), else transformers' form made
+  // from config.json's bos/eos/pad ids, so that generate() stops where the model's ids say.
+  const bool has_generation_config = std::any_of(files.begin(), files.end(), [](const fs::path& f) {
+    return f.filename() == "generation_config.json";
+  });
+  if (!has_generation_config) {
+    const std::string g = generation_config_from_model_config(config).dump(2) + "\n";
+    io::write_file_atomically(out_dir / "generation_config.json", [&](int fd, const fs::path& tmp) {
+      io::write_all(fd, g.data(), g.size(), tmp);
     });
   }
   const std::string text = config.dump(2) + "\n";

@@ -174,10 +174,22 @@ std::vector<std::string> listing(const fs::path& dir, bool files) {
   return out;
 }
 
+// What kind of hub repository a name is looked up as: its cache folder prefix and the words of
+// messages.
+struct HubKind {
+  const char* word;         // "model" / "dataset"
+  const char* prefix;       // "models--" / "datasets--"
+  const char* cli_options;  // extra `huggingface-cli download` options
+};
+HubKind hub_kind(HubRepoType type) {
+  if (type == HubRepoType::kDataset) return {"dataset", "datasets--", "--repo-type dataset "};
+  return {"model", "models--", ""};
+}
+
 // The snapshot of `revision` in the cache repository `repo`: refs/<revision> when it is a
 // branch or tag, else snapshots/<revision> when it is a commit hash that was downloaded.
 fs::path revision_snapshot(const std::string& name, const fs::path& repo,
-                           const std::string& revision) {
+                           const std::string& revision, const HubKind& kind) {
   MAGIX_CHECK(is_valid_revision(revision), "--revision '{}' is not a valid revision", revision);
   std::error_code ec;
   const fs::path snapshots = repo / "snapshots";
@@ -189,13 +201,16 @@ fs::path revision_snapshot(const std::string& name, const fs::path& repo,
   }
   const fs::path snap = snapshots / commit;
   MAGIX_CHECK(commit.find('/') == std::string::npos && fs::is_directory(snap, ec),
-              "model '{}': revision '{}' is not in the local HF cache ({} has refs [{}] and "
+              "{} '{}': revision '{}' is not in the local HF cache ({} has refs [{}] and "
               "snapshots [{}]). magix never downloads: fetch it first, e.g. `huggingface-cli "
-              "download {} --revision {}`",
-              name, revision, repo.string(), fmt::join(listing(repo / "refs", true), ", "),
-              fmt::join(listing(snapshots, false), ", "), name, revision);
+              "download {}{} --revision {}`",
+              kind.word, name, revision, repo.string(),
+              fmt::join(listing(repo / "refs", true), ", "),
+              fmt::join(listing(snapshots, false), ", "), kind.cli_options, name, revision);
   return snap;
 }
+
+std::string g_dataset_revision;  // set_dataset_revision
 
 }  // namespace
 
@@ -208,6 +223,86 @@ void set_hub_revision(std::string revision) {
 
 const std::string& hub_revision() {
   return g_hub_revision;
+}
+
+void set_dataset_revision(std::string revision) {
+  MAGIX_CHECK(revision.empty() || is_valid_revision(revision),
+              "--dataset_revision '{}' is not a valid revision (a branch, a tag or a commit hash)",
+              revision);
+  g_dataset_revision = std::move(revision);
+}
+
+const std::string& dataset_revision() {
+  return g_dataset_revision;
+}
+
+bool is_hub_repo_name(const std::string& s) {
+  return is_hub_name(s);
+}
+
+fs::path hub_repo_folder(const std::string& name, HubRepoType type) {
+  std::string folder = hub_kind(type).prefix + name;
+  if (auto p = folder.find('/'); p != std::string::npos) folder.replace(p, 1, "--");
+  return hub_cache_dir() / folder;
+}
+
+fs::path resolve_hub_snapshot(const std::string& name, HubRepoType type,
+                              const std::string& revision) {
+  const HubKind kind = hub_kind(type);
+  MAGIX_CHECK(is_hub_name(name), "{} '{}' is not a hub name of the form ORG/NAME", kind.word, name);
+  std::error_code ec;
+  const fs::path repo = hub_repo_folder(name, type);
+  MAGIX_CHECK(fs::is_directory(repo, ec),
+              "{} '{}' not found: no folder of that name, and "
+              "not in the local HF cache (looked for {}; set HF_HOME or HF_HUB_CACHE to point "
+              "elsewhere). magix never downloads: fetch it first, e.g. `huggingface-cli download "
+              "{}{}`{}",
+              kind.word, name, repo.string(), kind.cli_options, name,
+              type == HubRepoType::kDataset
+                  ? fmt::format(" or `datasets.load_dataset(\"{}\")` in Python", name)
+                  : std::string());
+  fs::path snapshots = repo / "snapshots";
+  if (!revision.empty()) return revision_snapshot(name, repo, revision, kind);
+  fs::path ref = repo / "refs" / "main";
+  if (fs::is_regular_file(ref, ec)) {
+    std::string rev = trim(read_small_text(ref));
+    MAGIX_CHECK(!rev.empty() && rev.find('/') == std::string::npos && rev != "." && rev != "..",
+                "{}: invalid revision '{}'", ref.string(), rev);
+    fs::path snap = snapshots / rev;
+    MAGIX_CHECK(fs::is_directory(snap, ec),
+                "{} '{}': {} names revision {} but {} does not "
+                "exist (incomplete download?)",
+                kind.word, name, ref.string(), rev, snap.string());
+    return snap;
+  }
+  std::vector<std::string> revs;
+  if (fs::is_directory(snapshots, ec)) {
+    for (const auto& de : fs::directory_iterator(snapshots)) {
+      if (de.is_directory()) revs.push_back(de.path().filename().string());
+    }
+  }
+  std::sort(revs.begin(), revs.end());
+  MAGIX_CHECK(!revs.empty(), "{} '{}': no snapshot in {} (incomplete download?)", kind.word, name,
+              snapshots.string());
+  MAGIX_CHECK(revs.size() == 1,
+              "{} '{}': {} has no refs/main and several snapshots ({}); "
+              "pass the folder of the one you want",
+              kind.word, name, repo.string(), fmt::join(revs, ", "));
+  return snapshots / revs.front();
+}
+
+fs::path checked_folder_file(const fs::path& dir, const fs::path& file) {
+  std::error_code ec;
+  const fs::path canon_dir = fs::canonical(dir, ec);
+  MAGIX_CHECK(!ec, "cannot resolve {}: {}", dir.string(), ec.message());
+  const fs::path root = containment_root(canon_dir);
+  const fs::path canon = fs::canonical(file, ec);
+  MAGIX_CHECK(!ec, "cannot resolve {}: {}", file.string(), ec.message());
+  MAGIX_CHECK(is_within(canon, root), "{} resolves to {}, outside {} (symlink escape)",
+              file.string(), canon.string(),
+              root == canon_dir ? fmt::format("the folder {}", dir.string())
+                                : fmt::format("the hub cache repository {}", root.string()));
+  return file;
 }
 
 fs::path resolve_model_dir(const std::string& name_or_path) {
@@ -224,44 +319,7 @@ fs::path resolve_model_dir(const std::string& name_or_path) {
               "model '{}' not found: no such folder, and it is not a "
               "hub name of the form ORG/NAME",
               name_or_path);
-  fs::path cache = hub_cache_dir();
-  std::string folder = "models--" + name_or_path;
-  if (auto p = folder.find('/'); p != std::string::npos) folder.replace(p, 1, "--");
-  fs::path repo = cache / folder;
-  MAGIX_CHECK(fs::is_directory(repo, ec),
-              "model '{}' not found: no folder of that name, and "
-              "not in the local HF cache (looked for {}; set HF_HOME or HF_HUB_CACHE to point "
-              "elsewhere). magix never downloads: fetch it first, e.g. `huggingface-cli download "
-              "{}`",
-              name_or_path, repo.string(), name_or_path);
-  fs::path snapshots = repo / "snapshots";
-  if (!g_hub_revision.empty()) return revision_snapshot(name_or_path, repo, g_hub_revision);
-  fs::path ref = repo / "refs" / "main";
-  if (fs::is_regular_file(ref, ec)) {
-    std::string rev = trim(read_small_text(ref));
-    MAGIX_CHECK(!rev.empty() && rev.find('/') == std::string::npos && rev != "." && rev != "..",
-                "{}: invalid revision '{}'", ref.string(), rev);
-    fs::path snap = snapshots / rev;
-    MAGIX_CHECK(fs::is_directory(snap, ec),
-                "model '{}': {} names revision {} but {} does not "
-                "exist (incomplete download?)",
-                name_or_path, ref.string(), rev, snap.string());
-    return snap;
-  }
-  std::vector<std::string> revs;
-  if (fs::is_directory(snapshots, ec)) {
-    for (const auto& de : fs::directory_iterator(snapshots)) {
-      if (de.is_directory()) revs.push_back(de.path().filename().string());
-    }
-  }
-  std::sort(revs.begin(), revs.end());
-  MAGIX_CHECK(!revs.empty(), "model '{}': no snapshot in {} (incomplete download?)", name_or_path,
-              snapshots.string());
-  MAGIX_CHECK(revs.size() == 1,
-              "model '{}': {} has no refs/main and several snapshots ({}); "
-              "pass the folder of the one you want",
-              name_or_path, repo.string(), fmt::join(revs, ", "));
-  return snapshots / revs.front();
+  return resolve_hub_snapshot(name_or_path, HubRepoType::kModel, g_hub_revision);
 }
 
 HfWeights::HfWeights(const fs::path& model_dir) : dir_(model_dir) {

@@ -148,6 +148,42 @@ void write_cache(Tensor& cache, const Tensor& x, const BlockDims& d, int64_t slo
   }
 }
 
+// Per-head RMSNorm (q_norm / k_norm) of x (N, H*D) F32 into out (N, H*D), rstd (N*H).
+void head_norm_forward(Tensor& out, Tensor& rstd, const Tensor& x, const Tensor& w, int64_t H,
+                       const BlockDims& d, const BlockContext& ctx) {
+  const int64_t rows = d.N() * H;
+  Tensor o = out.reshape({rows, d.D});
+  ctx.ops->rmsnorm_forward(o, rstd, x.reshape({rows, d.D}), w, d.eps, d.norm_offset);
+}
+
+// Its backward: dx (N, H*D) F32 = d x (written); gw (D) += d w. A model rank holds only some of
+// the heads, so its part of gw is summed over the model axis first.
+void head_norm_backward(Tensor& dx, Tensor& gw, const Tensor& dout, const Tensor& x,
+                        const Tensor& w, const Tensor& rstd, int64_t H, const BlockDims& d,
+                        const BlockContext& ctx) {
+  const Backend& ops = *ctx.ops;
+  const int64_t rows = d.N() * H;
+  const bool partial = ctx.model_comm && ctx.model_comm->size() > 1;
+  Tensor part = gw.defined() && partial ? ops.zeros(gw.shape(), DType::kF32) : Tensor();
+  Tensor* gp = part.defined() ? &part : optional(gw);
+  ops.fill_zero(dx);
+  Tensor di = dx.reshape({rows, d.D});
+  ops.rmsnorm_backward(di, gp, dout.reshape({rows, d.D}), x.reshape({rows, d.D}), w, rstd,
+                       d.norm_offset);
+  if (part.defined()) {
+    all_reduce_model(part, ctx);
+    ops.add(gw, part);
+  }
+}
+
+// Sandwich norms' output norm, backward: dx (N, C) F32 = d(norm input) (written), gw += d w.
+void output_norm_backward(Tensor& dx, Tensor& gw, const Tensor& dout, const Tensor& x,
+                          const Tensor& w, const Tensor& rstd, const BlockDims& d,
+                          const BlockContext& ctx) {
+  ctx.ops->fill_zero(dx);
+  ctx.ops->rmsnorm_backward(dx, optional(gw), dout, x, w, rstd, d.norm_offset);
+}
+
 }  // namespace
 
 bool BlockAdapters::any() const {
@@ -174,6 +210,18 @@ BlockActs BlockActs::allocate(const BlockDims& d, const Backend& ops) {
   a.gate = ops.zeros({N, d.I}, g);
   a.up = ops.zeros({N, d.I}, g);
   a.h = ops.zeros({N, d.I}, g);
+  if (d.qk_norm) {
+    a.q_raw = ops.zeros({N, d.Hq * d.D}, DType::kF32);
+    a.k_raw = ops.zeros({N, d.Hkv * d.D}, DType::kF32);
+    a.rstd_q = ops.zeros({N * d.Hq}, DType::kF32);
+    a.rstd_k = ops.zeros({N * d.Hkv}, DType::kF32);
+  }
+  if (d.sandwich) {
+    a.att_out = ops.zeros({N, d.C}, DType::kF32);
+    a.mlp_out = ops.zeros({N, d.C}, DType::kF32);
+    a.rstd_att_out = ops.zeros({N}, DType::kF32);
+    a.rstd_mlp_out = ops.zeros({N}, DType::kF32);
+  }
   return a;
 }
 
@@ -196,6 +244,11 @@ BlockScratch BlockScratch::allocate(const BlockDims& d, const Backend& ops) {
     s.dk_in = ops.zeros({N, d.Hkv * d.D}, g);
     s.dv_in = ops.zeros({N, d.Hkv * d.D}, g);
   }
+  if (d.qk_norm) {
+    s.dq_raw = ops.zeros({N, d.Hq * d.D}, DType::kF32);
+    s.dk_raw = ops.zeros({N, d.Hkv * d.D}, DType::kF32);
+  }
+  if (d.sandwich) s.dnormed = ops.zeros({N, d.C}, DType::kF32);
   return s;
 }
 
@@ -207,11 +260,16 @@ void block_forward(Tensor& out, const Tensor& inp, const BlockWeights& w, BlockA
               "a decode call takes one token per row and a cache");
   // attention: ln1 -> q, k, v -> rope -> attention -> o_proj (+ all-reduce) -> residual
   ops.rmsnorm_forward(a.ln1, a.rstd1, inp, w[kLn1], d.eps, d.norm_offset);
-  adapted_forward(a.q, a.ln1, w[kWq], w[kBq], kWq, a, d, ctx, lora);
-  adapted_forward(a.k, a.ln1, w[kWk], w[kBk], kWk, a, d, ctx, lora);
+  adapted_forward(d.qk_norm ? a.q_raw : a.q, a.ln1, w[kWq], w[kBq], kWq, a, d, ctx, lora);
+  adapted_forward(d.qk_norm ? a.k_raw : a.k, a.ln1, w[kWk], w[kBk], kWk, a, d, ctx, lora);
   adapted_forward(a.v, a.ln1, w[kWv], w[kBv], kWv, a, d, ctx, lora);
-  ops.rope_forward(a.q, *ctx.rope);
-  ops.rope_forward(a.k, *ctx.rope);
+  if (d.qk_norm) {
+    head_norm_forward(a.q, a.rstd_q, a.q_raw, w[kQn], d.Hq, d, ctx);
+    head_norm_forward(a.k, a.rstd_k, a.k_raw, w[kKn], d.Hkv, d, ctx);
+  }
+  const Tensor& rope = d.local_rope ? *ctx.rope_local : *ctx.rope;
+  ops.rope_forward(a.q, rope);
+  ops.rope_forward(a.k, rope);
   if (cache) {
     write_cache(cache->k, a.k, d, cache->slot, ctx);
     write_cache(cache->v, a.v, d, cache->slot, ctx);
@@ -219,25 +277,35 @@ void block_forward(Tensor& out, const Tensor& inp, const BlockWeights& w, BlockA
   if (d.decode) {
     Tensor att = a.att.reshape({d.B, d.Hq, d.D});
     ops.attention_decode(att, a.q.reshape({d.B, d.Hq, d.D}), cache->k, cache->v, *cache->valid,
-                         cache->slot, d.attn_scale, d.window);
+                         cache->slot, d.attn_scale, d.window, d.softcap);
   } else {
-    const AttentionMask mask{ctx.key_valid, ctx.segment, d.window};
+    const AttentionMask mask{ctx.key_valid, ctx.segment, d.window, d.softcap};
     Tensor att = heads(a.att, d.B, d.T, d.Hq, d.D);
     ops.attention_forward(att, a.lse, heads(a.q, d.B, d.T, d.Hq, d.D),
                           heads(a.k, d.B, d.T, d.Hkv, d.D), heads(a.v, d.B, d.T, d.Hkv, d.D),
                           d.attn_scale, mask);
   }
-  // o_proj output goes to `out` first (a free (N, C) buffer), then res2 = inp + out + bo.
-  adapted_forward(out, a.att, w[kWo], Tensor(), kWo, a, d, ctx, lora);
-  all_reduce_model(out, ctx);
+  // o_proj output goes to `out` first (a free (N, C) buffer), then res2 = inp + out + bo. With
+  // sandwich norms it goes to att_out and out = norm(att_out) (no o_proj bias there).
+  Tensor& o_out = d.sandwich ? a.att_out : out;
+  adapted_forward(o_out, a.att, w[kWo], Tensor(), kWo, a, d, ctx, lora);
+  all_reduce_model(o_out, ctx);
+  if (d.sandwich) {
+    ops.rmsnorm_forward(out, a.rstd_att_out, a.att_out, w[kLn2], d.eps, d.norm_offset);
+  }
   ops.residual_forward(a.res2, inp, out, optional(w[kBo]));
-  // MLP: ln2 -> gate, up -> act(gate) * up -> down_proj (+ all-reduce) -> residual
-  ops.rmsnorm_forward(a.ln2, a.rstd2, a.res2, w[kLn2], d.eps, d.norm_offset);
+  // MLP: ln2 -> gate, up -> act(gate) * up -> down_proj (+ all-reduce) [-> norm] -> residual
+  const Tensor& pre_mlp = d.sandwich ? w[kLnPreFfn] : w[kLn2];
+  ops.rmsnorm_forward(a.ln2, a.rstd2, a.res2, pre_mlp, d.eps, d.norm_offset);
   adapted_forward(a.gate, a.ln2, w[kWg], w[kBg], kWg, a, d, ctx, lora);
   adapted_forward(a.up, a.ln2, w[kWu], w[kBu], kWu, a, d, ctx, lora);
   ops.glu_forward(a.h, a.gate, a.up, d.act);
-  adapted_forward(out, a.h, w[kWd], Tensor(), kWd, a, d, ctx, lora);
-  all_reduce_model(out, ctx);
+  Tensor& d_out = d.sandwich ? a.mlp_out : out;
+  adapted_forward(d_out, a.h, w[kWd], Tensor(), kWd, a, d, ctx, lora);
+  all_reduce_model(d_out, ctx);
+  if (d.sandwich) {
+    ops.rmsnorm_forward(out, a.rstd_mlp_out, a.mlp_out, w[kLnPostFfn], d.eps, d.norm_offset);
+  }
   ops.residual_forward(out, a.res2, out, optional(w[kBd]));
 }
 
@@ -248,10 +316,16 @@ void block_backward(Tensor& dx, const Tensor& inp, const BlockWeights& w, BlockG
   MAGIX_CHECK(!d.decode, "no backward pass through a decode call");
   // MLP. dx = d out = d res2 (residual path) and d down_proj output.
   if (g[kBd].defined()) ops.bias_backward(g[kBd], dx);
-  const Tensor& dx_mlp = gemm_input(dx, s.dx_in, ctx);
+  // d down_proj output: dx, or through the post-feed-forward norm (sandwich).
+  if (d.sandwich) {
+    output_norm_backward(s.dnormed, g[kLnPostFfn], dx, a.mlp_out, w[kLnPostFfn], a.rstd_mlp_out, d,
+                         ctx);
+  }
+  const Tensor& dmlp = d.sandwich ? s.dnormed : dx;
+  const Tensor& dx_mlp = gemm_input(dmlp, s.dx_in, ctx);
   ops.fill_zero(s.dh);
   ops.matmul_backward(&s.dh, optional(g[kWd]), nullptr, dx_mlp, a.h, w[kWd]);
-  adapter_backward(s.dh, dx, a.h, kWd, a, ctx, lora);
+  adapter_backward(s.dh, dmlp, a.h, kWd, a, ctx, lora);
   ops.glu_backward(s.dgate, s.dup, s.dh, a.gate, a.up, d.act);
   ops.fill_zero(s.dln);
   ops.matmul_backward(&s.dln, optional(g[kWg]), optional(g[kBg]), s.dgate, a.ln2, w[kWg]);
@@ -259,13 +333,19 @@ void block_backward(Tensor& dx, const Tensor& inp, const BlockWeights& w, BlockG
   adapter_backward(s.dln, s.dgate, a.ln2, kWg, a, ctx, lora);
   adapter_backward(s.dln, s.dup, a.ln2, kWu, a, ctx, lora);
   all_reduce_model(s.dln, ctx);  // column-parallel inputs: sum over model ranks
-  ops.rmsnorm_backward(dx, optional(g[kLn2]), s.dln, a.res2, w[kLn2], a.rstd2, d.norm_offset);
-  // Attention. dx = d res2 = d inp (residual path) and d o_proj output.
+  const LayerParam pre_mlp = d.sandwich ? kLnPreFfn : kLn2;
+  ops.rmsnorm_backward(dx, optional(g[pre_mlp]), s.dln, a.res2, w[pre_mlp], a.rstd2, d.norm_offset);
+  // Attention. dx = d res2 = d inp (residual path) and d o_proj output (through the
+  // post-attention norm with sandwich norms).
   if (g[kBo].defined()) ops.bias_backward(g[kBo], dx);
-  const Tensor& dx_att = gemm_input(dx, s.dx_in, ctx);
+  if (d.sandwich) {
+    output_norm_backward(s.dnormed, g[kLn2], dx, a.att_out, w[kLn2], a.rstd_att_out, d, ctx);
+  }
+  const Tensor& dattn = d.sandwich ? s.dnormed : dx;
+  const Tensor& dx_att = gemm_input(dattn, s.dx_in, ctx);
   ops.fill_zero(s.datt);
   ops.matmul_backward(&s.datt, optional(g[kWo]), nullptr, dx_att, a.att, w[kWo]);
-  adapter_backward(s.datt, dx, a.att, kWo, a, ctx, lora);
+  adapter_backward(s.datt, dattn, a.att, kWo, a, ctx, lora);
   ops.fill_zero(s.dq);
   ops.fill_zero(s.dk);
   ops.fill_zero(s.dv);
@@ -275,15 +355,26 @@ void block_backward(Tensor& dx, const Tensor& inp, const BlockWeights& w, BlockG
   ops.attention_backward(dq, dk, dv, heads(datt, d.B, d.T, d.Hq, d.D),
                          heads(a.att, d.B, d.T, d.Hq, d.D), a.lse, heads(a.q, d.B, d.T, d.Hq, d.D),
                          heads(a.k, d.B, d.T, d.Hkv, d.D), heads(a.v, d.B, d.T, d.Hkv, d.D),
-                         d.attn_scale, AttentionMask{ctx.key_valid, ctx.segment, d.window});
-  ops.rope_backward(s.dq, *ctx.rope);
-  ops.rope_backward(s.dk, *ctx.rope);
+                         d.attn_scale,
+                         AttentionMask{ctx.key_valid, ctx.segment, d.window, d.softcap});
+  const Tensor& rope = d.local_rope ? *ctx.rope_local : *ctx.rope;
+  ops.rope_backward(s.dq, rope);
+  ops.rope_backward(s.dk, rope);
+  // d q, k projections' outputs: through the per-head norms with qk_norm.
+  if (d.qk_norm) {
+    head_norm_backward(s.dq_raw, g[kQn], s.dq, a.q_raw, w[kQn], a.rstd_q, d.Hq, d, ctx);
+    head_norm_backward(s.dk_raw, g[kKn], s.dk, a.k_raw, w[kKn], a.rstd_k, d.Hkv, d, ctx);
+  }
+  Tensor& dq_proj = d.qk_norm ? s.dq_raw : s.dq;
+  Tensor& dk_proj = d.qk_norm ? s.dk_raw : s.dk;
   ops.fill_zero(s.dln);
-  linear_backward(&s.dln, g[kWq], g[kBq], s.dq, gemm_input(s.dq, s.dq_in, ctx), a.ln1, w[kWq], ctx);
-  linear_backward(&s.dln, g[kWk], g[kBk], s.dk, gemm_input(s.dk, s.dk_in, ctx), a.ln1, w[kWk], ctx);
+  linear_backward(&s.dln, g[kWq], g[kBq], dq_proj, gemm_input(dq_proj, s.dq_in, ctx), a.ln1, w[kWq],
+                  ctx);
+  linear_backward(&s.dln, g[kWk], g[kBk], dk_proj, gemm_input(dk_proj, s.dk_in, ctx), a.ln1, w[kWk],
+                  ctx);
   linear_backward(&s.dln, g[kWv], g[kBv], s.dv, gemm_input(s.dv, s.dv_in, ctx), a.ln1, w[kWv], ctx);
-  adapter_backward(s.dln, s.dq, a.ln1, kWq, a, ctx, lora);
-  adapter_backward(s.dln, s.dk, a.ln1, kWk, a, ctx, lora);
+  adapter_backward(s.dln, dq_proj, a.ln1, kWq, a, ctx, lora);
+  adapter_backward(s.dln, dk_proj, a.ln1, kWk, a, ctx, lora);
   adapter_backward(s.dln, s.dv, a.ln1, kWv, a, ctx, lora);
   all_reduce_model(s.dln, ctx);
   ops.rmsnorm_backward(dx, optional(g[kLn1]), s.dln, inp, w[kLn1], a.rstd1, d.norm_offset);

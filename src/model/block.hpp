@@ -15,6 +15,10 @@
 // rank's slice of x, so scale · B·(A_m·x_m) is one more partial sum that the all-reduce after
 // the layer adds up; dB is then partial too and the caller sums it over model.
 //
+// Variants (BlockDims): per-head RMSNorm of q and k before RoPE (qk_norm: qwen3, gemma3_text);
+// sandwich norms (gemma2, gemma3_text): x + norm(attn(norm(x))), then the same around the MLP;
+// soft-capped attention scores; the sliding layers' own RoPE table (gemma3_text).
+//
 // With a KV cache (generation) the block writes its keys and values into the cache; a decode
 // call (one new token per row, slot > 0) attends against the whole cache and runs its linear
 // layers row by row (matmul_decode, fp32 activations).
@@ -40,6 +44,10 @@ struct BlockDims {
   float attn_scale = 1.0f;
   Activation act = Activation::kSilu;
   int64_t window = 0;           // this layer's sliding window (0: none)
+  float softcap = 0;            // attention score soft-capping (0: none)
+  bool qk_norm = false;         // q_norm / k_norm over each head before RoPE
+  bool sandwich = false;        // norms on the attention and MLP outputs, pre_feedforward norm
+  bool local_rope = false;      // RoPE from BlockContext::rope_local (gemma3_text sliding layers)
   DType compute = DType::kF32;  // dtype of the linear layers' inputs
   bool decode = false;          // one token per row against a KV cache
   int64_t N() const { return B * T; }
@@ -51,6 +59,7 @@ struct BlockDims {
 struct BlockContext {
   const Backend* ops = nullptr;
   const Tensor* rope = nullptr;        // (N, D) F32 rope_table of the N position ids
+  const Tensor* rope_local = nullptr;  // (N, D) the same with the local frequencies, or null
   const Tensor* key_valid = nullptr;   // (B, T) I32, or null: every key valid
   const Tensor* segment = nullptr;     // (B, T) I32, or null: no packing
   Communicator* model_comm = nullptr;  // all-reduce after row-parallel layers
@@ -97,6 +106,11 @@ struct BlockActs {
   Tensor res2;         // (N, C) input + attention output
   Tensor ln2, rstd2;   // (N, C) gemm dtype, (N)
   Tensor gate, up, h;  // (N, I) each, gemm dtype; h = act(gate) * up
+  // qk_norm: q, k before their norm (N, Hq*D), (N, Hkv*D) F32 and the rstd of each head
+  // (N*Hq), (N*Hkv).
+  Tensor q_raw, k_raw, rstd_q, rstd_k;
+  // sandwich: o_proj's and down_proj's outputs before their norms (N, C) F32, and their rstd (N).
+  Tensor att_out, rstd_att_out, mlp_out, rstd_mlp_out;
   std::array<Tensor, kNumLayerParams> lora_u;  // (N, r) F32: scale · A·x of each adapted layer
   static BlockActs allocate(const BlockDims& d, const Backend& ops);
 };
@@ -110,6 +124,8 @@ struct BlockScratch {
   Tensor dx_in;                // (N, C) d out as a GEMM input (bf16 compute only)
   Tensor datt_in;              // (N, Hq*D) datt as attention's dout (bf16 compute only)
   Tensor dq_in, dk_in, dv_in;  // dq, dk, dv as GEMM inputs (bf16 compute only)
+  Tensor dq_raw, dk_raw;       // qk_norm: d(q, k before their norm) F32
+  Tensor dnormed;              // sandwich: d(an output norm's input) (N, C) F32
   static BlockScratch allocate(const BlockDims& d, const Backend& ops);
 };
 

@@ -65,7 +65,8 @@ struct Decoder::State {
   const Backend* ops = nullptr;
   model::ModelLayout layout;
   ParamStream stream;
-  Tensor inv_freq;  // (D/2)
+  Tensor inv_freq;        // (D/2)
+  Tensor inv_freq_local;  // (D/2) of the sliding layers (gemma3_text), or undefined
   // Workspace for the current number of rows N and compute dtype (rebuilt when they change).
   int64_t N = -1;
   bool acts_per_layer = false;
@@ -76,7 +77,7 @@ struct Decoder::State {
   Tensor xf, rstd_f, dx, dxf, tmp;  // (N, C) compute dtype, (N), (N, C) x3
   // The batch as backend tensors: (N) I32 each; segments undefined without packing; the rope
   // table (N, D) of its positions.
-  Tensor ids, targets, positions, key_valid, segments, rope;
+  Tensor ids, targets, positions, key_valid, segments, rope, rope_local;
   // LoRA (set_adapters): per parameter, the index of its lora_A in the adapters (its lora_B
   // follows), or kNoParam; the adapters' stream (B of a k/v weight per KV head like the weight).
   std::vector<int> lora_a;
@@ -96,6 +97,9 @@ Decoder::Decoder(ModelConfig config, const Mesh& mesh, ParameterSet params, Deco
   s.ops = &backend_for(options_.device);
   s.stream = ParamStream(mesh, *s.ops, s.layout.kv_rows, s.layout.kv);
   s.inv_freq = upload(*s.ops, s.layout.inv_freq, DType::kF32);
+  if (!s.layout.inv_freq_local.empty()) {
+    s.inv_freq_local = upload(*s.ops, s.layout.inv_freq_local, DType::kF32);
+  }
 }
 
 void Decoder::set_options(const DecoderOptions& options) {
@@ -229,6 +233,10 @@ class DecoderStep {
     Tensor logits = ops_.empty({R0, V}, s_.compute);
     Tensor row_max = ops_.empty({R0}, DType::kF32), stats = ops_.empty({2 * R0}, DType::kF32);
     Tensor losses = ops_.empty({R0}, DType::kF32);
+    // Soft-capped logits (final_logit_softcapping): the backward pass needs them beside their
+    // gradient.
+    const float cap = c_.final_softcap;
+    Tensor dlogits = cap > 0 && grad_ ? ops_.empty({R0, V}, s_.compute) : logits;
     const float dl = static_cast<float>(1.0 / token_count);
     const Tensor w = materialize(L_.head, s_.compute);
     if (grad_) {
@@ -242,6 +250,7 @@ class DecoderStep {
       Tensor lg = logits.rows(0, rows), mx = row_max.rows(0, rows), st = stats.rows(0, 2 * rows);
       Tensor sumexp = st.rows(0, rows), tlogit = st.rows(rows, rows), loss = losses.rows(0, rows);
       ops_.matmul_forward(lg, xf, w, nullptr);
+      if (cap > 0) ops_.softcap_forward(lg, cap);
       ops_.cross_entropy_max(mx, lg);
       all_reduce(mesh_.model(), mx, ReduceOp::kMax);
       ops_.cross_entropy_sumexp(sumexp, tlogit, lg, mx, tgt, L_.v0);
@@ -255,9 +264,11 @@ class DecoderStep {
         res.tokens_per_row[row] += 1;
       }
       if (!grad_) continue;
-      ops_.cross_entropy_backward(lg, lg, mx, sumexp, tgt, dl, L_.v0);
+      Tensor dlg = dlogits.rows(0, rows);
+      ops_.cross_entropy_backward(dlg, lg, mx, sumexp, tgt, dl, L_.v0);
+      if (cap > 0) ops_.softcap_backward(dlg, lg, cap);
       Tensor dxf = s_.dxf.rows(r0, rows);
-      ops_.matmul_backward(&dxf, grads_ ? &head_grad_ : nullptr, nullptr, lg, xf, w);
+      ops_.matmul_backward(&dxf, grads_ ? &head_grad_ : nullptr, nullptr, dlg, xf, w);
     }
     if (grad_ && grads_ && L_.head != L_.embed) close_grad(L_.head, head_grad_);
     for (double v : res.nll_per_row) res.nll_sum += v;
@@ -311,6 +322,7 @@ class DecoderStep {
     const int64_t M = mesh_.model_size();
     Tensor local = ops_.empty({N, V}, DType::kF32);
     ops_.matmul_forward(local, s_.xf, materialize(L_.head, s_.compute), nullptr);
+    if (c_.final_softcap > 0) ops_.softcap_forward(local, c_.final_softcap);
     if (M == 1) return local.reshape({b_.batch, b_.seq, V});
     Tensor full({N, V * M});
     model::gather_along_dim(mesh_.model(), local, 1, full);
@@ -373,6 +385,7 @@ class DecoderStep {
     model::BlockContext ctx;
     ctx.ops = &ops_;
     ctx.rope = &s_.rope;
+    ctx.rope_local = s_.rope_local.defined() ? &s_.rope_local : nullptr;
     ctx.key_valid = &s_.key_valid;
     ctx.segment = s_.segments.defined() ? &s_.segments : nullptr;
     ctx.model_comm = &mesh_.model();
@@ -416,6 +429,11 @@ class DecoderStep {
     s_.rope = ops_.empty({N, L_.D}, DType::kF32);
     ops_.rope_table(s_.rope, s_.positions, s_.inv_freq);
     if (L_.rope_scale != 1.0f) ops_.scale(s_.rope, L_.rope_scale);
+    if (s_.inv_freq_local.defined()) {
+      s_.rope_local = ops_.empty({N, L_.D}, DType::kF32);
+      ops_.rope_table(s_.rope_local, s_.positions, s_.inv_freq_local);
+      if (L_.rope_scale_local != 1.0f) ops_.scale(s_.rope_local, L_.rope_scale_local);
+    }
   }
 
   // Parameter k as the layers use it (ParamStream::gather).

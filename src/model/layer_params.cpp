@@ -48,6 +48,14 @@ std::optional<Shape> layer_param_shape(const ModelConfig& c, LayerParam p) {
     case kBd:
       if (c.mlp_bias) return Shape{C};
       break;
+    case kQn:
+    case kKn:
+      if (c.qk_norm) return Shape{c.head_dim};
+      break;
+    case kLnPreFfn:
+    case kLnPostFfn:
+      if (c.sandwich_norms) return Shape{C};
+      break;
     case kWqkv:
       if (c.family == ModelFamily::kPhi3) return Shape{q_out + 2 * kv_out, C};
       break;

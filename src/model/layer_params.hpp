@@ -23,13 +23,18 @@ enum LayerParam : int {
   kBv,
   kWo,  // o_proj (C, Hq·D)
   kBo,
-  kLn2,  // post_attention_layernorm.weight (C)
+  kLn2,  // post_attention_layernorm.weight (C): before the MLP, or with sandwich norms (gemma2,
+         // gemma3_text) on the attention output
   kWg,   // gate_proj (I, C)
   kBg,
   kWu,  // up_proj (I, C)
   kBu,
   kWd,  // down_proj (C, I)
   kBd,
+  kQn,         // self_attn.q_norm.weight (D): qk_norm (qwen3, gemma3_text)
+  kKn,         // self_attn.k_norm.weight (D)
+  kLnPreFfn,   // pre_feedforward_layernorm.weight (C): sandwich norms, before the MLP
+  kLnPostFfn,  // post_feedforward_layernorm.weight (C): sandwich norms, on the MLP output
   // Fused weights (phi3; listed last so that the others keep their numbers): qkv_proj
   // (Hq·D + 2·Hkv·D, C) = q, k, v rows; gate_up_proj (2·I, C) = gate, up rows. A layer has these
   // or the unfused ones; the blocks see their parts as kWq, kWk, kWv, kWg, kWu (split_fused).
@@ -47,14 +52,17 @@ inline constexpr std::array<std::string_view, kNumLayerParams> kLayerParamNames 
     "mlp.gate_proj.weight",   "mlp.gate_proj.bias",
     "mlp.up_proj.weight",     "mlp.up_proj.bias",
     "mlp.down_proj.weight",   "mlp.down_proj.bias",
-    "self_attn.qkv_proj.weight", "mlp.gate_up_proj.weight",
+    "self_attn.q_norm.weight",          "self_attn.k_norm.weight",
+    "pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight",
+    "self_attn.qkv_proj.weight",        "mlp.gate_up_proj.weight",
 };
 
 // "model.layers.{l}." + the parameter's name.
 std::string layer_param_name(int64_t layer, LayerParam p);
 
 // The global shape of parameter p in a layer of `config`, or nullopt where the config has none
-// (biases: attention_bias for q/k/v, o_proj_bias, mlp_bias).
+// (biases: attention_bias for q/k/v, o_proj_bias, mlp_bias; q/k norms: qk_norm; the feed-forward
+// norms: sandwich_norms).
 std::optional<Shape> layer_param_shape(const ModelConfig& config, LayerParam p);
 
 // The linear weights (used in matmuls, in the compute dtype), as opposed to norms and biases.

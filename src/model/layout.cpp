@@ -72,9 +72,16 @@ BlockDims ModelLayout::dims(const ModelConfig& c, int64_t l, int64_t B, int64_t 
   d.D = D;
   d.eps = c.rms_norm_eps;
   d.norm_offset = c.norm_offset;
-  d.attn_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  // transformers: head_dim**-0.5, or query_pre_attn_scalar**-0.5 (gemma2, gemma3_text).
+  d.attn_scale = c.query_pre_attn_scalar > 0
+                     ? static_cast<float>(std::pow(c.query_pre_attn_scalar, -0.5))
+                     : static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
   d.act = c.activation;
   d.window = c.sliding_window[static_cast<size_t>(l)];
+  d.softcap = c.attn_softcap;
+  d.qk_norm = c.qk_norm;
+  d.sandwich = c.sandwich_norms;
+  d.local_rope = !c.local_rope.empty() && c.local_rope[static_cast<size_t>(l)] != 0;
   d.compute = compute;
   return d;
 }
@@ -132,6 +139,10 @@ ModelLayout make_layout(const ModelConfig& c, const Mesh& mesh, const ParameterS
   s.v0 = mesh.model_rank() * s.V;
   s.inv_freq = rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling);
   s.rope_scale = c.rope_scaling.attention_scaling;
+  if (!c.local_rope.empty()) {
+    s.inv_freq_local = rope_inv_freq(c.head_dim, c.rope_local_theta, c.rope_local_scaling);
+    s.rope_scale_local = c.rope_local_scaling.attention_scaling;
+  }
   s.kv_rows.assign(params.size(), 0);
   for (int64_t l = 0; l < c.num_layers; ++l) {
     std::array<int, kNumLayerParams> idx;

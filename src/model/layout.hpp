@@ -26,6 +26,8 @@ struct ModelLayout {
   std::vector<char> kv_rows;    // per parameter: taken per KV head (replicated KV heads)
   std::vector<float> inv_freq;  // (D/2)
   float rope_scale = 1.0f;      // cos and sin times this (RopeScaling::attention_scaling)
+  std::vector<float> inv_freq_local;  // (D/2) of the sliding layers' RoPE, or empty (gemma3_text)
+  float rope_scale_local = 1.0f;      // the sliding layers' attention_scaling
 
   // Fused weights (and their gradients, LoRA B): the parts as row views (model::split_fused with
   // this rank's q, k/v and intermediate rows).

@@ -33,7 +33,9 @@ double model_parameter_count(const ModelConfig& c) {
   const double V = static_cast<double>(c.vocab_size), L = static_cast<double>(c.num_layers);
   const double q = static_cast<double>(c.num_heads) * static_cast<double>(c.head_dim);
   const double kv = static_cast<double>(c.num_kv_heads) * static_cast<double>(c.head_dim);
-  const double layer = C * (q + 2 * kv) + q * C + 3 * C * I + 2 * C;
+  const double norms = 2 * C + (c.sandwich_norms ? 2 * C : 0) +
+                      (c.qk_norm ? 2 * static_cast<double>(c.head_dim) : 0);
+  const double layer = C * (q + 2 * kv) + q * C + 3 * C * I + norms;
   return V * C * (c.tie_word_embeddings ? 1 : 2) + L * layer + C;
 }
 

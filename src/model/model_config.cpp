@@ -1,6 +1,6 @@
 // config.json -> ModelConfig, following transformers 5.23's config classes field by field
-// (LlamaConfig, MistralConfig, GemmaConfig, Qwen2Config, Phi3Config and
-// RotaryEmbeddingConfigMixin).
+// (LlamaConfig, MistralConfig, GemmaConfig, Qwen2Config, Qwen3Config, Gemma2Config,
+// Gemma3TextConfig, Phi3Config and RotaryEmbeddingConfigMixin).
 #include "magix/model_config.hpp"
 
 #include <cmath>
@@ -47,16 +47,50 @@ bool get_bool_or(const json& j, const char* key, bool fallback, const std::strin
 
 ModelFamily parse_family(const json& j, const std::string& source) {
   MAGIX_CHECK(given(j, "model_type") && j.at("model_type").is_string(),
-              "{}: field 'model_type' is missing (expected llama, mistral, gemma, qwen2 or phi3)",
+              "{}: field 'model_type' is missing (expected llama, mistral, gemma, qwen2, qwen3, "
+              "gemma2, gemma3_text or phi3)",
               source);
   const std::string type = j.at("model_type").get<std::string>();
   if (type == "llama") return ModelFamily::kLlama;
   if (type == "mistral") return ModelFamily::kMistral;
   if (type == "gemma") return ModelFamily::kGemma;
   if (type == "qwen2") return ModelFamily::kQwen2;
+  if (type == "qwen3") return ModelFamily::kQwen3;
+  if (type == "gemma2") return ModelFamily::kGemma2;
+  if (type == "gemma3_text") return ModelFamily::kGemma3Text;
   if (type == "phi3") return ModelFamily::kPhi3;
-  MAGIX_FAIL("{}: model_type '{}' is not supported (supported: llama, mistral, gemma, qwen2, phi3)",
-             source, type);
+  MAGIX_FAIL(
+      "{}: model_type '{}' is not supported (supported: llama, mistral, gemma, qwen2, qwen3, "
+      "gemma2, gemma3_text, phi3)",
+      source, type);
+}
+
+// The Gemma family proper: (1 + w) norms, sqrt(hidden) embedding scale, GeGLU defaults.
+bool gemma_like(ModelFamily f) {
+  return f == ModelFamily::kGemma || f == ModelFamily::kGemma2 || f == ModelFamily::kGemma3Text;
+}
+
+// Gemma 2 / 3 layer_types, defaulting as Gemma2Config / Gemma3TextConfig do: layer i slides
+// unless (i + 1) is a multiple of `pattern` (gemma2: 2, gemma3_text: sliding_window_pattern,
+// default 6).
+std::vector<char> gemma_sliding_layers(const json& j, int64_t layers, int64_t pattern,
+                                       const std::string& source) {
+  std::vector<char> sliding(static_cast<size_t>(layers), 0);
+  if (given(j, "layer_types")) {
+    const json& types = j.at("layer_types");
+    MAGIX_CHECK(types.is_array() && static_cast<int64_t>(types.size()) == layers,
+                "{}: layer_types must list {} layer types", source, layers);
+    for (size_t i = 0; i < types.size(); ++i) {
+      std::string t = types[i].is_string() ? types[i].get<std::string>() : types[i].dump();
+      MAGIX_CHECK(t == "full_attention" || t == "sliding_attention",
+                  "{}: layer_types[{}] '{}' is not supported", source, i, t);
+      sliding[i] = t == "sliding_attention";
+    }
+    return sliding;
+  }
+  MAGIX_CHECK(pattern > 0, "{}: sliding_window_pattern must be positive, got {}", source, pattern);
+  for (int64_t i = 0; i < layers; ++i) sliding[static_cast<size_t>(i)] = (i + 1) % pattern != 0;
+  return sliding;
 }
 
 // transformers' YaRN attention factor (get_mscale): 0.1 * mscale * ln(scale) + 1 above scale 1.
@@ -190,19 +224,67 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
   }
 }
 
+// Gemma3TextConfig: rope_parameters keyed by layer type ({"full_attention": {...},
+// "sliding_attention": {...}}), or the older layout: rope_theta (default 1e6) and rope_scaling for
+// the full layers, rope_local_base_freq (default 1e4) for the sliding ones. Each dict is read as
+// parse_rope reads a family's one.
+void parse_gemma3_rope(const json& j, ModelConfig& c, const std::string& source) {
+  json full = json::object(), local = json::object();
+  if (given(j, "rope_parameters")) {
+    const json& rp = j.at("rope_parameters");
+    MAGIX_CHECK(
+        rp.is_object() && (rp.contains("full_attention") || rp.contains("sliding_attention")),
+        "{}: gemma3_text rope_parameters must be keyed by layer type (full_attention, "
+        "sliding_attention), got {}",
+        source, rp.dump());
+    if (given(rp, "full_attention")) full = rp.at("full_attention");
+    if (given(rp, "sliding_attention")) local = rp.at("sliding_attention");
+  }
+  MAGIX_CHECK(full.is_object() && local.is_object(),
+              "{}: rope_parameters.full_attention and .sliding_attention must be objects", source);
+  if (given(j, "rope_scaling")) {
+    MAGIX_CHECK(j.at("rope_scaling").is_object(), "{}: field 'rope_scaling' must be an object",
+                source);
+    full.update(j.at("rope_scaling"));
+  }
+  if (!given(full, "rope_theta")) full["rope_theta"] = get_number_or(j, "rope_theta", 1e6, source);
+  if (!given(local, "rope_theta")) {
+    local["rope_theta"] = get_number_or(j, "rope_local_base_freq", 1e4, source);
+  }
+  auto parse_one = [&](json dict, const char* type) {
+    json one = {{"rope_parameters", std::move(dict)}};
+    for (const char* key : {"original_max_position_embeddings", "partial_rotary_factor"}) {
+      if (j.contains(key)) one[key] = j.at(key);
+    }
+    ModelConfig t;
+    t.max_position_embeddings = c.max_position_embeddings;
+    parse_rope(one, t, fmt::format("{} (rope of the {} layers)", source, type));
+    return t;
+  };
+  const ModelConfig global = parse_one(full, "full_attention");
+  c.rope_theta = global.rope_theta;
+  c.rope_scaling = global.rope_scaling;
+  const ModelConfig sliding = parse_one(local, "sliding_attention");
+  c.rope_local_theta = sliding.rope_theta;
+  c.rope_local_scaling = sliding.rope_scaling;
+}
+
 Activation parse_activation(const json& j, ModelFamily family, const std::string& source) {
-  std::string act = family == ModelFamily::kGemma ? "gelu_pytorch_tanh" : "silu";
-  if (given(j, "hidden_act")) {
-    MAGIX_CHECK(j.at("hidden_act").is_string(), "{}: field 'hidden_act' must be a string", source);
-    act = j.at("hidden_act").get<std::string>();
+  std::string act = gemma_like(family) ? "gelu_pytorch_tanh" : "silu";
+  // Gemma2Config and Gemma3TextConfig name the field hidden_activation.
+  const char* key = family == ModelFamily::kGemma2 || family == ModelFamily::kGemma3Text
+                        ? "hidden_activation"
+                        : "hidden_act";
+  if (given(j, key)) {
+    MAGIX_CHECK(j.at(key).is_string(), "{}: field '{}' must be a string", source, key);
+    act = j.at(key).get<std::string>();
   }
   // Gemma's legacy "gelu" means the tanh approximation (GemmaConfig.__post_init__); Gemma's
   // hidden_activation field is not read by transformers 5.23 and is ignored here too.
   if (family == ModelFamily::kGemma && act == "gelu") act = "gelu_pytorch_tanh";
   if (act == "silu" || act == "swish") return Activation::kSilu;
   if (act == "gelu_pytorch_tanh") return Activation::kGeluTanh;
-  MAGIX_FAIL("{}: hidden_act '{}' is not supported (supported: silu, gelu_pytorch_tanh)", source,
-             act);
+  MAGIX_FAIL("{}: {} '{}' is not supported (supported: silu, gelu_pytorch_tanh)", source, key, act);
 }
 
 void parse_sliding_window(const json& j, ModelConfig& c, const std::string& source) {
@@ -216,9 +298,18 @@ void parse_sliding_window(const json& j, ModelConfig& c, const std::string& sour
     // MistralConfig: sliding_window defaults to 4096 when absent; null disables it.
     int64_t w = j.contains("sliding_window") ? window_value(0) : 4096;
     c.sliding_window.assign(c.sliding_window.size(), w);
-  } else if (c.family == ModelFamily::kQwen2) {
-    // Qwen2Config: the window applies only with use_sliding_window, on the layers that
-    // layer_types marks "sliding_attention" (default: layers >= max_window_layers).
+  } else if (c.family == ModelFamily::kGemma2 || c.family == ModelFamily::kGemma3Text) {
+    // Gemma2Config / Gemma3TextConfig: sliding_window (default 4096; null: none) on the
+    // "sliding_attention" layers of layer_types.
+    const int64_t pattern =
+        c.family == ModelFamily::kGemma2 ? 2 : get_int_or(j, "sliding_window_pattern", 6, source);
+    const std::vector<char> sliding = gemma_sliding_layers(j, c.num_layers, pattern, source);
+    const int64_t w = j.contains("sliding_window") ? window_value(0) : 4096;
+    for (size_t i = 0; i < sliding.size(); ++i) c.sliding_window[i] = sliding[i] ? w : 0;
+    if (c.family == ModelFamily::kGemma3Text) c.local_rope = sliding;
+  } else if (c.family == ModelFamily::kQwen2 || c.family == ModelFamily::kQwen3) {
+    // Qwen2Config / Qwen3Config: the window applies only with use_sliding_window, on the layers
+    // that layer_types marks "sliding_attention" (default: layers >= max_window_layers).
     if (!get_bool_or(j, "use_sliding_window", false, source)) return;
     int64_t w = j.contains("sliding_window") ? window_value(0) : 4096;
     if (w == 0) return;
@@ -265,6 +356,12 @@ std::string_view family_name(ModelFamily family) {
       return "gemma";
     case ModelFamily::kQwen2:
       return "qwen2";
+    case ModelFamily::kQwen3:
+      return "qwen3";
+    case ModelFamily::kGemma2:
+      return "gemma2";
+    case ModelFamily::kGemma3Text:
+      return "gemma3_text";
     case ModelFamily::kPhi3:
       return "phi3";
   }
@@ -291,10 +388,12 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
   }
   MAGIX_CHECK(c.vocab_size <= INT32_MAX, "{}: vocab_size {} is too large", source, c.vocab_size);
   // Family defaults of transformers when the key is absent; null means "num_attention_heads".
-  int64_t kv_default = f == ModelFamily::kMistral ? 8
-                       : f == ModelFamily::kGemma ? 16
-                       : f == ModelFamily::kQwen2 ? 32
-                                                  : c.num_heads;
+  const bool gemma23 = f == ModelFamily::kGemma2 || f == ModelFamily::kGemma3Text;
+  int64_t kv_default = f == ModelFamily::kMistral                             ? 8
+                       : f == ModelFamily::kGemma                             ? 16
+                       : f == ModelFamily::kQwen2 || f == ModelFamily::kQwen3 ? 32
+                       : gemma23                                              ? 4
+                                                                              : c.num_heads;
   c.num_kv_heads = j.contains("num_key_value_heads")
                        ? get_int_or(j, "num_key_value_heads", c.num_heads, source)
                        : kv_default;
@@ -302,7 +401,8 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
               "{}: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})", source,
               c.num_heads, c.num_kv_heads);
   int64_t head_dim_default = c.hidden_size / c.num_heads;
-  if (f == ModelFamily::kGemma && !j.contains("head_dim")) head_dim_default = 256;
+  if (gemma_like(f) && !j.contains("head_dim")) head_dim_default = 256;
+  if (f == ModelFamily::kQwen3 && !j.contains("head_dim")) head_dim_default = 128;
   c.head_dim = get_int_or(j, "head_dim", head_dim_default, source);
   MAGIX_CHECK(c.head_dim > 0 && c.head_dim % 2 == 0,
               "{}: head_dim must be positive and even, "
@@ -320,9 +420,10 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
               j.value("rms_norm_eps", nlohmann::json()).dump());
   const int64_t max_pos_default = f == ModelFamily::kLlama     ? 2048
                                   : f == ModelFamily::kMistral ? 4096 * 32
-                                  : f == ModelFamily::kGemma   ? 8192
-                                  : f == ModelFamily::kPhi3    ? 4096
-                                                               : 32768;
+                                  : f == ModelFamily::kGemma || f == ModelFamily::kGemma2 ? 8192
+                                  : f == ModelFamily::kGemma3Text                         ? 131072
+                                  : f == ModelFamily::kPhi3                               ? 4096
+                                                                                          : 32768;
   c.max_position_embeddings = get_int_or(j, "max_position_embeddings", max_pos_default, source);
   MAGIX_CHECK(c.max_position_embeddings > 0, "{}: max_position_embeddings must be positive, got {}",
               source, c.max_position_embeddings);
@@ -330,22 +431,56 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
   MAGIX_CHECK(std::isfinite(c.initializer_range) && c.initializer_range >= 0,
               "{}: initializer_range must be a finite number >= 0, got {}", source,
               c.initializer_range);
-  parse_rope(j, c, source);
+  if (f == ModelFamily::kGemma3Text) {
+    parse_gemma3_rope(j, c, source);
+  } else {
+    parse_rope(j, c, source);
+  }
   c.activation = parse_activation(j, f, source);
 
   const bool attention_bias = get_bool_or(j, "attention_bias", false, source);
-  c.attention_bias = f == ModelFamily::kQwen2 ||
-                     ((f == ModelFamily::kLlama || f == ModelFamily::kGemma) && attention_bias);
-  c.o_proj_bias = (f == ModelFamily::kLlama || f == ModelFamily::kGemma) && attention_bias;
+  // Gemma 2 / 3 put their post-attention norm between o_proj and the residual; magix adds
+  // o_proj's bias after the row-parallel all-reduce, beside the residual, so it has no place
+  // for one there (no released Gemma 2 / 3 checkpoint has attention biases).
+  MAGIX_CHECK(!(gemma23 && attention_bias),
+              "{}: attention_bias true is not supported for {} (set it to false)", source,
+              family_name(f));
+  c.attention_bias =
+      f == ModelFamily::kQwen2 ||
+      ((f == ModelFamily::kLlama || f == ModelFamily::kGemma || f == ModelFamily::kQwen3) &&
+       attention_bias);
+  c.o_proj_bias =
+      (f == ModelFamily::kLlama || f == ModelFamily::kGemma || f == ModelFamily::kQwen3) &&
+      attention_bias;
   c.mlp_bias = f == ModelFamily::kLlama && get_bool_or(j, "mlp_bias", false, source);
-  c.tie_word_embeddings = get_bool_or(j, "tie_word_embeddings", f == ModelFamily::kGemma, source);
+  c.tie_word_embeddings = get_bool_or(j, "tie_word_embeddings", gemma_like(f), source);
+  c.qk_norm = f == ModelFamily::kQwen3 || f == ModelFamily::kGemma3Text;
+  c.sandwich_norms = gemma23;
+  if (gemma23) {
+    c.query_pre_attn_scalar = get_number_or(j, "query_pre_attn_scalar", 256, source);
+    MAGIX_CHECK(std::isfinite(c.query_pre_attn_scalar) && c.query_pre_attn_scalar > 0,
+                "{}: query_pre_attn_scalar must be a positive finite number, got {}", source,
+                c.query_pre_attn_scalar);
+    // Gemma2Config defaults: attention 50, final 30; Gemma3TextConfig: none. transformers 5.23's
+    // Gemma3Attention does not pass attn_logit_softcapping to its attention, so gemma3_text
+    // ignores it as transformers does.
+    const auto softcap = [&](const char* key, double fallback) {
+      const double v = j.contains(key) ? get_number_or(j, key, 0, source) : fallback;
+      MAGIX_CHECK(std::isfinite(v) && v >= 0, "{}: {} must be a positive finite number or null",
+                  source, key);
+      return static_cast<float>(v);
+    };
+    const bool g2 = f == ModelFamily::kGemma2;
+    if (g2) c.attn_softcap = softcap("attn_logit_softcapping", 50.0);
+    c.final_softcap = softcap("final_logit_softcapping", g2 ? 30.0 : 0.0);
+  }
 
   double dropout = get_number_or(j, "attention_dropout", 0.0, source);
   MAGIX_CHECK(dropout == 0.0,
               "{}: attention_dropout {} is not supported (training dropout is not implemented; "
               "set it to 0.0)",
               source, dropout);
-  if (f == ModelFamily::kGemma) {
+  if (gemma_like(f)) {
     MAGIX_CHECK(!get_bool_or(j, "use_bidirectional_attention", false, source),
                 "{}: use_bidirectional_attention true is not supported (causal attention only)",
                 source);
@@ -364,14 +499,15 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
   }
   parse_sliding_window(j, c, source);
 
+  const bool qwen = f == ModelFamily::kQwen2 || f == ModelFamily::kQwen3;
   c.pad_token_id = optional_id(j, "pad_token_id",
-                               f == ModelFamily::kGemma  ? std::optional<int64_t>(0)
+                               gemma_like(f)             ? std::optional<int64_t>(0)
                                : f == ModelFamily::kPhi3 ? std::optional<int64_t>(32000)
                                                          : std::nullopt,
                                source);
-  std::optional<int64_t> bos_default = f == ModelFamily::kGemma   ? std::optional<int64_t>(2)
-                                       : f == ModelFamily::kQwen2 ? std::nullopt
-                                                                  : std::optional<int64_t>(1);
+  std::optional<int64_t> bos_default = gemma_like(f) ? std::optional<int64_t>(2)
+                                       : qwen        ? std::nullopt
+                                                     : std::optional<int64_t>(1);
   c.bos_token_id = optional_id(j, "bos_token_id", bos_default, source);
   if (j.contains("eos_token_id") && j.at("eos_token_id").is_array()) {
     for (const json& e : j.at("eos_token_id")) {
@@ -379,10 +515,10 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
       c.eos_token_ids.push_back(e.get<int64_t>());
     }
   } else {
-    std::optional<int64_t> eos_default = f == ModelFamily::kGemma   ? std::optional<int64_t>(1)
-                                         : f == ModelFamily::kQwen2 ? std::nullopt
-                                         : f == ModelFamily::kPhi3  ? std::optional<int64_t>(32000)
-                                                                    : std::optional<int64_t>(2);
+    std::optional<int64_t> eos_default = gemma_like(f)             ? std::optional<int64_t>(1)
+                                         : qwen                      ? std::nullopt
+                                         : f == ModelFamily::kPhi3 ? std::optional<int64_t>(32000)
+                                                                   : std::optional<int64_t>(2);
     if (auto eos = optional_id(j, "eos_token_id", eos_default, source)) {
       c.eos_token_ids.push_back(*eos);
     }
@@ -395,10 +531,9 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
   if (c.bos_token_id) check_id("bos_token_id", *c.bos_token_id);
   for (int64_t id : c.eos_token_ids) check_id("eos_token_id", id);
   // GemmaTextScaledWordEmbedding keeps sqrt(hidden_size) as an fp32 tensor.
-  c.embed_scale = f == ModelFamily::kGemma
-                      ? static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)))
-                      : 1.0f;
-  c.norm_offset = f == ModelFamily::kGemma ? 1.0f : 0.0f;
+  c.embed_scale =
+      gemma_like(f) ? static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size))) : 1.0f;
+  c.norm_offset = gemma_like(f) ? 1.0f : 0.0f;
   return c;
 }
 

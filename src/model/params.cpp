@@ -248,7 +248,7 @@ ParameterSet init_parameters(const ModelConfig& c, const std::vector<ParamInfo>&
     const bool bias = p.name.ends_with(".bias");
     auto store = [&] { params.tensor(i) = dtype == DType::kF32 ? drawn : drawn.to(dtype); };
     if (norm) {
-      std::fill(out, out + n, c.family == ModelFamily::kGemma ? 0.0f : 1.0f);
+      std::fill(out, out + n, c.norm_offset != 0 ? 0.0f : 1.0f);  // (1 + w) norms start at 0
       store();
       continue;
     }

@@ -148,9 +148,10 @@ PartitionSpec PartitionRules::spec_for(std::string_view name, int ndim) const {
 
 PartitionRules default_partition_rules(const std::string& family) {
   MAGIX_CHECK(family == "llama" || family == "mistral" || family == "gemma" || family == "qwen2" ||
+                  family == "qwen3" || family == "gemma2" || family == "gemma3_text" ||
                   family == "phi3",
               "no default partition rules for model family '{}' (known: llama, mistral, gemma, "
-              "qwen2, phi3)",
+              "qwen2, qwen3, gemma2, gemma3_text, phi3)",
               family);
   const std::vector<SpecPart> qkv = {{"q", "num_attention_heads*head_dim"},
                                      {"k", "num_key_value_heads*head_dim"},
@@ -168,7 +169,7 @@ PartitionRules default_partition_rules(const std::string& family) {
       {R"((q|k|v|gate|up)_proj\.weight$)", {"model", "data"}},
       {R"((o|down)_proj\.weight$)", {"data", "model"}},
       {R"((q|k|v|gate|up)_proj\.bias$)", {"model"}},
-      {R"(norm\.weight$)", {}},
+      {R"(norm\.weight$)", {}},  // also q_norm / k_norm (head_dim): every head uses them
   });
 }
 

@@ -35,6 +35,7 @@ std::optional<std::string> TokenizerConfig::chat_template(
     const std::optional<std::string>& name) const {
   if (name) {
     auto it = chat_templates.find(*name);
+    if (it == chat_templates.end() && *name == kBuiltinChatFormat) return std::nullopt;
     MAGIX_CHECK(it != chat_templates.end(), "the tokenizer has no chat template named '{}'", *name);
     return it->second;
   }

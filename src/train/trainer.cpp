@@ -12,6 +12,7 @@
 #include "magix/checkpoint.hpp"
 #include "magix/data_loader.hpp"
 #include "magix/error.hpp"
+#include "magix/evaluate.hpp"
 #include "magix/hf_files.hpp"
 #include "magix/memory_check.hpp"
 #include "magix/tokenizer.hpp"
@@ -44,21 +45,33 @@ std::string tokenizer_source(const TrainArgs& a) {
   return dir.empty() ? std::string(".") : dir.string();
 }
 
-std::vector<Example> read_training_examples(const TrainArgs& a, const Tokenizer& tokenizer,
-                                            const TrainHooks& hooks, bool is_rank0) {
-  if (hooks.load_examples) return hooks.load_examples(tokenizer);
+EncodeOptions encode_options(const TrainArgs& a) {
+  EncodeOptions e;
+  e.use_chat_template = a.use_chat_template;
+  if (!a.chat_template_name.empty()) e.chat_template_name = a.chat_template_name;
+  e.train_on = parse_train_on(a.train_on);
+  e.max_length = a.max_length;
+  return e;
+}
+
+// The examples of `path` (--train_file, or --eval_file when `eval`), encoded by the training
+// options, with what reading and truncation did printed on world rank 0.
+std::vector<Example> read_examples(const TrainArgs& a, const std::string& path,
+                                   const std::string& field, bool eval, const Tokenizer& tokenizer,
+                                   bool is_rank0) {
   DatasetOptions options;
-  options.path = a.train_file;
-  options.data_field = a.train_data_field;
+  options.path = path;
+  options.data_field = field;
   options.skip_bad_records = a.skip_bad_records;
-  options.encode.use_chat_template = a.use_chat_template;
-  options.encode.train_on = parse_train_on(a.train_on);
-  options.encode.max_length = a.max_length;
+  options.encode = encode_options(a);
+  options.data_config = a.train_data_config;
+  options.split = eval ? a.eval_split : a.split;
   DatasetStats stats;
   std::vector<Example> examples = load_examples(options, tokenizer, &stats);
   if (is_rank0) {
-    fmt::print(stderr, "data: {} examples, {} tokens from {} ({} truncated to {} tokens",
-               stats.examples, stats.tokens, a.train_file, stats.truncated, a.max_length + 1);
+    fmt::print(stderr, "{}: {} examples, {} tokens from {} ({} truncated to {} tokens",
+               eval ? "eval data" : "data", stats.examples, stats.tokens, path, stats.truncated,
+               a.max_length + 1);
     if (stats.skipped() > 0) fmt::print(stderr, ", {} bad records skipped", stats.skipped());
     fmt::print(stderr, ")\n");
     for (const std::string& e : stats.skipped_errors) fmt::print(stderr, "  skipped: {}\n", e);
@@ -69,11 +82,12 @@ std::vector<Example> read_training_examples(const TrainArgs& a, const Tokenizer&
           static_cast<double>(stats.targets_before_truncation - stats.targets) /
           static_cast<double>(std::max<int64_t>(1, stats.targets_before_truncation));
       fmt::print(stderr,
-                 "WARNING: --max_length {} cuts counted targets from {} of {} examples: {:.1f}% "
-                 "of the targets ({} of {}) are never trained on{}. --max_length {} would keep "
+                 "WARNING: --max_length {} cuts counted targets from {} of {} {}examples: "
+                 "{:.1f}% of the targets ({} of {}) are never {}{}. --max_length {} would keep "
                  "99% of the examples whole.\n",
-                 a.max_length, stats.examples_losing_targets, stats.examples, 100.0 * lost,
-                 stats.targets_before_truncation - stats.targets, stats.targets_before_truncation,
+                 a.max_length, stats.examples_losing_targets, stats.examples, eval ? "eval " : "",
+                 100.0 * lost, stats.targets_before_truncation - stats.targets,
+                 stats.targets_before_truncation, eval ? "evaluated" : "trained on",
                  stats.without_targets > 0
                      ? fmt::format(", and {} examples keep no target at all", stats.without_targets)
                      : std::string(),
@@ -81,6 +95,31 @@ std::vector<Example> read_training_examples(const TrainArgs& a, const Tokenizer&
     }
   }
   return examples;
+}
+
+std::vector<Example> read_training_examples(const TrainArgs& a, const Tokenizer& tokenizer,
+                                            const TrainHooks& hooks, bool is_rank0) {
+  if (hooks.load_examples) return hooks.load_examples(tokenizer);
+  return read_examples(a, a.train_file, a.train_data_field, false, tokenizer, is_rank0);
+}
+
+// --eval_file's loss on the model as it is: a forward pass only (no dropout, no optimizer, no
+// data loader), so evaluating never changes the training run. Collective over the mesh.
+EvalMetrics evaluate_run(Trainable& model, const std::vector<Example>& examples,
+                         int64_t per_rank_batch, int32_t pad_id, int64_t step, int64_t total_steps,
+                         int64_t epoch) {
+  const Clock::time_point t0 = Clock::now();
+  const EvalResult r = evaluate_examples(model.decoder(), examples, per_rank_batch, pad_id);
+  EvalMetrics e;
+  e.step = step;
+  e.total_steps = total_steps;
+  e.epoch = epoch;
+  e.loss = r.mean_nll();
+  e.perplexity = std::exp(e.loss);
+  e.tokens = r.tokens;
+  e.examples = std::ssize(examples);
+  e.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return e;
 }
 
 LrSchedule make_schedule(const TrainArgs& a, int64_t total_steps) {
@@ -180,6 +219,21 @@ TrainSummary run_training(const TrainArgs& given, const Mesh& mesh, Trainable& m
   lo.pad_id = training_pad_id(tokenizer);
   lo.pack = args.pack;
   DataLoader loader(read_training_examples(args, tokenizer, hooks, rank0), lo);
+  std::vector<Example> eval_examples;
+  if (!args.eval_file.empty()) {
+    eval_examples =
+        read_examples(args, args.eval_file,
+                      args.eval_data_field.empty() ? args.train_data_field : args.eval_data_field,
+                      true, tokenizer, rank0);
+    int64_t targets = 0;
+    for (const Example& ex : eval_examples) {
+      for (size_t t = 1; t < ex.loss_mask.size(); ++t) targets += ex.loss_mask[t] ? 1 : 0;
+    }
+    MAGIX_CHECK(targets > 0,
+                "--eval_file {}: no counted target in any example (nothing to "
+                "evaluate)",
+                args.eval_file);
+  }
 
   const int64_t total_steps =
       args.max_steps > 0 ? args.max_steps : loader.steps_per_epoch() * args.num_epochs;
@@ -200,8 +254,14 @@ TrainSummary run_training(const TrainArgs& given, const Mesh& mesh, Trainable& m
     co.max_to_keep = args.max_to_keep;
     co.async = args.async_save;
     manager = std::make_unique<CheckpointManager>(args.checkpoint_dir, mesh, co);
+    // The model folder's generation defaults travel with every step (magix export copies them).
+    std::vector<fs::path> files = model.extra_files();
+    if (!args.model_name.empty()) {
+      const fs::path g = resolve_model_dir(args.model_name) / "generation_config.json";
+      if (fs::is_regular_file(g)) files.push_back(g);
+    }
     extra = std::make_unique<detail::CheckpointExtraFiles>(
-        manager->dir(), config.raw, resolve_model_dir(tok_source), model.extra_files(), rank0);
+        manager->dir(), config.raw, resolve_model_dir(tok_source), std::move(files), rank0);
     if (const std::optional<int64_t> latest = manager->latest_step()) {
       const CheckpointReader reader(manager->step_dir(*latest));
       const nlohmann::json saved = reader.trainer_state();
@@ -299,6 +359,14 @@ TrainSummary run_training(const TrainArgs& given, const Mesh& mesh, Trainable& m
                                  step, optimizer.consecutive_skipped()));
     }
     if (hooks.on_step) hooks.on_step(m);
+    const bool last = step == total_steps;
+    if (!eval_examples.empty() && (last || (args.eval_steps > 0 && step % args.eval_steps == 0))) {
+      const EvalMetrics e = evaluate_run(model, eval_examples, args.per_device_eval_batch_size,
+                                         lo.pad_id, step, total_steps, epoch);
+      summary.evals.push_back(e);
+      logger.eval(e);
+      if (hooks.on_eval) hooks.on_eval(e);
+    }
     bool stop = false;
     if (hooks.should_stop) {
       std::vector<double> flag = {hooks.should_stop(m) ? 1.0 : 0.0};

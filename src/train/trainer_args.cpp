@@ -30,10 +30,16 @@ nlohmann::json TrainArgs::to_json() const {
       {"train_data_field", train_data_field},
       {"split", split},
       {"use_chat_template", use_chat_template},
+      {"chat_template_name", chat_template_name},
       {"train_on", train_on},
       {"pack", pack},
       {"skip_bad_records", skip_bad_records},
       {"max_length", max_length},
+      {"eval_file", eval_file},
+      {"eval_split", eval_split},
+      {"eval_data_field", eval_data_field},
+      {"eval_steps", eval_steps},
+      {"per_device_eval_batch_size", per_device_eval_batch_size},
       {"num_epochs", num_epochs},
       {"max_steps", max_steps},
       {"batch_size", batch_size},
@@ -66,15 +72,18 @@ void validate_train_args(const TrainArgs& a) {
   MAGIX_CHECK(a.model_name.empty() != a.model_config.empty(),
               "give exactly one of --model_name (a pretrained HF model) and --model_config (a "
               "config.json to start from random weights)");
-  MAGIX_CHECK(a.train_data_config.empty(),
-              "--train_data_config '{}': magix reads local .jsonl/.json/.txt files only (no "
-              "dataset hub); pass the file as --train_file",
-              a.train_data_config);
-  MAGIX_CHECK(a.split == "train",
-              "--split '{}': magix reads local files, which have no splits; leave --split as "
-              "'train'",
-              a.split);
-  MAGIX_CHECK(!a.train_file.empty(), "--train_file is required (.jsonl, .json or .txt)");
+  MAGIX_CHECK(!a.train_file.empty(),
+              "--train_file is required (.jsonl, .json, .txt, .parquet, a folder, a glob or a hub "
+              "dataset name: docs/data.md)");
+  MAGIX_CHECK(!a.split.empty(), "--split must not be empty");
+  MAGIX_CHECK(!a.eval_split.empty(), "--eval_split must not be empty");
+  MAGIX_CHECK(a.eval_steps >= 0, "--eval_steps must be >= 0 (0: evaluate only at the end), got {}",
+              a.eval_steps);
+  MAGIX_CHECK(a.per_device_eval_batch_size > 0,
+              "--per_device_eval_batch_size must be positive, got {}",
+              a.per_device_eval_batch_size);
+  MAGIX_CHECK(!a.eval_file.empty() || (a.eval_steps == 0 && a.eval_data_field.empty()),
+              "--eval_steps and --eval_data_field need --eval_file");
   MAGIX_CHECK(a.report_to == "none" || a.report_to == "tensorboard",
               "--report_to '{}': expected none or tensorboard", a.report_to);
   MAGIX_CHECK(a.logging_dir.empty() || a.report_to == "tensorboard",
@@ -119,6 +128,13 @@ void validate_train_args(const TrainArgs& a) {
       "--progress must be auto, bar, log or none, got '{}'", a.progress);
   MAGIX_CHECK(a.mesh_shape.size() == 2, "--mesh_shape takes 2 sizes (data, model), got {}",
               a.mesh_shape.size());
+}
+
+std::string unsaved_run_warning(const TrainArgs& a) {
+  if (!a.checkpoint_dir.empty()) return {};
+  return "WARNING: no --checkpoint_dir: nothing this run trains will be saved (pass "
+         "--checkpoint_dir DIR to save checkpoints, which magix export turns into a model "
+         "folder)";
 }
 
 Decoder load_train_decoder(const TrainArgs& a, const Mesh& mesh) {

@@ -143,6 +143,34 @@ void TrainLogger::step(const StepMetrics& m) {
   }
 }
 
+void TrainLogger::eval(const EvalMetrics& e) {
+  if (!active_) return;
+  if (metrics_ != nullptr) {
+    const nlohmann::json line{{"step", e.step},
+                              {"epoch", e.epoch},
+                              {"eval_loss", e.loss},
+                              {"eval_perplexity", e.perplexity},
+                              {"eval_tokens", e.tokens},
+                              {"eval_examples", e.examples},
+                              {"eval_runtime_s", e.seconds}};
+    const std::string text = line.dump() + "\n";
+    MAGIX_CHECK(std::fputs(text.c_str(), metrics_) >= 0 && std::fflush(metrics_) == 0,
+                "writing the metrics file failed (disk full?)");
+  }
+  if (tensorboard_ && std::isfinite(e.loss)) {
+    tensorboard_->scalars(e.step, {{"eval/loss", static_cast<float>(e.loss)},
+                                   {"eval/perplexity", static_cast<float>(e.perplexity)}});
+  }
+  last_eval_loss_ = e.loss;
+  has_eval_ = true;
+  if (log_steps_ > 0 || bar_) {
+    message(
+        fmt::format("eval step {}/{} | eval loss {:.4f} | eval perplexity {:.4f} | {} "
+                    "examples, {} counted targets | {:.2f}s",
+                    e.step, e.total_steps, e.loss, e.perplexity, e.examples, e.tokens, e.seconds));
+  }
+}
+
 void TrainLogger::draw_bar(const StepMetrics& m) {
   constexpr int kWidth = 24;
   const double frac =
@@ -158,10 +186,11 @@ void TrainLogger::draw_bar(const StepMetrics& m) {
     return m.elapsed_s > 0 ? static_cast<double>(n) / m.elapsed_s : 0.0;
   };
   fmt::print(stderr,
-             "\r[{}] {}/{} | step loss {:.4f} | lr {:.2e} | {:.0f} input tok/s, {:.0f} "
+             "\r[{}] {}/{} | step loss {:.4f}{} | lr {:.2e} | {:.0f} input tok/s, {:.0f} "
              "targets/s | eta {}\x1b[K",
-             bar, m.step, m.total_steps, m.loss, m.lr, rate(run_input_tokens_), rate(run_tokens_),
-             format_duration(eta));
+             bar, m.step, m.total_steps, m.loss,
+             has_eval_ ? fmt::format(" | eval loss {:.4f}", last_eval_loss_) : std::string(), m.lr,
+             rate(run_input_tokens_), rate(run_tokens_), format_duration(eta));
   std::fflush(stderr);
   bar_drawn_ = true;
 }

@@ -22,6 +22,10 @@ class TrainLogger {
   TrainLogger& operator=(const TrainLogger&) = delete;
 
   void step(const StepMetrics& m);
+  // An evaluation: a line of its own in the metrics file ({"step", "epoch", "eval_loss",
+  // "eval_perplexity", ...}), eval/loss and eval/perplexity in TensorBoard, a log line, and the
+  // eval loss kept on the progress bar.
+  void eval(const EvalMetrics& e);
   // A line for the user (clears the bar first).
   void message(const std::string& line);
   // Ends the bar line; with a metrics file, draws its loss curves next to it
@@ -44,6 +48,8 @@ class TrainLogger {
   double interval_start_s_ = 0.0;      // elapsed_s at the last log line
   int64_t run_tokens_ = 0;             // counted targets since this process started training
   int64_t run_input_tokens_ = 0;       // input tokens since this process started training
+  double last_eval_loss_ = 0.0;
+  bool has_eval_ = false;
   std::FILE* metrics_ = nullptr;
   std::string metrics_path_;
   std::unique_ptr<TensorBoardWriter> tensorboard_;

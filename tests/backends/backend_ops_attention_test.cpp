@@ -1,7 +1,7 @@
 // The op-table sweep, attention: attention_forward / attention_backward with MHA, GQA and MQA,
 // B > 1, sliding windows, key padding (a fully padded row too), packed segments and their
-// combinations; attention_decode against a cache with invalid slots, windows and garbage in the
-// slots it must not see; against fp64 references, on every backend.
+// combinations, score soft-capping; attention_decode against a cache with invalid slots, windows
+// and garbage in the slots it must not see; against fp64 references, on every backend.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -23,6 +23,7 @@ struct AttentionCase {
   int64_t window = 0;
   Padding padding = Padding::kNone;
   bool segments = false;
+  double softcap = 0;  // > 0: scores capped to softcap·tanh(s / softcap)
 };
 
 const std::vector<AttentionCase> kAttentionCases = {
@@ -36,11 +37,14 @@ const std::vector<AttentionCase> kAttentionCases = {
     {"packed segments", 2, 33, 4, 4, 8, 0, Padding::kNone, true},
     {"window + padding + segments", 2, 65, 6, 2, 8, 7, Padding::kSome, true},
     {"GQA T=130 (three query blocks), window 70, padding", 2, 130, 4, 2, 16, 70, Padding::kSome},
+    {"GQA softcap 1.5", 2, 33, 4, 2, 16, 0, Padding::kNone, false, 1.5},
+    {"softcap 3 + window + padding + segments", 2, 65, 6, 2, 8, 7, Padding::kSome, true, 3.0},
+    {"MQA T=130 softcap 0.7, padding", 2, 130, 4, 1, 16, 0, Padding::kWithFullRow, false, 0.7},
 };
 
 std::string show(const AttentionCase& c) {
-  return fmt::format("{}: B={} T={} Hq={} Hkv={} D={} window={}", c.name, c.B, c.T, c.Hq, c.Hkv,
-                     c.D, c.window);
+  return fmt::format("{}: B={} T={} Hq={} Hkv={} D={} window={} softcap={}", c.name, c.B, c.T, c.Hq,
+                     c.Hkv, c.D, c.window, c.softcap);
 }
 
 // key_valid (B, T): row 0 left-padded by 3, row 1 fully padded (kWithFullRow) or with its last
@@ -84,10 +88,11 @@ struct MaskRef {
   }
 };
 
-// Probabilities p (T) of query i of (b, h) over keys 0..T-1 (0 where unseen); returns lse.
+// Probabilities p (T) of query i of (b, h) over keys 0..T-1 (0 where unseen); returns lse. With
+// c.softcap the scores are capped and `slope` (T; may be null) gets d capped / d raw score.
 double attention_probs(const AttentionCase& c, const MaskRef& mask, const std::vector<double>& q,
                        const std::vector<double>& k, double scale, int64_t b, int64_t h, int64_t i,
-                       std::vector<double>& p) {
+                       std::vector<double>& p, std::vector<double>* slope = nullptr) {
   const int64_t g = h / (c.Hq / c.Hkv);
   double m = -INFINITY;
   for (int64_t j = 0; j < c.T; ++j) {
@@ -97,6 +102,12 @@ double attention_probs(const AttentionCase& c, const MaskRef& mask, const std::v
     for (int64_t d = 0; d < c.D; ++d)
       s += q[((b * c.T + i) * c.Hq + h) * c.D + d] * k[((b * c.T + j) * c.Hkv + g) * c.D + d];
     p[j] = scale * s;
+    if (slope) (*slope)[j] = 1;
+    if (c.softcap > 0) {
+      const double t = std::tanh(p[j] / c.softcap);
+      p[j] = c.softcap * t;
+      if (slope) (*slope)[j] = 1 - t * t;
+    }
     m = std::max(m, p[j]);
   }
   if (m == -INFINITY) {
@@ -125,7 +136,7 @@ TEST_P(AttentionOps, ForwardAndBackward) {
       const Tensor valid_dev = put_i32({c.B, c.T}, valid), seg_dev = put_i32({c.B, c.T}, seg);
       const bool padded = c.padding != Padding::kNone;
       const AttentionMask mask{padded ? &valid_dev : nullptr, c.segments ? &seg_dev : nullptr,
-                               c.window};
+                               c.window, static_cast<float>(c.softcap)};
       const MaskRef ref{c.T, c.window, padded ? &valid : nullptr, c.segments ? &seg : nullptr};
       Tensor out = garbage({c.B, c.T, c.Hq, c.D}, dt);
       Tensor lse = garbage({c.B, c.Hq, c.T}, DType::kF32);
@@ -137,19 +148,19 @@ TEST_P(AttentionOps, ForwardAndBackward) {
       Input dq = random({c.B, c.T, c.Hq, c.D}, DType::kF32, 415);
       Input dk = random({c.B, c.T, c.Hkv, c.D}, DType::kF32, 416);
       Input dv = random({c.B, c.T, c.Hkv, c.D}, DType::kF32, 417);
-      std::vector<double> want_dq = dq.ref, want_dk = dk.ref, want_dv = dv.ref, p(c.T);
+      std::vector<double> want_dq = dq.ref, want_dk = dk.ref, want_dv = dv.ref, p(c.T), slope(c.T);
       for (int64_t b = 0; b < c.B; ++b) {
         for (int64_t h = 0; h < c.Hq; ++h) {
           const int64_t g = h / (c.Hq / c.Hkv);
           for (int64_t i = 0; i < c.T; ++i) {
             want_lse[(b * c.Hq + h) * c.T + i] =
-                attention_probs(c, ref, q.ref, k.ref, scale, b, h, i, p);
+                attention_probs(c, ref, q.ref, k.ref, scale, b, h, i, p, &slope);
             const int64_t qi = ((b * c.T + i) * c.Hq + h) * c.D;
             for (int64_t j = 0; j < c.T; ++j)
               for (int64_t d = 0; d < c.D; ++d)
                 want_out[qi + d] += p[j] * v.ref[((b * c.T + j) * c.Hkv + g) * c.D + d];
             // dP = dout · v, dS = P ∘ (dP - dout · out), dq = scale dS k, dk = scale dSᵀ q,
-            // dv = Pᵀ dout.
+            // dv = Pᵀ dout; soft-capping multiplies dS by the cap's slope.
             double di = 0;
             for (int64_t d = 0; d < c.D; ++d) di += dout.ref[qi + d] * want_out[qi + d];
             for (int64_t j = 0; j < c.T; ++j) {
@@ -157,7 +168,7 @@ TEST_P(AttentionOps, ForwardAndBackward) {
               const int64_t kj = ((b * c.T + j) * c.Hkv + g) * c.D;
               double dp = 0;
               for (int64_t d = 0; d < c.D; ++d) dp += dout.ref[qi + d] * v.ref[kj + d];
-              const double ds = p[j] * (dp - di);
+              const double ds = p[j] * (dp - di) * slope[j];
               for (int64_t d = 0; d < c.D; ++d) {
                 want_dv[kj + d] += p[j] * dout.ref[qi + d];
                 want_dq[qi + d] += scale * ds * k.ref[kj + d];
@@ -189,6 +200,7 @@ TEST_P(AttentionOps, ForwardAndBackward) {
 struct DecodeCase {
   const char* name;
   int64_t B, S, Hq, Hkv, D, slot, window;
+  double softcap = 0;
 };
 
 const std::vector<DecodeCase> kDecodeCases = {
@@ -198,6 +210,8 @@ const std::vector<DecodeCase> kDecodeCases = {
     {"MHA window 12, D=5", 2, 65, 2, 2, 5, 40, 12},
     {"slot 0 invalid in row 0", 2, 9, 2, 1, 8, 0, 0},
     {"GQA, 129 slots", 2, 129, 8, 2, 32, 128, 0},
+    {"GQA softcap 1.5, window 12", 2, 33, 4, 2, 16, 30, 12, 1.5},
+    {"MQA softcap 0.7", 3, 17, 3, 1, 8, 16, 0, 0.7},
 };
 
 // F32 and BF16 caches (bf16 mixed precision keeps the cache in bf16; the reference uses its
@@ -205,9 +219,10 @@ const std::vector<DecodeCase> kDecodeCases = {
 TEST_P(AttentionOps, DecodeAgainstCache) {
   for (const DType cache_dtype : {DType::kF32, DType::kBF16})
     for (const DecodeCase& c : kDecodeCases) {
-      const std::string what = fmt::format(
-          "{}: B={} S={} Hq={} Hkv={} D={} slot={} window={} {} cache on {}", c.name, c.B, c.S,
-          c.Hq, c.Hkv, c.D, c.slot, c.window, dtype_name(cache_dtype), dev_name());
+      const std::string what =
+          fmt::format("{}: B={} S={} Hq={} Hkv={} D={} slot={} window={} softcap={} {} cache on {}",
+                      c.name, c.B, c.S, c.Hq, c.Hkv, c.D, c.slot, c.window, c.softcap,
+                      dtype_name(cache_dtype), dev_name());
       const float scale = 1.0f / std::sqrt(float(c.D));
       // valid (B, S): row 0 starts with 2 invalid slots (when S > 2), row 2 has none valid, the
       // others have holes.
@@ -238,9 +253,10 @@ TEST_P(AttentionOps, DecodeAgainstCache) {
       const Input vc = put({c.B, c.S, c.Hkv, c.D}, cache_dtype, v);
       Tensor out = garbage({c.B, c.Hq, c.D}, DType::kF32);
       be().attention_decode(out, q.dev, kc.dev, vc.dev, put_i32({c.B, c.S}, valid), c.slot, scale,
-                            c.window);
+                            c.window, static_cast<float>(c.softcap));
       // The training mask with slots as positions, for the single query at `slot`.
-      const AttentionCase as_training{"", c.B, c.S, c.Hq, c.Hkv, c.D};
+      const AttentionCase as_training{"",    c.B,      c.S, c.Hq, c.Hkv, c.D, 0, Padding::kNone,
+                                      false, c.softcap};
       const MaskRef mask{c.S, c.window, &valid, nullptr};
       std::vector<double> want(q.ref.size(), 0.0), p(c.S), qs(c.B * c.S * c.Hq * c.D, 0.0);
       for (int64_t b = 0; b < c.B; ++b)  // q placed at position `slot` of a (B, S, Hq, D) tensor

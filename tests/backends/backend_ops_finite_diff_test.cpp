@@ -1,7 +1,7 @@
 // The op-table sweep, backward ops against central differences of their forward ops, both run
-// through the table in fp32 (one check per family: matmul, rmsnorm, rope, glu, attention,
-// embedding, cross-entropy). The objective is f = sum(w · out) for a fixed random w, so the
-// backward op receives dout = w; gradients start at zero.
+// through the table in fp32 (one check per family: matmul, rmsnorm, rope, glu, attention with and
+// without score soft-capping, logit soft-capping, embedding, cross-entropy). The objective is f =
+// sum(w · out) for a fixed random w, so the backward op receives dout = w; gradients start at zero.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -185,6 +185,51 @@ TEST_P(FiniteDiffOps, Attention) {
   be().attention_backward(g[0], g[1], g[2], put(shapes[0], DType::kF32, {w.begin(), w.end()}).dev,
                           out, lse, x[0], x[1], x[2], scale, mask);
   expect_gradients("attention_backward", {"q", "k", "v"}, in, shapes, fwd, w, g);
+}
+
+TEST_P(FiniteDiffOps, AttentionSoftcap) {
+  const int64_t B = 2, T = 5, Hq = 2, Hkv = 1, D = 3;
+  const float scale = 0.7f;
+  const Tensor valid = put_i32({B, T}, {1, 1, 1, 1, 1, 0, 1, 1, 0, 1});
+  const Tensor seg = put_i32({B, T}, {0, 0, 0, 1, 1, 0, 0, 0, 0, 0});
+  const AttentionMask mask{&valid, &seg, 3, 1.2f};
+  const std::vector<Shape> shapes = {{B, T, Hq, D}, {B, T, Hkv, D}, {B, T, Hkv, D}};
+  const std::vector<std::vector<float>> in = {uniform(B * T * Hq * D, 541, -2, 2),
+                                              uniform(B * T * Hkv * D, 542, -2, 2),
+                                              uniform(B * T * Hkv * D, 543)};
+  const std::vector<double> w = widen(uniform(B * T * Hq * D, 544));
+  Tensor lse = be().empty({B, Hq, T}, DType::kF32);
+  auto fwd = [&](const std::vector<Tensor>& t) {
+    Tensor out = be().empty(shapes[0], DType::kF32);
+    be().attention_forward(out, lse, t[0], t[1], t[2], scale, mask);
+    return out;
+  };
+  const std::vector<Tensor> x = put_all(in, shapes);
+  const Tensor out = fwd(x);
+  std::vector<Tensor> g = {be().zeros(shapes[0], DType::kF32), be().zeros(shapes[1], DType::kF32),
+                           be().zeros(shapes[2], DType::kF32)};
+  be().attention_backward(g[0], g[1], g[2], put(shapes[0], DType::kF32, {w.begin(), w.end()}).dev,
+                          out, lse, x[0], x[1], x[2], scale, mask);
+  expect_gradients("attention_backward softcap 1.2", {"q", "k", "v"}, in, shapes, fwd, w, g);
+}
+
+TEST_P(FiniteDiffOps, Softcap) {
+  const int64_t N = 3, V = 5;
+  const float cap = 1.5f;
+  const std::vector<Shape> shapes = {{N, V}};
+  const std::vector<std::vector<float>> in = {uniform(N * V, 561, -4, 4)};
+  const std::vector<double> w = widen(uniform(N * V, 562));
+  auto fwd = [&](const std::vector<Tensor>& t) {
+    Tensor y = be().empty({N, V}, DType::kF32);
+    be().copy(y, t[0]);
+    be().softcap_forward(y, cap);
+    return y;
+  };
+  const std::vector<Tensor> x = put_all(in, shapes);
+  const Tensor y = fwd(x);
+  std::vector<Tensor> g = {put({N, V}, DType::kF32, {w.begin(), w.end()}).dev};
+  be().softcap_backward(g[0], y, cap);
+  expect_gradients("softcap_backward", {"x"}, in, shapes, fwd, w, g);
 }
 
 TEST_P(FiniteDiffOps, Embedding) {

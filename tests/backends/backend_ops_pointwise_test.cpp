@@ -1,6 +1,6 @@
 // The op-table sweep, row-wise and elementwise layers: rmsnorm (offset 0 and 1, F32 and BF16
-// out), rope (positions not 0..N-1), glu (SiLU and tanh-GELU, F32 and BF16), forward and
-// backward, against fp64 references, on every backend.
+// out), rope (positions not 0..N-1), glu (SiLU and tanh-GELU, F32 and BF16), logit soft-capping
+// (F32 and BF16), forward and backward, against fp64 references, on every backend.
 #include <fmt/format.h>
 
 #include <cmath>
@@ -220,6 +220,41 @@ TEST_P(PointwiseOps, GluBackwardWrites) {
         } else {
           expect_bf16_close(key + " dgate", what, get(dgate), want_dgate);
           expect_bf16_close(key + " dup", what, get(dup), want_dup);
+        }
+      }
+    }
+  }
+}
+
+// ---- softcap: y = cap · tanh(x / cap); dx *= 1 - (y / cap)² ----------------------------------
+
+TEST_P(PointwiseOps, SoftcapForwardAndBackward) {
+  for (const float cap : {0.5f, 30.0f}) {
+    for (DType dt : {DType::kF32, DType::kBF16}) {
+      for (const Shape& shape : kGluShapes) {
+        const Input x = random(shape, dt, 251, -3 * cap, 3 * cap);
+        Tensor y = garbage(shape, dt);
+        be().copy(y, x.dev);
+        be().softcap_forward(y, cap);
+        std::vector<double> want(x.ref.size());
+        for (size_t i = 0; i < want.size(); ++i) want[i] = cap * std::tanh(x.ref[i] / cap);
+        const std::string what =
+            fmt::format("{} cap {} {} on {}", shape_str(shape), cap, dtype_name(dt), dev_name());
+        // The backward takes y as the forward wrote it (its dtype's values).
+        const std::vector<double> y_got = get(y);
+        Input dx = random(shape, dt, 252);
+        std::vector<double> want_dx(x.ref.size());
+        for (size_t i = 0; i < want.size(); ++i) {
+          const double t = y_got[i] / cap;
+          want_dx[i] = dx.ref[i] * (1 - t * t);
+        }
+        be().softcap_backward(dx.dev, y, cap);
+        if (dt == DType::kF32) {
+          expect_close("softcap_forward", what, y_got, want);
+          expect_close("softcap_backward", what, get(dx.dev), want_dx);
+        } else {
+          expect_bf16_close("softcap_forward BF16", what, y_got, want);
+          expect_bf16_close("softcap_backward BF16", what, get(dx.dev), want_dx);
         }
       }
     }

@@ -38,7 +38,7 @@ TEST_P(OpRegressions, AttentionForwardRejectsQKVOutOfAnotherDevice) {
   const Tensor q = b.zeros({1, 2, 4}, DType::kF32), cache = b.zeros({1, 3, 0, 4}, DType::kF32);
   const Tensor valid = b.zeros({1, 3}, DType::kI32);
   try {
-    b.attention_decode(out, q, cache, cache, valid, 0, 1.0f, 0);
+    b.attention_decode(out, q, cache, cache, valid, 0, 1.0f, 0, 0);
   } catch (const Error&) {
     std::_Exit(0);
   }

@@ -40,7 +40,8 @@ fs::path save_fixture(const fs::path& dir, const std::string& name, const Mesh& 
 TEST(CheckpointExport, F32ExportLoadsBitwiseEqualToTheCheckpoint) {
   CkptTempDir tmp;
   Mesh mesh;
-  for (const std::string name : {"llama_gqa", "qwen2_tied", "gemma", "phi3"}) {
+  for (const std::string name :
+       {"llama_gqa", "qwen2_tied", "gemma", "qwen3", "gemma2", "gemma3_text", "phi3"}) {
     const fs::path step = save_fixture(tmp.path() / ("ck_" + name), name, mesh);
     const fs::path out = tmp.path() / ("hf_" + name);
     // Small shards: several files + model.safetensors.index.json.
@@ -67,6 +68,34 @@ TEST(CheckpointExport, F32ExportLoadsBitwiseEqualToTheCheckpoint) {
       for (const SafetensorsEntry& t : r.entries()) data += t.nbytes;
       EXPECT_TRUE(data <= 60'000u || r.entries().size() == 1) << e.path();
     }
+  }
+}
+
+// generation_config.json: a step without one gets transformers' from_model_config form made from
+// its config.json (each fixture's own file was written by transformers from its config); a step
+// that carries the source model's file exports it unchanged.
+TEST(CheckpointExport, GenerationConfigIsMadeOrCopied) {
+  CkptTempDir tmp;
+  Mesh mesh;
+  for (const std::string name : {"llama_gqa", "gemma"}) {
+    const fs::path step = save_fixture(tmp.path() / ("ck_" + name), name, mesh);
+    const fs::path out = tmp.path() / ("hf_" + name);
+    export_checkpoint(step, out);
+    EXPECT_EQ(read_json(out / "generation_config.json"),
+              read_json(kModels / name / "generation_config.json"))
+        << name;
+  }
+  {
+    Decoder model = load_decoder((kModels / "llama_gqa").string(), mesh);
+    CheckpointManager m(tmp.path() / "ck_custom", mesh, {.async = false});
+    std::ofstream(tmp.path() / "generation_config.json")
+        << R"({"do_sample": true, "eos_token_id": [2, 5], "temperature": 0.6})";
+    m.save(1, {{"model", sharded_tensors(model.params())}}, {{"step", 1}},
+           {kModels / "llama_gqa" / "config.json", tmp.path() / "generation_config.json"});
+    m.wait();
+    export_checkpoint(m.step_dir(1), tmp.path() / "hf_custom");
+    EXPECT_EQ(read_json(tmp.path() / "hf_custom" / "generation_config.json"),
+              read_json(tmp.path() / "generation_config.json"));
   }
 }
 

@@ -215,6 +215,17 @@ TEST(AssistantMask, ExactToTheTokenOnRealTemplates) {
     options.use_chat_template = true;
     options.train_on = TrainOn::kAssistant;
     options.max_length = 4096;
+    if (!tok.config().chat_template()) {
+      // No silent fallback: the built-in format is asked for by name.
+      try {
+        encode_record(chat_record(kConversation), tok, options);
+        ADD_FAILURE() << "a tokenizer without a template must be refused";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("--chat_template_name builtin"), std::string::npos)
+            << e.what();
+      }
+      options.chat_template_name = kBuiltinChatFormat;
+    }
     const Example ex = encode_record(chat_record(kConversation), tok, options);
     EXPECT_EQ(counted_runs(tok, ex), c.expected_runs);
 
@@ -360,8 +371,10 @@ TEST(Prompts, RenderAndEncode) {
   EXPECT_EQ(encode_prompt(llama, "Hi", false), llama.encode("Hi", true));
 
   LOAD_TOKENIZER_OR_SKIP(mistral, "mistral");
-  EXPECT_EQ(render_prompt(mistral, "Hi", true), "<|user|>\nHi</s><|assistant|>\n");
-  const auto m = encode_prompt(mistral, "Hi", true);
+  EXPECT_THROW(render_prompt(mistral, "Hi", true), Error);  // no template, no silent fallback
+  EXPECT_EQ(render_prompt(mistral, "Hi", true, kBuiltinChatFormat),
+            "<|user|>\nHi</s><|assistant|>\n");
+  const auto m = encode_prompt(mistral, "Hi", true, kBuiltinChatFormat);
   EXPECT_EQ(m, mistral.encode("<|user|>\nHi</s><|assistant|>\n", true));
   EXPECT_EQ(m[0], 1);
 }

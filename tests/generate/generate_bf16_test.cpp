@@ -69,7 +69,8 @@ TEST_P(GenerateBf16, GreedyTokensAreTheDecodersArgmax) {
 
 INSTANTIATE_TEST_SUITE_P(Models, GenerateBf16,
                          ::testing::Values("llama_gqa", "llama_mqa_bias", "mistral_window", "gemma",
-                                           "qwen2", "qwen2_tied"));
+                                           "qwen2", "qwen2_tied", "qwen3", "gemma2",
+                                           "gemma3_text"));
 
 }  // namespace
 }  // namespace magix

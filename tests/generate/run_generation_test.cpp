@@ -10,6 +10,7 @@
 
 #include "magix/checkpoint.hpp"
 #include "magix/dataset.hpp"
+#include "magix/error.hpp"
 #include "magix/generate.hpp"
 #include "magix/hf_files.hpp"
 #include "magix/model.hpp"
@@ -156,6 +157,97 @@ TEST_F(RunGeneration, StopStringsCutTheText) {
     EXPECT_NE(tok.decode(known_ids(tok, r.tokens)).find(stop), std::string::npos);
   }
   EXPECT_GT(tried, 0);
+}
+
+}  // namespace
+}  // namespace magix
+
+namespace magix {
+namespace {
+
+// generation_config.json gives defaults; the flags given explicitly win; max_new_tokens (from
+// either) overrides the file's max_length; every eos id of a list stops.
+TEST(GenerationConfigDefaults, FileValuesUnlessGiven) {
+  const GenerationConfig g = parse_generation_config(
+      nlohmann::json::parse(R"({"do_sample": true, "temperature": 0.6, "top_p": 0.9,
+                                "top_k": 20, "max_length": 40, "eos_token_id": [7, 9],
+                                "pad_token_id": 3, "repetition_penalty": null})"),
+      "test");
+  GenerateOptions o;
+  const std::vector<std::string> taken = apply_generation_config(g, {"temperature"}, o);
+  EXPECT_TRUE(o.sampling.sample);
+  EXPECT_FLOAT_EQ(o.sampling.temperature, GenerateOptions{}.sampling.temperature);  // given
+  EXPECT_FLOAT_EQ(o.sampling.top_p, 0.9f);
+  EXPECT_EQ(o.sampling.top_k, 20);
+  EXPECT_FLOAT_EQ(o.sampling.repetition_penalty, 1.0f);  // null: absent
+  EXPECT_EQ(o.max_length, 40);
+  EXPECT_EQ(o.eos_ids, (std::vector<int32_t>{7, 9}));
+  EXPECT_EQ(o.pad_id, 3);
+  EXPECT_EQ(taken.size(), 6u);  // do_sample, top_k, top_p, max_length, eos, pad
+
+  GenerateOptions given;
+  given.max_length = 99;
+  apply_generation_config(g, {"max_length", "sample", "top_k"}, given);
+  EXPECT_EQ(given.max_length, 99);
+  EXPECT_FALSE(given.sampling.sample);
+  EXPECT_EQ(given.sampling.top_k, 0);
+
+  // max_new_tokens set (flag or file): the file's max_length is not taken.
+  GenerateOptions flag;
+  apply_generation_config(g, {"max_new_tokens"}, flag);
+  EXPECT_EQ(flag.max_length, GenerateOptions{}.max_length);
+  const GenerationConfig both = parse_generation_config(
+      nlohmann::json::parse(R"({"max_new_tokens": 5, "max_length": 40, "eos_token_id": 2})"),
+      "test");
+  GenerateOptions file;
+  apply_generation_config(both, {}, file);
+  EXPECT_EQ(file.max_new_tokens, 5);
+  EXPECT_EQ(file.max_length, GenerateOptions{}.max_length);
+  EXPECT_EQ(file.eos_ids, (std::vector<int32_t>{2}));
+
+  EXPECT_THROW(parse_generation_config(nlohmann::json::parse(R"({"eos_token_id": "x"})"), "t"),
+               Error);
+  EXPECT_THROW(parse_generation_config(nlohmann::json::parse(R"({"top_k": -1})"), "t"), Error);
+  EXPECT_THROW(parse_generation_config(nlohmann::json::parse(R"({"do_sample": 1})"), "t"), Error);
+}
+
+// Every fixture model's generation_config.json (written by transformers) is read, and is what
+// generation_config_from_model_config makes of its config.json.
+TEST(GenerationConfigDefaults, TransformersFilesAreReadAndMadeAlike) {
+  int n = 0;
+  for (const auto& entry : fs::directory_iterator(fs::path(MAGIX_FIXTURES_DIR) / "models")) {
+    if (!fs::is_regular_file(entry.path() / "generation_config.json")) continue;
+    SCOPED_TRACE(entry.path().string());
+    const std::optional<GenerationConfig> g = load_generation_config(entry.path());
+    ASSERT_TRUE(g.has_value());
+    const nlohmann::json config =
+        nlohmann::json::parse(std::ifstream(entry.path() / "config.json"));
+    ASSERT_EQ(g->eos_token_ids.size(), 1u);
+    EXPECT_EQ(g->eos_token_ids[0], config.at("eos_token_id").get<int32_t>());
+    EXPECT_EQ(g->bos_token_id, config.at("bos_token_id").get<int32_t>());
+    EXPECT_EQ(generation_config_from_model_config(config), g->raw);
+    ++n;
+  }
+  EXPECT_GE(n, 7);
+  EXPECT_FALSE(load_generation_config(fs::temp_directory_path() / "no-such-model").has_value());
+}
+
+}  // namespace
+}  // namespace magix
+
+namespace magix {
+namespace {
+
+TEST_F(RunGeneration, GenerationConfigGivesDefaultsAndFlagsWin) {
+  std::ofstream(dir_ / "model" / "generation_config.json")
+      << R"({"max_new_tokens": 2, "eos_token_id": [700, 701]})";
+  const std::string model = (dir_ / "model").string();
+  GenerateArgs a = args(model, "file.jsonl");  // max_new_tokens 12, but not given
+  const GenerationSummary from_file = run_generation(a, mesh_);
+  EXPECT_LE(from_file.generated_tokens, 3 * 2);
+  a.given = {"max_new_tokens"};
+  const GenerationSummary from_flag = run_generation(a, mesh_);
+  EXPECT_GT(from_flag.generated_tokens, 3 * 2);
 }
 
 }  // namespace

@@ -69,7 +69,8 @@ TEST_P(Bf16Fixture, EqualsFp32DecoderWithRoundedWeights) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, Bf16Fixture,
-                         testing::Values("llama_gqa", "llama_mqa_bias", "gemma", "qwen2_tied"));
+                         testing::Values("llama_gqa", "llama_mqa_bias", "gemma", "qwen2_tied",
+                                         "qwen3"));
 
 TEST(Bf16Storage, ConstructorAndSetOptionsConvert) {
   const std::filesystem::path dir = kModels / "llama_gqa";

@@ -108,6 +108,137 @@ TEST(ModelConfig, FamilyVariants) {
   EXPECT_TRUE(c.attention_bias && c.o_proj_bias && c.mlp_bias);
 }
 
+// Qwen3Config, Gemma2Config and Gemma3TextConfig defaults of transformers 5.23.
+TEST(ModelConfig, Qwen3Gemma2Gemma3Defaults) {
+  json q = llama();
+  q["model_type"] = "qwen3";
+  q["num_attention_heads"] = 32;
+  q.erase("num_key_value_heads");
+  ModelConfig c = parse_model_config(q, "x");
+  EXPECT_EQ(c.head_dim, 128);
+  EXPECT_EQ(c.num_kv_heads, 32);
+  EXPECT_TRUE(c.qk_norm);
+  EXPECT_FALSE(c.sandwich_norms || c.attention_bias || c.o_proj_bias || c.tie_word_embeddings);
+  EXPECT_EQ(c.sliding_window, std::vector<int64_t>(2, 0));
+  q["attention_bias"] = true;  // Qwen3: q, k, v and o
+  q["use_sliding_window"] = true;
+  q["max_window_layers"] = 1;
+  c = parse_model_config(q, "x");
+  EXPECT_TRUE(c.attention_bias && c.o_proj_bias);
+  EXPECT_EQ(c.sliding_window, (std::vector<int64_t>{0, 4096}));
+  std::vector<ParamInfo> p = expected_parameters(c);
+  auto find = [&](const std::string& name) -> const ParamInfo* {
+    for (const ParamInfo& info : p) {
+      if (info.name == name) return &info;
+    }
+    return nullptr;
+  };
+  ASSERT_NE(find("model.layers.1.self_attn.q_norm.weight"), nullptr);
+  EXPECT_EQ(find("model.layers.1.self_attn.k_norm.weight")->global_shape, Shape{128});
+  EXPECT_EQ(find("model.layers.1.self_attn.k_norm.weight")->spec.str(), "()");
+  EXPECT_EQ(find("model.layers.0.pre_feedforward_layernorm.weight"), nullptr);
+
+  json g = llama();
+  g["model_type"] = "gemma2";
+  g["num_hidden_layers"] = 3;
+  g.erase("num_key_value_heads");
+  g["hidden_act"] = "relu";  // not read: Gemma2Config's field is hidden_activation
+  c = parse_model_config(g, "x");
+  EXPECT_EQ(c.head_dim, 256);
+  EXPECT_EQ(c.num_kv_heads, 4);
+  EXPECT_EQ(c.activation, Activation::kGeluTanh);
+  EXPECT_TRUE(c.sandwich_norms && c.tie_word_embeddings);
+  EXPECT_FALSE(c.qk_norm);
+  EXPECT_FLOAT_EQ(c.norm_offset, 1.0f);
+  EXPECT_FLOAT_EQ(c.embed_scale, 8.0f);
+  EXPECT_DOUBLE_EQ(c.query_pre_attn_scalar, 256.0);
+  EXPECT_FLOAT_EQ(c.attn_softcap, 50.0f);
+  EXPECT_FLOAT_EQ(c.final_softcap, 30.0f);
+  EXPECT_EQ(c.sliding_window, (std::vector<int64_t>{4096, 0, 4096}));
+  EXPECT_TRUE(c.local_rope.empty());
+  g["attn_logit_softcapping"] = nullptr;
+  g["final_logit_softcapping"] = nullptr;
+  g["sliding_window"] = nullptr;
+  c = parse_model_config(g, "x");
+  EXPECT_EQ(c.attn_softcap, 0.0f);
+  EXPECT_EQ(c.final_softcap, 0.0f);
+  EXPECT_EQ(c.sliding_window, std::vector<int64_t>(3, 0));
+  p = expected_parameters(c);
+  EXPECT_NE(find("model.layers.2.pre_feedforward_layernorm.weight"), nullptr);
+  EXPECT_NE(find("model.layers.2.post_feedforward_layernorm.weight"), nullptr);
+  EXPECT_EQ(find("model.layers.2.self_attn.q_norm.weight"), nullptr);
+
+  // Gemma 3 text, older layout: rope_theta / rope_scaling for the full layers,
+  // rope_local_base_freq for the sliding ones; sliding_window_pattern.
+  json t = llama();
+  t["model_type"] = "gemma3_text";
+  t["num_hidden_layers"] = 7;
+  c = parse_model_config(t, "x");
+  EXPECT_FLOAT_EQ(c.rope_theta, 1e6f);
+  EXPECT_FLOAT_EQ(c.rope_local_theta, 1e4f);
+  EXPECT_EQ(c.final_softcap, 0.0f);
+  EXPECT_EQ(c.local_rope, (std::vector<char>{1, 1, 1, 1, 1, 0, 1}));
+  EXPECT_EQ(c.sliding_window, (std::vector<int64_t>{4096, 4096, 4096, 4096, 4096, 0, 4096}));
+  EXPECT_TRUE(c.qk_norm && c.sandwich_norms);
+  t["rope_theta"] = 500000.0;
+  t["rope_local_base_freq"] = 50.0;
+  t["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 8.0}};
+  t["sliding_window_pattern"] = 3;
+  t["attn_logit_softcapping"] = 20.0;  // transformers 5.23's Gemma3Attention ignores it
+  c = parse_model_config(t, "x");
+  EXPECT_FLOAT_EQ(c.rope_theta, 500000.0f);
+  EXPECT_EQ(c.rope_scaling.kind, RopeScaling::Kind::kLinear);
+  EXPECT_FLOAT_EQ(c.rope_scaling.factor, 8.0f);
+  EXPECT_FLOAT_EQ(c.rope_local_theta, 50.0f);
+  EXPECT_EQ(c.rope_local_scaling.kind, RopeScaling::Kind::kNone);
+  EXPECT_EQ(c.local_rope, (std::vector<char>{1, 1, 0, 1, 1, 0, 1}));
+  EXPECT_EQ(c.attn_softcap, 0.0f);
+  // The newer layout, keyed by layer type, says the same.
+  json n = llama();
+  n["model_type"] = "gemma3_text";
+  n["num_hidden_layers"] = 7;
+  n["layer_types"] = {"sliding_attention", "sliding_attention", "full_attention",
+                      "sliding_attention", "sliding_attention", "full_attention",
+                      "sliding_attention"};
+  n["rope_parameters"] = {
+      {"full_attention", {{"rope_type", "linear"}, {"factor", 8.0}, {"rope_theta", 500000.0}}},
+      {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 50.0}}}};
+  ModelConfig c2 = parse_model_config(n, "x");
+  EXPECT_EQ(c2.local_rope, c.local_rope);
+  EXPECT_EQ(c2.rope_theta, c.rope_theta);
+  EXPECT_EQ(c2.rope_local_theta, c.rope_local_theta);
+  EXPECT_EQ(c2.rope_scaling.kind, c.rope_scaling.kind);
+}
+
+TEST(ModelConfig, Gemma2Gemma3Errors) {
+  json g = llama();
+  g["model_type"] = "gemma2";
+  g["attention_bias"] = true;
+  EXPECT_NE(error_of(g).find("attention_bias true is not supported for gemma2"),
+            std::string::npos)
+      << error_of(g);
+  g = llama();
+  g["model_type"] = "gemma2";
+  g["hidden_activation"] = "gelu";  // exact GELU: not implemented
+  EXPECT_NE(error_of(g).find("hidden_activation 'gelu'"), std::string::npos) << error_of(g);
+  g = llama();
+  g["model_type"] = "gemma2";
+  g["attn_logit_softcapping"] = -1.0;
+  EXPECT_NE(error_of(g).find("attn_logit_softcapping"), std::string::npos) << error_of(g);
+  g = llama();
+  g["model_type"] = "gemma3_text";
+  g["layer_types"] = {"sliding_attention"};
+  EXPECT_NE(error_of(g).find("layer_types must list 2"), std::string::npos) << error_of(g);
+  g = llama();
+  g["model_type"] = "gemma3_text";
+  g["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 10.0}};
+  EXPECT_NE(error_of(g).find("keyed by layer type"), std::string::npos) << error_of(g);
+  g = llama();
+  g["model_type"] = "gemma3_text";
+  g["rope_parameters"] = {{"full_attention", {{"rope_type", "dynamic"}, {"factor", 2.0}}}};
+  EXPECT_NE(error_of(g).find("full_attention layers"), std::string::npos) << error_of(g);
+}
+
 TEST(ModelConfig, ErrorsNameTheField) {
   json j = llama();
   j["rope_scaling"] = {{"rope_type", "longrope"}, {"factor", 4.0}};

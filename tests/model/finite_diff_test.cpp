@@ -25,6 +25,26 @@ json tiny(const std::string& type) {
                             {"high_freq_factor", 2.0}, {"original_max_position_embeddings", 8}};
   }
   if (type == "mistral") j["sliding_window"] = 3;
+  if (type == "qwen3") {  // layer 1 slides
+    j["use_sliding_window"] = true;
+    j["sliding_window"] = 3;
+    j["max_window_layers"] = 1;
+  }
+  if (type == "gemma2") {  // layer 0 slides; both soft-caps bite at these sizes
+    j["sliding_window"] = 3;
+    j["query_pre_attn_scalar"] = 5;
+    j["attn_logit_softcapping"] = 0.5;
+    j["final_logit_softcapping"] = 1.0;
+  }
+  if (type == "gemma3_text") {  // layer 0 slides with its own RoPE base
+    j["layer_types"] = {"sliding_attention", "full_attention"};
+    j["sliding_window"] = 3;
+    j["query_pre_attn_scalar"] = 8;
+    j["final_logit_softcapping"] = 1.5;
+    j["rope_parameters"] = {
+        {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 50.0}}},
+        {"full_attention", {{"rope_type", "linear"}, {"rope_theta", 1000.0}, {"factor", 2.0}}}};
+  }
   return j;
 }
 
@@ -83,7 +103,8 @@ TEST_P(FiniteDiffTest, DirectionalDerivativesMatchGradients) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, FiniteDiffTest,
-                         testing::Values("llama", "mistral", "gemma", "qwen2"));
+                         testing::Values("llama", "mistral", "gemma", "qwen2", "qwen3", "gemma2",
+                                         "gemma3_text"));
 
 // torch's nn.Embedding(padding_idx=pad_token_id) gives the pad row no gradient from the lookup,
 // even where the pad id is a real token; the other rows get theirs.

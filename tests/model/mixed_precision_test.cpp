@@ -106,7 +106,7 @@ TEST_P(MixedPrecision, Bf16WeightsAndCompute) {
 
 INSTANTIATE_TEST_SUITE_P(Models, MixedPrecision,
                          testing::Values("llama_gqa", "llama_mqa_bias", "mistral_window", "gemma",
-                                         "qwen2", "qwen2_tied"));
+                                         "qwen2", "qwen2_tied", "qwen3", "gemma2", "gemma3_text"));
 
 }  // namespace
 }  // namespace magix

@@ -152,13 +152,19 @@ int run_check(const std::string& name, int d, int m) {
     }
     report(run.steps.back().loss < run.steps.front().loss,
            fmt::format("{} loss decreases over the steps", where));
-    // AdamW normalises each element's update: A's gradient is 0 at step 1 (B starts at 0) and
-    // its first non-zero gradient at step 2 moves every element by about lr whatever its size,
-    // so the summation-order noise of small gradient elements (~1e-6 relative) grows; phi3's
-    // fused qkv_proj A, whose gradient sums the q, k and v parts' contributions in a different
-    // order on a split model axis, ends near 1.1e-5 after 3 steps (its gradients match at 1e-6).
+    // Three AdamW steps divide each element's gradient by its own running RMS, so elements with
+    // near-zero gradients carry the mesh's summation-order differences (~1e-7 relative in the
+    // gradients, checked above) into the weights amplified. On the sandwich-norm fixtures (gemma2,
+    // gemma3_text) this shows on an o_proj adapter (behind the post-attention norm): 1.4e-5 to
+    // 9.3e-5 observed on 2x1, 1x2, 2x2, 1x4, while losses and gradient norms agree within 1e-8 and
+    // 1e-5. A's gradient is 0 at step 1 (B starts at 0) and its first non-zero gradient at step 2
+    // moves every element by about lr whatever its size; phi3's fused qkv_proj A, whose gradient
+    // sums the q, k and v parts' contributions in a different order on a split model axis, ends
+    // near 1.1e-5 after 3 steps (its gradients match at 1e-6). The other fixtures stay within 1e-5.
+    const bool sandwich = name == "gemma2" || name == "gemma3_text";
+    const double adapter_tol = sandwich ? 2e-4 : name == "phi3_fused" ? 2e-5 : 1e-5;
     report(
-        worst_adapter <= 2e-5,
+        worst_adapter <= adapter_tol,
         fmt::format("{} adapters after 3 steps vs 1x1: worst rel L2 {:.3g} ({})", where,
                     worst_adapter, worst_name));
     report(replicas, fmt::format("{} replicated adapter shards stay identical", where));

@@ -17,7 +17,10 @@ CLI_ALIASES = {"tempearature"}
 def test_keywords_are_the_flags(command):
     text = run([MAGIX_BIN, command, "--help"]).stdout
     cli = set(re.findall(r"--([a-z0-9_]+)(?=[\s,=])", text)) - {"help"} - CLI_ALIASES
-    # revision: every command's --revision (hub names in the local HF cache).
+    # revision: every command's --revision (hub names in the local HF cache); dataset_revision:
+    # that of dataset hub names, on the commands that read data.
     python = set(getattr(magix._magix, f"{command}_flags")()) | {"revision"}
+    if command != "export":
+        python |= {"dataset_revision"}
     assert len(cli) >= 7
     assert python - PYTHON_ONLY.get(command, set()) == cli

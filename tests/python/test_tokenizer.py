@@ -56,3 +56,11 @@ def test_apply_chat_template_matches_transformers(tmp_path):
         else:
             assert render() == r["output"], (r["tokenizer"], r["messages"])
     assert len(rows) > 20
+
+
+def test_no_chat_template_is_an_error_unless_builtin():
+    tok = magix.Tokenizer.from_pretrained(FIXTURES / "train" / "gqa_tokenizer")
+    messages = [{"role": "user", "content": "hi"}]
+    with pytest.raises(magix.MagixError, match='chat_template="builtin"'):
+        tok.apply_chat_template(messages)
+    assert tok.apply_chat_template(messages, chat_template="builtin") == "<|user|>\nhi[SEP]"

@@ -52,6 +52,29 @@ def test_datasets_dataset_trains_like_the_same_jsonl(tiny_train, tmp_path):
     assert read_metrics(tmp_path / "ds.jsonl") == read_metrics(tmp_path / "file.jsonl")
 
 
+def test_parquet_and_save_to_disk_train_like_the_same_jsonl(tiny_train, tmp_path):
+    """train_file takes any data source (docs/data.md): datasets' to_parquet and save_to_disk
+    output, written here, give the JSONL's losses."""
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_list(records())
+    ds.to_parquet(str(tmp_path / "corpus.parquet"))
+    datasets.DatasetDict({"train": ds.select(range(8)), "test": ds}).save_to_disk(
+        str(tmp_path / "dict"))
+    magix.train(**tiny_train, train_file=CORPUS, metrics_file=tmp_path / "file.jsonl")
+    want = read_metrics(tmp_path / "file.jsonl")
+    try:
+        magix.train(**tiny_train, train_file=tmp_path / "corpus.parquet",
+                    metrics_file=tmp_path / "parquet.jsonl")
+    except RuntimeError as e:
+        if "built without Apache Arrow" in str(e):
+            pytest.skip("magix built without Arrow")
+        raise
+    assert read_metrics(tmp_path / "parquet.jsonl") == want
+    magix.train(**tiny_train, train_file=tmp_path / "dict", split="test",
+                metrics_file=tmp_path / "dict.jsonl")
+    assert read_metrics(tmp_path / "dict.jsonl") == want
+
+
 TRAIN_SCRIPT = """
 import json, sys
 import magix

@@ -26,7 +26,14 @@ PY
 
 "$MAGIX" chat-template --tokenizer_name_or_path "$T/chatml" --input "$T/in.jsonl" --output_file "$T/chatml.jsonl"
 "$MAGIX" chat-template --tokenizer-name-or-path "$T/mistral_inst" --input "$T/in.jsonl" --output-file "$T/mistral.jsonl"
-"$MAGIX" chat-template --tokenizer_name_or_path "$T/plain" --input "$T/in.jsonl" --output_file "$T/plain.jsonl"
+# No template: an error naming the built-in format's option (no silent fallback), then asked for.
+if "$MAGIX" chat-template --tokenizer_name_or_path "$T/plain" --input "$T/in.jsonl" \
+    --output_file "$T/plain.jsonl" 2> "$T/plain_err.txt"; then
+  echo "FAIL: a tokenizer without a template was rendered"; exit 1
+fi
+grep -q -- "--chat_template_name builtin" "$T/plain_err.txt" || { cat "$T/plain_err.txt"; exit 1; }
+"$MAGIX" chat-template --tokenizer_name_or_path "$T/plain" --input "$T/in.jsonl" --output_file "$T/plain.jsonl" \
+  --chat_template_name builtin
 
 python3 - "$T" <<'PY'
 import json, sys

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # magix generate: JSONL output in input order, both temperature spellings, reproducible sampling,
-# stop strings, chat prompts; bad input fails with a message naming the file (and line), a
+# stop strings, chat prompts (no silent fallback to the built-in format), generation_config.json
+# defaults (flags given win); bad input fails with a message naming the file (and line), a
 # non-zero exit and no output file.
 # usage: generate_cli.sh MAGIX FIXTURES_DIR
 set -euo pipefail
@@ -40,7 +41,17 @@ gen --prompts "$T/prompts.txt" --output_file "$T/s1.jsonl" --sample --seed 3 --t
 gen --prompts "$T/prompts.txt" --output_file "$T/s2.jsonl" --sample --seed 3 --tempearature 1.0 \
     --top_k 50 --top_p 0.9 --batch_size 1
 gen --prompts "$T/prompts.txt" --output_file "$T/s3.jsonl" --sample --seed 4 --temperature 1.0
-gen --prompts "$T/prompts.txt" --output_file "$T/chat.jsonl" --use_chat_template --max_length 64
+# The tokenizer has no chat template: --use_chat_template alone is an error naming the way to the
+# built-in format (no silent fallback); --chat_template_name builtin asks for it.
+if "$MAGIX" generate --model_name_or_path "$T/model" --prompts "$T/prompts.txt" \
+    --output_file "$T/nochat.jsonl" --use_chat_template > "$T/nochat.log" 2>&1; then
+  echo "FAIL: --use_chat_template without a template was accepted"; exit 1
+fi
+grep -q -- "--chat_template_name builtin" "$T/nochat.log" \
+  || { echo "FAIL: the error does not name --chat_template_name builtin"; cat "$T/nochat.log"; exit 1; }
+[ ! -e "$T/nochat.jsonl" ] || { echo "FAIL: output left behind"; exit 1; }
+gen --prompts "$T/prompts.txt" --output_file "$T/chat.jsonl" --use_chat_template \
+    --chat_template_name builtin --max_length 64
 
 python3 - "$T" <<'PY'
 import json, sys
@@ -109,3 +120,20 @@ if "$MAGIX" generate --prompts "$T/prompts.txt" --model_name_or_path "$T/model" 
 fi
 grep -qF "does not exist" "$T/err.log" || { cat "$T/err.log"; exit 1; }
 echo "bad input ok"
+
+# generation_config.json in the model folder gives defaults; flags given on the command line win.
+printf '{"max_new_tokens": 2, "eos_token_id": [701, 702]}\n' > "$T/model/generation_config.json"
+"$MAGIX" generate --model_name_or_path "$T/model" --prompts "$T/prompts.txt" \
+  --output_file "$T/gc_file.jsonl" > "$T/gc_file.out" 2> "$T/gc_file.err" \
+  || { echo "FAIL: generate with generation_config.json"; cat "$T/gc_file.err"; exit 1; }
+grep -q "generate: defaults from $T/model/generation_config.json: max_new_tokens 2, eos_token_id \[701, 702\]" \
+  "$T/gc_file.err" || { echo "FAIL: the defaults taken are not logged"; cat "$T/gc_file.err"; exit 1; }
+"$MAGIX" generate --model_name_or_path "$T/model" --prompts "$T/prompts.txt" --max_new_tokens 6 \
+  --output_file "$T/gc_flag.jsonl" > "$T/gc_flag.out" 2> "$T/gc_flag.err" \
+  || { echo "FAIL: generate with a flag over generation_config.json"; exit 1; }
+file_tokens=$(sed -n 's/^generated tokens: //p' "$T/gc_file.out")
+flag_tokens=$(sed -n 's/^generated tokens: //p' "$T/gc_flag.out")
+[ "$file_tokens" -le 10 ] && [ "$flag_tokens" -gt 10 ] \
+  || { echo "FAIL: generated tokens: $file_tokens with the file's limit, $flag_tokens with the flag"; exit 1; }
+grep -q "max_new_tokens" "$T/gc_flag.err" && { echo "FAIL: a given flag was replaced"; exit 1; }
+echo "generation_config ok"

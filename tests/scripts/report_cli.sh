@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What a run reports besides its log: --report_to tensorboard writes event files that
-# TensorBoard's own reader loads with the metrics file's numbers; the loss-curve SVG next to the
+# TensorBoard's own reader loads with the metrics file's numbers (train and eval); the loss-curve SVG next to the
 # metrics file and from `magix plot` is well-formed; bad input to plot is a clear error.
 # The TensorBoard check needs the tensorboard Python package (scripts/setup.sh installs it in
 # .venv); without it that part is skipped (exit 77) after the rest has run.
@@ -18,6 +18,7 @@ TINY=(--model_config "$FIXTURES/train/tiny_config.json"
       --batch_size 4 --progress log)
 
 "$MAGIX" train "${TINY[@]}" --max_steps 30 --metrics_file "$WORK/run/metrics.jsonl" \
+  --eval_file "$FIXTURES/train/corpus.jsonl" --eval_steps 10 \
   --report_to tensorboard --logging_dir "$WORK/tb" > "$WORK/stdout" 2> "$WORK/stderr" \
   || fail "train: $(cat "$WORK/stderr")"
 grep -q "loss curves: $WORK/run/metrics.svg" "$WORK/stderr" || fail "no picture line: $(cat "$WORK/stderr")"
@@ -29,7 +30,7 @@ import sys, xml.etree.ElementTree as ET
 root = ET.parse(sys.argv[1]).getroot()
 assert root.tag == "{http://www.w3.org/2000/svg}svg", root.tag
 classes = [e.get("class") for e in root.iter("{http://www.w3.org/2000/svg}polyline")]
-assert {"raw", "trend", "lr"} <= set(classes), classes
+assert {"raw", "trend", "lr", "eval"} <= set(classes), classes
 PY
 "$MAGIX" plot "$WORK/run/metrics.jsonl" --output "$WORK/again.svg" > /dev/null || fail "magix plot"
 cmp -s "$WORK/run/metrics.svg" "$WORK/again.svg" || fail "magix plot draws another picture than train"
@@ -59,7 +60,7 @@ grep -q "WARNING: --max_length 8 cuts counted targets from 48 of 48 examples" "$
 suggested=$(sed -n 's/.*--max_length \([0-9]*\) would keep 99% of the examples whole.*/\1/p' "$WORK/err")
 [ -n "$suggested" ] || fail "no suggested --max_length: $(cat "$WORK/err")"
 "$MAGIX" train "${TINY[@]}" --max_length "$suggested" --max_steps 1 > /dev/null 2> "$WORK/err" || fail "train"
-grep -q "WARNING" "$WORK/err" && fail "--max_length $suggested still cuts targets: $(cat "$WORK/err")"
+grep -q "WARNING: --max_length" "$WORK/err" && fail "--max_length $suggested still cuts targets: $(cat "$WORK/err")"
 "$MAGIX" train "${TINY[@]}" --max_length $((suggested - 1)) --max_steps 1 > /dev/null 2> "$WORK/err" || fail "train"
 grep -qE "cuts counted targets from [0-9]+ of 48 examples" "$WORK/err" || fail "one shorter: $(cat "$WORK/err")"
 # Log lines say what they average and count.
@@ -78,12 +79,20 @@ ROOT="$(cd "$FIXTURES/../.." && pwd)"
 import json, math, sys
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 ea = EventAccumulator(sys.argv[1]); ea.Reload()
-want = [json.loads(l) for l in open(sys.argv[2])]
+lines = [json.loads(l) for l in open(sys.argv[2])]
+want = [l for l in lines if "loss" in l]
+evals = [l for l in lines if "eval_loss" in l]
+assert [e["step"] for e in evals] == [10, 20, 30], evals
+for tag, key in [("eval/loss", "eval_loss"), ("eval/perplexity", "eval_perplexity")]:
+    got = ea.Scalars(tag)
+    assert [e.step for e in got] == [w["step"] for w in evals], tag
+    for e, w in zip(got, evals):
+        assert math.isclose(e.value, w[key], rel_tol=1e-6), (tag, e, w)
 for tag, key in [("train/loss", "loss"), ("train/learning_rate", "lr"), ("train/grad_norm", "grad_norm")]:
     got = ea.Scalars(tag)
     assert [e.step for e in got] == [w["step"] for w in want], tag
     for e, w in zip(got, want):
         assert math.isclose(e.value, w[key], rel_tol=1e-6, abs_tol=1e-12), (tag, e, w)
-print("tensorboard read", len(want), "steps")
+print("tensorboard read", len(want), "steps and", len(evals), "evaluations")
 PY
 echo "report_cli: OK"

@@ -32,8 +32,8 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM
 
-CASES = ["llama_gqa", "llama_mqa_bias", "mistral_window", "gemma", "qwen2", "qwen2_tied",
-         "llama_yarn", "phi3"]
+CASES = ["llama_gqa", "llama_mqa_bias", "mistral_window", "gemma", "qwen2", "qwen2_tied", "qwen3",
+         "gemma2", "gemma3_text", "llama_yarn", "phi3"]
 LENGTHS = [5, 9, 2, 7]
 MAX_NEW_TOKENS = 12
 PENALTY = 1.3

@@ -20,7 +20,7 @@ The batch (input_ids, attention_mask, labels) is the model fixture's reference.s
 
 Run with the reference venv (peft 0.21.2 installed into /work/refenv):
   /work/refenv/bin/python tools/reference/make_lora_fixtures.py [--out tests/fixtures/lora]
-        [--only CASE ...]
+      [--only CASE ...]
 The output is deterministic.
 """
 
@@ -73,6 +73,20 @@ CASES = [
         "magix_targets": r"(qkv_proj|o_proj|gate_up_proj|down_proj)\.weight$",
         "seed": 7003,
     },
+] + [
+    {
+        "case": model,
+        "model": model,
+        "description": "every linear weight of the layers (the default targets; not the q/k "
+                       "norms nor the feed-forward norms), r 4, alpha 8",
+        "r": 4,
+        "alpha": 8.0,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                           "down_proj"],
+        "magix_targets": None,  # the default
+        "seed": seed,
+    }
+    for model, seed in (("qwen3", 7003), ("gemma2", 7004), ("gemma3_text", 7005))
 ]
 
 

@@ -36,6 +36,10 @@ import torch
 import transformers
 from safetensors.torch import save_file
 from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     GemmaConfig,
     GemmaForCausalLM,
     LlamaConfig,
@@ -46,6 +50,8 @@ from transformers import (
     Phi3ForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 FAMILIES = {
@@ -53,6 +59,9 @@ FAMILIES = {
     "mistral": (MistralConfig, MistralForCausalLM),
     "gemma": (GemmaConfig, GemmaForCausalLM),
     "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+    "gemma2": (Gemma2Config, Gemma2ForCausalLM),
+    "gemma3_text": (Gemma3TextConfig, Gemma3ForCausalLM),
     "phi3": (Phi3Config, Phi3ForCausalLM),
 }
 
@@ -155,6 +164,68 @@ CASES = [
         "T": 18, "pad": 5, "seed": 1006, "legacy_config": False,
     },
     {
+        "case": "qwen3",
+        "family": "qwen3",
+        "description": "Qwen3, 4 heads / 2 kv heads, head_dim 16 with hidden 32 "
+        "(heads*head_dim != hidden), per-head q_norm/k_norm before RoPE, no biases, untied; "
+        "3 layers, use_sliding_window with max_window_layers 1: layer 0 full attention, layers "
+        "1 and 2 a sliding window of 5 < T=16.",
+        "config": dict(
+            vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+            max_position_embeddings=128, rms_norm_eps=1e-6, initializer_range=0.1,
+            tie_word_embeddings=False, use_sliding_window=True, sliding_window=5,
+            max_window_layers=1, bos_token_id=1, eos_token_id=2,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        ),
+        "T": 16, "pad": 4, "seed": 1007, "legacy_config": False,
+    },
+    {
+        "case": "gemma2",
+        "family": "gemma2",
+        "description": "Gemma 2, 4 heads / 2 kv heads, head_dim 16 with hidden 32, "
+        "query_pre_attn_scalar 24 (scaling 24**-0.5, not head_dim**-0.5), attention logits "
+        "soft-capped at 0.8 and final logits at 1.5 (both change the results: see "
+        "softcap_effect_*), post-attention, pre- and post-feed-forward norms, (1 + w) RMSNorm, "
+        "sqrt(hidden) embedding scale, GeGLU, tied; 3 layers alternating sliding (window 5 < "
+        "T=16) / full / sliding.",
+        "config": dict(
+            vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+            max_position_embeddings=128, rms_norm_eps=1e-6, initializer_range=0.2,
+            hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True,
+            query_pre_attn_scalar=24, sliding_window=5, attn_logit_softcapping=0.8,
+            final_logit_softcapping=1.5, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        ),
+        "T": 16, "pad": 3, "seed": 1008, "legacy_config": False,
+        "softcaps": ("attn_logit_softcapping", "final_logit_softcapping"),
+    },
+    {
+        "case": "gemma3_text",
+        "family": "gemma3_text",
+        "description": "Gemma 3 (text), 4 heads / 1 kv head (MQA), head_dim 16 with hidden 32, "
+        "per-head q_norm/k_norm with (1 + w), query_pre_attn_scalar 20, sandwich norms, "
+        "sqrt(hidden) embedding scale, GeGLU, untied; 4 layers from sliding_window_pattern 3: "
+        "sliding, sliding, full, sliding (window 5 < T=16); sliding layers use RoPE base 100 "
+        "(default rope), the full layer base 10000 with linear scaling factor 2; final logits "
+        "soft-capped at 2.0.",
+        "config": dict(
+            vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+            num_attention_heads=4, num_key_value_heads=1, head_dim=16,
+            max_position_embeddings=128, rms_norm_eps=1e-6, initializer_range=0.2,
+            hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=False,
+            query_pre_attn_scalar=20, sliding_window=5, sliding_window_pattern=3,
+            final_logit_softcapping=2.0, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+            rope_parameters={
+                "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+                "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0},
+            },
+        ),
+        "T": 16, "pad": 3, "seed": 1009, "legacy_config": False,
+        "softcaps": ("final_logit_softcapping",),
+    },
+    {
         "case": "llama_yarn",
         "family": "llama",
         "description": "Llama, GQA (4 heads / 2 kv heads, head_dim 16), YaRN rope scaling "
@@ -188,6 +259,9 @@ CASES = [
         "T": 20, "pad": 4, "seed": 1008, "legacy_config": False,
     },
 ]
+
+# Families whose transformers classes have no sdpa attention (soft-capping needs eager).
+NO_SDPA = {"gemma2"}
 
 # Sequence lengths for the llama_gqa scoring check (no padding, one sequence per line).
 SCORE_LENGTHS = [2, 7, 13, 20]
@@ -298,17 +372,27 @@ def write_case(spec, out_root, report):
     info = {"reload_max_abs_logits": max_abs(re_logits, logits)}
 
     # eager vs sdpa, stored in reference.json
-    sdpa = model_cls.from_pretrained(case_dir, attn_implementation="sdpa",
-                                     dtype=torch.float32).eval()
-    s_logits, s_loss, s_grads = run_case(sdpa, ids, mask, labels)
-    real = mask.bool()
-    info["sdpa_max_abs_logits_real"] = max_abs(s_logits[real], logits[real])
-    info["sdpa_max_abs_logits_all"] = max_abs(s_logits, logits)
-    info["sdpa_abs_loss"] = abs(float(s_loss) - float(loss))
-    info["sdpa_max_abs_grad"] = max(max_abs(s_grads[n], grads[n]) for n in grads)
-    info["sdpa_max_rel_grad"] = max(
-        max_abs(s_grads[n], grads[n]) / max(float(grads[n].abs().max()), 1e-30)
-        for n in grads)
+    if spec["family"] not in NO_SDPA:
+        sdpa = model_cls.from_pretrained(case_dir, attn_implementation="sdpa",
+                                         dtype=torch.float32).eval()
+        s_logits, s_loss, s_grads = run_case(sdpa, ids, mask, labels)
+        real = mask.bool()
+        info["sdpa_max_abs_logits_real"] = max_abs(s_logits[real], logits[real])
+        info["sdpa_max_abs_logits_all"] = max_abs(s_logits, logits)
+        info["sdpa_abs_loss"] = abs(float(s_loss) - float(loss))
+        info["sdpa_max_abs_grad"] = max(max_abs(s_grads[n], grads[n]) for n in grads)
+        info["sdpa_max_rel_grad"] = max(
+            max_abs(s_grads[n], grads[n]) / max(float(grads[n].abs().max()), 1e-30)
+            for n in grads)
+
+    # The soft-caps must matter: the same weights with each cap removed change the logits.
+    for field in spec.get("softcaps", ()):
+        uncapped = model_cls.from_pretrained(case_dir, attn_implementation="eager",
+                                             dtype=torch.float32, **{field: None}).eval()
+        u_logits, _, _ = run_case(uncapped, ids, mask, labels)
+        effect = max_abs(u_logits, logits)
+        assert effect > 1e-2, f"{spec['case']}: {field} changes the logits by only {effect}"
+        info["softcap_effect_" + field] = effect
 
     hf_vs_nll = abs(float(loss) - float(nll.sum() / ntok.sum()))
     info["loss_minus_sum_nll_over_tokens"] = hf_vs_nll
@@ -346,6 +430,10 @@ def write_case(spec, out_root, report):
         notes.append("Tied embeddings: model.named_parameters() has no lm_head.weight, so "
                      "grad.model.embed_tokens.weight is the total gradient (embedding lookup + "
                      "LM head); model.safetensors has no lm_head.weight either.")
+    if spec["family"] in ("qwen3", "gemma2", "gemma3_text"):
+        notes.append(f"layer_types = {config.layer_types}; sliding_window = "
+                     f"{config.sliding_window}: a sliding layer's query at q attends keys k with "
+                     f"q - {config.sliding_window} < k <= q.")
     if spec["family"] == "qwen2":
         notes.append(f"Qwen2 layer_types = {config.layer_types}; sliding_window = "
                      f"{config.sliding_window} (use_sliding_window false makes transformers set "
@@ -389,7 +477,7 @@ def write_case(spec, out_root, report):
         "parameters": [n for n, _ in model.named_parameters()],
         "notes": notes,
     }
-    meta.update({k: v for k, v in info.items() if k.startswith("sdpa")})
+    meta.update({k: v for k, v in info.items() if k.startswith(("sdpa", "softcap"))})
     with open(os.path.join(case_dir, "reference.json"), "w") as f:
         json.dump(meta, f, indent=2)
         f.write("\n")
@@ -401,19 +489,28 @@ def write_case(spec, out_root, report):
 
 
 def describe_rope(model):
-    """inv_freq actually used by the model vs. the unscaled one (theta^(-2i/d))."""
+    """inv_freq actually used by the model vs. the unscaled one (theta^(-2i/d)); per layer type
+    where the model has one rotary embedding per layer type (Gemma 3)."""
     rotary = model.model.rotary_emb
-    inv = rotary.inv_freq.detach().double()
     cfg = model.config
-    theta = cfg.rope_parameters["rope_theta"]
+    if not hasattr(rotary, "inv_freq"):
+        return {t: describe_rope_of(cfg, cfg.rope_parameters[t], getattr(rotary, t + "_inv_freq"),
+                                    getattr(rotary, t + "_attention_scaling"))
+                for t in sorted(set(cfg.layer_types))}
+    return describe_rope_of(cfg, cfg.rope_parameters, rotary.inv_freq, rotary.attention_scaling)
+
+
+def describe_rope_of(cfg, rope_parameters, inv_freq, attention_scaling):
+    inv = inv_freq.detach().double()
+    theta = rope_parameters["rope_theta"]
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     base = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
     ratio = (base.double() / inv).tolist()
     return {
-        "rope_parameters": dict(cfg.rope_parameters),
+        "rope_parameters": dict(rope_parameters),
         "head_dim": int(head_dim),
-        "attention_scaling": float(rotary.attention_scaling),
-        "inv_freq": [float(x) for x in rotary.inv_freq.tolist()],
+        "attention_scaling": float(attention_scaling),
+        "inv_freq": [float(x) for x in inv_freq.tolist()],
         "unscaled_over_scaled": [float(x) for x in ratio],
     }
 

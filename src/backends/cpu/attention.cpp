@@ -40,6 +40,7 @@
 #include "backends/cpu/attention_rows.hpp"
 #include "backends/cpu/gemm.hpp"
 #include "backends/cpu/gemm_bf16.hpp"
+#include "backends/cpu/softcap.hpp"
 #include "magix/dtype_convert.hpp"
 #include "magix/error.hpp"
 
@@ -241,8 +242,10 @@ struct Scratch {
   std::vector<float> s, dp, row;
   std::vector<uint16_t> p16, ds16, q16, do16;
   std::vector<float> acc, dk, dv;
+  std::vector<float> slope;  // soft-capping only: (kQueryBlock, T) d capped / d raw score
   explicit Scratch(const Problem& p)
       : s(kQueryBlock * p.T), dp(kQueryBlock * p.T), row(kQueryBlock) {
+    if (p.mask->softcap > 0) slope.resize(kQueryBlock * p.T);
     if constexpr (kBf16<Elem>) {
       p16.resize(kQueryBlock * p.T);
       ds16.resize(kQueryBlock * p.T);
@@ -336,6 +339,7 @@ void forward_block(const Problem& p, Elem* out, float* lse, const Elem* q,
   float* s = w.s.data();  // (nq, nk): S = scale Q K^T, then unnormalised P
   block_product(false, true, nq, nk, D, p.scale, q + p.q_off(b, i0, h), ldq, kb.data, kb.ld, 0.0f,
                 s, nk);
+  if (p.mask->softcap > 0) softcap_row(s, nq * nk, p.mask->softcap, nullptr);
   for (int64_t r = 0; r < nq; ++r) {
     const int64_t i = i0 + r;
     float* sr = s + r * nk;
@@ -390,6 +394,8 @@ void backward_block(const Problem& p, float* dq, float* dk_g, float* dv_g, int64
   float* s = w.s.data();    // (nq, nk): scores, then P
   float* dp = w.dp.data();  // (nq, nk): dP, then dS
   block_product(false, true, nq, nk, D, p.scale, qb.data, qb.ld, kb.data, kb.ld, 0.0f, s, nk);
+  const bool capped = p.mask->softcap > 0;
+  if (capped) softcap_row(s, nq * nk, p.mask->softcap, w.slope.data());
   for (int64_t r = 0; r < nq; ++r) {
     float* sr = s + r * nk;
     uint16_t* p16 = kBf16<Elem> ? w.p16.data() + r * nk : nullptr;
@@ -407,6 +413,10 @@ void backward_block(const Problem& p, float* dq, float* dk_g, float* dv_g, int64
   block_product(true, false, nk, D, nq, 1.0f, operand<Elem>(s, w.p16), nk, dob.data, dob.ld, 1.0f,
                 dv_g + jlo * ld_g, ld_g);
   block_product(false, true, nq, nk, D, 1.0f, dob.data, dob.ld, vb.data, vb.ld, 0.0f, dp, nk);
+  // Soft-capping: dS of the raw scores = P ∘ slope ∘ (dP - D_i); P is not needed after P·dO.
+  if (capped) {
+    for (int64_t e = 0; e < nq * nk; ++e) s[e] *= w.slope[e];
+  }
   for (int64_t r = 0; r < nq; ++r) {
     uint16_t* ds16 = kBf16<Elem> ? w.ds16.data() + r * nk : nullptr;
     score_gradients<Elem>(s + r * nk, dp + r * nk, w.row[r], nk, ds16);

@@ -10,11 +10,13 @@ namespace magix::cpu {
 
 // Query i of row b sees key j iff j <= i, and (sliding_window <= 0 or i - j < sliding_window),
 // and key_valid[b*T + j] != 0 (if key_valid is given), and segment[b*T+i] == segment[b*T+j]
-// (if segment is given; packing). A query that sees no key outputs 0 (lse = -inf).
+// (if segment is given; packing). A query that sees no key outputs 0 (lse = -inf). softcap > 0
+// caps every score s = scale·q·k to softcap·tanh(s / softcap) before the mask (Gemma 2).
 struct AttentionMask {
   const int32_t* key_valid = nullptr;  // (B, T) or null: every key valid
   const int32_t* segment = nullptr;    // (B, T) or null: one segment per row
   int64_t sliding_window = 0;          // <= 0: unlimited
+  float softcap = 0;                   // <= 0: none
 };
 
 // q, out (B, T, Hq, D); k, v (B, T, Hkv, D), Hq a multiple of Hkv (query head h uses kv head

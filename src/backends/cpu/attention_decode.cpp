@@ -11,7 +11,8 @@
 namespace magix::cpu {
 
 void attention_decode(float* out, const float* q, const KvView& c, int64_t B, int64_t slot,
-                      int64_t Hq, int64_t Hkv, int64_t D, float scale, int64_t window) {
+                      int64_t Hq, int64_t Hkv, int64_t D, float scale, int64_t window,
+                      float softcap) {
   const int64_t group = Hq / Hkv;
   const int64_t lo = window > 0 ? std::max<int64_t>(0, slot - window + 1) : 0;
 #pragma omp parallel if (B * Hq * (slot - lo + 1) * D > (1 << 15))
@@ -31,6 +32,7 @@ void attention_decode(float* out, const float* q, const KvView& c, int64_t B, in
             dot = 0;
             for (int64_t d = 0; d < D; ++d) dot += qh[d] * kj[d];
             dot *= scale;
+            if (softcap > 0) dot = std::tanh(dot / softcap) * softcap;
           }
           s[j - lo] = dot;
           mx = std::max(mx, dot);
@@ -57,7 +59,8 @@ void attention_decode(float* out, const float* q, const KvView& c, int64_t B, in
 }
 
 void attention_decode(float* out, const float* q, const KvViewBf16& c, int64_t B, int64_t slot,
-                      int64_t Hq, int64_t Hkv, int64_t D, float scale, int64_t window) {
+                      int64_t Hq, int64_t Hkv, int64_t D, float scale, int64_t window,
+                      float softcap) {
   const int64_t group = Hq / Hkv;
   const int64_t lo = window > 0 ? std::max<int64_t>(0, slot - window + 1) : 0;
   const int64_t D8 = D / 8 * 8;
@@ -81,6 +84,7 @@ void attention_decode(float* out, const float* q, const KvViewBf16& c, int64_t B
             dot = vec::sum(acc);
             for (; d < D; ++d) dot += qh[d] * bf16_to_float(kj[d]);
             dot *= scale;
+            if (softcap > 0) dot = std::tanh(dot / softcap) * softcap;
           }
           s[j - lo] = dot;
           mx = std::max(mx, dot);

@@ -16,9 +16,11 @@ struct KvView {
 };
 
 // q, out (B, Hq, D): the token at slot `slot` of each row; query head h uses kv head
-// h / (Hq / Hkv); scale multiplies q·k. Softmax in fp32; a query that sees no key outputs 0.
+// h / (Hq / Hkv); scale multiplies q·k; softcap > 0 caps the scores (softcap·tanh(s / softcap)).
+// Softmax in fp32; a query that sees no key outputs 0.
 void attention_decode(float* out, const float* q, const KvView& cache, int64_t B, int64_t slot,
-                      int64_t Hq, int64_t Hkv, int64_t D, float scale, int64_t window);
+                      int64_t Hq, int64_t Hkv, int64_t D, float scale, int64_t window,
+                      float softcap = 0);
 
 // The same against a bf16 cache (bf16 mixed precision: half the bytes per step): scores,
 // softmax and the weighted sum in fp32, eight lanes at a time.
@@ -29,6 +31,7 @@ struct KvViewBf16 {
   int64_t S = 0;
 };
 void attention_decode(float* out, const float* q, const KvViewBf16& cache, int64_t B, int64_t slot,
-                      int64_t Hq, int64_t Hkv, int64_t D, float scale, int64_t window);
+                      int64_t Hq, int64_t Hkv, int64_t D, float scale, int64_t window,
+                      float softcap = 0);
 
 }  // namespace magix::cpu

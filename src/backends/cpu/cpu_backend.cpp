@@ -23,6 +23,7 @@
 #include "backends/cpu/residual.hpp"
 #include "backends/cpu/rmsnorm.hpp"
 #include "backends/cpu/rope.hpp"
+#include "backends/cpu/softcap.hpp"
 #include "magix/dtype_convert.hpp"
 #include "magix/error.hpp"
 #include "magix/hash.hpp"
@@ -117,6 +118,7 @@ cpu::AttentionMask mask_view(const char* op, const magix::AttentionMask& m, int6
     v.segment = i32(*m.segment);
   }
   v.sliding_window = m.window;
+  v.softcap = m.softcap;
   return v;
 }
 
@@ -477,7 +479,7 @@ void CpuBackend::attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Te
 
 void CpuBackend::attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache,
                                   const Tensor& v_cache, const Tensor& valid, int64_t slot,
-                                  float scale, int64_t window) const {
+                                  float scale, int64_t window, float softcap) const {
   const char* op = "attention_decode";
   check_dtype(op, "q", q, DType::kF32);
   check_dtype(op, "out", out, DType::kF32);
@@ -500,11 +502,37 @@ void CpuBackend::attention_decode(Tensor& out, const Tensor& q, const Tensor& k_
   MAGIX_CHECK(slot >= 0 && slot < c.T, "{}: slot {} outside the cache's {} slots", op, slot, c.T);
   if (is(k_cache, DType::kBF16)) {
     const KvViewBf16 view{b16(k_cache), b16(v_cache), i32(valid), c.T};
-    cpu::attention_decode(f32(out), f32(q), view, c.B, slot, q.dim(1), c.H, c.D, scale, window);
+    cpu::attention_decode(f32(out), f32(q), view, c.B, slot, q.dim(1), c.H, c.D, scale, window,
+                          softcap);
   } else {
     const KvView view{f32(k_cache), f32(v_cache), i32(valid), c.T};
-    cpu::attention_decode(f32(out), f32(q), view, c.B, slot, q.dim(1), c.H, c.D, scale, window);
+    cpu::attention_decode(f32(out), f32(q), view, c.B, slot, q.dim(1), c.H, c.D, scale, window,
+                          softcap);
   }
+}
+
+void CpuBackend::softcap_forward(Tensor& x, float cap) const {
+  const char* op = "softcap_forward";
+  check_cpu(op, x);
+  MAGIX_CHECK(cap > 0, "{}: cap must be positive, got {}", op, cap);
+  if (is(x, DType::kF32)) return cpu::softcap_forward(f32(x), x.numel(), cap);
+  if (is(x, DType::kBF16)) return cpu::softcap_forward(b16(x), x.numel(), cap);
+  unsupported(op, x, x);
+}
+
+void CpuBackend::softcap_backward(Tensor& dx, const Tensor& y, float cap) const {
+  const char* op = "softcap_backward";
+  check_cpu(op, dx);
+  check_cpu(op, y);
+  MAGIX_CHECK(cap > 0, "{}: cap must be positive, got {}", op, cap);
+  check_numel(op, "y", y, dx.numel());
+  if (is(dx, DType::kF32) && is(y, DType::kF32)) {
+    return cpu::softcap_backward(f32(dx), f32(y), dx.numel(), cap);
+  }
+  if (is(dx, DType::kBF16) && is(y, DType::kBF16)) {
+    return cpu::softcap_backward(b16(dx), b16(y), dx.numel(), cap);
+  }
+  unsupported(op, dx, y);
 }
 
 void CpuBackend::glu_forward(Tensor& out, const Tensor& gate, const Tensor& up,

@@ -41,8 +41,10 @@ class CpuBackend final : public Backend {
                           const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                           float scale, const magix::AttentionMask& mask) const override;
   void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-                        const Tensor& valid, int64_t slot, float scale,
-                        int64_t window) const override;
+                        const Tensor& valid, int64_t slot, float scale, int64_t window,
+                        float softcap) const override;
+  void softcap_forward(Tensor& x, float cap) const override;
+  void softcap_backward(Tensor& dx, const Tensor& y, float cap) const override;
   void glu_forward(Tensor& out, const Tensor& gate, const Tensor& up,
                    Activation act) const override;
   void glu_backward(Tensor& dgate, Tensor& dup, const Tensor& dout, const Tensor& gate,
