@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <tuple>
 
 #include "magix/error.hpp"
 #include "magix/model.hpp"
@@ -95,6 +96,36 @@ TEST(Yarn, FrequenciesAndAttentionFactorMatchTransformersBitForBit) {
   }
 }
 
+// gemma3_text reads rope_parameters per layer type; either may be yarn, each with its own
+// frequencies and attention factor (the same transformers values as above).
+TEST(Yarn, Gemma3TextPerLayerType) {
+  const std::vector<YarnCase> cases = yarn_cases();
+  const YarnCase& full = cases[0];
+  const YarnCase& sliding = cases[1];
+  const json j = {{"model_type", "gemma3_text"},
+                  {"vocab_size", 32},
+                  {"hidden_size", 64},
+                  {"intermediate_size", 64},
+                  {"num_hidden_layers", 2},
+                  {"num_attention_heads", 4},
+                  {"num_key_value_heads", 4},
+                  {"head_dim", 64},
+                  {"max_position_embeddings", 131072},
+                  {"sliding_window_pattern", 2},
+                  {"rope_parameters",
+                   {{"full_attention", full.config.at("rope_parameters")},
+                    {"sliding_attention", sliding.config.at("rope_parameters")}}}};
+  const ModelConfig c = parse_model_config(j, "cfg.json");
+  ASSERT_EQ(c.local_rope, (std::vector<char>{1, 0}));
+  for (const auto& [name, yc, theta, scaling] :
+       {std::tuple{"full", &full, c.rope_theta, c.rope_scaling},
+        std::tuple{"sliding", &sliding, c.rope_local_theta, c.rope_local_scaling}}) {
+    ASSERT_EQ(scaling.kind, RopeScaling::Kind::kYarn) << name;
+    EXPECT_EQ(scaling.attention_scaling, static_cast<float>(yc->attention_scaling)) << name;
+    EXPECT_EQ(rope_inv_freq(c.head_dim, theta, scaling), yc->inv_freq) << name;
+  }
+}
+
 TEST(Yarn, ParsingDefaultsAndErrors) {
   json j = llama(64, 4, 256, {{"rope_type", "yarn"}, {"factor", 2.0}});
   RopeScaling s = parse_model_config(j, "cfg.json").rope_scaling;
@@ -131,7 +162,8 @@ TEST(Yarn, ParsingDefaultsAndErrors) {
   EXPECT_NE(error_of(dynamic).find("rope type 'dynamic' is not supported"), std::string::npos);
 }
 
-// Each fixture's reference.json records the inv_freq and attention_scaling of the HF model.
+// Each fixture's reference.json records the inv_freq and attention_scaling of the HF model
+// (gemma3_text: one per layer type).
 TEST(RopeOfFixtures, MatchTheReferenceBitForBit) {
   int checked = 0;
   for (const auto& entry : std::filesystem::directory_iterator(kModels)) {
@@ -141,18 +173,30 @@ TEST(RopeOfFixtures, MatchTheReferenceBitForBit) {
     const json ref = json::parse(in);
     if (!ref.contains("rope")) continue;
     const ModelConfig c = load_model_config(entry.path() / "config.json");
-    const std::vector<float> got = rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling);
-    const json& want = ref.at("rope").at("inv_freq");
-    ASSERT_EQ(got.size(), want.size()) << entry.path();
-    for (size_t i = 0; i < got.size(); ++i) {
-      EXPECT_EQ(got[i], want[i].get<float>()) << entry.path() << " inv_freq[" << i << "]";
+    const auto check = [&](const json& want, float theta, const RopeScaling& scaling,
+                           const std::string& what) {
+      const std::vector<float> got = rope_inv_freq(c.head_dim, theta, scaling);
+      ASSERT_EQ(got.size(), want.at("inv_freq").size()) << what;
+      for (size_t i = 0; i < got.size(); ++i) {
+        EXPECT_EQ(got[i], want.at("inv_freq")[i].get<float>()) << what << " inv_freq[" << i << "]";
+      }
+      EXPECT_EQ(scaling.attention_scaling,
+                static_cast<float>(want.at("attention_scaling").get<double>()))
+          << what;
+    };
+    const json& rope = ref.at("rope");
+    if (rope.contains("full_attention")) {
+      // gemma3_text: one rope per layer type.
+      check(rope.at("full_attention"), c.rope_theta, c.rope_scaling,
+            entry.path().string() + " full_attention");
+      check(rope.at("sliding_attention"), c.rope_local_theta, c.rope_local_scaling,
+            entry.path().string() + " sliding_attention");
+    } else {
+      check(rope, c.rope_theta, c.rope_scaling, entry.path().string());
     }
-    EXPECT_EQ(c.rope_scaling.attention_scaling,
-              static_cast<float>(ref.at("rope").at("attention_scaling").get<double>()))
-        << entry.path();
     ++checked;
   }
-  EXPECT_GE(checked, 7);
+  EXPECT_GE(checked, 11);
 }
 
 }  // namespace
