@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
     const magix::ModelConfig config = magix::parse_model_config(cfg, "bench");
     const magix::PartitionRules rules = magix::default_partition_rules("llama");
     std::vector<magix::ParamInfo> infos = magix::expected_parameters(config);
-    magix::apply_partition_rules(infos, rules);
+    magix::apply_partition_rules(infos, rules, config);
     magix::shard_parameters(infos, mesh);
     const bool load = args.size() > 3;
     const magix::DecoderOptions options{.weight_dtype = weight_dtype,

@@ -42,9 +42,13 @@ struct ShardedTensor {
 };
 
 // The tensors of a ParameterSet (model weights, gradients, optimizer moments) as ShardedTensors
-// sharing storage with it. `prefix` is prepended to the names (e.g. "mu/").
+// sharing storage with it. `prefix` is prepended to the names (e.g. "mu/"). A fused tensor whose
+// rank holds several boxes (ParamInfo::pieces) gives one ShardedTensor per box, all of its name.
 std::vector<ShardedTensor> sharded_tensors(const ParameterSet& params,
                                            const std::string& prefix = "");
+// The same for one tensor `local` laid out as `info` (e.g. an optimizer moment), named `name`.
+void append_sharded_tensors(std::vector<ShardedTensor>& out, const ParamInfo& info,
+                            const std::string& name, const Tensor& local);
 
 // Items of one save: item name ("model", "optimizer", "lora") -> its tensors.
 using CheckpointItems = std::map<std::string, std::vector<ShardedTensor>>;

@@ -33,9 +33,10 @@
 namespace magix {
 
 // Every linear weight inside the decoder layers (the reference's `layers/.*/kernel` rule):
-// q, k, v, o, gate, up, down projections.
+// q, k, v, o, gate, up, down projections (phi3: the fused qkv_proj and gate_up_proj, as PEFT
+// adapts them).
 inline constexpr const char* kDefaultLoraTargets =
-    R"(layers\.[0-9]+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight$)";
+    R"(layers\.[0-9]+\.(self_attn\.(q|k|v|o|qkv)_proj|mlp\.(gate|up|down|gate_up)_proj)\.weight$)";
 
 struct LoraConfig {
   int64_t rank = 8;
@@ -64,6 +65,11 @@ std::vector<size_t> lora_target_indices(const std::vector<ParamInfo>& base,
 // sharded for `mesh`).
 std::vector<ParamInfo> lora_adapter_infos(const std::vector<ParamInfo>& base,
                                           const LoraConfig& config, const Mesh& mesh);
+
+// The adapter `which` ('A' (r, in) or 'B' (out, r)) of the sharded weight `w`, sharded for `mesh`:
+// A's in-dim as the weight's in-dim, B's out-dim as the weight's out-dim (a fused weight's B
+// split part by part as the weight: B's rows are fused the same way).
+ParamInfo lora_adapter_info(const ParamInfo& w, char which, int64_t rank, const Mesh& mesh);
 
 // Adapters as initialised for training: A He-uniform in [-sqrt(6 / in), sqrt(6 / in)), element e
 // of the global A a pure function of (seed, name, e) so that every rank draws its own box; B 0.

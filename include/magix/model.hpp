@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -29,7 +30,19 @@ struct ParamInfo {
   PartitionSpec spec;  // from the partition rules (magix/sharding.hpp)
   Shape box_start;     // this rank's shard: [box_start, box_start + box_extent) per dim
   Shape box_extent;    // equals global_shape on the 1x1 mesh
+  // Fused tensors (spec.parts, e.g. phi3's qkv_proj): the rows of each part (resolve_parts), and
+  // this rank's boxes (shard_pieces) where it holds more than one: the local tensor stacks them
+  // along dim 0, box_start is the first one's start and box_extent the local shape.
+  std::vector<int64_t> part_rows;
+  std::vector<ShardBox> pieces;
 };
+
+// This rank's boxes of `p` in the order its local tensor stacks them along dim 0: p.pieces, or
+// the one box (box_start, box_extent).
+std::vector<ShardBox> local_boxes(const ParamInfo& p);
+
+// The config fields a partition rule's part sizes may name (kPartSizeFields) and their values.
+std::map<std::string, int64_t, std::less<>> part_size_fields(const ModelConfig& config);
 
 // Every parameter a model of `config` has, in HF order (embed_tokens, per layer: input_layernorm,
 // q/k/v/o (+ biases), post_attention_layernorm, gate/up/down (+ biases); norm; lm_head unless
@@ -37,13 +50,16 @@ struct ParamInfo {
 // whole tensor.
 std::vector<ParamInfo> expected_parameters(const ModelConfig& config);
 
-// Replaces the specs by those of user rules (--partition_rules). The decoder accepts any use of
-// the data axis (FSDP over one dim) but only the model-axis layout of the default rules (the
-// tensor-parallel layers it implements); Decoder's constructor checks that.
-void apply_partition_rules(std::vector<ParamInfo>& infos, const PartitionRules& rules);
+// Replaces the specs by those of user rules (--partition_rules), resolving their parts' sizes
+// with `config`. The decoder accepts any use of the data axis (FSDP over one dim; not dim 0 of a
+// fused tensor) but only the model-axis layout of the default rules (the tensor-parallel layers
+// it implements, fused tensors split part by part); Decoder's constructor checks that.
+void apply_partition_rules(std::vector<ParamInfo>& infos, const PartitionRules& rules,
+                           const ModelConfig& config);
 
-// Sets each info's box for this rank of `mesh` (shard_box); a dim that does not divide by its
-// axis size is an error naming the parameter and the dim.
+// Sets each info's box for this rank of `mesh` (shard_box; shard_pieces for fused tensors); a
+// dim (or part) that does not divide by its axis size is an error naming the parameter and the
+// dim.
 void shard_parameters(std::vector<ParamInfo>& infos, const Mesh& mesh);
 
 // An ordered set of tensors, one per parameter, each holding this rank's box. Parameters are

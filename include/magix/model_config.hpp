@@ -1,6 +1,6 @@
 // The architecture of a decoder, parsed strictly from a Hugging Face config.json
-// (model_type llama, mistral, gemma, qwen2, qwen3, gemma2 or gemma3_text; the field names and
-// defaults of transformers 5.23,
+// (model_type llama, mistral, gemma, qwen2, qwen3, gemma2, gemma3_text or phi3; the field names
+// and defaults of transformers 5.23,
 // both the older rope_theta/rope_scaling layout and the newer rope_parameters one).
 #pragma once
 
@@ -14,19 +14,24 @@
 
 namespace magix {
 
-enum class ModelFamily { kLlama, kMistral, kGemma, kQwen2, kQwen3, kGemma2, kGemma3Text };
+enum class ModelFamily { kLlama, kMistral, kGemma, kQwen2, kQwen3, kGemma2, kGemma3Text, kPhi3 };
 
 // The gated MLP's activation: SiLU (SwiGLU) or tanh-approximated GELU (GeGLU).
 enum class Activation { kSilu, kGeluTanh };
 
-// How rotary frequencies are scaled (transformers' rope types default, linear and llama3).
+// How rotary frequencies are scaled (transformers' rope types default, linear, llama3 and yarn).
 struct RopeScaling {
-  enum class Kind { kNone, kLinear, kLlama3 };
+  enum class Kind { kNone, kLinear, kLlama3, kYarn };
   Kind kind = Kind::kNone;
   float factor = 1.0f;
   float low_freq_factor = 1.0f;          // llama3
   float high_freq_factor = 4.0f;         // llama3
-  int64_t original_max_position = 8192;  // llama3
+  int64_t original_max_position = 8192;  // llama3, yarn
+  double beta_fast = 32, beta_slow = 1;  // yarn: the ramp's bounds in rotations
+  bool truncate = true;                  // yarn: round the ramp's bounds to whole dims
+  // cos and sin are multiplied by this (transformers' attention_scaling; yarn's attention_factor
+  // or mscale rule, 1 for the other types).
+  float attention_scaling = 1.0f;
 };
 
 std::string_view family_name(ModelFamily family);
@@ -42,7 +47,7 @@ struct ModelConfig {
   int64_t head_dim = 0;           // D (even)
   float rms_norm_eps = 1e-6f;
   float rope_theta = 10000.0f;
-  RopeScaling rope_scaling;     // kNone, kLinear or kLlama3
+  RopeScaling rope_scaling;     // kNone, kLinear, kLlama3 or kYarn
   bool attention_bias = false;  // bias on q, k, v projections
   bool o_proj_bias = false;     // bias on o_proj (llama's attention_bias covers o too; qwen2: none)
   bool mlp_bias = false;        // bias on gate, up, down

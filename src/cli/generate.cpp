@@ -71,9 +71,9 @@ void add_generate_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option(flag("stop"), g.stop,
                   "stop strings: a sequence ends once its text contains one (cut before it)");
-  cmd->add_option(
-      flag("model_type"), a->model_type,
-      "llama, mistral, gemma, qwen2, qwen3, gemma2 or gemma3_text: checked against the config");
+  cmd->add_option(flag("model_type"), a->model_type,
+                  "llama, mistral, gemma, qwen2, qwen3, gemma2, gemma3_text or phi3: checked "
+                  "against the config");
   cmd->add_option(flag("model_name_or_path"), a->model_name_or_path,
                   "HF folder, hub name in the local cache, or a magix checkpoint step directory")
       ->required();

@@ -83,7 +83,7 @@ void add_init_command(CLI::App& app) {
   auto args = std::make_shared<InitArgs>();
   cmd->add_option(flag("config"), args->config,
                   "config.json of the model (llama, mistral, "
-                  "gemma, qwen2, qwen3, gemma2, gemma3_text)")
+                  "gemma, qwen2, qwen3, gemma2, gemma3_text, phi3)")
       ->required();
   cmd->add_option(flag("output_dir"), args->output_dir, "folder to write")->required();
   cmd->add_option(flag("seed"), args->seed, "random seed (init is a pure function of the seed)")

@@ -16,10 +16,9 @@ void add_train_options(CLI::App& cmd, TrainArgs& a) {
   // A flag given twice takes its last value (scripts that append overrides).
   cmd.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   // Model.
-  cmd.add_option(
-         flag("model_type"), a.model_type,
-         "model family: llama, mistral, gemma, qwen2, qwen3, gemma2 or gemma3_text (must match "
-         "config.json)")
+  cmd.add_option(flag("model_type"), a.model_type,
+                 "model family: llama, mistral, gemma, qwen2, qwen3, gemma2, gemma3_text or phi3 "
+                 "(must match config.json)")
       ->capture_default_str();
   cmd.add_option(flag("model_name"), a.model_name, "HF model folder or hub name to fine-tune");
   cmd.add_option(flag("model_config"), a.model_config,

@@ -115,6 +115,7 @@ void Generator::Impl::load(const Decoder& d) {
       w[i] = stream.gather(p, static_cast<size_t>(idx[i]),
                            model::is_linear_weight(lp) ? compute : DType::kF32);
     }
+    layout.split_fused(w);
     layers.push_back(std::move(w));
   }
   embed = stream.gather(p, static_cast<size_t>(layout.embed), DType::kF32);
@@ -136,9 +137,11 @@ Generator::Impl::Ropes Generator::Impl::rope_of(const Tensor& pos) const {
   Ropes r;
   r.global = ops->empty({pos.numel(), layout.D}, DType::kF32);
   ops->rope_table(r.global, pos, inv_freq);
+  if (layout.rope_scale != 1.0f) ops->scale(r.global, layout.rope_scale);
   if (inv_freq_local.defined()) {
     r.local = ops->empty({pos.numel(), layout.D}, DType::kF32);
     ops->rope_table(r.local, pos, inv_freq_local);
+    if (layout.rope_scale_local != 1.0f) ops->scale(r.local, layout.rope_scale_local);
   }
   return r;
 }

@@ -33,13 +33,26 @@ namespace magix {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+void append_sharded_tensors(std::vector<ShardedTensor>& out, const ParamInfo& info,
+                            const std::string& name, const Tensor& local) {
+  if (info.pieces.empty()) {
+    out.push_back(ShardedTensor{name, info.global_shape, info.spec, info.box_start, local});
+    return;
+  }
+  int64_t row = 0;  // the pieces are stacked along dim 0 of the local tensor
+  for (const ShardBox& box : info.pieces) {
+    out.push_back(
+        ShardedTensor{name, info.global_shape, info.spec, box.start, local.rows(row, box.extent[0])});
+    row += box.extent[0];
+  }
+}
+
 std::vector<ShardedTensor> sharded_tensors(const ParameterSet& params, const std::string& prefix) {
   std::vector<ShardedTensor> out;
   out.reserve(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
-    const ParamInfo& p = params.info(i);
-    out.push_back(ShardedTensor{prefix + p.name, p.global_shape, p.spec, p.box_start,
-                                params.tensor(i)});  // shares storage
+    append_sharded_tensors(out, params.info(i), prefix + params.info(i).name,
+                           params.tensor(i));  // shares storage
   }
   return out;
 }
@@ -449,11 +462,12 @@ void CheckpointManager::save(int64_t step, const CheckpointItems& items,
   for (const auto& [item, tensors] : items) {
     ckpt::check_item_name(item);
     reserved.push_back(item);
-    std::vector<std::string> names;
+    // A tensor may come in several boxes (a fused tensor's parts), never the same box twice.
+    std::vector<std::pair<std::string, Shape>> names;
     for (const ShardedTensor& t : tensors) {
       const std::string where = fmt::format("checkpoint item '{}' tensor '{}'", item, t.name);
       MAGIX_CHECK(!t.name.empty(), "checkpoint item '{}': a tensor without a name", item);
-      names.push_back(t.name);
+      names.emplace_back(t.name, t.box_start);
       MAGIX_CHECK(t.local.defined(), "{}: no local tensor", where);
       MAGIX_CHECK(t.box_start.size() == t.global_shape.size() &&
                       t.local.shape().size() == t.global_shape.size(),
@@ -495,7 +509,8 @@ void CheckpointManager::save(int64_t step, const CheckpointItems& items,
     }
     std::sort(names.begin(), names.end());
     auto dup = std::adjacent_find(names.begin(), names.end());
-    MAGIX_CHECK(dup == names.end(), "checkpoint item '{}': tensor '{}' given twice", item, *dup);
+    MAGIX_CHECK(dup == names.end(), "checkpoint item '{}': tensor '{}' given twice", item,
+                dup == names.end() ? std::string() : dup->first);
   }
   impl_->spare.clear();  // buffers of shapes this save no longer has
   Impl::Pending& pr0 = *p;

@@ -335,7 +335,7 @@ Decoder load_checkpoint_decoder(const fs::path& step_dir, const Mesh& mesh, Deco
                              static_cast<double>(dtype_size(options.weight_dtype)), 0,
                              mesh.world_size());
   std::vector<ParamInfo> infos = expected_parameters(config);
-  if (rules) apply_partition_rules(infos, *rules);
+  if (rules) apply_partition_rules(infos, *rules, config);
   shard_parameters(infos, mesh);
   ParameterSet params(infos);
   if (options.weight_dtype != DType::kF32) {

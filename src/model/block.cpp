@@ -56,7 +56,8 @@ void linear_backward(Tensor* dinp, Tensor& gw, Tensor& gb, const Tensor& dout,
 // out = dropout(t) with adapter p's mask (the same mask for its input and its input gradient).
 void dropout_like_input(Tensor& out, const Tensor& t, LayerParam p, const BlockAdapters& lora,
                         const BlockContext& ctx) {
-  ctx.ops->dropout(out, t, splitmix64(lora.dropout_key ^ splitmix64(static_cast<uint64_t>(p))),
+  const LayerParam id = lora.fused_input[p] ? fused_of(p) : p;
+  ctx.ops->dropout(out, t, splitmix64(lora.dropout_key ^ splitmix64(static_cast<uint64_t>(id))),
                    lora.dropout_row0, lora.col0[p], lora.cols[p], lora.dropout);
 }
 

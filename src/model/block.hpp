@@ -92,6 +92,9 @@ struct BlockAdapters {
   uint64_t dropout_key = 0;
   int64_t dropout_row0 = 0;
   std::array<int64_t, kNumLayerParams> col0{}, cols{};
+  // Parts of a fused weight's adapter (they share A): the mask is the fused weight's
+  // (splitmix64(fused_of(LayerParam))), one for all its parts.
+  std::array<bool, kNumLayerParams> fused_input{};
   bool any() const;
 };
 

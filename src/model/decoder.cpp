@@ -428,9 +428,11 @@ class DecoderStep {
     s_.segments = b_.segments.empty() ? Tensor() : upload(ops_, b_.segments, DType::kI32);
     s_.rope = ops_.empty({N, L_.D}, DType::kF32);
     ops_.rope_table(s_.rope, s_.positions, s_.inv_freq);
+    if (L_.rope_scale != 1.0f) ops_.scale(s_.rope, L_.rope_scale);
     if (s_.inv_freq_local.defined()) {
       s_.rope_local = ops_.empty({N, L_.D}, DType::kF32);
       ops_.rope_table(s_.rope_local, s_.positions, s_.inv_freq_local);
+      if (L_.rope_scale_local != 1.0f) ops_.scale(s_.rope_local, L_.rope_scale_local);
     }
   }
 
@@ -448,6 +450,7 @@ class DecoderStep {
       const auto lp = static_cast<model::LayerParam>(p);
       w[p] = materialize(idx[p], model::is_linear_weight(lp) ? s_.compute : DType::kF32);
     }
+    L_.split_fused(w);
     return w;
   }
 
@@ -468,12 +471,32 @@ class DecoderStep {
       lora.cols[p] = ai.global_shape[1];
       lora.col0[p] = ai.spec.axis(1) == "model" ? ai.box_start[1] : 0;
     }
+    split_fused_adapters(lora);
     if (dropout_p_ > 0) {
       lora.dropout = static_cast<float>(dropout_p_);
       lora.dropout_key = splitmix64(dropout_key_ ^ splitmix64(static_cast<uint64_t>(l)));
       lora.dropout_row0 = dropout_row0_;
     }
     return lora;
+  }
+
+  // A fused weight's adapter (PEFT adapts the fused module): its parts share A (and dA, and one
+  // dropout mask), and B (dB) splits into the parts' rows like the weight.
+  void split_fused_adapters(model::BlockAdapters& lora) const {
+    for (const auto& [fused, parts] :
+         {std::pair{model::kWqkv, std::vector{model::kWq, model::kWk, model::kWv}},
+          std::pair{model::kWgu, std::vector{model::kWg, model::kWu}}}) {
+      if (!lora.a[fused].defined()) continue;
+      for (model::LayerParam p : parts) {
+        lora.a[p] = lora.a[fused];
+        lora.da[p] = lora.da[fused];
+        lora.cols[p] = lora.cols[fused];
+        lora.col0[p] = lora.col0[fused];
+        lora.fused_input[p] = true;
+      }
+    }
+    L_.split_fused(lora.b);
+    L_.split_fused(lora.db);
   }
 
   // Whether adapter k's gradient is a partial sum over the model axis: A of a weight whose
@@ -502,11 +525,17 @@ class DecoderStep {
     if (!adapter_grads_) return;
     const auto& idx = L_.layers[static_cast<size_t>(l)];
     for (int p = 0; p < model::kNumLayerParams; ++p) {
-      if (!lora.a[p].defined()) continue;
+      if (!has_adapter(idx[p])) continue;
       const auto k = static_cast<size_t>(s_.lora_a[static_cast<size_t>(idx[p])]);
       lora.da[p] = open_adapter_grad(k);
       lora.db[p] = open_adapter_grad(k + 1);
     }
+    split_fused_adapters(lora);
+  }
+
+  // Whether parameter k (an index of a layer's table, or kNoParam) has an adapter.
+  bool has_adapter(int k) const {
+    return k != kNoParam && s_.lora_a[static_cast<size_t>(k)] != kNoParam;
   }
 
   // Adapter gradients to their shards: summed over model where partial (see above), then as
@@ -526,7 +555,7 @@ class DecoderStep {
     if (!adapter_grads_) return;
     const auto& idx = L_.layers[static_cast<size_t>(l)];
     for (int p = 0; p < model::kNumLayerParams; ++p) {
-      if (!lora.a[p].defined()) continue;
+      if (!has_adapter(idx[p])) continue;
       const auto k = static_cast<size_t>(s_.lora_a[static_cast<size_t>(idx[p])]);
       close_adapter_grad(k, lora.da[p]);
       close_adapter_grad(k + 1, lora.db[p]);
@@ -540,6 +569,7 @@ class DecoderStep {
     for (int p = 0; p < model::kNumLayerParams; ++p) {
       if (idx[p] != kNoParam) g[p] = s_.stream.open_grad(*grads_, static_cast<size_t>(idx[p]));
     }
+    L_.split_fused(g);  // the parts' gradients accumulate into the fused buffer
     return g;
   }
 

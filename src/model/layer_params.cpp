@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "magix/error.hpp"
+
 namespace magix::model {
 
 std::string layer_param_name(int64_t layer, LayerParam p) {
@@ -11,6 +13,8 @@ std::string layer_param_name(int64_t layer, LayerParam p) {
 std::optional<Shape> layer_param_shape(const ModelConfig& c, LayerParam p) {
   const int64_t C = c.hidden_size, I = c.intermediate_size;
   const int64_t q_out = c.num_heads * c.head_dim, kv_out = c.num_kv_heads * c.head_dim;
+  // phi3 stores q, k, v and gate, up fused (kWqkv, kWgu) and has no biases.
+  if (c.family == ModelFamily::kPhi3 && fused_of(p) != p) return std::nullopt;
   switch (p) {
     case kLn1:
     case kLn2:
@@ -52,10 +56,38 @@ std::optional<Shape> layer_param_shape(const ModelConfig& c, LayerParam p) {
     case kLnPostFfn:
       if (c.sandwich_norms) return Shape{C};
       break;
+    case kWqkv:
+      if (c.family == ModelFamily::kPhi3) return Shape{q_out + 2 * kv_out, C};
+      break;
+    case kWgu:
+      if (c.family == ModelFamily::kPhi3) return Shape{2 * I, C};
+      break;
     case kNumLayerParams:
       break;
   }
   return std::nullopt;
+}
+
+}  // namespace magix::model
+
+namespace magix::model {
+
+void split_fused(std::array<Tensor, kNumLayerParams>& t, int64_t q_rows, int64_t kv_rows,
+                 int64_t I) {
+  if (t[kWqkv].defined()) {
+    MAGIX_CHECK(t[kWqkv].dim(0) == q_rows + 2 * kv_rows,
+                "qkv_proj: {} local rows, expected q {} + k {} + v {}", t[kWqkv].dim(0), q_rows,
+                kv_rows, kv_rows);
+    t[kWq] = t[kWqkv].rows(0, q_rows);
+    t[kWk] = t[kWqkv].rows(q_rows, kv_rows);
+    t[kWv] = t[kWqkv].rows(q_rows + kv_rows, kv_rows);
+  }
+  if (t[kWgu].defined()) {
+    MAGIX_CHECK(t[kWgu].dim(0) == 2 * I, "gate_up_proj: {} local rows, expected gate {} + up {}",
+                t[kWgu].dim(0), I, I);
+    t[kWg] = t[kWgu].rows(0, I);
+    t[kWu] = t[kWgu].rows(I, I);
+  }
 }
 
 }  // namespace magix::model

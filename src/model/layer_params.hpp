@@ -35,6 +35,11 @@ enum LayerParam : int {
   kKn,         // self_attn.k_norm.weight (D)
   kLnPreFfn,   // pre_feedforward_layernorm.weight (C): sandwich norms, before the MLP
   kLnPostFfn,  // post_feedforward_layernorm.weight (C): sandwich norms, on the MLP output
+  // Fused weights (phi3; listed last so that the others keep their numbers): qkv_proj
+  // (Hq·D + 2·Hkv·D, C) = q, k, v rows; gate_up_proj (2·I, C) = gate, up rows. A layer has these
+  // or the unfused ones; the blocks see their parts as kWq, kWk, kWv, kWg, kWu (split_fused).
+  kWqkv,
+  kWgu,
   kNumLayerParams
 };
 
@@ -49,6 +54,7 @@ inline constexpr std::array<std::string_view, kNumLayerParams> kLayerParamNames 
     "mlp.down_proj.weight",   "mlp.down_proj.bias",
     "self_attn.q_norm.weight",          "self_attn.k_norm.weight",
     "pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight",
+    "self_attn.qkv_proj.weight",        "mlp.gate_up_proj.weight",
 };
 
 // "model.layers.{l}." + the parameter's name.
@@ -61,8 +67,23 @@ std::optional<Shape> layer_param_shape(const ModelConfig& config, LayerParam p);
 
 // The linear weights (used in matmuls, in the compute dtype), as opposed to norms and biases.
 constexpr bool is_linear_weight(LayerParam p) {
-  return p == kWq || p == kWk || p == kWv || p == kWo || p == kWg || p == kWu || p == kWd;
+  return p == kWq || p == kWk || p == kWv || p == kWo || p == kWg || p == kWu || p == kWd ||
+         p == kWqkv || p == kWgu;
 }
+
+// The fused weight a parameter is a part of (kWqkv for kWq, kWk, kWv; kWgu for kWg, kWu), or p.
+constexpr LayerParam fused_of(LayerParam p) {
+  if (p == kWq || p == kWk || p == kWv) return kWqkv;
+  if (p == kWg || p == kWu) return kWgu;
+  return p;
+}
+
+// Where a layer has fused weights (t[kWqkv] / t[kWgu] defined), sets its parts t[kWq], t[kWk],
+// t[kWv] / t[kWg], t[kWu] to row views of them: local rows [0, q_rows), [q_rows, + kv_rows),
+// [q_rows + kv_rows, + kv_rows) and [0, I), [I, 2·I). Works for weights, their gradient buffers
+// and LoRA B matrices alike (their rows are fused the same way).
+void split_fused(std::array<Tensor, kNumLayerParams>& t, int64_t q_rows, int64_t kv_rows,
+                 int64_t I);
 
 // The k/v projections' weights and biases (replicated per KV head when KV heads are fewer than
 // the model axis).

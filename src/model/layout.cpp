@@ -31,7 +31,34 @@ void check_supported_spec(const ParamInfo& p, const PartitionSpec& default_spec,
   }
 }
 
+// Fused tensors (phi3's qkv_proj, gate_up_proj) hold their parts' rows in order: split over model,
+// each rank must hold its slice of every part (the default rules' parts); split over data, FSDP
+// gathers contiguous rows, so the data axis may shard dim 0 only without parts. A tensor that is
+// not fused takes no parts.
+void check_fused_spec(const ParamInfo& p, const ParamInfo& expected, const Mesh& mesh) {
+  if (expected.part_rows.empty()) {
+    MAGIX_CHECK(p.part_rows.empty(),
+                "parameter '{}': partition spec {} gives parts, but the tensor is not fused", p.name,
+                p.spec.str());
+    return;
+  }
+  if (mesh.model_size() > 1) {
+    MAGIX_CHECK(p.part_rows == expected.part_rows,
+                "parameter '{}': partition spec {} is not supported by the decoder: the fused "
+                "tensor must be split over the model axis part by part, as {}",
+                p.name, p.spec.str(), expected.spec.str());
+  }
+  MAGIX_CHECK(!(p.spec.axis(0) == "data" && mesh.data_size() > 1 && !p.part_rows.empty()),
+              "parameter '{}': partition spec {} is not supported by the decoder: a fused tensor's "
+              "dim 0 may be sharded over data only without parts (FSDP gathers contiguous rows)",
+              p.name, p.spec.str());
+}
+
 }  // namespace
+
+void ModelLayout::split_fused(std::array<Tensor, kNumLayerParams>& t) const {
+  model::split_fused(t, Hq * D, Hkv * D, I);
+}
 
 BlockDims ModelLayout::dims(const ModelConfig& c, int64_t l, int64_t B, int64_t T,
                             DType compute) const {
@@ -80,12 +107,19 @@ ModelLayout make_layout(const ModelConfig& c, const Mesh& mesh, const ParameterS
               "each KV head is replicated)",
               M, c.num_kv_heads);
   check_split("model.layers.0.mlp.gate_proj.weight", "intermediate_size", c.intermediate_size);
+  // A fused qkv_proj is split part by part: its k and v parts cannot be replicated per KV head.
+  MAGIX_CHECK(c.family != ModelFamily::kPhi3 || kv_split,
+              "parameter 'model.layers.0.self_attn.qkv_proj.weight' cannot be split over the "
+              "model axis of size {}: its k and v parts have num_key_value_heads ({}) heads, "
+              "which must divide by it",
+              M, c.num_kv_heads);
   std::vector<ParamInfo> expected = expected_parameters(c);
   MAGIX_CHECK(expected.size() == params.size(), "parameter set has {} tensors, the config {}",
               params.size(), expected.size());
   for (size_t i = 0; i < expected.size(); ++i) {
     const ParamInfo& p = params.info(i);
     check_supported_spec(p, expected[i].spec, M);
+    check_fused_spec(p, expected[i], mesh);
     MAGIX_CHECK(expected[i].name == p.name && expected[i].global_shape == p.global_shape &&
                     p.box_extent == params.tensor(i).shape(),
                 "parameter {} ('{}' {}) does not match the config's layout ('{}' {})", i, p.name,
@@ -104,8 +138,10 @@ ModelLayout make_layout(const ModelConfig& c, const Mesh& mesh, const ParameterS
   s.V = c.vocab_size / M;
   s.v0 = mesh.model_rank() * s.V;
   s.inv_freq = rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling);
+  s.rope_scale = c.rope_scaling.attention_scaling;
   if (!c.local_rope.empty()) {
     s.inv_freq_local = rope_inv_freq(c.head_dim, c.rope_local_theta, c.rope_local_scaling);
+    s.rope_scale_local = c.rope_local_scaling.attention_scaling;
   }
   s.kv_rows.assign(params.size(), 0);
   for (int64_t l = 0; l < c.num_layers; ++l) {

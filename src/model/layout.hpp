@@ -25,7 +25,13 @@ struct ModelLayout {
   int embed = kNoParam, norm = kNoParam, head = kNoParam;  // head == embed when tied
   std::vector<char> kv_rows;    // per parameter: taken per KV head (replicated KV heads)
   std::vector<float> inv_freq;  // (D/2)
+  float rope_scale = 1.0f;      // cos and sin times this (RopeScaling::attention_scaling)
   std::vector<float> inv_freq_local;  // (D/2) of the sliding layers' RoPE, or empty (gemma3_text)
+  float rope_scale_local = 1.0f;      // the sliding layers' attention_scaling
+
+  // Fused weights (and their gradients, LoRA B): the parts as row views (model::split_fused with
+  // this rank's q, k/v and intermediate rows).
+  void split_fused(std::array<Tensor, kNumLayerParams>& t) const;
 
   // The dims of layer l for a call of B rows of T positions.
   BlockDims dims(const ModelConfig& c, int64_t l, int64_t B, int64_t T, DType compute) const;

@@ -16,7 +16,7 @@ Decoder load_decoder(const std::string& name_or_path, const Mesh& mesh, DecoderO
                              static_cast<double>(dtype_size(options.weight_dtype)), 0,
                              mesh.world_size());
   std::vector<ParamInfo> infos = expected_parameters(config);
-  if (rules) apply_partition_rules(infos, *rules);
+  if (rules) apply_partition_rules(infos, *rules, config);
   shard_parameters(infos, mesh);
   HfWeights weights(dir);
   ParameterSet params = load_parameters(infos, weights, options.weight_dtype);

@@ -1,6 +1,6 @@
 // config.json -> ModelConfig, following transformers 5.23's config classes field by field
 // (LlamaConfig, MistralConfig, GemmaConfig, Qwen2Config, Qwen3Config, Gemma2Config,
-// Gemma3TextConfig and RotaryEmbeddingConfigMixin).
+// Gemma3TextConfig, Phi3Config and RotaryEmbeddingConfigMixin).
 #include "magix/model_config.hpp"
 
 #include <cmath>
@@ -48,7 +48,7 @@ bool get_bool_or(const json& j, const char* key, bool fallback, const std::strin
 ModelFamily parse_family(const json& j, const std::string& source) {
   MAGIX_CHECK(given(j, "model_type") && j.at("model_type").is_string(),
               "{}: field 'model_type' is missing (expected llama, mistral, gemma, qwen2, qwen3, "
-              "gemma2 or gemma3_text)",
+              "gemma2, gemma3_text or phi3)",
               source);
   const std::string type = j.at("model_type").get<std::string>();
   if (type == "llama") return ModelFamily::kLlama;
@@ -58,9 +58,10 @@ ModelFamily parse_family(const json& j, const std::string& source) {
   if (type == "qwen3") return ModelFamily::kQwen3;
   if (type == "gemma2") return ModelFamily::kGemma2;
   if (type == "gemma3_text") return ModelFamily::kGemma3Text;
+  if (type == "phi3") return ModelFamily::kPhi3;
   MAGIX_FAIL(
       "{}: model_type '{}' is not supported (supported: llama, mistral, gemma, qwen2, qwen3, "
-      "gemma2, gemma3_text)",
+      "gemma2, gemma3_text, phi3)",
       source, type);
 }
 
@@ -90,6 +91,56 @@ std::vector<char> gemma_sliding_layers(const json& j, int64_t layers, int64_t pa
   MAGIX_CHECK(pattern > 0, "{}: sliding_window_pattern must be positive, got {}", source, pattern);
   for (int64_t i = 0; i < layers; ++i) sliding[static_cast<size_t>(i)] = (i + 1) % pattern != 0;
   return sliding;
+}
+
+// transformers' YaRN attention factor (get_mscale): 0.1 * mscale * ln(scale) + 1 above scale 1.
+double yarn_mscale(double scale, double mscale) {
+  return scale <= 1 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0;
+}
+
+// rope_type "yarn" as _compute_yarn_parameters reads it: factor (null: max_position_embeddings /
+// original_max_position_embeddings), beta_fast / beta_slow (absent, null or 0: 32 / 1), truncate,
+// and attention_factor, else mscale / mscale_all_dim (both non-zero), else ln(factor).
+void parse_yarn(const json& j, const json& rope, ModelConfig& c, const std::string& where,
+                const std::string& source) {
+  auto& s = c.rope_scaling;
+  s.kind = RopeScaling::Kind::kYarn;
+  MAGIX_CHECK(rope.contains("factor"), "{}: yarn rope needs 'factor'", where);
+  // As for llama3: a top-level original_max_position_embeddings wins over the dict's.
+  s.original_max_position = get_int_or(
+      j, "original_max_position_embeddings",
+      get_int_or(rope, "original_max_position_embeddings", c.max_position_embeddings, where),
+      source);
+  MAGIX_CHECK(s.original_max_position > 0, "{}: original_max_position_embeddings must be > 0",
+              where);
+  const double factor = get_number_or(
+      rope, "factor",
+      static_cast<double>(c.max_position_embeddings) / static_cast<double>(s.original_max_position),
+      where);
+  MAGIX_CHECK(std::isfinite(factor) && factor > 0, "{}: factor must be a positive finite number",
+              where);
+  s.factor = static_cast<float>(factor);
+  s.beta_fast = get_number_or(rope, "beta_fast", 0, where);
+  s.beta_slow = get_number_or(rope, "beta_slow", 0, where);
+  if (s.beta_fast == 0) s.beta_fast = 32;
+  if (s.beta_slow == 0) s.beta_slow = 1;
+  MAGIX_CHECK(std::isfinite(s.beta_fast) && std::isfinite(s.beta_slow) && s.beta_fast > 0 &&
+                  s.beta_slow > 0,
+              "{}: beta_fast and beta_slow must be positive finite numbers", where);
+  s.truncate = get_bool_or(rope, "truncate", true, where);
+  double attention = 0;
+  if (given(rope, "attention_factor")) {
+    attention = get_number_or(rope, "attention_factor", 1.0, where);
+  } else {
+    const double mscale = get_number_or(rope, "mscale", 0, where);
+    const double mscale_all_dim = get_number_or(rope, "mscale_all_dim", 0, where);
+    attention = mscale != 0 && mscale_all_dim != 0
+                    ? yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim)
+                    : yarn_mscale(factor, 1.0);
+  }
+  MAGIX_CHECK(std::isfinite(attention) && attention > 0,
+              "{}: attention_factor must be a positive finite number, got {}", where, attention);
+  s.attention_scaling = static_cast<float>(attention);
 }
 
 // rope_scaling (older layout) takes precedence over rope_parameters, as in transformers;
@@ -122,6 +173,18 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
     break;
   }
   const std::string where = fmt::format("{}: {}", source, field);
+  if (c.family == ModelFamily::kPhi3) {
+    // Phi3Config reads "su" and "yarn" as "longrope" and accepts only default and longrope.
+    if (type == "su" || type == "yarn") type = "longrope";
+    MAGIX_CHECK(type == "default" || type == "longrope",
+                "{}: rope type '{}' is not valid for phi3 (transformers accepts default and "
+                "longrope)",
+                where, type);
+    MAGIX_CHECK(type != "longrope",
+                "{}: phi3's longrope scaling (short_factor / long_factor) is not supported; "
+                "models without rope scaling (e.g. Phi-3-mini-4k) are",
+                where);
+  }
   if (type == "default") {
     c.rope_scaling.kind = RopeScaling::Kind::kNone;
   } else if (type == "linear") {
@@ -153,9 +216,11 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
         j, "original_max_position_embeddings",
         get_int_or(rope, "original_max_position_embeddings", c.max_position_embeddings, where),
         source);
+  } else if (type == "yarn") {
+    parse_yarn(j, rope, c, where, source);
   } else {
-    MAGIX_FAIL("{}: rope type '{}' is not supported (supported: default, linear, llama3)", where,
-               type);
+    MAGIX_FAIL("{}: rope type '{}' is not supported (supported: default, linear, llama3, yarn)",
+               where, type);
   }
 }
 
@@ -265,6 +330,10 @@ void parse_sliding_window(const json& j, ModelConfig& c, const std::string& sour
       }
     }
   }
+  if (c.family == ModelFamily::kPhi3) {
+    // Phi3Config: sliding_window defaults to null (none); a value applies to every layer.
+    c.sliding_window.assign(c.sliding_window.size(), window_value(0));
+  }
   // llama and gemma have no sliding window in transformers 5.23.
 }
 
@@ -293,6 +362,8 @@ std::string_view family_name(ModelFamily family) {
       return "gemma2";
     case ModelFamily::kGemma3Text:
       return "gemma3_text";
+    case ModelFamily::kPhi3:
+      return "phi3";
   }
   return "?";
 }
@@ -342,7 +413,8 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
                 "{}: hidden_size ({}) must be a multiple of num_attention_heads ({})", source,
                 c.hidden_size, c.num_heads);
   }
-  c.rms_norm_eps = static_cast<float>(get_number_or(j, "rms_norm_eps", 1e-6, source));
+  c.rms_norm_eps = static_cast<float>(
+      get_number_or(j, "rms_norm_eps", f == ModelFamily::kPhi3 ? 1e-5 : 1e-6, source));
   MAGIX_CHECK(std::isfinite(c.rms_norm_eps) && c.rms_norm_eps > 0,
               "{}: rms_norm_eps must be a positive finite number, got {}", source,
               j.value("rms_norm_eps", nlohmann::json()).dump());
@@ -350,6 +422,7 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
                                   : f == ModelFamily::kMistral ? 4096 * 32
                                   : f == ModelFamily::kGemma || f == ModelFamily::kGemma2 ? 8192
                                   : f == ModelFamily::kGemma3Text                         ? 131072
+                                  : f == ModelFamily::kPhi3                               ? 4096
                                                                                           : 32768;
   c.max_position_embeddings = get_int_or(j, "max_position_embeddings", max_pos_default, source);
   MAGIX_CHECK(c.max_position_embeddings > 0, "{}: max_position_embeddings must be positive, got {}",
@@ -412,6 +485,15 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
                 "{}: use_bidirectional_attention true is not supported (causal attention only)",
                 source);
   }
+  if (f == ModelFamily::kPhi3) {
+    for (const char* key : {"resid_pdrop", "embd_pdrop"}) {
+      const double p = get_number_or(j, key, 0.0, source);
+      MAGIX_CHECK(p == 0.0,
+                  "{}: {} {} is not supported (training dropout is not implemented; set it to "
+                  "0.0)",
+                  source, key, p);
+    }
+  }
   if (f == ModelFamily::kLlama && given(j, "pretraining_tp")) {
     // transformers 5.23 no longer reads pretraining_tp in the forward pass; nothing to do.
   }
@@ -419,7 +501,10 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
 
   const bool qwen = f == ModelFamily::kQwen2 || f == ModelFamily::kQwen3;
   c.pad_token_id = optional_id(j, "pad_token_id",
-                               gemma_like(f) ? std::optional<int64_t>(0) : std::nullopt, source);
+                               gemma_like(f)             ? std::optional<int64_t>(0)
+                               : f == ModelFamily::kPhi3 ? std::optional<int64_t>(32000)
+                                                         : std::nullopt,
+                               source);
   std::optional<int64_t> bos_default = gemma_like(f) ? std::optional<int64_t>(2)
                                        : qwen        ? std::nullopt
                                                      : std::optional<int64_t>(1);
@@ -430,9 +515,10 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
       c.eos_token_ids.push_back(e.get<int64_t>());
     }
   } else {
-    std::optional<int64_t> eos_default = gemma_like(f) ? std::optional<int64_t>(1)
-                                         : qwen        ? std::nullopt
-                                                       : std::optional<int64_t>(2);
+    std::optional<int64_t> eos_default = gemma_like(f)             ? std::optional<int64_t>(1)
+                                         : qwen                      ? std::nullopt
+                                         : f == ModelFamily::kPhi3 ? std::optional<int64_t>(32000)
+                                                                   : std::optional<int64_t>(2);
     if (auto eos = optional_id(j, "eos_token_id", eos_default, source)) {
       c.eos_token_ids.push_back(*eos);
     }

@@ -2,6 +2,7 @@
 // init as transformers does it.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <numbers>
 #include <set>
@@ -52,12 +53,29 @@ void check_storage_dtype(DType dtype) {
 
 }  // namespace
 
+std::map<std::string, int64_t, std::less<>> part_size_fields(const ModelConfig& c) {
+  return {{"vocab_size", c.vocab_size},
+          {"hidden_size", c.hidden_size},
+          {"intermediate_size", c.intermediate_size},
+          {"num_attention_heads", c.num_heads},
+          {"num_key_value_heads", c.num_kv_heads},
+          {"head_dim", c.head_dim}};
+}
+
+std::vector<ShardBox> local_boxes(const ParamInfo& p) {
+  if (!p.pieces.empty()) return p.pieces;
+  return {ShardBox{p.box_start, p.box_extent}};
+}
+
 std::vector<ParamInfo> expected_parameters(const ModelConfig& c) {
   std::vector<ParamInfo> out;
   const PartitionRules rules = default_partition_rules(std::string(family_name(c.family)));
+  const auto fields = part_size_fields(c);
   auto add = [&](std::string name, Shape shape) {
     PartitionSpec spec = rules.spec_for(name, static_cast<int>(shape.size()));
-    out.push_back({std::move(name), shape, std::move(spec), Shape(shape.size(), 0), shape});
+    std::vector<int64_t> rows = resolve_parts(name, shape, spec, fields);
+    out.push_back({std::move(name), shape, std::move(spec), Shape(shape.size(), 0), shape,
+                   std::move(rows), {}});
   };
   const int64_t C = c.hidden_size;
   add("model.embed_tokens.weight", {c.vocab_size, C});
@@ -72,17 +90,22 @@ std::vector<ParamInfo> expected_parameters(const ModelConfig& c) {
   return out;
 }
 
-void apply_partition_rules(std::vector<ParamInfo>& infos, const PartitionRules& rules) {
+void apply_partition_rules(std::vector<ParamInfo>& infos, const PartitionRules& rules,
+                           const ModelConfig& config) {
+  const auto fields = part_size_fields(config);
   for (ParamInfo& p : infos) {
     p.spec = rules.spec_for(p.name, static_cast<int>(p.global_shape.size()));
+    p.part_rows = resolve_parts(p.name, p.global_shape, p.spec, fields);
   }
 }
 
 void shard_parameters(std::vector<ParamInfo>& infos, const Mesh& mesh) {
   for (ParamInfo& p : infos) {
-    ShardBox box = shard_box(p.name, p.global_shape, p.spec, mesh);
-    p.box_start = std::move(box.start);
-    p.box_extent = std::move(box.extent);
+    std::vector<ShardBox> boxes = shard_pieces(p.name, p.global_shape, p.spec, p.part_rows, mesh);
+    p.box_start = boxes.front().start;
+    p.box_extent = boxes.front().extent;
+    for (size_t i = 1; i < boxes.size(); ++i) p.box_extent[0] += boxes[i].extent[0];
+    p.pieces = boxes.size() > 1 ? std::move(boxes) : std::vector<ShardBox>{};
   }
 }
 
@@ -180,9 +203,23 @@ ParameterSet load_parameters(const std::vector<ParamInfo>& infos, const HfWeight
   ParameterSet params(infos, dtype);
   for (size_t i = 0; i < infos.size(); ++i) {
     const ParamInfo& p = infos[i];
-    Tensor t = p.box_extent == p.global_shape
-                   ? weights.read_f32(p.name)
-                   : weights.read_box_f32(p.name, p.box_start, p.box_extent);
+    Tensor t;
+    if (p.box_extent == p.global_shape) {
+      t = weights.read_f32(p.name);
+    } else if (p.pieces.empty()) {
+      t = weights.read_box_f32(p.name, p.box_start, p.box_extent);
+    } else {  // a fused tensor's parts, stacked along dim 0
+      t = Tensor(p.box_extent, DType::kF32);
+      int64_t row = 0;
+      for (const ShardBox& box : p.pieces) {
+        Tensor piece = weights.read_box_f32(p.name, box.start, box.extent);
+        Tensor dst = t.rows(row, box.extent[0]);
+        MAGIX_CHECK(piece.nbytes() == dst.nbytes(), "tensor '{}': read {} bytes, expected {}",
+                    p.name, piece.nbytes(), dst.nbytes());
+        std::memcpy(dst.bytes(), piece.bytes(), piece.nbytes());
+        row += box.extent[0];
+      }
+    }
     MAGIX_CHECK(t.shape() == p.box_extent, "tensor '{}': read shape {}, expected {}", p.name,
                 shape_str(t.shape()), shape_str(p.box_extent));
     t = t.reshape(p.box_extent);
@@ -224,10 +261,14 @@ ParameterSet init_parameters(const ModelConfig& c, const std::vector<ParamInfo>&
     const uint64_t key = splitmix64(seed ^ splitmix64(fnv1a64(p.name)));
     const int64_t cols = p.global_shape[1];
     const int64_t rows_local = p.box_extent[0], cols_local = p.box_extent[1];
+    std::vector<int64_t> global_row;  // of each local row (fused tensors: part by part)
+    for (const ShardBox& box : local_boxes(p)) {
+      for (int64_t r = 0; r < box.extent[0]; ++r) global_row.push_back(box.start[0] + r);
+    }
     // Every element is a pure function of its index: the rows split over threads freely.
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
     for (int64_t r = 0; r < rows_local; ++r) {
-      const int64_t gr = p.box_start[0] + r;
+      const int64_t gr = global_row[static_cast<size_t>(r)];
       const bool pad_row =
           p.name == "model.embed_tokens.weight" && c.pad_token_id && gr == *c.pad_token_id;
       float* row = out + r * cols_local;

@@ -1,6 +1,8 @@
-// Rotary frequencies as transformers 5.23 computes them (the default, linear and llama3 rules).
+// Rotary frequencies as transformers 5.23 computes them (the default, linear, llama3 and yarn
+// rules).
 #include "model/rope_frequencies.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 
@@ -16,6 +18,54 @@
 
 namespace magix {
 
+namespace {
+
+// theta ** (float(2i) / dim) as torch evaluates it in fp32: pow in double, rounded once (torch's
+// fp32 pow is accurate to < 1 ulp).
+float rope_power(int64_t i, int64_t head_dim, float theta) {
+  const float exponent = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+  return static_cast<float>(std::pow(static_cast<double>(theta), static_cast<double>(exponent)));
+}
+
+// _compute_yarn_parameters: a ramp over the D/2 frequencies between the correction dims of
+// beta_fast and beta_slow rotations (double math, as Python's) blends the interpolated
+// frequencies 1 / (factor * theta^(2i/D)) (below the ramp) into the extrapolated (unchanged) ones
+// (above it), in fp32 tensor arithmetic. Overwrites inv_freq (D/2).
+void yarn_inv_freq(std::vector<float>& inv_freq, int64_t head_dim, float theta,
+                   const RopeScaling& s) {
+  MAGIX_CHECK(s.factor > 0.0f && s.original_max_position > 0 && s.beta_fast > 0 && s.beta_slow > 0,
+              "rope: yarn scaling needs factor, beta_fast, beta_slow and "
+              "original_max_position_embeddings > 0 (got {}, {}, {}, {})",
+              s.factor, s.beta_fast, s.beta_slow, s.original_max_position);
+  const double dim = static_cast<double>(head_dim), base = theta;
+  const auto correction_dim = [&](double rotations) {
+    return (dim * std::log(static_cast<double>(s.original_max_position) /
+                           (rotations * 2 * std::numbers::pi))) /
+           (2 * std::log(base));
+  };
+  double low = correction_dim(s.beta_fast), high = correction_dim(s.beta_slow);
+  if (s.truncate) {
+    low = std::floor(low);
+    high = std::ceil(high);
+  }
+  low = std::max(low, 0.0);
+  high = std::min(high, dim - 1);
+  if (low == high) high += 0.001;  // transformers' guard against a zero-width ramp
+  const float low_f = static_cast<float>(low), width = static_cast<float>(high - low);
+  for (size_t i = 0; i < inv_freq.size(); ++i) {
+    // pos_freqs = theta^(2i/D) as the default rule rounds it; extrapolation = 1 / pos_freqs.
+    const float pos_freq = rope_power(static_cast<int64_t>(i), head_dim, theta);
+    const float extrapolation = 1.0f / pos_freq;
+    const float interpolation = 1.0f / (s.factor * pos_freq);
+    const float ramp = std::clamp((static_cast<float>(i) - low_f) / width, 0.0f, 1.0f);
+    const float extrapolation_factor = 1.0f - ramp;
+    inv_freq[i] = interpolation * (1.0f - extrapolation_factor) + extrapolation *
+                                                                      extrapolation_factor;
+  }
+}
+
+}  // namespace
+
 std::vector<float> rope_inv_freq(int64_t head_dim, float theta, const RopeScaling& scaling) {
   MAGIX_CHECK(head_dim > 0 && head_dim % 2 == 0, "rope: head_dim must be even and > 0, got {}",
               head_dim);
@@ -26,10 +76,7 @@ std::vector<float> rope_inv_freq(int64_t head_dim, float theta, const RopeScalin
   const int64_t half = head_dim / 2;
   std::vector<float> inv_freq(half);
   for (int64_t i = 0; i < half; i++) {
-    const float exponent = static_cast<float>(2 * i) / static_cast<float>(head_dim);
-    const float power =
-        static_cast<float>(std::pow(static_cast<double>(theta), static_cast<double>(exponent)));
-    inv_freq[i] = 1.0f / power;
+    inv_freq[i] = 1.0f / rope_power(i, head_dim, theta);
   }
   switch (scaling.kind) {
     case RopeScaling::Kind::kNone:
@@ -67,6 +114,9 @@ std::vector<float> rope_inv_freq(int64_t head_dim, float theta, const RopeScalin
       }
       break;
     }
+    case RopeScaling::Kind::kYarn:
+      yarn_inv_freq(inv_freq, head_dim, theta, scaling);
+      break;
   }
   return inv_freq;
 }

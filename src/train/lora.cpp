@@ -98,19 +98,28 @@ std::vector<ParamInfo> lora_adapter_infos(const std::vector<ParamInfo>& base,
   std::vector<ParamInfo> out;
   const int64_t r = config.rank;
   for (size_t i : lora_target_indices(base, config)) {
-    const ParamInfo& w = base[i];
-    const int64_t rows = w.global_shape[0], cols = w.global_shape[1];
-    ParamInfo a{lora_adapter_name(w.name, 'A'), {r, cols}, {std::nullopt, w.spec.axis(1)}, {}, {}};
-    ParamInfo b{lora_adapter_name(w.name, 'B'), {rows, r}, {w.spec.axis(0), std::nullopt}, {}, {}};
-    for (ParamInfo* p : {&a, &b}) {
-      const ShardBox box = shard_box(p->name, p->global_shape, p->spec, mesh);
-      p->box_start = box.start;
-      p->box_extent = box.extent;
-    }
-    out.push_back(std::move(a));
-    out.push_back(std::move(b));
+    out.push_back(lora_adapter_info(base[i], 'A', r, mesh));
+    out.push_back(lora_adapter_info(base[i], 'B', r, mesh));
   }
   return out;
+}
+
+ParamInfo lora_adapter_info(const ParamInfo& w, char which, int64_t rank, const Mesh& mesh) {
+  MAGIX_CHECK(w.global_shape.size() == 2, "LoRA adapters need a 2-D weight, '{}' is {}", w.name,
+              shape_str(w.global_shape));
+  std::vector<ParamInfo> p(1);
+  p[0].name = lora_adapter_name(w.name, which);
+  if (which == 'A') {
+    p[0].global_shape = {rank, w.global_shape[1]};
+    p[0].spec = {std::nullopt, w.spec.axis(1)};
+  } else {
+    p[0].global_shape = {w.global_shape[0], rank};
+    p[0].spec = {w.spec.axis(0), std::nullopt};
+    p[0].spec.parts = w.spec.parts;
+    p[0].part_rows = w.part_rows;
+  }
+  shard_parameters(p, mesh);
+  return std::move(p[0]);
 }
 
 ParameterSet init_lora_adapters(const std::vector<ParamInfo>& adapter_infos, uint64_t seed) {

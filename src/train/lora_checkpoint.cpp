@@ -56,15 +56,8 @@ LoadedLora read_lora_checkpoint(const std::filesystem::path& step_dir,
                 step_dir.string(), out.config.rank, r);
     out.config.rank = r;
     names.push_back(escape_regex(w.name));
-    ParamInfo ia{a, sa, {std::nullopt, w.spec.axis(1)}, {}, {}};
-    ParamInfo ib{b, sb, {w.spec.axis(0), std::nullopt}, {}, {}};
-    for (ParamInfo* p : {&ia, &ib}) {
-      const ShardBox box = shard_box(p->name, p->global_shape, p->spec, mesh);
-      p->box_start = box.start;
-      p->box_extent = box.extent;
-    }
-    infos.push_back(std::move(ia));
-    infos.push_back(std::move(ib));
+    infos.push_back(lora_adapter_info(w, 'A', r, mesh));
+    infos.push_back(lora_adapter_info(w, 'B', r, mesh));
   }
   MAGIX_CHECK(!infos.empty(),
               "checkpoint '{}' has no adapter for any weight of this model (e.g. '{}'): is it "

@@ -1,6 +1,7 @@
 // Reading a PEFT adapter folder (adapter_config.json + adapter_model.safetensors) onto a mesh,
 // and the adapters that `generate --lora` and `train-lora --lora_init` accept (a train-lora
 // checkpoint step or a PEFT folder).
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 #include <fstream>
@@ -120,7 +121,17 @@ LoadedLora read_peft_adapter(const fs::path& dir, const std::vector<ParamInfo>& 
                 "model?",
                 (dir / "adapter_model.safetensors").string(), name, shape_str(e->shape),
                 shape_str(p.global_shape), out.config.rank);
-    out.adapters.tensor(i) = st.read_box_f32(name, p.box_start, p.box_extent);
+    if (p.pieces.empty()) {
+      out.adapters.tensor(i) = st.read_box_f32(name, p.box_start, p.box_extent);
+      continue;
+    }
+    int64_t row = 0;  // a fused weight's B: its part boxes stacked along dim 0
+    for (const ShardBox& box : p.pieces) {
+      const Tensor piece = st.read_box_f32(name, box.start, box.extent);
+      Tensor dst = out.adapters.tensor(i).rows(row, box.extent[0]);
+      std::memcpy(dst.bytes(), piece.bytes(), piece.nbytes());
+      row += box.extent[0];
+    }
   }
   return out;
 }

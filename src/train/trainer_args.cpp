@@ -160,7 +160,7 @@ Decoder load_train_decoder(const TrainArgs& a, const Mesh& mesh) {
   check_model_fits_in_memory(config, a.model_config, a.bf16_model_weights ? 2 : 4, 0,
                              mesh.world_size());
   std::vector<ParamInfo> infos = expected_parameters(config);
-  if (rules) apply_partition_rules(infos, *rules);
+  if (rules) apply_partition_rules(infos, *rules, config);
   shard_parameters(infos, mesh);
   ParameterSet params = init_parameters(config, infos, a.seed, options.weight_dtype);
   return Decoder(config, mesh, std::move(params), options);

@@ -21,8 +21,7 @@ std::vector<ShardedTensor> moment_tensors(const ParameterSet& params, std::vecto
               moments.size(), params.size());
   std::vector<ShardedTensor> out;
   for (size_t i = 0; i < params.size(); ++i) {
-    const ParamInfo& info = params.info(i);
-    out.push_back({prefix + info.name, info.global_shape, info.spec, info.box_start, moments[i]});
+    append_sharded_tensors(out, params.info(i), prefix + params.info(i).name, moments[i]);
   }
   return out;
 }

@@ -41,7 +41,7 @@ TEST(CheckpointExport, F32ExportLoadsBitwiseEqualToTheCheckpoint) {
   CkptTempDir tmp;
   Mesh mesh;
   for (const std::string name :
-       {"llama_gqa", "qwen2_tied", "gemma", "qwen3", "gemma2", "gemma3_text"}) {
+       {"llama_gqa", "qwen2_tied", "gemma", "qwen3", "gemma2", "gemma3_text", "phi3"}) {
     const fs::path step = save_fixture(tmp.path() / ("ck_" + name), name, mesh);
     const fs::path out = tmp.path() / ("hf_" + name);
     // Small shards: several files + model.safetensors.index.json.

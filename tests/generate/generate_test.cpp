@@ -101,7 +101,7 @@ TEST_P(GenerateFixture, Bf16WeightsAreWidened) {
 INSTANTIATE_TEST_SUITE_P(Models, GenerateFixture,
                          ::testing::Values("llama_gqa", "llama_mqa_bias", "mistral_window", "gemma",
                                            "qwen2", "qwen2_tied", "qwen3", "gemma2",
-                                           "gemma3_text"));
+                                           "gemma3_text", "llama_yarn", "phi3"));
 
 // Stopping: an EOS id ends a row at its first occurrence (included); max_length counts the
 // prompt's own tokens; max_new_tokens bounds the rest.

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "../common/fixture_batch.hpp"
+#include "../common/shard_pieces.hpp"
 #include "magix/error.hpp"
 #include "magix/lora.hpp"
 #include "magix/model.hpp"
@@ -53,7 +54,7 @@ inline ParameterSet fixture_adapters(const LoraFixture& fx, const std::vector<Pa
   ParameterSet out(infos);
   for (size_t i = 0; i < out.size(); ++i) {
     const ParamInfo& p = out.info(i);
-    out.tensor(i) = fx.reader.read_box_f32("adapter." + p.name, p.box_start, p.box_extent);
+    out.tensor(i) = read_local_f32(fx.reader, "adapter." + p.name, p);
   }
   return out;
 }

@@ -241,8 +241,8 @@ TEST(ModelConfig, Gemma2Gemma3Errors) {
 
 TEST(ModelConfig, ErrorsNameTheField) {
   json j = llama();
-  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
-  EXPECT_NE(error_of(j).find("rope type 'yarn'"), std::string::npos) << error_of(j);
+  j["rope_scaling"] = {{"rope_type", "longrope"}, {"factor", 4.0}};
+  EXPECT_NE(error_of(j).find("rope type 'longrope'"), std::string::npos) << error_of(j);
   j = llama();
   j["rope_parameters"] = {{"rope_type", "dynamic"}, {"factor", 4.0}};
   EXPECT_NE(error_of(j).find("'dynamic'"), std::string::npos);
@@ -315,7 +315,7 @@ TEST(ModelConfig, UnsupportedPartitionSpecIsAnError) {
   rules.emplace_back(R"(q_proj\.weight$)", PartitionSpec{"data", "model"});
   const PartitionRules defaults = default_partition_rules("llama");
   for (const auto& r : defaults.rules()) rules.push_back(r);
-  apply_partition_rules(p, PartitionRules(rules));
+  apply_partition_rules(p, PartitionRules(rules), c);
   Mesh mesh;
   shard_parameters(p, mesh);
   try {
@@ -332,7 +332,7 @@ TEST(ModelConfig, UnsupportedPartitionSpecIsAnError) {
   RuleList fsdp_only_q;  // q_proj: model axis as the default, not sharded over data
   fsdp_only_q.emplace_back(R"(q_proj\.weight$)", PartitionSpec{"model"});
   for (const auto& r : defaults.rules()) fsdp_only_q.push_back(r);
-  apply_partition_rules(p, PartitionRules(fsdp_only_q));
+  apply_partition_rules(p, PartitionRules(fsdp_only_q), c);
   shard_parameters(p, mesh);
   EXPECT_NO_THROW(Decoder(c, mesh, ParameterSet(p)));
 }

@@ -1,4 +1,5 @@
 // Checkpoints across meshes, run under mpirun as every rank (checkpoint_mesh.sh):
+//   (save and restore take an optional fixture MODEL name; default llama_gqa)
 //   checkpoint_mesh_probe save DIR D M      fixture model params + optimizer-like tensors (f32
 //                                           and bf16 moments, a replicated scalar) saved async
 //                                           on a D x M mesh as step 1
@@ -34,7 +35,8 @@ void expect(bool ok, const std::string& what, int rank) {
   }
 }
 
-const fs::path kModel = fs::path(MAGIX_FIXTURES_DIR) / "models" / "llama_gqa";
+const fs::path kModels = fs::path(MAGIX_FIXTURES_DIR) / "models";
+fs::path model_dir = kModels / "llama_gqa";  // the optional MODEL argument
 
 // Optimizer-like state with the parameters' layout: mu (f32), nu (bf16), seeded per tensor, and
 // a replicated scalar count.
@@ -42,11 +44,13 @@ std::vector<ShardedTensor> optimizer_like(const magix::ParameterSet& params) {
   std::vector<ShardedTensor> out;
   for (size_t i = 0; i < params.size(); ++i) {
     const magix::ParamInfo& p = params.info(i);
-    out.push_back({"mu/" + p.name, p.global_shape, p.spec, p.box_start,
-                   magix::test::pattern_box(100 + i, p.global_shape, p.box_start, p.box_extent)});
-    out.push_back({"nu/" + p.name, p.global_shape, p.spec, p.box_start,
-                   magix::test::pattern_box(500 + i, p.global_shape, p.box_start, p.box_extent,
-                                            DType::kBF16)});
+    for (const magix::ShardBox& box : magix::local_boxes(p)) {  // a fused tensor's parts
+      out.push_back({"mu/" + p.name, p.global_shape, p.spec, box.start,
+                     magix::test::pattern_box(100 + i, p.global_shape, box.start, box.extent)});
+      out.push_back({"nu/" + p.name, p.global_shape, p.spec, box.start,
+                     magix::test::pattern_box(500 + i, p.global_shape, box.start, box.extent,
+                                              DType::kBF16)});
+    }
   }
   out.push_back({"count", {}, {}, {}, magix::test::pattern_full(7, {})});
   return out;
@@ -54,11 +58,11 @@ std::vector<ShardedTensor> optimizer_like(const magix::ParameterSet& params) {
 
 int run_save(const fs::path& dir, int d, int m) {
   magix::Mesh mesh = magix::create_device_mesh({d, m});
-  magix::Decoder model = magix::load_decoder(kModel.string(), mesh);
+  magix::Decoder model = magix::load_decoder(model_dir.string(), mesh);
   magix::CheckpointManager manager(dir, mesh, {.max_to_keep = 2, .async = true});
   magix::CheckpointItems items{{"model", magix::sharded_tensors(model.params())},
                                {"optimizer", optimizer_like(model.params())}};
-  manager.save(1, items, {{"step", 1}}, {kModel / "config.json"});
+  manager.save(1, items, {{"step", 1}}, {model_dir / "config.json"});
   // Training goes on: the saved values are those at save() time.
   for (size_t i = 0; i < model.params().size(); ++i) model.params().tensor(i).fill_zero();
   manager.poll();
@@ -73,7 +77,7 @@ int run_restore(const fs::path& dir, int d, int m) {
   magix::CheckpointManager manager(dir, mesh);
   expect(manager.latest_step() == 1, "latest step", rank);
   const fs::path step = manager.step_dir(1);
-  magix::Decoder want = magix::load_decoder(kModel.string(), mesh);
+  magix::Decoder want = magix::load_decoder(model_dir.string(), mesh);
   magix::Decoder got = magix::load_checkpoint_decoder(step, mesh);
   for (size_t i = 0; i < want.params().size(); ++i) {
     expect(magix::test::bitwise_equal(got.params().tensor(i), want.params().tensor(i)),
@@ -182,8 +186,9 @@ int main(int argc, char** argv) {
   try {
     const std::string mode = argc > 1 ? argv[1] : "";
     int rc = 2;
-    if ((mode == "save" || mode == "restore") && argc == 5) {
+    if ((mode == "save" || mode == "restore") && (argc == 5 || argc == 6)) {
       const int d = std::stoi(argv[3]), m = std::stoi(argv[4]);
+      if (argc == 6) model_dir = kModels / argv[5];
       rc = mode == "save" ? run_save(argv[2], d, m) : run_restore(argv[2], d, m);
     } else if (mode == "once" && argc == 3) {
       rc = run_once(argv[2]);

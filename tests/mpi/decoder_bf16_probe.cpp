@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "../common/fixture_batch.hpp"
+#include "../common/shard_pieces.hpp"
 #include "../common/tensor_compare.hpp"
 #include "magix/distributed.hpp"
 #include "magix/error.hpp"
@@ -58,18 +59,6 @@ magix::TokenBatch data_slice(const magix::TokenBatch& b, int r, int D) {
 bool same_bits(const magix::Tensor& a, const magix::Tensor& b) {
   return a.dtype() == b.dtype() && a.shape() == b.shape() &&
          std::memcmp(a.bytes(), b.bytes(), a.nbytes()) == 0;
-}
-
-// Box [start, start + extent) of a 1-D or 2-D tensor.
-magix::Tensor box_of(const magix::Tensor& full, const magix::ShardBox& box) {
-  magix::Tensor out(box.extent);
-  const int64_t cols = full.ndim() == 2 ? full.dim(1) : 1;
-  const int64_t r0 = box.start[0], c0 = full.ndim() == 2 ? box.start[1] : 0;
-  const int64_t nr = box.extent[0], nc = full.ndim() == 2 ? box.extent[1] : 1;
-  for (int64_t i = 0; i < nr; ++i) {
-    std::copy_n(full.data<float>() + (r0 + i) * cols + c0, nc, out.data<float>() + i * nc);
-  }
-  return out;
 }
 
 double worst_shard_error(const magix::ParameterSet& g, const magix::ParameterSet* full,
@@ -162,10 +151,11 @@ double worst_shard_error(const magix::ParameterSet& g, const magix::ParameterSet
       magix::Tensor got(box.extent);
       std::copy_n(all.data() + static_cast<size_t>(r) * local_g.numel(), local_g.numel(),
                   got.data<float>());
-      const magix::Tensor want = box_of(full->tensor(i), box);
+      const magix::Tensor want = magix::test::local_of(full->tensor(i), info, D, M, r / M, r % M);
       double e = magix::test::rel_l2(got, want);
       if (noise_ref != nullptr && e > tol) {
-        const magix::Tensor hf = box_of(noise_ref->read_f32("grad." + info.name), box);
+        const magix::Tensor hf = magix::test::local_of(noise_ref->read_f32("grad." + info.name),
+                                                       info, D, M, r / M, r % M);
         const double noise = magix::test::rel_l2(want, hf);  // the 1x1 bf16 run vs fp32
         if (e <= noise) e = std::min(e, tol);                // within bf16's own noise
       }

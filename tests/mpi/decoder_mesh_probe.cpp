@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "../common/fixture_batch.hpp"
+#include "../common/shard_pieces.hpp"
 #include "../common/tensor_compare.hpp"
 #include "magix/distributed.hpp"
 #include "magix/error.hpp"
@@ -41,8 +42,8 @@ const std::filesystem::path kModels = std::filesystem::path(MAGIX_FIXTURES_DIR) 
 magix::test::ProbeReport report;  // this rank's checks
 
 // The whole tensor of parameter `info` from every rank's box: an all_gather over the world
-// (every box has the same extent: dims divide evenly), each rank's block placed at the box that
-// shard_box gives for its grid position. Replicas must agree: `replica_diff` is the largest
+// (every box has the same extent: dims divide evenly), each rank's block placed at the boxes
+// that shard_pieces gives for its grid position. Replicas must agree: `replica_diff` is the largest
 // relative difference between two copies of an element. Tensors of 1 or 2 dims.
 magix::Tensor gather_whole(const magix::Mesh& mesh, const magix::ParamInfo& info,
                            const magix::Tensor& local, double& replica_diff) {
@@ -52,28 +53,20 @@ magix::Tensor gather_whole(const magix::Mesh& mesh, const magix::ParamInfo& info
   mesh.world().all_gather(local.span<float>(), all);
   magix::Tensor full(info.global_shape);
   std::vector<int> seen(static_cast<size_t>(full.numel()), 0);
-  const int64_t cols = info.global_shape.size() == 2 ? info.global_shape[1] : 1;
   replica_diff = 0;
   for (int r = 0; r < W; ++r) {
-    magix::ShardBox box =
-        magix::shard_box(info.name, info.global_shape, info.spec, D, M, r / M, r % M);
-    const int64_t r0 = box.start[0], nr = box.extent[0];
-    const int64_t c0 = box.start.size() == 2 ? box.start[1] : 0;
-    const int64_t nc = box.extent.size() == 2 ? box.extent[1] : 1;
     const float* src = all.data() + static_cast<size_t>(r) * local.numel();
-    for (int64_t i = 0; i < nr; ++i) {
-      for (int64_t j = 0; j < nc; ++j) {
-        const size_t e = static_cast<size_t>((r0 + i) * cols + c0 + j);
-        const float v = src[i * nc + j];
-        float& dst = full.data<float>()[e];
-        if (seen[e]) {
-          replica_diff = std::max(replica_diff, rel(v, dst));
-        } else {
-          dst = v;
-        }
-        seen[e] = 1;
+    magix::test::for_each_local_element(info, D, M, r / M, r % M, [&](int64_t g, int64_t l) {
+      const auto e = static_cast<size_t>(g);
+      const float v = src[l];
+      float& dst = full.data<float>()[e];
+      if (seen[e]) {
+        replica_diff = std::max(replica_diff, rel(v, dst));
+      } else {
+        dst = v;
       }
-    }
+      seen[e] = 1;
+    });
   }
   MAGIX_CHECK(std::all_of(seen.begin(), seen.end(), [](int s) { return s == 1; }),
               "'{}': the boxes of the ranks do not cover the tensor", info.name);

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "../common/tensor_compare.hpp"
+#include "../common/shard_pieces.hpp"
 #include "../lora/lora_fixture.hpp"
 #include "magix/distributed.hpp"
 #include "magix/error.hpp"
@@ -38,21 +39,16 @@ magix::Tensor gather_whole(const magix::Mesh& mesh, const magix::ParamInfo& info
   mesh.world().all_gather(local.span<float>(), all);
   magix::Tensor full(info.global_shape);
   std::vector<char> seen(static_cast<size_t>(full.numel()), 0);
-  const int64_t cols = info.global_shape[1];
   replicas_equal = true;
   for (int r = 0; r < W; ++r) {
-    const magix::ShardBox box =
-        magix::shard_box(info.name, info.global_shape, info.spec, D, M, r / M, r % M);
     const float* src = all.data() + static_cast<size_t>(r) * local.numel();
-    for (int64_t i = 0; i < box.extent[0]; ++i) {
-      for (int64_t j = 0; j < box.extent[1]; ++j) {
-        const size_t e = static_cast<size_t>((box.start[0] + i) * cols + box.start[1] + j);
-        const float v = src[i * box.extent[1] + j];
-        if (seen[e]) replicas_equal = replicas_equal && full.data<float>()[e] == v;
-        full.data<float>()[e] = v;
-        seen[e] = 1;
-      }
-    }
+    magix::test::for_each_local_element(info, D, M, r / M, r % M, [&](int64_t g, int64_t l) {
+      const auto e = static_cast<size_t>(g);
+      const float v = src[l];
+      if (seen[e]) replicas_equal = replicas_equal && full.data<float>()[e] == v;
+      full.data<float>()[e] = v;
+      seen[e] = 1;
+    });
   }
   for (char s : seen) MAGIX_CHECK(s, "'{}': the ranks' boxes do not cover the tensor", info.name);
   return full;
@@ -140,8 +136,11 @@ int run_check(const std::string& name, int d, int m) {
     const magix::Tensor a = gather_whole(mesh, run.adapters.info(i), run.adapters.tensor(i), eq);
     replicas = replicas && eq;
     if (!root) continue;
-    const double r = rel_l2(a, run1->adapters.tensor(i));
-    if (r > worst_adapter) worst_adapter = r, worst_name = run.adapters.info(i).name;
+    const double e = rel_l2(a, run1->adapters.tensor(i));
+    if (e > worst_adapter) {
+      worst_adapter = e;
+      worst_name = run.adapters.info(i).name;
+    }
   }
   if (root) {
     for (size_t s = 0; s < run.steps.size(); ++s) {
@@ -158,10 +157,14 @@ int run_check(const std::string& name, int d, int m) {
     // gradients, checked above) into the weights amplified. On the sandwich-norm fixtures (gemma2,
     // gemma3_text) this shows on an o_proj adapter (behind the post-attention norm): 1.4e-5 to
     // 9.3e-5 observed on 2x1, 1x2, 2x2, 1x4, while losses and gradient norms agree within 1e-8 and
-    // 1e-5; the other fixtures stay within 1e-5.
+    // 1e-5. A's gradient is 0 at step 1 (B starts at 0) and its first non-zero gradient at step 2
+    // moves every element by about lr whatever its size; phi3's fused qkv_proj A, whose gradient
+    // sums the q, k and v parts' contributions in a different order on a split model axis, ends
+    // near 1.1e-5 after 3 steps (its gradients match at 1e-6). The other fixtures stay within 1e-5.
     const bool sandwich = name == "gemma2" || name == "gemma3_text";
+    const double adapter_tol = sandwich ? 2e-4 : name == "phi3_fused" ? 2e-5 : 1e-5;
     report(
-        worst_adapter <= (sandwich ? 2e-4 : 1e-5),
+        worst_adapter <= adapter_tol,
         fmt::format("{} adapters after 3 steps vs 1x1: worst rel L2 {:.3g} ({})", where,
                     worst_adapter, worst_name));
     report(replicas, fmt::format("{} replicated adapter shards stay identical", where));

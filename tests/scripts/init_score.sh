@@ -55,8 +55,8 @@ cmp -s "$WORK/m1/model.safetensors" "$WORK/m3/model.safetensors" && fail "differ
 grep -q '"dtype": "bfloat16"' "$WORK/mb/config.json" || fail "bf16 config lacks dtype"
 expect_error "already holds model files" "$MAGIX" init --config "$WORK/config.json" --output_dir "$WORK/m1" --seed 3
 "$MAGIX" init --config "$WORK/config.json" --output_dir "$WORK/m1" --seed 3 --overwrite > /dev/null || fail "--overwrite"
-echo '{"model_type": "llama", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 1, "num_attention_heads": 4, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}' > "$WORK/bad_config.json"
-expect_error "rope type 'yarn'" "$MAGIX" init --config "$WORK/bad_config.json" --output_dir "$WORK/bad" --seed 1
+echo '{"model_type": "llama", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 1, "num_attention_heads": 4, "rope_scaling": {"rope_type": "dynamic", "factor": 4.0}}' > "$WORK/bad_config.json"
+expect_error "rope type 'dynamic'" "$MAGIX" init --config "$WORK/bad_config.json" --output_dir "$WORK/bad" --seed 1
 [ ! -e "$WORK/bad/config.json" ] || fail "failed init left a config.json"
 
 # A random model of vocab 64 scores near log(64) per token.

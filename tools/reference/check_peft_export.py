@@ -57,7 +57,10 @@ def main():
     shutil.rmtree(args.work, ignore_errors=True)
     os.makedirs(args.work)
     ckpt = os.path.join(args.work, "ckpt")
-    run([args.magix, "train-lora", "--model_name", base_dir, "--tokenizer_name", args.tokenizer,
+    with open(os.path.join(base_dir, "config.json")) as f:
+        model_type = json.load(f)["model_type"]
+    run([args.magix, "train-lora", "--model_name", base_dir, "--model_type", model_type,
+         "--tokenizer_name", args.tokenizer,
          "--train_file", os.path.join(ROOT, "tests/fixtures/train/corpus.jsonl"),
          "--max_length", "24", "--batch_size", "8", "--max_steps", str(args.steps),
          "--learning_rate", "5e-2", "--lr_schedule", "constant", "--warmup_ratio", "0",

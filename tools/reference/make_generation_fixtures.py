@@ -33,7 +33,7 @@ import transformers
 from transformers import AutoModelForCausalLM
 
 CASES = ["llama_gqa", "llama_mqa_bias", "mistral_window", "gemma", "qwen2", "qwen2_tied", "qwen3",
-         "gemma2", "gemma3_text"]
+         "gemma2", "gemma3_text", "llama_yarn", "phi3"]
 LENGTHS = [5, 9, 2, 7]
 MAX_NEW_TOKENS = 12
 PENALTY = 1.3

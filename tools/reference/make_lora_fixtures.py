@@ -61,6 +61,18 @@ CASES = [
         "magix_targets": r"(q_proj|v_proj|down_proj)\.weight$",
         "seed": 7002,
     },
+    {
+        "case": "phi3_fused",
+        "model": "phi3",
+        "description": "Phi-3: the fused qkv_proj and gate_up_proj (PEFT adapts the fused "
+                       "modules: B's rows are q, k, v / gate, up), o_proj and down_proj; r 4, "
+                       "alpha 8",
+        "r": 4,
+        "alpha": 8.0,
+        "target_modules": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+        "magix_targets": r"(qkv_proj|o_proj|gate_up_proj|down_proj)\.weight$",
+        "seed": 7003,
+    },
 ] + [
     {
         "case": model,

@@ -46,6 +46,8 @@ from transformers import (
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
     Qwen3Config,
@@ -60,6 +62,7 @@ FAMILIES = {
     "qwen3": (Qwen3Config, Qwen3ForCausalLM),
     "gemma2": (Gemma2Config, Gemma2ForCausalLM),
     "gemma3_text": (Gemma3TextConfig, Gemma3ForCausalLM),
+    "phi3": (Phi3Config, Phi3ForCausalLM),
 }
 
 # Every case: family, config kwargs, sequence length T, number of padding positions at the end
@@ -221,6 +224,39 @@ CASES = [
         ),
         "T": 16, "pad": 3, "seed": 1009, "legacy_config": False,
         "softcaps": ("final_logit_softcapping",),
+    },
+    {
+        "case": "llama_yarn",
+        "family": "llama",
+        "description": "Llama, GQA (4 heads / 2 kv heads, head_dim 16), YaRN rope scaling "
+        "(factor 4 over original_max_position_embeddings 32, beta_fast 4, beta_slow 0.5, theta "
+        "100): one frequency kept, four blended by the ramp, three interpolated; cos/sin scaled "
+        "by the attention factor 0.1 ln 4 + 1. T = 40 > 32 positions.",
+        "config": dict(
+            vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+            rms_norm_eps=1e-5, initializer_range=0.1, tie_word_embeddings=False,
+            bos_token_id=1, eos_token_id=2,
+            rope_parameters={"rope_type": "yarn", "rope_theta": 100.0, "factor": 4.0,
+                             "original_max_position_embeddings": 32, "beta_fast": 4.0,
+                             "beta_slow": 0.5},
+        ),
+        "T": 40, "pad": 6, "seed": 1007, "legacy_config": False,
+    },
+    {
+        "case": "phi3",
+        "family": "phi3",
+        "description": "Phi-3, GQA (4 heads / 2 kv heads, head_dim 16): fused qkv_proj "
+        "(q 64 + k 32 + v 32 rows) and gate_up_proj (gate 96 + up 96 rows), SiLU GLU, "
+        "sliding_window 8 < T=20, untied, pad_token_id 0.",
+        "config": dict(
+            vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+            original_max_position_embeddings=128, rms_norm_eps=1e-5, initializer_range=0.1,
+            tie_word_embeddings=False, sliding_window=8, bos_token_id=1, eos_token_id=2,
+            pad_token_id=0, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        ),
+        "T": 20, "pad": 4, "seed": 1008, "legacy_config": False,
     },
 ]
 
@@ -413,6 +449,12 @@ def write_case(spec, out_root, report):
                      "nn.Embedding padding_idx in HF (its init zeroes that row of embed_tokens, so with "
                      "tied weights the logit of token 0 is exactly 0); token 0 only occurs at "
                      "padded positions, where it gets no gradient either way.")
+    if spec["family"] == "phi3":
+        notes.append("Phi-3: self_attn.qkv_proj.weight rows are q (num_attention_heads * "
+                     "head_dim), then k, then v (num_key_value_heads * head_dim each); "
+                     "mlp.gate_up_proj.weight rows are gate then up (intermediate_size each), "
+                     "out = down_proj(up * silu(gate)). Sliding window: query q attends keys k "
+                     f"with q - {config.sliding_window} < k <= q.")
     if spec["legacy_config"]:
         notes.append("config.json rewritten into the older layout (rope_theta/rope_scaling at "
                      "top level, torch_dtype); transformers loads it to the same model "
