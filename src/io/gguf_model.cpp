@@ -13,6 +13,7 @@
 #include <set>
 
 #include "magix/error.hpp"
+#include "gguf_names.hpp"
 #include "safetensors_util.hpp"
 
 namespace magix {
@@ -67,34 +68,19 @@ std::string architecture(const GgufFile& f) {
 
 // HF name for a GGUF tensor name; empty when the name is not one magix knows.
 std::string hf_name(const std::string& g) {
-  static const std::map<std::string, std::string> top = {
-      {"token_embd.weight", "model.embed_tokens.weight"},
-      {"output_norm.weight", "model.norm.weight"},
-      {"output.weight", "lm_head.weight"},
-  };
-  if (auto it = top.find(g); it != top.end()) return it->second;
-  static const std::map<std::string, std::string> layer = {
-      {"attn_norm.weight", "input_layernorm.weight"},
-      {"attn_q.weight", "self_attn.q_proj.weight"},
-      {"attn_k.weight", "self_attn.k_proj.weight"},
-      {"attn_v.weight", "self_attn.v_proj.weight"},
-      {"attn_q.bias", "self_attn.q_proj.bias"},
-      {"attn_k.bias", "self_attn.k_proj.bias"},
-      {"attn_v.bias", "self_attn.v_proj.bias"},
-      {"attn_output.weight", "self_attn.o_proj.weight"},
-      {"ffn_norm.weight", "post_attention_layernorm.weight"},
-      {"ffn_gate.weight", "mlp.gate_proj.weight"},
-      {"ffn_up.weight", "mlp.up_proj.weight"},
-      {"ffn_down.weight", "mlp.down_proj.weight"},
-  };
+  for (const auto& [gg, hf] : gguf::kTopNames) {
+    if (g == gg) return std::string(hf);
+  }
   if (!g.starts_with("blk.")) return {};
   const size_t dot = g.find('.', 4);
   if (dot == std::string::npos || dot == 4) return {};
   const std::string idx = g.substr(4, dot - 4);
   if (!std::all_of(idx.begin(), idx.end(), ::isdigit) || idx.size() > 6) return {};
-  auto it = layer.find(g.substr(dot + 1));
-  if (it == layer.end()) return {};
-  return "model.layers." + std::to_string(std::stoll(idx)) + "." + it->second;
+  const std::string_view rest = std::string_view(g).substr(dot + 1);
+  for (const auto& [gg, hf] : gguf::kLayerNames) {
+    if (rest == gg) return "model.layers." + std::to_string(std::stoll(idx)) + "." + std::string(hf);
+  }
+  return {};
 }
 
 std::optional<int64_t> token_id(const GgufFile& f, const std::string& key, int64_t vocab) {
@@ -180,18 +166,15 @@ std::string byte_level_spelling(const std::string& token, bool* in_alphabet) {
 // Pre-tokenizer split patterns by tokenizer.ggml.pre (the regexes of the tokenizers these
 // vocabularies were trained with); absent: GPT-2's ByteLevel split.
 const char* split_pattern(const std::string& pre) {
-  static const char* kLlama3 =
-      R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-  static const char* kQwen2 =
-      R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-  static const std::map<std::string, const char*> by_name = {
-      {"llama3", kLlama3},  {"llama-v3", kLlama3}, {"llama-bpe", kLlama3},
-      {"falcon3", kLlama3}, {"dbrx", kLlama3},     {"smaug-bpe", kLlama3},
-      {"pixtral", kLlama3}, {"qwen2", kQwen2},     {"deepseek-r1-qwen", kQwen2},
-      {"megrez", kQwen2},
+  static const std::string llama3(gguf::kLlama3Split), qwen2(gguf::kQwen2Split);
+  static const std::map<std::string, const std::string*> by_name = {
+      {"llama3", &llama3},  {"llama-v3", &llama3}, {"llama-bpe", &llama3},
+      {"falcon3", &llama3}, {"dbrx", &llama3},     {"smaug-bpe", &llama3},
+      {"pixtral", &llama3}, {"qwen2", &qwen2},     {"deepseek-r1-qwen", &qwen2},
+      {"megrez", &qwen2},
   };
   auto it = by_name.find(pre);
-  return it == by_name.end() ? nullptr : it->second;
+  return it == by_name.end() ? nullptr : it->second->c_str();
 }
 
 json byte_level(bool add_prefix_space, bool use_regex) {
@@ -477,21 +460,9 @@ Tensor GgufWeights::read_f32(std::string_view hf) const {
   if (arch_ == "llama" && (q || k)) {
     const int64_t heads = q ? n_heads_ : n_kv_heads_;
     const int64_t rows = t.shape()[0];
-    const int64_t cols = t.numel() / rows;
     MAGIX_CHECK(rows % (2 * heads) == 0, "{}: '{}' has {} rows, not a multiple of 2 x {} heads",
                 file_.path().string(), it->second.first, rows, heads);
-    const int64_t hd = rows / heads;
-    Tensor out(t.shape(), DType::kF32);
-    const float* src = t.data<float>();
-    float* dst = out.data<float>();
-    for (int64_t h = 0; h < heads; ++h) {
-      for (int64_t j = 0; j < 2; ++j) {
-        for (int64_t r = 0; r < hd / 2; ++r) {
-          std::copy_n(src + (h * hd + 2 * r + j) * cols, cols, dst + (h * hd + j * hd / 2 + r) * cols);
-        }
-      }
-    }
-    return out;
+    return gguf::permute_qk_rows(t, heads, /*to_gguf=*/false);
   }
   return t;
 }

@@ -10,6 +10,7 @@
 #include "magix/error.hpp"
 #include "magix/gguf_export.hpp"
 #include "magix/tokenizer_config.hpp"
+#include "gguf_names.hpp"
 #include "safetensors_util.hpp"
 
 namespace magix {
@@ -57,33 +58,18 @@ class Bytes {
 };
 
 std::string gguf_tensor_name(const std::string& hf) {
-  static const std::map<std::string, std::string> top = {
-      {"model.embed_tokens.weight", "token_embd.weight"},
-      {"model.norm.weight", "output_norm.weight"},
-      {"lm_head.weight", "output.weight"},
-  };
-  if (auto it = top.find(hf); it != top.end()) return it->second;
-  static const std::map<std::string, std::string> layer = {
-      {"input_layernorm.weight", "attn_norm.weight"},
-      {"self_attn.q_proj.weight", "attn_q.weight"},
-      {"self_attn.k_proj.weight", "attn_k.weight"},
-      {"self_attn.v_proj.weight", "attn_v.weight"},
-      {"self_attn.q_proj.bias", "attn_q.bias"},
-      {"self_attn.k_proj.bias", "attn_k.bias"},
-      {"self_attn.v_proj.bias", "attn_v.bias"},
-      {"self_attn.o_proj.weight", "attn_output.weight"},
-      {"post_attention_layernorm.weight", "ffn_norm.weight"},
-      {"mlp.gate_proj.weight", "ffn_gate.weight"},
-      {"mlp.up_proj.weight", "ffn_up.weight"},
-      {"mlp.down_proj.weight", "ffn_down.weight"},
-  };
+  for (const auto& [gg, h] : gguf::kTopNames) {
+    if (hf == h) return std::string(gg);
+  }
   const std::string prefix = "model.layers.";
   if (hf.starts_with(prefix)) {
     const size_t dot = hf.find('.', prefix.size());
     if (dot != std::string::npos) {
-      auto it = layer.find(hf.substr(dot + 1));
-      if (it != layer.end()) {
-        return "blk." + hf.substr(prefix.size(), dot - prefix.size()) + "." + it->second;
+      const std::string_view rest = std::string_view(hf).substr(dot + 1);
+      for (const auto& [gg, h] : gguf::kLayerNames) {
+        if (rest == h) {
+          return "blk." + hf.substr(prefix.size(), dot - prefix.size()) + "." + std::string(gg);
+        }
       }
     }
   }
@@ -112,11 +98,6 @@ const json* template_processing(const json& post) {
   return nullptr;
 }
 
-const char* kLlama3Split =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-const char* kQwen2Split =
-    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-
 // The tokenizer.* metadata of a byte-level BPE tokenizer.json.
 std::vector<KV> tokenizer_metadata(const fs::path& tokenizer_json, const ModelConfig& config) {
   const std::string src = tokenizer_json.string();
@@ -140,8 +121,8 @@ std::vector<KV> tokenizer_metadata(const fs::path& tokenizer_json, const ModelCo
              is_byte_level(pre["pretokenizers"][1], false)) {
     const json& pat = pre["pretokenizers"][0]["pattern"];
     const std::string re = pat.is_object() && pat.contains("Regex") ? pat["Regex"].get<std::string>() : "";
-    if (re == kLlama3Split) pre_name = "llama-bpe";
-    if (re == kQwen2Split) pre_name = "qwen2";
+    if (re == gguf::kLlama3Split) pre_name = "llama-bpe";
+    if (re == gguf::kQwen2Split) pre_name = "qwen2";
     MAGIX_CHECK(!pre_name.empty(),
                 "{}: GGUF export knows the split regexes of Llama 3 and Qwen 2 byte-level "
                 "tokenizers; this one's differs, so llama.cpp would tokenize differently",
@@ -351,16 +332,7 @@ void write_gguf_model(const fs::path& out, const ModelConfig& config, const std:
     std::vector<uint8_t> bytes;
     for (const Out& o : tensors) {
       Tensor t = params.tensor(o.param).to(DType::kF32);
-      if (o.permute) {  // HF row h*hd + j*hd/2 + r -> GGUF row h*hd + 2r + j
-        const int64_t rows = o.shape[0], cols = t.numel() / rows, hd = rows / o.heads;
-        Tensor perm(t.shape(), DType::kF32);
-        for (int64_t hh = 0; hh < o.heads; ++hh)
-          for (int64_t j = 0; j < 2; ++j)
-            for (int64_t r = 0; r < hd / 2; ++r)
-              std::copy_n(t.data<float>() + (hh * hd + j * hd / 2 + r) * cols, cols,
-                          perm.data<float>() + (hh * hd + 2 * r + j) * cols);
-        t = perm;
-      }
+      if (o.permute) t = gguf::permute_qk_rows(t, o.heads, /*to_gguf=*/true);
       bytes.assign((o.nbytes + 31) / 32 * 32, 0);
       const std::span<const float> src(t.data<float>(), static_cast<size_t>(t.numel()));
       switch (o.type) {

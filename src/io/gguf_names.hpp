@@ -1,0 +1,64 @@
+// llama.cpp's tensor names and tokenizer pre-tokenizer regexes, shared by the GGUF reader
+// (gguf_model.cpp) and writer (gguf_writer.cpp): one table for both directions.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <string_view>
+#include <utility>
+
+#include "magix/tensor.hpp"
+
+namespace magix::gguf {
+
+// {GGUF name, HF name} of the tensors outside the layers.
+inline constexpr std::array<std::pair<std::string_view, std::string_view>, 3> kTopNames = {{
+    {"token_embd.weight", "model.embed_tokens.weight"},
+    {"output_norm.weight", "model.norm.weight"},
+    {"output.weight", "lm_head.weight"},
+}};
+
+// {GGUF suffix after "blk.N.", HF suffix after "model.layers.N."}.
+inline constexpr std::array<std::pair<std::string_view, std::string_view>, 12> kLayerNames = {{
+    {"attn_norm.weight", "input_layernorm.weight"},
+    {"attn_q.weight", "self_attn.q_proj.weight"},
+    {"attn_k.weight", "self_attn.k_proj.weight"},
+    {"attn_v.weight", "self_attn.v_proj.weight"},
+    {"attn_q.bias", "self_attn.q_proj.bias"},
+    {"attn_k.bias", "self_attn.k_proj.bias"},
+    {"attn_v.bias", "self_attn.v_proj.bias"},
+    {"attn_output.weight", "self_attn.o_proj.weight"},
+    {"ffn_norm.weight", "post_attention_layernorm.weight"},
+    {"ffn_gate.weight", "mlp.gate_proj.weight"},
+    {"ffn_up.weight", "mlp.up_proj.weight"},
+    {"ffn_down.weight", "mlp.down_proj.weight"},
+}};
+
+// The split regexes of byte-level BPE pre-tokenizers (tokenizer.ggml.pre): Llama 3's and
+// Qwen 2's (the tokenizers' own patterns).
+inline constexpr std::string_view kLlama3Split =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+inline constexpr std::string_view kQwen2Split =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
+// llama.cpp's converter interleaves the two rotary halves of each q/k head for the llama
+// architecture: HF row h*hd + j*hd/2 + r is GGUF row h*hd + 2r + j. `to_gguf` applies it, else
+// undoes it. `t` is F32 with `heads` * hd rows.
+inline Tensor permute_qk_rows(const Tensor& t, int64_t heads, bool to_gguf) {
+  const int64_t rows = t.shape()[0], cols = t.numel() / rows, hd = rows / heads;
+  Tensor out(t.shape(), DType::kF32);
+  const float* src = t.data<float>();
+  float* dst = out.data<float>();
+  for (int64_t h = 0; h < heads; ++h) {
+    for (int64_t j = 0; j < 2; ++j) {
+      for (int64_t r = 0; r < hd / 2; ++r) {
+        const int64_t hf_row = h * hd + j * hd / 2 + r, gguf_row = h * hd + 2 * r + j;
+        std::copy_n(src + (to_gguf ? hf_row : gguf_row) * cols, cols,
+                    dst + (to_gguf ? gguf_row : hf_row) * cols);
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace magix::gguf
