@@ -20,53 +20,33 @@ float half(const uint8_t* p) {
   return f16_to_float(h);
 }
 
-// Q4_0: f16 d, 16 bytes of nibbles (low nibbles: values 0-15, high: 16-31); y = d * (q - 8).
-void q4_0(const uint8_t* b, float* y) {
+// Q4_0, Q4_1, Q5_0, Q5_1 (32 values): f16 d, [f16 m], [32 high bits, one per value], 16 bytes
+// of nibbles (low nibbles: values 0-15, high: 16-31). Without m: y = d * (q - 8) (4 bits) or
+// d * (q - 16) (5 bits); with m: y = d * q + m.
+template <bool kFiveBits, bool kMin>
+void legacy_block(const uint8_t* b, float* y) {
   const float d = half(b);
-  const uint8_t* qs = b + 2;
-  for (int j = 0; j < 16; ++j) {
-    y[j] = d * static_cast<float>((qs[j] & 0x0F) - 8);
-    y[j + 16] = d * static_cast<float>((qs[j] >> 4) - 8);
+  const float m = kMin ? half(b + 2) : 0.0f;
+  const uint8_t* p = b + (kMin ? 4 : 2);
+  uint32_t qh = 0;
+  if (kFiveBits) {
+    std::memcpy(&qh, p, 4);
+    p += 4;
   }
-}
-
-// Q4_1: f16 d, f16 m, nibbles; y = d * q + m.
-void q4_1(const uint8_t* b, float* y) {
-  const float d = half(b);
-  const float m = half(b + 2);
-  const uint8_t* qs = b + 4;
+  const int offset = kMin ? 0 : kFiveBits ? 16 : 8;
   for (int j = 0; j < 16; ++j) {
-    y[j] = d * static_cast<float>(qs[j] & 0x0F) + m;
-    y[j + 16] = d * static_cast<float>(qs[j] >> 4) + m;
-  }
-}
-
-// Q5_0: f16 d, 32 high bits (one per value), nibbles; y = d * (q - 16).
-void q5_0(const uint8_t* b, float* y) {
-  const float d = half(b);
-  uint32_t qh;
-  std::memcpy(&qh, b + 2, 4);
-  const uint8_t* qs = b + 6;
-  for (int j = 0; j < 16; ++j) {
-    const int lo = (qs[j] & 0x0F) | (((qh >> j) & 1) << 4);
-    const int hi = (qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
-    y[j] = d * static_cast<float>(lo - 16);
-    y[j + 16] = d * static_cast<float>(hi - 16);
-  }
-}
-
-// Q5_1: f16 d, f16 m, high bits, nibbles; y = d * q + m.
-void q5_1(const uint8_t* b, float* y) {
-  const float d = half(b);
-  const float m = half(b + 2);
-  uint32_t qh;
-  std::memcpy(&qh, b + 4, 4);
-  const uint8_t* qs = b + 8;
-  for (int j = 0; j < 16; ++j) {
-    const int lo = (qs[j] & 0x0F) | (((qh >> j) & 1) << 4);
-    const int hi = (qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
-    y[j] = d * static_cast<float>(lo) + m;
-    y[j + 16] = d * static_cast<float>(hi) + m;
+    int lo = p[j] & 0x0F, hi = p[j] >> 4;
+    if (kFiveBits) {
+      lo |= static_cast<int>((qh >> j) & 1) << 4;
+      hi |= static_cast<int>((qh >> (j + 16)) & 1) << 4;
+    }
+    if (kMin) {
+      y[j] = d * static_cast<float>(lo) + m;
+      y[j + 16] = d * static_cast<float>(hi) + m;
+    } else {
+      y[j] = d * static_cast<float>(lo - offset);
+      y[j + 16] = d * static_cast<float>(hi - offset);
+    }
   }
 }
 
@@ -126,40 +106,24 @@ void k_scale_min(const uint8_t* s, uint8_t sc[8], uint8_t mn[8]) {
   }
 }
 
-// Q4_K: f16 d, f16 dmin, 12 bytes of scales/mins, 128 bytes of nibbles;
-// y = (d * scale) * q - dmin * min per group of 32.
-void q4_k(const uint8_t* b, float* y) {
-  const float d = half(b);
-  const float dmin = half(b + 2);
-  uint8_t sc[8], mn[8];
-  k_scale_min(b + 4, sc, mn);
-  const uint8_t* qs = b + 16;
-  for (int g = 0; g < 8; ++g) {
-    const float dg = d * static_cast<float>(sc[g]);
-    const float mg = dmin * static_cast<float>(mn[g]);
-    const uint8_t* q = qs + (g / 2) * 32;
-    const int shift = 4 * (g % 2);
-    for (int l = 0; l < 32; ++l) {
-      y[g * 32 + l] = dg * static_cast<float>((q[l] >> shift) & 0x0F) - mg;
-    }
-  }
-}
-
-// Q5_K: as Q4_K with a fifth bit per value from 32 bytes of high bits (bit g for group g).
-void q5_k(const uint8_t* b, float* y) {
+// Q4_K and Q5_K (256 values): f16 d, f16 dmin, 12 bytes of scales/mins, [Q5_K: 32 bytes of high
+// bits, bit g for group g], 128 bytes of nibbles; y = (d * scale) * q - dmin * min per group of 32.
+template <bool kFiveBits>
+void k_block(const uint8_t* b, float* y) {
   const float d = half(b);
   const float dmin = half(b + 2);
   uint8_t sc[8], mn[8];
   k_scale_min(b + 4, sc, mn);
   const uint8_t* qh = b + 16;
-  const uint8_t* qs = b + 48;
+  const uint8_t* qs = b + (kFiveBits ? 48 : 16);
   for (int g = 0; g < 8; ++g) {
     const float dg = d * static_cast<float>(sc[g]);
     const float mg = dmin * static_cast<float>(mn[g]);
     const uint8_t* q = qs + (g / 2) * 32;
     const int shift = 4 * (g % 2);
     for (int l = 0; l < 32; ++l) {
-      const int v = ((q[l] >> shift) & 0x0F) | (((qh[l] >> g) & 1) << 4);
+      int v = (q[l] >> shift) & 0x0F;
+      if (kFiveBits) v |= ((qh[l] >> g) & 1) << 4;
       y[g * 32 + l] = dg * static_cast<float>(v) - mg;
     }
   }
@@ -213,15 +177,15 @@ void ggml_dequantize(GgmlType type, std::span<const uint8_t> src, std::span<floa
   }
   void (*block)(const uint8_t*, float*) = nullptr;
   switch (type) {
-    case GgmlType::kQ4_0: block = q4_0; break;
-    case GgmlType::kQ4_1: block = q4_1; break;
-    case GgmlType::kQ5_0: block = q5_0; break;
-    case GgmlType::kQ5_1: block = q5_1; break;
+    case GgmlType::kQ4_0: block = legacy_block<false, false>; break;
+    case GgmlType::kQ4_1: block = legacy_block<false, true>; break;
+    case GgmlType::kQ5_0: block = legacy_block<true, false>; break;
+    case GgmlType::kQ5_1: block = legacy_block<true, true>; break;
     case GgmlType::kQ8_0: block = q8_0; break;
     case GgmlType::kQ2_K: block = q2_k; break;
     case GgmlType::kQ3_K: block = q3_k; break;
-    case GgmlType::kQ4_K: block = q4_k; break;
-    case GgmlType::kQ5_K: block = q5_k; break;
+    case GgmlType::kQ4_K: block = k_block<false>; break;
+    case GgmlType::kQ5_K: block = k_block<true>; break;
     case GgmlType::kQ6_K: block = q6_k; break;
     default: MAGIX_FAIL("ggml_dequantize: unexpected type");
   }

@@ -516,8 +516,8 @@ fs::path gguf_model_folder(const fs::path& gguf) {
   if (fs::is_regular_file(dir / kSourceFile)) return dir;
 
   // Everything is derived and validated before anything is written.
-  const GgufFile f(canon);
-  GgufWeights check(canon);  // tensor names and the architecture
+  const GgufWeights weights(canon);  // opens the file; checks the architecture and the names
+  const GgufFile& f = weights.file();
   const json config = gguf_hf_config(f);
   const json tok = gguf_tokenizer_json(f);
   const json tok_config = gguf_tokenizer_config(f);

@@ -79,6 +79,36 @@ class FiniteDiffOps : public BackendOpsTest {
     for (size_t i = 0; i < in.size(); ++i) t.push_back(put(shapes[i], DType::kF32, in[i]).dev);
     return t;
   }
+
+  // Attention forward/backward with padding, packing and a window (and soft-capped scores when
+  // `softcap` > 0) against finite differences of the forward.
+  void check_attention_gradients(float softcap, const std::string& label) {
+    const int64_t B = 2, T = 5, Hq = 2, Hkv = 1, D = 3;
+    const float scale = 0.7f;
+    const Tensor valid = put_i32({B, T}, {1, 1, 1, 1, 1, 0, 1, 1, 0, 1});
+    const Tensor seg = put_i32({B, T}, {0, 0, 0, 1, 1, 0, 0, 0, 0, 0});
+    const AttentionMask mask{&valid, &seg, 3, softcap};
+    const std::vector<Shape> shapes = {{B, T, Hq, D}, {B, T, Hkv, D}, {B, T, Hkv, D}};
+    const std::vector<std::vector<float>> in = {uniform(B * T * Hq * D, 541, -2, 2),
+                                                uniform(B * T * Hkv * D, 542, -2, 2),
+                                                uniform(B * T * Hkv * D, 543)};
+    const std::vector<double> w = widen(uniform(B * T * Hq * D, 544));
+    Tensor lse = be().empty({B, Hq, T}, DType::kF32);
+    auto fwd = [&](const std::vector<Tensor>& t) {
+      Tensor out = be().empty(shapes[0], DType::kF32);
+      be().attention_forward(out, lse, t[0], t[1], t[2], scale, mask);
+      return out;
+    };
+    const std::vector<Tensor> x = put_all(in, shapes);
+    const Tensor out = fwd(x);
+    std::vector<Tensor> g = {be().zeros(shapes[0], DType::kF32),
+                             be().zeros(shapes[1], DType::kF32),
+                             be().zeros(shapes[2], DType::kF32)};
+    be().attention_backward(g[0], g[1], g[2],
+                            put(shapes[0], DType::kF32, {w.begin(), w.end()}).dev, out, lse, x[0],
+                            x[1], x[2], scale, mask);
+    expect_gradients(label, {"q", "k", "v"}, in, shapes, fwd, w, g);
+  }
 };
 
 TEST_P(FiniteDiffOps, Matmul) {
@@ -161,56 +191,10 @@ TEST_P(FiniteDiffOps, Glu) {
   }
 }
 
-TEST_P(FiniteDiffOps, Attention) {
-  const int64_t B = 2, T = 5, Hq = 2, Hkv = 1, D = 3;
-  const float scale = 0.7f;
-  const Tensor valid = put_i32({B, T}, {1, 1, 1, 1, 1, 0, 1, 1, 0, 1});
-  const Tensor seg = put_i32({B, T}, {0, 0, 0, 1, 1, 0, 0, 0, 0, 0});
-  const AttentionMask mask{&valid, &seg, 3};
-  const std::vector<Shape> shapes = {{B, T, Hq, D}, {B, T, Hkv, D}, {B, T, Hkv, D}};
-  const std::vector<std::vector<float>> in = {uniform(B * T * Hq * D, 541, -2, 2),
-                                              uniform(B * T * Hkv * D, 542, -2, 2),
-                                              uniform(B * T * Hkv * D, 543)};
-  const std::vector<double> w = widen(uniform(B * T * Hq * D, 544));
-  Tensor lse = be().empty({B, Hq, T}, DType::kF32);
-  auto fwd = [&](const std::vector<Tensor>& t) {
-    Tensor out = be().empty(shapes[0], DType::kF32);
-    be().attention_forward(out, lse, t[0], t[1], t[2], scale, mask);
-    return out;
-  };
-  const std::vector<Tensor> x = put_all(in, shapes);
-  const Tensor out = fwd(x);
-  std::vector<Tensor> g = {be().zeros(shapes[0], DType::kF32), be().zeros(shapes[1], DType::kF32),
-                           be().zeros(shapes[2], DType::kF32)};
-  be().attention_backward(g[0], g[1], g[2], put(shapes[0], DType::kF32, {w.begin(), w.end()}).dev,
-                          out, lse, x[0], x[1], x[2], scale, mask);
-  expect_gradients("attention_backward", {"q", "k", "v"}, in, shapes, fwd, w, g);
-}
+TEST_P(FiniteDiffOps, Attention) { check_attention_gradients(0, "attention_backward"); }
 
 TEST_P(FiniteDiffOps, AttentionSoftcap) {
-  const int64_t B = 2, T = 5, Hq = 2, Hkv = 1, D = 3;
-  const float scale = 0.7f;
-  const Tensor valid = put_i32({B, T}, {1, 1, 1, 1, 1, 0, 1, 1, 0, 1});
-  const Tensor seg = put_i32({B, T}, {0, 0, 0, 1, 1, 0, 0, 0, 0, 0});
-  const AttentionMask mask{&valid, &seg, 3, 1.2f};
-  const std::vector<Shape> shapes = {{B, T, Hq, D}, {B, T, Hkv, D}, {B, T, Hkv, D}};
-  const std::vector<std::vector<float>> in = {uniform(B * T * Hq * D, 541, -2, 2),
-                                              uniform(B * T * Hkv * D, 542, -2, 2),
-                                              uniform(B * T * Hkv * D, 543)};
-  const std::vector<double> w = widen(uniform(B * T * Hq * D, 544));
-  Tensor lse = be().empty({B, Hq, T}, DType::kF32);
-  auto fwd = [&](const std::vector<Tensor>& t) {
-    Tensor out = be().empty(shapes[0], DType::kF32);
-    be().attention_forward(out, lse, t[0], t[1], t[2], scale, mask);
-    return out;
-  };
-  const std::vector<Tensor> x = put_all(in, shapes);
-  const Tensor out = fwd(x);
-  std::vector<Tensor> g = {be().zeros(shapes[0], DType::kF32), be().zeros(shapes[1], DType::kF32),
-                           be().zeros(shapes[2], DType::kF32)};
-  be().attention_backward(g[0], g[1], g[2], put(shapes[0], DType::kF32, {w.begin(), w.end()}).dev,
-                          out, lse, x[0], x[1], x[2], scale, mask);
-  expect_gradients("attention_backward softcap 1.2", {"q", "k", "v"}, in, shapes, fwd, w, g);
+  check_attention_gradients(1.2f, "attention_backward softcap 1.2");
 }
 
 TEST_P(FiniteDiffOps, Softcap) {

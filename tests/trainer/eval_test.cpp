@@ -12,6 +12,7 @@
 
 #include "magix/checkpoint.hpp"
 #include "magix/error.hpp"
+#include "../io/io_test_util.hpp"
 #include "magix/evaluate.hpp"
 #include "magix/lora.hpp"
 #include "magix/mesh.hpp"
@@ -24,19 +25,7 @@ namespace {
 namespace fs = std::filesystem;
 const fs::path kFixtures = MAGIX_FIXTURES_DIR;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string t = (fs::temp_directory_path() / "magix-eval-test-XXXXXX").string();
-    EXPECT_NE(mkdtemp(t.data()), nullptr);
-    path_ = t;
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using test::TempDir;
 
 // The tiny random llama on its corpus (48 examples, 12 steps); the first 13 records are the
 // eval set (13: the last pass of 4 rows is partial).
