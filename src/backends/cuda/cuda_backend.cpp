@@ -210,7 +210,8 @@ void CudaBackend::copy(Tensor& dst, const Tensor& src) const {
     const cudaMemcpyKind kind = dst_dev ? (src_dev ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
                                         : cudaMemcpyDeviceToHost;
     MAGIX_CUDA_CHECK(cudaMemcpyAsync(dst.bytes(), src.bytes(), dst.nbytes(), kind, st));
-    if (!dst_dev) MAGIX_CUDA_CHECK(cudaStreamSynchronize(st));
+    // To or from the host: done when copy returns (the host buffer may be freed or read then).
+    if (!dst_dev || !src_dev) MAGIX_CUDA_CHECK(cudaStreamSynchronize(st));
     return;
   }
   const bool to_bf16 = dst.dtype() == DType::kBF16 && src.dtype() == DType::kF32;
@@ -237,8 +238,7 @@ void CudaBackend::copy(Tensor& dst, const Tensor& src) const {
                                      cudaMemcpyDeviceToHost, st));
     MAGIX_CUDA_CHECK(cudaStreamSynchronize(st));
   } else if (!src_dev) {
-    // The upload reads pageable host memory: wait so that the caller may free it at once.
-    MAGIX_CUDA_CHECK(cudaStreamSynchronize(st));
+    MAGIX_CUDA_CHECK(cudaStreamSynchronize(st));  // the host source may be freed on return
   }
 }
 

@@ -1,8 +1,8 @@
 // The CUDA backend of the op table (backends/backend.hpp): the kernels of this folder and
 // cuBLASLt GEMMs on the device that is current when the backend is first used (one process per
 // GPU: pick it with CUDA_VISIBLE_DEVICES or cudaSetDevice before). Every op is enqueued on the
-// backend's stream and returns at once; `copy` to a host tensor and `sum_of_squares` wait for
-// the stream. Storage comes from a caching allocator (device_memory.hpp).
+// backend's stream and returns at once; `copy` from or to a host tensor and `sum_of_squares`
+// wait for the stream. Storage comes from a caching allocator (device_memory.hpp).
 #pragma once
 
 #include <memory>

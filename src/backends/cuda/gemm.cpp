@@ -86,7 +86,10 @@ bool Gemm::try_run(const GemmCall& g, bool epilogue) const {
   int found = 0;
   const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle_, d.op, d.a, d.b, d.c, d.c,
                                                            d.pref, 1, &result, &found);
-  if (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0)) {
+  // No algorithm: false (the caller falls back or reports it). With the bias epilogue any
+  // refusal falls back to the plain product and a bias kernel.
+  if (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0) ||
+      (epilogue && st != CUBLAS_STATUS_SUCCESS)) {
     return false;
   }
   MAGIX_CUBLAS_CHECK(st);
@@ -122,9 +125,12 @@ void Gemm::run(const GemmCall& g) const {
     return;
   }
   if (g.bias == nullptr) {
-    MAGIX_CHECK(try_run(g, false), "gemm: cuBLASLt has no algorithm for M={} N={} K={} ({}, {})",
-                g.M, g.N, g.K, g.ab == GemmType::kF32 ? "F32" : "BF16",
-                g.c == GemmType::kF32 ? "F32 out" : "BF16 out");
+    if (!try_run(g, false)) {
+      // No cuBLASLt algorithm (e.g. an odd leading dimension or alignment): the plain kernel.
+      gemm_fallback(g.ta, g.tb, g.M, g.N, g.K, g.alpha, g.A, g.lda, g.B, g.ldb, g.beta, g.C, g.ldc,
+                    g.ab == GemmType::kBF16, g.c == GemmType::kBF16, nullptr, stream_);
+      MAGIX_CUDA_CHECK_LAUNCH("gemm (fallback kernel)");
+    }
     return;
   }
   if (try_run(g, true)) return;

@@ -84,6 +84,14 @@ inline constexpr int64_t kDecodeRows = 8;
 void matmul_decode_rows(float* out, const float* inp, const void* weight, bool w_bf16,
                         const float* bias, int64_t N, int64_t C, int64_t OC, cudaStream_t s);
 
+// Row-major C (M, N) = alpha · op(A) · op(B) + beta · C (+ bias (N) before the rounding), one
+// thread per output, fp32 sums over k in order: the GEMM of the calls for which cuBLASLt offers no
+// algorithm (odd leading dimensions or alignments). A, B bf16 when ab_bf16; C bf16 when c_bf16
+// (then beta = 0).
+void gemm_fallback(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const void* A,
+                   int64_t lda, const void* B, int64_t ldb, float beta, void* C, int64_t ldc,
+                   bool ab_bf16, bool c_bf16, const float* bias, cudaStream_t s);
+
 // ---- attention.cu -----------------------------------------------------------------------------
 
 struct AttentionArgs {

@@ -211,7 +211,53 @@ __global__ void decode_rows_kernel(float* out, const float* inp, const W* weight
   }
 }
 
+template <class AB, class Out>
+__global__ void gemm_fallback_kernel(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                                     const AB* A, int64_t lda, const AB* B, int64_t ldb,
+                                     float beta, Out* C, int64_t ldc, const float* bias) {
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t m = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y;
+  if (m >= M || n >= N) return;
+  float acc = 0.0f;
+  for (int64_t k = 0; k < K; ++k) {
+    const float a = load(A, ta ? k * lda + m : m * lda + k);
+    const float b = load(B, tb ? n * ldb + k : k * ldb + n);
+    acc += a * b;
+  }
+  float v = alpha * acc;
+  if (beta != 0.0f) v += beta * load(C, m * ldc + n);
+  if (bias) v += bias[n];
+  if constexpr (sizeof(Out) == 2) {
+    C[m * ldc + n] = bf16_round(v);
+  } else {
+    C[m * ldc + n] = v;
+  }
+}
+
 }  // namespace
+
+void gemm_fallback(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const void* A,
+                   int64_t lda, const void* B, int64_t ldb, float beta, void* C, int64_t ldc,
+                   bool ab_bf16, bool c_bf16, const float* bias, cudaStream_t s) {
+  if (M <= 0 || N <= 0) return;
+  const dim3 block(32, 8);
+  const dim3 grid(static_cast<unsigned>(ceil_div(N, 32)), static_cast<unsigned>(ceil_div(M, 8)));
+  if (!ab_bf16) {
+    gemm_fallback_kernel<<<grid, block, 0, s>>>(ta, tb, M, N, K, alpha, static_cast<const float*>(A),
+                                                lda, static_cast<const float*>(B), ldb, beta,
+                                                static_cast<float*>(C), ldc, bias);
+  } else if (!c_bf16) {
+    gemm_fallback_kernel<<<grid, block, 0, s>>>(ta, tb, M, N, K, alpha,
+                                                static_cast<const uint16_t*>(A), lda,
+                                                static_cast<const uint16_t*>(B), ldb, beta,
+                                                static_cast<float*>(C), ldc, bias);
+  } else {
+    gemm_fallback_kernel<<<grid, block, 0, s>>>(ta, tb, M, N, K, alpha,
+                                                static_cast<const uint16_t*>(A), lda,
+                                                static_cast<const uint16_t*>(B), ldb, beta,
+                                                static_cast<uint16_t*>(C), ldc, bias);
+  }
+}
 
 void rmsnorm_forward(void* out, bool out_bf16, float* rstd, const float* inp, const float* weight,
                      int64_t N, int64_t C, float eps, float offset, cudaStream_t s) {
