@@ -1,4 +1,5 @@
-# The CUDA backend (src/backends/cuda/, docs/gpu.md): nvcc, the CUDA runtime and cuBLASLt.
+# The CUDA backend (src/backends/cuda/, docs/gpu.md): nvcc, the CUDA runtime and cuBLASLt (whose
+# headers are needed here; the library itself is loaded at run time).
 #
 # MAGIX_CUDA: AUTO (default: on when nvcc and cuBLASLt are found), ON (an error when they are
 # not) or OFF (the CPU-only build). nvcc is CMAKE_CUDA_COMPILER, else $CUDACXX, else nvcc on

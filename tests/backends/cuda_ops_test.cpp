@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backends/backend.hpp"
+#include "backends/cuda/cublaslt_library.hpp"
 #include "magix/error.hpp"
 
 namespace magix {
@@ -313,6 +314,15 @@ TEST_P(CudaOps, MatchesCpuBackend) {
     EXPECT_LE(worst, c.tol) << c.name << " output " << o << ": worst at " << at << " cpu "
                             << w[at] << " cuda " << g[at] << " (scale " << scale << ")";
   }
+}
+
+// cuBLASLt is loaded at run time (no GPU needed): the library of the headers' major version is
+// found and every function the GEMMs call is bound.
+TEST(CudaLibraries, CublasLtLoads) {
+  const cuda::CublasLtApi& api = cuda::cublaslt();
+  EXPECT_NE(api.path.find("libcublasLt.so." + std::to_string(CUBLAS_VER_MAJOR)), std::string::npos);
+  EXPECT_EQ(api.get_version() / 10000, static_cast<size_t>(CUBLAS_VER_MAJOR)) << api.path;
+  EXPECT_STREQ(api.status_name(CUBLAS_STATUS_NOT_SUPPORTED), "CUBLAS_STATUS_NOT_SUPPORTED");
 }
 
 // sum_of_squares: both in double, fixed orders of their own.

@@ -9,6 +9,7 @@
 #include <initializer_list>
 
 #include "backends/cpu/cpu_backend.hpp"
+#include "backends/cuda/cublaslt_library.hpp"
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/device_memory.hpp"
 #include "backends/cuda/gemm.hpp"
@@ -160,11 +161,11 @@ std::string CudaBackend::describe() const {
   int runtime = 0;
   (void)cudaRuntimeGetVersion(&runtime);
   return fmt::format("cuda: device {} {} (sm_{}{}, {} SMs, {:.0f} GiB), CUDA runtime {}.{}, "
-                     "cuBLASLt {}",
+                     "cuBLASLt {} ({})",
                      s_->device, s_->prop.name, s_->prop.major, s_->prop.minor,
                      s_->prop.multiProcessorCount,
                      static_cast<double>(s_->prop.totalGlobalMem) / (1 << 30), runtime / 1000,
-                     (runtime % 1000) / 10, Gemm::version());
+                     (runtime % 1000) / 10, Gemm::version(), cublaslt().path);
 }
 
 void* CudaBackend::stream() const {

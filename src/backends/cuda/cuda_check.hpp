@@ -5,6 +5,7 @@
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
 
+#include "backends/cuda/cublaslt_library.hpp"
 #include "magix/error.hpp"
 
 #define MAGIX_CUDA_CHECK(call)                                                                  \
@@ -24,8 +25,8 @@
     if (magix_cublas_st_ != CUBLAS_STATUS_SUCCESS) {                                            \
       ::magix::throw_error(__FILE__, __LINE__,                                                  \
                            ::fmt::format("cuBLASLt call {} failed: {} ({})", #call,             \
-                                         cublasLtGetStatusString(magix_cublas_st_),             \
-                                         cublasLtGetStatusName(magix_cublas_st_)));             \
+                                         ::magix::cuda::cublaslt().status_string(magix_cublas_st_),             \
+                                         ::magix::cuda::cublaslt().status_name(magix_cublas_st_)));             \
     }                                                                                           \
   } while (0)
 

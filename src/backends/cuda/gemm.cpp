@@ -1,5 +1,6 @@
 #include "backends/cuda/gemm.hpp"
 
+#include "backends/cuda/cublaslt_library.hpp"
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/kernel_math.hpp"
 #include "backends/cuda/kernels.hpp"
@@ -28,43 +29,43 @@ struct Descriptors {
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulPreference_t pref = nullptr;
   ~Descriptors() {
-    if (pref) cublasLtMatmulPreferenceDestroy(pref);
-    if (c) cublasLtMatrixLayoutDestroy(c);
-    if (b) cublasLtMatrixLayoutDestroy(b);
-    if (a) cublasLtMatrixLayoutDestroy(a);
-    if (op) cublasLtMatmulDescDestroy(op);
+    if (pref) cublaslt().pref_destroy(pref);
+    if (c) cublaslt().layout_destroy(c);
+    if (b) cublaslt().layout_destroy(b);
+    if (a) cublaslt().layout_destroy(a);
+    if (op) cublaslt().desc_destroy(op);
   }
 };
 
 template <class T>
 void set(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t attr, const T& v) {
-  MAGIX_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d, attr, &v, sizeof v));
+  MAGIX_CUBLAS_CHECK(cublaslt().desc_set(d, attr, &v, sizeof v));
 }
 template <class T>
 void set(cublasLtMatmulPreference_t p, cublasLtMatmulPreferenceAttributes_t attr, const T& v) {
-  MAGIX_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(p, attr, &v, sizeof v));
+  MAGIX_CUBLAS_CHECK(cublaslt().pref_set(p, attr, &v, sizeof v));
 }
 
 }  // namespace
 
 Gemm::Gemm(cudaStream_t stream, std::shared_ptr<DeviceAllocator> allocator)
     : stream_(stream), allocator_(std::move(allocator)), workspace_bytes_(kWorkspaceBytes) {
-  MAGIX_CUBLAS_CHECK(cublasLtCreate(&handle_));
+  MAGIX_CUBLAS_CHECK(cublaslt().create(&handle_));
   workspace_ = allocator_->allocate(workspace_bytes_);
 }
 
 Gemm::~Gemm() {
-  if (handle_) (void)cublasLtDestroy(handle_);
+  if (handle_) (void)cublaslt().destroy(handle_);
 }
 
 int Gemm::version() {
-  return static_cast<int>(cublasLtGetVersion());
+  return static_cast<int>(cublaslt().get_version());
 }
 
 bool Gemm::try_run(const GemmCall& g, bool epilogue) const {
   const ColumnMajorGemm cm = column_major_gemm(g.ta, g.tb, g.M, g.N, g.K);
   Descriptors d;
-  MAGIX_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  MAGIX_CUBLAS_CHECK(cublaslt().desc_create(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   set(d.op, CUBLASLT_MATMUL_DESC_TRANSA, cm.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N);
   set(d.op, CUBLASLT_MATMUL_DESC_TRANSB, cm.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N);
   if (epilogue) {
@@ -73,10 +74,10 @@ bool Gemm::try_run(const GemmCall& g, bool epilogue) const {
     set(d.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, CUDA_R_32F);
   }
   const cudaDataType_t ab = data_type(g.ab), c = data_type(g.c);
-  MAGIX_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.a, ab, cm.first_rows, cm.first_cols, g.ldb));
-  MAGIX_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.b, ab, cm.second_rows, cm.second_cols, g.lda));
-  MAGIX_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.c, c, cm.m, cm.n, g.ldc));
-  MAGIX_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.pref));
+  MAGIX_CUBLAS_CHECK(cublaslt().layout_create(&d.a, ab, cm.first_rows, cm.first_cols, g.ldb));
+  MAGIX_CUBLAS_CHECK(cublaslt().layout_create(&d.b, ab, cm.second_rows, cm.second_cols, g.lda));
+  MAGIX_CUBLAS_CHECK(cublaslt().layout_create(&d.c, c, cm.m, cm.n, g.ldc));
+  MAGIX_CUBLAS_CHECK(cublaslt().pref_create(&d.pref));
   set(d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, static_cast<uint64_t>(workspace_bytes_));
   set(d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, alignment(g.B));
   set(d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, alignment(g.A));
@@ -84,7 +85,7 @@ bool Gemm::try_run(const GemmCall& g, bool epilogue) const {
   set(d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, alignment(g.C));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle_, d.op, d.a, d.b, d.c, d.c,
+  const cublasStatus_t st = cublaslt().heuristic(handle_, d.op, d.a, d.b, d.c, d.c,
                                                            d.pref, 1, &result, &found);
   // No algorithm: false (the caller falls back or reports it). With the bias epilogue any
   // refusal falls back to the plain product and a bias kernel.
@@ -93,7 +94,7 @@ bool Gemm::try_run(const GemmCall& g, bool epilogue) const {
     return false;
   }
   MAGIX_CUBLAS_CHECK(st);
-  MAGIX_CUBLAS_CHECK(cublasLtMatmul(handle_, d.op, &g.alpha, g.B, d.a, g.A, d.b, &g.beta, g.C, d.c,
+  MAGIX_CUBLAS_CHECK(cublaslt().matmul(handle_, d.op, &g.alpha, g.B, d.a, g.A, d.b, &g.beta, g.C, d.c,
                                     g.C, d.c, &result.algo, workspace_.get(), workspace_bytes_,
                                     stream_));
   return true;

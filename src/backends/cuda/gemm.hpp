@@ -40,7 +40,7 @@ class Gemm {
   Gemm& operator=(const Gemm&) = delete;
 
   void run(const GemmCall& call) const;
-  // "cuBLASLt 13.0.0"
+  // cublasLtGetVersion() of the loaded library, e.g. 130000.
   static int version();
 
  private:
