@@ -52,8 +52,10 @@ if [ "$reuse" != 1 ]; then
     -DMAGIX_CUDA=ON -DMAGIX_PYTHON=OFF -DMAGIX_BUILD_BENCH=OFF
   run_step build 330 cmake --build "$build" -j "$(nproc)" --target test_backends test_backends_cuda
   # The CUDA backend against the CPU backend (label gpu; skips without a GPU).
+  junit=()
+  ctest --help 2>/dev/null | grep -q -- --output-junit && junit=(--output-junit "$out/ctest_gpu.xml")
   run_step ctest_gpu 240 ctest --test-dir "$build" -L gpu --output-on-failure --timeout 120 \
-    --output-junit "$out/ctest_gpu.xml"
+    "${junit[@]}"
 else
   run_step ops_cuda 240 "$build/bin/test_backends_cuda" --gtest_output="json:$out/ops_cuda.json"
 fi
