@@ -27,13 +27,20 @@ float from_bits(uint32_t u) {
 }
 
 TEST(CudaHelpers, Bf16RoundingEqualsHostConversion) {
-  std::vector<float> values = {0.0f, -0.0f, 1.0f, -1.0f, FLT_MIN, FLT_TRUE_MIN, FLT_MAX, -FLT_MAX,
+  std::vector<float> values = {0.0f,
+                               -0.0f,
+                               1.0f,
+                               -1.0f,
+                               FLT_MIN,
+                               FLT_TRUE_MIN,
+                               FLT_MAX,
+                               -FLT_MAX,
                                std::numeric_limits<float>::infinity(),
                                -std::numeric_limits<float>::infinity(),
                                std::numeric_limits<float>::quiet_NaN(),
-                               from_bits(0x7f800001u),  // a signalling NaN
-                               from_bits(0x3f808000u),  // a tie, rounds to even (down)
-                               from_bits(0x3f818000u),  // a tie, rounds to even (up)
+                               from_bits(0x7f800001u),   // a signalling NaN
+                               from_bits(0x3f808000u),   // a tie, rounds to even (down)
+                               from_bits(0x3f818000u),   // a tie, rounds to even (up)
                                from_bits(0x7f7f8000u)};  // rounds past the largest bf16
   std::mt19937 rng(7);
   for (int i = 0; i < 1 << 20; ++i) values.push_back(from_bits(static_cast<uint32_t>(rng())));
@@ -63,8 +70,10 @@ TEST(CudaHelpers, DropoutMaskEqualsCpuBackend) {
     int64_t rows, cols_local, row0, col0, cols;
     float p;
   };
-  const Case cases[] = {{1, 1, 1, 0, 0, 1, 0.5f},          {0x9e3779b97f4a7c15ull, 7, 33, 5, 3, 64, 0.1f},
-                        {42, 16, 128, 1000, 128, 512, 0.9f}, {7, 3, 5, 0, 0, 5, 0.0f},
+  const Case cases[] = {{1, 1, 1, 0, 0, 1, 0.5f},
+                        {0x9e3779b97f4a7c15ull, 7, 33, 5, 3, 64, 0.1f},
+                        {42, 16, 128, 1000, 128, 512, 0.9f},
+                        {7, 3, 5, 0, 0, 5, 0.0f},
                         {~0ull, 9, 17, 123456, 40, 57, 0.3333f}};
   for (const Case& c : cases) {
     Tensor inp({c.rows, c.cols_local}), out({c.rows, c.cols_local});
@@ -121,8 +130,8 @@ TEST(CudaHelpers, AttentionMaskPredicateEqualsCpuRule) {
           const int32_t si = use_segment ? segment.data<int32_t>()[b * T + i] : 0;
           const int32_t sj = use_segment ? segment.data<int32_t>()[b * T + j] : 0;
           ASSERT_EQ(attention_visible(i, j, window, vj, si, sj), cpu_sees)
-              << "trial " << trial << " T " << T << " window " << window << " b " << b << " i "
-              << i << " j " << j;
+              << "trial " << trial << " T " << T << " window " << window << " b " << b << " i " << i
+              << " j " << j;
         }
       }
     }
@@ -162,10 +171,10 @@ TEST(CudaHelpers, AttentionTilesCoverEveryVisiblePairOnce) {
       for (int64_t i = 0; i < T; ++i)
         for (int64_t j = 0; j < T; ++j) {
           const int want = j <= i && (window <= 0 || i - j < window);
-          ASSERT_EQ(fwd[i * T + j], want) << "forward T " << T << " window " << window << " (" << i
-                                          << ", " << j << ")";
-          ASSERT_EQ(bwd[i * T + j], want) << "dk/dv T " << T << " window " << window << " (" << i
-                                          << ", " << j << ")";
+          ASSERT_EQ(fwd[i * T + j], want)
+              << "forward T " << T << " window " << window << " (" << i << ", " << j << ")";
+          ASSERT_EQ(bwd[i * T + j], want)
+              << "dk/dv T " << T << " window " << window << " (" << i << ", " << j << ")";
         }
     }
   }
@@ -179,8 +188,8 @@ TEST(CudaHelpers, HeadDimsAndKvHeadsCoverOnce) {
         if (lane + 32 * c < D) ++seen[lane + 32 * c];
     for (int64_t d = 0; d < D; ++d) ASSERT_EQ(seen[d], 1) << "D " << D << " dim " << d;
   }
-  for (auto [Hq, Hkv] : {std::pair<int64_t, int64_t>{1, 1}, {4, 4}, {8, 2}, {12, 4}, {32, 8},
-                         {7, 1}, {6, 3}}) {
+  for (auto [Hq, Hkv] :
+       {std::pair<int64_t, int64_t>{1, 1}, {4, 4}, {8, 2}, {12, 4}, {32, 8}, {7, 1}, {6, 3}}) {
     std::vector<int> per_kv(Hkv, 0);
     for (int64_t h = 0; h < Hq; ++h) {
       const int64_t g = kv_head(h, Hq, Hkv);
@@ -215,8 +224,11 @@ TEST(CudaHelpers, ColumnMajorGemmMappingEqualsRowMajorProduct) {
   std::uniform_real_distribution<float> dist(-1, 1);
   for (bool ta : {false, true})
     for (bool tb : {false, true})
-      for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {3, 5, 7}, {8, 1, 4},
-                             {1, 9, 2}, {6, 4, 1}}) {
+      for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1},
+                             {3, 5, 7},
+                             {8, 1, 4},
+                             {1, 9, 2},
+                             {6, 4, 1}}) {
         const int64_t pad = 3;
         // Row-major storage with leading dimensions larger than the rows.
         const int64_t lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;

@@ -21,8 +21,8 @@ namespace {
 
 constexpr DType F = DType::kF32, H = DType::kBF16;
 constexpr double kExact = 0;
-constexpr double kF32 = 2e-5;      // summation order, FMA, expf vs libm
-constexpr double kBf16 = 8e-3;     // one bf16 rounding of the output (2^-8) plus fp32 noise
+constexpr double kF32 = 2e-5;         // summation order, FMA, expf vs libm
+constexpr double kBf16 = 8e-3;        // one bf16 rounding of the output (2^-8) plus fp32 noise
 constexpr double kBf16Attn = 0x1p-6;  // P and dS rounded at other points (running max)
 
 // Inputs of a case, made the same way for both backends (same seeds, same host values).
@@ -70,9 +70,14 @@ std::vector<double> host_values(const Backend& be, const Tensor& t) {
   std::vector<double> v(static_cast<size_t>(t.numel()));
   for (size_t i = 0; i < v.size(); ++i) {
     switch (host.dtype()) {
-      case DType::kF32: v[i] = host.data<float>()[i]; break;
-      case DType::kI32: v[i] = host.data<int32_t>()[i]; break;
-      default: MAGIX_FAIL("cuda_ops_test: dtype {}", dtype_name(t.dtype()));
+      case DType::kF32:
+        v[i] = host.data<float>()[i];
+        break;
+      case DType::kI32:
+        v[i] = host.data<int32_t>()[i];
+        break;
+      default:
+        MAGIX_FAIL("cuda_ops_test: dtype {}", dtype_name(t.dtype()));
     }
   }
   return v;
@@ -100,38 +105,43 @@ std::vector<Case> cases() {
   for (DType dt : {F, H}) {
     const std::string d = dt == F ? "F32" : "BF16";
     const double tol_out = dt == F ? kF32 : kBf16;
-    c.push_back({"copy_to_" + d, kExact, [=](const Env& e) {
-                   Tensor x = e.in({3, 70}, dt == F ? H : F, 1, -100, 100), y = e.be.empty({3, 70}, dt);
-                   e.be.copy(y, x);
-                   return std::vector<Tensor>{y};
-                 }});
+    c.push_back(
+        {"copy_to_" + d, kExact, [=](const Env& e) {
+           Tensor x = e.in({3, 70}, dt == F ? H : F, 1, -100, 100), y = e.be.empty({3, 70}, dt);
+           e.be.copy(y, x);
+           return std::vector<Tensor>{y};
+         }});
     c.push_back({"dropout_" + d, kExact, [=](const Env& e) {
                    Tensor x = e.in({9, 33}, dt, 2), y = e.be.empty({9, 33}, F);
                    e.be.dropout(y, x, 0x1234, 17, 5, 64, 0.3f);
                    return std::vector<Tensor>{y};
                  }});
-    c.push_back({"matmul_forward_" + d + "_to_F32", kF32, [=](const Env& e) {
-                   Tensor x = e.in({2, 5, 96}, dt, 3), w = e.in({40, 96}, dt, 4), b = e.in({40}, F, 5);
-                   Tensor y = e.be.empty({2, 5, 40}, F), z = e.be.empty({10, 40}, F);
-                   e.be.matmul_forward(y, x, w, &b);
-                   e.be.matmul_forward(z, x, w, nullptr);
-                   return std::vector<Tensor>{y, z};
-                 }});
+    c.push_back(
+        {"matmul_forward_" + d + "_to_F32", kF32, [=](const Env& e) {
+           Tensor x = e.in({2, 5, 96}, dt, 3), w = e.in({40, 96}, dt, 4), b = e.in({40}, F, 5);
+           Tensor y = e.be.empty({2, 5, 40}, F), z = e.be.empty({10, 40}, F);
+           e.be.matmul_forward(y, x, w, &b);
+           e.be.matmul_forward(z, x, w, nullptr);
+           return std::vector<Tensor>{y, z};
+         }});
     if (dt == H) {
-      c.push_back({"matmul_forward_BF16_to_BF16", kBf16, [=](const Env& e) {
-                     Tensor x = e.in({2, 5, 96}, H, 3), w = e.in({40, 96}, H, 4), b = e.in({40}, F, 5);
-                     Tensor y = e.be.empty({2, 5, 40}, H), z = e.be.empty({10, 40}, H);
-                     e.be.matmul_forward(y, x, w, &b);
-                     e.be.matmul_forward(z, x, w, nullptr);
-                     return std::vector<Tensor>{y, z};
-                   }});
+      c.push_back(
+          {"matmul_forward_BF16_to_BF16", kBf16, [=](const Env& e) {
+             Tensor x = e.in({2, 5, 96}, H, 3), w = e.in({40, 96}, H, 4), b = e.in({40}, F, 5);
+             Tensor y = e.be.empty({2, 5, 40}, H), z = e.be.empty({10, 40}, H);
+             e.be.matmul_forward(y, x, w, &b);
+             e.be.matmul_forward(z, x, w, nullptr);
+             return std::vector<Tensor>{y, z};
+           }});
     }
-    c.push_back({"matmul_backward_" + d, kF32, [=](const Env& e) {
-                   Tensor dout = e.in({10, 40}, dt, 6), x = e.in({10, 96}, dt, 7), w = e.in({40, 96}, dt, 8);
-                   Tensor dx = e.in({10, 96}, F, 9), dw = e.in({40, 96}, F, 10), db = e.in({40}, F, 11);
-                   e.be.matmul_backward(&dx, &dw, &db, dout, x, w);
-                   return std::vector<Tensor>{dx, dw, db};
-                 }});
+    c.push_back(
+        {"matmul_backward_" + d, kF32, [=](const Env& e) {
+           Tensor dout = e.in({10, 40}, dt, 6), x = e.in({10, 96}, dt, 7),
+                  w = e.in({40, 96}, dt, 8);
+           Tensor dx = e.in({10, 96}, F, 9), dw = e.in({40, 96}, F, 10), db = e.in({40}, F, 11);
+           e.be.matmul_backward(&dx, &dw, &db, dout, x, w);
+           return std::vector<Tensor>{dx, dw, db};
+         }});
     c.push_back({"matmul_decode_" + d + "_weight", kF32, [=](const Env& e) {
                    Tensor w = e.in({50, 72}, dt, 12), b = e.in({50}, F, 13);
                    Tensor x3 = e.in({3, 72}, F, 14), x20 = e.in({20, 72}, F, 15);
@@ -171,7 +181,8 @@ std::vector<Case> cases() {
                    }});
     }
     c.push_back({"cross_entropy_" + d + "_vocab_shard", dt == F ? kF32 : kBf16, [=](const Env& e) {
-                   // This shard holds vocab entries [100, 100 + 257); targets inside, outside, ignored.
+                   // This shard holds vocab entries [100, 100 + 257); targets inside, outside,
+                   // ignored.
                    Tensor l = e.in({6, 257}, dt, 25, -8, 8);
                    Tensor t = e.ints({6}, {100, 356, 50, -1, 400, 230});
                    Tensor mx = e.be.empty({6}, F), se = e.be.empty({6}, F), tl = e.be.empty({6}, F),
@@ -184,8 +195,8 @@ std::vector<Case> cases() {
                    return std::vector<Tensor>{mx, se, tl, loss, dl, l};
                  }});
     c.push_back({"adamw_" + d + "_weights", tol_out, [=](const Env& e) {
-                   Tensor w = e.in({1000}, dt, 26), g = e.in({1000}, F, 27), m = e.in({1000}, F, 28),
-                          v = e.in({1000}, F, 29, 0, 1);
+                   Tensor w = e.in({1000}, dt, 26), g = e.in({1000}, F, 27),
+                          m = e.in({1000}, F, 28), v = e.in({1000}, F, 29, 0, 1);
                    AdamWScalars k;
                    k.grad_scale = 0.5f, k.bias1 = 0.1f, k.bias2 = 0.01f, k.lr = 1e-3f;
                    k.weight_decay = 0.1f;
@@ -197,7 +208,9 @@ std::vector<Case> cases() {
                           vc = e.in({2, 50, 2, 80}, dt, 32), valid = e.rand_ints({2, 50}, 33, 0, 1);
                    std::vector<Tensor> outs;
                    for (auto [slot, window, cap] : {std::tuple<int64_t, int64_t, float>{49, 0, 0},
-                                                    {20, 7, 0}, {35, 0, 20.0f}, {0, 0, 0}}) {
+                                                    {20, 7, 0},
+                                                    {35, 0, 20.0f},
+                                                    {0, 0, 0}}) {
                      outs.push_back(e.be.empty({2, 4, 80}, F));
                      e.be.attention_decode(outs.back(), q, kc, vc, valid, slot, 0.11f, window, cap);
                    }
@@ -245,14 +258,15 @@ std::vector<Case> cases() {
                  e.be.bias_backward(db, y);
                  return std::vector<Tensor>{o1, r, db};
                }});
-  c.push_back({"rmsnorm_backward", kF32, [](const Env& e) {
-                 Tensor x = e.in({6, 300}, F, 56), w = e.in({300}, F, 57), dy = e.in({6, 300}, F, 58);
-                 Tensor y = e.be.empty({6, 300}, F), r = e.be.empty({6}, F);
-                 e.be.rmsnorm_forward(y, r, x, w, 1e-5f, 0.0f);
-                 Tensor dx = e.in({6, 300}, F, 59), dw = e.in({300}, F, 60);
-                 e.be.rmsnorm_backward(dx, &dw, dy, x, w, r, 0.0f);
-                 return std::vector<Tensor>{dx, dw};
-               }});
+  c.push_back(
+      {"rmsnorm_backward", kF32, [](const Env& e) {
+         Tensor x = e.in({6, 300}, F, 56), w = e.in({300}, F, 57), dy = e.in({6, 300}, F, 58);
+         Tensor y = e.be.empty({6, 300}, F), r = e.be.empty({6}, F);
+         e.be.rmsnorm_forward(y, r, x, w, 1e-5f, 0.0f);
+         Tensor dx = e.in({6, 300}, F, 59), dw = e.in({300}, F, 60);
+         e.be.rmsnorm_backward(dx, &dw, dy, x, w, r, 0.0f);
+         return std::vector<Tensor>{dx, dw};
+       }});
   c.push_back({"rope_backward", kF32, [](const Env& e) {
                  Tensor pos = e.ints({4}, {3, 9, 27, 81}), f = e.in({8}, F, 61, 0, 1);
                  Tensor t = e.be.empty({4, 16}, F), dx = e.in({4, 2, 16}, F, 62);
@@ -269,17 +283,18 @@ std::vector<Case> cases() {
                  e.be.embedding_backward(dtable, dout, ids, 10, 2.5f);
                  return std::vector<Tensor>{out, dtable};
                }});
-  c.push_back({"lora_merge_and_project", kF32, [](const Env& e) {
-                 Tensor a = e.in({4, 60}, F, 66), b = e.in({30, 4}, F, 67), w = e.in({30, 60}, F, 68);
-                 Tensor w2 = e.be.empty({30, 60}, F), w3 = e.be.empty({30, 60}, F);
-                 Tensor base32 = e.in({30, 60}, F, 69), base16 = e.in({30, 60}, H, 70);
-                 e.be.lora_merge(w, a, b, 0.5f, nullptr);
-                 e.be.lora_merge(w2, a, b, 2.0f, &base32);
-                 e.be.lora_merge(w3, a, b, 2.0f, &base16);
-                 Tensor da = e.in({4, 60}, F, 71), db = e.in({30, 4}, F, 72), dw = e.in({30, 60}, F, 73);
-                 e.be.lora_project(da, db, dw, a, b, 0.25f);
-                 return std::vector<Tensor>{w, w2, w3, da, db};
-               }});
+  c.push_back(
+      {"lora_merge_and_project", kF32, [](const Env& e) {
+         Tensor a = e.in({4, 60}, F, 66), b = e.in({30, 4}, F, 67), w = e.in({30, 60}, F, 68);
+         Tensor w2 = e.be.empty({30, 60}, F), w3 = e.be.empty({30, 60}, F);
+         Tensor base32 = e.in({30, 60}, F, 69), base16 = e.in({30, 60}, H, 70);
+         e.be.lora_merge(w, a, b, 0.5f, nullptr);
+         e.be.lora_merge(w2, a, b, 2.0f, &base32);
+         e.be.lora_merge(w3, a, b, 2.0f, &base16);
+         Tensor da = e.in({4, 60}, F, 71), db = e.in({30, 4}, F, 72), dw = e.in({30, 60}, F, 73);
+         e.be.lora_project(da, db, dw, a, b, 0.25f);
+         return std::vector<Tensor>{w, w2, w3, da, db};
+       }});
   return c;
 }
 
@@ -368,7 +383,9 @@ TEST(CudaSumOfSquares, MatchesCpuBackend) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllOps, CudaOps, ::testing::ValuesIn(cases()),
-                         [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return info.param.name;
+                         });
 
 }  // namespace
 }  // namespace magix

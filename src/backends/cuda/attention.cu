@@ -280,7 +280,8 @@ __global__ void dkdv_kernel(float* dk, float* dv, const T* dout, const float* ls
   float* lses = vrows + warp_rows_floats(g.D);
   float* dis = lses + kKeyTile;
   const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t b = blockIdx.z, kvh = blockIdx.y, j0 = static_cast<int64_t>(blockIdx.x) * kQueryRows;
+  const int64_t b = blockIdx.z, kvh = blockIdx.y,
+                j0 = static_cast<int64_t>(blockIdx.x) * kQueryRows;
   const int64_t rows = g.T - j0 < kQueryRows ? g.T - j0 : kQueryRows;
   const int64_t j = j0 + w, D = g.D, group = g.Hq / g.Hkv;
   const bool active = w < rows;
@@ -296,7 +297,8 @@ __global__ void dkdv_kernel(float* dk, float* dv, const T* dout, const float* ls
   float dk_acc[kDimsPerLane], dv_acc[kDimsPerLane];
 #pragma unroll
   for (int c = 0; c < kDimsPerLane; ++c) dk_acc[c] = dv_acc[c] = 0.0f;
-  const int64_t ib = attention_query_begin(j0), ie = attention_query_end(j0, rows, g.mask.window, g.T);
+  const int64_t ib = attention_query_begin(j0),
+                ie = attention_query_end(j0, rows, g.mask.window, g.T);
   for (int64_t hh = 0; hh < group; ++hh) {
     const int64_t h = kvh * group + hh;
     for (int64_t i0 = ib; i0 < ie; i0 += kKeyTile) {
@@ -351,8 +353,7 @@ __global__ void dkdv_kernel(float* dk, float* dv, const T* dout, const float* ls
 template <class T>
 __global__ void decode_kernel(float* out, const float* q, const T* kc, const T* vc,
                               const int32_t* valid, int64_t B, int64_t S, int64_t Hq, int64_t Hkv,
-                              int64_t D, int64_t slot, float scale, int64_t window,
-                              float softcap) {
+                              int64_t D, int64_t slot, float scale, int64_t window, float softcap) {
   extern __shared__ float smem[];
   const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kQueryRows + w;  // b * Hq + h
@@ -436,8 +437,9 @@ void backward_t(float* dq, float* dk, float* dv, const T* dout, const T* out, co
                 const T* q, const T* k, const T* v, float* row_dot, const Geometry& g,
                 cudaStream_t s) {
   const int64_t rows = g.B * g.Hq * g.T;
-  row_dot_kernel<T><<<static_cast<unsigned>(ceil_div(rows, kBlockThreads / 32)), kBlockThreads, 0,
-                      s>>>(row_dot, dout, out, g);
+  row_dot_kernel<T>
+      <<<static_cast<unsigned>(ceil_div(rows, kBlockThreads / 32)), kBlockThreads, 0, s>>>(
+          row_dot, dout, out, g);
   const auto blocks = static_cast<unsigned>(ceil_div(g.T, kQueryRows));
   launch(dq_kernel<T>, dim3(blocks, static_cast<unsigned>(g.Hq), static_cast<unsigned>(g.B)),
          dq_floats(g.D), s, dq, dout, lse, static_cast<const float*>(row_dot), q, k, v, g);
@@ -491,12 +493,12 @@ void attention_decode(float* out, const float* q, const void* k_cache, const voi
   const int bytes = static_cast<int>(warp_rows_floats(D) * sizeof(float));
   if (bf16) {
     decode_kernel<<<blocks, kBlockThreads, bytes, s>>>(
-        out, q, static_cast<const uint16_t*>(k_cache), static_cast<const uint16_t*>(v_cache),
-        valid, B, S, Hq, Hkv, D, slot, scale, window, softcap);
+        out, q, static_cast<const uint16_t*>(k_cache), static_cast<const uint16_t*>(v_cache), valid,
+        B, S, Hq, Hkv, D, slot, scale, window, softcap);
   } else {
-    decode_kernel<<<blocks, kBlockThreads, bytes, s>>>(
-        out, q, static_cast<const float*>(k_cache), static_cast<const float*>(v_cache), valid, B,
-        S, Hq, Hkv, D, slot, scale, window, softcap);
+    decode_kernel<<<blocks, kBlockThreads, bytes, s>>>(out, q, static_cast<const float*>(k_cache),
+                                                       static_cast<const float*>(v_cache), valid, B,
+                                                       S, Hq, Hkv, D, slot, scale, window, softcap);
   }
 }
 

@@ -54,9 +54,10 @@ CublasLtApi load() {
     bind(lib, path, "cublasLtMatmul", api.matmul);
     return api;
   }
-  MAGIX_FAIL("the CUDA backend cannot load cuBLASLt {}:{}\nInstall the CUDA toolkit's cuBLAS "
-             "libraries or add their folder to LD_LIBRARY_PATH.",
-             CUBLAS_VER_MAJOR, tried);
+  MAGIX_FAIL(
+      "the CUDA backend cannot load cuBLASLt {}:{}\nInstall the CUDA toolkit's cuBLAS "
+      "libraries or add their folder to LD_LIBRARY_PATH.",
+      CUBLAS_VER_MAJOR, tried);
 }
 
 }  // namespace

@@ -58,8 +58,8 @@ void check_numel(const char* op, const char* what, const Tensor& t, int64_t want
 // F32 or BF16; true for BF16.
 bool float_kind(const char* op, const char* what, const Tensor& t) {
   check_cuda(op, t);
-  MAGIX_CHECK(t.dtype() == DType::kF32 || t.dtype() == DType::kBF16, "{}: {} is {}, must be F32 or BF16",
-              op, what, dtype_name(t.dtype()));
+  MAGIX_CHECK(t.dtype() == DType::kF32 || t.dtype() == DType::kBF16,
+              "{}: {} is {}, must be F32 or BF16", op, what, dtype_name(t.dtype()));
   return t.dtype() == DType::kBF16;
 }
 
@@ -160,12 +160,12 @@ Device CudaBackend::device() const {
 std::string CudaBackend::describe() const {
   int runtime = 0;
   (void)cudaRuntimeGetVersion(&runtime);
-  return fmt::format("cuda: device {} {} (sm_{}{}, {} SMs, {:.0f} GiB), CUDA runtime {}.{}, "
-                     "cuBLASLt {} ({})",
-                     s_->device, s_->prop.name, s_->prop.major, s_->prop.minor,
-                     s_->prop.multiProcessorCount,
-                     static_cast<double>(s_->prop.totalGlobalMem) / (1 << 30), runtime / 1000,
-                     (runtime % 1000) / 10, Gemm::version(), cublaslt().path);
+  return fmt::format(
+      "cuda: device {} {} (sm_{}{}, {} SMs, {:.0f} GiB), CUDA runtime {}.{}, "
+      "cuBLASLt {} ({})",
+      s_->device, s_->prop.name, s_->prop.major, s_->prop.minor, s_->prop.multiProcessorCount,
+      static_cast<double>(s_->prop.totalGlobalMem) / (1 << 30), runtime / 1000,
+      (runtime % 1000) / 10, Gemm::version(), cublaslt().path);
 }
 
 void* CudaBackend::stream() const {
@@ -197,9 +197,10 @@ void CudaBackend::copy(Tensor& dst, const Tensor& src) const {
   MAGIX_CHECK(dst.defined() && src.defined(), "{}: an undefined tensor", op);
   check_numel(op, "src", src, dst.numel());
   const bool dst_dev = dst.device() == Device::kCuda, src_dev = src.device() == Device::kCuda;
-  MAGIX_CHECK((dst_dev || dst.device() == Device::kCpu) && (src_dev || src.device() == Device::kCpu),
-              "{}: the cuda backend copies between cuda and cpu tensors, not {} -> {}", op,
-              device_name(src.device()), device_name(dst.device()));
+  MAGIX_CHECK(
+      (dst_dev || dst.device() == Device::kCpu) && (src_dev || src.device() == Device::kCpu),
+      "{}: the cuda backend copies between cuda and cpu tensors, not {} -> {}", op,
+      device_name(src.device()), device_name(dst.device()));
   if (!dst_dev && !src_dev) {
     cpu::cpu_backend().copy(dst, src);
     return;
@@ -208,8 +209,9 @@ void CudaBackend::copy(Tensor& dst, const Tensor& src) const {
   const cudaStream_t st = s_->stream;
   if (dst.dtype() == src.dtype()) {
     if (dst.nbytes() == 0 || dst.bytes() == src.bytes()) return;
-    const cudaMemcpyKind kind = dst_dev ? (src_dev ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
-                                        : cudaMemcpyDeviceToHost;
+    const cudaMemcpyKind kind = dst_dev
+                                    ? (src_dev ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+                                    : cudaMemcpyDeviceToHost;
     MAGIX_CUDA_CHECK(cudaMemcpyAsync(dst.bytes(), src.bytes(), dst.nbytes(), kind, st));
     // To or from the host: done when copy returns (the host buffer may be freed or read then).
     if (!dst_dev || !src_dev) MAGIX_CUDA_CHECK(cudaStreamSynchronize(st));
@@ -224,8 +226,8 @@ void CudaBackend::copy(Tensor& dst, const Tensor& src) const {
   Tensor s_dev = src, d_dev = dst;
   if (!src_dev) {
     s_dev = empty(src.shape(), src.dtype());
-    MAGIX_CUDA_CHECK(cudaMemcpyAsync(s_dev.bytes(), src.bytes(), src.nbytes(),
-                                     cudaMemcpyHostToDevice, st));
+    MAGIX_CUDA_CHECK(
+        cudaMemcpyAsync(s_dev.bytes(), src.bytes(), src.nbytes(), cudaMemcpyHostToDevice, st));
   }
   if (!dst_dev) d_dev = empty(dst.shape(), dst.dtype());
   if (to_bf16) {
@@ -235,8 +237,8 @@ void CudaBackend::copy(Tensor& dst, const Tensor& src) const {
   }
   MAGIX_CUDA_CHECK_LAUNCH(op);
   if (!dst_dev) {
-    MAGIX_CUDA_CHECK(cudaMemcpyAsync(dst.bytes(), d_dev.bytes(), dst.nbytes(),
-                                     cudaMemcpyDeviceToHost, st));
+    MAGIX_CUDA_CHECK(
+        cudaMemcpyAsync(dst.bytes(), d_dev.bytes(), dst.nbytes(), cudaMemcpyDeviceToHost, st));
     MAGIX_CUDA_CHECK(cudaStreamSynchronize(st));
   } else if (!src_dev) {
     MAGIX_CUDA_CHECK(cudaStreamSynchronize(st));  // the host source may be freed on return
@@ -341,12 +343,12 @@ void CudaBackend::matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, 
   }
   const int64_t N = x.rows, C = x.cols, OC = w.rows;
   if (dinp) {  // dinp (N, C) += dout (N, OC) · weight (OC, C)
-    s_->gemm->run({false, false, N, C, OC, 1.0f, raw(dout), OC, raw(weight), C, 1.0f, raw(*dinp),
-                   C, ab, GemmType::kF32, nullptr});
+    s_->gemm->run({false, false, N, C, OC, 1.0f, raw(dout), OC, raw(weight), C, 1.0f, raw(*dinp), C,
+                   ab, GemmType::kF32, nullptr});
   }
   if (dweight) {  // dweight (OC, C) += doutᵀ (OC, N) · inp (N, C)
-    s_->gemm->run({true, false, OC, C, N, 1.0f, raw(dout), OC, raw(inp), C, 1.0f, raw(*dweight),
-                   C, ab, GemmType::kF32, nullptr});
+    s_->gemm->run({true, false, OC, C, N, 1.0f, raw(dout), OC, raw(inp), C, 1.0f, raw(*dweight), C,
+                   ab, GemmType::kF32, nullptr});
   }
   if (dbias) {
     column_sums(f32(*dbias), raw(dout), ab == GemmType::kBF16, N, OC, s_->stream);
@@ -377,8 +379,9 @@ void CudaBackend::matmul_decode(Tensor& out, const Tensor& inp, const Tensor& we
     return;
   }
   // Many rows: a GEMM (bf16 weight: of the rows rounded to bf16, as the CPU backend).
-  GemmCall g{false, true, N, OC, C, 1.0f, raw(inp), C, raw(weight), C, 0.0f, raw(out), OC,
-             GemmType::kF32, GemmType::kF32, f32_or_null(bias)};
+  GemmCall g{
+      false,       true, N,    OC,       C,  1.0f,           raw(inp),       C,
+      raw(weight), C,    0.0f, raw(out), OC, GemmType::kF32, GemmType::kF32, f32_or_null(bias)};
   Tensor rows;
   if (w_bf16) {
     rows = empty(inp.shape(), DType::kBF16);
@@ -509,10 +512,10 @@ void CudaBackend::attention_forward(Tensor& out, Tensor& lse, const Tensor& q, c
               shape_str(k.shape()), shape_str(v.shape()), shape_str(out.shape()));
   check_dtype(op, "lse", lse, DType::kF32);
   check_numel(op, "lse", lse, hq.B * hq.H * hq.T);
-  const bool all_f32 = is(q, DType::kF32) && is(k, DType::kF32) && is(v, DType::kF32) &&
-                       is(out, DType::kF32);
-  const bool all_bf16 = is(q, DType::kBF16) && is(k, DType::kBF16) && is(v, DType::kBF16) &&
-                        is(out, DType::kBF16);
+  const bool all_f32 =
+      is(q, DType::kF32) && is(k, DType::kF32) && is(v, DType::kF32) && is(out, DType::kF32);
+  const bool all_bf16 =
+      is(q, DType::kBF16) && is(k, DType::kBF16) && is(v, DType::kBF16) && is(out, DType::kBF16);
   if (!all_f32 && !all_bf16) unsupported(op, q, k);
   const AttentionArgs a = attention_args(op, mask, hq, hk.H, scale);
   cuda::attention_forward(raw(out), f32(lse), raw(q), raw(k), raw(v), all_bf16, a, s_->stream);
@@ -544,8 +547,8 @@ void CudaBackend::attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const T
   if (!all_f32 && !(inputs_bf16 && grads_f32)) unsupported(op, q, dout);
   const AttentionArgs a = attention_args(op, mask, hq, hk.H, scale);
   Tensor row_dot = empty({hq.B * hq.H * hq.T}, DType::kF32);
-  cuda::attention_backward(f32(dq), f32(dk), f32(dv), raw(dout), raw(out), f32(lse), raw(q),
-                           raw(k), raw(v), inputs_bf16, f32(row_dot), a, s_->stream);
+  cuda::attention_backward(f32(dq), f32(dk), f32(dv), raw(dout), raw(out), f32(lse), raw(q), raw(k),
+                           raw(v), inputs_bf16, f32(row_dot), a, s_->stream);
   MAGIX_CUDA_CHECK_LAUNCH(op);
 }
 
@@ -657,8 +660,8 @@ void CudaBackend::embedding_backward(Tensor& dtable, const Tensor& dout, const T
   const Mat t = mat(dtable);
   check_numel(op, "dout", dout, ids.numel() * t.cols);
   MAGIX_CHECK(row_start >= 0, "{}: row_start {} < 0", op, row_start);
-  cuda::embedding_backward(f32(dtable), f32(dout), i32(ids), ids.numel(), t.cols, row_start,
-                           t.rows, scale, s_->stream);
+  cuda::embedding_backward(f32(dtable), f32(dout), i32(ids), ids.numel(), t.cols, row_start, t.rows,
+                           scale, s_->stream);
   MAGIX_CUDA_CHECK_LAUNCH(op);
 }
 
@@ -700,8 +703,8 @@ void CudaBackend::cross_entropy_loss(Tensor& losses, const Tensor& row_max, cons
     check_dtype(op, "row statistics", *t, DType::kF32);
     check_numel(op, "row statistics", *t, targets.numel());
   }
-  cuda::cross_entropy_loss(f32(losses), f32(row_max), f32(sumexp), f32(target_logit),
-                           i32(targets), targets.numel(), s_->stream);
+  cuda::cross_entropy_loss(f32(losses), f32(row_max), f32(sumexp), f32(target_logit), i32(targets),
+                           targets.numel(), s_->stream);
   MAGIX_CUDA_CHECK_LAUNCH(op);
 }
 

@@ -39,8 +39,9 @@ std::shared_ptr<std::byte[]> DeviceAllocator::allocate(size_t bytes) {
       release_cached();
       err = cudaMalloc(&p, size);
     }
-    MAGIX_CHECK(err == cudaSuccess, "CUDA call cudaMalloc({} bytes) failed: {} ({}); {} bytes cached",
-                size, cudaGetErrorString(err), cudaGetErrorName(err), cached_bytes());
+    MAGIX_CHECK(err == cudaSuccess,
+                "CUDA call cudaMalloc({} bytes) failed: {} ({}); {} bytes cached", size,
+                cudaGetErrorString(err), cudaGetErrorName(err), cached_bytes());
   }
   std::shared_ptr<DeviceAllocator> self = shared_from_this();
   return std::shared_ptr<std::byte[]>(static_cast<std::byte*>(p),

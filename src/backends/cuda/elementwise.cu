@@ -62,7 +62,8 @@ __device__ __forceinline__ float gelu_tanh_grad(float x) {
 template <class T>
 void glu_forward_t(T* out, const T* gate, const T* up, int64_t n, bool gelu, cudaStream_t s) {
   if (gelu) {
-    each(n, s, [=] __device__(int64_t i) { store(out, i, gelu_tanh(load(gate, i)) * load(up, i)); });
+    each(n, s,
+         [=] __device__(int64_t i) { store(out, i, gelu_tanh(load(gate, i)) * load(up, i)); });
   } else {
     each(n, s, [=] __device__(int64_t i) { store(out, i, silu(load(gate, i)) * load(up, i)); });
   }
@@ -208,9 +209,8 @@ void add_bias(float* out, const float* bias, int64_t N, int64_t C, cudaStream_t 
 
 void bias_round_bf16(uint16_t* out, const float* acc, const float* bias, int64_t N, int64_t C,
                      cudaStream_t s) {
-  each(N * C, s, [=] __device__(int64_t i) {
-    out[i] = bf16_round(bias ? acc[i] + bias[i % C] : acc[i]);
-  });
+  each(N * C, s,
+       [=] __device__(int64_t i) { out[i] = bf16_round(bias ? acc[i] + bias[i % C] : acc[i]); });
 }
 
 void softcap_forward(void* x, bool bf16, int64_t n, float cap, cudaStream_t s) {

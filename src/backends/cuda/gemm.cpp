@@ -85,8 +85,8 @@ bool Gemm::try_run(const GemmCall& g, bool epilogue) const {
   set(d.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, alignment(g.C));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  const cublasStatus_t st = cublaslt().heuristic(handle_, d.op, d.a, d.b, d.c, d.c,
-                                                           d.pref, 1, &result, &found);
+  const cublasStatus_t st =
+      cublaslt().heuristic(handle_, d.op, d.a, d.b, d.c, d.c, d.pref, 1, &result, &found);
   // No algorithm: false (the caller falls back or reports it). With the bias epilogue any
   // refusal falls back to the plain product and a bias kernel.
   if (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0) ||
@@ -94,9 +94,9 @@ bool Gemm::try_run(const GemmCall& g, bool epilogue) const {
     return false;
   }
   MAGIX_CUBLAS_CHECK(st);
-  MAGIX_CUBLAS_CHECK(cublaslt().matmul(handle_, d.op, &g.alpha, g.B, d.a, g.A, d.b, &g.beta, g.C, d.c,
-                                    g.C, d.c, &result.algo, workspace_.get(), workspace_bytes_,
-                                    stream_));
+  MAGIX_CUBLAS_CHECK(cublaslt().matmul(handle_, d.op, &g.alpha, g.B, d.a, g.A, d.b, &g.beta, g.C,
+                                       d.c, g.C, d.c, &result.algo, workspace_.get(),
+                                       workspace_bytes_, stream_));
   return true;
 }
 

@@ -132,7 +132,6 @@ MAGIX_HD int64_t kv_head(int64_t h, int64_t Hq, int64_t Hkv) {
   return h / (Hq / Hkv);
 }
 
-
 // ---- GEMM layout (host) -----------------------------------------------------------------------
 
 // A row-major C (M, N) = op(A) (M, K) · op(B) (K, N), with A, B, C stored row-major, is the

@@ -56,14 +56,14 @@ unsigned row_blocks(int64_t N) {
 }
 
 template <class Out>
-__global__ void rmsnorm_forward_kernel(Out* out, float* rstd, const float* inp,
-                                       const float* weight, int64_t N, int64_t C, float eps,
-                                       float offset) {
+__global__ void rmsnorm_forward_kernel(Out* out, float* rstd, const float* inp, const float* weight,
+                                       int64_t N, int64_t C, float eps, float offset) {
   __shared__ double sh[kRowThreads];
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
     const float* x = inp + n * C;
     double sum_sq = 0.0;
-    for (int64_t c = threadIdx.x; c < C; c += kRowThreads) sum_sq += static_cast<double>(x[c]) * x[c];
+    for (int64_t c = threadIdx.x; c < C; c += kRowThreads)
+      sum_sq += static_cast<double>(x[c]) * x[c];
     sum_sq = block_sum(sum_sq, sh);
     // As HF in fp32: r = 1 / sqrt(float(mean(x²)) + eps).
     const float variance = static_cast<float>(sum_sq / static_cast<double>(C));
@@ -188,8 +188,8 @@ __global__ void squares_total_kernel(double* result, const double* partials, int
 // One warp per output column o: lanes stride over C, each keeping N <= kDecodeRows partial dot
 // products; then a warp reduction (a fixed butterfly).
 template <class W>
-__global__ void decode_rows_kernel(float* out, const float* inp, const W* weight,
-                                   const float* bias, int64_t N, int64_t C, int64_t OC) {
+__global__ void decode_rows_kernel(float* out, const float* inp, const W* weight, const float* bias,
+                                   int64_t N, int64_t C, int64_t OC) {
   const int lane = threadIdx.x % 32;
   const int64_t o = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   if (o >= OC) return;
@@ -213,8 +213,8 @@ __global__ void decode_rows_kernel(float* out, const float* inp, const W* weight
 
 template <class AB, class Out>
 __global__ void gemm_fallback_kernel(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
-                                     const AB* A, int64_t lda, const AB* B, int64_t ldb,
-                                     float beta, Out* C, int64_t ldc, const float* bias) {
+                                     const AB* A, int64_t lda, const AB* B, int64_t ldb, float beta,
+                                     Out* C, int64_t ldc, const float* bias) {
   const int64_t n = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t m = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y;
   if (m >= M || n >= N) return;
@@ -243,19 +243,17 @@ void gemm_fallback(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alph
   const dim3 block(32, 8);
   const dim3 grid(static_cast<unsigned>(ceil_div(N, 32)), static_cast<unsigned>(ceil_div(M, 8)));
   if (!ab_bf16) {
-    gemm_fallback_kernel<<<grid, block, 0, s>>>(ta, tb, M, N, K, alpha, static_cast<const float*>(A),
-                                                lda, static_cast<const float*>(B), ldb, beta,
-                                                static_cast<float*>(C), ldc, bias);
+    gemm_fallback_kernel<<<grid, block, 0, s>>>(
+        ta, tb, M, N, K, alpha, static_cast<const float*>(A), lda, static_cast<const float*>(B),
+        ldb, beta, static_cast<float*>(C), ldc, bias);
   } else if (!c_bf16) {
-    gemm_fallback_kernel<<<grid, block, 0, s>>>(ta, tb, M, N, K, alpha,
-                                                static_cast<const uint16_t*>(A), lda,
-                                                static_cast<const uint16_t*>(B), ldb, beta,
-                                                static_cast<float*>(C), ldc, bias);
+    gemm_fallback_kernel<<<grid, block, 0, s>>>(
+        ta, tb, M, N, K, alpha, static_cast<const uint16_t*>(A), lda,
+        static_cast<const uint16_t*>(B), ldb, beta, static_cast<float*>(C), ldc, bias);
   } else {
-    gemm_fallback_kernel<<<grid, block, 0, s>>>(ta, tb, M, N, K, alpha,
-                                                static_cast<const uint16_t*>(A), lda,
-                                                static_cast<const uint16_t*>(B), ldb, beta,
-                                                static_cast<uint16_t*>(C), ldc, bias);
+    gemm_fallback_kernel<<<grid, block, 0, s>>>(
+        ta, tb, M, N, K, alpha, static_cast<const uint16_t*>(A), lda,
+        static_cast<const uint16_t*>(B), ldb, beta, static_cast<uint16_t*>(C), ldc, bias);
   }
 }
 
@@ -263,8 +261,8 @@ void rmsnorm_forward(void* out, bool out_bf16, float* rstd, const float* inp, co
                      int64_t N, int64_t C, float eps, float offset, cudaStream_t s) {
   if (N <= 0) return;
   if (out_bf16) {
-    rmsnorm_forward_kernel<<<row_blocks(N), kRowThreads, 0, s>>>(
-        static_cast<uint16_t*>(out), rstd, inp, weight, N, C, eps, offset);
+    rmsnorm_forward_kernel<<<row_blocks(N), kRowThreads, 0, s>>>(static_cast<uint16_t*>(out), rstd,
+                                                                 inp, weight, N, C, eps, offset);
   } else {
     rmsnorm_forward_kernel<<<row_blocks(N), kRowThreads, 0, s>>>(static_cast<float*>(out), rstd,
                                                                  inp, weight, N, C, eps, offset);
@@ -275,8 +273,8 @@ void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const floa
                       const float* weight, const float* rstd, int64_t N, int64_t C, float offset,
                       cudaStream_t s) {
   if (N <= 0) return;
-  rmsnorm_backward_kernel<<<row_blocks(N), kRowThreads, 0, s>>>(dinp, dout, inp, weight, rstd, N,
-                                                                C, offset);
+  rmsnorm_backward_kernel<<<row_blocks(N), kRowThreads, 0, s>>>(dinp, dout, inp, weight, rstd, N, C,
+                                                                offset);
   if (dweight) {
     rmsnorm_dweight_kernel<<<static_cast<unsigned>(ceil_div(C, kThreads)), kThreads, 0, s>>>(
         dweight, dout, inp, rstd, N, C);
