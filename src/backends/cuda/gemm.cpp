@@ -87,13 +87,10 @@ bool Gemm::try_run(const GemmCall& g, bool epilogue) const {
   int found = 0;
   const cublasStatus_t st =
       cublaslt().heuristic(handle_, d.op, d.a, d.b, d.c, d.c, d.pref, 1, &result, &found);
-  // No algorithm: false (the caller falls back or reports it). With the bias epilogue any
-  // refusal falls back to the plain product and a bias kernel.
-  if (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0) ||
-      (epilogue && st != CUBLAS_STATUS_SUCCESS)) {
-    return false;
-  }
-  MAGIX_CUBLAS_CHECK(st);
+  // No algorithm for these layouts (NOT_SUPPORTED, INVALID_VALUE for a layout cuBLASLt does not
+  // take, or none found): false, and the caller falls back to a kernel of its own. A failure of
+  // the product itself is an error.
+  if (st != CUBLAS_STATUS_SUCCESS || found == 0) return false;
   MAGIX_CUBLAS_CHECK(cublaslt().matmul(handle_, d.op, &g.alpha, g.B, d.a, g.A, d.b, &g.beta, g.C,
                                        d.c, g.C, d.c, &result.algo, workspace_.get(),
                                        workspace_bytes_, stream_));
