@@ -8,8 +8,9 @@
 #   MAGIX_GPU_BUILD_DIR=dir   the build folder (default build-gpu)
 #   MAGIX_GPU_REUSE_BUILD=1   do not configure or build: run the test binaries already in
 #                             $MAGIX_GPU_BUILD_DIR/bin (a build carried from another machine)
-# Exit status 0 when every step passed. OUT_DIR gets gpu_check.log, summary.json and the test
-# results (ctest_gpu.xml, sweep_cuda.json, ops_cuda.json).
+# Each step has a time limit (configure 60 s, build 240 s, gpu tests 100 s, sweep 70 s: under
+# 8 minutes in all). Exit status 0 when every step passed. OUT_DIR gets gpu_check.log,
+# summary.json and the test results (ctest_gpu.xml, sweep_cuda.json, ops_cuda.json).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=$(mkdir -p "${1:-gpu_check_out}" && cd "${1:-gpu_check_out}" && pwd)
@@ -48,19 +49,19 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 if [ "$reuse" != 1 ]; then
   generator=()
   command -v ninja >/dev/null && generator=(-G Ninja)
-  run_step configure 150 cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
+  run_step configure 60 cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
     -DMAGIX_CUDA=ON -DMAGIX_PYTHON=OFF -DMAGIX_BUILD_BENCH=OFF
-  run_step build 330 cmake --build "$build" -j "$(nproc)" --target test_backends test_backends_cuda
+  run_step build 240 cmake --build "$build" -j "$(nproc)" --target test_backends test_backends_cuda
   # The CUDA backend against the CPU backend (label gpu; skips without a GPU).
   junit=()
   ctest --help 2>/dev/null | grep -q -- --output-junit && junit=(--output-junit "$out/ctest_gpu.xml")
-  run_step ctest_gpu 240 ctest --test-dir "$build" -L gpu --output-on-failure --timeout 120 \
+  run_step ctest_gpu 100 ctest --test-dir "$build" -L gpu -j 4 --output-on-failure --timeout 60 \
     "${junit[@]}"
 else
-  run_step ops_cuda 240 "$build/bin/test_backends_cuda" --gtest_output="json:$out/ops_cuda.json"
+  run_step ops_cuda 100 "$build/bin/test_backends_cuda" --gtest_output="json:$out/ops_cuda.json"
 fi
 # The op-table sweep on the cuda device (every op against fp64 references, error table at the end).
-run_step sweep_cuda 240 "$build/bin/test_backends" --gtest_filter='*/cuda' \
+run_step sweep_cuda 70 "$build/bin/test_backends" --gtest_filter='*/cuda' \
   --gtest_output="json:$out/sweep_cuda.json"
 
 ok=true
