@@ -1,0 +1,137 @@
+// SentencePiece vocabularies and the gemma/gemma2/gemma3/qwen3/phi3 architectures from GGUF,
+// against transformers loading the same files (tools/reference/make_gguf_spm_fixtures.py):
+// token ids and decoded text equal on varied texts, logits within fp32 tolerance. The gemma and
+// llama_yarn files, which transformers 5 cannot read as written, are compared with the HF models
+// they were written from.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "../io/io_test_util.hpp"
+#include "magix/error.hpp"
+#include "magix/gguf_model.hpp"
+#include "magix/hf_files.hpp"
+#include "magix/model.hpp"
+#include "magix/safetensors.hpp"
+#include "magix/tokenizer.hpp"
+
+namespace magix {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+const fs::path kDir = fs::path(MAGIX_FIXTURES_DIR) / "gguf_spm";
+
+class GgufSpm : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ::setenv("MAGIX_CACHE", cache_.path().c_str(), 1);
+    expected_ = json::parse(std::ifstream(kDir / "expected.json"));
+  }
+  void TearDown() override { ::unsetenv("MAGIX_CACHE"); }
+  json config_of(const std::string& file) const {
+    return json::parse(std::ifstream(resolve_model_dir((kDir / file).string()) / "config.json"));
+  }
+
+  test::TempDir cache_;
+  json expected_;
+};
+
+TEST_F(GgufSpm, TokenIdsAndDecodingEqualTransformers) {
+  ASSERT_EQ(expected_["tokenizers"].size(), 6u);  // spm_llama, spm_gemma and four models
+  for (const auto& [file, texts] : expected_["tokenizers"].items()) {
+    SCOPED_TRACE(file);
+    const Tokenizer tok = Tokenizer::load((kDir / file).string());
+    for (const auto& t : texts) {
+      const std::string text = t["text"];
+      SCOPED_TRACE(text);
+      const auto ids = t["ids"].get<std::vector<int32_t>>();
+      EXPECT_EQ(tok.encode(text, true), ids);
+      EXPECT_EQ(tok.decode(ids, false), t["decoded"].get<std::string>());
+      EXPECT_EQ(tok.decode(ids, true), t["decoded_skip"].get<std::string>());
+    }
+  }
+}
+
+TEST_F(GgufSpm, SpecialTokensAndFlagsFromMetadata) {
+  const fs::path dir = resolve_model_dir((kDir / "spm_llama.gguf").string());
+  const json tc = json::parse(std::ifstream(dir / "tokenizer_config.json"));
+  EXPECT_EQ(tc.at("bos_token"), "<s>");
+  EXPECT_EQ(tc.at("eos_token"), "</s>");
+  EXPECT_EQ(tc.at("unk_token"), "<unk>");
+  EXPECT_EQ(tc.at("add_bos_token"), true);
+  const json tj = json::parse(std::ifstream(dir / "tokenizer.json"));
+  EXPECT_EQ(tj["model"]["vocab"].size(), 32000u);
+  EXPECT_EQ(tj["model"]["byte_fallback"], true);
+  EXPECT_EQ(tj["pre_tokenizer"]["prepend_scheme"], "first");  // add_space_prefix true
+}
+
+TEST_F(GgufSpm, LogitsEqualReference) {
+  SafetensorsReader want(kDir / "expected.safetensors");
+  ASSERT_EQ(expected_["models"].size(), 6u);
+  for (const auto& [family, m] : expected_["models"].items()) {
+    SCOPED_TRACE(family);
+    Mesh mesh;
+    Decoder model = load_decoder((kDir / m["file"].get<std::string>()).string(), mesh);
+    for (size_t i = 0; i < m["ids"].size(); ++i) {
+      const auto ids = m["ids"][i].get<std::vector<int32_t>>();
+      const Tensor logits = model.logits(make_causal_batch({ids}, 0));
+      const Tensor w = want.read_f32(fmt::format("logits.{}.{}", family, i));
+      ASSERT_EQ(logits.numel(), w.numel());
+      double max_diff = 0, max_abs = 0;
+      for (int64_t k = 0; k < w.numel(); ++k) {
+        max_diff =
+            std::max(max_diff, double(std::fabs(logits.data<float>()[k] - w.data<float>()[k])));
+        max_abs = std::max(max_abs, double(std::fabs(w.data<float>()[k])));
+      }
+      EXPECT_LT(max_diff, 1e-4 * std::max(1.0, max_abs)) << "sequence " << i;
+    }
+  }
+}
+
+TEST_F(GgufSpm, ConfigFromMetadata) {
+  const json g3 = config_of("tiny_gemma3.gguf");
+  EXPECT_EQ(g3.at("model_type"), "gemma3_text");
+  EXPECT_EQ(g3.at("head_dim"), 256);
+  EXPECT_EQ(g3.at("query_pre_attn_scalar"), 256);
+  EXPECT_EQ(g3.at("sliding_window"), 4);
+  EXPECT_EQ(g3.at("tie_word_embeddings"), false);
+  const json g2 = config_of("tiny_gemma2.gguf");
+  EXPECT_EQ(g2.at("model_type"), "gemma2");
+  EXPECT_EQ(g2.at("attn_logit_softcapping"), 50.0);
+  EXPECT_EQ(g2.at("final_logit_softcapping"), 30.0);
+  EXPECT_EQ(g2.at("tie_word_embeddings"), true);
+  const json yarn = config_of("tiny_llama_yarn.gguf");
+  EXPECT_EQ(yarn.at("rope_scaling"),
+            json({{"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32},
+                  {"beta_fast", 4.0}, {"beta_slow", 0.5}}));
+  EXPECT_EQ(config_of("tiny_phi3.gguf").at("model_type"), "phi3");
+  EXPECT_EQ(config_of("tiny_qwen3.gguf").at("head_dim"), 128);
+}
+
+TEST_F(GgufSpm, UnsupportedFilesAreClearErrors) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"refused_arch.gguf", "GGUF architecture 'mamba' is not supported"},
+      {"refused_tokenizer.gguf", "GGUF tokenizer model 't5' is not supported"},
+      {"refused_longrope.gguf", "rope_factors_long/short (LongRoPE)"},
+      {"refused_rope.gguf", "GGUF rope scaling 'longrope' is not supported"},
+  };
+  for (const auto& [file, message] : cases) {
+    SCOPED_TRACE(file);
+    try {
+      resolve_model_dir((kDir / file).string());
+      ADD_FAILURE() << "accepted";
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr(message));
+      EXPECT_THAT(e.what(), ::testing::HasSubstr(file));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace magix
