@@ -70,6 +70,22 @@ inline std::string_view hf_layer_suffix(std::string_view arch, std::string_view 
   return hf.empty() ? find(kLayerNames) : hf;
 }
 
+// The GGUF suffix (after "blk.N.") of an HF layer suffix (after "model.layers.N.") in `arch`;
+// empty when llama.cpp has no name for it there. The inverse of hf_layer_suffix.
+inline std::string_view gguf_layer_suffix(std::string_view arch, std::string_view hf_suffix) {
+  auto find = [&](const auto& table) -> std::string_view {
+    for (const auto& [gg, hf] : table) {
+      if (hf == hf_suffix) return gg;
+    }
+    return {};
+  };
+  std::string_view gg;
+  if (arch == "gemma2" || arch == "gemma3") gg = find(kGemma2LayerNames);
+  if (gg.empty() && (arch == "qwen3" || arch == "gemma3")) gg = find(kQkNormNames);
+  if (gg.empty() && arch == "phi3") gg = find(kPhi3LayerNames);
+  return gg.empty() ? find(kLayerNames) : gg;
+}
+
 // The split regexes of byte-level BPE pre-tokenizers (tokenizer.ggml.pre): Llama 3's and
 // Qwen 2's (the tokenizers' own patterns).
 inline constexpr std::string_view kLlama3Split =
