@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -109,6 +110,8 @@ TEST_F(GgufSpm, LogitsEqualReference) {
         max_abs = std::max(max_abs, double(std::fabs(w.data<float>()[k])));
       }
       EXPECT_LT(max_diff, 1e-4 * std::max(1.0, max_abs)) << "sequence " << i;
+      std::printf("%s sequence %zu: max |logit difference| %.2e (logit scale %.2f)\n",
+                  family.c_str(), i, max_diff, max_abs);
     }
   }
 }
