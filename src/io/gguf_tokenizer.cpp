@@ -2,6 +2,7 @@
 // GGUF loader builds them (integrations/gguf/gguf_tokenizer_mapping.py): byte-level BPE for
 // tokenizer.ggml.model "gpt2", SentencePiece BPE with byte fallback for "llama".
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <set>
 #include <string_view>
@@ -358,8 +359,9 @@ json spm_tokenizer_json(const GgufFile& f) {
                   "{}: tokenizer.ggml.scores must list one score per token ({})",
                   f.path().string(), n);
       for (int64_t i = 0; i < n; ++i) {
-        MAGIX_CHECK(s[i].is_number(), "{}: tokenizer.ggml.scores must hold numbers",
-                    f.path().string());
+        MAGIX_CHECK(s[i].is_number() && std::isfinite(s[i].get<double>()),
+                    "{}: tokenizer.ggml.scores must hold finite numbers (token {})",
+                    f.path().string(), i);
         scores[i] = s[i].get<double>();
       }
     }
