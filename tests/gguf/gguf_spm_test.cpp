@@ -91,6 +91,23 @@ TEST_F(GgufSpm, SpecialTokensAndFlagsFromMetadata) {
   EXPECT_EQ(tj["pre_tokenizer"]["prepend_scheme"], "first");  // add_space_prefix true
 }
 
+// tokenizer.ggml.add_space_prefix false: no "▁" prepended and none stripped, so decoding gives
+// the text back (transformers ignores the key; magix follows it, as llama.cpp does).
+TEST_F(GgufSpm, AddSpacePrefixFalsePrependsNothing) {
+  const fs::path dir = resolve_model_dir((kDir / "spm_no_prefix.gguf").string());
+  const json tj = json::parse(std::ifstream(dir / "tokenizer.json"));
+  EXPECT_EQ(tj["pre_tokenizer"]["prepend_scheme"], "never");
+  EXPECT_EQ(tj["decoder"]["decoders"].size(), 3u);  // Replace, ByteFallback, Fuse: no Strip
+  const Tokenizer tok = Tokenizer::load((kDir / "spm_no_prefix.gguf").string());
+  for (const std::string text : {"Hello world", " one leading space", "tab\tand\nnewline"}) {
+    const auto ids = tok.encode(text, false);
+    ASSERT_FALSE(ids.empty());
+    EXPECT_EQ(tok.decode(ids, true), text);
+  }
+  const Tokenizer with_prefix = Tokenizer::load((kDir / "tiny_qwen3.gguf").string());  // same cut
+  EXPECT_NE(tok.encode("Hello", false), with_prefix.encode("Hello", false));
+}
+
 TEST_F(GgufSpm, LogitsEqualReference) {
   SafetensorsReader want(kDir / "expected.safetensors");
   ASSERT_EQ(expected_["models"].size(), 6u);

@@ -14,6 +14,8 @@ merges and no pre-tokenizer):
   spm_gemma.gguf   Gemma 3's first 6500 tokens (architecture gemma3: specials, whitespace runs
                    -- those of spaces stored as spaces, as in Gemma files --, the 256 byte tokens,
                    the first 6000 merged pieces) and its one-character tokens of ASCII and TEXTS.
+  spm_no_prefix.gguf  a cut Mistral vocabulary with add_space_prefix false (no reference: transformers
+                   ignores the key).
 Models (random weights, fixed seed; llama.cpp's tensor names and conventions; small SentencePiece
 vocabularies cut from the two above: the first 300 (Mistral) / 500 (Gemma) ids and the
 one-character tokens):
@@ -323,6 +325,11 @@ def main():
                    llama_vocab(args.tokenizers), 1, 2, 0, None)
     tokenizer_only(os.path.join(args.out, "spm_gemma.gguf"), "gemma3", "spm gemma",
                    gemma_vocab(args.tokenizers, 6500), 2, 1, 3, 0)
+    # add_space_prefix false (transformers ignores the key; magix follows it, as llama.cpp does).
+    w = gguf.GGUFWriter(os.path.join(args.out, "spm_no_prefix.gguf"), "llama")
+    hyper(w, "llama", 64, 128, 1, 4, 4, 16)
+    add_tokenizer(w, *llama_vocab(args.tokenizers, 300), 1, 2, 0, None, True, False)
+    finish(w)
     for fname in ["spm_llama.gguf", "spm_gemma.gguf"]:
         expected["tokenizers"][fname], _ = token_expectations(args.out, fname)
     # The published Mistral tokenizer.json on the same texts (HF `tokenizers`): its Prepend
