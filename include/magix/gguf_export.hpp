@@ -15,12 +15,13 @@ namespace magix {
 enum class GgufOutType { kF32, kF16, kBF16, kQ8_0 };
 GgufOutType parse_gguf_outtype(const std::string& s);  // f32 | f16 | bf16 | q8_0
 
-// Writes `out` atomically: llama.cpp's metadata for the llama (llama, mistral) or qwen2
-// architecture, the tokenizer (byte-level BPE tokenizer.json + tokenizer_config.json and the
-// chat template from the same folder) and every parameter (whole tensors, HF names) under
-// llama.cpp's names, q/k rows in llama.cpp's order for the llama architecture; a tied lm_head is
-// left out. Errors name what GGUF export does not cover (other families, RoPE scaling,
-// SentencePiece tokenizers).
+// Writes `out` atomically: llama.cpp's metadata for the family's architecture (llama for llama
+// and mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3; linear/YaRN RoPE scaling), the
+// tokenizer (a byte-level BPE or SentencePiece-style BPE tokenizer.json + tokenizer_config.json
+// and the chat template from the same folder) and every parameter (whole tensors, HF names)
+// under llama.cpp's names, q/k rows in llama.cpp's order for the llama architecture, Gemma norms
+// as 1 + w; a tied lm_head is left out. Errors name what a GGUF file of the architecture cannot
+// state (docs/gguf.md).
 void write_gguf_model(const std::filesystem::path& out, const ModelConfig& config,
                       const std::string& name, const std::filesystem::path& tokenizer_json,
                       const ParameterSet& params, GgufOutType outtype);

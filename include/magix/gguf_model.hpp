@@ -30,14 +30,16 @@ std::vector<std::string> gguf_supported_architectures();
 // architecture).
 nlohmann::json gguf_hf_config(const GgufFile& file);
 // tokenizer.json and tokenizer_config.json as transformers builds them from the file's metadata
-// (tokenizer.ggml.model "gpt2": byte-level BPE).
+// (tokenizer.ggml.model "gpt2": byte-level BPE; "llama": SentencePiece-style BPE with byte
+// fallback, merges derived from the scores, the pipeline of the architecture's tokenizer class).
 nlohmann::json gguf_tokenizer_json(const GgufFile& file);
 nlohmann::json gguf_tokenizer_config(const GgufFile& file);
 // generation_config.json: bos, eos and pad ids.
 nlohmann::json gguf_generation_config(const GgufFile& file);
 
 // The tensors of a GGUF file under HF names (model.layers.N.self_attn.q_proj.weight, ...), with
-// llama.cpp's row permutation of q/k undone for the llama architecture.
+// llama.cpp's row permutation of q/k undone for the llama architecture and its 1 + w storage
+// of Gemma norms undone.
 class GgufWeights {
  public:
   explicit GgufWeights(const std::filesystem::path& gguf);

@@ -34,6 +34,58 @@ inline constexpr std::array<std::pair<std::string_view, std::string_view>, 12> k
     {"ffn_down.weight", "mlp.down_proj.weight"},
 }};
 
+// Where an architecture's layers differ from kLayerNames (looked up first): Gemma 2/3's four
+// norms per layer, Qwen 3 / Gemma 3's q/k norms, Phi-3's fused qkv and gate_up matrices (llama.cpp
+// keeps them fused: attn_qkv, and ffn_up holding gate then up).
+inline constexpr std::array<std::pair<std::string_view, std::string_view>, 3> kGemma2LayerNames = {{
+    {"post_attention_norm.weight", "post_attention_layernorm.weight"},
+    {"ffn_norm.weight", "pre_feedforward_layernorm.weight"},
+    {"post_ffw_norm.weight", "post_feedforward_layernorm.weight"},
+}};
+inline constexpr std::array<std::pair<std::string_view, std::string_view>, 2> kQkNormNames = {{
+    {"attn_q_norm.weight", "self_attn.q_norm.weight"},
+    {"attn_k_norm.weight", "self_attn.k_norm.weight"},
+}};
+inline constexpr std::array<std::pair<std::string_view, std::string_view>, 2> kPhi3LayerNames = {{
+    {"attn_qkv.weight", "self_attn.qkv_proj.weight"},
+    {"ffn_up.weight", "mlp.gate_up_proj.weight"},
+}};
+
+// The HF suffix (after "model.layers.N.") of a GGUF layer tensor suffix (after "blk.N.") in
+// architecture `arch`; empty when magix knows no such tensor there.
+inline std::string_view hf_layer_suffix(std::string_view arch, std::string_view gguf_suffix) {
+  auto find = [&](const auto& table) -> std::string_view {
+    for (const auto& [gg, hf] : table) {
+      if (gg == gguf_suffix) return hf;
+    }
+    return {};
+  };
+  std::string_view hf;
+  if (arch == "gemma2" || arch == "gemma3") hf = find(kGemma2LayerNames);
+  if (hf.empty() && (arch == "qwen3" || arch == "gemma3")) hf = find(kQkNormNames);
+  if (hf.empty() && arch == "phi3") {
+    hf = find(kPhi3LayerNames);
+    if (gguf_suffix == "ffn_gate.weight") return {};  // (fused into ffn_up)
+  }
+  return hf.empty() ? find(kLayerNames) : hf;
+}
+
+// The GGUF suffix (after "blk.N.") of an HF layer suffix (after "model.layers.N.") in `arch`;
+// empty when llama.cpp has no name for it there. The inverse of hf_layer_suffix.
+inline std::string_view gguf_layer_suffix(std::string_view arch, std::string_view hf_suffix) {
+  auto find = [&](const auto& table) -> std::string_view {
+    for (const auto& [gg, hf] : table) {
+      if (hf == hf_suffix) return gg;
+    }
+    return {};
+  };
+  std::string_view gg;
+  if (arch == "gemma2" || arch == "gemma3") gg = find(kGemma2LayerNames);
+  if (gg.empty() && (arch == "qwen3" || arch == "gemma3")) gg = find(kQkNormNames);
+  if (gg.empty() && arch == "phi3") gg = find(kPhi3LayerNames);
+  return gg.empty() ? find(kLayerNames) : gg;
+}
+
 // The split regexes of byte-level BPE pre-tokenizers (tokenizer.ggml.pre): Llama 3's and
 // Qwen 2's (the tokenizers' own patterns).
 inline constexpr std::string_view kLlama3Split =

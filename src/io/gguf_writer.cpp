@@ -1,6 +1,8 @@
 // Writing a model as one GGUF file in llama.cpp's conventions (names, q/k row order, metadata,
 // byte-level BPE tokenizer), for llama.cpp, Ollama and LM Studio.
 #include <algorithm>
+#include <cctype>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -57,7 +59,7 @@ class Bytes {
   std::vector<uint8_t> b_;
 };
 
-std::string gguf_tensor_name(const std::string& hf) {
+std::string gguf_tensor_name(const std::string& arch, const std::string& hf) {
   for (const auto& [gg, h] : gguf::kTopNames) {
     if (hf == h) return std::string(gg);
   }
@@ -65,11 +67,9 @@ std::string gguf_tensor_name(const std::string& hf) {
   if (hf.starts_with(prefix)) {
     const size_t dot = hf.find('.', prefix.size());
     if (dot != std::string::npos) {
-      const std::string_view rest = std::string_view(hf).substr(dot + 1);
-      for (const auto& [gg, h] : gguf::kLayerNames) {
-        if (rest == h) {
-          return "blk." + hf.substr(prefix.size(), dot - prefix.size()) + "." + std::string(gg);
-        }
+      const std::string_view gg = gguf::gguf_layer_suffix(arch, std::string_view(hf).substr(dot + 1));
+      if (!gg.empty()) {
+        return "blk." + hf.substr(prefix.size(), dot - prefix.size()) + "." + std::string(gg);
       }
     }
   }
@@ -98,8 +98,45 @@ const json* template_processing(const json& post) {
   return nullptr;
 }
 
-// The tokenizer.* metadata of a byte-level BPE tokenizer.json.
-std::vector<KV> tokenizer_metadata(const fs::path& tokenizer_json, const ModelConfig& config) {
+// tokenizer.ggml.add_space_prefix of a SentencePiece-style tokenizer.json (BPE with byte
+// fallback), checked against the pipeline a reader rebuilds for `arch` (docs/gguf.md): Gemma's
+// spaces-as-"▁" normalizer with a split after each space for the gemma architectures; else a
+// Metaspace pre-tokenizer or a [Prepend "▁",] Replace " " -> "▁" normalizer.
+bool spm_space_prefix(const json& t, const std::string& arch, const std::string& src) {
+  const json none;
+  const json& norm = t.contains("normalizer") ? t["normalizer"] : none;
+  const json& pre = t.contains("pre_tokenizer") ? t["pre_tokenizer"] : none;
+  const auto type = [](const json& j) { return j.is_object() ? j.value("type", "?") : "none"; };
+  const auto replaces_spaces = [](const json& j) {
+    return j.is_object() && j.value("type", "") == "Replace" && j.contains("pattern") &&
+           j["pattern"].value("String", "") == " " && j.value("content", "") == "\u2581";
+  };
+  const bool gemma = arch == "gemma" || arch == "gemma2" || arch == "gemma3";
+  if (gemma) {
+    MAGIX_CHECK(replaces_spaces(norm) && type(pre) == "Split",
+                "{}: GGUF export of a {} model needs Gemma's SentencePiece pipeline (Replace "
+                "normalizer, Split pre-tokenizer), not normalizer {} / pre-tokenizer {}",
+                src, arch, type(norm), type(pre));
+    return false;
+  }
+  if (type(pre) == "Metaspace" && norm.is_null()) {
+    return pre.value("prepend_scheme", "always") != "never";
+  }
+  if (pre.is_null() && replaces_spaces(norm)) return false;
+  if (pre.is_null() && type(norm) == "Sequence" && norm.contains("normalizers") &&
+      norm["normalizers"].size() == 2 && type(norm["normalizers"][0]) == "Prepend" &&
+      replaces_spaces(norm["normalizers"][1])) {
+    return true;
+  }
+  MAGIX_FAIL("{}: GGUF export cannot state this SentencePiece pipeline (normalizer {}, "
+             "pre-tokenizer {}); it writes Metaspace or Prepend/Replace ones", src, type(norm),
+             type(pre));
+}
+
+// The tokenizer.* metadata of a byte-level BPE tokenizer.json ("gpt2") or a SentencePiece-style
+// BPE one with byte fallback ("llama": merges, and scores for llama.cpp from their ranks).
+std::vector<KV> tokenizer_metadata(const fs::path& tokenizer_json, const ModelConfig& config,
+                                   const std::string& arch) {
   const std::string src = tokenizer_json.string();
   std::ifstream in(tokenizer_json, std::ios::binary);
   MAGIX_CHECK(in, "cannot open {}", src);
@@ -108,12 +145,16 @@ std::vector<KV> tokenizer_metadata(const fs::path& tokenizer_json, const ModelCo
               "{}: not a tokenizer.json", src);
   const json& model = t["model"];
   const json& pre = t.contains("pre_tokenizer") ? t["pre_tokenizer"] : json();
+  const bool spm = model.value("type", "") == "BPE" && model.value("byte_fallback", false);
+  const bool space_prefix = spm && spm_space_prefix(t, arch, src);
   const auto is_byte_level = [](const json& p, bool use_regex) {
     return p.is_object() && p.value("type", "") == "ByteLevel" &&
            p.value("use_regex", true) == use_regex && !p.value("add_prefix_space", false);
   };
   std::string pre_name;
-  if (is_byte_level(pre, true)) {
+  if (spm) {
+    // (no pre-tokenizer name: SentencePiece vocabularies have none)
+  } else if (is_byte_level(pre, true)) {
     pre_name = "gpt-2";
   } else if (pre.is_object() && pre.value("type", "") == "Sequence" &&
              pre.contains("pretokenizers") && pre["pretokenizers"].size() == 2 &&
@@ -128,9 +169,10 @@ std::vector<KV> tokenizer_metadata(const fs::path& tokenizer_json, const ModelCo
                 "tokenizers; this one's differs, so llama.cpp would tokenize differently",
                 src);
   }
-  MAGIX_CHECK(model.value("type", "") == "BPE" && !pre_name.empty() && !model.value("byte_fallback", false),
-              "{}: GGUF export writes byte-level BPE tokenizers (GPT-2 / Llama 3 / Qwen 2 style); "
-              "this tokenizer.json is another kind (model {}, pre-tokenizer {})",
+  MAGIX_CHECK(model.value("type", "") == "BPE" && (spm || !pre_name.empty()),
+              "{}: GGUF export writes byte-level BPE tokenizers (GPT-2 / Llama 3 / Qwen 2 style) "
+              "and SentencePiece-style BPE ones with byte fallback; this tokenizer.json is "
+              "another kind (model {}, pre-tokenizer {})",
               src, model.value("type", "?"), pre.is_object() ? pre.value("type", "?") : "none");
   MAGIX_CHECK(model.contains("vocab") && model["vocab"].is_object() && model.contains("merges"),
               "{}: BPE model without vocab or merges", src);
@@ -148,27 +190,60 @@ std::vector<KV> tokenizer_metadata(const fs::path& tokenizer_json, const ModelCo
   MAGIX_CHECK(n == config.vocab_size,
               "{}: token ids go up to {}, past the model's vocab_size {}", src, n - 1, config.vocab_size);
   json tokens = json::array(), token_types = json::array();
+  const auto is_byte_token = [](const std::string& s) {
+    return s.size() == 6 && s.starts_with("<0x") && s.back() == '>' &&
+           std::isxdigit(static_cast<unsigned char>(s[3])) &&
+           std::isxdigit(static_cast<unsigned char>(s[4]));
+  };
+  const std::string unk_token = model.contains("unk_token") && model["unk_token"].is_string()
+                                    ? model["unk_token"].get<std::string>() : "";
   for (int64_t i = 0; i < n; ++i) {
     auto it = by_id.find(i);
     tokens.push_back(it != by_id.end() ? it->second : fmt::format("[PAD{}]", i));
-    token_types.push_back(it == by_id.end() ? 5 : types.contains(i) ? types[i] : 1);
+    int32_t type = it == by_id.end() ? 5 : types.contains(i) ? types[i] : 1;
+    if (spm && it != by_id.end() && !types.contains(i) && is_byte_token(it->second)) type = 6;
+    if (spm && it != by_id.end() && !unk_token.empty() && it->second == unk_token) type = 2;
+    token_types.push_back(type);
   }
   json merges = json::array();
+  std::map<std::string, int64_t> first_rank;  // token -> rank of the first merge making it
   for (const json& m : model["merges"]) {
+    std::string a, b;
     if (m.is_string()) {
-      merges.push_back(m);
+      const std::string& ms = m.get_ref<const std::string&>();
+      const size_t sp = ms.find(' ');
+      MAGIX_CHECK(sp != std::string::npos, "{}: merge '{}' is not two tokens", src, ms);
+      a = ms.substr(0, sp), b = ms.substr(sp + 1);
     } else {
       MAGIX_CHECK(m.is_array() && m.size() == 2, "{}: a merge is not a pair", src);
-      merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
+      a = m[0].get<std::string>(), b = m[1].get<std::string>();
     }
+    first_rank.try_emplace(a + b, static_cast<int64_t>(merges.size()));
+    merges.push_back(a + " " + b);
   }
-  std::vector<KV> kv = {
-      {"tokenizer.ggml.model", kString, "gpt2"},
-      {"tokenizer.ggml.pre", kString, pre_name},
-      {"tokenizer.ggml.tokens", kArray, tokens, kString},
-      {"tokenizer.ggml.token_type", kArray, token_types, kI32},
-      {"tokenizer.ggml.merges", kArray, merges, kString},
-  };
+  std::vector<KV> kv;
+  if (spm) {
+    // llama.cpp's SentencePiece tokenizer merges by the score of the merged token: minus the
+    // rank of the first merge that makes it; the others rank below every merge.
+    json scores = json::array();
+    const auto m = static_cast<int64_t>(merges.size());
+    for (int64_t i = 0; i < n; ++i) {
+      auto it = first_rank.find(tokens[i].get<std::string>());
+      scores.push_back(static_cast<double>(it != first_rank.end() ? -it->second : -m - i));
+    }
+    kv = {{"tokenizer.ggml.model", kString, "llama"},
+          {"tokenizer.ggml.tokens", kArray, tokens, kString},
+          {"tokenizer.ggml.scores", kArray, scores, kF32},
+          {"tokenizer.ggml.token_type", kArray, token_types, kI32},
+          {"tokenizer.ggml.merges", kArray, merges, kString},
+          {"tokenizer.ggml.add_space_prefix", kBool, space_prefix}};
+  } else {
+    kv = {{"tokenizer.ggml.model", kString, "gpt2"},
+          {"tokenizer.ggml.pre", kString, pre_name},
+          {"tokenizer.ggml.tokens", kArray, tokens, kString},
+          {"tokenizer.ggml.token_type", kArray, token_types, kI32},
+          {"tokenizer.ggml.merges", kArray, merges, kString}};
+  }
   // Special ids and flags from tokenizer_config.json (else the config's ids and the
   // post-processor's template).
   const fs::path dir = tokenizer_json.parent_path();
@@ -211,6 +286,105 @@ std::vector<KV> tokenizer_metadata(const fs::path& tokenizer_json, const ModelCo
   return kv;
 }
 
+// llama.cpp's architecture for a family (Mistral is written as llama, as llama.cpp does).
+std::string gguf_architecture(const ModelConfig& c) {
+  switch (c.family) {
+    case ModelFamily::kLlama:
+    case ModelFamily::kMistral: return "llama";
+    case ModelFamily::kQwen2: return "qwen2";
+    case ModelFamily::kQwen3: return "qwen3";
+    case ModelFamily::kPhi3: return "phi3";
+    case ModelFamily::kGemma: return "gemma";
+    case ModelFamily::kGemma2: return "gemma2";
+    case ModelFamily::kGemma3Text: return "gemma3";
+  }
+  MAGIX_FAIL("GGUF export: family {} has no GGUF architecture", family_name(c.family));
+}
+
+// The metadata beyond the common hyper-parameters, and the refusals for what a GGUF file of
+// `arch` cannot state (what llama.cpp fixes per architecture, docs/gguf.md).
+std::vector<KV> architecture_metadata(const ModelConfig& c, const std::string& arch) {
+  const std::string p = arch + ".", fam(family_name(c.family));
+  std::vector<KV> kv;
+  const RopeScaling& rs = c.rope_scaling;
+  const bool gemma = arch.starts_with("gemma");
+  if (rs.kind == RopeScaling::Kind::kLinear) {
+    MAGIX_CHECK(arch != "phi3" && arch != "gemma" && arch != "gemma2",
+                "GGUF export: RoPE scaling of a {} model is not written to GGUF", fam);
+    kv.push_back({p + "rope.scaling.type", kString, "linear"});
+    kv.push_back({p + "rope.scaling.factor", kF32, rs.factor});
+  } else if (rs.kind == RopeScaling::Kind::kYarn) {
+    MAGIX_CHECK(!gemma && arch != "phi3",
+                "GGUF export: YaRN RoPE scaling of a {} model is not written to GGUF", fam);
+    const double mscale = 0.1 * std::log(rs.factor) + 1.0;
+    MAGIX_CHECK(rs.truncate && std::fabs(rs.attention_scaling - mscale) < 1e-6,
+                "GGUF export: YaRN with attention_factor or truncate other than the defaults "
+                "has no GGUF keys");
+    kv.push_back({p + "rope.scaling.type", kString, "yarn"});
+    kv.push_back({p + "rope.scaling.factor", kF32, rs.factor});
+    kv.push_back({p + "rope.scaling.original_context_length", kU32, rs.original_max_position});
+    kv.push_back({p + "rope.scaling.yarn_beta_fast", kF32, rs.beta_fast});
+    kv.push_back({p + "rope.scaling.yarn_beta_slow", kF32, rs.beta_slow});
+  } else {
+    MAGIX_CHECK(rs.kind == RopeScaling::Kind::kNone,
+                "GGUF export: Llama 3-style RoPE scaling is not written to GGUF yet");
+  }
+  const auto window = [&](size_t i) { return c.sliding_window.empty() ? 0 : c.sliding_window[i]; };
+  if (arch == "qwen2" || arch == "qwen3" || arch == "gemma") {
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+      MAGIX_CHECK(window(i) == 0, "GGUF export: llama.cpp's {} has no sliding-window layers; "
+                  "layer {} of this model has a window of {}", arch, i, window(i));
+    }
+  }
+  if (arch == "phi3") {
+    MAGIX_CHECK(!c.raw.contains("partial_rotary_factor") ||
+                    c.raw["partial_rotary_factor"].is_null() ||
+                    c.raw["partial_rotary_factor"].get<double>() == 1.0,
+                "GGUF export: partial rotary embeddings of a phi3 model are not written to GGUF");
+    for (int64_t i = 1; i < c.num_layers; ++i) {
+      MAGIX_CHECK(window(i) == window(0), "GGUF export: phi3 layers with different windows");
+    }
+    if (window(0) > 0) kv.push_back({p + "attention.sliding_window", kU32, window(0)});
+    const json& omp = c.raw.contains("original_max_position_embeddings")
+                          ? c.raw["original_max_position_embeddings"] : json();
+    kv.push_back({p + "rope.scaling.original_context_length", kU32,
+                  omp.is_number_integer() ? omp.get<int64_t>() : c.max_position_embeddings});
+  }
+  if (arch == "gemma2" || arch == "gemma3") {
+    // llama.cpp fixes the sliding layers (every other from layer 0; five of six), the local
+    // layers' RoPE base (10000), and the query scale (below).
+    const int64_t pattern = arch == "gemma2" ? 2 : 6;
+    const int64_t w = window(0);
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+      const bool sliding = (i + 1) % pattern != 0;
+      MAGIX_CHECK(w > 0 && window(i) == (sliding ? w : 0),
+                  "GGUF export: llama.cpp's {} slides a window on every layer but each {}th; "
+                  "this model's layer {} has a window of {}", arch, pattern, i, window(i));
+    }
+    kv.push_back({p + "attention.sliding_window", kU32, w});
+    const bool big = c.num_layers == (arch == "gemma2" ? 46 : 62);
+    const double scalar = big ? static_cast<double>(c.hidden_size / c.num_heads) : c.head_dim;
+    MAGIX_CHECK(c.query_pre_attn_scalar == scalar,
+                "GGUF export: llama.cpp scales {} queries by 1/sqrt({}); this model's "
+                "query_pre_attn_scalar is {}", arch, scalar, c.query_pre_attn_scalar);
+  }
+  if (arch == "gemma2") {
+    MAGIX_CHECK(c.attn_softcap > 0 && c.final_softcap > 0,
+                "GGUF export: llama.cpp's gemma2 always soft-caps; this model does not");
+    kv.push_back({p + "attn_logit_softcapping", kF32, c.attn_softcap});
+    kv.push_back({p + "final_logit_softcapping", kF32, c.final_softcap});
+  }
+  if (arch == "gemma3") {
+    MAGIX_CHECK(c.attn_softcap == 0 && c.final_softcap == 0,
+                "GGUF export: llama.cpp's gemma3 does not soft-cap; this model does");
+    MAGIX_CHECK(c.rope_local_theta == 10000.0f &&
+                    c.rope_local_scaling.kind == RopeScaling::Kind::kNone,
+                "GGUF export: llama.cpp's gemma3 local layers use RoPE base 10000 unscaled; "
+                "this model's is {}", c.rope_local_theta);
+  }
+  return kv;
+}
+
 uint32_t ggml_type_of(GgufOutType t, const Shape& shape) {
   if (shape.size() != 2) return 0;  // F32: norms and biases
   switch (t) {
@@ -235,18 +409,7 @@ GgufOutType parse_gguf_outtype(const std::string& s) {
 void write_gguf_model(const fs::path& out, const ModelConfig& config, const std::string& name,
                       const fs::path& tokenizer_json, const ParameterSet& params,
                       GgufOutType outtype) {
-  std::string arch;
-  switch (config.family) {
-    case ModelFamily::kLlama:
-    case ModelFamily::kMistral: arch = "llama"; break;  // llama.cpp converts Mistral as llama
-    case ModelFamily::kQwen2: arch = "qwen2"; break;
-    default:
-      MAGIX_FAIL("GGUF export supports the llama, mistral and qwen2 families, not {}",
-                 family_name(config.family));
-  }
-  MAGIX_CHECK(config.rope_scaling.kind == RopeScaling::Kind::kNone,
-              "GGUF export: RoPE scaling ({}) is not written to GGUF yet", config.raw.contains("rope_scaling")
-                  ? config.raw["rope_scaling"].dump() : std::string("set"));
+  const std::string arch = gguf_architecture(config);
   const std::string p = arch + ".";
   std::vector<KV> kv = {
       {"general.architecture", kString, arch},
@@ -265,12 +428,14 @@ void write_gguf_model(const fs::path& out, const ModelConfig& config, const std:
       {p + "rope.dimension_count", kU32, config.head_dim},
       {p + "vocab_size", kU32, config.vocab_size},
   };
-  if (config.head_dim * config.num_heads != config.hidden_size) {
+  const bool own_head_dim = arch == "qwen3" || arch.starts_with("gemma");
+  if (own_head_dim || config.head_dim * config.num_heads != config.hidden_size) {
     kv.push_back({p + "attention.key_length", kU32, config.head_dim});
     kv.push_back({p + "attention.value_length", kU32, config.head_dim});
   }
+  for (auto& e : architecture_metadata(config, arch)) kv.push_back(std::move(e));
   if (outtype == GgufOutType::kQ8_0) kv.push_back({"general.quantization_version", kU32, 2});
-  for (auto& t : tokenizer_metadata(tokenizer_json, config)) kv.push_back(std::move(t));
+  for (auto& t : tokenizer_metadata(tokenizer_json, config, arch)) kv.push_back(std::move(t));
 
   struct Out {
     std::string name;
@@ -280,6 +445,7 @@ void write_gguf_model(const fs::path& out, const ModelConfig& config, const std:
     uint64_t offset, nbytes;
     bool permute;
     int64_t heads;
+    bool plus_one;  // gemma norms: stored as 1 + w
   };
   std::vector<Out> tensors;
   uint64_t offset = 0;
@@ -289,7 +455,8 @@ void write_gguf_model(const fs::path& out, const ModelConfig& config, const std:
     const Shape& shape = params.info(i).global_shape;
     MAGIX_CHECK(params.tensor(i).shape() == shape,
                 "GGUF export needs whole tensors ('{}' is a shard)", hf);
-    Out o{gguf_tensor_name(hf), i, ggml_type_of(outtype, shape), shape, 0, 0, false, 0};
+    Out o{gguf_tensor_name(arch, hf), i, ggml_type_of(outtype, shape), shape, 0, 0, false, 0,
+          arch.starts_with("gemma") && hf.ends_with("norm.weight")};
     const auto g = static_cast<GgmlType>(o.type);
     o.nbytes = static_cast<uint64_t>(shape_numel(shape) / ggml_block_values(g) * ggml_block_bytes(g));
     const bool q = hf.ends_with("q_proj.weight") || hf.ends_with("q_proj.bias");
@@ -333,6 +500,10 @@ void write_gguf_model(const fs::path& out, const ModelConfig& config, const std:
     for (const Out& o : tensors) {
       Tensor t = params.tensor(o.param).to(DType::kF32);
       if (o.permute) t = gguf::permute_qk_rows(t, o.heads, /*to_gguf=*/true);
+      if (o.plus_one) {
+        float* d = t.data<float>();
+        for (int64_t k = 0; k < t.numel(); ++k) d[k] += 1.0f;
+      }
       bytes.assign((o.nbytes + 31) / 32 * 32, 0);
       const std::span<const float> src(t.data<float>(), static_cast<size_t>(t.numel()));
       switch (o.type) {
