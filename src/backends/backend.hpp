@@ -15,8 +15,12 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "magix/model_config.hpp"
 #include "magix/tensor.hpp"
@@ -50,6 +54,14 @@ class Backend {
   virtual Device device() const = 0;
   // What runs, e.g. "cpu: fp32 GEMM OpenBLAS 0.3.21 (SkylakeX, OpenMP), bf16 GEMM ...".
   virtual std::string describe() const = 0;
+
+  // ---- placement -----------------------------------------------------------------------------
+  // Whether this process sees a device of this backend (a CUDA build on a machine without a
+  // GPU: false). default_device() asks it.
+  virtual bool available() const { return true; }
+  // Binds this process to the device of its node-local rank (one GPU per rank: the CUDA backend
+  // sets device_index_for_local_rank(local_rank, its GPU count) as current). The CPU: nothing.
+  virtual void select_device_for_local_rank(int /*local_rank*/) const {}
 
   // ---- memory --------------------------------------------------------------------------------
   virtual Tensor zeros(const Shape& shape, DType dtype) const = 0;
@@ -190,7 +202,49 @@ class Backend {
                             const Tensor& b, float scale) const = 0;
 };
 
-// The backend of a device (throws magix::Error when this build has none for it).
+// The backend of a device (throws magix::Error when this build has none for it:
+// "this build of magix has no cuda backend").
 const Backend& backend_for(Device device);
+
+// `t` on the host: t itself (sharing its storage) when it lives there, else a host copy made by
+// its backend's copy.
+Tensor to_host(const Tensor& t);
+// `t` on `device`: t itself when it lives there, else a copy made by the device side's copy.
+Tensor to_device(const Tensor& t, Device device);
+
+// Whether backend_for(device) has a backend (without throwing).
+bool has_backend(Device device);
+
+// For tests only (never called by the library or the CLI): backend_for(device) returns
+// `backend` from now on; null restores the build's own. tests/common/emulated_device.hpp
+// registers a host-memory backend for Device::kCuda with it, so that every host access of a
+// device tensor in model, training and generation code throws on the CPU alone.
+void set_backend_for_testing(Device device, const Backend* backend);
+
+// ---- devices and ranks -------------------------------------------------------------------------
+
+// "cpu" or "cuda" (--device) -> the Device; another name is an error naming both choices, and a
+// device this build has no backend for is the error of backend_for.
+Device parse_device(std::string_view name);
+// --device's default: kCuda when this build has the CUDA backend and it sees a GPU, else kCpu.
+Device default_device();
+// The device a command runs on: `name` as parse_device reads it, or default_device() when it is
+// empty; the process is bound to its local rank's GPU (select_device_for_local_rank with
+// local_rank(), magix/distributed.hpp).
+Device use_device(std::string_view name);
+// The rank's node-local index from the launcher's environment: OMPI_COMM_WORLD_LOCAL_RANK
+// (Open MPI's mpirun), SLURM_LOCALID (srun), MPI_LOCALRANKID or PMI_LOCAL_RANK (MPICH, Intel
+// MPI), in that order; nullopt when none is set. A value that is not a non-negative integer is
+// an error naming the variable. `getenv` is injectable for tests.
+std::optional<int> local_rank_from_env(
+    const std::function<const char*(const char*)>& getenv = [](const char* name) {
+      return static_cast<const char*>(std::getenv(name));
+    });
+// The GPU a rank with node-local index `local_rank` uses among `devices` visible ones: one GPU
+// per rank, round robin when more ranks than GPUs share a node (an error when devices < 1).
+int device_index_for_local_rank(int local_rank, int devices);
+// backend_for(device).select_device_for_local_rank(local_rank): called once per process,
+// before the first tensor of `device` is made.
+void select_device_for_local_rank(Device device, int local_rank);
 
 }  // namespace magix
