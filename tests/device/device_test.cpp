@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "../common/emulated_device.hpp"
+#include "../lora/lora_fixture.hpp"
 #include "backends/backend.hpp"
 #include "magix/error.hpp"
 #include "magix/evaluate.hpp"
@@ -289,6 +290,24 @@ TEST(Device, CheckpointsMoveBetweenTheDeviceAndTheCpu) {
   }
 }
 
+// Adapters merged into weights that live on the device (generate --lora, export): host adapters
+// meet device weights.
+TEST(Device, LoraMergedOnTheDeviceEqualsTheCpu) {
+  EmulatedDeviceScope emulated;
+  Mesh mesh;
+  const test::LoraFixture fx = test::load_lora_fixture("llama_gqa");
+  DecoderOptions options;
+  Decoder c = load_decoder(fx.model_dir.string(), mesh, options);
+  options.device = Device::kCuda;
+  Decoder d = load_decoder(fx.model_dir.string(), mesh, options);
+  const ParameterSet adapters =
+      test::fixture_adapters(fx, lora_adapter_infos(c.params().infos(), fx.config, mesh));
+  merge_lora(c.params(), adapters, fx.config.scale());
+  merge_lora(d.params(), adapters, fx.config.scale());
+  EXPECT_EQ(d.params().device(), Device::kCuda);
+  expect_bitwise_equal(d.params(), c.params());
+}
+
 // ---- scoring and generation -------------------------------------------------------------------
 
 TEST(Device, ScoringOnTheDeviceEqualsTheCpu) {
@@ -312,7 +331,7 @@ TEST(Device, ScoringOnTheDeviceEqualsTheCpu) {
   }
 }
 
-TEST(Device, GreedyGenerationOnTheDeviceEqualsTheCpu) {
+TEST(Device, GreedyGenerationAndLogitsOnTheDeviceEqualTheCpu) {
   EmulatedDeviceScope emulated;
   Mesh mesh;
   const std::vector<std::vector<int32_t>> prompts = {{1, 5, 9, 3}, {7}, {2, 4, 6, 8, 10, 12}};
@@ -324,12 +343,18 @@ TEST(Device, GreedyGenerationOnTheDeviceEqualsTheCpu) {
       DecoderOptions options;
       options.compute_dtype = bf16 ? DType::kBF16 : DType::kF32;
       const std::string dir = (kFixtures / "models" / model).string();
-      const std::vector<GenerationResult> cpu =
-          Generator(load_decoder(dir, mesh, options)).generate(prompts, o);
+      Decoder c = load_decoder(dir, mesh, options);
+      const std::vector<GenerationResult> cpu = Generator(c).generate(prompts, o);
       options.device = Device::kCuda;
-      const Decoder d = load_decoder(dir, mesh, options);
+      Decoder d = load_decoder(dir, mesh, options);
       EXPECT_EQ(d.params().device(), Device::kCuda);
       const std::vector<GenerationResult> dev = Generator(d).generate(prompts, o);
+      // Decoder::logits comes back to the host.
+      const TokenBatch batch = make_causal_batch(prompts);
+      const Tensor want = c.logits(batch), got = d.logits(batch);
+      ASSERT_EQ(got.device(), Device::kCpu);
+      ASSERT_EQ(got.nbytes(), want.nbytes());
+      EXPECT_EQ(std::memcmp(got.bytes(), want.bytes(), want.nbytes()), 0);
       ASSERT_EQ(dev.size(), cpu.size());
       for (size_t i = 0; i < cpu.size(); ++i) {
         EXPECT_FALSE(cpu[i].tokens.empty());
