@@ -2,6 +2,7 @@
 
 #include <array>
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
 
 #include "backends/cpu/cpu_backend.hpp"
@@ -87,6 +88,10 @@ Device default_device() {
   // The build's own backends only: a backend registered by a test never becomes a default.
   const Backend* cuda = build_backend(Device::kCuda);
   return cuda != nullptr && cuda->available() ? Device::kCuda : Device::kCpu;
+}
+
+std::optional<int> local_rank_from_env() {
+  return local_rank_from_env([](const char* name) -> const char* { return std::getenv(name); });
 }
 
 std::optional<int> local_rank_from_env(const std::function<const char*(const char*)>& getenv) {

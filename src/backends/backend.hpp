@@ -15,7 +15,6 @@
 #pragma once
 
 #include <cstdint>
-#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -235,11 +234,10 @@ Device use_device(std::string_view name);
 // The rank's node-local index from the launcher's environment: OMPI_COMM_WORLD_LOCAL_RANK
 // (Open MPI's mpirun), SLURM_LOCALID (srun), MPI_LOCALRANKID or PMI_LOCAL_RANK (MPICH, Intel
 // MPI), in that order; nullopt when none is set. A value that is not a non-negative integer is
-// an error naming the variable. `getenv` is injectable for tests.
-std::optional<int> local_rank_from_env(
-    const std::function<const char*(const char*)>& getenv = [](const char* name) {
-      return static_cast<const char*>(std::getenv(name));
-    });
+// an error naming the variable.
+std::optional<int> local_rank_from_env();
+// The same with `getenv` in place of the process environment (tests).
+std::optional<int> local_rank_from_env(const std::function<const char*(const char*)>& getenv);
 // The GPU a rank with node-local index `local_rank` uses among `devices` visible ones: one GPU
 // per rank, round robin when more ranks than GPUs share a node (an error when devices < 1).
 int device_index_for_local_rank(int local_rank, int devices);

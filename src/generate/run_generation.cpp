@@ -7,9 +7,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "backends/backend.hpp"
 #include "magix/checkpoint.hpp"
 #include "magix/dataset.hpp"
-#include "backends/backend.hpp"
 #include "magix/error.hpp"
 #include "magix/generate.hpp"
 #include "magix/generation_config.hpp"

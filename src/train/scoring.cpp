@@ -6,8 +6,8 @@
 #include <limits>
 #include <optional>
 
-#include "magix/checkpoint.hpp"
 #include "backends/backend.hpp"
+#include "magix/checkpoint.hpp"
 #include "magix/error.hpp"
 #include "magix/evaluate.hpp"
 #include "magix/sharding.hpp"

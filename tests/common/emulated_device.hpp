@@ -127,9 +127,9 @@ class EmulatedDeviceBackend final : public Backend {
     MaskViews m(*this, op, mask);
     cpu().attention_forward(o, l, view(op, q), view(op, k), view(op, v), scale, m.mask);
   }
-  void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout,
-                          const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
-                          const Tensor& v, float scale, const AttentionMask& mask) const override {
+  void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& out,
+                          const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                          float scale, const AttentionMask& mask) const override {
     const char* op = "attention_backward";
     Tensor a = view(op, dq), b = view(op, dk), c = view(op, dv);
     MaskViews m(*this, op, mask);

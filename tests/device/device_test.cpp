@@ -123,8 +123,9 @@ TEST(Device, ParseAndDefault) {
   if (has_backend(Device::kCuda)) GTEST_SKIP() << "this build has a cuda backend";
   EXPECT_EQ(default_device(), Device::kCpu);
   EXPECT_EQ(use_device(""), Device::kCpu);
-  EXPECT_NE(message_of([] { (void)parse_device("cuda"); })
-                .find("this build of magix has no cuda backend"),
+  EXPECT_NE(message_of([] {
+              (void)parse_device("cuda");
+            }).find("this build of magix has no cuda backend"),
             std::string::npos);
   // A backend registered by a test is never the default.
   EmulatedDeviceScope emulated;
@@ -150,8 +151,9 @@ TEST(Device, LocalRankFromTheLaunchersEnvironment) {
   EXPECT_EQ(local_rank_from_env(env({{"OMPI_COMM_WORLD_LOCAL_RANK", ""}, {"SLURM_LOCALID", "4"}})),
             4);
   for (const char* bad : {"-1", "x", "1x", " 2"}) {
-    EXPECT_NE(message_of([&] { (void)local_rank_from_env(env({{"SLURM_LOCALID", bad}})); })
-                  .find("SLURM_LOCALID"),
+    EXPECT_NE(message_of([&] {
+                (void)local_rank_from_env(env({{"SLURM_LOCALID", bad}}));
+              }).find("SLURM_LOCALID"),
               std::string::npos)
         << bad;
   }

@@ -87,8 +87,8 @@ int run_check(int d, int m) {
     bool bf16;
     const magix::LoraConfig* lora;
   };
-  for (const Case& c : {Case{"fp32", false, nullptr}, Case{"bf16", true, nullptr},
-                        Case{"lora", false, &lora}}) {
+  for (const Case& c :
+       {Case{"fp32", false, nullptr}, Case{"bf16", true, nullptr}, Case{"lora", false, &lora}}) {
     magix::TrainArgs a;
     a.model_config = (kFixtures / "train/tiny_config.json").string();
     a.tokenizer_name = (kFixtures / "tokenizers/trained_bytelevel").string();
