@@ -140,7 +140,7 @@ void check_weights_finite(Trainable& model, const Mesh& mesh, int64_t step) {
   const ParameterSet& params = model.trainable();
   std::string found;
   for (size_t i = 0; i < params.size() && found.empty(); ++i) {
-    const Tensor t = to_host(params.tensor(i));  // a copy per step where it lives on a device
+    const Tensor t = to_host(params.tensor(i));  // a copy where it lives on a device
     const int64_t bad = first_non_finite(t.bytes(), t.dtype(), static_cast<size_t>(t.numel()));
     if (bad >= 0) {
       found =
