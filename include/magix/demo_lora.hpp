@@ -103,7 +103,8 @@ struct LoraDemoReport {
   double train_seconds = 0.0;
   double train_input_tokens_per_second = 0.0;
   int64_t test_examples = 0;
-  int64_t correct_before = 0, correct_after = 0;
+  int64_t correct_before = 0, correct_after = 0;        // exact (date_answer_correct)
+  int64_t containing_before = 0, containing_after = 0;  // the ISO date anywhere in the answer
   std::vector<std::pair<std::string, std::string>> chat;  // example prompt -> answer after
   double total_seconds = 0.0;
 };

@@ -154,8 +154,8 @@ void add_demo_command(CLI::App& app) {
                   "seed of the model init (smollm2: of the adapters) and the data order")
       ->capture_default_str();
   cmd->add_option(flag("log_every"), o.log_every,
-                  fmt::format("print the loss every N steps when stderr is not a terminal "
-                              "(smollm2: {}; on a terminal it draws a one-line bar)",
+                  fmt::format("print the loss every N steps (smollm2: {}, when stderr is not a "
+                              "terminal; on a terminal it draws a one-line progress bar)",
                               l.log_every))
       ->capture_default_str();
   cmd->add_option(flag("lora_rank"), args->lora.lora_rank, "smollm2: adapter rank r")

@@ -51,7 +51,8 @@ struct LoraDemoPaths {
       exports, report;
   // The entries a demo run creates: the only ones --overwrite removes.
   std::vector<fs::path> entries() const {
-    return {root / "data", checkpoints, before, after, chat, metrics, exports, report};
+    return {root / "data", checkpoints, before, after, chat, metrics, root / "metrics.svg",
+            exports, report};
   }
 };
 
@@ -191,6 +192,15 @@ int64_t count_correct(const std::vector<std::string>& answers, const DateData& d
   return n;
 }
 
+// Answers that hold the ISO date somewhere (with other text around it): not counted as right.
+int64_t count_containing(const std::vector<std::string>& answers, const DateData& data) {
+  int64_t n = 0;
+  for (size_t i = 0; i < data.test.size(); ++i) {
+    n += answers[i].find(data.test[i].answer) != std::string::npos;
+  }
+  return n;
+}
+
 // One line for the console: newlines shown as \n, cut to `width` characters.
 std::string one_line(const std::string& s, size_t width = 60) {
   std::string out;
@@ -281,9 +291,12 @@ LoraDemoReport run_lora_demo(const LoraDemoOptions& o, const Mesh& mesh) {
   mesh.world().barrier();
   const std::vector<std::string> before = read_generations(paths.before, data.test.size());
   rep.correct_before = count_correct(before, data);
+  rep.containing_before = count_containing(before, data);
   if (rank0) {
     fmt::print("held-out accuracy before training: {}/{}\n", rep.correct_before,
                rep.test_examples);
+    fmt::print("  (exact: the ISO date alone; {}/{} answers hold it among other text)\n",
+               rep.containing_before, rep.test_examples);
     if (talk) print_examples(before, data);
     std::fflush(stdout);
   }
@@ -326,10 +339,13 @@ LoraDemoReport run_lora_demo(const LoraDemoOptions& o, const Mesh& mesh) {
   mesh.world().barrier();
   const std::vector<std::string> after = read_generations(paths.after, data.test.size());
   rep.correct_after = count_correct(after, data);
+  rep.containing_after = count_containing(after, data);
   const std::vector<std::string> chat = read_generations(paths.chat, std::size(kChatPrompts));
   for (size_t i = 0; i < chat.size(); ++i) rep.chat.emplace_back(kChatPrompts[i], chat[i]);
   if (rank0) {
     fmt::print("held-out accuracy after training: {}/{}\n", rep.correct_after, rep.test_examples);
+    fmt::print("  (exact: the ISO date alone; {}/{} answers hold it among other text)\n",
+               rep.containing_after, rep.test_examples);
     if (talk) {
       print_examples(after, data);
       fmt::print("chat with the fine-tuned model:\n");
@@ -376,6 +392,8 @@ LoraDemoReport run_lora_demo(const LoraDemoOptions& o, const Mesh& mesh) {
         {"train_input_tokens_per_second", rep.train_input_tokens_per_second},
         {"correct_before", rep.correct_before},
         {"correct_after", rep.correct_after},
+        {"containing_before", rep.containing_before},
+        {"containing_after", rep.containing_after},
         {"test_examples", rep.test_examples},
         {"chat", chat_json},
         {"checkpoint", rep.checkpoint.string()},

@@ -73,6 +73,8 @@ for name, key in [("generated_before", "correct_before"), ("generated_after", "c
     assert [g["prompt"] for g in gens] == [t["prompt"] for t in test], name
     correct = sum(g["generated"].strip() == t["answer"] for g, t in zip(gens, test))
     assert rep[key] == correct, (name, rep[key], correct)
+    holding = sum(t["answer"] in g["generated"] for g, t in zip(gens, test))
+    assert rep[key.replace("correct", "containing")] == holding, (name, holding)
     when = "before" if key == "correct_before" else "after"
     assert f"held-out accuracy {when} training: {correct}/6\n" in out, (when, correct)
 metrics = [json.loads(l) for l in open(f"{run}/metrics.jsonl")]
