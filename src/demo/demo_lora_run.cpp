@@ -70,8 +70,9 @@ void check_inputs(const LoraDemoOptions& o, const LoraDemoPaths& paths) {
   MAGIX_CHECK(o.max_new_tokens > 0, "--max_new_tokens must be positive, got {}", o.max_new_tokens);
   parse_gguf_outtype(o.outtype);  // a bad --outtype fails before the training, not after
   MAGIX_CHECK(fs::is_regular_file(o.gguf),
-              "the demo's model {} is not there: run scripts/fetch_smollm2.sh (it downloads "
-              "SmolLM2-135M-Instruct once into magix's cache), or pass --gguf FILE.gguf",
+              "the demo's model {} is not a file: run scripts/fetch_smollm2.sh (it downloads "
+              "SmolLM2-135M-Instruct once into magix's cache, where the demo looks by "
+              "default), or pass --gguf FILE.gguf",
               o.gguf.string());
   MAGIX_CHECK(!o.work_dir.empty(), "--work_dir must not be empty");
   if (!fs::exists(o.work_dir)) return;
@@ -267,6 +268,7 @@ LoraDemoReport run_lora_demo(const LoraDemoOptions& o, const Mesh& mesh) {
   const DateData data = make_date_data(o.task);
   const bool rank0 = mesh.world_rank() == 0;
   const bool talk = rank0 && !o.quiet;
+  mesh.world().barrier();  // every rank has checked the work dir before rank 0 writes into it
   if (rank0) write_demo_files(o, paths, data);
   mesh.world().barrier();
 

@@ -111,6 +111,22 @@ assert len(q8) == len(hf) == 2 and worst <= 2e-3, (q8, hf)
 assert moved > 1e-3, ("the exported model scores like the base", base, hf)
 PY
 
+# Under mpirun on a 2x1 mesh (data parallel; the fixture's vocabulary of 705 does not split
+# over a model axis): the single-process run's losses.
+if command -v mpirun > /dev/null; then
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 \
+    mpirun --oversubscribe -np 2 "$MAGIX" demo --work_dir "$WORK/mesh" "${QUICK[@]}" \
+    --mesh_shape 2 1 --quiet > "$WORK/mesh.txt" 2>&1 || fail "2x1: $(cat "$WORK/mesh.txt")"
+  grep -qE '^held-out accuracy after training: [0-9]+/6$' "$WORK/mesh.txt" || fail "2x1: no accuracy"
+  [ -s "$WORK/mesh/export/model-q8_0.gguf" ] && [ -s "$WORK/mesh/export/hf/config.json" ] \
+    || fail "2x1: no exports"
+  python3 - "$RUN/metrics.jsonl" "$WORK/mesh/metrics.jsonl" <<'PY' || fail "2x1 losses differ from 1x1"
+import json, sys
+a, b = ([json.loads(l)["loss"] for l in open(p)] for p in sys.argv[1:])
+assert len(a) == len(b) == 4 and all(abs(x - y) <= 1e-5 * abs(x) for x, y in zip(a, b)), (a, b)
+PY
+fi
+
 # A second run into the same folder, bad flags, a missing model: clear errors.
 expect_error "pass --overwrite" demo --work_dir "$RUN" "${QUICK[@]}"
 expect_error "--model must be tiny or smollm2" demo --work_dir "$WORK/x" --model llama
