@@ -224,6 +224,7 @@ DemoReport run_demo(const DemoOptions& o, const Mesh& mesh) {
   const DemoData data = make_demo_data(o.task);
   const bool rank0 = mesh.world_rank() == 0;
   const bool talk = rank0 && !o.quiet;
+  mesh.world().barrier();  // every rank has checked the work dir before rank 0 writes into it
   if (rank0) write_demo_files(o, paths, data);
   mesh.world().barrier();
 

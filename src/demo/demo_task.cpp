@@ -7,27 +7,12 @@
 
 #include "magix/demo.hpp"
 #include "magix/error.hpp"
-#include "magix/hash.hpp"
+#include "splitmix_stream.hpp"
 
 namespace magix {
 namespace {
 
-// A SplitMix64 stream: output i is splitmix64(seed + i · golden-ratio increment).
-class SplitMix64 {
- public:
-  explicit SplitMix64(uint64_t seed) : state_(seed) {}
-  uint64_t next() {
-    const uint64_t z = splitmix64(state_);
-    state_ += 0x9e3779b97f4a7c15ull;
-    return z;
-  }
-  uint64_t below(uint64_t n) {
-    return static_cast<uint64_t>((static_cast<unsigned __int128>(next()) * n) >> 64);
-  }
-
- private:
-  uint64_t state_;
-};
+using detail::SplitMix64;
 
 int64_t pow10(int digits) {
   int64_t p = 1;
