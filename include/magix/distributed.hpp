@@ -36,6 +36,12 @@ class Runtime {
 // True when this process was started by an MPI launcher (mpirun / srun with PMI).
 bool launched_by_mpi();
 
+// This process's index among the world's ranks on its node: the launcher's variable
+// (local_rank_from_env: OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID, ...), else its rank in
+// MPI_Comm_split_type(MPI_COMM_TYPE_SHARED) of the world; 0 without MPI. Collective over the
+// world when it falls back to MPI.
+int local_rank();
+
 // This rank's host as MPI names it (MPI_Get_processor_name), or the host name without MPI.
 std::string processor_name();
 

@@ -56,6 +56,7 @@ struct ScoreArgs {
   std::vector<int> mesh_shape = {-1, 1};
   std::string partition_rules;  // a rules file replacing the family's defaults
   bool bf16 = false;            // bf16 mixed precision
+  std::string device;           // "cpu" or "cuda" (--device); empty: default_device()
 };
 
 // Checks values that need no file (batch size, train_on and its needs). Throws naming the flag.

@@ -130,6 +130,7 @@ struct GenerateArgs {
   // Overrides the alpha saved with the adapters (train-lora step or PEFT folder) when given.
   std::optional<double> lora_alpha;
   bool bf16 = false;           // bf16 mixed precision: bf16 weights streamed, bf16 prefill GEMMs
+  std::string device;          // "cpu" or "cuda" (--device); empty: default_device()
   GenerateOptions generation;  // sampling, limits, stop strings
   bool progress = false;       // a progress bar on stderr (world rank 0)
   // The flags given explicitly, by name ("temperature"; CLI: those on the command line, Python:

@@ -64,7 +64,9 @@ void shard_parameters(std::vector<ParamInfo>& infos, const Mesh& mesh);
 
 // An ordered set of tensors, one per parameter, each holding this rank's box. Parameters are
 // stored as F32 or BF16 (DecoderOptions::weight_dtype); gradients are always F32 and use a
-// ParameterSet of the same layout (zeros_like).
+// ParameterSet of the same layout (zeros_like). The tensors live on one device: made on the host
+// (loaded, initialised), uploaded once (to_device) by the decoder, read back (to_device(kCpu))
+// by whatever writes them to files.
 class ParameterSet {
  public:
   ParameterSet() = default;
@@ -80,14 +82,19 @@ class ParameterSet {
   Tensor& at(std::string_view name);  // throws naming the parameter
   const Tensor& at(std::string_view name) const;
 
-  // Same infos, zero F32 tensors whatever the dtype of this set (the gradient buffers of
-  // loss_and_grad and the optimizer are always fp32).
+  // Same infos, zero F32 tensors on the same device whatever the dtype of this set (the
+  // gradient buffers of loss_and_grad and the optimizer are always fp32).
   ParameterSet zeros_like() const;
   void fill_zero();
-  // Converts every tensor to `dtype` (F32 or BF16) in place: widening is exact, narrowing
-  // rounds to nearest even (Tensor::to). Tensors already of that dtype are kept as they are
-  // (no copy; other holders of their storage still share it).
+  // Converts every tensor to `dtype` (F32 or BF16) in place, on its device: widening is exact,
+  // narrowing rounds to nearest even (Tensor::to, Backend::copy). Tensors already of that dtype
+  // are kept as they are (no copy; other holders of their storage still share it).
   void convert(DType dtype);
+  // The device of the tensors (kCpu for an empty set).
+  Device device() const;
+  // A copy of the set on `device` (Backend::copy of every tensor, same dtypes; new storage even
+  // where the device is the same): uploads a host set, reads a device set back to the host.
+  ParameterSet to_device(Device device) const;
   size_t nbytes() const;  // bytes of all local tensors
 
  private:
@@ -130,7 +137,9 @@ struct DecoderOptions {
   // accumulation (mixed precision: norms, softmax, cross-entropy, RoPE, the residual stream,
   // gradients and the optimizer stay fp32; docs/model.md).
   DType compute_dtype = DType::kF32;
-  Device device = Device::kCpu;  // the backend that runs the ops
+  // The backend that runs the ops and holds the parameters, activations and gradients (--device;
+  // docs/kernels.md "Devices").
+  Device device = Device::kCpu;
 };
 
 struct LossResult {
@@ -144,7 +153,8 @@ class Decoder {
  public:
   // `mesh` must outlive the decoder. `params` must have the layout of
   // shard_parameters(expected_parameters(config), mesh); they are converted to
-  // options.weight_dtype (ParameterSet::convert).
+  // options.weight_dtype (ParameterSet::convert) and, when options.device is not where they
+  // are, copied there once (ParameterSet::to_device): params() then lives on options.device.
   Decoder(ModelConfig config, const Mesh& mesh, ParameterSet params, DecoderOptions options = {});
   ~Decoder();
   Decoder(Decoder&&) noexcept;
@@ -163,7 +173,7 @@ class Decoder {
   LossResult loss(const TokenBatch& batch, double token_count);
   // Same, and grads += d loss / d params (grads has this decoder's parameter layout).
   LossResult loss_and_grad(const TokenBatch& batch, double token_count, ParameterSet& grads);
-  // Full-vocabulary logits (B, T, V) of this rank's rows (for tests and scoring).
+  // Full-vocabulary logits (B, T, V) of this rank's rows, on the host (for tests and scoring).
   Tensor logits(const TokenBatch& batch);
 
   // Low-rank adapters (LoRA, magix/lora.hpp) on some of the layers' linear weights: for the

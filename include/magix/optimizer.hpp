@@ -50,10 +50,11 @@ struct StepReport {
   int64_t consecutive_skipped = 0;
 };
 
-// Moments are fp32 and shaped like the local parameter shards.
+// Moments are fp32, shaped like the local parameter shards and held on the parameters' device.
 class AdamW {
  public:
-  AdamW(AdamWOptions options, std::vector<std::string> names, const std::vector<Shape>& shapes);
+  AdamW(AdamWOptions options, std::vector<std::string> names, const std::vector<Shape>& shapes,
+        Device device = Device::kCpu);
 
   // One update: params -= lr * (m̂ / (sqrt(v̂) + eps) + wd * param) with the gradients clipped
   // to max_grad_norm. `grad_norm` is the global L2 norm of the full gradient (each element
@@ -68,6 +69,7 @@ class AdamW {
   int64_t updates() const { return count_; }
   int64_t consecutive_skipped() const { return skipped_; }
   const std::vector<std::string>& names() const { return names_; }
+  // On the device given to the constructor (a checkpoint copies them to and from the host).
   std::vector<Tensor>& mu() { return mu_; }
   std::vector<Tensor>& nu() { return nu_; }
   const AdamWOptions& options() const { return options_; }

@@ -15,8 +15,10 @@ namespace magix {
 
 enum class DType : uint8_t { kF32, kBF16, kF16, kI32, kI64 };
 
-// Where a tensor's storage lives. Host code may read and write kCpu tensors only; the storage of
-// other devices is handed out by their backend (src/backends/) and touched by its ops.
+// Where a tensor's storage lives. Host code may read and write kCpu tensors only: data(), span(),
+// bytes(), clone(), to() and fill_zero() of a tensor on another device throw magix::Error. The
+// storage of other devices is handed out by their backend (src/backends/) and touched by its
+// ops only (device_bytes()); host code moves values across with Backend::copy.
 enum class Device : uint8_t { kCpu, kCuda };
 std::string_view device_name(Device device);  // "cpu", "cuda"
 
@@ -61,10 +63,16 @@ class Tensor {
   size_t nbytes() const { return static_cast<size_t>(numel_) * dtype_size(dtype_); }
   bool defined() const { return storage_ != nullptr; }
 
-  std::byte* bytes() { return storage_.get(); }
-  const std::byte* bytes() const { return storage_.get(); }
+  // Host storage; throw for a tensor on another device.
+  std::byte* bytes();
+  const std::byte* bytes() const;
+  // The storage wherever it lives (a device address for a device tensor): for backends only,
+  // which know how to touch it.
+  std::byte* device_bytes() { return storage_.get(); }
+  const std::byte* device_bytes() const { return storage_.get(); }
 
-  // Typed views; throw if T does not match the dtype (uint16_t for bf16/f16).
+  // Typed host views; throw if T does not match the dtype (uint16_t for bf16/f16) or the tensor
+  // lives on another device.
   template <class T>
   T* data();
   template <class T>
@@ -82,13 +90,15 @@ class Tensor {
   Tensor reshape(Shape shape) const;
   // Rows [start, start + count) of dim 0, sharing the storage (shape (count, ...)).
   Tensor rows(int64_t start, int64_t count) const;
-  // Deep copy (host tensors).
+  // Deep copy (host tensors; a device tensor is copied with Backend::copy).
   Tensor clone() const;
   // Converted copy (host tensors; float types convert through f32; bf16 rounds to nearest even).
   Tensor to(DType dtype) const;
-  void fill_zero();  // host tensors
+  void fill_zero();  // host tensors (Backend::fill_zero on any device)
 
  private:
+  void check_host(const char* what) const;
+
   DType dtype_ = DType::kF32;
   Device device_ = Device::kCpu;
   Shape shape_;

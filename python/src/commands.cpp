@@ -40,6 +40,7 @@ const FieldTable<TrainArgs>& train_fields() {
       MAGIX_PY_FIELD("bf16_model_weights", bf16_model_weights),
       MAGIX_PY_FIELD("bf16", bf16),
       MAGIX_PY_FIELD("recompute", recompute),
+      MAGIX_PY_FIELD("device", device),
       MAGIX_PY_FIELD("train_file", train_file),
       MAGIX_PY_FIELD("train_data_config", train_data_config),
       MAGIX_PY_FIELD("train_data_field", train_data_field),
@@ -189,6 +190,7 @@ const FieldTable<GenerateArgs>& generate_fields() {
       MAGIX_PY_FIELD("lora", lora),
       MAGIX_PY_FIELD("lora_alpha", lora_alpha),
       MAGIX_PY_FIELD("bf16", bf16),
+      MAGIX_PY_FIELD("device", device),
       MAGIX_PY_FIELD("progress", progress),
   };
   return table;
@@ -232,6 +234,7 @@ const FieldTable<ScoreArgs>& score_fields() {
       MAGIX_PY_FIELD("mesh_shape", mesh_shape),
       MAGIX_PY_FIELD("partition_rules", partition_rules),
       MAGIX_PY_FIELD("bf16", bf16),
+      MAGIX_PY_FIELD("device", device),
   };
   return table;
 }

@@ -15,8 +15,11 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "magix/model_config.hpp"
 #include "magix/tensor.hpp"
@@ -190,7 +193,50 @@ class Backend {
                             const Tensor& b, float scale) const = 0;
 };
 
-// The backend of a device (throws magix::Error when this build has none for it).
+// The backend of a device (throws magix::Error when this build has none for it:
+// "this build of magix has no cuda backend").
 const Backend& backend_for(Device device);
+
+// `t` on the host: t itself (sharing its storage) when it lives there, else a host copy made by
+// its backend's copy.
+Tensor to_host(const Tensor& t);
+// `t` on `device`: t itself when it lives there, else a copy made by the device side's copy.
+Tensor to_device(const Tensor& t, Device device);
+
+// Whether backend_for(device) has a backend (without throwing).
+bool has_backend(Device device);
+
+// For tests only (never called by the library or the CLI): backend_for(device) returns
+// `backend` from now on; null restores the build's own. tests/common/emulated_device.hpp
+// registers a host-memory backend for Device::kCuda with it, so that every host access of a
+// device tensor in model, training and generation code throws on the CPU alone.
+void set_backend_for_testing(Device device, const Backend* backend);
+
+// ---- devices and ranks -------------------------------------------------------------------------
+
+// "cpu" or "cuda" (--device) -> the Device; another name is an error naming both choices, and a
+// device this build has no backend for is the error of backend_for.
+Device parse_device(std::string_view name);
+// --device's default: kCuda when this build has the CUDA backend and it sees a GPU, else kCpu.
+Device default_device();
+// The device a command runs on: `name` as parse_device reads it, or default_device() when it is
+// empty; the process is bound to its local rank's GPU (select_device_for_local_rank with
+// local_rank(), magix/distributed.hpp).
+Device use_device(std::string_view name);
+// The rank's node-local index from the launcher's environment: OMPI_COMM_WORLD_LOCAL_RANK
+// (Open MPI's mpirun), SLURM_LOCALID (srun), MPI_LOCALRANKID or PMI_LOCAL_RANK (MPICH, Intel
+// MPI), in that order; nullopt when none is set. A value that is not a non-negative integer is
+// an error naming the variable.
+std::optional<int> local_rank_from_env();
+// The same with `getenv` in place of the process environment (tests).
+std::optional<int> local_rank_from_env(const std::function<const char*(const char*)>& getenv);
+// The GPU a rank with node-local index `local_rank` uses among `devices` visible ones: one GPU
+// per rank, round robin when more ranks than GPUs share a node (an error when devices < 1).
+int device_index_for_local_rank(int local_rank, int devices);
+// Makes GPU device_index_for_local_rank(local_rank, visible GPUs) current for the CUDA backend
+// (nothing for the CPU and for a backend registered by a test): called once per process, before
+// the first tensor of `device` is made (the CUDA backend binds to the GPU current when it is
+// created; selecting another one afterwards is an error).
+void select_device_for_local_rank(Device device, int local_rank);
 
 }  // namespace magix

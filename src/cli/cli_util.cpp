@@ -15,6 +15,13 @@ namespace magix::cli {
 
 namespace fs = std::filesystem;
 
+void add_device_option(CLI::App& cmd, std::string& device) {
+  cmd.add_option(flag("device"), device,
+                 "where the model runs: cpu or cuda (default: cuda when this build of magix has "
+                 "the CUDA backend and a GPU is visible, else cpu); under mpirun each rank takes "
+                 "the GPU of its node-local rank (docs/kernels.md, Devices)");
+}
+
 std::string flag(const std::string& name) {
   std::string dashed = name;
   std::replace(dashed.begin(), dashed.end(), '_', '-');

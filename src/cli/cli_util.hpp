@@ -11,6 +11,10 @@ namespace magix::cli {
 // "--name_with_underscores,--name-with-underscores": both spellings are accepted.
 std::string flag(const std::string& name);
 
+// --device cpu|cuda into `device` (the commands that run the model: train, train-lora, score,
+// generate). Empty when not given: the command then takes default_device().
+void add_device_option(CLI::App& cmd, std::string& device);
+
 // Writes `text` to `path` atomically (a temporary file in the same folder, fsynced, renamed into
 // place): a run that fails leaves no half-written output looking valid.
 void write_output_file(const std::string& path, const std::string& text);

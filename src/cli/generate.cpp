@@ -94,6 +94,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_flag(flag("bf16"), a->bf16,
                 "bf16 mixed precision: weights kept and streamed in bf16, prefill products in "
                 "bf16 with fp32 accumulation (docs/generation.md)");
+  add_device_option(*cmd, a->device);
   cmd->callback([a, cmd] {
     a->progress = isatty(fileno(stderr)) != 0;
     // The flags generation_config.json gives defaults for: given on the command line, they win.

@@ -84,6 +84,7 @@ void add_score_command(CLI::App& app) {
   cmd->add_flag(flag("bf16"), args->bf16,
                 "bf16 mixed precision: matrix products in bf16 with fp32 accumulation "
                 "(docs/model.md)");
+  add_device_option(*cmd, args->device);
   cmd->callback([args] { run_score(*args); });
 }
 

@@ -35,6 +35,7 @@ void add_train_options(CLI::App& cmd, TrainArgs& a) {
                "softmax, loss, RoPE, gradients and AdamW stay fp32 (docs/model.md)");
   cmd.add_flag(flag("recompute"), a.recompute,
                "recompute activations in the backward pass (less memory, ~1/3 more compute)");
+  add_device_option(cmd, a.device);
   // Data.
   cmd.add_option(flag("train_file"), a.train_file,
                  "training data: .jsonl, .json, .txt (each optionally .gz), .parquet, .arrow, "

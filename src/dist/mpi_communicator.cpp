@@ -12,6 +12,7 @@
 #include <cstring>
 #include <limits>
 
+#include "backends/backend.hpp"
 #include "magix/distributed.hpp"
 #include "magix/error.hpp"
 
@@ -160,6 +161,19 @@ bool launched_by_mpi() {
     if (std::getenv(var) != nullptr) return true;
   }
   return false;
+}
+
+int local_rank() {
+  if (const std::optional<int> r = local_rank_from_env()) return *r;
+  if (!mpi_is_initialized()) return 0;
+  MPI_Comm node;
+  MAGIX_CHECK_MPI(
+      MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+  int rank = 0;
+  const int rc = MPI_Comm_rank(node, &rank);
+  MPI_Comm_free(&node);
+  MAGIX_CHECK_MPI(rc);
+  return rank;
 }
 
 std::string processor_name() {

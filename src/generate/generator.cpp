@@ -20,7 +20,7 @@ namespace magix {
 namespace {
 
 void all_reduce_model(Communicator& comm, Tensor& x) {
-  if (comm.size() > 1) comm.all_reduce(x.span<float>(), ReduceOp::kSum);
+  model::all_reduce(comm, x, ReduceOp::kSum);
 }
 
 // A host array as a backend tensor.

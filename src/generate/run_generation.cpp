@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "backends/backend.hpp"
 #include "magix/checkpoint.hpp"
 #include "magix/dataset.hpp"
 #include "magix/error.hpp"
@@ -32,6 +33,7 @@ void check_args(const GenerateArgs& a) {
 Decoder load_model(const GenerateArgs& a, const Mesh& mesh) {
   DecoderOptions options;
   options.compute_dtype = a.bf16 ? DType::kBF16 : DType::kF32;
+  options.device = use_device(a.device);
   Decoder model = is_checkpoint_step(a.model_name_or_path)
                       ? load_checkpoint_decoder(a.model_name_or_path, mesh, options)
                       : load_decoder(a.model_name_or_path, mesh, options);

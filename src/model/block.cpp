@@ -4,6 +4,7 @@
 
 #include "magix/error.hpp"
 #include "magix/hash.hpp"
+#include "shard/shard_ops.hpp"
 
 namespace magix::model {
 namespace {
@@ -11,7 +12,7 @@ namespace {
 // Row-parallel output: the partial sums of every model rank add up to the layer's output.
 void all_reduce_model(Tensor& x, const BlockContext& ctx) {
   if (ctx.model_comm && ctx.model_comm->size() > 1) {
-    ctx.model_comm->all_reduce(x.span<float>(), ReduceOp::kSum);
+    all_reduce(*ctx.model_comm, x, ReduceOp::kSum);
   }
 }
 

@@ -20,15 +20,12 @@
 namespace magix {
 namespace {
 
+using model::all_reduce;
 using model::kNoParam;
 
 void check_compute_dtype(const DecoderOptions& o) {
   MAGIX_CHECK(o.compute_dtype == DType::kF32 || o.compute_dtype == DType::kBF16,
               "the decoder computes in F32 or BF16, not {}", dtype_name(o.compute_dtype));
-}
-
-void all_reduce(Communicator& comm, Tensor& x, ReduceOp op) {
-  if (comm.size() > 1) comm.all_reduce(x.span<float>(), op);
 }
 
 // Checks a batch from the data loader (user data: errors, not asserts).
@@ -95,6 +92,9 @@ Decoder::Decoder(ModelConfig config, const Mesh& mesh, ParameterSet params, Deco
   s.layout = model::make_layout(config_, mesh, params_);
   params_.convert(options_.weight_dtype);
   s.ops = &backend_for(options_.device);
+  if (params_.size() > 0 && params_.device() != options_.device) {
+    params_ = params_.to_device(options_.device);  // uploaded once
+  }
   s.stream = ParamStream(mesh, *s.ops, s.layout.kv_rows, s.layout.kv);
   s.inv_freq = upload(*s.ops, s.layout.inv_freq, DType::kF32);
   if (!s.layout.inv_freq_local.empty()) {
@@ -159,6 +159,9 @@ void Decoder::set_adapters(ParameterSet adapters, double scale) {
     kv_rows[k + 1] = s.layout.kv_rows[*wi];  // B's rows are the weight's rows
   }
   MAGIX_CHECK(std::isfinite(scale), "LoRA scale must be finite (got {})", scale);
+  if (adapters.size() > 0 && adapters.device() != options_.device) {
+    adapters = adapters.to_device(options_.device);  // uploaded once, as the parameters
+  }
   adapters_ = std::move(adapters);
   adapter_scale_ = scale;
   s.lora_a = std::move(lora_a);
@@ -316,15 +319,19 @@ class DecoderStep {
     close_grad(L_.embed, g);
   }
 
-  // Full-vocabulary logits (N, V_global) from xf.
+  // Full-vocabulary logits (N, V_global) from xf, on the host.
   Tensor logits() {
     const int64_t N = b_.batch * b_.seq, V = L_.V;
     const int64_t M = mesh_.model_size();
     Tensor local = ops_.empty({N, V}, DType::kF32);
     ops_.matmul_forward(local, s_.xf, materialize(L_.head, s_.compute), nullptr);
     if (c_.final_softcap > 0) ops_.softcap_forward(local, c_.final_softcap);
-    if (M == 1) return local.reshape({b_.batch, b_.seq, V});
-    Tensor full({N, V * M});
+    if (M == 1 && local.device() == Device::kCpu) return local.reshape({b_.batch, b_.seq, V});
+    Tensor full = Tensor::empty({N, V * M});
+    if (M == 1) {
+      ops_.copy(full, local);
+      return full.reshape({b_.batch, b_.seq, V});
+    }
     model::gather_along_dim(mesh_.model(), local, 1, full);
     return full.reshape({b_.batch, b_.seq, V * M});
   }

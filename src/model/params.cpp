@@ -8,6 +8,7 @@
 #include <set>
 #include <utility>
 
+#include "backends/backend.hpp"
 #include "magix/error.hpp"
 #include "magix/hash.hpp"
 #include "magix/hf_files.hpp"
@@ -138,7 +139,28 @@ const Tensor& ParameterSet::at(std::string_view name) const {
 }
 
 ParameterSet ParameterSet::zeros_like() const {
-  return ParameterSet(infos_, DType::kF32);
+  ParameterSet out;
+  out.infos_ = infos_;
+  for (const Tensor& t : tensors_) {
+    out.tensors_.push_back(backend_for(t.device()).zeros(t.shape(), DType::kF32));
+  }
+  return out;
+}
+
+Device ParameterSet::device() const {
+  return tensors_.empty() ? Device::kCpu : tensors_.front().device();
+}
+
+ParameterSet ParameterSet::to_device(Device device) const {
+  ParameterSet out;
+  out.infos_ = infos_;
+  for (const Tensor& t : tensors_) {
+    Tensor d = backend_for(device).empty(t.shape(), t.dtype());
+    // The device side's backend copies across (either side may be the host).
+    backend_for(device == Device::kCpu ? t.device() : device).copy(d, t);
+    out.tensors_.push_back(std::move(d));
+  }
+  return out;
 }
 
 void ParameterSet::convert(DType dtype) {
@@ -149,7 +171,14 @@ void ParameterSet::convert(DType dtype) {
     MAGIX_CHECK(t.dtype() == DType::kF32 || t.dtype() == DType::kBF16 || t.dtype() == DType::kF16,
                 "parameter '{}' holds {} values; only float parameters can be converted to {}",
                 infos_[i].name, dtype_name(t.dtype()), dtype_name(dtype));
-    t = t.to(dtype);
+    if (t.device() == Device::kCpu) {
+      t = t.to(dtype);
+    } else {
+      const Backend& ops = backend_for(t.device());
+      Tensor d = ops.empty(t.shape(), dtype);
+      ops.copy(d, t);
+      t = std::move(d);
+    }
   }
 }
 
@@ -160,7 +189,7 @@ size_t ParameterSet::nbytes() const {
 }
 
 void ParameterSet::fill_zero() {
-  for (Tensor& t : tensors_) t.fill_zero();
+  for (Tensor& t : tensors_) backend_for(t.device()).fill_zero(t);
 }
 
 void validate_weight_names(const std::vector<ParamInfo>& expected, const HfWeights& weights) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "backends/backend.hpp"
 #include "magix/error.hpp"
 
 namespace magix::model {
@@ -21,11 +22,10 @@ Split split_of(const Tensor& local, int dim) {
   return {local.dim(0), local.dim(1)};
 }
 
-}  // namespace
+// The host implementations (every tensor in host memory).
 
-void gather_along_dim(Communicator& comm, const Tensor& local, int dim, Tensor& full) {
+void host_gather(Communicator& comm, const Tensor& local, int dim, Tensor& full) {
   const int64_t n = comm.size();
-  MAGIX_CHECK(full.numel() == n * local.numel(), "gather: sizes do not match");
   const Split s = split_of(local, dim);
   if (s.rows == 1) {
     comm.all_gather(local.span<float>(), full.span<float>());
@@ -42,9 +42,8 @@ void gather_along_dim(Communicator& comm, const Tensor& local, int dim, Tensor& 
   }
 }
 
-void reduce_scatter_along_dim(Communicator& comm, const Tensor& full, int dim, Tensor& local) {
+void host_reduce_scatter(Communicator& comm, const Tensor& full, int dim, Tensor& local) {
   const int64_t n = comm.size();
-  MAGIX_CHECK(full.numel() == n * local.numel(), "reduce_scatter: sizes do not match");
   const Split s = split_of(local, dim);
   std::vector<float> in(static_cast<size_t>(full.numel()));
   const float* src = full.data<float>();
@@ -64,12 +63,54 @@ void reduce_scatter_along_dim(Communicator& comm, const Tensor& full, int dim, T
   for (size_t i = 0; i < out.size(); ++i) dst[i] += out[i];
 }
 
-void all_reduce_add(Communicator& comm, const Tensor& full, Tensor& local) {
-  MAGIX_CHECK(full.numel() == local.numel(), "all_reduce_add: sizes do not match");
+void host_all_reduce_add(Communicator& comm, const Tensor& full, Tensor& local) {
   std::vector<float> buf(full.span<float>().begin(), full.span<float>().end());
   comm.all_reduce(buf, ReduceOp::kSum);
   float* dst = local.data<float>();
   for (size_t i = 0; i < buf.size(); ++i) dst[i] += buf[i];
+}
+
+}  // namespace
+
+HostStaged::HostStaged(const Tensor& t, bool read) : target_(t) {
+  if (t.device() == Device::kCpu) {
+    host_ = t;
+    return;
+  }
+  host_ = Tensor::empty(t.shape(), t.dtype());
+  if (read) backend_for(t.device()).copy(host_, t);
+}
+
+void HostStaged::write_back() {
+  if (target_.device() != Device::kCpu) backend_for(target_.device()).copy(target_, host_);
+}
+
+void gather_along_dim(Communicator& comm, const Tensor& local, int dim, Tensor& full) {
+  MAGIX_CHECK(full.numel() == comm.size() * local.numel(), "gather: sizes do not match");
+  HostStaged in(local, /*read=*/true), out(full, /*read=*/false);
+  host_gather(comm, in.host(), dim, out.host());
+  out.write_back();
+}
+
+void reduce_scatter_along_dim(Communicator& comm, const Tensor& full, int dim, Tensor& local) {
+  MAGIX_CHECK(full.numel() == comm.size() * local.numel(), "reduce_scatter: sizes do not match");
+  HostStaged in(full, /*read=*/true), out(local, /*read=*/true);
+  host_reduce_scatter(comm, in.host(), dim, out.host());
+  out.write_back();
+}
+
+void all_reduce_add(Communicator& comm, const Tensor& full, Tensor& local) {
+  MAGIX_CHECK(full.numel() == local.numel(), "all_reduce_add: sizes do not match");
+  HostStaged in(full, /*read=*/true), out(local, /*read=*/true);
+  host_all_reduce_add(comm, in.host(), out.host());
+  out.write_back();
+}
+
+void all_reduce(Communicator& comm, Tensor& x, ReduceOp op) {
+  if (comm.size() <= 1) return;
+  HostStaged staged(x, /*read=*/true);
+  comm.all_reduce(staged.host().span<float>(), op);
+  staged.write_back();
 }
 
 }  // namespace magix::model

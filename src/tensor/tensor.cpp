@@ -201,14 +201,32 @@ int64_t Tensor::dim(int i) const {
   return shape_[i];
 }
 
+void Tensor::check_host(const char* what) const {
+  MAGIX_CHECK(device_ == Device::kCpu,
+              "Tensor::{}: a {} {} tensor that lives on {}; copy it to the host first "
+              "(Backend::copy)",
+              what, shape_str(shape_), dtype_name(dtype_), device_name(device_));
+}
+
+std::byte* Tensor::bytes() {
+  check_host("bytes");
+  return storage_.get();
+}
+const std::byte* Tensor::bytes() const {
+  check_host("bytes");
+  return storage_.get();
+}
+
 template <class T>
 T* Tensor::data() {
+  check_host("data");
   MAGIX_CHECK(matches<T>(dtype_), "tensor of dtype {} accessed with the wrong type",
               dtype_name(dtype_));
   return reinterpret_cast<T*>(storage_.get());
 }
 template <class T>
 const T* Tensor::data() const {
+  check_host("data");
   MAGIX_CHECK(matches<T>(dtype_), "tensor of dtype {} accessed with the wrong type",
               dtype_name(dtype_));
   return reinterpret_cast<const T*>(storage_.get());
@@ -231,15 +249,14 @@ Tensor Tensor::reshape(Shape shape) const {
 }
 
 Tensor Tensor::clone() const {
-  MAGIX_CHECK(device_ == Device::kCpu, "clone of a {} tensor on the host", device_name(device_));
+  check_host("clone");
   Tensor t = empty(shape_, dtype_);
   if (nbytes() > 0) std::memcpy(t.bytes(), bytes(), nbytes());
   return t;
 }
 
 void Tensor::fill_zero() {
-  MAGIX_CHECK(device_ == Device::kCpu, "fill_zero of a {} tensor on the host",
-              device_name(device_));
+  check_host("fill_zero");
   if (nbytes() > 0) std::memset(bytes(), 0, nbytes());
 }
 
@@ -268,8 +285,7 @@ Tensor to_f32(const Tensor& t) {
 }  // namespace
 
 Tensor Tensor::to(DType dtype) const {
-  MAGIX_CHECK(device_ == Device::kCpu, "conversion of a {} tensor on the host",
-              device_name(device_));
+  check_host("to");
   if (dtype == dtype_) return clone();
   if (is_float(dtype_) && is_float(dtype)) {
     Tensor f = to_f32(*this);

@@ -9,6 +9,7 @@
 #include "backends/backend.hpp"
 #include "magix/error.hpp"
 #include "magix/hash.hpp"
+#include "shard/shard_ops.hpp"
 
 namespace magix {
 namespace {
@@ -17,7 +18,7 @@ namespace {
 void all_reduce_axis(const Mesh& mesh, const std::optional<std::string>& axis, Tensor& x) {
   if (!axis) return;
   Communicator& comm = *axis == "data" ? mesh.data() : mesh.model();
-  if (comm.size() > 1) comm.all_reduce(x.span<float>(), ReduceOp::kSum);
+  model::all_reduce(comm, x, ReduceOp::kSum);
 }
 
 // Checks that adapters 2k, 2k+1 are the A and B of the k-th adapted weight of `params` and
@@ -148,9 +149,9 @@ ParameterSet init_lora_adapters(const std::vector<ParamInfo>& adapter_infos, uin
 void merge_lora(ParameterSet& params, const ParameterSet& adapters, double scale) {
   const std::vector<size_t> idx = adapted_indices(params, adapters);
   for (size_t k = 0; k < idx.size(); ++k) {
-    const Tensor& a = adapters.tensor(2 * k);
-    const Tensor& b = adapters.tensor(2 * k + 1);
     Tensor& w = params.tensor(idx[k]);
+    const Tensor a = to_device(adapters.tensor(2 * k), w.device());
+    const Tensor b = to_device(adapters.tensor(2 * k + 1), w.device());
     MAGIX_CHECK(w.dtype() == DType::kF32 || w.dtype() == DType::kBF16,
                 "merge_lora: '{}' is stored as {}, not F32 or BF16", params.info(idx[k]).name,
                 dtype_name(w.dtype()));
@@ -174,8 +175,8 @@ void lora_project_grads(const ParameterSet& dense_grads, const ParameterSet& ada
   for (size_t k = 0; k < idx.size(); ++k) {
     const ParamInfo& w = dense_grads.info(idx[k]);
     const Tensor& dw = dense_grads.tensor(idx[k]);
-    const Tensor& a = adapters.tensor(2 * k);
-    const Tensor& b = adapters.tensor(2 * k + 1);
+    const Tensor a = to_device(adapters.tensor(2 * k), dw.device());
+    const Tensor b = to_device(adapters.tensor(2 * k + 1), dw.device());
     const Backend& ops = backend_for(dw.device());
     // dA (r, ib) = scale · B^T (r, ob) · dW (ob, ib), summed over the out-boxes;
     // dB (ob, r) = scale · dW (ob, ib) · A^T (ib, r), summed over the in-boxes.
@@ -199,7 +200,7 @@ AdamW initialize_lora_opt_state(const AdamWOptions& options, const ParameterSet&
     names.push_back(info.name);
     shapes.push_back(info.box_extent);
   }
-  return AdamW(options, std::move(names), shapes);
+  return AdamW(options, std::move(names), shapes, adapters.device());
 }
 
 }  // namespace magix

@@ -31,14 +31,16 @@ bool decays(const std::string& name) {
   return !bias && !norm;
 }
 
-AdamW::AdamW(AdamWOptions options, std::vector<std::string> names, const std::vector<Shape>& shapes)
+AdamW::AdamW(AdamWOptions options, std::vector<std::string> names, const std::vector<Shape>& shapes,
+             Device device)
     : options_(options), names_(std::move(names)) {
+  const Backend& ops = backend_for(device);
   MAGIX_CHECK(names_.size() == shapes.size(), "AdamW: {} names for {} shapes", names_.size(),
               shapes.size());
   for (size_t i = 0; i < names_.size(); ++i) {
     decay_.push_back(decays(names_[i]));
-    mu_.emplace_back(shapes[i], DType::kF32);
-    nu_.emplace_back(shapes[i], DType::kF32);
+    mu_.push_back(ops.zeros(shapes[i], DType::kF32));
+    nu_.push_back(ops.zeros(shapes[i], DType::kF32));
   }
 }
 

@@ -6,6 +6,7 @@
 #include <limits>
 #include <optional>
 
+#include "backends/backend.hpp"
 #include "magix/checkpoint.hpp"
 #include "magix/error.hpp"
 #include "magix/evaluate.hpp"
@@ -120,6 +121,7 @@ EvalResult run_scoring(const ScoreArgs& a, const Mesh& mesh) {
   // An HF folder / hub name, or a committed checkpoint step (magix train --checkpoint_dir).
   DecoderOptions options;
   options.compute_dtype = a.bf16 ? DType::kBF16 : DType::kF32;
+  options.device = use_device(a.device);
   const PartitionRules* r = rules ? &*rules : nullptr;
   Decoder model = is_checkpoint_step(a.model_name_or_path)
                       ? load_checkpoint_decoder(a.model_name_or_path, mesh, options, r)

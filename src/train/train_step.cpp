@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "backends/backend.hpp"
 #include "magix/error.hpp"
 #include "magix/sharding.hpp"
 
@@ -13,7 +14,8 @@ double global_grad_norm(const ParameterSet& grads, const Mesh& mesh) {
     const PartitionSpec& spec = grads.info(i).spec;
     const bool owner = (spec.uses("data") || mesh.data_rank() == 0) &&
                        (spec.uses("model") || mesh.model_rank() == 0);
-    if (owner) sum[0] += sum_of_squares(grads.tensor(i).span<float>());
+    const Tensor& g = grads.tensor(i);
+    if (owner) sum[0] += backend_for(g.device()).sum_of_squares(g);  // on the gradient's device
   }
   mesh.world().all_reduce(sum, ReduceOp::kSum);
   return std::sqrt(sum[0]);
@@ -43,7 +45,7 @@ AdamW make_opt_state(const AdamWOptions& options, const ParameterSet& params) {
     names.push_back(info.name);
     shapes.push_back(info.box_extent);
   }
-  return AdamW(options, std::move(names), shapes);
+  return AdamW(options, std::move(names), shapes, params.device());
 }
 
 TrainStepResult train_step(Decoder& model, AdamW& optimizer, const TokenBatch& batch, double lr) {
@@ -62,7 +64,7 @@ TrainStepResult train_step(Decoder& model, AdamW& optimizer, const TokenBatch& b
     Decoder& d_;
   };
   View view(model);
-  ParameterSet grads(model.params().infos());  // fp32 zeros, whatever the weights' dtype
+  ParameterSet grads = model.params().zeros_like();  // fp32 zeros, whatever the weights' dtype
   return train_step(view, optimizer, std::span<const TokenBatch>(&batch, 1), lr, grads);
 }
 

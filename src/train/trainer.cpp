@@ -140,7 +140,7 @@ void check_weights_finite(Trainable& model, const Mesh& mesh, int64_t step) {
   const ParameterSet& params = model.trainable();
   std::string found;
   for (size_t i = 0; i < params.size() && found.empty(); ++i) {
-    const Tensor& t = params.tensor(i);
+    const Tensor t = to_host(params.tensor(i));  // a copy per step where it lives on a device
     const int64_t bad = first_non_finite(t.bytes(), t.dtype(), static_cast<size_t>(t.numel()));
     if (bad >= 0) {
       found =
@@ -310,7 +310,7 @@ TrainSummary run_training(const TrainArgs& given, const Mesh& mesh, Trainable& m
     }
   }
 
-  ParameterSet grads(model.trainable().infos());  // fp32 gradients, this rank's boxes
+  ParameterSet grads = model.trainable().zeros_like();  // fp32 gradients, this rank's boxes
   const int64_t micro_rows = loader.local_batch() / k;
   const Clock::time_point t0 = Clock::now();
   int64_t last_saved = summary.resumed_from ? step : -1;

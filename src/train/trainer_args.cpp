@@ -5,6 +5,7 @@
 #include <limits>
 #include <optional>
 
+#include "backends/backend.hpp"
 #include "magix/error.hpp"
 #include "magix/hf_files.hpp"
 #include "magix/memory_check.hpp"
@@ -25,6 +26,7 @@ nlohmann::json TrainArgs::to_json() const {
       {"bf16_model_weights", bf16_model_weights},
       {"bf16", bf16},
       {"recompute", recompute},
+      {"device", device},
       {"train_file", train_file},
       {"train_data_config", train_data_config},
       {"train_data_field", train_data_field},
@@ -142,6 +144,7 @@ Decoder load_train_decoder(const TrainArgs& a, const Mesh& mesh) {
   options.recompute = a.recompute;
   options.weight_dtype = a.bf16_model_weights ? DType::kBF16 : DType::kF32;
   options.compute_dtype = a.bf16 ? DType::kBF16 : DType::kF32;
+  options.device = use_device(a.device);
   std::optional<PartitionRules> rules;
   if (!a.partition_rules.empty()) rules = load_partition_rules(a.partition_rules);
   const auto check_type = [&](const ModelConfig& config, const std::string& source) {

@@ -5,6 +5,7 @@
 
 #include <fstream>
 
+#include "backends/backend.hpp"
 #include "magix/error.hpp"
 
 namespace magix::detail {
@@ -26,14 +27,35 @@ std::vector<ShardedTensor> moment_tensors(const ParameterSet& params, std::vecto
   return out;
 }
 
+// Checkpoint files are read and written from host memory: a tensor that lives on a device is
+// saved from a host copy made now (the values at save() time) ...
+std::vector<ShardedTensor> on_host(std::vector<ShardedTensor> tensors) {
+  for (ShardedTensor& t : tensors) t.local = to_host(t.local);
+  return tensors;
+}
+
+// ... and restored into a host buffer, then copied to the device.
+void read_item(const CheckpointReader& reader, const std::string& item,
+               std::vector<ShardedTensor>& targets) {
+  std::vector<ShardedTensor> host = targets;
+  for (ShardedTensor& t : host) {
+    if (t.local.device() != Device::kCpu) t.local = Tensor::empty(t.local.shape(), t.local.dtype());
+  }
+  reader.read(item, host);
+  for (size_t i = 0; i < targets.size(); ++i) {
+    Tensor& dst = targets[i].local;
+    if (dst.device() != Device::kCpu) backend_for(dst.device()).copy(dst, host[i].local);
+  }
+}
+
 }  // namespace
 
 CheckpointItems training_items(Trainable& model, AdamW& optimizer) {
   CheckpointItems items;
   const ParameterSet& params = model.trainable();
-  items[model.checkpoint_item()] = sharded_tensors(params);
-  std::vector<ShardedTensor> opt = moment_tensors(params, optimizer.mu(), "mu/");
-  std::vector<ShardedTensor> nu = moment_tensors(params, optimizer.nu(), "nu/");
+  items[model.checkpoint_item()] = on_host(sharded_tensors(params));
+  std::vector<ShardedTensor> opt = on_host(moment_tensors(params, optimizer.mu(), "mu/"));
+  std::vector<ShardedTensor> nu = on_host(moment_tensors(params, optimizer.nu(), "nu/"));
   opt.insert(opt.end(), std::make_move_iterator(nu.begin()), std::make_move_iterator(nu.end()));
   items["optimizer"] = std::move(opt);
   return items;
@@ -93,11 +115,11 @@ int64_t restore_training(const CheckpointReader& reader, Trainable& model, AdamW
   const nlohmann::json state = reader.trainer_state();
   const std::string item = model.checkpoint_item();
   std::vector<ShardedTensor> params = sharded_tensors(model.trainable());
-  reader.read(item, params);
+  read_item(reader, item, params);
   std::vector<ShardedTensor> mu = moment_tensors(model.trainable(), optimizer.mu(), "mu/");
   std::vector<ShardedTensor> nu = moment_tensors(model.trainable(), optimizer.nu(), "nu/");
-  reader.read("optimizer", mu);
-  reader.read("optimizer", nu);
+  read_item(reader, "optimizer", mu);
+  read_item(reader, "optimizer", nu);
   const nlohmann::json& opt = state.at("optimizer");
   optimizer.set_counters(opt.at("updates").get<int64_t>(),
                          opt.at("consecutive_skipped").get<int64_t>());

@@ -20,7 +20,8 @@ inline constexpr const char* kTrainerStateFormat = "magix-trainer-state";
 inline constexpr int kTrainerStateVersion = 1;
 
 // Item `model.checkpoint_item()` = the trainable tensors; item "optimizer" = "mu/<name>" and
-// "nu/<name>" sharded exactly as the parameters. Tensors share storage with the run's.
+// "nu/<name>" sharded exactly as the parameters. Host tensors share storage with the run's;
+// tensors on a device are copied to the host here.
 CheckpointItems training_items(Trainable& model, AdamW& optimizer);
 
 // Everything besides tensors that a resume needs: step, optimizer counters, data position, the

@@ -5,6 +5,7 @@
 #include "backends/cuda/cuda_backend.hpp"
 
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <initializer_list>
@@ -19,6 +20,11 @@ namespace magix::cuda {
 
 using namespace checks;  // the op checks of backend_internal.hpp
 
+namespace {
+// The GPU the process's backend was created on (-1: not created yet).
+std::atomic<int> g_backend_device{-1};
+}  // namespace
+
 CudaBackend::CudaBackend() : s_(std::make_unique<State>()) {
   int count = 0;
   const cudaError_t err = cudaGetDeviceCount(&count);
@@ -28,6 +34,7 @@ CudaBackend::CudaBackend() : s_(std::make_unique<State>()) {
                                  : fmt::format("cudaGetDeviceCount failed: {} ({})",
                                                cudaGetErrorString(err), cudaGetErrorName(err)));
   MAGIX_CUDA_CHECK(cudaGetDevice(&s_->device));
+  g_backend_device.store(s_->device);
   MAGIX_CUDA_CHECK(cudaGetDeviceProperties(&s_->prop, s_->device));
   // A blocking stream: ordered with work on the legacy default stream (e.g. a library's).
   MAGIX_CUDA_CHECK(cudaStreamCreate(&s_->stream));
@@ -473,6 +480,24 @@ void CudaBackend::lora_project(Tensor& da, Tensor& db, const Tensor& dw, const T
   // db (O, r) = scale · dw (O, I) · aᵀ (I, r)
   s_->gemm->run({false, true, O, r, I, scale, raw(dw), I, raw(a), I, 0.0f, raw(db), r,
                  GemmType::kF32, GemmType::kF32, nullptr});
+}
+
+int visible_device_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return count;
+}
+
+void set_device(int index) {
+  const int bound = g_backend_device.load();
+  MAGIX_CHECK(bound < 0 || bound == index,
+              "the CUDA backend already runs on GPU {}; GPU {} must be selected before it is "
+              "first used",
+              bound, index);
+  MAGIX_CUDA_CHECK(cudaSetDevice(index));
 }
 
 const CudaBackend& cuda_backend() {

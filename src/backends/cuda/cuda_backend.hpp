@@ -93,4 +93,10 @@ class CudaBackend final : public Backend {
 // tries again).
 const CudaBackend& cuda_backend();
 
+// The GPUs this process sees: 0 where there are none or the driver cannot say (never throws).
+int visible_device_count();
+// Makes GPU `index` current for this process, before cuda_backend() is first used; once the
+// backend exists, selecting a GPU other than its own is an error.
+void set_device(int index);
+
 }  // namespace magix::cuda
