@@ -13,7 +13,8 @@
 //   prompt 128, 128 new tokens: generated tokens/s.
 // The peak is 989 TFLOP/s (bf16 dense) for an H100 SXM (HBM3) or an H200, read from the device
 // name; other devices need --peak_tflops (else MFU is null). Each part's failure (out of memory,
-// say) is recorded in the JSON and the others still run. The last line is one JSON object.
+// say) is recorded in the JSON and the others still run. After each part a line holds the JSON
+// object so far (without "ok"); the last line is the whole JSON object, with "ok".
 //
 //   build/bin/bench_gpu [--device cuda|cpu] [--tiny] [--peak_tflops X] [--steps N]
 //                       [--batch B] [--seq T] [--recompute]
@@ -227,8 +228,10 @@ json bench_decode(const Shape& s, magix::Device device) {
     o.max_length = s.prompt + s.new_tokens;
     o.max_new_tokens = s.new_tokens;
     o.eos_ids = {static_cast<int32_t>(s.vocab - 1)};
-    (void)gen.generate(prompts, {.max_length = s.prompt + 4, .max_new_tokens = 4,
-                                 .eos_ids = o.eos_ids});  // warm-up
+    magix::GenerateOptions warm = o;
+    warm.max_length = s.prompt + 4;
+    warm.max_new_tokens = 4;
+    (void)gen.generate(prompts, warm);  // warm-up
     const auto t0 = Clock::now();
     const std::vector<magix::GenerationResult> res = gen.generate(prompts, o);
     const double dt = seconds_since(t0);
@@ -318,6 +321,7 @@ int run(int argc, char** argv) {
                s.batch, s.seq, t["tokens_per_s"].get<double>(), t["s_per_step"].get<double>(),
                t["tflops"].get<double>(), t["mfu"].dump());
   }
+  fmt::print("{}\n", result.dump());  // partial JSON lines: a run cut short keeps what it measured
   std::fflush(stdout);
   result["attention"] = guarded("attention", [&] { return bench_attention(s, device, 10); });
   if (!result["attention"].contains("error")) {
@@ -325,6 +329,7 @@ int run(int argc, char** argv) {
                s.head_dim, result["attention"]["forward_tflops"].get<double>(),
                result["attention"]["backward_tflops"].get<double>());
   }
+  fmt::print("{}\n", result.dump());
   std::fflush(stdout);
   result["decode"] = guarded("decode", [&] { return bench_decode(s, device); });
   if (result["decode"].is_array()) {

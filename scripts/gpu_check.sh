@@ -78,6 +78,12 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 bin="$build/bin"
 if [ "$reuse" = 1 ] && [ -n "${MAGIX_GPU_BUNDLE:-}" ]; then
   bin="${MAGIX_GPU_BUNDLE%/}/bin"
+  # The libraries travel packed (scripts/gpu_bundle.sh); tar's xz, else Python's.
+  if [ ! -d "${MAGIX_GPU_BUNDLE%/}/lib" ]; then
+    run_step unpack_bundle 60 bash -c 'tar -C "$1" -xJf "$1/lib.tar.xz" 2>/dev/null ||
+      python3 -c "import sys, tarfile; tarfile.open(sys.argv[1] + \"/lib.tar.xz\").extractall(sys.argv[1])" "$1"' \
+      _ "${MAGIX_GPU_BUNDLE%/}"
+  fi
   export LD_LIBRARY_PATH="$(cd "${MAGIX_GPU_BUNDLE%/}/lib" && pwd):$LD_LIBRARY_PATH"
 fi
 # tests/gpu reads the fixtures of this working tree (the binaries may come from another machine).
@@ -104,10 +110,11 @@ fi
 # The op-table sweep on the cuda device (every op against fp64 references, error table at the end).
 run_step sweep_cuda 70 "$bin/test_backends" --gtest_filter='*/cuda' \
   --gtest_output="json:$out/sweep_cuda.json"
-# Throughput, last (its JSON, the last line of its output, goes into the summary).
+# Throughput, last (its JSON, the last JSON line of its output, goes into the summary).
 OMP_NUM_THREADS=$(nproc) STEP_STDOUT="$out/bench_gpu.out" run_step bench_gpu 150 \
   "$bin/bench_gpu" --device cuda
-bench_json=$(tail -n 1 "$out/bench_gpu.out" 2>/dev/null)
+# The last JSON line: the whole object, or what a run cut short had measured.
+bench_json=$(grep '^{' "$out/bench_gpu.out" 2>/dev/null | tail -n 1)
 case "$bench_json" in
   "{"*"}") ;;
   *) bench_json=null ;;
