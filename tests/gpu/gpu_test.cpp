@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -92,6 +93,7 @@ std::string instance_name(const testing::TestParamInfo<std::string>& info) { ret
 struct FamilyCase {
   std::string device, model;
 };
+void PrintTo(const FamilyCase& c, std::ostream* os) { *os << c.model << " on " << c.device; }
 
 class FixtureBf16 : public testing::TestWithParam<FamilyCase> {};
 
