@@ -131,6 +131,9 @@ struct DecoderOptions {
   // gradients and the optimizer stay fp32; docs/model.md).
   DType compute_dtype = DType::kF32;
   Device device = Device::kCpu;  // the backend that runs the ops
+  // Run FSDP gathers and gradient reduce-scatters over the data axis on a communication thread,
+  // behind the layers' compute (--overlap_comm; docs/multihost.md). The same numbers either way.
+  bool overlap_comm = true;
 };
 
 struct LossResult {

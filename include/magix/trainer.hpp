@@ -34,6 +34,7 @@ struct TrainArgs {
   bool bf16_model_weights = false;   // parameters stored in bf16, updated from fp32 values
   bool bf16 = false;       // mixed precision: bf16 GEMMs, fp32 accumulation (compute_dtype BF16)
   bool recompute = false;  // activation recomputation in the backward pass
+  bool overlap_comm = true;  // FSDP collectives behind compute (DecoderOptions::overlap_comm)
 
   // Data.
   std::string train_file;         // any data source: a file, folder, glob or hub dataset name
