@@ -13,8 +13,9 @@
 # Hosts: two network namespaces and a veth pair, as tests/scripts/multihost.sh (the set-up is
 # tests/scripts/netns_hosts.sh); a mesh's 2 ranks go one per host (--map-by node), so every
 # collective crosses the link. Links: `tc qdisc ... tbf rate 1gbit|10gbit` on both veth ends
-# (netem, and so added latency, is not available here); "host" is plain mpirun on this machine
-# (shared memory). 1 thread per rank. The load average is recorded beside every run.
+# (netem, and so added latency, is not available here); "veth" the two hosts over the unshaped
+# veth pair (TCP at whatever the CPUs allow); "host" is plain mpirun on this machine (shared
+# memory). 1 thread per rank. The load average is recorded beside every run.
 # Prints a table, and on its last line one JSON object with every run and the medians.
 set -u
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -44,7 +45,10 @@ current_link=""
 use_link() {
   [ "$1" = "$current_link" ] && return
   current_link="$1"
-  if [ "$1" = host ]; then shape_link none; else shape_link "$1" "$(burst_of "$1")"; fi
+  case "$1" in
+    host | veth) shape_link none ;;
+    *) shape_link "$1" "$(burst_of "$1")" ;;
+  esac
 }
 
 RUNS="$WORK/runs.jsonl"
@@ -90,7 +94,7 @@ for r in runs:
     if r["kind"] == "mesh" and r["link"] == "host":
         host_step.setdefault((r["mesh"], r["overlap"]), []).append(r["result"]["s_per_step"])
 keys = sorted({(r["mesh"], r["link"], r["overlap"]) for r in runs if r["kind"] == "mesh"},
-              key=lambda k: (k[0], ["host", "10gbit", "1gbit"].index(k[1]) if k[1] in ["host", "10gbit", "1gbit"] else 9, not k[2]))
+              key=lambda k: (k[0], ["host", "veth", "10gbit", "1gbit"].index(k[1]) if k[1] in ["host", "veth", "10gbit", "1gbit"] else 9, not k[2]))
 print(f"{'mesh':5} {'link':7} {'overlap':8} {'s/step':>8} {'comm s':>8} {'comm %':>7} {'vs host':>8} {'loads (1 min)'}")
 for mesh, link, overlap in keys:
     rs = [r for r in runs if r["kind"] == "mesh" and (r["mesh"], r["link"], r["overlap"]) == (mesh, link, overlap)]

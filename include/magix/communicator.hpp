@@ -53,7 +53,8 @@ class Communicator {
   // must give the same collectives in the same order). c is a duplicate of this group, so its
   // collectives never match the caller's; they are the same calls as this communicator's, so
   // they give the same bits. Returns at once; the task may use its buffers until wait() returns.
-  // This default (and an engine without a thread) runs task(*this) before returning.
+  // This default (and an engine without a thread) runs task(*this) before returning; its error
+  // still comes from wait().
   virtual PendingCollective run_async(std::function<void(Communicator&)> task);
 };
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
 
 #include "magix/error.hpp"
 
@@ -37,8 +38,14 @@ void PendingCollective::wait() {
 }
 
 PendingCollective Communicator::run_async(std::function<void(Communicator&)> task) {
-  task(*this);
-  return PendingCollective();
+  std::exception_ptr error;
+  try {
+    task(*this);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  if (!error) return PendingCollective();
+  return PendingCollective([error] { std::rethrow_exception(error); });
 }
 
 void LocalCommunicator::all_gather(std::span<const float> in, std::span<float> out) {
