@@ -12,6 +12,9 @@
 //   --bf16_model_weights (anywhere) stores the weights in bf16 (DecoderOptions::weight_dtype);
 //   --bf16 (anywhere) runs bf16 mixed precision (DecoderOptions::compute_dtype, the CLI's
 //   --bf16); they combine. AdamW moments and gradients stay fp32.
+//   --overlap_comm true|false: FSDP collectives on the communication thread behind compute, or
+//   all blocking (DecoderOptions::overlap_comm; default true). --rows B --seq T: the global batch
+//   (default 4 x 512; bench/multihost_links.sh uses a smaller one to fit its many runs).
 //
 // Prints on rank 0: median step time over the steps after the first (the only step when there
 // is one), the mean time in collectives per step (the slowest rank), and per rank: parameter +
@@ -58,8 +61,17 @@ int main(int argc, char** argv) {
   try {
     std::vector<char*> args;  // positional arguments: D M [STEPS [MODEL_DIR]]
     magix::DType weight_dtype = magix::DType::kF32, compute_dtype = magix::DType::kF32;
+    bool overlap = true;
+    int64_t rows = 4, seq = 512;
     for (int i = 1; i < argc; ++i) {
-      if (std::strcmp(argv[i], "--bf16_model_weights") == 0) {
+      const bool has_value = i + 1 < argc;
+      if (std::strcmp(argv[i], "--overlap_comm") == 0 && has_value) {
+        overlap = std::strcmp(argv[++i], "false") != 0;
+      } else if (std::strcmp(argv[i], "--rows") == 0 && has_value) {
+        rows = std::atoll(argv[++i]);
+      } else if (std::strcmp(argv[i], "--seq") == 0 && has_value) {
+        seq = std::atoll(argv[++i]);
+      } else if (std::strcmp(argv[i], "--bf16_model_weights") == 0) {
         weight_dtype = magix::DType::kBF16;
       } else if (std::strcmp(argv[i], "--bf16") == 0) {
         compute_dtype = magix::DType::kBF16;
@@ -84,7 +96,8 @@ int main(int argc, char** argv) {
     magix::shard_parameters(infos, mesh);
     const bool load = args.size() > 3;
     const magix::DecoderOptions options{.weight_dtype = weight_dtype,
-                                        .compute_dtype = compute_dtype};
+                                        .compute_dtype = compute_dtype,
+                                        .overlap_comm = overlap};
     mesh.world().barrier();
     const auto t_load = std::chrono::steady_clock::now();
     magix::Decoder model =
@@ -108,7 +121,7 @@ int main(int argc, char** argv) {
       state_bytes[0] += static_cast<double>(model.params().tensor(i).nbytes()) +
                         2.0 * static_cast<double>(opt.mu()[i].nbytes());
     }
-    const magix::TokenBatch batch = magix::random_causal_batch(config.vocab_size, 4, 512, 42,
+    const magix::TokenBatch batch = magix::random_causal_batch(config.vocab_size, rows, seq, 42,
                                                                mesh.data_rank(), mesh.data_size());
     std::vector<double> times, all_times;
     double comm = 0.0, loss = 0.0;
@@ -146,7 +159,8 @@ int main(int argc, char** argv) {
           {load ? "load_s" : "init_s", load_figures[0]},
           {load ? "peak_rss_after_load_mib" : "peak_rss_after_init_mib", load_figures[1]},
           {"steps", steps},
-          {"tokens_per_step", 4 * 512},
+          {"tokens_per_step", rows * seq},
+          {"overlap_comm", overlap},
           {"step_times_s", all_times},
           {"params_adamw_mib_per_rank", worst[1] / 1048576.0},
           {"peak_rss_mib_per_rank", worst[2]},
@@ -158,11 +172,12 @@ int main(int argc, char** argv) {
             "collectives %.2f s/step (%.0f%%), params+AdamW %.1f MiB/rank, peak RSS %.0f "
             "MiB/rank, loss %.4f\n",
             mesh.data_size(), mesh.model_size(), weights.c_str(), compute.c_str(), step,
-            times.size(), steps == 1 ? ", includes the warm-up" : "", 4 * 512 / step, worst[0],
+            times.size(), steps == 1 ? ", includes the warm-up" : "",
+            static_cast<double>(rows * seq) / step, worst[0],
             100.0 * worst[0] / step, worst[1] / 1048576.0, worst[2], loss);
         out["timed_steps"] = times.size();
         out["s_per_step"] = step;
-        out["tokens_per_s"] = 4 * 512 / step;
+        out["tokens_per_s"] = static_cast<double>(rows * seq) / step;
         out["collectives_s_per_step"] = worst[0];
         out["collectives_fraction"] = worst[0] / step;
         out["loss"] = loss;

@@ -3,12 +3,31 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <span>
 
 namespace magix {
 
 enum class ReduceOp { kSum, kMax };
+
+// A task given to Communicator::run_async. wait() returns once it has run (at once when nothing
+// is pending) and rethrows its error; a handle dropped without wait() waits in its destructor.
+class PendingCollective {
+ public:
+  PendingCollective() = default;
+  explicit PendingCollective(std::function<void()> wait) : wait_(std::move(wait)) {}
+  PendingCollective(PendingCollective&& other) noexcept : wait_(std::move(other.wait_)) {
+    other.wait_ = nullptr;
+  }
+  PendingCollective& operator=(PendingCollective&& other) noexcept;
+  ~PendingCollective();
+  bool pending() const { return static_cast<bool>(wait_); }
+  void wait();
+
+ private:
+  std::function<void()> wait_;
+};
 
 class Communicator {
  public:
@@ -25,8 +44,18 @@ class Communicator {
   virtual void reduce_scatter(std::span<const float> in, std::span<float> out) = 0;
   virtual void broadcast(std::span<std::byte> data, int root) = 0;
   virtual void barrier() = 0;
-  // Wall seconds this rank has spent in this group's collectives (0 where not measured).
+  // Wall seconds this rank has spent in this group's collectives (0 where not measured): in
+  // blocking calls, and waiting in PendingCollective::wait for tasks of run_async.
   virtual double seconds_in_collectives() const { return 0.0; }
+
+  // Runs task(c), where c is a communicator over the same group, in the background: on this
+  // group's communication thread, tasks in the order they were given (every rank of the group
+  // must give the same collectives in the same order). c is a duplicate of this group, so its
+  // collectives never match the caller's; they are the same calls as this communicator's, so
+  // they give the same bits. Returns at once; the task may use its buffers until wait() returns.
+  // This default (and an engine without a thread) runs task(*this) before returning; its error
+  // still comes from wait().
+  virtual PendingCollective run_async(std::function<void(Communicator&)> task);
 };
 
 // The group of one rank: every collective is the identity.

@@ -140,6 +140,9 @@ struct DecoderOptions {
   // The backend that runs the ops and holds the parameters, activations and gradients (--device;
   // docs/kernels.md "Devices").
   Device device = Device::kCpu;
+  // Run FSDP gathers and gradient reduce-scatters over the data axis on a communication thread,
+  // behind the layers' compute (--overlap_comm; docs/multihost.md). The same numbers either way.
+  bool overlap_comm = true;
 };
 
 struct LossResult {

@@ -35,6 +35,7 @@ struct TrainArgs {
   bool bf16 = false;       // mixed precision: bf16 GEMMs, fp32 accumulation (compute_dtype BF16)
   bool recompute = false;  // activation recomputation in the backward pass
   std::string device;      // "cpu" or "cuda" (--device); empty: default_device()
+  bool overlap_comm = true;  // FSDP collectives behind compute (DecoderOptions::overlap_comm)
 
   // Data.
   std::string train_file;         // any data source: a file, folder, glob or hub dataset name

@@ -41,6 +41,7 @@ const FieldTable<TrainArgs>& train_fields() {
       MAGIX_PY_FIELD("bf16", bf16),
       MAGIX_PY_FIELD("recompute", recompute),
       MAGIX_PY_FIELD("device", device),
+      MAGIX_PY_FIELD("overlap_comm", overlap_comm),
       MAGIX_PY_FIELD("train_file", train_file),
       MAGIX_PY_FIELD("train_data_config", train_data_config),
       MAGIX_PY_FIELD("train_data_field", train_data_field),

@@ -36,6 +36,11 @@ void add_train_options(CLI::App& cmd, TrainArgs& a) {
   cmd.add_flag(flag("recompute"), a.recompute,
                "recompute activations in the backward pass (less memory, ~1/3 more compute)");
   add_device_option(cmd, a.device);
+  cmd.add_option(flag("overlap_comm"), a.overlap_comm,
+                 "run FSDP gathers and gradient reduce-scatters over the data axis on a "
+                 "communication thread, behind the layers' compute (same numbers either way; "
+                 "docs/multihost.md)")
+      ->capture_default_str();
   // Data.
   cmd.add_option(flag("train_file"), a.train_file,
                  "training data: .jsonl, .json, .txt (each optionally .gz), .parquet, .arrow, "

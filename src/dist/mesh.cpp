@@ -2,10 +2,51 @@
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
 
 #include "magix/error.hpp"
 
 namespace magix {
+
+PendingCollective& PendingCollective::operator=(PendingCollective&& other) noexcept {
+  if (this != &other) {
+    if (wait_) {
+      try {
+        wait();
+      } catch (...) {  // the task's error is lost with the handle that would report it
+      }
+    }
+    wait_ = std::move(other.wait_);
+    other.wait_ = nullptr;
+  }
+  return *this;
+}
+
+PendingCollective::~PendingCollective() {
+  if (!wait_) return;
+  try {
+    wait();
+  } catch (...) {  // only while unwinding from another error: that one is reported
+  }
+}
+
+void PendingCollective::wait() {
+  if (!wait_) return;
+  std::function<void()> w = std::move(wait_);
+  wait_ = nullptr;
+  w();
+}
+
+PendingCollective Communicator::run_async(std::function<void(Communicator&)> task) {
+  std::exception_ptr error;
+  try {
+    task(*this);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  if (!error) return PendingCollective();
+  return PendingCollective([error] { std::rethrow_exception(error); });
+}
 
 void LocalCommunicator::all_gather(std::span<const float> in, std::span<float> out) {
   MAGIX_CHECK(out.size() == in.size(), "all_gather: output size {} != input size {}", out.size(),

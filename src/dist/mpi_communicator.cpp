@@ -6,11 +6,18 @@
 #include <mpi.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <future>
 #include <limits>
+#include <mutex>
+#include <thread>
+#include <vector>
 
 #include "backends/backend.hpp"
 #include "magix/distributed.hpp"
@@ -25,6 +32,9 @@ namespace {
 // signal handler (hence plain static storage).
 char g_current_op[128] = "";
 int g_world_rank = 0;
+// Whether MPI_Init_thread gave MPI_THREAD_MULTIPLE: communication threads need it (their calls
+// run beside the main thread's).
+bool g_thread_multiple = false;
 
 void on_terminate(int sig) {
   char buf[256];
@@ -53,22 +63,31 @@ void on_terminate(int sig) {
     }                                                                       \
   } while (0)
 
-// Marks the collective in progress for on_terminate, and adds its wall time to `seconds`.
+// Marks the collective in progress for on_terminate (main thread only: `mark`), and adds its
+// wall time to `seconds`.
 class OpScope {
  public:
-  OpScope(const char* op, const std::string& group, double& seconds)
-      : seconds_(seconds), start_(MPI_Wtime()) {
-    std::snprintf(g_current_op, sizeof g_current_op, "%s over the %s axis", op, group.c_str());
+  OpScope(const char* op, const std::string& group, double& seconds, bool mark = true)
+      : seconds_(seconds), start_(MPI_Wtime()), mark_(mark) {
+    if (mark_) {
+      std::snprintf(g_current_op, sizeof g_current_op, "%s over the %s axis", op, group.c_str());
+    }
   }
   ~OpScope() {
-    g_current_op[0] = '\0';
+    if (mark_) g_current_op[0] = '\0';
     seconds_ += MPI_Wtime() - start_;
   }
 
  private:
   double& seconds_;
   double start_;
+  bool mark_;
 };
+
+// How often a communication thread tests its request. Open MPI moves bytes of a non-blocking
+// collective only inside MPI calls, so the thread must call in; a blocking call would spin a
+// core the compute needs, a sleep between tests leaves it free (docs/multihost.md measures it).
+constexpr auto kPollInterval = std::chrono::microseconds(50);
 
 // MPI counts are int: large buffers go in chunks.
 constexpr size_t kMaxChunk = size_t{1} << 30;
@@ -77,15 +96,18 @@ MPI_Op to_mpi(ReduceOp op) {
   return op == ReduceOp::kSum ? MPI_SUM : MPI_MAX;
 }
 
+class CommThread;
+
 class MpiCommunicator final : public Communicator {
  public:
-  MpiCommunicator(MPI_Comm comm, std::string name) : comm_(comm), name_(std::move(name)) {
+  // on_thread: the communicator of a communication thread (CommThread): non-blocking calls
+  // waited by polling, and on_terminate's marker left to the main thread.
+  MpiCommunicator(MPI_Comm comm, std::string name, bool on_thread = false)
+      : comm_(comm), name_(std::move(name)), on_thread_(on_thread) {
     MAGIX_CHECK_MPI(MPI_Comm_rank(comm_, &rank_));
     MAGIX_CHECK_MPI(MPI_Comm_size(comm_, &size_));
   }
-  ~MpiCommunicator() override {
-    if (comm_ != MPI_COMM_WORLD && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
-  }
+  ~MpiCommunicator() override;
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   double seconds_in_collectives() const override { return seconds_; }
@@ -112,19 +134,43 @@ class MpiCommunicator final : public Communicator {
                 size_, in.size());
     MAGIX_CHECK(in.size() <= std::numeric_limits<int>::max(),
                 "all_gather over {}: {} elements per rank is too many", name_, in.size());
-    OpScope scope("all_gather", name_, seconds_);
+    OpScope scope("all_gather", name_, seconds_, !on_thread_);
     int n = static_cast<int>(in.size());
-    MAGIX_CHECK_MPI(MPI_Allgather(in.data(), n, MPI_FLOAT, out.data(), n, MPI_FLOAT, comm_));
+    if (!on_thread_) {
+      MAGIX_CHECK_MPI(MPI_Allgather(in.data(), n, MPI_FLOAT, out.data(), n, MPI_FLOAT, comm_));
+      return;
+    }
+    MPI_Request req;
+    MAGIX_CHECK_MPI(
+        MPI_Iallgather(in.data(), n, MPI_FLOAT, out.data(), n, MPI_FLOAT, comm_, &req));
+    poll(req);
   }
+  // Every rank's chunks go to their owners (an all-to-all, no arithmetic), then each rank sums
+  // the chunks it received in rank order: the same sum whichever algorithm MPI picks, and on the
+  // communication thread (non-blocking all-to-all) the same bits as here.
   void reduce_scatter(std::span<const float> in, std::span<float> out) override {
     MAGIX_CHECK(in.size() == out.size() * static_cast<size_t>(size_),
                 "reduce_scatter over {}: input has {} elements, expected {} x {}", name_, in.size(),
                 size_, out.size());
     MAGIX_CHECK(out.size() <= std::numeric_limits<int>::max(),
                 "reduce_scatter over {}: {} elements per rank is too many", name_, out.size());
-    OpScope scope("reduce_scatter", name_, seconds_);
-    MAGIX_CHECK_MPI(MPI_Reduce_scatter_block(in.data(), out.data(), static_cast<int>(out.size()),
-                                             MPI_FLOAT, MPI_SUM, comm_));
+    OpScope scope("reduce_scatter", name_, seconds_, !on_thread_);
+    const int n = static_cast<int>(out.size());
+    std::vector<float> chunks(in.size());
+    if (!on_thread_) {
+      MAGIX_CHECK_MPI(
+          MPI_Alltoall(in.data(), n, MPI_FLOAT, chunks.data(), n, MPI_FLOAT, comm_));
+    } else {
+      MPI_Request req;
+      MAGIX_CHECK_MPI(
+          MPI_Ialltoall(in.data(), n, MPI_FLOAT, chunks.data(), n, MPI_FLOAT, comm_, &req));
+      poll(req);
+    }
+    std::copy_n(chunks.data(), out.size(), out.data());
+    for (int r = 1; r < size_; ++r) {
+      const float* c = chunks.data() + static_cast<size_t>(r) * out.size();
+      for (size_t i = 0; i < out.size(); ++i) out[i] += c[i];
+    }
   }
   void broadcast(std::span<std::byte> data, int root) override {
     OpScope scope("broadcast", name_, seconds_);
@@ -134,17 +180,101 @@ class MpiCommunicator final : public Communicator {
     }
   }
   void barrier() override {
-    OpScope scope("barrier", name_, seconds_);
+    OpScope scope("barrier", name_, seconds_, !on_thread_);
     MAGIX_CHECK_MPI(MPI_Barrier(comm_));
   }
+  PendingCollective run_async(std::function<void(Communicator&)> task) override;
 
  private:
+  // Waits for `req` by testing it every kPollInterval (communication thread).
+  void poll(MPI_Request& req) {
+    for (;;) {
+      int done = 0;
+      MAGIX_CHECK_MPI(MPI_Test(&req, &done, MPI_STATUS_IGNORE));
+      if (done) return;
+      std::this_thread::sleep_for(kPollInterval);
+    }
+  }
+
   MPI_Comm comm_;
   std::string name_;
+  bool on_thread_;
   int rank_ = 0;
   int size_ = 1;
   double seconds_ = 0.0;
+  std::unique_ptr<CommThread> thread_;  // started by the first run_async
 };
+
+// One thread running a group's background collectives in submission order, on a duplicate of the
+// group's communicator (MPI_Comm_dup: its messages never match the main thread's).
+class CommThread {
+ public:
+  CommThread(MPI_Comm comm, const std::string& name) {
+    MPI_Comm dup;
+    MAGIX_CHECK_MPI(MPI_Comm_dup(comm, &dup));  // collective over the group, on the main thread
+    MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
+    comm_ = std::make_unique<MpiCommunicator>(dup, name, /*on_thread=*/true);
+    thread_ = std::thread([this] { loop(); });
+  }
+  // Tasks not started are dropped (their waits report it); a running one finishes.
+  ~CommThread() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+      queue_.clear();
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+  std::future<void> submit(std::function<void(Communicator&)> task) {
+    std::packaged_task<void()> job([this, task = std::move(task)] { task(*comm_); });
+    std::future<void> done = job.get_future();
+    {
+      std::lock_guard lock(mu_);
+      queue_.push_back(std::move(job));
+    }
+    cv_.notify_one();
+    return done;
+  }
+
+ private:
+  void loop() {
+    for (;;) {
+      std::packaged_task<void()> job;
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+        if (stop_) return;
+        job = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      job();  // errors go to the task's future
+    }
+  }
+
+  std::unique_ptr<MpiCommunicator> comm_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::packaged_task<void()>> queue_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+MpiCommunicator::~MpiCommunicator() {
+  thread_.reset();  // before the communicator it duplicated goes
+  if (comm_ != MPI_COMM_WORLD && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+PendingCollective MpiCommunicator::run_async(std::function<void(Communicator&)> task) {
+  // Without MPI_THREAD_MULTIPLE (or within a communication thread) the task runs here.
+  if (on_thread_ || !g_thread_multiple || size_ == 1) return Communicator::run_async(std::move(task));
+  if (!thread_) thread_ = std::make_unique<CommThread>(comm_, name_);
+  auto done = std::make_shared<std::future<void>>(thread_->submit(std::move(task)));
+  return PendingCollective([this, done] {
+    OpScope scope("a collective of the communication thread", name_, seconds_);
+    done->get();
+  });
+}
 
 bool mpi_is_initialized() {
   int flag = 0;
@@ -191,7 +321,14 @@ Runtime::Runtime(int* argc, char*** argv) {
   if (!launched_by_mpi()) return;
   if (!mpi_is_initialized()) {
     int provided = 0;
-    MAGIX_CHECK_MPI(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+    // MULTIPLE: a communication thread (Communicator::run_async) calls MPI beside the main
+    // thread. Where the library gives less, run_async runs its tasks on the calling thread.
+    MAGIX_CHECK_MPI(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided));
+    g_thread_multiple = provided >= MPI_THREAD_MULTIPLE;
+  } else {
+    int provided = 0;
+    MPI_Query_thread(&provided);
+    g_thread_multiple = provided >= MPI_THREAD_MULTIPLE;
   }
   mpi_ = true;
   MAGIX_CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));

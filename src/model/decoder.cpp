@@ -96,6 +96,7 @@ Decoder::Decoder(ModelConfig config, const Mesh& mesh, ParameterSet params, Deco
     params_ = params_.to_device(options_.device);  // uploaded once
   }
   s.stream = ParamStream(mesh, *s.ops, s.layout.kv_rows, s.layout.kv);
+  s.stream.set_overlap(options_.overlap_comm);
   s.inv_freq = upload(*s.ops, s.layout.inv_freq, DType::kF32);
   if (!s.layout.inv_freq_local.empty()) {
     s.inv_freq_local = upload(*s.ops, s.layout.inv_freq_local, DType::kF32);
@@ -108,6 +109,7 @@ void Decoder::set_options(const DecoderOptions& options) {
               "set_options cannot move a decoder to another device");
   if (options.weight_dtype != options_.weight_dtype) params_.convert(options.weight_dtype);
   options_ = options;
+  state_->stream.set_overlap(options_.overlap_comm);
 }
 
 void Decoder::set_adapters(ParameterSet adapters, double scale) {
@@ -198,6 +200,7 @@ class DecoderStep {
         b_(b),
         grad_(grad) {
     check_batch(b, c.vocab_size);
+    s_.stream.finish();  // nothing left over from a step that failed
     prepare_workspace();
   }
   DecoderStep(const DecoderStep&) = delete;
@@ -205,6 +208,7 @@ class DecoderStep {
 
   // x[L] <- blocks(embedding(ids)); keeps what the backward pass needs.
   void forward() {
+    prefetch_layer(0);  // gathered while the embedding's own gather and lookup run
     {
       const Tensor table = materialize(L_.embed, DType::kF32);
       ops_.embedding_forward(s_.x[0], s_.ids, table, L_.v0, c_.embed_scale);
@@ -213,6 +217,12 @@ class DecoderStep {
     const model::BlockContext ctx = context();
     for (int l = 0; l < c_.num_layers; ++l) {
       const model::BlockWeights w = layer_weights(l);
+      // Layer l + 1's gather (the LM head's after the last layer) runs while layer l computes.
+      if (l + 1 < c_.num_layers) {
+        prefetch_layer(l + 1);
+      } else {
+        s_.stream.prefetch(params_, static_cast<size_t>(L_.head));
+      }
       const model::BlockAdapters lora = layer_adapters(l);
       model::block_forward(s_.x[l + 1], s_.x[l], w, acts(l), dims(l), ctx, nullptr,
                            lora.any() ? &lora : nullptr);
@@ -242,6 +252,7 @@ class DecoderStep {
     Tensor dlogits = cap > 0 && grad_ ? ops_.empty({R0, V}, s_.compute) : logits;
     const float dl = static_cast<float>(1.0 / token_count);
     const Tensor w = materialize(L_.head, s_.compute);
+    if (grad_) prefetch_layer(c_.num_layers - 1);  // the backward pass's first layer
     if (grad_) {
       ops_.fill_zero(s_.dxf);
       if (grads_) head_grad_ = s_.stream.open_grad(*grads_, static_cast<size_t>(L_.head));
@@ -296,6 +307,7 @@ class DecoderStep {
       const model::BlockDims d = dims(l);
       // The layer's weights again (gathered anew: ZeRO-3 keeps none between its uses).
       const model::BlockWeights w = layer_weights(l);
+      if (l > 0) prefetch_layer(l - 1);  // gathered while layer l's backward runs
       model::BlockAdapters lora = layer_adapters(l);
       model::BlockAdapters* lp = lora.any() ? &lora : nullptr;
       model::BlockGrads g = open_layer_grads(l);
@@ -304,10 +316,13 @@ class DecoderStep {
         model::block_forward(s_.tmp, s_.x[l], w, acts(l), d, ctx, nullptr, lp);
       }
       model::block_backward(s_.dx, s_.x[l], w, g, acts(l), s_.scratch, d, ctx, lp);
-      close_layer_grads(l, g);
+      close_layer_grads(l, g);  // with overlap: reduce-scattered while layer l - 1's runs
       close_adapter_grads(l, lora);
     }
-    if (!grads_) return;  // frozen: the embedding gets no gradient
+    if (!grads_) {  // frozen: the embedding gets no gradient
+      s_.stream.finish();
+      return;
+    }
     // As torch's nn.Embedding(padding_idx=pad_token_id): the pad row gets no gradient from the
     // lookup (id -1 lies outside every shard).
     std::vector<int32_t> ids = b_.input_ids;
@@ -317,6 +332,7 @@ class DecoderStep {
                                    : s_.stream.open_grad(*grads_, static_cast<size_t>(L_.embed));
     ops_.embedding_backward(g, s_.dx, lookup, L_.v0, c_.embed_scale);
     close_grad(L_.embed, g);
+    s_.stream.finish();  // every gradient on its shard
   }
 
   // Full-vocabulary logits (N, V_global) from xf, on the host.
@@ -440,6 +456,14 @@ class DecoderStep {
       s_.rope_local = ops_.empty({N, L_.D}, DType::kF32);
       ops_.rope_table(s_.rope_local, s_.positions, s_.inv_freq_local);
       if (L_.rope_scale_local != 1.0f) ops_.scale(s_.rope_local, L_.rope_scale_local);
+    }
+  }
+
+  // Starts gathering layer l's parameters in the background (ParamStream::prefetch; with
+  // --overlap_comm).
+  void prefetch_layer(int l) const {
+    for (int k : L_.layers[static_cast<size_t>(l)]) {
+      if (k != kNoParam) s_.stream.prefetch(params_, static_cast<size_t>(k));
     }
   }
 

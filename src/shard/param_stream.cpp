@@ -20,23 +20,68 @@ bool ParamStream::gathers(const ParameterSet& params, size_t i) const {
   return mesh_->data_size() > 1 && data_sharded_dim(params.info(i).spec) >= 0;
 }
 
+// Collectives move fp32: a shard widened (exactly) where stored narrower.
+Tensor ParamStream::widened(const Tensor& shard) const {
+  if (shard.dtype() == DType::kF32) return shard;
+  Tensor w = ops_->empty(shard.shape(), DType::kF32);
+  ops_->copy(w, shard);
+  return w;
+}
+
+void ParamStream::prefetch(const ParameterSet& params, size_t i) const {
+  if (!overlap_ || !gathers(params, i)) return;
+  for (const Prefetch& p : prefetched_) {
+    if (p.params == &params && p.i == i) return;
+  }
+  const int dd = data_sharded_dim(params.info(i).spec);
+  Shape shape = params.tensor(i).shape();
+  shape[static_cast<size_t>(dd)] *= mesh_->data_size();
+  Prefetch p{&params, i, ops_->empty(shape, DType::kF32), {}};
+  p.done = mesh_->data().run_async(
+      [w = widened(params.tensor(i)), dd, full = p.full](Communicator& comm) mutable {
+        model::gather_along_dim(comm, w, dd, full);
+      });
+  prefetched_.push_back(std::move(p));
+}
+
+// The whole F32 tensor of a prefetch of parameter i, or an undefined tensor.
+Tensor ParamStream::take_prefetched(const ParameterSet& params, size_t i) const {
+  for (auto it = prefetched_.begin(); it != prefetched_.end(); ++it) {
+    if (it->params != &params || it->i != i) continue;
+    Tensor full = it->full;
+    PendingCollective done = std::move(it->done);
+    prefetched_.erase(it);
+    done.wait();
+    return full;
+  }
+  return Tensor();
+}
+
+void ParamStream::finish() const {
+  std::vector<PendingCollective> grads = std::move(grads_pending_);
+  grads_pending_.clear();
+  std::vector<Prefetch> unused = std::move(prefetched_);
+  prefetched_.clear();
+  for (PendingCollective& g : grads) g.wait();
+  for (Prefetch& p : unused) p.done.wait();
+}
+
 Tensor ParamStream::gather(const ParameterSet& params, size_t i, DType dtype) const {
   const Tensor& shard = params.tensor(i);
   const bool kv = kv_rows_.at(i) != 0;
   if (!gathers(params, i) && !kv && shard.dtype() == dtype) return shard;
-  // Collectives move fp32: widen (exactly), gather, take the KV head's rows, then narrow.
-  Tensor w = shard;
-  if (w.dtype() != DType::kF32) {
-    w = ops_->empty(shard.shape(), DType::kF32);
-    ops_->copy(w, shard);
-  }
-  if (gathers(params, i)) {
-    const int dd = data_sharded_dim(params.info(i).spec);
-    Shape shape = w.shape();
-    shape[static_cast<size_t>(dd)] *= mesh_->data_size();
-    Tensor full = ops_->empty(shape, DType::kF32);
-    model::gather_along_dim(mesh_->data(), w, dd, full);
-    w = full;
+  // Widen, gather (or take the prefetched gather), take the KV head's rows, then narrow.
+  Tensor w = gathers(params, i) ? take_prefetched(params, i) : Tensor();
+  if (!w.defined()) {
+    w = widened(shard);
+    if (gathers(params, i)) {
+      const int dd = data_sharded_dim(params.info(i).spec);
+      Shape shape = w.shape();
+      shape[static_cast<size_t>(dd)] *= mesh_->data_size();
+      Tensor full = ops_->empty(shape, DType::kF32);
+      model::gather_along_dim(mesh_->data(), w, dd, full);
+      w = full;
+    }
   }
   if (kv) w = kv_head_rows(w);
   if (dtype == DType::kF32) return w;
@@ -70,6 +115,11 @@ void ParamStream::close_grad(ParameterSet& grads, size_t i, const Tensor& g_used
   const int dd = data_sharded_dim(grads.info(i).spec);
   if (mesh_->data_size() == 1) {
     ops_->add(shard, g);
+  } else if (dd >= 0 && overlap_) {
+    grads_pending_.push_back(mesh_->data().run_async(
+        [g, dd, shard](Communicator& comm) mutable {
+          model::reduce_scatter_along_dim(comm, g, dd, shard);
+        }));
   } else if (dd >= 0) {
     model::reduce_scatter_along_dim(mesh_->data(), g, dd, shard);
   } else {

@@ -6,6 +6,11 @@
 // are stored row-sharded over model like any column-parallel weight, gathered whole over model
 // before use (each rank keeps the rows of its own KV head) and their gradients summed over
 // model back to the shards.
+//
+// Overlap (set_overlap, --overlap_comm): prefetch() starts a parameter's gather over data on the
+// data group's communication thread (Communicator::run_async) so that it runs while the caller
+// computes, and close_grad's reduce-scatters over data run there too; finish() waits for them.
+// The collectives are the same calls on the same bytes, so the numbers are the same bit for bit.
 #pragma once
 
 #include <cstdint>
@@ -44,8 +49,25 @@ class ParamStream {
   // reduce-scattered over data (a data-sharded dim) or all-reduced (replicated over data).
   void close_grad(ParameterSet& grads, size_t i, const Tensor& g) const;
 
+  void set_overlap(bool on) { overlap_ = on; }
+  // With overlap, starts gathering parameter i over data in the background; the next
+  // gather(params, i, ...) waits for it instead of gathering. Nothing to do without a gather.
+  void prefetch(const ParameterSet& params, size_t i) const;
+  // Waits for every background collective: the gradients given to close_grad are on their shards
+  // after it, and prefetched gathers nobody took are dropped.
+  void finish() const;
+
  private:
+  struct Prefetch {
+    const ParameterSet* params = nullptr;
+    size_t i = 0;
+    Tensor full;  // F32, whole over data once `done` has been waited for
+    PendingCollective done;
+  };
+
   bool gathers(const ParameterSet& params, size_t i) const;
+  Tensor widened(const Tensor& shard) const;
+  Tensor take_prefetched(const ParameterSet& params, size_t i) const;
   Tensor kv_head_rows(const Tensor& shard) const;
   Tensor kv_grad_shard(const Tensor& head) const;
 
@@ -53,6 +75,11 @@ class ParamStream {
   const Backend* ops_ = nullptr;
   std::vector<char> kv_rows_;
   KvReplication kv_;
+  bool overlap_ = false;
+  // Background work in flight: the layers' interface is const (a gather reads the parameters),
+  // what it has started is not part of the stream's value.
+  mutable std::vector<Prefetch> prefetched_;
+  mutable std::vector<PendingCollective> grads_pending_;
 };
 
 }  // namespace magix

@@ -27,6 +27,7 @@ nlohmann::json TrainArgs::to_json() const {
       {"bf16", bf16},
       {"recompute", recompute},
       {"device", device},
+      {"overlap_comm", overlap_comm},
       {"train_file", train_file},
       {"train_data_config", train_data_config},
       {"train_data_field", train_data_field},
@@ -142,6 +143,7 @@ std::string unsaved_run_warning(const TrainArgs& a) {
 Decoder load_train_decoder(const TrainArgs& a, const Mesh& mesh) {
   DecoderOptions options;
   options.recompute = a.recompute;
+  options.overlap_comm = a.overlap_comm;
   options.weight_dtype = a.bf16_model_weights ? DType::kBF16 : DType::kF32;
   options.compute_dtype = a.bf16 ? DType::kBF16 : DType::kF32;
   options.device = use_device(a.device);

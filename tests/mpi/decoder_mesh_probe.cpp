@@ -10,6 +10,12 @@
 //       logits against HF's (max diff 1e-4 * max(1, max |logit|), as fixtures_test.cpp).
 //       When D exceeds the fixture's rows, the batch repeats the rows (in both runs) up to D;
 //       the mean loss and its gradients are unchanged by that, so HF still applies.
+//   decoder_mesh_probe overlap CASE D M
+//       the same decoder with its FSDP collectives on the communication thread
+//       (DecoderOptions::overlap_comm, the default) and all blocking: bit for bit the same
+//       gradients of two accumulated micro-batches, forward-only loss, three AdamW steps' losses
+//       and parameters, on every rank; in fp32, and with bf16 weights, bf16 compute and
+//       recomputation. Also that the data group really runs tasks in the background (D > 1).
 //   decoder_mesh_probe load_error CASE D M TEXT
 //       loading must fail on every rank with a magix::Error whose message contains TEXT.
 // One line per check; exit status 1 if any fails. Errors abort the world (Runtime::abort).
@@ -17,6 +23,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <span>
@@ -29,6 +36,7 @@
 #include "magix/distributed.hpp"
 #include "magix/error.hpp"
 #include "magix/model.hpp"
+#include "magix/optimizer.hpp"
 #include "magix/safetensors.hpp"
 #include "magix/train_step.hpp"
 
@@ -167,6 +175,90 @@ int run_check(const std::string& name, int d, int m) {
   return verdict[0] > 0 ? 1 : 0;
 }
 
+// Whether two tensors hold the same bytes.
+bool same_bits(const magix::Tensor& a, const magix::Tensor& b) {
+  return a.shape() == b.shape() && a.dtype() == b.dtype() &&
+         std::memcmp(a.bytes(), b.bytes(), a.nbytes()) == 0;
+}
+
+int run_overlap(const std::string& name, int d, int m) {
+  const std::filesystem::path dir = kModels / name;
+  magix::Mesh mesh = magix::create_device_mesh({d, m});
+  const int D = mesh.data_size(), M = mesh.model_size();
+  const std::string where = fmt::format("{} on {}x{}, rank {}", name, D, M, mesh.world_rank());
+  {
+    magix::PendingCollective probe = mesh.data().run_async([](magix::Communicator&) {});
+    report(probe.pending() == (D > 1),
+           fmt::format("{}: the data group runs tasks {} (data axis of {})", where,
+                       probe.pending() ? "on its communication thread" : "on the caller", D));
+  }
+  magix::SafetensorsReader ref(dir / "reference.safetensors");
+  const int64_t fixture_rows = ref.entry("input_ids").shape.at(0);
+  // At least 2 rows per data rank: two micro-batches of one row.
+  const int64_t repeat = (2 * D + fixture_rows - 1) / fixture_rows;
+  const magix::TokenBatch global = magix::test::read_fixture_batch(ref, repeat);
+  const int64_t rows = global.batch / D;
+  MAGIX_CHECK(rows >= 2 && global.batch % D == 0, "{} rows do not split over {} data ranks",
+              global.batch, D);
+  const magix::TokenBatch mine = magix::slice_rows(global, mesh.data_rank() * rows, rows);
+  const double token_count = static_cast<double>(global.count_targets());
+  for (const bool low : {false, true}) {
+    magix::DecoderOptions options;
+    if (low) {
+      options.weight_dtype = magix::DType::kBF16;
+      options.compute_dtype = magix::DType::kBF16;
+      options.recompute = true;
+    }
+    const std::string what =
+        fmt::format("{}{}", where, low ? " (bf16 weights and compute, recompute)" : " (fp32)");
+    magix::Decoder on = magix::load_decoder(dir.string(), mesh, options);
+    options.overlap_comm = false;
+    magix::Decoder off = magix::load_decoder(dir.string(), mesh, options);
+    MAGIX_CHECK(on.options().overlap_comm, "overlap_comm is on by default");
+    // Two micro-batches accumulated into one gradient.
+    magix::ParameterSet g_on = on.params().zeros_like(), g_off = off.params().zeros_like();
+    const int64_t half = rows / 2;
+    for (magix::Decoder* dec : {&on, &off}) {
+      magix::ParameterSet& g = dec == &on ? g_on : g_off;
+      dec->loss_and_grad(magix::slice_rows(mine, 0, half), token_count, g);
+      dec->loss_and_grad(magix::slice_rows(mine, half, rows - half), token_count, g);
+    }
+    size_t same_grads = 0;
+    for (size_t i = 0; i < g_on.size(); ++i) same_grads += same_bits(g_on.tensor(i), g_off.tensor(i));
+    report(same_grads == g_on.size(),
+           fmt::format("{}: {} of {} accumulated gradient shards bitwise equal", what, same_grads,
+                       g_on.size()));
+    const double fwd_on = on.loss(mine, token_count).loss;
+    const double fwd_off = off.loss(mine, token_count).loss;
+    report(fwd_on == fwd_off,
+           fmt::format("{}: forward-only loss {:.17g} vs {:.17g}", what, fwd_on, fwd_off));
+    magix::AdamW opt_on = magix::make_opt_state({}, on.params());
+    magix::AdamW opt_off = magix::make_opt_state({}, off.params());
+    for (int step = 0; step < 3; ++step) {
+      const magix::TrainStepResult r_on = magix::train_step(on, opt_on, mine, 1e-2);
+      const magix::TrainStepResult r_off = magix::train_step(off, opt_off, mine, 1e-2);
+      report(r_on.loss == r_off.loss && r_on.grad_norm == r_off.grad_norm,
+             fmt::format("{}: step {} loss {:.17g} vs {:.17g}, grad norm {:.17g} vs {:.17g}", what,
+                         step + 1, r_on.loss, r_off.loss, r_on.grad_norm, r_off.grad_norm));
+    }
+    size_t same_params = 0;
+    for (size_t i = 0; i < on.params().size(); ++i) {
+      same_params += same_bits(on.params().tensor(i), off.params().tensor(i));
+    }
+    report(same_params == on.params().size(),
+           fmt::format("{}: {} of {} parameter shards bitwise equal after 3 AdamW steps", what,
+                       same_params, on.params().size()));
+  }
+  // Every rank must pass.
+  std::vector<float> failures = {static_cast<float>(report.failures())};
+  mesh.world().all_reduce(failures, magix::ReduceOp::kMax);
+  if (mesh.world_rank() == 0) {
+    std::printf("%s on %dx%d: %s\n", name.c_str(), D, M,
+                failures[0] > 0 ? "FAILED" : "overlapped and blocking collectives agree bitwise");
+  }
+  return failures[0] > 0 ? 1 : 0;
+}
+
 int run_load_error(const std::string& name, int d, int m, const std::string& text) {
   magix::Mesh mesh = magix::create_device_mesh({d, m});
   const std::string where = fmt::format("{} on {}x{}", name, mesh.data_size(), mesh.model_size());
@@ -193,10 +285,13 @@ int main(int argc, char** argv) {
     if (mode == "check" && argc == 5) {
       return run_check(argv[2], std::atoi(argv[3]), std::atoi(argv[4]));
     }
+    if (mode == "overlap" && argc == 5) {
+      return run_overlap(argv[2], std::atoi(argv[3]), std::atoi(argv[4]));
+    }
     if (mode == "load_error" && argc == 6) {
       return run_load_error(argv[2], std::atoi(argv[3]), std::atoi(argv[4]), argv[5]);
     }
-    std::fprintf(stderr, "usage: decoder_mesh_probe check CASE D M | load_error CASE D M TEXT\n");
+    std::fprintf(stderr, "usage: decoder_mesh_probe check|overlap CASE D M | load_error CASE D M TEXT\n");
     return 2;
   } catch (const magix::Error& e) {
     runtime.abort(e.what());

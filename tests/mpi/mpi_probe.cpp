@@ -1,6 +1,7 @@
 // Runs under mpirun as every rank of a mesh and checks the collectives against values each rank
 // can compute on its own; or, in the failure modes, makes one rank fail mid-collective.
-//   mpi_probe collectives D M   every collective on a D x M mesh
+//   mpi_probe collectives D M   every collective on a D x M mesh, blocking and as background
+//                               tasks (Communicator::run_async)
 //   mpi_probe kill R            rank R kills itself (SIGKILL) while the others wait in all_reduce
 //   mpi_probe throw R           rank R fails with an error while the others wait in all_reduce
 #include <signal.h>
@@ -67,6 +68,42 @@ void check_axis(magix::Communicator& comm, const std::vector<int>& members, int 
     float want = 0;
     for (int r : members) want += value(r, comm.rank() * n + i);
     expect(part[i] == want, fmt::format("{} reduce_scatter", axis), world_rank);
+  }
+
+  // Background tasks (run_async): run in order on a communicator of the same group (its thread),
+  // beside a collective of the calling thread; the same results; a task's error comes back from
+  // wait().
+  std::vector<int> order;
+  std::vector<float> gathered_bg(n * p), part_bg(n);
+  int bg_rank = -1, bg_size = -1;
+  magix::PendingCollective a = comm.run_async([&](magix::Communicator& c) {
+    order.push_back(1);
+    c.all_gather(mine, gathered_bg);
+  });
+  magix::PendingCollective b = comm.run_async([&](magix::Communicator& c) {
+    order.push_back(2);
+    bg_rank = c.rank();
+    bg_size = c.size();
+    c.reduce_scatter(full, part_bg);
+  });
+  std::vector<float> beside = {1.0f};
+  comm.all_reduce(beside, magix::ReduceOp::kSum);
+  b.wait();
+  a.wait();
+  expect(beside[0] == static_cast<float>(p), fmt::format("{} all_reduce beside tasks", axis),
+         world_rank);
+  expect(order == std::vector<int>{1, 2}, fmt::format("{} tasks in order", axis), world_rank);
+  expect(bg_rank == comm.rank() && bg_size == p, fmt::format("{} task's group", axis), world_rank);
+  expect(gathered_bg == gathered && part_bg == part,
+         fmt::format("{} all_gather and reduce_scatter in the background", axis), world_rank);
+  magix::PendingCollective bad = comm.run_async(
+      [](magix::Communicator&) { MAGIX_FAIL("a task that fails on purpose"); });
+  try {
+    bad.wait();
+    expect(false, fmt::format("{} task error not rethrown", axis), world_rank);
+  } catch (const magix::Error& e) {
+    expect(std::string(e.what()).find("fails on purpose") != std::string::npos,
+           fmt::format("{} task error message: {}", axis, e.what()), world_rank);
   }
 
   std::vector<std::byte> bytes(3, std::byte{0});

@@ -3,7 +3,8 @@
 # each with its own host name, and Open MPI launching over TCP between them through an rsh agent
 # that runs `ip netns exec`. Compared with the same runs on one host (plain mpirun):
 #   - magix train on 2x2 and 4x1 meshes (2 ranks per host): the same per-step losses, gradient
-#     norms, learning rates and token counts, exactly;
+#     norms, learning rates and token counts, exactly; and the two-host run again with every
+#     collective blocking (--overlap_comm false): the same numbers too;
 #   - magix generate (greedy and sampled) on 2x2: the same output file, byte for byte;
 #   - a checkpoint written by the two-host run, resumed on one host: the same continued losses as
 #     the uninterrupted one-host run, exactly.
@@ -16,83 +17,11 @@ set -u
 MAGIX="$1"
 FIXTURES="$2"
 skip() { echo "SKIP: $*"; exit 77; }
-[ "$(id -u)" -eq 0 ] || skip "needs root to create network namespaces"
-for tool in ip unshare mpirun timeout; do
-  command -v "$tool" > /dev/null || skip "needs $tool"
-done
-mpirun --version 2>/dev/null | grep -q "Open MPI" || skip "needs Open MPI's mpirun (plm_rsh_agent)"
-
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
-# Unique names (this shell's pid) so that parallel runs do not collide.
-NS1="mh$$a" NS2="mh$$b" VETH1="mh$$a" VETH2="mh$$b"
-IP1=10.231.0.1 IP2=10.231.0.2 SUBNET=10.231.0.0/24
-export MH_NS1="$NS1" MH_NS2="$NS2" MH_IP1="$IP1" MH_IP2="$IP2"
-export MH_HOST1="mh$$-host1" MH_HOST2="mh$$-host2"
-export MH_MOUNTS1="" MH_MOUNTS2=""  # "SRC=DST ..." bind mounts private to that host
-WORK="$(mktemp -d)"
-
-cleanup() {
-  local ns pid
-  for ns in "$NS1" "$NS2"; do
-    [ -e "/run/netns/$ns" ] || continue
-    # Processes left in the namespaces by a failed run (ranks, orted): all started here.
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
-    ip netns del "$ns" 2>/dev/null  # takes its end of the veth pair, and so the pair, with it
-  done
-  ip link del "$VETH1" 2>/dev/null  # only if the pair never left this namespace
-  [ -n "${KEEP:-}" ] || rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
 fail() { echo "FAIL: $*" >&2; exit 1; }
-
-ip netns add "$NS1" 2>/dev/null || skip "cannot create a network namespace (ip netns add)"
-ip netns add "$NS2" || fail "ip netns add $NS2"
-ip netns exec "$NS1" true 2>/dev/null || skip "cannot enter a network namespace (ip netns exec)"
-unshare --uts --mount true 2>/dev/null || skip "cannot unshare UTS and mount namespaces"
-ip link add "$VETH1" type veth peer name "$VETH2" || skip "cannot create a veth pair"
-ip link set "$VETH1" netns "$NS1" && ip link set "$VETH2" netns "$NS2" || fail "move the veth ends"
-ip -n "$NS1" addr add "$IP1/24" dev "$VETH1" && ip -n "$NS2" addr add "$IP2/24" dev "$VETH2" \
-  || fail "address the veth ends"
-for ns in "$NS1" "$NS2"; do ip -n "$ns" link set lo up || fail "lo up in $ns"; done
-ip -n "$NS1" link set "$VETH1" up && ip -n "$NS2" link set "$VETH2" up || fail "veth up"
-
-# Open MPI's rsh agent: `agent [options] HOST COMMAND...` runs COMMAND (one shell string, as ssh
-# would) on the simulated HOST: in its network namespace, under its host name, in a mount
-# namespace of its own with that host's private bind mounts.
-cat > "$WORK/agent" <<'AGENT'
-#!/usr/bin/env bash
-while [ $# -gt 0 ] && [ "${1#-}" != "$1" ]; do shift; done
-host="$1"; shift
-case "$host" in
-  "$MH_IP1") ns="$MH_NS1" name="$MH_HOST1" mounts="$MH_MOUNTS1" ;;
-  "$MH_IP2") ns="$MH_NS2" name="$MH_HOST2" mounts="$MH_MOUNTS2" ;;
-  *) echo "agent: unknown host '$host'" >&2; exit 255 ;;
-esac
-exec ip netns exec "$ns" unshare --uts --mount sh -c '
-  hostname "$0" || exit 255
-  for m in $1; do mount --bind "${m%%=*}" "${m#*=}" || exit 255; done
-  eval "$2"' "$name" "$mounts" "$*"
-AGENT
-chmod +x "$WORK/agent"
-printf '%s slots=2\n%s slots=2\n' "$IP1" "$IP2" > "$WORK/hostfile"
-
-# on_two_hosts ARGS...: `mpirun -np 4 ARGS` started on host 1, ranks 0-1 there and 2-3 on host 2,
-# TCP over the veth pair only.
-on_two_hosts() {
-  "$WORK/agent" "$IP1" "$(printf '%q ' timeout 120 mpirun -np 4 --hostfile "$WORK/hostfile" \
-    --map-by slot --bind-to none --mca plm_rsh_agent "$WORK/agent" --mca btl tcp,self \
-    --mca btl_tcp_if_include "$SUBNET" --mca oob_tcp_if_include "$SUBNET" "$@")"
-}
-# on_one_host ARGS...: the same 4 ranks on this machine alone (the mpi tests' flags).
-on_one_host() { timeout 120 mpirun --oversubscribe -np 4 "$@"; }
+# shellcheck source=netns_hosts.sh
+. "$(dirname "$0")/netns_hosts.sh"
 # on WHERE ARGS...: on_one_host (WHERE=one) or on_two_hosts (WHERE=two).
 on() { if [ "$1" = one ]; then shift; on_one_host "$@"; else shift; on_two_hosts "$@"; fi; }
-
-on_two_hosts sh -c 'echo "$OMPI_COMM_WORLD_RANK $(hostname)"' > "$WORK/where" 2> "$WORK/err" \
-  || fail "mpirun over the two namespaces: $(cat "$WORK/err")"
-[ "$(sort "$WORK/where" | tr '\n' ' ')" = "0 $MH_HOST1 1 $MH_HOST1 2 $MH_HOST2 3 $MH_HOST2 " ] \
-  || fail "ranks are not 2 per host: $(cat "$WORK/where")"
 
 TINY=(--model_config "$FIXTURES/train/tiny_config.json"
       --tokenizer_name "$FIXTURES/tokenizers/trained_bytelevel" --max_length 24
@@ -119,8 +48,14 @@ for mesh in "2 2" "4 1"; do
       --mesh_shape $mesh --metrics_file "$WORK/${tag}_$where.jsonl" "${ckpt[@]}" \
       > "$WORK/out" 2> "$WORK/err" || fail "train $tag on $where host(s): $(cat "$WORK/err")"
   done
+  # And over two hosts with every collective blocking (--overlap_comm false; on by default).
+  on two "$MAGIX" train "${TINY[@]}" --train_file "$FIXTURES/train/corpus.jsonl" \
+    --mesh_shape $mesh --overlap_comm false --metrics_file "$WORK/${tag}_blocking.jsonl" \
+    > "$WORK/out" 2> "$WORK/err" || fail "train $tag on two hosts, blocking: $(cat "$WORK/err")"
   same_steps "$WORK/${tag}_one.jsonl" "$WORK/${tag}_two.jsonl" "train $tag, two hosts vs one"
-  echo "train $tag: two hosts give one host's losses ($(field loss "$WORK/${tag}_two.jsonl" | tr '\n' ' '))"
+  same_steps "$WORK/${tag}_two.jsonl" "$WORK/${tag}_blocking.jsonl" \
+    "train $tag on two hosts, overlapped vs blocking collectives"
+  echo "train $tag: two hosts give one host's losses, with and without overlap ($(field loss "$WORK/${tag}_two.jsonl" | tr '\n' ' '))"
 done
 [ -z "$(ls -A "$WORK/ckpt_two" | grep -v '^0000\|^\.lock$')" ] \
   || fail "the storage probe was left in the checkpoint folder: $(ls -A "$WORK/ckpt_two")"
