@@ -149,7 +149,9 @@ StepIndex parse_index(std::string_view text) {
   const json index = io::parse_json_strict(text, 64);
   StepIndex out;
   MAGIX_CHECK(index.is_object(), "not a JSON object");
-  MAGIX_CHECK(index.value("format", "") == kFormatName, "\"format\" is not \"{}\"", kFormatName);
+  MAGIX_CHECK(index.contains("format") && index.at("format").is_string() &&
+                  index.at("format").get<std::string>() == kFormatName,
+              "\"format\" is not \"{}\"", kFormatName);
   MAGIX_CHECK(index.contains("version") && index.at("version").is_number_integer(),
               "no integer \"version\"");
   const int version = index.at("version").get<int>();

@@ -138,6 +138,8 @@ TEST_F(CheckpointCorruption, EditedIndex) {
        "cover"},
       {"dtype", [](nlohmann::json& j) { j["items"]["model"]["h"]["dtype"] = "F32"; }, "bytes"},
       {"version", [](nlohmann::json& j) { j["version"] = 2; }, "version 2"},
+      // A number where the format name belongs (found by fuzz_checkpoint_index).
+      {"format type", [](nlohmann::json& j) { j["format"] = 1; }, "\"format\" is not"},
       {"path", [](nlohmann::json& j) { j["items"]["model"]["w"]["shards"][0]["file"] = "../x"; },
        "not a plain path"},
       {"no shards",
