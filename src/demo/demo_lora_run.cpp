@@ -8,6 +8,7 @@
 #include <fstream>
 #include <memory>
 
+#include "demo/demo_files.hpp"
 #include "io/safetensors_util.hpp"
 #include "magix/checkpoint.hpp"
 #include "magix/dataset.hpp"
@@ -171,21 +172,6 @@ GenerationSummary answer(const LoraDemoOptions& o, const fs::path& prompts, cons
   return run_generation(g, mesh);
 }
 
-std::vector<std::string> read_generations(const fs::path& path, size_t expected) {
-  std::ifstream in(path);
-  MAGIX_CHECK(in.good(), "cannot read the generations '{}'", path.string());
-  std::vector<std::string> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    MAGIX_CHECK(!j.is_discarded() && j.contains("generated"), "{}:{}: not a generation line",
-                path.string(), out.size() + 1);
-    out.push_back(j.at("generated").get<std::string>());
-  }
-  MAGIX_CHECK(out.size() == expected, "'{}' holds {} generations, expected {}", path.string(),
-              out.size(), expected);
-  return out;
-}
 
 int64_t count_correct(const std::vector<std::string>& answers, const DateData& data) {
   int64_t n = 0;
@@ -291,7 +277,7 @@ LoraDemoReport run_lora_demo(const LoraDemoOptions& o, const Mesh& mesh) {
   // 1. The base model's answers to the held-out prompts.
   answer(o, paths.test_file, paths.before, "", o.max_new_tokens, mesh);
   mesh.world().barrier();
-  const std::vector<std::string> before = read_generations(paths.before, data.test.size());
+  const std::vector<std::string> before = demo::read_generations(paths.before, data.test.size());
   rep.correct_before = count_correct(before, data);
   rep.containing_before = count_containing(before, data);
   if (rank0) {
@@ -339,10 +325,10 @@ LoraDemoReport run_lora_demo(const LoraDemoOptions& o, const Mesh& mesh) {
   answer(o, paths.test_file, paths.after, rep.checkpoint.string(), o.max_new_tokens, mesh);
   answer(o, paths.chat_file, paths.chat, rep.checkpoint.string(), kChatMaxNewTokens, mesh);
   mesh.world().barrier();
-  const std::vector<std::string> after = read_generations(paths.after, data.test.size());
+  const std::vector<std::string> after = demo::read_generations(paths.after, data.test.size());
   rep.correct_after = count_correct(after, data);
   rep.containing_after = count_containing(after, data);
-  const std::vector<std::string> chat = read_generations(paths.chat, std::size(kChatPrompts));
+  const std::vector<std::string> chat = demo::read_generations(paths.chat, std::size(kChatPrompts));
   for (size_t i = 0; i < chat.size(); ++i) rep.chat.emplace_back(kChatPrompts[i], chat[i]);
   if (rank0) {
     fmt::print("held-out accuracy after training: {}/{}\n", rep.correct_after, rep.test_examples);

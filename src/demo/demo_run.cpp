@@ -9,6 +9,7 @@
 
 #include "io/safetensors_util.hpp"
 #include "magix/demo.hpp"
+#include "demo/demo_files.hpp"
 #include "magix/error.hpp"
 #include "magix/generate.hpp"
 #include "magix/model.hpp"
@@ -186,22 +187,6 @@ std::vector<std::string> continue_commands(const DemoPaths& paths, const TrainAr
   };
 }
 
-// Reads what run_generation wrote and compares it with the answers.
-std::vector<std::string> read_generations(const fs::path& path, size_t expected) {
-  std::ifstream in(path);
-  MAGIX_CHECK(in.good(), "cannot read the generations '{}'", path.string());
-  std::vector<std::string> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    MAGIX_CHECK(!j.is_discarded() && j.contains("generated"), "{}:{}: not a generation line",
-                path.string(), out.size() + 1);
-    out.push_back(j.at("generated").get<std::string>());
-  }
-  MAGIX_CHECK(out.size() == expected, "'{}' holds {} generations, expected {}", path.string(),
-              out.size(), expected);
-  return out;
-}
 
 int64_t count_parameters(const ModelConfig& config) {
   int64_t total = 0;
@@ -276,7 +261,7 @@ DemoReport run_demo(const DemoOptions& o, const Mesh& mesh) {
 
   // 3. Exact match (every rank reads the file world rank 0 wrote, so all return the same).
   mesh.world().barrier();
-  const std::vector<std::string> answers = read_generations(paths.generations, data.test.size());
+  const std::vector<std::string> answers = demo::read_generations(paths.generations, data.test.size());
   rep.test_examples = static_cast<int64_t>(data.test.size());
   std::string scored;
   for (size_t i = 0; i < data.test.size(); ++i) {
