@@ -118,9 +118,12 @@ void Generator::Impl::load(const Decoder& d) {
     layout.split_fused(w);
     layers.push_back(std::move(w));
   }
-  embed = stream.gather(p, static_cast<size_t>(layout.embed), DType::kF32);
+  // A BF16 table stays BF16 (the lookup widens its rows): no resident fp32 copy.
+  const auto embed_i = static_cast<size_t>(layout.embed);
+  embed = stream.gather(p, embed_i,
+                        p.tensor(embed_i).dtype() == DType::kBF16 ? DType::kBF16 : DType::kF32);
   norm = stream.gather(p, static_cast<size_t>(layout.norm), DType::kF32);
-  head = layout.head == layout.embed && compute == DType::kF32
+  head = layout.head == layout.embed && embed.dtype() == compute
              ? embed
              : stream.gather(p, static_cast<size_t>(layout.head), compute);
   inv_freq = ops->empty({std::ssize(layout.inv_freq)}, DType::kF32);

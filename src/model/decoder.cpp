@@ -210,7 +210,9 @@ class DecoderStep {
   void forward() {
     prefetch_layer(0);  // gathered while the embedding's own gather and lookup run
     {
-      const Tensor table = materialize(L_.embed, DType::kF32);
+      // A BF16 table is looked up as stored (rows widened by the op), never widened whole.
+      const Tensor table = materialize(
+          L_.embed, s_.stream.unconverted_dtype(params_, static_cast<size_t>(L_.embed)));
       ops_.embedding_forward(s_.x[0], s_.ids, table, L_.v0, c_.embed_scale);
     }
     all_reduce(mesh_.model(), s_.x[0], ReduceOp::kSum);  // vocab-parallel rows

@@ -90,6 +90,11 @@ Tensor ParamStream::gather(const ParameterSet& params, size_t i, DType dtype) co
   return out;
 }
 
+DType ParamStream::unconverted_dtype(const ParameterSet& params, size_t i) const {
+  const bool as_stored = !gathers(params, i) && kv_rows_.at(i) == 0;
+  return as_stored && params.tensor(i).dtype() == DType::kBF16 ? DType::kBF16 : DType::kF32;
+}
+
 Shape ParamStream::used_shape(const ParameterSet& params, size_t i) const {
   Shape shape = params.tensor(i).shape();
   if (gathers(params, i)) {
@@ -116,10 +121,9 @@ void ParamStream::close_grad(ParameterSet& grads, size_t i, const Tensor& g_used
   if (mesh_->data_size() == 1) {
     ops_->add(shard, g);
   } else if (dd >= 0 && overlap_) {
-    grads_pending_.push_back(mesh_->data().run_async(
-        [g, dd, shard](Communicator& comm) mutable {
-          model::reduce_scatter_along_dim(comm, g, dd, shard);
-        }));
+    grads_pending_.push_back(mesh_->data().run_async([g, dd, shard](Communicator& comm) mutable {
+      model::reduce_scatter_along_dim(comm, g, dd, shard);
+    }));
   } else if (dd >= 0) {
     model::reduce_scatter_along_dim(mesh_->data(), g, dd, shard);
   } else {

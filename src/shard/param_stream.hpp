@@ -40,6 +40,9 @@ class ParamStream {
   // Parameter i of `params` as the layers use it, as `dtype` (F32 or BF16): whole over data,
   // this rank's KV head rows. The stored shard itself where nothing is to be done.
   Tensor gather(const ParameterSet& params, size_t i, DType dtype) const;
+  // The dtype gather() of parameter i hands back without a conversion pass: BF16 where a BF16
+  // shard is used as stored, else F32 (collectives move F32).
+  DType unconverted_dtype(const ParameterSet& params, size_t i) const;
   // The shape gather() returns.
   Shape used_shape(const ParameterSet& params, size_t i) const;
   // An F32 gradient buffer of the used shape for parameter i: the gradient shard itself where

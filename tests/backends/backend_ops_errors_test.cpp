@@ -123,7 +123,7 @@ TEST_P(OpErrors, UnsupportedDtypeCombinationsThrow) {
        [&] { b.glu_backward(h4, h4, f4, f4, f4, Activation::kSilu); }},
       {"glu_backward F32 grads, BF16 gate",
        [&] { b.glu_backward(f4, f4, f4, h4, h4, Activation::kSilu); }},
-      {"embedding_forward BF16 table", [&] { b.embedding_forward(f23, i2, h53, 0, 1); }},
+      {"embedding_forward I32 table", [&] { b.embedding_forward(f23, i2, i53, 0, 1); }},
       {"embedding_forward F32 ids", [&] { b.embedding_forward(f23, f2, f53, 0, 1); }},
       {"embedding_forward BF16 out", [&] { b.embedding_forward(h23, i2, f53, 0, 1); }},
       {"embedding_backward BF16 dtable", [&] { b.embedding_backward(h53, f23, i2, 0, 1); }},

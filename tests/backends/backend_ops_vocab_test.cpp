@@ -41,19 +41,22 @@ std::string show(const EmbeddingCase& e) {
 
 TEST_P(VocabOps, EmbeddingForwardZeroesIdsOutsideTheShard) {
   for (const EmbeddingCase& e : kEmbeddingCases) {
-    const std::vector<int32_t> ids = embedding_ids(e, 301);
-    const Input table = random({e.rows, e.C}, DType::kF32, 302);
-    Tensor out = garbage({e.N, e.C}, DType::kF32);
-    be().embedding_forward(out, put_i32({e.N}, ids), table.dev, e.row_start, e.scale);
-    // One fp32 product per element: the double product of two floats rounded to float is it.
-    std::vector<double> want(e.N * e.C, 0.0);
-    for (int64_t n = 0; n < e.N; ++n) {
-      const int64_t row = ids[n] - e.row_start;
-      if (row < 0 || row >= e.rows) continue;
-      for (int64_t c = 0; c < e.C; ++c)
-        want[n * e.C + c] = static_cast<float>(e.scale * table.ref[row * e.C + c]);
+    for (const DType table_dtype : {DType::kF32, DType::kBF16}) {  // BF16: rows widened exactly
+      const std::vector<int32_t> ids = embedding_ids(e, 301);
+      const Input table = random({e.rows, e.C}, table_dtype, 302);
+      Tensor out = garbage({e.N, e.C}, DType::kF32);
+      be().embedding_forward(out, put_i32({e.N}, ids), table.dev, e.row_start, e.scale);
+      // One fp32 product per element: the double product of two floats rounded to float is it.
+      std::vector<double> want(e.N * e.C, 0.0);
+      for (int64_t n = 0; n < e.N; ++n) {
+        const int64_t row = ids[n] - e.row_start;
+        if (row < 0 || row >= e.rows) continue;
+        for (int64_t c = 0; c < e.C; ++c)
+          want[n * e.C + c] = static_cast<float>(e.scale * table.ref[row * e.C + c]);
+      }
+      expect_same(fmt::format("embedding_forward {} table", dtype_name(table_dtype)),
+                  show(e) + " on " + dev_name(), get(out), want);
     }
-    expect_same("embedding_forward F32", show(e) + " on " + dev_name(), get(out), want);
   }
 }
 

@@ -32,7 +32,7 @@ TEST(Embedding, ForwardScalesRows) {
   // Gemma's normaliser in fp32, float(sqrt(hidden)), as HF casts it to the activation dtype.
   const float scale = static_cast<float>(std::sqrt(2048.0));
   std::vector<float> out(kN * kC);
-  embedding_forward(out.data(), kIds.data(), table.data(), kN, kC, 0, kVocab, scale);
+  embedding_forward(out.data(), kIds.data(), table.data(), false, kN, kC, 0, kVocab, scale);
   for (int64_t n = 0; n < kN; n++) {
     for (int64_t c = 0; c < kC; c++) {
       // One fp32 multiply, exactly as torch's `embeds * normalizer`.
@@ -40,7 +40,7 @@ TEST(Embedding, ForwardScalesRows) {
     }
   }
   std::vector<float> plain(kN * kC);
-  embedding_forward(plain.data(), kIds.data(), table.data(), kN, kC, 0, kVocab, 1.0f);
+  embedding_forward(plain.data(), kIds.data(), table.data(), false, kN, kC, 0, kVocab, 1.0f);
   test::expect_close(plain, embedding_ref(test::to_double(table), 0, kVocab, 1.0), 0.0, 0.0,
                      "unscaled");
 }
@@ -50,14 +50,14 @@ TEST(Embedding, VocabShardsSumToTheFullResult) {
   auto dout = random_floats(kN * kC, 3);
   const float scale = 1.5f;
   std::vector<float> full(kN * kC), dfull(kVocab * kC, 0.0f);
-  embedding_forward(full.data(), kIds.data(), table.data(), kN, kC, 0, kVocab, scale);
+  embedding_forward(full.data(), kIds.data(), table.data(), false, kN, kC, 0, kVocab, scale);
   embedding_backward(dfull.data(), dout.data(), kIds.data(), kN, kC, 0, kVocab, scale);
 
   // Shard 0 holds rows [0, 6), shard 1 rows [6, 11); the caller all-reduces (sums) the outputs.
   const int64_t split = 6;
   std::vector<float> out0(kN * kC), out1(kN * kC);
-  embedding_forward(out0.data(), kIds.data(), table.data(), kN, kC, 0, split, scale);
-  embedding_forward(out1.data(), kIds.data(), table.data() + split * kC, kN, kC, split,
+  embedding_forward(out0.data(), kIds.data(), table.data(), false, kN, kC, 0, split, scale);
+  embedding_forward(out1.data(), kIds.data(), table.data() + split * kC, false, kN, kC, split,
                     kVocab - split, scale);
   for (int64_t i = 0; i < kN * kC; i++) {
     // Exactly one shard holds each id; the other contributes an exact 0.
@@ -91,7 +91,7 @@ TEST(Embedding, IdsOutsideTheShardGiveZeros) {
   auto table = random_floats(2 * 4, 7);
   const std::vector<int32_t> ids = {-1, 4, 5, 6, 7};
   std::vector<float> out(5 * 4, 9.0f);
-  embedding_forward(out.data(), ids.data(), table.data(), 5, 4, 5, 2, 1.0f);
+  embedding_forward(out.data(), ids.data(), table.data(), false, 5, 4, 5, 2, 1.0f);
   for (int c = 0; c < 4; c++) {
     EXPECT_EQ(out[0 * 4 + c], 0.0f);
     EXPECT_EQ(out[1 * 4 + c], 0.0f);

@@ -75,10 +75,10 @@ def main():
     g = torch.Generator().manual_seed(99)
     ids = torch.randint(0, shape["vocab_size"], (args.batch, args.seq + 1), generator=g)
     inputs, labels = ids[:, :-1], ids[:, 1:]
-    times = []
+    times, cpu_times = [], []
     model.train()
     for step in range(args.steps):
-        ts = time.time()
+        ts, cs = time.time(), time.process_time()
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.mode == "bf16"):
             logits = model(input_ids=inputs).logits
@@ -87,11 +87,13 @@ def main():
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
-        dt = time.time() - ts
+        dt, dc = time.time() - ts, time.process_time() - cs
         times.append(dt)
-        print(f"step {step + 1}: loss {loss.item():.4f} {dt:.2f} s "
+        cpu_times.append(dc)
+        print(f"step {step + 1}: loss {loss.item():.4f} {dt:.2f} s (CPU {dc:.2f} s) "
               f"{args.batch * args.seq / dt:.1f} tokens/s load {loadavg()}", flush=True)
     timed = times[1:] if len(times) > 1 else times
+    timed_cpu = cpu_times[1:] if len(cpu_times) > 1 else cpu_times
     tokens = args.batch * args.seq
     print(json.dumps({
         "bench": "lora_peft", "shape": args.shape, "mode": args.mode, "threads": args.threads,
@@ -99,6 +101,7 @@ def main():
         "peft": peft.__version__, "batch": args.batch, "seq": args.seq, "rank": args.rank,
         "params": n_params, "adapter_params": n_adapter, "init_s": init_s,
         "step_times": times, "s_per_step": sum(timed) / len(timed),
+        "cpu_s_per_step": sum(timed_cpu) / len(timed_cpu),
         "tokens_per_s": tokens * len(timed) / sum(timed), "peak_rss_gib": peak_rss_gib(),
         "load_average_start": load_start, "load_average_end": loadavg()}))
 

@@ -582,11 +582,13 @@ void CpuBackend::embedding_forward(Tensor& out, const Tensor& ids, const Tensor&
   const char* op = "embedding_forward";
   check_dtype(op, "out", out, DType::kF32);
   check_dtype(op, "ids", ids, DType::kI32);
-  check_dtype(op, "table", table, DType::kF32);
+  check_cpu(op, table);
+  MAGIX_CHECK(is(table, DType::kF32) || is(table, DType::kBF16),
+              "{}: table is {}, must be F32 or BF16", op, dtype_name(table.dtype()));
   const Mat t = mat(table);
   check_numel(op, "out", out, ids.numel() * t.cols);
-  cpu::embedding_forward(f32(out), i32(ids), f32(table), ids.numel(), t.cols, row_start, t.rows,
-                         scale);
+  cpu::embedding_forward(f32(out), i32(ids), table.bytes(), is(table, DType::kBF16), ids.numel(),
+                         t.cols, row_start, t.rows, scale);
 }
 
 void CpuBackend::embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& ids,

@@ -1,13 +1,14 @@
 #include "backends/cpu/embedding.hpp"
 
 #include <algorithm>
+#include <bit>
 
 #include "magix/error.hpp"
 
 namespace magix::cpu {
 
-void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t N, int64_t C,
-                       int64_t row_start, int64_t rows, float scale) {
+void embedding_forward(float* out, const int32_t* ids, const void* table, bool bf16, int64_t N,
+                       int64_t C, int64_t row_start, int64_t rows, float scale) {
   MAGIX_CHECK(N >= 0 && C >= 0 && rows >= 0 && row_start >= 0,
               "embedding_forward: bad sizes N={} C={} rows={} row_start={}", N, C, rows, row_start);
   // out (N, C): one row per token; rows outside the shard are zero (another rank holds them).
@@ -19,8 +20,15 @@ void embedding_forward(float* out, const int32_t* ids, const float* table, int64
       std::fill(o, o + C, 0.0f);
       continue;
     }
-    const float* t = table + row * C;
-    for (int64_t c = 0; c < C; c++) o[c] = scale * t[c];
+    if (bf16) {
+      const uint16_t* t = static_cast<const uint16_t*>(table) + row * C;
+      for (int64_t c = 0; c < C; c++) {
+        o[c] = scale * std::bit_cast<float>(static_cast<uint32_t>(t[c]) << 16);
+      }
+    } else {
+      const float* t = static_cast<const float*>(table) + row * C;
+      for (int64_t c = 0; c < C; c++) o[c] = scale * t[c];
+    }
   }
 }
 

@@ -169,12 +169,14 @@ void CudaBackend::embedding_forward(Tensor& out, const Tensor& ids, const Tensor
   const char* op = "embedding_forward";
   check_dtype(op, "out", out, DType::kF32);
   check_dtype(op, "ids", ids, DType::kI32);
-  check_dtype(op, "table", table, DType::kF32);
+  check_cuda(op, table);
+  MAGIX_CHECK(table.dtype() == DType::kF32 || table.dtype() == DType::kBF16,
+              "{}: table is {}, must be F32 or BF16", op, dtype_name(table.dtype()));
   const Mat t = mat(table);
   check_numel(op, "out", out, ids.numel() * t.cols);
   MAGIX_CHECK(row_start >= 0, "{}: row_start {} < 0", op, row_start);
-  cuda::embedding_forward(f32(out), i32(ids), f32(table), ids.numel(), t.cols, row_start, t.rows,
-                          scale, s_->stream);
+  cuda::embedding_forward(f32(out), i32(ids), table.device_bytes(), table.dtype() == DType::kBF16,
+                          ids.numel(), t.cols, row_start, t.rows, scale, s_->stream);
   MAGIX_CUDA_CHECK_LAUNCH(op);
 }
 

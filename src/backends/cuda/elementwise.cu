@@ -264,13 +264,25 @@ void glu_backward(void* dgate, void* dup, const float* dout, const void* gate, c
   }
 }
 
-void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t N, int64_t C,
-                       int64_t row_start, int64_t rows, float scale, cudaStream_t s) {
+template <class T>
+void embedding_forward_t(float* out, const int32_t* ids, const T* table, int64_t N, int64_t C,
+                         int64_t row_start, int64_t rows, float scale, cudaStream_t s) {
   each(N * C, s, [=] __device__(int64_t i) {
     const int64_t n = i / C, c = i % C;
     const int64_t row = static_cast<int64_t>(ids[n]) - row_start;
-    out[i] = (row < 0 || row >= rows) ? 0.0f : scale * table[row * C + c];
+    out[i] = (row < 0 || row >= rows) ? 0.0f : scale * load(table, row * C + c);
   });
+}
+
+void embedding_forward(float* out, const int32_t* ids, const void* table, bool bf16, int64_t N,
+                       int64_t C, int64_t row_start, int64_t rows, float scale, cudaStream_t s) {
+  if (bf16) {
+    embedding_forward_t(out, ids, static_cast<const uint16_t*>(table), N, C, row_start, rows, scale,
+                        s);
+  } else {
+    embedding_forward_t(out, ids, static_cast<const float*>(table), N, C, row_start, rows, scale,
+                        s);
+  }
 }
 
 void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t N, int64_t C,

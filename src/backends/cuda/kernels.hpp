@@ -37,8 +37,9 @@ void glu_forward(void* out, const void* gate, const void* up, bool bf16, int64_t
                  cudaStream_t s);
 void glu_backward(void* dgate, void* dup, const float* dout, const void* gate, const void* up,
                   bool bf16, int64_t n, bool gelu, cudaStream_t s);
-void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t N, int64_t C,
-                       int64_t row_start, int64_t rows, float scale, cudaStream_t s);
+// table: fp32, or bf16 bits (`bf16`, widened exactly per element).
+void embedding_forward(float* out, const int32_t* ids, const void* table, bool bf16, int64_t N,
+                       int64_t C, int64_t row_start, int64_t rows, float scale, cudaStream_t s);
 // One thread per column, tokens in order: deterministic, and the CPU backend's summation order.
 void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t N, int64_t C,
                         int64_t row_start, int64_t rows, float scale, cudaStream_t s);
