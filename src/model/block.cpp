@@ -1,5 +1,6 @@
 #include "block.hpp"
 
+#include <initializer_list>
 #include <span>
 
 #include "magix/error.hpp"
@@ -71,8 +72,10 @@ Tensor as_f32(const Tensor& t, const BlockContext& ctx) {
 }
 
 // The adapter's input: x as F32, with the dropout mask applied when training with dropout.
+// `shared`: x already widened for several adapters (shared_adapter_input), or undefined.
 Tensor adapter_input(const Tensor& x, LayerParam p, const BlockAdapters& lora,
-                     const BlockContext& ctx) {
+                     const BlockContext& ctx, const Tensor& shared = Tensor()) {
+  if (shared.defined()) return shared;
   if (lora.dropout <= 0) return as_f32(x, ctx);
   Tensor out = ctx.ops->empty(x.shape(), DType::kF32);
   dropout_like_input(out, x, p, lora, ctx);
@@ -83,12 +86,23 @@ bool adapted(const BlockAdapters* lora, LayerParam p) {
   return lora && lora->a[p].defined();
 }
 
+// The F32 input the adapters of `parts` (q/k/v, gate/up) read, widened once when two or more of
+// them are adapted and no dropout mask makes their inputs differ; else undefined (each adapter
+// widens its own).
+Tensor shared_adapter_input(const Tensor& x, std::initializer_list<LayerParam> parts,
+                            const BlockAdapters* lora, const BlockContext& ctx) {
+  if (!lora || lora->dropout > 0 || x.dtype() == DType::kF32) return Tensor();
+  int n = 0;
+  for (const LayerParam p : parts) n += adapted(lora, p) ? 1 : 0;
+  return n >= 2 ? as_f32(x, ctx) : Tensor();
+}
+
 // Linear layer p's forward, plus scale · B·(A·x) when it has an adapter (u = scale · A·x saved
 // for the backward pass). With a BF16 output the base GEMM's fp32 result gets the adapter's
 // term before its one rounding.
 void adapted_forward(Tensor& out, const Tensor& inp, const Tensor& w, const Tensor& bias,
                      LayerParam p, BlockActs& acts, const BlockDims& d, const BlockContext& ctx,
-                     const BlockAdapters* lora) {
+                     const BlockAdapters* lora, const Tensor& inp_f32 = Tensor()) {
   if (!adapted(lora, p)) {
     linear_forward(out, inp, w, bias, d, ctx);
     return;
@@ -100,7 +114,7 @@ void adapted_forward(Tensor& out, const Tensor& inp, const Tensor& w, const Tens
   const int64_t N = d.N(), r = a.dim(0), O = b.dim(0);
   Tensor& u = acts.lora_u[p];  // (N, r)
   if (!u.defined() || u.shape() != Shape{N, r}) u = ops.empty({N, r}, DType::kF32);
-  ops.matmul_forward(u, adapter_input(inp, p, *lora, ctx), a, nullptr);
+  ops.matmul_forward(u, adapter_input(inp, p, *lora, ctx, inp_f32), a, nullptr);
   ops.scale(u, lora->scale);
   Tensor y = out.dtype() == DType::kF32 ? out : ops.empty({N, O}, DType::kF32);
   ops.matmul_forward(y, inp, w, optional(bias));
@@ -113,7 +127,8 @@ void adapted_forward(Tensor& out, const Tensor& inp, const Tensor& w, const Tens
 // The adapter's part of linear layer p's backward (after the base weight's): g = scale · dout·B,
 // dinp (F32) += g·A, da += gᵀ·x, db += doutᵀ·u. dout and inp of any dtype (widened).
 void adapter_backward(Tensor& dinp, const Tensor& dout, const Tensor& inp, LayerParam p,
-                      const BlockActs& acts, const BlockContext& ctx, BlockAdapters* lora) {
+                      const BlockActs& acts, const BlockContext& ctx, BlockAdapters* lora,
+                      const Tensor& inp_f32 = Tensor()) {
   if (!adapted(lora, p)) return;
   const Backend& ops = *ctx.ops;
   const Tensor& u = acts.lora_u[p];
@@ -121,7 +136,8 @@ void adapter_backward(Tensor& dinp, const Tensor& dout, const Tensor& inp, Layer
   ops.matmul_backward(&g, optional(lora->db[p]), nullptr, as_f32(dout, ctx), u, lora->b[p]);
   ops.scale(g, lora->scale);
   if (lora->dropout <= 0) {
-    ops.matmul_backward(&dinp, optional(lora->da[p]), nullptr, g, as_f32(inp, ctx), lora->a[p]);
+    ops.matmul_backward(&dinp, optional(lora->da[p]), nullptr, g,
+                        inp_f32.defined() ? inp_f32 : as_f32(inp, ctx), lora->a[p]);
     return;
   }
   // x went through dropout before A: dA takes the dropped x, and dx the masked g·A.
@@ -261,9 +277,12 @@ void block_forward(Tensor& out, const Tensor& inp, const BlockWeights& w, BlockA
               "a decode call takes one token per row and a cache");
   // attention: ln1 -> q, k, v -> rope -> attention -> o_proj (+ all-reduce) -> residual
   ops.rmsnorm_forward(a.ln1, a.rstd1, inp, w[kLn1], d.eps, d.norm_offset);
-  adapted_forward(d.qk_norm ? a.q_raw : a.q, a.ln1, w[kWq], w[kBq], kWq, a, d, ctx, lora);
-  adapted_forward(d.qk_norm ? a.k_raw : a.k, a.ln1, w[kWk], w[kBk], kWk, a, d, ctx, lora);
-  adapted_forward(a.v, a.ln1, w[kWv], w[kBv], kWv, a, d, ctx, lora);
+  {
+    const Tensor ln1 = shared_adapter_input(a.ln1, {kWq, kWk, kWv}, lora, ctx);
+    adapted_forward(d.qk_norm ? a.q_raw : a.q, a.ln1, w[kWq], w[kBq], kWq, a, d, ctx, lora, ln1);
+    adapted_forward(d.qk_norm ? a.k_raw : a.k, a.ln1, w[kWk], w[kBk], kWk, a, d, ctx, lora, ln1);
+    adapted_forward(a.v, a.ln1, w[kWv], w[kBv], kWv, a, d, ctx, lora, ln1);
+  }
   if (d.qk_norm) {
     head_norm_forward(a.q, a.rstd_q, a.q_raw, w[kQn], d.Hq, d, ctx);
     head_norm_forward(a.k, a.rstd_k, a.k_raw, w[kKn], d.Hkv, d, ctx);
@@ -298,8 +317,11 @@ void block_forward(Tensor& out, const Tensor& inp, const BlockWeights& w, BlockA
   // MLP: ln2 -> gate, up -> act(gate) * up -> down_proj (+ all-reduce) [-> norm] -> residual
   const Tensor& pre_mlp = d.sandwich ? w[kLnPreFfn] : w[kLn2];
   ops.rmsnorm_forward(a.ln2, a.rstd2, a.res2, pre_mlp, d.eps, d.norm_offset);
-  adapted_forward(a.gate, a.ln2, w[kWg], w[kBg], kWg, a, d, ctx, lora);
-  adapted_forward(a.up, a.ln2, w[kWu], w[kBu], kWu, a, d, ctx, lora);
+  {
+    const Tensor ln2 = shared_adapter_input(a.ln2, {kWg, kWu}, lora, ctx);
+    adapted_forward(a.gate, a.ln2, w[kWg], w[kBg], kWg, a, d, ctx, lora, ln2);
+    adapted_forward(a.up, a.ln2, w[kWu], w[kBu], kWu, a, d, ctx, lora, ln2);
+  }
   ops.glu_forward(a.h, a.gate, a.up, d.act);
   Tensor& d_out = d.sandwich ? a.mlp_out : out;
   adapted_forward(d_out, a.h, w[kWd], Tensor(), kWd, a, d, ctx, lora);
@@ -331,8 +353,11 @@ void block_backward(Tensor& dx, const Tensor& inp, const BlockWeights& w, BlockG
   ops.fill_zero(s.dln);
   ops.matmul_backward(&s.dln, optional(g[kWg]), optional(g[kBg]), s.dgate, a.ln2, w[kWg]);
   ops.matmul_backward(&s.dln, optional(g[kWu]), optional(g[kBu]), s.dup, a.ln2, w[kWu]);
-  adapter_backward(s.dln, s.dgate, a.ln2, kWg, a, ctx, lora);
-  adapter_backward(s.dln, s.dup, a.ln2, kWu, a, ctx, lora);
+  {
+    const Tensor ln2 = shared_adapter_input(a.ln2, {kWg, kWu}, lora, ctx);
+    adapter_backward(s.dln, s.dgate, a.ln2, kWg, a, ctx, lora, ln2);
+    adapter_backward(s.dln, s.dup, a.ln2, kWu, a, ctx, lora, ln2);
+  }
   all_reduce_model(s.dln, ctx);  // column-parallel inputs: sum over model ranks
   const LayerParam pre_mlp = d.sandwich ? kLnPreFfn : kLn2;
   ops.rmsnorm_backward(dx, optional(g[pre_mlp]), s.dln, a.res2, w[pre_mlp], a.rstd2, d.norm_offset);
@@ -374,9 +399,12 @@ void block_backward(Tensor& dx, const Tensor& inp, const BlockWeights& w, BlockG
   linear_backward(&s.dln, g[kWk], g[kBk], dk_proj, gemm_input(dk_proj, s.dk_in, ctx), a.ln1, w[kWk],
                   ctx);
   linear_backward(&s.dln, g[kWv], g[kBv], s.dv, gemm_input(s.dv, s.dv_in, ctx), a.ln1, w[kWv], ctx);
-  adapter_backward(s.dln, dq_proj, a.ln1, kWq, a, ctx, lora);
-  adapter_backward(s.dln, dk_proj, a.ln1, kWk, a, ctx, lora);
-  adapter_backward(s.dln, s.dv, a.ln1, kWv, a, ctx, lora);
+  {
+    const Tensor ln1 = shared_adapter_input(a.ln1, {kWq, kWk, kWv}, lora, ctx);
+    adapter_backward(s.dln, dq_proj, a.ln1, kWq, a, ctx, lora, ln1);
+    adapter_backward(s.dln, dk_proj, a.ln1, kWk, a, ctx, lora, ln1);
+    adapter_backward(s.dln, s.dv, a.ln1, kWv, a, ctx, lora, ln1);
+  }
   all_reduce_model(s.dln, ctx);
   ops.rmsnorm_backward(dx, optional(g[kLn1]), s.dln, inp, w[kLn1], a.rstd1, d.norm_offset);
 }
