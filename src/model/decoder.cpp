@@ -56,6 +56,23 @@ Tensor upload(const Backend& ops, const std::vector<T>& v, DType dtype) {
   return t;
 }
 
+// The bound on gradients in flight with overlap (ParamStream::set_overlap): two layers' whole
+// fp32 gradients (layer l's reduce-scatters run while layer l - 1's backward pass computes and
+// closes its own).
+size_t max_pending_grad_bytes(const model::ModelLayout& layout, const ParamStream& stream,
+                              const ParameterSet& params) {
+  size_t layer_max = 0;
+  for (const auto& idx : layout.layers) {
+    size_t bytes = 0;
+    for (const int k : idx) {
+      if (k == kNoParam) continue;
+      bytes += static_cast<size_t>(shape_numel(stream.used_shape(params, static_cast<size_t>(k)))) *
+               sizeof(float);
+    }
+    layer_max = std::max(layer_max, bytes);
+  }
+  return 2 * layer_max;
+}
 }  // namespace
 
 struct Decoder::State {
@@ -96,7 +113,7 @@ Decoder::Decoder(ModelConfig config, const Mesh& mesh, ParameterSet params, Deco
     params_ = params_.to_device(options_.device);  // uploaded once
   }
   s.stream = ParamStream(mesh, *s.ops, s.layout.kv_rows, s.layout.kv);
-  s.stream.set_overlap(options_.overlap_comm);
+  s.stream.set_overlap(options_.overlap_comm, max_pending_grad_bytes(s.layout, s.stream, params_));
   s.inv_freq = upload(*s.ops, s.layout.inv_freq, DType::kF32);
   if (!s.layout.inv_freq_local.empty()) {
     s.inv_freq_local = upload(*s.ops, s.layout.inv_freq_local, DType::kF32);
@@ -109,7 +126,8 @@ void Decoder::set_options(const DecoderOptions& options) {
               "set_options cannot move a decoder to another device");
   if (options.weight_dtype != options_.weight_dtype) params_.convert(options.weight_dtype);
   options_ = options;
-  state_->stream.set_overlap(options_.overlap_comm);
+  state_->stream.set_overlap(options_.overlap_comm,
+                             max_pending_grad_bytes(state_->layout, state_->stream, params_));
 }
 
 void Decoder::set_adapters(ParameterSet adapters, double scale) {

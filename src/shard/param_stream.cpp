@@ -58,11 +58,11 @@ Tensor ParamStream::take_prefetched(const ParameterSet& params, size_t i) const 
 }
 
 void ParamStream::finish() const {
-  std::vector<PendingCollective> grads = std::move(grads_pending_);
+  std::vector<PendingGrad> grads = std::move(grads_pending_);
   grads_pending_.clear();
   std::vector<Prefetch> unused = std::move(prefetched_);
   prefetched_.clear();
-  for (PendingCollective& g : grads) g.wait();
+  for (PendingGrad& g : grads) g.done.wait();
   for (Prefetch& p : unused) p.done.wait();
 }
 
@@ -88,6 +88,12 @@ Tensor ParamStream::gather(const ParameterSet& params, size_t i, DType dtype) co
   Tensor out = ops_->empty(w.shape(), dtype);
   ops_->copy(out, w);
   return out;
+}
+
+size_t ParamStream::pending_grad_bytes() const {
+  size_t bytes = 0;
+  for (const PendingGrad& g : grads_pending_) bytes += g.bytes;
+  return bytes;
 }
 
 DType ParamStream::unconverted_dtype(const ParameterSet& params, size_t i) const {
@@ -121,9 +127,16 @@ void ParamStream::close_grad(ParameterSet& grads, size_t i, const Tensor& g_used
   if (mesh_->data_size() == 1) {
     ops_->add(shard, g);
   } else if (dd >= 0 && overlap_) {
-    grads_pending_.push_back(mesh_->data().run_async([g, dd, shard](Communicator& comm) mutable {
-      model::reduce_scatter_along_dim(comm, g, dd, shard);
-    }));
+    const size_t bytes = g.nbytes();
+    while (!grads_pending_.empty() && pending_grad_bytes() + bytes > max_pending_bytes_) {
+      grads_pending_.front().done.wait();  // oldest first: the order they were started in
+      grads_pending_.erase(grads_pending_.begin());
+    }
+    grads_pending_.push_back(
+        PendingGrad{mesh_->data().run_async([g, dd, shard](Communicator& comm) mutable {
+                      model::reduce_scatter_along_dim(comm, g, dd, shard);
+                    }),
+                    bytes});
   } else if (dd >= 0) {
     model::reduce_scatter_along_dim(mesh_->data(), g, dd, shard);
   } else {

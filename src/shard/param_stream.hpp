@@ -52,7 +52,18 @@ class ParamStream {
   // reduce-scattered over data (a data-sharded dim) or all-reduced (replicated over data).
   void close_grad(ParameterSet& grads, size_t i, const Tensor& g) const;
 
-  void set_overlap(bool on) { overlap_ = on; }
+  // Overlap on or off. `max_pending_bytes` bounds the gradients whose reduce-scatters are in
+  // flight, each holding its whole fp32 gradient until the collective ends: close_grad first
+  // waits for the oldest ones while starting another would pass the bound (one gradient alone
+  // may pass it). Without a bound, a link slower than the backward pass would keep every
+  // layer's whole gradient alive (the model's unsharded fp32 gradient, what FSDP avoids).
+  void set_overlap(bool on, size_t max_pending_bytes = kDefaultMaxPendingBytes) {
+    overlap_ = on;
+    max_pending_bytes_ = max_pending_bytes;
+  }
+  static constexpr size_t kDefaultMaxPendingBytes = size_t{512} << 20;
+  // Bytes of the gradients whose reduce-scatters are in flight (started, not yet waited for).
+  size_t pending_grad_bytes() const;
   // With overlap, starts gathering parameter i over data in the background; the next
   // gather(params, i, ...) waits for it instead of gathering. Nothing to do without a gather.
   void prefetch(const ParameterSet& params, size_t i) const;
@@ -82,7 +93,12 @@ class ParamStream {
   // Background work in flight: the layers' interface is const (a gather reads the parameters),
   // what it has started is not part of the stream's value.
   mutable std::vector<Prefetch> prefetched_;
-  mutable std::vector<PendingCollective> grads_pending_;
+  struct PendingGrad {
+    PendingCollective done;
+    size_t bytes = 0;
+  };
+  size_t max_pending_bytes_ = kDefaultMaxPendingBytes;
+  mutable std::vector<PendingGrad> grads_pending_;
 };
 
 }  // namespace magix
