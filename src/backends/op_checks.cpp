@@ -3,6 +3,7 @@
 // optional arguments and its scalars, then calls the backend's kernel (Backend::do_<op>). A
 // backend's kernel adds only the limits of its own hardware or library.
 #include <initializer_list>
+#include <string>
 #include <utility>
 
 #include "backends/backend.hpp"
@@ -90,9 +91,13 @@ class OpCheck {
   void vocab(const Mat& logits) const {
     MAGIX_CHECK(logits.cols > 0, "{}: bad sizes N={} V={}", op_, logits.rows, logits.cols);
   }
-  [[noreturn]] void no_kernel(const Tensor& a, const Tensor& b) const {
-    MAGIX_FAIL("{}: the {} backend has no kernel for {} x {}", op_, device_name(device_),
-               dtype_name(a.dtype()), dtype_name(b.dtype()));
+  // A dtype combination the op does not list: its tensors' dtypes.
+  [[noreturn]] void no_kernel(NamedList tensors) const {
+    std::string dtypes;
+    for (const auto& [what, t] : tensors) {
+      dtypes += fmt::format("{}{} {}", dtypes.empty() ? "" : ", ", what, dtype_name(t->dtype()));
+    }
+    MAGIX_FAIL("{}: no kernel for {}", op_, dtypes);
   }
   const char* op() const { return op_; }
 
@@ -199,7 +204,7 @@ void Backend::matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weigh
   const bool f32 = all_of({&inp, &weight, &out}, DType::kF32);
   const bool bf16 =
       all_of({&inp, &weight}, DType::kBF16) && (is(out, DType::kF32) || is(out, DType::kBF16));
-  if (!f32 && !bf16) c.no_kernel(inp, weight);
+  if (!f32 && !bf16) c.no_kernel({{"inp", &inp}, {"weight", &weight}, {"out", &out}});
   do_matmul_forward(out, inp, weight, bias);
 }
 
@@ -217,7 +222,7 @@ void Backend::matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, cons
   c.f32_or_null("dbias", dbias, OC);
   if (!all_of({&dout, &inp, &weight}, DType::kF32) &&
       !all_of({&dout, &inp, &weight}, DType::kBF16)) {
-    c.no_kernel(dout, weight);
+    c.no_kernel({{"dout", &dout}, {"inp", &inp}, {"weight", &weight}});
   }
   do_matmul_backward(dinp, dweight, dbias, dout, inp, weight);
 }
@@ -336,7 +341,7 @@ void Backend::attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const
   c.numel("lse", lse, hq.B * hq.H * hq.T);
   c.mask(mask, hq.B, hq.T);
   if (!all_of({&q, &k, &v, &out}, DType::kF32) && !all_of({&q, &k, &v, &out}, DType::kBF16)) {
-    c.no_kernel(q, k);
+    c.no_kernel({{"q", &q}, {"k", &k}, {"v", &v}, {"out", &out}});
   }
   do_attention_forward(out, lse, q, k, v, scale, mask);
 }
@@ -370,7 +375,16 @@ void Backend::attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tenso
   const bool f32 = all_of({&dq, &dk, &dv, &dout, &out, &q, &k, &v}, DType::kF32);
   const bool mixed =
       all_of({&dout, &out, &q, &k, &v}, DType::kBF16) && all_of({&dq, &dk, &dv}, DType::kF32);
-  if (!f32 && !mixed) c.no_kernel(q, dout);
+  if (!f32 && !mixed) {
+    c.no_kernel({{"dq", &dq},
+                 {"dk", &dk},
+                 {"dv", &dv},
+                 {"dout", &dout},
+                 {"out", &out},
+                 {"q", &q},
+                 {"k", &k},
+                 {"v", &v}});
+  }
   do_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, scale, mask);
 }
 
@@ -416,7 +430,8 @@ void Backend::softcap_backward(Tensor& dx, const Tensor& y, float cap) const {
   c.on("y", y);
   MAGIX_CHECK(cap > 0, "softcap_backward: cap must be positive, got {}", cap);
   c.numel("y", y, dx.numel());
-  if (!all_of({&dx, &y}, DType::kF32) && !all_of({&dx, &y}, DType::kBF16)) c.no_kernel(dx, y);
+  if (!all_of({&dx, &y}, DType::kF32) && !all_of({&dx, &y}, DType::kBF16))
+    c.no_kernel({{"dx", &dx}, {"y", &y}});
   do_softcap_backward(dx, y, cap);
 }
 
@@ -430,7 +445,7 @@ void Backend::glu_forward(Tensor& out, const Tensor& gate, const Tensor& up, Act
   c.numel("up", up, gate.numel());
   c.numel("out", out, gate.numel());
   if (!all_of({&gate, &up, &out}, DType::kF32) && !all_of({&gate, &up, &out}, DType::kBF16)) {
-    c.no_kernel(gate, out);
+    c.no_kernel({{"gate", &gate}, {"up", &up}, {"out", &out}});
   }
   do_glu_forward(out, gate, up, act);
 }
@@ -446,7 +461,7 @@ void Backend::glu_backward(Tensor& dgate, Tensor& dup, const Tensor& dout, const
   }
   if (!all_of({&dgate, &dup, &gate, &up}, DType::kF32) &&
       !all_of({&dgate, &dup, &gate, &up}, DType::kBF16)) {
-    c.no_kernel(gate, dgate);
+    c.no_kernel({{"dgate", &dgate}, {"dup", &dup}, {"gate", &gate}, {"up", &up}});
   }
   do_glu_backward(dgate, dup, dout, gate, up, act);
 }
