@@ -78,7 +78,7 @@ class OpCheck {
   void head_counts(int64_t Hq, int64_t Hkv, int64_t D) const {
     MAGIX_CHECK(Hq > 0 && Hkv > 0 && Hq % Hkv == 0,
                 "{}: {} query heads is not a multiple of {} kv heads", op_, Hq, Hkv);
-    MAGIX_CHECK(D > 0, "{}: head dim {}", op_, D);
+    MAGIX_CHECK(D > 0, "{}: head dim {} is not positive", op_, D);
   }
   void mask(const AttentionMask& m, int64_t B, int64_t T) const {
     for (const auto& [what, t] : NamedList{{"key_valid", m.key_valid}, {"segment", m.segment}}) {

@@ -4,11 +4,8 @@
 // over sequences and the vocabulary are in cuda_backend_sequence.cpp.
 #include "backends/cuda/cuda_backend.hpp"
 
-#include <array>
 #include <atomic>
 #include <cmath>
-#include <cstring>
-#include <initializer_list>
 
 #include "backends/cpu/cpu_backend.hpp"
 #include "backends/cuda/backend_internal.hpp"
