@@ -5,7 +5,8 @@
 //
 // Conventions (as the CPU kernels, docs/kernels.md):
 // - Tensors are row-major and contiguous; a matrix argument is read as (numel / last dim, last
-//   dim), so callers may pass (B, T, C) or (N, C) alike. Shapes are checked on entry.
+//   dim), so callers may pass (B, T, C) or (N, C) alike. Shapes are checked on entry, by the op
+//   itself for every backend (see the private kernels at the end of Backend).
 // - What an op does is chosen by its tensors' dtypes (F32 or BF16; integer arrays I32): a matmul
 //   of BF16 inputs runs a bf16 GEMM with fp32 accumulation, of F32 inputs an fp32 GEMM. A dtype
 //   combination an op does not list is an error naming the op.
@@ -55,142 +56,206 @@ class Backend {
   virtual std::string describe() const = 0;
 
   // ---- memory --------------------------------------------------------------------------------
-  virtual Tensor zeros(const Shape& shape, DType dtype) const = 0;
+  Tensor zeros(const Shape& shape, DType dtype) const;
   // Contents unspecified (every element is written before it is read).
-  virtual Tensor empty(const Shape& shape, DType dtype) const = 0;
-  virtual void fill_zero(Tensor& t) const = 0;
+  Tensor empty(const Shape& shape, DType dtype) const;
+  void fill_zero(Tensor& t) const;
   // dst = src (same number of elements), converted to dst's dtype: F32 <-> BF16 (BF16 rounds to
   // nearest even, widening is exact) or the same dtype; either may live on the host.
-  virtual void copy(Tensor& dst, const Tensor& src) const = 0;
+  void copy(Tensor& dst, const Tensor& src) const;
   // dst (F32) += src (F32), same number of elements.
-  virtual void add(Tensor& dst, const Tensor& src) const = 0;
+  void add(Tensor& dst, const Tensor& src) const;
   // x (F32) *= s, element by element (one fp32 multiplication each).
-  virtual void scale(Tensor& x, float s) const = 0;
+  void scale(Tensor& x, float s) const;
   // Dropout with a counter-based mask (LoRA's adapter input): out (N, C) F32 = inp (N, C; F32 or
   // BF16) · keep / (1 - p), where element (n, j) is kept iff
   //   splitmix64(key ^ splitmix64((row0 + n) · cols + col0 + j)) >> 40  >=  round(p · 2^24),
   // a pure function of the element's global index (every rank draws its own box; applying it
   // again with the same arguments applies the same mask, as the backward pass needs). out may
   // alias inp when both are F32. 0 <= p < 1.
-  virtual void dropout(Tensor& out, const Tensor& inp, uint64_t key, int64_t row0, int64_t col0,
-                       int64_t cols, float p) const = 0;
+  void dropout(Tensor& out, const Tensor& inp, uint64_t key, int64_t row0, int64_t col0,
+               int64_t cols, float p) const;
 
   // ---- linear layers (torch layout: weight (OC, C)) ------------------------------------------
   // out (N, OC) = inp (N, C) · weightᵀ + bias (OC, F32; may be null). inp and weight both F32
   // (fp32 GEMM) or both BF16 (bf16 GEMM, fp32 accumulation); out F32, or BF16 for BF16 inputs
   // (rounded once, after the bias).
-  virtual void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight,
-                              const Tensor* bias) const = 0;
+  void matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight,
+                      const Tensor* bias) const;
   // dinp (N, C, F32) += dout · weight; dweight (OC, C, F32) += doutᵀ · inp; dbias (OC, F32) +=
   // column sums of dout. dout, inp, weight all F32 or all BF16. Any output may be null.
-  virtual void matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, const Tensor& dout,
-                               const Tensor& inp, const Tensor& weight) const = 0;
+  void matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, const Tensor& dout,
+                       const Tensor& inp, const Tensor& weight) const;
   // matmul_forward for a few rows (a decode step): reads each weight row once. inp F32; weight
   // F32 or BF16 (widened as it is read); out F32. Backends may run more rows as a GEMM (the CPU
   // backend above 8 rows, with a BF16 weight on the rows rounded to bf16).
-  virtual void matmul_decode(Tensor& out, const Tensor& inp, const Tensor& weight,
-                             const Tensor* bias) const = 0;
+  void matmul_decode(Tensor& out, const Tensor& inp, const Tensor& weight,
+                     const Tensor* bias) const;
 
   // ---- residual stream -----------------------------------------------------------------------
   // out (N, C) = residual + y + bias (C; may be null); F32. out may alias residual or y.
-  virtual void residual_forward(Tensor& out, const Tensor& residual, const Tensor& y,
-                                const Tensor* bias) const = 0;
+  void residual_forward(Tensor& out, const Tensor& residual, const Tensor& y,
+                        const Tensor* bias) const;
   // dbias (C, F32) += column sums of dout (N, C, F32).
-  virtual void bias_backward(Tensor& dbias, const Tensor& dout) const = 0;
+  void bias_backward(Tensor& dbias, const Tensor& dout) const;
 
   // ---- RMSNorm: out = x / sqrt(mean(x²) + eps) · (weight + offset) ---------------------------
   // inp (N, C) F32, weight (C) F32, rstd (N) F32 saved; out F32 or BF16.
-  virtual void rmsnorm_forward(Tensor& out, Tensor& rstd, const Tensor& inp, const Tensor& weight,
-                               float eps, float offset) const = 0;
+  void rmsnorm_forward(Tensor& out, Tensor& rstd, const Tensor& inp, const Tensor& weight,
+                       float eps, float offset) const;
   // dinp (N, C) += ...; dweight (C) += ... (may be null); all F32.
-  virtual void rmsnorm_backward(Tensor& dinp, Tensor* dweight, const Tensor& dout,
-                                const Tensor& inp, const Tensor& weight, const Tensor& rstd,
-                                float offset) const = 0;
+  void rmsnorm_backward(Tensor& dinp, Tensor* dweight, const Tensor& dout, const Tensor& inp,
+                        const Tensor& weight, const Tensor& rstd, float offset) const;
 
   // ---- rotary position embedding (rotate_half pairing, angles pos · inv_freq in fp32) --------
   // table (N, D) F32: cos of the N positions' angles in [0, D/2), sin in [D/2, D); pos (N) I32;
   // inv_freq (D/2) F32. Computed once per batch, shared by every layer's q and k.
-  virtual void rope_table(Tensor& table, const Tensor& pos, const Tensor& inv_freq) const = 0;
+  void rope_table(Tensor& table, const Tensor& pos, const Tensor& inv_freq) const;
   // x (N, H, D) F32 or BF16 (rotated in fp32, rounded once) in place by the table's angles;
   // backward (F32): the inverse rotation.
-  virtual void rope_forward(Tensor& x, const Tensor& table) const = 0;
-  virtual void rope_backward(Tensor& dx, const Tensor& table) const = 0;
+  void rope_forward(Tensor& x, const Tensor& table) const;
+  void rope_backward(Tensor& dx, const Tensor& table) const;
 
   // ---- causal attention with grouped KV heads ------------------------------------------------
   // q, out (B, T, Hq, D); k, v (B, T, Hkv, D); lse (B, Hq, T) F32. Query head h uses KV head
   // h / (Hq / Hkv); scale multiplies q·k; softmax in fp32. q, k, v, out all F32, or all BF16
   // (bf16 GEMMs with fp32 accumulation, probabilities rounded to bf16 for P·V, out rounded once).
-  virtual void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k,
-                                 const Tensor& v, float scale, const AttentionMask& mask) const = 0;
+  void attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k,
+                         const Tensor& v, float scale, const AttentionMask& mask) const;
   // dq, dk, dv += ... (shapes of q, k, v). All F32, or dout, out, q, k, v BF16 with dq, dk, dv
   // F32 (dP, dS in fp32; P and dS rounded to bf16 as GEMM inputs).
-  virtual void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout,
-                                  const Tensor& out, const Tensor& lse, const Tensor& q,
-                                  const Tensor& k, const Tensor& v, float scale,
-                                  const AttentionMask& mask) const = 0;
+  void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& out,
+                          const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                          float scale, const AttentionMask& mask) const;
   // One new query per row at cache slot `slot`: q, out (B, Hq, D) F32; k_cache, v_cache
   // (B, S, Hkv, D) F32 or BF16 (both); valid (B, S) I32. The query sees slot j iff j <= slot,
   // valid[b, j] != 0 and (window <= 0 or slot - j < window): the training mask with slots as
   // positions. softcap > 0 caps the scores as AttentionMask::softcap does.
-  virtual void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache,
-                                const Tensor& v_cache, const Tensor& valid, int64_t slot,
-                                float scale, int64_t window, float softcap) const = 0;
+  void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                        const Tensor& valid, int64_t slot, float scale, int64_t window,
+                        float softcap) const;
 
   // ---- logit soft-capping (Gemma 2's final_logit_softcapping): y = cap · tanh(x / cap) -------
   // x (N, V) F32 or BF16 in place (fp32 arithmetic, rounded once); cap > 0.
-  virtual void softcap_forward(Tensor& x, float cap) const = 0;
+  void softcap_forward(Tensor& x, float cap) const;
   // dx *= 1 - (y / cap)² in place, y the capped output; dx and y F32 or BF16 (the same shape).
-  virtual void softcap_backward(Tensor& dx, const Tensor& y, float cap) const = 0;
+  void softcap_backward(Tensor& dx, const Tensor& y, float cap) const;
 
   // ---- gated MLP: out = act(gate) · up -------------------------------------------------------
   // gate, up F32 or BF16 (the same); out F32 or BF16.
-  virtual void glu_forward(Tensor& out, const Tensor& gate, const Tensor& up,
-                           Activation act) const = 0;
+  void glu_forward(Tensor& out, const Tensor& gate, const Tensor& up, Activation act) const;
   // dgate = dout · up · act'(gate), dup = dout · act(gate) (written); dout F32; dgate, dup F32 or
   // BF16 (the same).
-  virtual void glu_backward(Tensor& dgate, Tensor& dup, const Tensor& dout, const Tensor& gate,
-                            const Tensor& up, Activation act) const = 0;
+  void glu_backward(Tensor& dgate, Tensor& dup, const Tensor& dout, const Tensor& gate,
+                    const Tensor& up, Activation act) const;
 
   // ---- token embedding over a vocab shard: rows [row_start, row_start + rows) ----------------
   // out (N, C) F32 = scale · table[ids[n] - row_start], 0 for ids outside the shard; ids (N) I32.
-  virtual void embedding_forward(Tensor& out, const Tensor& ids, const Tensor& table,
-                                 int64_t row_start, float scale) const = 0;
+  void embedding_forward(Tensor& out, const Tensor& ids, const Tensor& table, int64_t row_start,
+                         float scale) const;
   // dtable (rows, C) += scale · dout[n] for ids inside the shard.
-  virtual void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& ids,
-                                  int64_t row_start, float scale) const = 0;
+  void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& ids, int64_t row_start,
+                          float scale) const;
 
   // ---- softmax cross-entropy over a vocab shard (entries [v0, v0 + V)), in stages ------------
   // logits (N, V) F32, or BF16 (the head's output in bf16 mixed precision; exp then evaluated
   // with a vectorised approximation); targets (N) I32 (< 0: ignored); row_max, sumexp,
   // target_logit, losses (N) F32. With the vocab split over ranks the caller all-reduces row_max
   // (max) after the first stage and sumexp, target_logit (sum) after the second.
-  virtual void cross_entropy_max(Tensor& row_max, const Tensor& logits) const = 0;
-  virtual void cross_entropy_sumexp(Tensor& sumexp, Tensor& target_logit, const Tensor& logits,
-                                    const Tensor& row_max, const Tensor& targets,
-                                    int64_t v0) const = 0;
-  virtual void cross_entropy_loss(Tensor& losses, const Tensor& row_max, const Tensor& sumexp,
-                                  const Tensor& target_logit, const Tensor& targets) const = 0;
+  void cross_entropy_max(Tensor& row_max, const Tensor& logits) const;
+  void cross_entropy_sumexp(Tensor& sumexp, Tensor& target_logit, const Tensor& logits,
+                            const Tensor& row_max, const Tensor& targets, int64_t v0) const;
+  void cross_entropy_loss(Tensor& losses, const Tensor& row_max, const Tensor& sumexp,
+                          const Tensor& target_logit, const Tensor& targets) const;
   // dlogits (N, V, the dtype of logits) = dloss · (softmax - onehot(target)), written; may alias
   // logits.
-  virtual void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& row_max,
-                                      const Tensor& sumexp, const Tensor& targets, float dloss,
-                                      int64_t v0) const = 0;
+  void cross_entropy_backward(Tensor& dlogits, const Tensor& logits, const Tensor& row_max,
+                              const Tensor& sumexp, const Tensor& targets, float dloss,
+                              int64_t v0) const;
 
   // ---- optimizer -----------------------------------------------------------------------------
   // One AdamW update in fp32: w F32 or BF16 (widened, updated, rounded back), g, m, v F32.
-  virtual void adamw_update(Tensor& w, const Tensor& g, Tensor& m, Tensor& v,
-                            const AdamWScalars& k) const = 0;
+  void adamw_update(Tensor& w, const Tensor& g, Tensor& m, Tensor& v, const AdamWScalars& k) const;
   // Sum of squares of g (F32), accumulated in double in a fixed order (thread-count independent).
-  virtual double sum_of_squares(const Tensor& g) const = 0;
+  double sum_of_squares(const Tensor& g) const;
 
   // ---- LoRA ----------------------------------------------------------------------------------
   // w (O, I) F32 = base + scale · b (O, r) · a (r, I), or w += scale · b · a when base is null;
   // base F32 or BF16.
-  virtual void lora_merge(Tensor& w, const Tensor& a, const Tensor& b, float scale,
-                          const Tensor* base) const = 0;
+  void lora_merge(Tensor& w, const Tensor& a, const Tensor& b, float scale,
+                  const Tensor* base) const;
   // From a dense gradient dw (O, I): da (r, I) += scale · bᵀ · dw, db (O, r) = scale · dw · aᵀ.
-  virtual void lora_project(Tensor& da, Tensor& db, const Tensor& dw, const Tensor& a,
-                            const Tensor& b, float scale) const = 0;
+  void lora_project(Tensor& da, Tensor& db, const Tensor& dw, const Tensor& a, const Tensor& b,
+                    float scale) const;
+
+ private:
+  // The kernels: a backend's part of each op above, `do_` and the op's name, with its
+  // arguments. The op (src/backends/op_checks.cpp) checks them once for every backend before it
+  // calls the kernel: each tensor defined and on this backend's device (copy: or the host), the
+  // dtypes and dtype combination the op lists above, the shapes, which pointers may be null and
+  // the scalars' ranges. A kernel checks only what its backend alone cannot run (e.g. the CUDA
+  // attention's head dim <= 256).
+  virtual Tensor do_zeros(const Shape& shape, DType dtype) const = 0;
+  virtual Tensor do_empty(const Shape& shape, DType dtype) const = 0;
+  virtual void do_fill_zero(Tensor& t) const = 0;
+  virtual void do_copy(Tensor& dst, const Tensor& src) const = 0;
+  virtual void do_add(Tensor& dst, const Tensor& src) const = 0;
+  virtual void do_scale(Tensor& x, float s) const = 0;
+  virtual void do_dropout(Tensor& out, const Tensor& inp, uint64_t key, int64_t row0, int64_t col0,
+                          int64_t cols, float p) const = 0;
+  virtual void do_matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight,
+                                 const Tensor* bias) const = 0;
+  virtual void do_matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, const Tensor& dout,
+                                  const Tensor& inp, const Tensor& weight) const = 0;
+  virtual void do_matmul_decode(Tensor& out, const Tensor& inp, const Tensor& weight,
+                                const Tensor* bias) const = 0;
+  virtual void do_residual_forward(Tensor& out, const Tensor& residual, const Tensor& y,
+                                   const Tensor* bias) const = 0;
+  virtual void do_bias_backward(Tensor& dbias, const Tensor& dout) const = 0;
+  virtual void do_rmsnorm_forward(Tensor& out, Tensor& rstd, const Tensor& inp,
+                                  const Tensor& weight, float eps, float offset) const = 0;
+  virtual void do_rmsnorm_backward(Tensor& dinp, Tensor* dweight, const Tensor& dout,
+                                   const Tensor& inp, const Tensor& weight, const Tensor& rstd,
+                                   float offset) const = 0;
+  virtual void do_rope_table(Tensor& table, const Tensor& pos, const Tensor& inv_freq) const = 0;
+  virtual void do_rope_forward(Tensor& x, const Tensor& table) const = 0;
+  virtual void do_rope_backward(Tensor& dx, const Tensor& table) const = 0;
+  virtual void do_attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k,
+                                    const Tensor& v, float scale,
+                                    const AttentionMask& mask) const = 0;
+  virtual void do_attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout,
+                                     const Tensor& out, const Tensor& lse, const Tensor& q,
+                                     const Tensor& k, const Tensor& v, float scale,
+                                     const AttentionMask& mask) const = 0;
+  virtual void do_attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache,
+                                   const Tensor& v_cache, const Tensor& valid, int64_t slot,
+                                   float scale, int64_t window, float softcap) const = 0;
+  virtual void do_softcap_forward(Tensor& x, float cap) const = 0;
+  virtual void do_softcap_backward(Tensor& dx, const Tensor& y, float cap) const = 0;
+  virtual void do_glu_forward(Tensor& out, const Tensor& gate, const Tensor& up,
+                              Activation act) const = 0;
+  virtual void do_glu_backward(Tensor& dgate, Tensor& dup, const Tensor& dout, const Tensor& gate,
+                               const Tensor& up, Activation act) const = 0;
+  virtual void do_embedding_forward(Tensor& out, const Tensor& ids, const Tensor& table,
+                                    int64_t row_start, float scale) const = 0;
+  virtual void do_embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& ids,
+                                     int64_t row_start, float scale) const = 0;
+  virtual void do_cross_entropy_max(Tensor& row_max, const Tensor& logits) const = 0;
+  virtual void do_cross_entropy_sumexp(Tensor& sumexp, Tensor& target_logit, const Tensor& logits,
+                                       const Tensor& row_max, const Tensor& targets,
+                                       int64_t v0) const = 0;
+  virtual void do_cross_entropy_loss(Tensor& losses, const Tensor& row_max, const Tensor& sumexp,
+                                     const Tensor& target_logit, const Tensor& targets) const = 0;
+  virtual void do_cross_entropy_backward(Tensor& dlogits, const Tensor& logits,
+                                         const Tensor& row_max, const Tensor& sumexp,
+                                         const Tensor& targets, float dloss, int64_t v0) const = 0;
+  virtual void do_adamw_update(Tensor& w, const Tensor& g, Tensor& m, Tensor& v,
+                               const AdamWScalars& k) const = 0;
+  virtual double do_sum_of_squares(const Tensor& g) const = 0;
+  virtual void do_lora_merge(Tensor& w, const Tensor& a, const Tensor& b, float scale,
+                             const Tensor* base) const = 0;
+  virtual void do_lora_project(Tensor& da, Tensor& db, const Tensor& dw, const Tensor& a,
+                               const Tensor& b, float scale) const = 0;
 };
 
 // The backend of a device (throws magix::Error when this build has none for it:

@@ -1,14 +1,11 @@
 // The CUDA backend: the op table (backends/backend.hpp) over the kernels of this folder
-// (kernels.hpp) and cuBLASLt (gemm.hpp). Each op checks its tensors (device, dtype, shape) as the
-// CPU backend does, then enqueues its kernels on the backend's stream. The ops over sequences and
-// the vocabulary are in cuda_backend_sequence.cpp.
+// (kernels.hpp) and cuBLASLt (gemm.hpp). Each op's arguments are checked by Backend
+// (backends/op_checks.cpp) before its kernel here enqueues work on the backend's stream. The ops
+// over sequences and the vocabulary are in cuda_backend_sequence.cpp.
 #include "backends/cuda/cuda_backend.hpp"
 
-#include <array>
 #include <atomic>
 #include <cmath>
-#include <cstring>
-#include <initializer_list>
 
 #include "backends/cpu/cpu_backend.hpp"
 #include "backends/cuda/backend_internal.hpp"
@@ -18,7 +15,7 @@
 
 namespace magix::cuda {
 
-using namespace checks;  // the op checks of backend_internal.hpp
+using namespace access;  // the tensor accessors of backend_internal.hpp
 
 namespace {
 // The GPU the process's backend was created on (-1: not created yet).
@@ -73,31 +70,23 @@ void CudaBackend::synchronize() const {
   MAGIX_CUDA_CHECK(cudaStreamSynchronize(s_->stream));
 }
 
-Tensor CudaBackend::empty(const Shape& shape, DType dtype) const {
+Tensor CudaBackend::do_empty(const Shape& shape, DType dtype) const {
   const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
   return Tensor::from_storage(shape, dtype, Device::kCuda, s_->allocator->allocate(bytes));
 }
 
-Tensor CudaBackend::zeros(const Shape& shape, DType dtype) const {
+Tensor CudaBackend::do_zeros(const Shape& shape, DType dtype) const {
   Tensor t = empty(shape, dtype);
   fill_zero(t);
   return t;
 }
 
-void CudaBackend::fill_zero(Tensor& t) const {
-  check_cuda("fill_zero", t);
+void CudaBackend::do_fill_zero(Tensor& t) const {
   if (t.nbytes() > 0) MAGIX_CUDA_CHECK(cudaMemsetAsync(t.bytes(), 0, t.nbytes(), s_->stream));
 }
 
-void CudaBackend::copy(Tensor& dst, const Tensor& src) const {
-  const char* op = "copy";
-  MAGIX_CHECK(dst.defined() && src.defined(), "{}: an undefined tensor", op);
-  check_numel(op, "src", src, dst.numel());
+void CudaBackend::do_copy(Tensor& dst, const Tensor& src) const {
   const bool dst_dev = dst.device() == Device::kCuda, src_dev = src.device() == Device::kCuda;
-  MAGIX_CHECK(
-      (dst_dev || dst.device() == Device::kCpu) && (src_dev || src.device() == Device::kCpu),
-      "{}: the cuda backend copies between cuda and cpu tensors, not {} -> {}", op,
-      device_name(src.device()), device_name(dst.device()));
   if (!dst_dev && !src_dev) {
     cpu::cpu_backend().copy(dst, src);
     return;
@@ -114,10 +103,7 @@ void CudaBackend::copy(Tensor& dst, const Tensor& src) const {
     if (!dst_dev || !src_dev) MAGIX_CUDA_CHECK(cudaStreamSynchronize(st));
     return;
   }
-  const bool to_bf16 = dst.dtype() == DType::kBF16 && src.dtype() == DType::kF32;
-  const bool to_f32 = dst.dtype() == DType::kF32 && src.dtype() == DType::kBF16;
-  MAGIX_CHECK(to_bf16 || to_f32, "{}: no conversion from {} to {} ({} elements)", op,
-              dtype_name(src.dtype()), dtype_name(dst.dtype()), n);
+  const bool to_bf16 = is(dst, DType::kBF16);  // else BF16 to F32 (the op's check)
   if (n == 0) return;
   // Converted on the device: the host side is first uploaded, or the result downloaded.
   Tensor s_dev = src, d_dev = dst;
@@ -132,7 +118,7 @@ void CudaBackend::copy(Tensor& dst, const Tensor& src) const {
   } else {
     convert_bf16_to_f32(f32(d_dev), s_dev.data<uint16_t>(), n, st);
   }
-  MAGIX_CUDA_CHECK_LAUNCH(op);
+  MAGIX_CUDA_CHECK_LAUNCH("copy");
   if (!dst_dev) {
     MAGIX_CUDA_CHECK(
         cudaMemcpyAsync(dst.bytes(), d_dev.bytes(), dst.nbytes(), cudaMemcpyDeviceToHost, st));
@@ -142,52 +128,29 @@ void CudaBackend::copy(Tensor& dst, const Tensor& src) const {
   }
 }
 
-void CudaBackend::add(Tensor& dst, const Tensor& src) const {
-  check_dtype("add", "dst", dst, DType::kF32);
-  check_dtype("add", "src", src, DType::kF32);
-  check_numel("add", "src", src, dst.numel());
+void CudaBackend::do_add(Tensor& dst, const Tensor& src) const {
   add_f32(f32(dst), f32(src), dst.numel(), s_->stream);
   MAGIX_CUDA_CHECK_LAUNCH("add");
 }
 
-void CudaBackend::scale(Tensor& x, float s) const {
-  check_dtype("scale", "x", x, DType::kF32);
+void CudaBackend::do_scale(Tensor& x, float s) const {
   scale_f32(f32(x), s, x.numel(), s_->stream);
   MAGIX_CUDA_CHECK_LAUNCH("scale");
 }
 
-void CudaBackend::dropout(Tensor& out, const Tensor& inp, uint64_t key, int64_t row0, int64_t col0,
-                          int64_t cols, float p) const {
-  const char* op = "dropout";
-  check_dtype(op, "out", out, DType::kF32);
-  const bool bf16 = float_kind(op, "inp", inp);
-  check_numel(op, "out", out, inp.numel());
-  MAGIX_CHECK(p >= 0 && p < 1, "{}: p must be in [0, 1), got {}", op, p);
+void CudaBackend::do_dropout(Tensor& out, const Tensor& inp, uint64_t key, int64_t row0,
+                             int64_t col0, int64_t cols, float p) const {
   const Mat x = mat(inp);
-  MAGIX_CHECK(row0 >= 0 && col0 >= 0 && col0 + x.cols <= cols,
-              "{}: columns [{}, {}) outside the {} global columns", op, col0, col0 + x.cols, cols);
   const auto threshold = static_cast<uint64_t>(std::llround(double(p) * 16777216.0));
   const float keep_scale = 1.0f / (1.0f - p);
-  cuda::dropout(f32(out), raw(inp), bf16, x.rows, x.cols, key, row0, col0, cols, threshold,
-                keep_scale, s_->stream);
-  MAGIX_CUDA_CHECK_LAUNCH(op);
+  cuda::dropout(f32(out), raw(inp), is(inp, DType::kBF16), x.rows, x.cols, key, row0, col0, cols,
+                threshold, keep_scale, s_->stream);
+  MAGIX_CUDA_CHECK_LAUNCH("dropout");
 }
 
-void CudaBackend::matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight,
-                                 const Tensor* bias) const {
-  const char* op = "matmul_forward";
-  check_cuda(op, out);
-  check_cuda(op, inp);
-  check_cuda(op, weight);
+void CudaBackend::do_matmul_forward(Tensor& out, const Tensor& inp, const Tensor& weight,
+                                    const Tensor* bias) const {
   const Mat x = mat(inp), w = mat(weight);
-  MAGIX_CHECK(weight.ndim() == 2 && x.cols == w.cols,
-              "{}: inp {} and weight {} do not chain (weight is (OC, C))", op,
-              shape_str(inp.shape()), shape_str(weight.shape()));
-  check_numel(op, "out", out, x.rows * w.rows);
-  if (bias) {
-    check_dtype(op, "bias", *bias, DType::kF32);
-    check_numel(op, "bias", *bias, w.rows);
-  }
   GemmCall g;
   g.tb = true;
   g.M = x.rows, g.N = w.rows, g.K = x.cols;
@@ -195,49 +158,17 @@ void CudaBackend::matmul_forward(Tensor& out, const Tensor& inp, const Tensor& w
   g.B = raw(weight), g.ldb = x.cols;
   g.C = raw(out), g.ldc = w.rows;
   g.bias = f32_or_null(bias);
-  if (is(inp, DType::kF32) && is(weight, DType::kF32) && is(out, DType::kF32)) {
-    g.ab = g.c = GemmType::kF32;
-  } else if (is(inp, DType::kBF16) && is(weight, DType::kBF16) &&
-             (is(out, DType::kF32) || is(out, DType::kBF16))) {
-    g.ab = GemmType::kBF16;
-    g.c = is(out, DType::kF32) ? GemmType::kF32 : GemmType::kBF16;
-  } else {
-    unsupported(op, inp, weight);
-  }
+  // F32 x F32 -> F32, or BF16 x BF16 -> F32 or BF16.
+  g.ab = is(inp, DType::kBF16) ? GemmType::kBF16 : GemmType::kF32;
+  g.c = is(out, DType::kBF16) ? GemmType::kBF16 : GemmType::kF32;
   s_->gemm->run(g);
 }
 
-void CudaBackend::matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, const Tensor& dout,
-                                  const Tensor& inp, const Tensor& weight) const {
-  const char* op = "matmul_backward";
-  check_cuda(op, dout);
-  check_cuda(op, inp);
-  check_cuda(op, weight);
+void CudaBackend::do_matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias,
+                                     const Tensor& dout, const Tensor& inp,
+                                     const Tensor& weight) const {
   const Mat x = mat(inp), w = mat(weight);
-  MAGIX_CHECK(weight.ndim() == 2 && x.cols == w.cols,
-              "{}: inp {} and weight {} do not chain (weight is (OC, C))", op,
-              shape_str(inp.shape()), shape_str(weight.shape()));
-  check_numel(op, "dout", dout, x.rows * w.rows);
-  if (dinp) {
-    check_dtype(op, "dinp", *dinp, DType::kF32);
-    check_numel(op, "dinp", *dinp, inp.numel());
-  }
-  if (dweight) {
-    check_dtype(op, "dweight", *dweight, DType::kF32);
-    check_numel(op, "dweight", *dweight, weight.numel());
-  }
-  if (dbias) {
-    check_dtype(op, "dbias", *dbias, DType::kF32);
-    check_numel(op, "dbias", *dbias, w.rows);
-  }
-  GemmType ab;
-  if (is(dout, DType::kF32) && is(inp, DType::kF32) && is(weight, DType::kF32)) {
-    ab = GemmType::kF32;
-  } else if (is(dout, DType::kBF16) && is(inp, DType::kBF16) && is(weight, DType::kBF16)) {
-    ab = GemmType::kBF16;
-  } else {
-    unsupported(op, dout, inp);
-  }
+  const GemmType ab = is(dout, DType::kBF16) ? GemmType::kBF16 : GemmType::kF32;
   const int64_t N = x.rows, C = x.cols, OC = w.rows;
   if (dinp) {  // dinp (N, C) += dout (N, OC) · weight (OC, C)
     s_->gemm->run({false, false, N, C, OC, 1.0f, raw(dout), OC, raw(weight), C, 1.0f, raw(*dinp), C,
@@ -249,25 +180,15 @@ void CudaBackend::matmul_backward(Tensor* dinp, Tensor* dweight, Tensor* dbias, 
   }
   if (dbias) {
     column_sums(f32(*dbias), raw(dout), ab == GemmType::kBF16, N, OC, s_->stream);
-    MAGIX_CUDA_CHECK_LAUNCH(op);
+    MAGIX_CUDA_CHECK_LAUNCH("matmul_backward");
   }
 }
 
-void CudaBackend::matmul_decode(Tensor& out, const Tensor& inp, const Tensor& weight,
-                                const Tensor* bias) const {
+void CudaBackend::do_matmul_decode(Tensor& out, const Tensor& inp, const Tensor& weight,
+                                   const Tensor* bias) const {
   const char* op = "matmul_decode";
-  check_dtype(op, "inp", inp, DType::kF32);
-  check_dtype(op, "out", out, DType::kF32);
-  const bool w_bf16 = float_kind(op, "weight", weight);
+  const bool w_bf16 = is(weight, DType::kBF16);
   const Mat x = mat(inp), w = mat(weight);
-  MAGIX_CHECK(weight.ndim() == 2 && x.cols == w.cols,
-              "{}: inp {} and weight {} do not chain (weight is (OC, C))", op,
-              shape_str(inp.shape()), shape_str(weight.shape()));
-  check_numel(op, "out", out, x.rows * w.rows);
-  if (bias) {
-    check_dtype(op, "bias", *bias, DType::kF32);
-    check_numel(op, "bias", *bias, w.rows);
-  }
   const int64_t N = x.rows, C = x.cols, OC = w.rows;
   if (N <= kDecodeRows) {
     matmul_decode_rows(f32(out), f32(inp), raw(weight), w_bf16, f32_or_null(bias), N, C, OC,
@@ -290,147 +211,71 @@ void CudaBackend::matmul_decode(Tensor& out, const Tensor& inp, const Tensor& we
   s_->gemm->run(g);
 }
 
-void CudaBackend::residual_forward(Tensor& out, const Tensor& residual, const Tensor& y,
-                                   const Tensor* bias) const {
-  const char* op = "residual_forward";
-  check_dtype(op, "out", out, DType::kF32);
-  check_dtype(op, "residual", residual, DType::kF32);
-  check_dtype(op, "y", y, DType::kF32);
+void CudaBackend::do_residual_forward(Tensor& out, const Tensor& residual, const Tensor& y,
+                                      const Tensor* bias) const {
   const Mat m = mat(out);
-  check_numel(op, "residual", residual, out.numel());
-  check_numel(op, "y", y, out.numel());
-  if (bias) {
-    check_dtype(op, "bias", *bias, DType::kF32);
-    check_numel(op, "bias", *bias, m.cols);
-  }
   cuda::residual_forward(f32(out), f32(residual), f32(y), f32_or_null(bias), m.rows, m.cols,
                          s_->stream);
-  MAGIX_CUDA_CHECK_LAUNCH(op);
+  MAGIX_CUDA_CHECK_LAUNCH("residual_forward");
 }
 
-void CudaBackend::bias_backward(Tensor& dbias, const Tensor& dout) const {
-  const char* op = "bias_backward";
-  check_dtype(op, "dbias", dbias, DType::kF32);
-  check_dtype(op, "dout", dout, DType::kF32);
+void CudaBackend::do_bias_backward(Tensor& dbias, const Tensor& dout) const {
   const Mat m = mat(dout);
-  check_numel(op, "dbias", dbias, m.cols);
   column_sums(f32(dbias), raw(dout), false, m.rows, m.cols, s_->stream);
-  MAGIX_CUDA_CHECK_LAUNCH(op);
+  MAGIX_CUDA_CHECK_LAUNCH("bias_backward");
 }
 
-void CudaBackend::rmsnorm_forward(Tensor& out, Tensor& rstd, const Tensor& inp,
-                                  const Tensor& weight, float eps, float offset) const {
-  const char* op = "rmsnorm_forward";
-  check_dtype(op, "inp", inp, DType::kF32);
-  check_dtype(op, "weight", weight, DType::kF32);
-  check_dtype(op, "rstd", rstd, DType::kF32);
-  const bool bf16 = float_kind(op, "out", out);
+void CudaBackend::do_rmsnorm_forward(Tensor& out, Tensor& rstd, const Tensor& inp,
+                                     const Tensor& weight, float eps, float offset) const {
   const Mat m = mat(inp);
-  check_numel(op, "out", out, inp.numel());
-  check_numel(op, "weight", weight, m.cols);
-  check_numel(op, "rstd", rstd, m.rows);
-  MAGIX_CHECK(m.rows == 0 || m.cols > 0, "{}: rows of 0 channels", op);
-  cuda::rmsnorm_forward(raw(out), bf16, f32(rstd), f32(inp), f32(weight), m.rows, m.cols, eps,
-                        offset, s_->stream);
-  MAGIX_CUDA_CHECK_LAUNCH(op);
+  cuda::rmsnorm_forward(raw(out), is(out, DType::kBF16), f32(rstd), f32(inp), f32(weight), m.rows,
+                        m.cols, eps, offset, s_->stream);
+  MAGIX_CUDA_CHECK_LAUNCH("rmsnorm_forward");
 }
 
-void CudaBackend::rmsnorm_backward(Tensor& dinp, Tensor* dweight, const Tensor& dout,
-                                   const Tensor& inp, const Tensor& weight, const Tensor& rstd,
-                                   float offset) const {
-  const char* op = "rmsnorm_backward";
-  for (const Tensor* t : std::initializer_list<const Tensor*>{&dinp, &dout, &inp, &weight, &rstd})
-    check_dtype(op, "every tensor", *t, DType::kF32);
+void CudaBackend::do_rmsnorm_backward(Tensor& dinp, Tensor* dweight, const Tensor& dout,
+                                      const Tensor& inp, const Tensor& weight, const Tensor& rstd,
+                                      float offset) const {
   const Mat m = mat(inp);
-  check_numel(op, "dinp", dinp, inp.numel());
-  check_numel(op, "dout", dout, inp.numel());
-  check_numel(op, "weight", weight, m.cols);
-  check_numel(op, "rstd", rstd, m.rows);
-  if (dweight) {
-    check_dtype(op, "dweight", *dweight, DType::kF32);
-    check_numel(op, "dweight", *dweight, m.cols);
-  }
-  MAGIX_CHECK(m.rows == 0 || m.cols > 0, "{}: rows of 0 channels", op);
   cuda::rmsnorm_backward(f32(dinp), dweight ? f32(*dweight) : nullptr, f32(dout), f32(inp),
                          f32(weight), f32(rstd), m.rows, m.cols, offset, s_->stream);
-  MAGIX_CUDA_CHECK_LAUNCH(op);
+  MAGIX_CUDA_CHECK_LAUNCH("rmsnorm_backward");
 }
 
-void CudaBackend::softcap_forward(Tensor& x, float cap) const {
-  const char* op = "softcap_forward";
-  const bool bf16 = float_kind(op, "x", x);
-  MAGIX_CHECK(cap > 0, "{}: cap must be positive, got {}", op, cap);
-  cuda::softcap_forward(raw(x), bf16, x.numel(), cap, s_->stream);
-  MAGIX_CUDA_CHECK_LAUNCH(op);
+void CudaBackend::do_softcap_forward(Tensor& x, float cap) const {
+  cuda::softcap_forward(raw(x), is(x, DType::kBF16), x.numel(), cap, s_->stream);
+  MAGIX_CUDA_CHECK_LAUNCH("softcap_forward");
 }
 
-void CudaBackend::softcap_backward(Tensor& dx, const Tensor& y, float cap) const {
-  const char* op = "softcap_backward";
-  check_cuda(op, dx);
-  check_cuda(op, y);
-  MAGIX_CHECK(cap > 0, "{}: cap must be positive, got {}", op, cap);
-  check_numel(op, "y", y, dx.numel());
-  const bool f = is(dx, DType::kF32) && is(y, DType::kF32);
-  const bool h = is(dx, DType::kBF16) && is(y, DType::kBF16);
-  if (!f && !h) unsupported(op, dx, y);
-  cuda::softcap_backward(raw(dx), raw(y), h, dx.numel(), cap, s_->stream);
-  MAGIX_CUDA_CHECK_LAUNCH(op);
+void CudaBackend::do_softcap_backward(Tensor& dx, const Tensor& y, float cap) const {
+  cuda::softcap_backward(raw(dx), raw(y), is(dx, DType::kBF16), dx.numel(), cap, s_->stream);
+  MAGIX_CUDA_CHECK_LAUNCH("softcap_backward");
 }
 
-void CudaBackend::glu_forward(Tensor& out, const Tensor& gate, const Tensor& up,
-                              Activation act) const {
-  const char* op = "glu_forward";
-  check_cuda(op, out);
-  check_cuda(op, gate);
-  check_cuda(op, up);
-  check_numel(op, "up", up, gate.numel());
-  check_numel(op, "out", out, gate.numel());
-  const bool f = is(gate, DType::kF32) && is(up, DType::kF32) && is(out, DType::kF32);
-  const bool h = is(gate, DType::kBF16) && is(up, DType::kBF16) && is(out, DType::kBF16);
-  if (!f && !h) unsupported(op, gate, out);
-  cuda::glu_forward(raw(out), raw(gate), raw(up), h, gate.numel(), act == Activation::kGeluTanh,
-                    s_->stream);
-  MAGIX_CUDA_CHECK_LAUNCH(op);
+void CudaBackend::do_glu_forward(Tensor& out, const Tensor& gate, const Tensor& up,
+                                 Activation act) const {
+  cuda::glu_forward(raw(out), raw(gate), raw(up), is(gate, DType::kBF16), gate.numel(),
+                    act == Activation::kGeluTanh, s_->stream);
+  MAGIX_CUDA_CHECK_LAUNCH("glu_forward");
 }
 
-void CudaBackend::glu_backward(Tensor& dgate, Tensor& dup, const Tensor& dout, const Tensor& gate,
-                               const Tensor& up, Activation act) const {
-  const char* op = "glu_backward";
-  check_dtype(op, "dout", dout, DType::kF32);
-  for (const Tensor* t : std::initializer_list<const Tensor*>{&dgate, &dup, &gate, &up}) {
-    check_cuda(op, *t);
-    check_numel(op, "gate/up and their gradients", *t, dout.numel());
-  }
-  const bool f = is(dgate, DType::kF32) && is(dup, DType::kF32) && is(gate, DType::kF32) &&
-                 is(up, DType::kF32);
-  const bool h = is(dgate, DType::kBF16) && is(dup, DType::kBF16) && is(gate, DType::kBF16) &&
-                 is(up, DType::kBF16);
-  if (!f && !h) unsupported(op, gate, dgate);
-  cuda::glu_backward(raw(dgate), raw(dup), f32(dout), raw(gate), raw(up), h, dout.numel(),
-                     act == Activation::kGeluTanh, s_->stream);
-  MAGIX_CUDA_CHECK_LAUNCH(op);
+void CudaBackend::do_glu_backward(Tensor& dgate, Tensor& dup, const Tensor& dout,
+                                  const Tensor& gate, const Tensor& up, Activation act) const {
+  cuda::glu_backward(raw(dgate), raw(dup), f32(dout), raw(gate), raw(up), is(gate, DType::kBF16),
+                     dout.numel(), act == Activation::kGeluTanh, s_->stream);
+  MAGIX_CUDA_CHECK_LAUNCH("glu_backward");
 }
 
-void CudaBackend::adamw_update(Tensor& w, const Tensor& g, Tensor& m, Tensor& v,
-                               const AdamWScalars& k) const {
-  const char* op = "adamw_update";
-  check_dtype(op, "g", g, DType::kF32);
-  check_dtype(op, "m", m, DType::kF32);
-  check_dtype(op, "v", v, DType::kF32);
-  check_cuda(op, w);
-  for (const Tensor* t : std::initializer_list<const Tensor*>{&g, &m, &v})
-    check_numel(op, "g/m/v", *t, w.numel());
-  MAGIX_CHECK(is(w, DType::kF32) || is(w, DType::kBF16), "{}: parameters are F32 or BF16, not {}",
-              op, dtype_name(w.dtype()));
+void CudaBackend::do_adamw_update(Tensor& w, const Tensor& g, Tensor& m, Tensor& v,
+                                  const AdamWScalars& k) const {
   const AdamWArgs args{k.grad_scale, k.beta1, k.beta2, k.bias1,
                        k.bias2,      k.eps,   k.lr,    k.weight_decay};
   cuda::adamw_update(raw(w), is(w, DType::kBF16), f32(g), f32(m), f32(v), w.numel(), args,
                      s_->stream);
-  MAGIX_CUDA_CHECK_LAUNCH(op);
+  MAGIX_CUDA_CHECK_LAUNCH("adamw_update");
 }
 
-double CudaBackend::sum_of_squares(const Tensor& g) const {
-  check_dtype("sum_of_squares", "g", g, DType::kF32);
+double CudaBackend::do_sum_of_squares(const Tensor& g) const {
   const int64_t blocks = sum_of_squares_blocks(g.numel());
   auto scratch = s_->allocator->allocate(static_cast<size_t>(blocks + 1) * sizeof(double));
   auto* result = reinterpret_cast<double*>(scratch.get());
@@ -443,36 +288,16 @@ double CudaBackend::sum_of_squares(const Tensor& g) const {
   return total;
 }
 
-void CudaBackend::lora_merge(Tensor& w, const Tensor& a, const Tensor& b, float scale,
-                             const Tensor* base) const {
-  const char* op = "lora_merge";
-  check_dtype(op, "w", w, DType::kF32);
-  check_dtype(op, "a", a, DType::kF32);
-  check_dtype(op, "b", b, DType::kF32);
-  MAGIX_CHECK(w.ndim() == 2 && a.ndim() == 2 && b.ndim() == 2 && a.dim(1) == w.dim(1) &&
-                  b.dim(0) == w.dim(0) && a.dim(0) == b.dim(1),
-              "{}: w {}, a {}, b {} are not (O, I), (r, I), (O, r)", op, shape_str(w.shape()),
-              shape_str(a.shape()), shape_str(b.shape()));
-  if (base) {
-    float_kind(op, "base", *base);
-    check_numel(op, "base", *base, w.numel());
-    copy(w, *base);  // w = base (converted), then w += scale · b · a
-  }
+void CudaBackend::do_lora_merge(Tensor& w, const Tensor& a, const Tensor& b, float scale,
+                                const Tensor* base) const {
+  if (base) copy(w, *base);  // w = base (converted), then w += scale · b · a
   const int64_t O = w.dim(0), I = w.dim(1), r = a.dim(0);
   s_->gemm->run({false, false, O, I, r, scale, raw(b), r, raw(a), I, 1.0f, raw(w), I,
                  GemmType::kF32, GemmType::kF32, nullptr});
 }
 
-void CudaBackend::lora_project(Tensor& da, Tensor& db, const Tensor& dw, const Tensor& a,
-                               const Tensor& b, float scale) const {
-  const char* op = "lora_project";
-  for (const Tensor* t : std::initializer_list<const Tensor*>{&da, &db, &dw, &a, &b})
-    check_dtype(op, "every tensor", *t, DType::kF32);
-  MAGIX_CHECK(dw.ndim() == 2 && a.ndim() == 2 && b.ndim() == 2 && a.dim(1) == dw.dim(1) &&
-                  b.dim(0) == dw.dim(0) && a.dim(0) == b.dim(1) && da.shape() == a.shape() &&
-                  db.shape() == b.shape(),
-              "{}: dw {}, a {}, b {} are not (O, I), (r, I), (O, r)", op, shape_str(dw.shape()),
-              shape_str(a.shape()), shape_str(b.shape()));
+void CudaBackend::do_lora_project(Tensor& da, Tensor& db, const Tensor& dw, const Tensor& a,
+                                  const Tensor& b, float scale) const {
   const int64_t O = dw.dim(0), I = dw.dim(1), r = a.dim(0);
   // da (r, I) += scale · bᵀ (r, O) · dw (O, I)
   s_->gemm->run({true, false, r, I, O, scale, raw(b), r, raw(dw), I, 1.0f, raw(da), I,
