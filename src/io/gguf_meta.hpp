@@ -2,6 +2,7 @@
 // (gguf_tokenizer.cpp) mappings. Every error names the file and the key.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -68,10 +69,22 @@ inline std::optional<int64_t> token_id(const GgufFile& f, const std::string& key
 
 inline const nlohmann::json& tokens(const GgufFile& f) {
   const nlohmann::json& t = meta(f, "tokenizer.ggml.tokens");
-  MAGIX_CHECK(t.is_array() && !t.empty() && f.metadata_types().at("tokenizer.ggml.tokens") ==
-                                                "array[string]",
+  MAGIX_CHECK(t.is_array() && !t.empty() &&
+                  f.metadata_types().at("tokenizer.ggml.tokens") == "array[string]",
               "{}: tokenizer.ggml.tokens must be a non-empty array of strings", f.path().string());
   return t;
+}
+
+// HF's llama3 RoPE rule for the divisor of inverse frequency i (llama.cpp's rope_freqs.weight)
+// (dims rotary dims, base theta): 1 for wavelengths under L / high, `factor` over L / low, a smooth
+// blend between.
+inline double llama3_divisor(int64_t i, int64_t dims, double base, double factor, double low,
+                             double high, double L) {
+  const double wavelen = 2 * M_PI * std::pow(base, 2.0 * static_cast<double>(i) / dims);
+  if (wavelen < L / high) return 1.0;
+  if (wavelen > L / low) return factor;
+  const double smooth = (L / wavelen - low) / (high - low);
+  return 1.0 / ((1 - smooth) / factor + smooth);
 }
 
 }  // namespace magix::gguf

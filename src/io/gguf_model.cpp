@@ -7,27 +7,28 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <map>
 #include <regex>
 #include <set>
 
-#include "magix/error.hpp"
 #include "gguf_meta.hpp"
 #include "gguf_names.hpp"
+#include "magix/error.hpp"
 #include "safetensors_util.hpp"
 
 namespace magix {
 
 namespace fs = std::filesystem;
-using nlohmann::json;
 using gguf::meta;
 using gguf::meta_float;
 using gguf::meta_int;
 using gguf::meta_opt;
 using gguf::token_id;
 using gguf::tokens;
+using nlohmann::json;
 
 namespace {
 
@@ -107,8 +108,8 @@ json rope_scaling(const GgufFile& f, const std::string& arch) {
     if (meta_opt(f, p + "original_context_length")) {
       r["original_max_position_embeddings"] = meta_int(f, p + "original_context_length");
     }
-    for (const auto& [key, name] : {std::pair{"yarn_beta_fast", "beta_fast"},
-                                    {"yarn_beta_slow", "beta_slow"}}) {
+    for (const auto& [key, name] :
+         {std::pair{"yarn_beta_fast", "beta_fast"}, {"yarn_beta_slow", "beta_slow"}}) {
       if (meta_opt(f, p + key)) r[name] = meta_float(f, p + key);
     }
     for (const char* key : {"yarn_ext_factor", "yarn_attn_factor", "attn_factor"}) {
@@ -124,11 +125,104 @@ json rope_scaling(const GgufFile& f, const std::string& arch) {
   return r;
 }
 
+// Llama 3.x RoPE scaling from llama.cpp's rope_freqs.weight (the divisors of the inverse
+// frequencies its converter computes with HF's llama3 rule) as HF's rope_scaling: factor is the
+// largest divisor; original_max_position_embeddings is the file's original context length or
+// Llama 3's 8192 (the rule depends on it only through L / low and L / high), and low_freq_factor
+// and high_freq_factor are fitted to the blended divisors (simple fractions kept exact). The
+// divisors are then recomputed with HF's rule: a file they do not match is refused.
+json llama3_rope_scaling(const GgufFile& f, const std::string& arch, double base, int64_t dims) {
+  const std::string where = f.path().string() + ": rope_freqs.weight";
+  const Tensor t = f.read_f32("rope_freqs.weight");
+  MAGIX_CHECK(t.ndim() == 1 && t.numel() * 2 == dims,
+              "{} has shape {}, expected [{}] (half the {} rotary dims)", where,
+              shape_str(t.shape()), dims / 2, dims);
+  std::vector<double> v(t.span<float>().begin(), t.span<float>().end());
+  for (const double x : v) {
+    MAGIX_CHECK(std::isfinite(x) && x > 0, "{} holds {}: divisors must be finite and > 0", where,
+                x);
+  }
+  const double factor = *std::max_element(v.begin(), v.end());
+  if (factor <= 1.0) {
+    MAGIX_CHECK(*std::min_element(v.begin(), v.end()) == 1.0,
+                "{}: divisors under 1 do not follow the Llama 3 rule", where);
+    return nullptr;  // all 1: no scaling
+  }
+  const std::string ctx_key = arch + ".rope.scaling.original_context_length";
+  const double L = meta_opt(f, ctx_key) ? static_cast<double>(meta_int(f, ctx_key)) : 8192.0;
+  // Blended entries: smooth s = (1/v - 1/factor) / (1 - 1/factor) = (L/wavelen - low) /
+  // (high - low), a line in L/wavelen.
+  constexpr double kTol = 1e-5;
+  std::vector<std::pair<double, double>> blend;  // (s, L / wavelen)
+  double max_one = 0, min_full = INFINITY;
+  for (size_t i = 0; i < v.size(); ++i) {
+    const double wavelen = 2 * M_PI * std::pow(base, 2.0 * static_cast<double>(i) / dims);
+    const bool one = std::fabs(v[i] - 1) <= kTol, full = std::fabs(v[i] - factor) <= kTol * factor;
+    if (one) max_one = std::max(max_one, wavelen);
+    if (full) min_full = std::min(min_full, wavelen);
+    if (!one && !full) blend.emplace_back((1 / v[i] - 1 / factor) / (1 - 1 / factor), L / wavelen);
+  }
+  double low, high;
+  if (blend.size() >= 2) {
+    // Least squares of L/wavelen = low + s (high - low).
+    double ms = 0, mx = 0;
+    for (const auto& [sv, x] : blend) ms += sv, mx += x;
+    ms /= static_cast<double>(blend.size());
+    mx /= static_cast<double>(blend.size());
+    double sxy = 0, sxx = 0;
+    for (const auto& [sv, x] : blend) sxy += (sv - ms) * (x - mx), sxx += (sv - ms) * (sv - ms);
+    MAGIX_CHECK(sxx > 0, "{}: its blended divisors do not follow the Llama 3 rule", where);
+    const double slope = sxy / sxx;
+    low = mx - slope * ms;
+    high = low + slope;
+  } else {
+    MAGIX_CHECK(blend.empty(),
+                "{}: one blended divisor does not determine the Llama 3 rule's parameters", where);
+    // No blended entry: thresholds between the last 1 and the first `factor` (geometric means).
+    MAGIX_CHECK(max_one < min_full, "{}: its divisors do not follow the Llama 3 rule", where);
+    const double mid = max_one > 0 && std::isfinite(min_full) ? std::sqrt(max_one * min_full)
+                       : max_one > 0                          ? 2 * max_one
+                                                              : min_full / 2;
+    high = L / (mid / 1.001);
+    low = L / (mid * 1.001);
+  }
+  MAGIX_CHECK(low > 0 && high > low,
+              "{}: fitted low_freq_factor {} and high_freq_factor {} do not "
+              "follow the Llama 3 rule",
+              where, low, high);
+  const auto snap = [](double x) {  // 1, 4, 0.5, ...: exact when within fitting noise
+    const double r = std::round(x * 1024) / 1024;
+    return std::fabs(x - r) <= 1e-4 * std::max(1.0, std::fabs(x)) ? r : x;
+  };
+  const auto matches = [&](double lo, double hi) {
+    for (size_t i = 0; i < v.size(); ++i) {
+      const double want =
+          gguf::llama3_divisor(static_cast<int64_t>(i), dims, base, factor, lo, hi, L);
+      if (std::fabs(want - v[i]) > 1e-4 * v[i]) return false;
+    }
+    return true;
+  };
+  if (matches(snap(low), snap(high))) {
+    low = snap(low);
+    high = snap(high);
+  }
+  MAGIX_CHECK(matches(low, high),
+              "{}: its divisors do not follow the Llama 3 rule (fitted factor {}, "
+              "low_freq_factor {}, high_freq_factor {}, original context {})",
+              where, factor, low, high, L);
+  return json{{"rope_type", "llama3"},
+              {"factor", factor},
+              {"low_freq_factor", low},
+              {"high_freq_factor", high},
+              {"original_max_position_embeddings", static_cast<int64_t>(L)}};
+}
+
 fs::path cache_root() {
   if (const char* c = std::getenv("MAGIX_CACHE"); c && *c) return fs::path(c) / "gguf";
   if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return fs::path(x) / "magix" / "gguf";
   const char* home = std::getenv("HOME");
-  MAGIX_CHECK(home && *home, "cannot place magix's cache for GGUF files: MAGIX_CACHE, "
+  MAGIX_CHECK(home && *home,
+              "cannot place magix's cache for GGUF files: MAGIX_CACHE, "
               "XDG_CACHE_HOME and HOME are all unset");
   return fs::path(home) / ".cache" / "magix" / "gguf";
 }
@@ -141,9 +235,8 @@ void write_json_file(const fs::path& path, const json& j) {
     MAGIX_FAIL("cannot write {}: {} (a GGUF string that is not valid UTF-8?)", path.string(),
                e.what());
   }
-  io::write_file_atomically(path, [&](int fd, const fs::path& tmp) {
-    io::write_all(fd, text.data(), text.size(), tmp);
-  });
+  io::write_file_atomically(
+      path, [&](int fd, const fs::path& tmp) { io::write_all(fd, text.data(), text.size(), tmp); });
 }
 
 }  // namespace
@@ -161,8 +254,9 @@ json gguf_hf_config(const GgufFile& f) {
   const int64_t hidden = meta_int(f, p + "embedding_length");
   const int64_t heads = meta_int(f, p + "attention.head_count");
   MAGIX_CHECK(heads > 0, "{}: {}attention.head_count is 0", f.path().string(), p);
-  const int64_t kv = meta_opt(f, p + "attention.head_count_kv") ? meta_int(f, p + "attention.head_count_kv")
-                                                                : heads;
+  const int64_t kv = meta_opt(f, p + "attention.head_count_kv")
+                         ? meta_int(f, p + "attention.head_count_kv")
+                         : heads;
   const int64_t layers = meta_int(f, p + "block_count");
   const int64_t vocab = static_cast<int64_t>(tokens(f).size());
   const bool tied = f.find("output.weight") == nullptr;
@@ -181,7 +275,8 @@ json gguf_hf_config(const GgufFile& f) {
       {"torch_dtype", "float32"},
   };
   // (llama.cpp's default base when the key is absent: 10000, for every architecture)
-  c["rope_theta"] = meta_opt(f, p + "rope.freq_base") ? meta_float(f, p + "rope.freq_base") : 10000.0;
+  c["rope_theta"] =
+      meta_opt(f, p + "rope.freq_base") ? meta_float(f, p + "rope.freq_base") : 10000.0;
   // Gemma's activation is the tanh GELU (the HF default of those configs); the others' SiLU.
   if (!is_gemma(arch)) c["hidden_act"] = "silu";
   int64_t head_dim = hidden / heads;
@@ -202,13 +297,15 @@ json gguf_hf_config(const GgufFile& f) {
     MAGIX_CHECK(f.find("rope_factors_long.weight") == nullptr &&
                     f.find("rope_factors_short.weight") == nullptr,
                 "{}: this phi3 GGUF carries rope_factors_long/short (LongRoPE), which magix does "
-                "not map from GGUF", f.path().string());
+                "not map from GGUF",
+                f.path().string());
     if (meta_opt(f, p + "rope.dimension_count")) {
       const int64_t rot = meta_int(f, p + "rope.dimension_count");
       if (rot != head_dim) c["partial_rotary_factor"] = static_cast<double>(rot) / head_dim;
     }
     if (meta_opt(f, p + "rope.scaling.original_context_length")) {
-      c["original_max_position_embeddings"] = meta_int(f, p + "rope.scaling.original_context_length");
+      c["original_max_position_embeddings"] =
+          meta_int(f, p + "rope.scaling.original_context_length");
     }
   }
   if (arch == "gemma2" || arch == "gemma3" || arch == "phi3") {
@@ -227,9 +324,16 @@ json gguf_hf_config(const GgufFile& f) {
   }
   if (arch == "gemma3") c["rope_local_base_freq"] = 10000.0;  // (llama.cpp's, HF's default)
   if (json rs = rope_scaling(f, arch); !rs.is_null()) c["rope_scaling"] = rs;
-  MAGIX_CHECK(f.find("rope_freqs.weight") == nullptr,
-              "{}: this GGUF carries rope_freqs.weight (Llama 3.1-style RoPE scaling), which "
-              "magix does not map from GGUF yet", f.path().string());
+  if (f.find("rope_freqs.weight") != nullptr) {
+    MAGIX_CHECK(arch == "llama", "{}: rope_freqs.weight in a {} GGUF is not supported",
+                f.path().string(), arch);
+    MAGIX_CHECK(!c.contains("rope_scaling"), "{}: rope_freqs.weight beside {}rope.scaling.type",
+                f.path().string(), p);
+    if (json rs = llama3_rope_scaling(f, arch, c["rope_theta"].get<double>(), head_dim);
+        !rs.is_null()) {
+      c["rope_scaling"] = rs;
+    }
+  }
   for (const auto& [key, name] : {std::pair{"tokenizer.ggml.bos_token_id", "bos_token_id"},
                                   {"tokenizer.ggml.eos_token_id", "eos_token_id"},
                                   {"tokenizer.ggml.padding_token_id", "pad_token_id"}}) {
@@ -253,6 +357,7 @@ GgufWeights::GgufWeights(const fs::path& gguf) : file_(gguf) {
   n_heads_ = config.at("num_attention_heads").get<int64_t>();
   n_kv_heads_ = config.at("num_key_value_heads").get<int64_t>();
   for (const GgufTensorInfo& t : file_.tensors()) {
+    if (t.name == "rope_freqs.weight") continue;  // the config's rope_scaling (gguf_hf_config)
     std::string hf = hf_name(arch_, t.name);
     if (hf.empty()) hf = t.name;  // unknown: listed under its GGUF name as unexpected
     SafetensorsEntry e{hf, DType::kF32, t.shape(), t.offset, t.nbytes};
@@ -267,7 +372,9 @@ std::vector<std::string> GgufWeights::names() const {
   return out;
 }
 
-bool GgufWeights::contains(std::string_view hf) const { return by_hf_.find(hf) != by_hf_.end(); }
+bool GgufWeights::contains(std::string_view hf) const {
+  return by_hf_.find(hf) != by_hf_.end();
+}
 
 const SafetensorsEntry& GgufWeights::entry(std::string_view hf) const {
   auto it = by_hf_.find(hf);

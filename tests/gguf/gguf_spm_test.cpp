@@ -1,7 +1,8 @@
 // SentencePiece vocabularies and the gemma/gemma2/gemma3/qwen3/phi3 architectures from GGUF,
 // against transformers loading the same files (tools/reference/make_gguf_spm_fixtures.py):
 // token ids and decoded text equal on varied texts, logits within fp32 tolerance. The gemma and
-// llama_yarn files, which transformers 5 cannot read as written, are compared with the HF models
+// llama_yarn and llama3 files, which transformers 5 cannot read as written (it ignores llama rope
+// scaling and rope_freqs.weight), are compared with the HF models
 // they were written from.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -110,7 +111,7 @@ TEST_F(GgufSpm, AddSpacePrefixFalsePrependsNothing) {
 
 TEST_F(GgufSpm, LogitsEqualReference) {
   SafetensorsReader want(kDir / "expected.safetensors");
-  ASSERT_EQ(expected_["models"].size(), 6u);
+  ASSERT_EQ(expected_["models"].size(), 7u);
   for (const auto& [family, m] : expected_["models"].items()) {
     SCOPED_TRACE(family);
     Mesh mesh;
@@ -178,6 +179,10 @@ TEST_F(GgufSpm, ConfigFromMetadata) {
   EXPECT_EQ(yarn.at("rope_scaling"),
             json({{"rope_type", "yarn"}, {"factor", 4.0}, {"original_max_position_embeddings", 32},
                   {"beta_fast", 4.0}, {"beta_slow", 0.5}}));
+  // Llama 3.1-style scaling from rope_freqs.weight: HF's parameters recovered exactly.
+  EXPECT_EQ(config_of("tiny_llama3.gguf").at("rope_scaling"),
+            json({{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                  {"high_freq_factor", 8.0}, {"original_max_position_embeddings", 8192}}));
   EXPECT_EQ(config_of("tiny_phi3.gguf").at("model_type"), "phi3");
   EXPECT_EQ(config_of("tiny_qwen3.gguf").at("head_dim"), 128);
 }
@@ -188,6 +193,7 @@ TEST_F(GgufSpm, UnsupportedFilesAreClearErrors) {
       {"refused_tokenizer.gguf", "GGUF tokenizer model 't5' is not supported"},
       {"refused_longrope.gguf", "rope_factors_long/short (LongRoPE)"},
       {"refused_rope.gguf", "GGUF rope scaling 'longrope' is not supported"},
+      {"refused_rope_freqs.gguf", "rope_freqs.weight: its divisors do not follow the Llama 3 rule"},
   };
   for (const auto& [file, message] : cases) {
     SCOPED_TRACE(file);

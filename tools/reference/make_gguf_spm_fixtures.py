@@ -19,18 +19,21 @@ merges and no pre-tokenizer):
 Models (random weights, fixed seed; llama.cpp's tensor names and conventions; small SentencePiece
 vocabularies cut from the two above: the first 300 (Mistral) / 500 (Gemma) ids and the
 one-character tokens):
-  tiny_<family>.gguf for gemma, gemma2, gemma3, qwen3, phi3, and llama_yarn (a llama with YaRN
-  rope scaling in its metadata: rope.scaling.type/factor/original_context_length/yarn_beta_*).
+  tiny_<family>.gguf for gemma, gemma2, gemma3, qwen3, phi3, llama_yarn (a llama with YaRN
+  rope scaling in its metadata: rope.scaling.type/factor/original_context_length/yarn_beta_*)
+  and llama3 (Llama 3.1-style rope scaling as llama.cpp writes it: a rope_freqs.weight tensor of
+  divisors, no metadata).
 Writes expected.json (per file: token ids and decoded text of TEXTS; per model: the ids of two
 sequences) and expected.safetensors (logits."family".i), from transformers loading the GGUF file
 (AutoTokenizer / AutoModelForCausalLM with gguf_file=). transformers 5 reads no `gemma`
-architecture and no llama rope scaling from GGUF: those two models' logits come from the HF model
-each file was written from.
+architecture and no llama rope scaling from GGUF: those three models' logits come from the HF
+model each file was written from.
 Every model's GGUF logits are also checked here against the HF model it was written from.
-And refused_*.gguf: an unsupported architecture, tokenizer model, LongRoPE tensor and rope
-scaling type, each of which magix must refuse by name.
+And refused_*.gguf: an unsupported architecture, tokenizer model, LongRoPE tensor, rope scaling
+type and rope_freqs divisors that follow no Llama 3 rule, each of which magix must refuse by name.
 """
 import argparse
+import math
 import json
 import lzma
 import os
@@ -204,6 +207,15 @@ def tiny_config(family, vocab, bos, eos, pad):
                            rope_parameters={"rope_type": "yarn", "rope_theta": 100.0, "factor": 4.0,
                                             "original_max_position_embeddings": 32,
                                             "beta_fast": 4.0, "beta_slow": 0.5}, **common)
+    if family == "llama3":
+        # Llama 3.1-style RoPE scaling: two of the 16 inverse frequencies fall in the blend.
+        return LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+                           tie_word_embeddings=False,
+                           rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0,
+                                            "factor": 8.0, "low_freq_factor": 1.0,
+                                            "high_freq_factor": 8.0,
+                                            "original_max_position_embeddings": 8192}, **common)
     if family == "phi3":
         return Phi3Config(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                           num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
@@ -212,11 +224,33 @@ def tiny_config(family, vocab, bos, eos, pad):
 
 
 GGUF_ARCH = {"gemma": "gemma", "gemma2": "gemma2", "gemma3": "gemma3", "qwen3": "qwen3",
-             "phi3": "phi3", "llama_yarn": "llama"}
-SEEDS = {"gemma": 1, "gemma2": 2, "gemma3": 3, "qwen3": 4, "phi3": 5, "llama_yarn": 6}
+             "phi3": "phi3", "llama_yarn": "llama", "llama3": "llama"}
+SEEDS = {"gemma": 1, "gemma2": 2, "gemma3": 3, "qwen3": 4, "phi3": 5, "llama_yarn": 6,
+         "llama3": 7}
 # transformers 5 reads no `gemma` architecture and no llama rope scaling from GGUF: those
 # references are the HF models the files were written from.
-HF_REFERENCE = {"gemma", "llama_yarn"}
+HF_REFERENCE = {"gemma", "llama_yarn", "llama3"}
+
+
+def llama3_rope_freqs(cfg):
+    """rope_freqs.weight as llama.cpp's convert_hf_to_gguf.py writes it for llama3 scaling: the
+    divisor of each inverse frequency (fp32 frequencies, the rule in Python floats)."""
+    rp = cfg.rope_parameters
+    dim = cfg.head_dim
+    freqs = 1.0 / (rp["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    factor, low, high = rp["factor"], rp["low_freq_factor"], rp["high_freq_factor"]
+    old = rp["original_max_position_embeddings"]
+    out = []
+    for f in freqs.tolist():
+        wavelen = 2 * math.pi / f
+        if wavelen < old / high:
+            out.append(1.0)
+        elif wavelen > old / low:
+            out.append(factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
 
 
 def permute_qk(w, heads):
@@ -259,6 +293,8 @@ def tiny_model(out, family, vocab, ids_seqs):
         w.add_rope_scaling_orig_ctx_len(rp["original_max_position_embeddings"])
         w.add_float32("llama.rope.scaling.yarn_beta_fast", rp["beta_fast"])
         w.add_float32("llama.rope.scaling.yarn_beta_slow", rp["beta_slow"])
+    if family == "llama3":
+        w.add_tensor("rope_freqs.weight", llama3_rope_freqs(cfg))
     add_tokenizer(w, tokens, scores, types, bos, eos, 0 if not gemma else 3, pad, True)
     tmap = gguf.get_tensor_name_map(
         next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch), cfg.num_hidden_layers)
@@ -310,6 +346,9 @@ def refused(out):
     one("refused_longrope.gguf", "phi3",
         lambda w: w.add_tensor("rope_factors_long.weight", np.ones(2, dtype=np.float32)))
     one("refused_rope.gguf", "llama", lambda w: w.add_string("llama.rope.scaling.type", "longrope"))
+    # Divisors no Llama 3 parameters give (the high frequency divided, the low one not).
+    one("refused_rope_freqs.gguf", "llama",
+        lambda w: w.add_tensor("rope_freqs.weight", np.array([4.0, 1.0], dtype=np.float32)))
 
 
 def main():
@@ -339,16 +378,16 @@ def main():
     real = Tokenizer.from_str(json.dumps(load_tokenizer_json(args.tokenizers, "mistral")))
     expected["published_tokenizer_ids"] = {"spm_llama.gguf": [real.encode(t).ids for t in TEXTS]}
     rng = np.random.default_rng(20261207)
-    for family in ["gemma", "gemma2", "gemma3", "qwen3", "phi3", "llama_yarn"]:
+    for family in ["gemma", "gemma2", "gemma3", "qwen3", "phi3", "llama_yarn", "llama3"]:
         vocab = gemma_vocab(args.tokenizers, 500) if family.startswith("gemma") else \
             llama_vocab(args.tokenizers, 300)
         n = len(vocab[0])
-        seqs = [rng.integers(0, n, 12 if family != "llama_yarn" else 48).tolist(),
+        seqs = [rng.integers(0, n, 12 if not family.startswith("llama") else 48).tolist(),
                 rng.integers(0, n, 7).tolist()]
         fname, logits = tiny_model(args.out, family, vocab, seqs)
         tensors.update(logits)
         expected["models"][family] = {"file": fname, "ids": seqs}
-        if family not in ("gemma", "llama_yarn"):  # (AutoTokenizer reads the architecture first)
+        if family not in HF_REFERENCE:  # (AutoTokenizer reads the architecture first)
             expected["tokenizers"][fname], _ = token_expectations(args.out, fname)
     refused(args.out)
     with open(os.path.join(args.out, "expected.json"), "w") as f:
