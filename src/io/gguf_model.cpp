@@ -133,10 +133,11 @@ json rope_scaling(const GgufFile& f, const std::string& arch) {
 // divisors are then recomputed with HF's rule: a file they do not match is refused.
 json llama3_rope_scaling(const GgufFile& f, const std::string& arch, double base, int64_t dims) {
   const std::string where = f.path().string() + ": rope_freqs.weight";
+  const Shape shape = f.find("rope_freqs.weight")->shape();  // checked before reading
+  MAGIX_CHECK(shape.size() == 1 && shape[0] * 2 == dims,
+              "{} has shape {}, expected [{}] (half the {} rotary dims)", where, shape_str(shape),
+              dims / 2, dims);
   const Tensor t = f.read_f32("rope_freqs.weight");
-  MAGIX_CHECK(t.ndim() == 1 && t.numel() * 2 == dims,
-              "{} has shape {}, expected [{}] (half the {} rotary dims)", where,
-              shape_str(t.shape()), dims / 2, dims);
   std::vector<double> v(t.span<float>().begin(), t.span<float>().end());
   for (const double x : v) {
     MAGIX_CHECK(std::isfinite(x) && x > 0, "{} holds {}: divisors must be finite and > 0", where,
