@@ -8,11 +8,13 @@
 #include <map>
 #include <variant>
 
+#include "gguf_names.hpp"
 #include "magix/dtype_convert.hpp"
 #include "magix/error.hpp"
 #include "magix/gguf_export.hpp"
+#include "magix/json_parse.hpp"
+#include "magix/tokenizer.hpp"
 #include "magix/tokenizer_config.hpp"
-#include "gguf_names.hpp"
 #include "safetensors_util.hpp"
 
 namespace magix {
@@ -138,9 +140,15 @@ bool spm_space_prefix(const json& t, const std::string& arch, const std::string&
 std::vector<KV> tokenizer_metadata(const fs::path& tokenizer_json, const ModelConfig& config,
                                    const std::string& arch) {
   const std::string src = tokenizer_json.string();
+  const fs::path dir = tokenizer_json.parent_path();
+  // The files must be ones magix's tokenizer loads: every field read below then has its type,
+  // and the GGUF states the tokenization magix itself does.
+  const TokenizerConfig tc = load_tokenizer_config(dir);
+  (void)Tokenizer::from_file(tokenizer_json, tc);
   std::ifstream in(tokenizer_json, std::ios::binary);
   MAGIX_CHECK(in, "cannot open {}", src);
-  const json t = json::parse(in, nullptr, false);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const json t = parse_json(text, src);
   MAGIX_CHECK(t.is_object() && t.contains("model") && t["model"].is_object(),
               "{}: not a tokenizer.json", src);
   const json& model = t["model"];
@@ -246,12 +254,7 @@ std::vector<KV> tokenizer_metadata(const fs::path& tokenizer_json, const ModelCo
   }
   // Special ids and flags from tokenizer_config.json (else the config's ids and the
   // post-processor's template).
-  const fs::path dir = tokenizer_json.parent_path();
-  json cfg = json::object();
-  if (std::ifstream c(dir / "tokenizer_config.json"); c) {
-    cfg = json::parse(c, nullptr, false);
-    if (!cfg.is_object()) cfg = json::object();
-  }
+  const json& cfg = tc.raw;  // an object (tokenizer_config.json or none)
   std::map<std::string, int64_t> id_of;
   for (int64_t i = 0; i < n; ++i) id_of.emplace(tokens[i].get<std::string>(), i);
   auto id_for = [&](const char* key, std::optional<int64_t> fallback) -> std::optional<int64_t> {
@@ -281,7 +284,6 @@ std::vector<KV> tokenizer_metadata(const fs::path& tokenizer_json, const ModelCo
   if (cfg.contains("add_eos_token") && cfg["add_eos_token"].is_boolean()) add_eos = cfg["add_eos_token"];
   kv.push_back({"tokenizer.ggml.add_bos_token", kBool, add_bos});
   kv.push_back({"tokenizer.ggml.add_eos_token", kBool, add_eos});
-  const TokenizerConfig tc = load_tokenizer_config(dir);
   if (auto tmpl = tc.chat_template()) kv.push_back({"tokenizer.chat_template", kString, *tmpl});
   return kv;
 }
@@ -345,10 +347,10 @@ std::vector<KV> architecture_metadata(const ModelConfig& c, const std::string& a
       MAGIX_CHECK(window(i) == window(0), "GGUF export: phi3 layers with different windows");
     }
     if (window(0) > 0) kv.push_back({p + "attention.sliding_window", kU32, window(0)});
-    const json& omp = c.raw.contains("original_max_position_embeddings")
-                          ? c.raw["original_max_position_embeddings"] : json();
-    kv.push_back({p + "rope.scaling.original_context_length", kU32,
-                  omp.is_number_integer() ? omp.get<int64_t>() : c.max_position_embeddings});
+    const auto omp =
+        json_value<uint32_t>(c.raw, "original_max_position_embeddings",
+                             static_cast<uint32_t>(c.max_position_embeddings), "config.json");
+    kv.push_back({p + "rope.scaling.original_context_length", kU32, omp});
   }
   if (arch == "gemma2" || arch == "gemma3") {
     // llama.cpp fixes the sliding layers (every other from layer 0; five of six), the local
