@@ -25,9 +25,9 @@ std::string escape_regex(const std::string& s) {
   return out;
 }
 
-// PEFT's target_modules as a regex over magix's weight names: a list matches a module whose
-// name equals an entry or ends with "." + the entry; a string is a regex the whole module name
-// must match.
+// PEFT's target_modules (of the adapter config `c`) as a regex over magix's weight names: a list
+// matches a module whose name equals an entry or ends with "." + the entry; a string is a regex
+// the whole module name must match.
 std::string targets_regex(const nlohmann::json& c, const fs::path& file) {
   const std::string where = file.string();
   if (c.contains("target_modules") && c.at("target_modules").is_string()) {
