@@ -81,8 +81,9 @@ class DataLoader {
   // The position and what it depends on, as JSON (saved with checkpoints). restore() takes a
   // state from a loader over the same data, seed, global batch, max_length and packing, on any
   // data_rank/data_size, and continues with exactly the batches the saved one would have given.
+  // `where` names the state in error messages (`.../trainer_state.json: "data"`).
   nlohmann::json state() const;
-  void restore(const nlohmann::json& state);
+  void restore(const nlohmann::json& state, const std::string& where = "data loader state");
 
   // FNV-1a 64 over the rows' tokens, masks and boundaries: identifies the data in the state.
   uint64_t fingerprint() const { return fingerprint_; }

@@ -4,6 +4,7 @@
 #include <random>
 
 #include "magix/error.hpp"
+#include "magix/json_parse.hpp"
 
 namespace magix {
 namespace {
@@ -231,27 +232,25 @@ nlohmann::json DataLoader::state() const {
   };
 }
 
-void DataLoader::restore(const nlohmann::json& state) {
-  MAGIX_CHECK(state.is_object() && state.value("format", std::string()) == kStateFormat,
-              "data loader state: not a '{}' object", kStateFormat);
-  const int version = state.value("version", -1);
+void DataLoader::restore(const nlohmann::json& state, const std::string& where) {
+  json_expect_object(state, where);
+  MAGIX_CHECK(json_value<std::string>(state, "format", "", where) == kStateFormat,
+              "{}: not a '{}' object", where, kStateFormat);
+  const int64_t version = json_get<int64_t>(state, "version", where);
   MAGIX_CHECK(version == kStateVersion,
-              "data loader state: version {} is not supported (this build reads version {})",
-              version, kStateVersion);
+              "{}: version {} is not supported (this build reads version {})", where, version,
+              kStateVersion);
   const nlohmann::json mine = this->state();
   // Everything the batch order depends on must match; the mesh (data_rank/size) may differ.
   for (const char* key : {"seed", "global_batch", "max_length", "pack", "shuffle", "num_examples",
                           "num_rows", "fingerprint"}) {
-    MAGIX_CHECK(state.contains(key), "data loader state: '{}' is missing", key);
+    MAGIX_CHECK(state.contains(key), "{}: \"{}\" is missing", where, key);
     MAGIX_CHECK(state.at(key) == mine.at(key),
-                "data loader state: saved {} = {} but this run has {} = {}; the saved position "
-                "only makes sense over the same data, seed, batch size, max_length and packing",
-                key, state.at(key).dump(), key, mine.at(key).dump());
+                "{}: saved {} = {} but this run has {} = {}; the saved position only makes "
+                "sense over the same data, seed, batch size, max_length and packing",
+                where, key, state.at(key).dump(), key, mine.at(key).dump());
   }
-  MAGIX_CHECK(state.contains("epoch") && state["epoch"].is_number_integer() &&
-                  state.contains("step") && state["step"].is_number_integer(),
-              "data loader state: 'epoch' and 'step' must be integers");
-  seek(state["epoch"].get<int64_t>(), state["step"].get<int64_t>());
+  seek(json_get<int64_t>(state, "epoch", where), json_get<int64_t>(state, "step", where));
 }
 
 }  // namespace magix

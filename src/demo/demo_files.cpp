@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "magix/error.hpp"
+#include "magix/json_parse.hpp"
 
 namespace magix::demo {
 
@@ -14,10 +15,10 @@ std::vector<std::string> read_generations(const std::filesystem::path& path, siz
   std::vector<std::string> out;
   std::string line;
   while (std::getline(in, line)) {
-    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    MAGIX_CHECK(!j.is_discarded() && j.contains("generated"), "{}:{}: not a generation line",
-                path.string(), out.size() + 1);
-    out.push_back(j.at("generated").get<std::string>());
+    const std::string where = fmt::format("{}:{}", path.string(), out.size() + 1);
+    const nlohmann::json j = parse_json(line, where);
+    MAGIX_CHECK(j.is_object() && j.contains("generated"), "{}: not a generation line", where);
+    out.push_back(json_get<std::string>(j, "generated", where));
   }
   MAGIX_CHECK(out.size() == expected, "'{}' holds {} generations, expected {}", path.string(),
               out.size(), expected);

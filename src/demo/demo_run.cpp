@@ -7,11 +7,12 @@
 #include <fstream>
 #include <memory>
 
+#include "demo/demo_files.hpp"
 #include "io/safetensors_util.hpp"
 #include "magix/demo.hpp"
-#include "demo/demo_files.hpp"
 #include "magix/error.hpp"
 #include "magix/generate.hpp"
+#include "magix/json_parse.hpp"
 #include "magix/model.hpp"
 #include "magix/trainer.hpp"
 
@@ -88,13 +89,15 @@ nlohmann::ordered_json model_config_json(const DemoOptions& o, int64_t tokenizer
   // Rounded up to a multiple of 64 so that the vocabulary splits over model axes up to 64.
   const int64_t vocab = (tokenizer_vocab + 63) / 64 * 64;
   if (o.model_config.empty()) return demo_model_config(vocab);
-  std::ifstream in(o.model_config);
+  std::ifstream in(o.model_config, std::ios::binary);
   MAGIX_CHECK(in.good(), "cannot open --model_config '{}'", o.model_config.string());
-  nlohmann::ordered_json j = nlohmann::ordered_json::parse(in, nullptr, false);
-  MAGIX_CHECK(!j.is_discarded() && j.is_object(), "--model_config '{}' is not a JSON object",
-              o.model_config.string());
-  parse_model_config(nlohmann::json::parse(j.dump()), o.model_config.string());  // validates
-  const int64_t v = j.value("vocab_size", int64_t{0});
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string source = o.model_config.string();
+  nlohmann::ordered_json j = parse_ordered_json(text, source);
+  MAGIX_CHECK(j.is_object(), "--model_config '{}' is not a JSON object, found {}", source,
+              json_found(j));
+  parse_model_config(parse_json(text, source), source);  // validates
+  const int64_t v = json_get<int64_t>(j, "vocab_size", source);
   MAGIX_CHECK(v >= tokenizer_vocab,
               "--model_config '{}': vocab_size {} is smaller than the demo tokenizer's {} tokens",
               o.model_config.string(), v, tokenizer_vocab);

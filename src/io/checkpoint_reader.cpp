@@ -12,6 +12,7 @@
 #include "magix/checkpoint.hpp"
 #include "magix/dtype_convert.hpp"
 #include "magix/error.hpp"
+#include "magix/json_parse.hpp"
 #include "magix/memory_check.hpp"
 
 namespace magix {
@@ -176,11 +177,14 @@ fs::path CheckpointReader::checked_file(const std::string& name) const {
 
 json CheckpointReader::trainer_state() const {
   const fs::path path = checked_file(std::string(ckpt::kTrainerStateFile));
+  json state;
   try {
-    return io::parse_json_strict(ckpt::read_text_file(path), 256);
+    state = io::parse_json_strict(ckpt::read_text_file(path), 256);
   } catch (const Error& e) {
     MAGIX_FAIL("checkpoint trainer state {}: {}", path.string(), e.what());
   }
+  json_expect_object(state, path.string());
+  return state;
 }
 
 std::vector<std::string> CheckpointReader::items() const {

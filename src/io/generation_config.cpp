@@ -6,6 +6,7 @@
 #include "io/checkpoint_format.hpp"
 #include "io/safetensors_util.hpp"
 #include "magix/error.hpp"
+#include "magix/json_parse.hpp"
 
 namespace magix {
 
@@ -14,54 +15,45 @@ using nlohmann::json;
 
 namespace {
 
-const json* present(const json& j, const char* key) {
-  auto it = j.find(key);
-  return it == j.end() || it->is_null() ? nullptr : &*it;
-}
-
-int32_t token_id(const json& v, const char* key, const std::string& source) {
-  MAGIX_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0 &&
-                  v.get<int64_t>() <= std::numeric_limits<int32_t>::max(),
-              "{}: '{}' must hold token ids (integers >= 0), got {}", source, key, v.dump());
-  return static_cast<int32_t>(v.get<int64_t>());
+// A token id: an integer in [0, 2^31); `what` names it (`FILE: "eos_token_id"[1]`).
+int32_t token_id(const json& v, const std::string& what) {
+  const int32_t id = json_as<int32_t>(v, what);
+  MAGIX_CHECK(id >= 0, "{} must be a token id (an integer >= 0), found {}", what, id);
+  return id;
 }
 
 }  // namespace
 
 GenerationConfig parse_generation_config(const json& j, const std::string& source) {
-  MAGIX_CHECK(j.is_object(), "{}: expected a JSON object", source);
+  MAGIX_CHECK(j.is_object(), "{}: expected a JSON object, found {}", source, json_found(j));
   GenerationConfig g;
   g.raw = j;
-  if (const json* v = present(j, "eos_token_id")) {
+  const auto id_of = [&](const char* key) {
+    return token_id(j.at(key), json_key_name(source, key));
+  };
+  if (const json* v = json_find(j, "eos_token_id")) {
     if (v->is_array()) {
-      for (const json& e : *v) g.eos_token_ids.push_back(token_id(e, "eos_token_id", source));
+      for (size_t i = 0; i < v->size(); ++i) {
+        g.eos_token_ids.push_back(
+            token_id((*v)[i], fmt::format("{}[{}]", json_key_name(source, "eos_token_id"), i)));
+      }
     } else {
-      g.eos_token_ids.push_back(token_id(*v, "eos_token_id", source));
+      g.eos_token_ids.push_back(id_of("eos_token_id"));
     }
   }
-  if (const json* v = present(j, "pad_token_id"))
-    g.pad_token_id = token_id(*v, "pad_token_id", source);
-  if (const json* v = present(j, "bos_token_id"))
-    g.bos_token_id = token_id(*v, "bos_token_id", source);
-  if (const json* v = present(j, "do_sample")) {
-    MAGIX_CHECK(v->is_boolean(), "{}: 'do_sample' must be true or false", source);
-    g.do_sample = v->get<bool>();
-  }
+  if (json_find(j, "pad_token_id")) g.pad_token_id = id_of("pad_token_id");
+  if (json_find(j, "bos_token_id")) g.bos_token_id = id_of("bos_token_id");
+  if (json_find(j, "do_sample")) g.do_sample = json_get<bool>(j, "do_sample", source);
   const auto number = [&](const char* key, std::optional<double>& out) {
-    if (const json* v = present(j, key)) {
-      MAGIX_CHECK(v->is_number(), "{}: '{}' must be a number, got {}", source, key, v->dump());
-      out = v->get<double>();
-    }
+    if (json_find(j, key)) out = json_get<double>(j, key, source);
   };
   number("temperature", g.temperature);
   number("top_p", g.top_p);
   number("repetition_penalty", g.repetition_penalty);
   const auto count = [&](const char* key, std::optional<int64_t>& out) {
-    if (const json* v = present(j, key)) {
-      MAGIX_CHECK(v->is_number_integer() && v->get<int64_t>() >= 0,
-                  "{}: '{}' must be an integer >= 0, got {}", source, key, v->dump());
-      out = v->get<int64_t>();
-    }
+    if (!json_find(j, key)) return;
+    out = json_get<int64_t>(j, key, source);
+    MAGIX_CHECK(*out >= 0, "{}: \"{}\" must be an integer >= 0, found {}", source, key, *out);
   };
   count("top_k", g.top_k);
   count("max_new_tokens", g.max_new_tokens);
@@ -89,11 +81,11 @@ json generation_config_from_model_config(const json& model_config) {
   json g = json::object();
   g["_from_model_config"] = true;
   for (const char* key : {"bos_token_id", "eos_token_id", "pad_token_id"}) {
-    if (const json* v = present(model_config, key)) g[key] = *v;
+    if (const json* v = json_find(model_config, key)) g[key] = *v;
   }
   g["output_attentions"] = false;
   g["output_hidden_states"] = false;
-  if (const json* v = present(model_config, "transformers_version")) {
+  if (const json* v = json_find(model_config, "transformers_version")) {
     g["transformers_version"] = *v;
   }
   g["use_cache"] = true;

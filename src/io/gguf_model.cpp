@@ -497,7 +497,8 @@ fs::path gguf_source_of(const fs::path& dir) {
   if (canon.parent_path() != root) return {};
   std::ifstream in(dir / kSourceFile);
   json j = json::parse(in, nullptr, false);
-  MAGIX_CHECK(j.is_object() && j.contains("gguf") && j["gguf"].is_string() && j.contains("size"),
+  MAGIX_CHECK(j.is_object() && j.contains("gguf") && j["gguf"].is_string() && j.contains("size") &&
+                  j["size"].is_number_unsigned(),
               "{}: damaged; delete the folder and load the GGUF file again",
               (dir / kSourceFile).string());
   const fs::path src = j["gguf"].get<std::string>();

@@ -48,3 +48,63 @@ nlohmann::ordered_json parse_ordered_json(std::string_view text, const std::stri
 }
 
 }  // namespace magix
+
+namespace magix {
+
+namespace {
+
+template <class Json>
+std::string found_impl(const Json& v) {
+  // A scalar is shown (cut short) so the message says which value was wrong.
+  auto shown = [&](const char* type) {
+    std::string s = v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    if (s.size() > 40) {
+      size_t cut = 37;
+      while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;  // UTF-8
+      s = s.substr(0, cut) + "...";
+    }
+    return fmt::format("{} {}", type, s);
+  };
+  switch (v.type()) {
+    case nlohmann::json::value_t::string:
+      return shown("string");
+    case nlohmann::json::value_t::number_integer:
+    case nlohmann::json::value_t::number_unsigned:
+      return shown("integer");
+    case nlohmann::json::value_t::number_float:
+      return shown("number");
+    case nlohmann::json::value_t::boolean:
+      return shown("boolean");
+    case nlohmann::json::value_t::null:
+      return "null";
+    case nlohmann::json::value_t::object:
+      return "object";
+    case nlohmann::json::value_t::array:
+      return "list";
+    default:
+      return "binary";
+  }
+}
+
+}  // namespace
+
+std::string json_found(const nlohmann::json& v) {
+  return found_impl(v);
+}
+std::string json_found(const nlohmann::ordered_json& v) {
+  return found_impl(v);
+}
+
+namespace json_detail {
+
+void fail_type(const std::string& what, const std::string& expected, const std::string& found) {
+  MAGIX_FAIL("{} must be {}, found {}", what, expected, found);
+}
+
+void fail_range(const std::string& what, const std::string& found, int64_t lo, uint64_t hi) {
+  MAGIX_FAIL("{} must be an integer from {} to {}, found {}", what, lo, hi, found);
+}
+
+}  // namespace json_detail
+
+}  // namespace magix

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "magix/error.hpp"
+#include "magix/json_parse.hpp"
 
 namespace magix {
 namespace {
@@ -18,39 +19,12 @@ bool given(const json& j, const char* key) {
   return j.contains(key) && !j.at(key).is_null();
 }
 
-int64_t get_int(const json& j, const char* key, const std::string& source) {
-  MAGIX_CHECK(given(j, key), "{}: required field '{}' is missing", source, key);
-  const json& v = j.at(key);
-  MAGIX_CHECK(v.is_number_integer(), "{}: field '{}' must be an integer, got {}", source, key,
-              v.dump());
-  return v.get<int64_t>();
-}
-
-int64_t get_int_or(const json& j, const char* key, int64_t fallback, const std::string& source) {
-  return given(j, key) ? get_int(j, key, source) : fallback;
-}
-
-double get_number_or(const json& j, const char* key, double fallback, const std::string& source) {
-  if (!given(j, key)) return fallback;
-  const json& v = j.at(key);
-  MAGIX_CHECK(v.is_number(), "{}: field '{}' must be a number, got {}", source, key, v.dump());
-  return v.get<double>();
-}
-
-bool get_bool_or(const json& j, const char* key, bool fallback, const std::string& source) {
-  if (!given(j, key)) return fallback;
-  const json& v = j.at(key);
-  MAGIX_CHECK(v.is_boolean(), "{}: field '{}' must be true or false, got {}", source, key,
-              v.dump());
-  return v.get<bool>();
-}
-
 ModelFamily parse_family(const json& j, const std::string& source) {
-  MAGIX_CHECK(given(j, "model_type") && j.at("model_type").is_string(),
+  MAGIX_CHECK(j.contains("model_type"),
               "{}: field 'model_type' is missing (expected llama, mistral, gemma, qwen2, qwen3, "
               "gemma2, gemma3_text or phi3)",
               source);
-  const std::string type = j.at("model_type").get<std::string>();
+  const std::string type = json_get<std::string>(j, "model_type", source);
   if (type == "llama") return ModelFamily::kLlama;
   if (type == "mistral") return ModelFamily::kMistral;
   if (type == "gemma") return ModelFamily::kGemma;
@@ -107,33 +81,34 @@ void parse_yarn(const json& j, const json& rope, ModelConfig& c, const std::stri
   s.kind = RopeScaling::Kind::kYarn;
   MAGIX_CHECK(rope.contains("factor"), "{}: yarn rope needs 'factor'", where);
   // As for llama3: a top-level original_max_position_embeddings wins over the dict's.
-  s.original_max_position = get_int_or(
-      j, "original_max_position_embeddings",
-      get_int_or(rope, "original_max_position_embeddings", c.max_position_embeddings, where),
-      source);
+  s.original_max_position =
+      json_value<int64_t>(j, "original_max_position_embeddings",
+                          json_value<int64_t>(rope, "original_max_position_embeddings",
+                                              c.max_position_embeddings, where),
+                          source);
   MAGIX_CHECK(s.original_max_position > 0, "{}: original_max_position_embeddings must be > 0",
               where);
-  const double factor = get_number_or(
+  const double factor = json_value<double>(
       rope, "factor",
       static_cast<double>(c.max_position_embeddings) / static_cast<double>(s.original_max_position),
       where);
   MAGIX_CHECK(std::isfinite(factor) && factor > 0, "{}: factor must be a positive finite number",
               where);
   s.factor = static_cast<float>(factor);
-  s.beta_fast = get_number_or(rope, "beta_fast", 0, where);
-  s.beta_slow = get_number_or(rope, "beta_slow", 0, where);
+  s.beta_fast = json_value<double>(rope, "beta_fast", 0, where);
+  s.beta_slow = json_value<double>(rope, "beta_slow", 0, where);
   if (s.beta_fast == 0) s.beta_fast = 32;
   if (s.beta_slow == 0) s.beta_slow = 1;
   MAGIX_CHECK(std::isfinite(s.beta_fast) && std::isfinite(s.beta_slow) && s.beta_fast > 0 &&
                   s.beta_slow > 0,
               "{}: beta_fast and beta_slow must be positive finite numbers", where);
-  s.truncate = get_bool_or(rope, "truncate", true, where);
+  s.truncate = json_value<bool>(rope, "truncate", true, where);
   double attention = 0;
   if (given(rope, "attention_factor")) {
-    attention = get_number_or(rope, "attention_factor", 1.0, where);
+    attention = json_value<double>(rope, "attention_factor", 1.0, where);
   } else {
-    const double mscale = get_number_or(rope, "mscale", 0, where);
-    const double mscale_all_dim = get_number_or(rope, "mscale_all_dim", 0, where);
+    const double mscale = json_value<double>(rope, "mscale", 0, where);
+    const double mscale_all_dim = json_value<double>(rope, "mscale_all_dim", 0, where);
     attention = mscale != 0 && mscale_all_dim != 0
                     ? yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim)
                     : yarn_mscale(factor, 1.0);
@@ -154,22 +129,20 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
   } else if (given(j, "rope_parameters")) {
     rope = j.at("rope_parameters");
   }
-  MAGIX_CHECK(rope.is_object(), "{}: field '{}' must be an object, got {}", source, field,
-              rope.dump());
-  c.rope_theta = static_cast<float>(
-      get_number_or(rope, "rope_theta", get_number_or(j, "rope_theta", 10000.0, source), source));
+  json_expect_object(rope, json_key_name(source, field));
+  c.rope_theta = static_cast<float>(json_value<double>(
+      rope, "rope_theta", json_value<double>(j, "rope_theta", 10000.0, source), source));
   MAGIX_CHECK(std::isfinite(c.rope_theta) && c.rope_theta > 0,
               "{}: rope_theta must be a positive finite number, got {}", source, c.rope_theta);
-  double partial = get_number_or(rope, "partial_rotary_factor",
-                                 get_number_or(j, "partial_rotary_factor", 1.0, source), source);
+  double partial =
+      json_value<double>(rope, "partial_rotary_factor",
+                         json_value<double>(j, "partial_rotary_factor", 1.0, source), source);
   MAGIX_CHECK(partial == 1.0, "{}: partial_rotary_factor {} is not supported (only 1.0)", source,
               partial);
   std::string type = "default";
   for (const char* key : {"rope_type", "type"}) {
     if (!given(rope, key)) continue;
-    MAGIX_CHECK(rope.at(key).is_string(), "{}: {}.{} must be a string, got {}", source, field, key,
-                rope.at(key).dump());
-    type = rope.at(key).get<std::string>();
+    type = json_get<std::string>(rope, key, json_key_name(source, field));
     break;
   }
   const std::string where = fmt::format("{}: {}", source, field);
@@ -190,7 +163,7 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
   } else if (type == "linear") {
     c.rope_scaling.kind = RopeScaling::Kind::kLinear;
     MAGIX_CHECK(given(rope, "factor"), "{}: linear rope needs 'factor'", where);
-    c.rope_scaling.factor = static_cast<float>(get_number_or(rope, "factor", 1.0, where));
+    c.rope_scaling.factor = static_cast<float>(json_value<double>(rope, "factor", 1.0, where));
     MAGIX_CHECK(std::isfinite(c.rope_scaling.factor) && c.rope_scaling.factor > 0,
                 "{}: factor must be a positive finite number", where);
   } else if (type == "llama3") {
@@ -199,9 +172,10 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
     for (const char* key : {"factor", "low_freq_factor", "high_freq_factor"}) {
       MAGIX_CHECK(given(rope, key), "{}: llama3 rope needs '{}'", where, key);
     }
-    s.factor = static_cast<float>(get_number_or(rope, "factor", 1.0, where));
-    s.low_freq_factor = static_cast<float>(get_number_or(rope, "low_freq_factor", 1.0, where));
-    s.high_freq_factor = static_cast<float>(get_number_or(rope, "high_freq_factor", 4.0, where));
+    s.factor = static_cast<float>(json_value<double>(rope, "factor", 1.0, where));
+    s.low_freq_factor = static_cast<float>(json_value<double>(rope, "low_freq_factor", 1.0, where));
+    s.high_freq_factor =
+        static_cast<float>(json_value<double>(rope, "high_freq_factor", 4.0, where));
     for (float v : {s.factor, s.low_freq_factor, s.high_freq_factor}) {
       MAGIX_CHECK(std::isfinite(v) && v > 0,
                   "{}: factor, low_freq_factor and high_freq_factor must be positive finite "
@@ -212,10 +186,11 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
                 "{}: high_freq_factor must differ from low_freq_factor", where);
     // transformers prefers a top-level original_max_position_embeddings, else the dict's, else
     // max_position_embeddings.
-    s.original_max_position = get_int_or(
-        j, "original_max_position_embeddings",
-        get_int_or(rope, "original_max_position_embeddings", c.max_position_embeddings, where),
-        source);
+    s.original_max_position =
+        json_value<int64_t>(j, "original_max_position_embeddings",
+                            json_value<int64_t>(rope, "original_max_position_embeddings",
+                                                c.max_position_embeddings, where),
+                            source);
   } else if (type == "yarn") {
     parse_yarn(j, rope, c, where, source);
   } else {
@@ -243,13 +218,12 @@ void parse_gemma3_rope(const json& j, ModelConfig& c, const std::string& source)
   MAGIX_CHECK(full.is_object() && local.is_object(),
               "{}: rope_parameters.full_attention and .sliding_attention must be objects", source);
   if (given(j, "rope_scaling")) {
-    MAGIX_CHECK(j.at("rope_scaling").is_object(), "{}: field 'rope_scaling' must be an object",
-                source);
-    full.update(j.at("rope_scaling"));
+    full.update(json_object_at(j, "rope_scaling", source));
   }
-  if (!given(full, "rope_theta")) full["rope_theta"] = get_number_or(j, "rope_theta", 1e6, source);
+  if (!given(full, "rope_theta"))
+    full["rope_theta"] = json_value<double>(j, "rope_theta", 1e6, source);
   if (!given(local, "rope_theta")) {
-    local["rope_theta"] = get_number_or(j, "rope_local_base_freq", 1e4, source);
+    local["rope_theta"] = json_value<double>(j, "rope_local_base_freq", 1e4, source);
   }
   auto parse_one = [&](json dict, const char* type) {
     json one = {{"rope_parameters", std::move(dict)}};
@@ -276,8 +250,7 @@ Activation parse_activation(const json& j, ModelFamily family, const std::string
                         ? "hidden_activation"
                         : "hidden_act";
   if (given(j, key)) {
-    MAGIX_CHECK(j.at(key).is_string(), "{}: field '{}' must be a string", source, key);
-    act = j.at(key).get<std::string>();
+    act = json_get<std::string>(j, key, source);
   }
   // Gemma's legacy "gelu" means the tanh approximation (GemmaConfig.__post_init__); Gemma's
   // hidden_activation field is not read by transformers 5.23 and is ignored here too.
@@ -290,7 +263,7 @@ Activation parse_activation(const json& j, ModelFamily family, const std::string
 void parse_sliding_window(const json& j, ModelConfig& c, const std::string& source) {
   c.sliding_window.assign(static_cast<size_t>(c.num_layers), 0);
   auto window_value = [&](int64_t fallback) {
-    int64_t w = get_int_or(j, "sliding_window", fallback, source);
+    int64_t w = json_value<int64_t>(j, "sliding_window", fallback, source);
     MAGIX_CHECK(w >= 0, "{}: sliding_window must be >= 0, got {}", source, w);
     return w;
   };
@@ -301,8 +274,9 @@ void parse_sliding_window(const json& j, ModelConfig& c, const std::string& sour
   } else if (c.family == ModelFamily::kGemma2 || c.family == ModelFamily::kGemma3Text) {
     // Gemma2Config / Gemma3TextConfig: sliding_window (default 4096; null: none) on the
     // "sliding_attention" layers of layer_types.
-    const int64_t pattern =
-        c.family == ModelFamily::kGemma2 ? 2 : get_int_or(j, "sliding_window_pattern", 6, source);
+    const int64_t pattern = c.family == ModelFamily::kGemma2
+                                ? 2
+                                : json_value<int64_t>(j, "sliding_window_pattern", 6, source);
     const std::vector<char> sliding = gemma_sliding_layers(j, c.num_layers, pattern, source);
     const int64_t w = j.contains("sliding_window") ? window_value(0) : 4096;
     for (size_t i = 0; i < sliding.size(); ++i) c.sliding_window[i] = sliding[i] ? w : 0;
@@ -310,7 +284,7 @@ void parse_sliding_window(const json& j, ModelConfig& c, const std::string& sour
   } else if (c.family == ModelFamily::kQwen2 || c.family == ModelFamily::kQwen3) {
     // Qwen2Config / Qwen3Config: the window applies only with use_sliding_window, on the layers
     // that layer_types marks "sliding_attention" (default: layers >= max_window_layers).
-    if (!get_bool_or(j, "use_sliding_window", false, source)) return;
+    if (!json_value<bool>(j, "use_sliding_window", false, source)) return;
     int64_t w = j.contains("sliding_window") ? window_value(0) : 4096;
     if (w == 0) return;
     if (given(j, "layer_types")) {
@@ -324,7 +298,7 @@ void parse_sliding_window(const json& j, ModelConfig& c, const std::string& sour
         if (t == "sliding_attention") c.sliding_window[i] = w;
       }
     } else {
-      int64_t first = get_int_or(j, "max_window_layers", 28, source);
+      int64_t first = json_value<int64_t>(j, "max_window_layers", 28, source);
       for (int64_t i = std::max<int64_t>(first, 0); i < c.num_layers; ++i) {
         c.sliding_window[static_cast<size_t>(i)] = w;
       }
@@ -341,7 +315,7 @@ std::optional<int64_t> optional_id(const json& j, const char* key, std::optional
                                    const std::string& source) {
   if (!j.contains(key)) return dflt;
   if (j.at(key).is_null()) return std::nullopt;
-  return get_int(j, key, source);
+  return json_get<int64_t>(j, key, source);
 }
 
 }  // namespace
@@ -369,16 +343,17 @@ std::string_view family_name(ModelFamily family) {
 }
 
 ModelConfig parse_model_config(const json& j, const std::string& source) {
-  MAGIX_CHECK(j.is_object(), "{}: a model config must be a JSON object", source);
+  MAGIX_CHECK(j.is_object(), "{}: a model config must be a JSON object, found {}", source,
+              json_found(j));
   ModelConfig c;
   c.raw = j;
   c.family = parse_family(j, source);
   const ModelFamily f = c.family;
-  c.vocab_size = get_int(j, "vocab_size", source);
-  c.hidden_size = get_int(j, "hidden_size", source);
-  c.intermediate_size = get_int(j, "intermediate_size", source);
-  c.num_layers = get_int(j, "num_hidden_layers", source);
-  c.num_heads = get_int(j, "num_attention_heads", source);
+  c.vocab_size = json_get<int64_t>(j, "vocab_size", source);
+  c.hidden_size = json_get<int64_t>(j, "hidden_size", source);
+  c.intermediate_size = json_get<int64_t>(j, "intermediate_size", source);
+  c.num_layers = json_get<int64_t>(j, "num_hidden_layers", source);
+  c.num_heads = json_get<int64_t>(j, "num_attention_heads", source);
   for (auto [key, v] : {std::pair{"vocab_size", c.vocab_size},
                         {"hidden_size", c.hidden_size},
                         {"intermediate_size", c.intermediate_size},
@@ -395,7 +370,7 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
                        : gemma23                                              ? 4
                                                                               : c.num_heads;
   c.num_kv_heads = j.contains("num_key_value_heads")
-                       ? get_int_or(j, "num_key_value_heads", c.num_heads, source)
+                       ? json_value<int64_t>(j, "num_key_value_heads", c.num_heads, source)
                        : kv_default;
   MAGIX_CHECK(c.num_kv_heads > 0 && c.num_heads % c.num_kv_heads == 0,
               "{}: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})", source,
@@ -403,7 +378,7 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
   int64_t head_dim_default = c.hidden_size / c.num_heads;
   if (gemma_like(f) && !j.contains("head_dim")) head_dim_default = 256;
   if (f == ModelFamily::kQwen3 && !j.contains("head_dim")) head_dim_default = 128;
-  c.head_dim = get_int_or(j, "head_dim", head_dim_default, source);
+  c.head_dim = json_value<int64_t>(j, "head_dim", head_dim_default, source);
   MAGIX_CHECK(c.head_dim > 0 && c.head_dim % 2 == 0,
               "{}: head_dim must be positive and even, "
               "got {}",
@@ -414,20 +389,20 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
                 c.hidden_size, c.num_heads);
   }
   c.rms_norm_eps = static_cast<float>(
-      get_number_or(j, "rms_norm_eps", f == ModelFamily::kPhi3 ? 1e-5 : 1e-6, source));
+      json_value<double>(j, "rms_norm_eps", f == ModelFamily::kPhi3 ? 1e-5 : 1e-6, source));
   MAGIX_CHECK(std::isfinite(c.rms_norm_eps) && c.rms_norm_eps > 0,
-              "{}: rms_norm_eps must be a positive finite number, got {}", source,
-              j.value("rms_norm_eps", nlohmann::json()).dump());
+              "{}: rms_norm_eps must be a positive finite number, got {}", source, c.rms_norm_eps);
   const int64_t max_pos_default = f == ModelFamily::kLlama     ? 2048
                                   : f == ModelFamily::kMistral ? 4096 * 32
                                   : f == ModelFamily::kGemma || f == ModelFamily::kGemma2 ? 8192
                                   : f == ModelFamily::kGemma3Text                         ? 131072
                                   : f == ModelFamily::kPhi3                               ? 4096
                                                                                           : 32768;
-  c.max_position_embeddings = get_int_or(j, "max_position_embeddings", max_pos_default, source);
+  c.max_position_embeddings =
+      json_value<int64_t>(j, "max_position_embeddings", max_pos_default, source);
   MAGIX_CHECK(c.max_position_embeddings > 0, "{}: max_position_embeddings must be positive, got {}",
               source, c.max_position_embeddings);
-  c.initializer_range = get_number_or(j, "initializer_range", 0.02, source);
+  c.initializer_range = json_value<double>(j, "initializer_range", 0.02, source);
   MAGIX_CHECK(std::isfinite(c.initializer_range) && c.initializer_range >= 0,
               "{}: initializer_range must be a finite number >= 0, got {}", source,
               c.initializer_range);
@@ -438,7 +413,7 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
   }
   c.activation = parse_activation(j, f, source);
 
-  const bool attention_bias = get_bool_or(j, "attention_bias", false, source);
+  const bool attention_bias = json_value<bool>(j, "attention_bias", false, source);
   // Gemma 2 / 3 put their post-attention norm between o_proj and the residual; magix adds
   // o_proj's bias after the row-parallel all-reduce, beside the residual, so it has no place
   // for one there (no released Gemma 2 / 3 checkpoint has attention biases).
@@ -452,12 +427,12 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
   c.o_proj_bias =
       (f == ModelFamily::kLlama || f == ModelFamily::kGemma || f == ModelFamily::kQwen3) &&
       attention_bias;
-  c.mlp_bias = f == ModelFamily::kLlama && get_bool_or(j, "mlp_bias", false, source);
-  c.tie_word_embeddings = get_bool_or(j, "tie_word_embeddings", gemma_like(f), source);
+  c.mlp_bias = f == ModelFamily::kLlama && json_value<bool>(j, "mlp_bias", false, source);
+  c.tie_word_embeddings = json_value<bool>(j, "tie_word_embeddings", gemma_like(f), source);
   c.qk_norm = f == ModelFamily::kQwen3 || f == ModelFamily::kGemma3Text;
   c.sandwich_norms = gemma23;
   if (gemma23) {
-    c.query_pre_attn_scalar = get_number_or(j, "query_pre_attn_scalar", 256, source);
+    c.query_pre_attn_scalar = json_value<double>(j, "query_pre_attn_scalar", 256, source);
     MAGIX_CHECK(std::isfinite(c.query_pre_attn_scalar) && c.query_pre_attn_scalar > 0,
                 "{}: query_pre_attn_scalar must be a positive finite number, got {}", source,
                 c.query_pre_attn_scalar);
@@ -465,7 +440,7 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
     // Gemma3Attention does not pass attn_logit_softcapping to its attention, so gemma3_text
     // ignores it as transformers does.
     const auto softcap = [&](const char* key, double fallback) {
-      const double v = j.contains(key) ? get_number_or(j, key, 0, source) : fallback;
+      const double v = j.contains(key) ? json_value<double>(j, key, 0, source) : fallback;
       MAGIX_CHECK(std::isfinite(v) && v >= 0, "{}: {} must be a positive finite number or null",
                   source, key);
       return static_cast<float>(v);
@@ -475,19 +450,19 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
     c.final_softcap = softcap("final_logit_softcapping", g2 ? 30.0 : 0.0);
   }
 
-  double dropout = get_number_or(j, "attention_dropout", 0.0, source);
+  double dropout = json_value<double>(j, "attention_dropout", 0.0, source);
   MAGIX_CHECK(dropout == 0.0,
               "{}: attention_dropout {} is not supported (training dropout is not implemented; "
               "set it to 0.0)",
               source, dropout);
   if (gemma_like(f)) {
-    MAGIX_CHECK(!get_bool_or(j, "use_bidirectional_attention", false, source),
+    MAGIX_CHECK(!json_value<bool>(j, "use_bidirectional_attention", false, source),
                 "{}: use_bidirectional_attention true is not supported (causal attention only)",
                 source);
   }
   if (f == ModelFamily::kPhi3) {
     for (const char* key : {"resid_pdrop", "embd_pdrop"}) {
-      const double p = get_number_or(j, key, 0.0, source);
+      const double p = json_value<double>(j, key, 0.0, source);
       MAGIX_CHECK(p == 0.0,
                   "{}: {} {} is not supported (training dropout is not implemented; set it to "
                   "0.0)",
@@ -510,10 +485,7 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
                                                      : std::optional<int64_t>(1);
   c.bos_token_id = optional_id(j, "bos_token_id", bos_default, source);
   if (j.contains("eos_token_id") && j.at("eos_token_id").is_array()) {
-    for (const json& e : j.at("eos_token_id")) {
-      MAGIX_CHECK(e.is_number_integer(), "{}: eos_token_id entries must be integers", source);
-      c.eos_token_ids.push_back(e.get<int64_t>());
-    }
+    c.eos_token_ids = json_get<std::vector<int64_t>>(j, "eos_token_id", source);
   } else {
     std::optional<int64_t> eos_default = gemma_like(f)             ? std::optional<int64_t>(1)
                                          : qwen                      ? std::nullopt
@@ -538,11 +510,10 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
 }
 
 ModelConfig load_model_config(const std::filesystem::path& path) {
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   MAGIX_CHECK(in.good(), "cannot open model config '{}'", path.string());
-  json j = json::parse(in, nullptr, /*allow_exceptions=*/false);
-  MAGIX_CHECK(!j.is_discarded(), "'{}' is not valid JSON", path.string());
-  return parse_model_config(j, path.string());
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return parse_model_config(parse_json(text, path.string()), path.string());
 }
 
 }  // namespace magix

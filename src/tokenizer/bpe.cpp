@@ -3,6 +3,7 @@
 #include <queue>
 
 #include "magix/error.hpp"
+#include "magix/json_parse.hpp"
 #include "tokenizer/unicode.hpp"
 
 namespace magix::text {
@@ -33,14 +34,14 @@ int parse_byte_token(std::string_view t) {
 }  // namespace
 
 BpeModel::BpeModel(const nlohmann::json& m, const std::string& source) : source_(source) {
-  const std::string type = m.value("type", std::string("BPE"));
+  const std::string where = source + ": model";
+  json_expect_object(m, json_key_name(source, "model"));
+  const std::string type = json_value<std::string>(m, "type", "BPE", where);
   MAGIX_CHECK(type == "BPE", "{}: unsupported model type '{}' (supported: BPE)", source, type);
-  MAGIX_CHECK(m.contains("vocab") && m.at("vocab").is_object(), "{}: model.vocab must be an object",
-              source);
-  MAGIX_CHECK(
-      m.value("dropout", nlohmann::json()).is_null() || m.at("dropout").get<double>() == 0.0,
-      "{}: BPE dropout is not supported", source);
-  for (const auto& [token, id_json] : m.at("vocab").items()) {
+  const nlohmann::json& vocab = json_object_at(m, "vocab", where);
+  MAGIX_CHECK(json_value<double>(m, "dropout", 0.0, where) == 0.0,
+              "{}: BPE dropout is not supported", source);
+  for (const auto& [token, id_json] : vocab.items()) {
     MAGIX_CHECK(id_json.is_number_integer(), "{}: vocab entry '{}' has a non-integer id", source,
                 token);
     const int64_t id = id_json.get<int64_t>();
@@ -58,16 +59,13 @@ BpeModel::BpeModel(const nlohmann::json& m, const std::string& source) : source_
     id_to_token_[static_cast<size_t>(id)] = token;
     has_id_[static_cast<size_t>(id)] = true;
   }
-  const auto opt_string = [&](const char* key) {
-    return m.contains(key) && m.at(key).is_string() ? m.at(key).get<std::string>() : std::string();
-  };
-  prefix_ = opt_string("continuing_subword_prefix");
-  suffix_ = opt_string("end_of_word_suffix");
-  byte_fallback_ = m.value("byte_fallback", false);
-  fuse_unk_ = m.value("fuse_unk", false);
-  ignore_merges_ = m.value("ignore_merges", false);
-  if (m.contains("unk_token") && m.at("unk_token").is_string()) {
-    unk_token_ = m.at("unk_token").get<std::string>();
+  prefix_ = json_value<std::string>(m, "continuing_subword_prefix", "", where);
+  suffix_ = json_value<std::string>(m, "end_of_word_suffix", "", where);
+  byte_fallback_ = json_value<bool>(m, "byte_fallback", false, where);
+  fuse_unk_ = json_value<bool>(m, "fuse_unk", false, where);
+  ignore_merges_ = json_value<bool>(m, "ignore_merges", false, where);
+  if (json_find(m, "unk_token")) {
+    unk_token_ = json_get<std::string>(m, "unk_token", where);
     const auto it = vocab_.find(unk_token_);
     MAGIX_CHECK(it != vocab_.end(), "{}: unk_token '{}' is not in the vocab", source, unk_token_);
     unk_id_ = it->second;
@@ -89,8 +87,9 @@ BpeModel::BpeModel(const nlohmann::json& m, const std::string& source) : source_
                 rank, t);
     return it->second;
   };
-  const nlohmann::json& merges = m.contains("merges") ? m.at("merges") : nlohmann::json::array();
-  MAGIX_CHECK(merges.is_array(), "{}: model.merges must be an array", source);
+  static const nlohmann::json kNoMerges = nlohmann::json::array();
+  const nlohmann::json& merges =
+      json_find(m, "merges") ? json_array_at(m, "merges", where) : kNoMerges;
   merges_.reserve(merges.size() * 2);
   for (size_t rank = 0; rank < merges.size(); ++rank) {
     const auto& mj = merges[rank];

@@ -1,6 +1,7 @@
 #include "tokenizer/decoders.hpp"
 
 #include "magix/error.hpp"
+#include "magix/json_parse.hpp"
 #include "tokenizer/normalized_string.hpp"
 #include "tokenizer/normalizers.hpp"
 #include "tokenizer/unicode.hpp"
@@ -172,11 +173,16 @@ std::unique_ptr<Decoder> make_decoder(const json& j, const std::string& source) 
   if (j.is_null()) return nullptr;
   MAGIX_CHECK(j.is_object() && j.contains("type"), "{}: decoder must be an object with a 'type'",
               source);
-  const std::string type = j.at("type").get<std::string>();
+  const std::string type = json_get<std::string>(j, "type", source + ": decoder");
   const std::string ctx = source + ": decoder " + type;
   if (type == "Sequence") {
     auto d = std::make_unique<SequenceDecoder>();
-    for (const auto& part : j.at("decoders")) d->parts.push_back(make_decoder(part, source));
+    const nlohmann::json& parts = json_array_at(j, "decoders", ctx);
+    for (size_t i = 0; i < parts.size(); ++i) {
+      // each part an object: a null one would be a missing stage (HF tokenizers refuses it too)
+      json_expect_object(parts[i], fmt::format("{}[{}]", json_key_name(ctx, "decoders"), i));
+      d->parts.push_back(make_decoder(parts[i], source));
+    }
     return d;
   }
   if (type == "ByteLevel") return std::make_unique<ByteLevelDecoder>();
@@ -184,22 +190,23 @@ std::unique_ptr<Decoder> make_decoder(const json& j, const std::string& source) 
   if (type == "Fuse") return std::make_unique<FuseDecoder>();
   if (type == "Strip") {
     auto d = std::make_unique<StripDecoder>();
-    d->content = j.at("content").get<std::string>();
-    d->start = j.value("start", size_t{0});
-    d->stop = j.value("stop", size_t{0});
+    d->content = json_get<std::string>(j, "content", ctx);
+    d->start = json_value<size_t>(j, "start", 0, ctx);
+    d->stop = json_value<size_t>(j, "stop", 0, ctx);
     return d;
   }
   if (type == "Replace") {
     auto d = std::make_unique<ReplaceDecoder>();
-    d->pattern = parse_pattern(j.at("pattern"), ctx);
-    d->content = j.at("content").get<std::string>();
+    d->pattern = parse_pattern(json_object_at(j, "pattern", ctx), ctx);
+    d->content = json_get<std::string>(j, "content", ctx);
     return d;
   }
   if (type == "Metaspace") {
     auto d = std::make_unique<MetaspaceDecoder>();
-    if (j.contains("replacement")) d->replacement = j.at("replacement").get<std::string>();
-    std::string scheme = j.value("prepend_scheme", std::string());
-    if (scheme.empty()) scheme = j.value("add_prefix_space", true) ? "always" : "never";
+    d->replacement = json_value<std::string>(j, "replacement", d->replacement, ctx);
+    std::string scheme = json_value<std::string>(j, "prepend_scheme", "", ctx);
+    if (scheme.empty())
+      scheme = json_value<bool>(j, "add_prefix_space", true, ctx) ? "always" : "never";
     d->strip_first = scheme != "never";
     return d;
   }

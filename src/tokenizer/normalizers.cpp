@@ -8,6 +8,7 @@
 #include <unicode/ustring.h>
 
 #include "magix/error.hpp"
+#include "magix/json_parse.hpp"
 #include "tokenizer/unicode.hpp"
 
 namespace magix::text {
@@ -163,8 +164,9 @@ class StripNormalizer final : public Normalizer {
 
 Pattern parse_pattern(const json& j, const std::string& context) {
   MAGIX_CHECK(j.is_object(), "{}: 'pattern' must be an object with 'String' or 'Regex'", context);
-  if (j.contains("String")) return Pattern::literal(j.at("String").get<std::string>());
-  if (j.contains("Regex")) return Pattern::regex(j.at("Regex").get<std::string>(), context);
+  const std::string where = context + ": pattern";
+  if (j.contains("String")) return Pattern::literal(json_get<std::string>(j, "String", where));
+  if (j.contains("Regex")) return Pattern::regex(json_get<std::string>(j, "Regex", where), context);
   MAGIX_FAIL("{}: 'pattern' must have 'String' or 'Regex', got {}", context, j.dump());
 }
 
@@ -195,22 +197,27 @@ std::unique_ptr<Normalizer> make_normalizer(const json& j, const std::string& so
   if (j.is_null()) return nullptr;
   MAGIX_CHECK(j.is_object() && j.contains("type"), "{}: normalizer must be an object with a 'type'",
               source);
-  const std::string type = j.at("type").get<std::string>();
+  const std::string type = json_get<std::string>(j, "type", source + ": normalizer");
   const std::string ctx = source + ": normalizer " + type;
   if (type == "Sequence") {
     auto n = std::make_unique<SequenceNormalizer>();
-    for (const auto& part : j.at("normalizers")) n->parts.push_back(make_normalizer(part, source));
+    const nlohmann::json& parts = json_array_at(j, "normalizers", ctx);
+    for (size_t i = 0; i < parts.size(); ++i) {
+      // each part an object: a null one would be a missing stage (HF tokenizers refuses it too)
+      json_expect_object(parts[i], fmt::format("{}[{}]", json_key_name(ctx, "normalizers"), i));
+      n->parts.push_back(make_normalizer(parts[i], source));
+    }
     return n;
   }
   if (type == "Prepend") {
     auto n = std::make_unique<PrependNormalizer>();
-    n->prefix = j.at("prepend").get<std::string>();
+    n->prefix = json_get<std::string>(j, "prepend", ctx);
     return n;
   }
   if (type == "Replace") {
     auto n = std::make_unique<ReplaceNormalizer>();
-    n->pattern = parse_pattern(j.at("pattern"), ctx);
-    n->content = j.at("content").get<std::string>();
+    n->pattern = parse_pattern(json_object_at(j, "pattern", ctx), ctx);
+    n->content = json_get<std::string>(j, "content", ctx);
     return n;
   }
   if (type == "NFC" || type == "NFD" || type == "NFKC" || type == "NFKD") {
@@ -219,8 +226,8 @@ std::unique_ptr<Normalizer> make_normalizer(const json& j, const std::string& so
   if (type == "Lowercase") return std::make_unique<LowercaseNormalizer>();
   if (type == "Strip") {
     auto n = std::make_unique<StripNormalizer>();
-    n->left = j.value("strip_left", true);
-    n->right = j.value("strip_right", true);
+    n->left = json_value<bool>(j, "strip_left", true, ctx);
+    n->right = json_value<bool>(j, "strip_right", true, ctx);
     return n;
   }
   MAGIX_FAIL(

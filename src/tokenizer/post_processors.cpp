@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "magix/error.hpp"
+#include "magix/json_parse.hpp"
 #include "tokenizer/unicode.hpp"
 
 namespace magix::text {
@@ -109,28 +110,44 @@ std::unique_ptr<PostProcessor> make_post_processor(const json& j, const std::str
   if (j.is_null()) return nullptr;
   MAGIX_CHECK(j.is_object() && j.contains("type"),
               "{}: post_processor must be an object with a 'type'", source);
-  const std::string type = j.at("type").get<std::string>();
+  const std::string type = json_get<std::string>(j, "type", source + ": post_processor");
+  const std::string ctx = source + ": post_processor " + type;
   if (type == "Sequence") {
     auto p = std::make_unique<SequenceProcessor>();
-    for (const auto& part : j.at("processors"))
-      p->parts.push_back(make_post_processor(part, source));
+    const nlohmann::json& parts = json_array_at(j, "processors", ctx);
+    for (size_t i = 0; i < parts.size(); ++i) {
+      // each part an object: a null one would be a missing stage (HF tokenizers refuses it too)
+      json_expect_object(parts[i], fmt::format("{}[{}]", json_key_name(ctx, "processors"), i));
+      p->parts.push_back(make_post_processor(parts[i], source));
+    }
     return p;
   }
   if (type == "TemplateProcessing") {
     auto p = std::make_unique<TemplateProcessor>();
-    const json& specials = j.value("special_tokens", json::object());
-    for (const auto& item : j.at("single")) {
+    const json specials = json_value<json>(j, "special_tokens", json::object(), ctx);
+    json_expect_object(specials, json_key_name(ctx, "special_tokens"));
+    const json& single = json_array_at(j, "single", ctx);
+    for (size_t i = 0; i < single.size(); ++i) {
+      const json& item = single[i];
+      const std::string item_where = fmt::format("{}[{}]", json_key_name(ctx, "single"), i);
+      json_expect_object(item, item_where);
       if (item.contains("Sequence")) {
-        MAGIX_CHECK(item.at("Sequence").value("id", std::string("A")) == "A",
+        const json& seq = json_object_at(item, "Sequence", item_where);
+        MAGIX_CHECK(json_value<std::string>(seq, "id", "A", item_where + ": Sequence") == "A",
                     "{}: TemplateProcessing single template may only use sequence A", source);
         p->single.push_back({true, {}});
       } else if (item.contains("SpecialToken")) {
-        const std::string name = item.at("SpecialToken").at("id").get<std::string>();
+        const json& special = json_object_at(item, "SpecialToken", item_where);
+        const std::string name =
+            json_get<std::string>(special, "id", item_where + ": SpecialToken");
         MAGIX_CHECK(specials.contains(name),
                     "{}: TemplateProcessing uses special token '{}' that is not in "
                     "its special_tokens",
                     source, name);
-        p->single.push_back({false, specials.at(name).at("ids").get<std::vector<int32_t>>()});
+        const std::string special_where = json_key_name(ctx, "special_tokens") + ": " + name;
+        p->single.push_back({false, json_get<std::vector<int32_t>>(
+                                        json_expect_object(specials.at(name), special_where), "ids",
+                                        special_where)});
       } else {
         MAGIX_FAIL("{}: TemplateProcessing item {} is neither Sequence nor SpecialToken", source,
                    item.dump());
@@ -140,14 +157,20 @@ std::unique_ptr<PostProcessor> make_post_processor(const json& j, const std::str
   }
   if (type == "ByteLevel") {
     auto p = std::make_unique<ByteLevelProcessor>();
-    p->trim_offsets = j.value("trim_offsets", true);
-    p->add_prefix_space = j.value("add_prefix_space", true);
+    p->trim_offsets = json_value<bool>(j, "trim_offsets", true, ctx);
+    p->add_prefix_space = json_value<bool>(j, "add_prefix_space", true, ctx);
     return p;
   }
   if (type == "BertProcessing") {
     auto p = std::make_unique<BertProcessor>();
-    p->cls = j.at("cls").at(1).get<int32_t>();
-    p->sep = j.at("sep").at(1).get<int32_t>();
+    // cls and sep are [token, id] pairs.
+    const auto id_of = [&](const char* key) {
+      const json& pair = json_array_at(j, key, ctx);
+      MAGIX_CHECK(pair.size() == 2, "{}: \"{}\" must be a [token, id] pair", ctx, key);
+      return json_as<int32_t>(pair[1], json_key_name(ctx, key) + "[1]");
+    };
+    p->cls = id_of("cls");
+    p->sep = id_of("sep");
     return p;
   }
   MAGIX_FAIL(

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "magix/error.hpp"
+#include "magix/json_parse.hpp"
 #include "tokenizer/normalizers.hpp"
 #include "tokenizer/tokenizer_regex.hpp"
 #include "tokenizer/unicode.hpp"
@@ -245,33 +246,39 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const std::strin
   if (j.is_null()) return nullptr;
   MAGIX_CHECK(j.is_object() && j.contains("type"),
               "{}: pre_tokenizer must be an object with a 'type'", source);
-  const std::string type = j.at("type").get<std::string>();
+  const std::string type = json_get<std::string>(j, "type", source + ": pre_tokenizer");
   const std::string ctx = source + ": pre_tokenizer " + type;
   if (type == "Sequence") {
     auto p = std::make_unique<SequencePreTokenizer>();
-    for (const auto& part : j.at("pretokenizers"))
-      p->parts.push_back(make_pre_tokenizer(part, source));
+    const nlohmann::json& parts = json_array_at(j, "pretokenizers", ctx);
+    for (size_t i = 0; i < parts.size(); ++i) {
+      // each part an object: a null one would be a missing stage (HF tokenizers refuses it too)
+      json_expect_object(parts[i], fmt::format("{}[{}]", json_key_name(ctx, "pretokenizers"), i));
+      p->parts.push_back(make_pre_tokenizer(parts[i], source));
+    }
     return p;
   }
   if (type == "Split") {
     auto p = std::make_unique<SplitPreTokenizer>();
-    p->pattern = parse_pattern(j.at("pattern"), ctx);
-    p->behavior = parse_split_behavior(j.at("behavior").get<std::string>(), ctx);
-    p->invert = j.value("invert", false);
+    p->pattern = parse_pattern(json_object_at(j, "pattern", ctx), ctx);
+    p->behavior = parse_split_behavior(json_get<std::string>(j, "behavior", ctx), ctx);
+    p->invert = json_value<bool>(j, "invert", false, ctx);
     return p;
   }
   if (type == "ByteLevel") {
     auto p = std::make_unique<ByteLevelPreTokenizer>();
-    p->add_prefix_space = j.value("add_prefix_space", false);
-    if (j.value("use_regex", true)) p->regex = std::make_unique<Regex>(kGpt2Pattern, ctx);
+    p->add_prefix_space = json_value<bool>(j, "add_prefix_space", false, ctx);
+    if (json_value<bool>(j, "use_regex", true, ctx))
+      p->regex = std::make_unique<Regex>(kGpt2Pattern, ctx);
     return p;
   }
   if (type == "Metaspace") {
     auto p = std::make_unique<MetaspacePreTokenizer>();
-    if (j.contains("replacement")) p->replacement = j.at("replacement").get<std::string>();
-    p->split_words = j.value("split", true);
-    std::string scheme = j.value("prepend_scheme", std::string());
-    if (scheme.empty()) scheme = j.value("add_prefix_space", true) ? "always" : "never";
+    p->replacement = json_value<std::string>(j, "replacement", p->replacement, ctx);
+    p->split_words = json_value<bool>(j, "split", true, ctx);
+    std::string scheme = json_value<std::string>(j, "prepend_scheme", "", ctx);
+    if (scheme.empty())
+      scheme = json_value<bool>(j, "add_prefix_space", true, ctx) ? "always" : "never";
     if (scheme == "always") {
       p->prepend = MetaspacePreTokenizer::Prepend::kAlways;
     } else if (scheme == "first") {
@@ -291,7 +298,7 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const std::strin
     return std::make_unique<RegexSplitPreTokenizer>(R"(\s+)", false, SplitBehavior::kRemoved, ctx);
   }
   if (type == "Digits") {
-    const bool individual = j.value("individual_digits", false);
+    const bool individual = json_value<bool>(j, "individual_digits", false, ctx);
     return std::make_unique<RegexSplitPreTokenizer>(
         R"(\p{N})", false, individual ? SplitBehavior::kIsolated : SplitBehavior::kContiguous, ctx);
   }

@@ -113,8 +113,9 @@ std::shared_ptr<TokenizerImpl> build_impl(const json& j, TokenizerConfig config,
   auto impl = std::make_shared<TokenizerImpl>();
   impl->source = source;
   impl->config = std::move(config);
-  MAGIX_CHECK(j.is_object() && j.contains("model"), "{}: not a tokenizer.json (no 'model')",
-              source);
+  MAGIX_CHECK(j.is_object(), "{}: not a tokenizer.json (a JSON object), found {}", source,
+              json_found(j));
+  MAGIX_CHECK(j.contains("model"), "{}: not a tokenizer.json (no 'model')", source);
   const auto field = [&](const char* key) { return j.contains(key) ? j.at(key) : json(); };
   MAGIX_CHECK(
       field("truncation").is_null() && field("padding").is_null(),
@@ -127,19 +128,23 @@ std::shared_ptr<TokenizerImpl> build_impl(const json& j, TokenizerConfig config,
   impl->decoder = text::make_decoder(field("decoder"), source);
 
   int64_t max_id = impl->model->max_id();
-  const json& added = j.contains("added_tokens") ? j.at("added_tokens") : json::array();
-  MAGIX_CHECK(added.is_array(), "{}: 'added_tokens' must be an array", source);
-  for (const auto& a : added) {
+  const json no_added = json::array();
+  const json& added =
+      json_find(j, "added_tokens") ? json_array_at(j, "added_tokens", source) : no_added;
+  for (size_t i = 0; i < added.size(); ++i) {
+    const json& a = added[i];
+    const std::string where = fmt::format("{}[{}]", json_key_name(source, "added_tokens"), i);
+    json_expect_object(a, where);
     text::AddedToken t;
-    t.id = a.at("id").get<int32_t>();
+    t.id = json_get<int32_t>(a, "id", where);
     MAGIX_CHECK(t.id >= 0, "{}: added token id {} is negative", source, t.id);
-    t.content = a.at("content").get<std::string>();
+    t.content = json_get<std::string>(a, "content", where);
     text::check_utf8(t.content, source + ": added token content");
-    t.single_word = a.value("single_word", false);
-    t.lstrip = a.value("lstrip", false);
-    t.rstrip = a.value("rstrip", false);
-    t.normalized = a.value("normalized", !a.value("special", false));
-    t.special = a.value("special", false);
+    t.single_word = json_value<bool>(a, "single_word", false, where);
+    t.lstrip = json_value<bool>(a, "lstrip", false, where);
+    t.rstrip = json_value<bool>(a, "rstrip", false, where);
+    t.special = json_value<bool>(a, "special", false, where);
+    t.normalized = json_value<bool>(a, "normalized", !t.special, where);
     // An added token may re-declare a vocab token with its id (Gemma, Mistral do); an id that
     // already names another token would decode ambiguously.
     const std::string* in_vocab = impl->model->id_to_token(t.id);

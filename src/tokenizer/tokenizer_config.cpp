@@ -19,14 +19,13 @@ std::optional<std::string> read_token(const nlohmann::json& j, const char* key,
   if (it->is_object() && it->contains("content") && (*it)["content"].is_string()) {
     return (*it)["content"].get<std::string>();
   }
-  MAGIX_FAIL("{}: '{}' must be a string or an object with a string 'content'", source, key);
+  MAGIX_FAIL("{}: \"{}\" must be a string or an object with a string \"content\", found {}", source,
+             key, json_found(*it));
 }
 
 std::optional<bool> read_bool(const nlohmann::json& j, const char* key, const std::string& source) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return std::nullopt;
-  MAGIX_CHECK(it->is_boolean(), "{}: '{}' must be true or false", source, key);
-  return it->get<bool>();
+  if (!json_find(j, key)) return std::nullopt;
+  return json_get<bool>(j, key, source);
 }
 
 }  // namespace
@@ -45,7 +44,7 @@ std::optional<std::string> TokenizerConfig::chat_template(
 }
 
 TokenizerConfig parse_tokenizer_config(const nlohmann::json& j, const std::string& source) {
-  MAGIX_CHECK(j.is_object(), "{}: expected a JSON object", source);
+  MAGIX_CHECK(j.is_object(), "{}: expected a JSON object, found {}", source, json_found(j));
   TokenizerConfig c;
   c.raw = j;
   c.bos_token = read_token(j, "bos_token", source);
@@ -59,17 +58,18 @@ TokenizerConfig parse_tokenizer_config(const nlohmann::json& j, const std::strin
       c.chat_templates["default"] = it->get<std::string>();
       c.chat_template_files["default"] = source;
     } else if (it->is_array()) {
-      for (const auto& t : *it) {
-        MAGIX_CHECK(
-            t.is_object() && t.contains("name") && t["name"].is_string() &&
-                t.contains("template") && t["template"].is_string(),
-            "{}: each entry of 'chat_template' must be {{\"name\": ..., \"template\": ...}}",
-            source);
+      for (size_t i = 0; i < it->size(); ++i) {
+        const nlohmann::json& t = (*it)[i];
+        MAGIX_CHECK(t.is_object() && t.contains("name") && t["name"].is_string() &&
+                        t.contains("template") && t["template"].is_string(),
+                    "{}: \"chat_template\"[{}] must be {{\"name\": string, \"template\": string}}",
+                    source, i);
         c.chat_templates[t["name"].get<std::string>()] = t["template"].get<std::string>();
         c.chat_template_files[t["name"].get<std::string>()] = source;
       }
     } else {
-      MAGIX_FAIL("{}: 'chat_template' must be a string or a list of named templates", source);
+      MAGIX_FAIL("{}: \"chat_template\" must be a string or a list of named templates, found {}",
+                 source, json_found(*it));
     }
   }
   return c;

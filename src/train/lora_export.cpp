@@ -4,6 +4,7 @@
 
 #include "magix/checkpoint.hpp"
 #include "magix/error.hpp"
+#include "magix/json_parse.hpp"
 #include "magix/lora.hpp"
 
 namespace magix {
@@ -66,23 +67,26 @@ fs::path resolve_lora_step(const fs::path& path) {
 LoraRunInfo read_lora_run_info(const fs::path& step_dir) {
   const nlohmann::json state = CheckpointReader(step_dir).trainer_state();
   LoraRunInfo out;
-  try {
-    const nlohmann::json& args = state.at("args");
-    out.model_name = args.value("model_name", std::string());
-    out.model_config = args.value("model_config", std::string());
-    out.seed = args.value("seed", uint64_t{42});
-    out.bf16_base = args.value("bf16_model_weights", false);
-    const nlohmann::json& t = state.at("trainable");
-    out.config.rank = t.at("lora_rank").get<int64_t>();
-    out.config.alpha = t.at("lora_alpha").get<double>();
-    out.config.targets = t.at("lora_targets").get<std::string>();
-    out.config.dropout = t.value("lora_dropout", 0.0);
-  } catch (const nlohmann::json::exception& e) {
-    MAGIX_FAIL(
-        "{}: trainer_state.json lacks the train-lora run's settings ({}); was it written "
-        "by `magix train-lora`?",
-        step_dir.string(), e.what());
+  // Fields of a train-lora run's trainer_state.json; a missing one means another kind of run.
+  const std::string where = (step_dir / "trainer_state.json").string();
+  for (const char* key : {"args", "trainable"}) {
+    MAGIX_CHECK(state.contains(key),
+                "{}: no \"{}\": trainer_state.json lacks the train-lora run's settings; was it "
+                "written by `magix train-lora`?",
+                where, key);
   }
+  const nlohmann::json& args = json_object_at(state, "args", where);
+  const std::string args_where = json_key_name(where, "args");
+  out.model_name = json_value<std::string>(args, "model_name", "", args_where);
+  out.model_config = json_value<std::string>(args, "model_config", "", args_where);
+  out.seed = json_value<uint64_t>(args, "seed", 42, args_where);
+  out.bf16_base = json_value<bool>(args, "bf16_model_weights", false, args_where);
+  const nlohmann::json& t = json_object_at(state, "trainable", where);
+  const std::string t_where = json_key_name(where, "trainable");
+  out.config.rank = json_get<int64_t>(t, "lora_rank", t_where);
+  out.config.alpha = json_get<double>(t, "lora_alpha", t_where);
+  out.config.targets = json_get<std::string>(t, "lora_targets", t_where);
+  out.config.dropout = json_value<double>(t, "lora_dropout", 0.0, t_where);
   return out;
 }
 

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "magix/error.hpp"
+#include "magix/json_parse.hpp"
 #include "magix/lora.hpp"
 #include "magix/safetensors.hpp"
 
@@ -24,27 +25,25 @@ std::string escape_regex(const std::string& s) {
   return out;
 }
 
-// PEFT's target_modules as a regex over magix's weight names: a list matches a module whose
-// name equals an entry or ends with "." + the entry; a string is a regex the whole module name
-// must match.
-std::string targets_regex(const nlohmann::json& t, const fs::path& file) {
-  std::string out;
-  if (t.is_string()) {
-    out = "^(?:";
-    out += t.get<std::string>();
+// PEFT's target_modules (of the adapter config `c`) as a regex over magix's weight names: a list
+// matches a module whose name equals an entry or ends with "." + the entry; a string is a regex
+// the whole module name must match.
+std::string targets_regex(const nlohmann::json& c, const fs::path& file) {
+  const std::string where = file.string();
+  if (c.contains("target_modules") && c.at("target_modules").is_string()) {
+    std::string out = "^(?:";
+    out += c.at("target_modules").get<std::string>();
     out += ")\\.weight$";
     return out;
   }
-  MAGIX_CHECK(t.is_array() && !t.empty(),
-              "{}: target_modules must be a list of module names or a regex", file.string());
+  const auto names = json_get<std::vector<std::string>>(c, "target_modules", where);
+  MAGIX_CHECK(!names.empty(), "{}: \"target_modules\" is an empty list", where);
   std::string alt;
-  for (const nlohmann::json& m : t) {
-    MAGIX_CHECK(m.is_string(), "{}: target_modules holds {}, not a module name", file.string(),
-                m.dump());
+  for (const std::string& m : names) {
     if (!alt.empty()) alt += '|';
-    alt += escape_regex(m.get<std::string>());
+    alt += escape_regex(m);
   }
-  out = "(^|\\.)(";
+  std::string out = "(^|\\.)(";
   out += alt;
   out += ")\\.weight$";
   return out;
@@ -59,9 +58,10 @@ void check_supported(const nlohmann::json& c, const fs::path& file) {
     if (v.is_object() || v.is_array() || v.is_string()) return !v.empty();
     return true;
   };
-  MAGIX_CHECK(c.value("peft_type", std::string("LORA")) == "LORA",
-              "{}: peft_type {} (magix reads LORA adapters)", file.string(),
-              c.at("peft_type").dump());
+  const std::string where = file.string();
+  const std::string peft_type = json_value<std::string>(c, "peft_type", "LORA", where);
+  MAGIX_CHECK(peft_type == "LORA", "{}: peft_type {} (magix reads LORA adapters)", where,
+              peft_type);
   for (const char* key :
        {"use_rslora", "use_dora", "fan_in_fan_out", "modules_to_save", "rank_pattern",
         "alpha_pattern", "layers_to_transform", "exclude_modules", "lora_bias", "layer_replication",
@@ -69,9 +69,9 @@ void check_supported(const nlohmann::json& c, const fs::path& file) {
     MAGIX_CHECK(!is_set(key), "{}: {} = {} is not supported by magix's LoRA", file.string(), key,
                 c.at(key).dump());
   }
-  MAGIX_CHECK(c.value("bias", std::string("none")) == "none",
-              "{}: bias = {} is not supported (magix adapters have no bias)", file.string(),
-              c.at("bias").dump());
+  const std::string bias = json_value<std::string>(c, "bias", "none", where);
+  MAGIX_CHECK(bias == "none", "{}: bias = {} is not supported (magix adapters have no bias)", where,
+              bias);
 }
 
 }  // namespace
@@ -85,26 +85,18 @@ bool is_peft_adapter_dir(const fs::path& dir) {
 LoadedLora read_peft_adapter(const fs::path& dir, const std::vector<ParamInfo>& base,
                              const Mesh& mesh) {
   const fs::path cfg_path = dir / "adapter_config.json";
-  std::ifstream f(cfg_path);
+  std::ifstream f(cfg_path, std::ios::binary);
   MAGIX_CHECK(f.good(), "cannot read {}", cfg_path.string());
-  nlohmann::json c;
-  try {
-    c = nlohmann::json::parse(f);
-  } catch (const nlohmann::json::exception& e) {
-    MAGIX_FAIL("{} is not valid JSON: {}", cfg_path.string(), e.what());
-  }
-  MAGIX_CHECK(c.is_object(), "{} is not a JSON object", cfg_path.string());
+  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const std::string where = cfg_path.string();
+  const nlohmann::json c = parse_json(text, where);
+  json_expect_object(c, where);
   check_supported(c, cfg_path);
   LoadedLora out;
-  try {
-    out.config.rank = c.at("r").get<int64_t>();
-    out.config.alpha = c.at("lora_alpha").get<double>();
-    out.config.dropout = c.value("lora_dropout", 0.0);
-    out.config.targets = targets_regex(c.at("target_modules"), cfg_path);
-  } catch (const nlohmann::json::exception& e) {
-    MAGIX_FAIL("{}: r, lora_alpha and target_modules are required ({})", cfg_path.string(),
-               e.what());
-  }
+  out.config.rank = json_get<int64_t>(c, "r", where);
+  out.config.alpha = json_get<double>(c, "lora_alpha", where);
+  out.config.dropout = json_value<double>(c, "lora_dropout", 0.0, where);
+  out.config.targets = targets_regex(c, cfg_path);
   const std::vector<ParamInfo> infos = lora_adapter_infos(base, out.config, mesh);
   const SafetensorsReader st(dir / "adapter_model.safetensors");
   out.adapters = ParameterSet(infos);

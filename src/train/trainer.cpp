@@ -14,6 +14,7 @@
 #include "magix/error.hpp"
 #include "magix/evaluate.hpp"
 #include "magix/hf_files.hpp"
+#include "magix/json_parse.hpp"
 #include "magix/memory_check.hpp"
 #include "magix/tokenizer.hpp"
 #include "trainer_checkpoint.hpp"
@@ -277,17 +278,20 @@ TrainSummary run_training(const TrainArgs& given, const Mesh& mesh, Trainable& m
         MAGIX_FAIL("{}", msg);
       }
       step = detail::restore_training(reader, model, optimizer, loader);
-      skipped_total = saved.value("skipped_steps", int64_t{0});
+      const std::string state_file = (reader.dir() / "trainer_state.json").string();
+      skipped_total = json_value<int64_t>(saved, "skipped_steps", 0, state_file);
+      const int64_t saved_total =
+          json_value<int64_t>(saved, "total_steps", total_steps, state_file);
       summary.resumed_from = reader.dir().string();
       summary.last_checkpoint = reader.dir().string();
       if (rank0) {
         fmt::print(stderr, "resuming from {} (step {} of {}, epoch {})\n", reader.dir().string(),
                    step, total_steps, loader.epoch());
-        if (saved.value("total_steps", total_steps) != total_steps) {
+        if (saved_total != total_steps) {
           fmt::print(stderr,
                      "note: the checkpoint planned {} steps, this run plans {}: the learning-rate "
                      "schedule follows this run's\n",
-                     saved.value("total_steps", total_steps), total_steps);
+                     saved_total, total_steps);
         }
       }
     }

@@ -7,6 +7,7 @@
 
 #include "backends/backend.hpp"
 #include "magix/error.hpp"
+#include "magix/json_parse.hpp"
 
 namespace magix::detail {
 
@@ -120,11 +121,13 @@ int64_t restore_training(const CheckpointReader& reader, Trainable& model, AdamW
   std::vector<ShardedTensor> nu = moment_tensors(model.trainable(), optimizer.nu(), "nu/");
   read_item(reader, "optimizer", mu);
   read_item(reader, "optimizer", nu);
-  const nlohmann::json& opt = state.at("optimizer");
-  optimizer.set_counters(opt.at("updates").get<int64_t>(),
-                         opt.at("consecutive_skipped").get<int64_t>());
-  loader.restore(state.at("data"));
-  const int64_t step = state.at("step").get<int64_t>();
+  const std::string where = (reader.dir() / "trainer_state.json").string();
+  const nlohmann::json& opt = json_object_at(state, "optimizer", where);
+  const std::string opt_where = json_key_name(where, "optimizer");
+  optimizer.set_counters(json_get<int64_t>(opt, "updates", opt_where),
+                         json_get<int64_t>(opt, "consecutive_skipped", opt_where));
+  loader.restore(json_object_at(state, "data", where), json_key_name(where, "data"));
+  const int64_t step = json_get<int64_t>(state, "step", where);
   MAGIX_CHECK(loader.global_step() == step,
               "checkpoint {}: trainer step {} but the data position is step {}",
               reader.dir().string(), step, loader.global_step());

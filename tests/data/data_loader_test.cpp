@@ -6,6 +6,7 @@
 #include <numeric>
 #include <random>
 
+#include "../common/json_wrong_types.hpp"
 #include "magix/data_loader.hpp"
 #include "magix/error.hpp"
 
@@ -260,6 +261,38 @@ TEST(Batches, StateFromOtherDataIsRefused) {
   bad["version"] = 2;
   EXPECT_THROW(loader.restore(bad), Error);
   EXPECT_THROW(loader.restore(nlohmann::json::array()), Error);
+}
+
+// A saved position (trainer_state.json: "data") with fields of the wrong type: a magix::Error
+// naming the state and the field, never a JSON library exception.
+TEST(Batches, StateWithWrongTypesNamesTheField) {
+  const auto examples = varied_examples(30, 7, 11);
+  LoaderOptions o;
+  o.global_batch = 4;
+  o.max_length = 6;
+  DataLoader loader(examples, o);
+  loader.next();
+  const nlohmann::json valid = loader.state();
+  const std::string where = "ckpt/000001/trainer_state.json: \"data\"";
+  const auto read = [&](const nlohmann::json& j) {
+    DataLoader fresh(examples, o);
+    fresh.restore(j, where);
+  };
+  std::vector<test::JsonField> fields = {{"/format", true}, {"/version"}, {"/epoch"}, {"/step"}};
+  for (const char* key : {"seed", "global_batch", "max_length", "pack", "shuffle", "num_examples",
+                          "num_rows", "fingerprint"}) {
+    fields.push_back({std::string("/") + key, false, fmt::format("saved {} = ", key)});
+  }
+  test::expect_wrong_types_named(valid, fields, read);
+  test::expect_only_magix_errors(valid, read);
+  try {
+    read(nlohmann::json::array());
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(where + " must be an object, found list"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(Packing, SegmentsPositionsAndBoundaryTargets) {

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "../common/json_wrong_types.hpp"
 #include "magix/checkpoint.hpp"
 #include "magix/dataset.hpp"
 #include "magix/error.hpp"
@@ -209,6 +210,37 @@ TEST(GenerationConfigDefaults, FileValuesUnlessGiven) {
                Error);
   EXPECT_THROW(parse_generation_config(nlohmann::json::parse(R"({"top_k": -1})"), "t"), Error);
   EXPECT_THROW(parse_generation_config(nlohmann::json::parse(R"({"do_sample": 1})"), "t"), Error);
+}
+
+// generation_config.json fields of the wrong type: a magix::Error naming the field (null means
+// "not set" for each of them), never a JSON library exception.
+TEST(GenerationConfig, WrongTypesNameTheField) {
+  const nlohmann::json valid = nlohmann::json::parse(
+      R"({"eos_token_id": [2, 5], "pad_token_id": 0, "bos_token_id": 1, "do_sample": true,
+          "temperature": 0.6, "top_p": 0.9, "repetition_penalty": 1.1, "top_k": 20,
+          "max_new_tokens": 5, "max_length": 40})");
+  const auto read = [](const nlohmann::json& j) {
+    parse_generation_config(j, "generation_config.json");
+  };
+  std::vector<test::JsonField> fields = {
+      {"/eos_token_id/1", false, "\"eos_token_id\"[1]"},
+      {"/eos_token_id", true, "", {"x", 2.5, nlohmann::json{{"k", 1}}, true}},
+  };
+  for (const char* key : {"pad_token_id", "bos_token_id", "do_sample", "temperature", "top_p",
+                          "repetition_penalty", "top_k", "max_new_tokens", "max_length"}) {
+    fields.push_back({std::string("/") + key, true});
+  }
+  test::expect_wrong_types_named(valid, fields, read);
+  test::expect_only_magix_errors(valid, read);
+  try {
+    read(nlohmann::json::array());
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(
+        std::string(e.what()).find("generation_config.json: expected a JSON object, found list"),
+        std::string::npos)
+        << e.what();
+  }
 }
 
 // Every fixture model's generation_config.json (written by transformers) is read, and is what

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "../common/json_wrong_types.hpp"
 #include "../common/tensor_compare.hpp"
 #include "lora_fixture.hpp"
 #include "magix/checkpoint.hpp"
@@ -240,6 +241,92 @@ TEST_F(LoraCheckpointTest, PeftFolderForGenerateAndLoraInit) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("use_rslora"), std::string::npos) << e.what();
   }
+}
+
+// adapter_config.json with fields of the wrong type (a string for r, a number for a module name,
+// an object for target_modules, null): a magix::Error naming the file and the field, never a
+// JSON library exception; so is a file whose top level is not an object.
+TEST_F(LoraCheckpointTest, AdapterConfigWrongTypesNameTheField) {
+  const test::LoraFixture fx = test::load_lora_fixture("qwen2_qv_down");
+  const fs::path peft = test::kLoraFixtures / "qwen2_qv_down" / "peft";
+  Mesh mesh;
+  Decoder model = load_decoder(fx.model_dir.string(), mesh);
+  const std::vector<ParamInfo> infos = model.params().infos();
+  const fs::path dir = tmp_ / "peft";
+  fs::create_directories(dir);
+  fs::copy_file(peft / "adapter_model.safetensors", dir / "adapter_model.safetensors");
+  const nlohmann::json valid = nlohmann::json::parse(std::ifstream(peft / "adapter_config.json"));
+  const auto read = [&](const nlohmann::json& j) {
+    { std::ofstream(dir / "adapter_config.json") << j.dump(); }
+    (void)read_peft_adapter(dir, infos, mesh);
+  };
+  const std::vector<test::JsonField> fields = {
+      {"/r"},
+      {"/lora_alpha"},
+      {"/lora_dropout", true},
+      {"/peft_type", true},
+      {"/bias", true},
+      // A list of module names or one regex string.
+      {"/target_modules", false, "", {7, 2.5, true, nlohmann::json{{"k", 1}}, nullptr}},
+      {"/target_modules/1", false, "\"target_modules\"[1]"},
+  };
+  test::expect_wrong_types_named(valid, fields, read);
+  EXPECT_GT(test::expect_only_magix_errors(valid, read), 100u);
+  for (const char* top : {"[]", "3", "\"r\""}) {
+    { std::ofstream(dir / "adapter_config.json") << top; }
+    try {
+      (void)read_peft_adapter(dir, infos, mesh);
+      ADD_FAILURE() << top << ": no error";
+    } catch (const Error& e) {
+      EXPECT_NE(
+          std::string(e.what()).find((dir / "adapter_config.json").string() + " must be an object"),
+          std::string::npos)
+          << e.what();
+    }
+  }
+  // The message names the file, the key, the expected and the found type.
+  nlohmann::json bad = valid;
+  bad["r"] = "8";
+  try {
+    read(bad);
+    ADD_FAILURE() << "r = \"8\" accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), (dir / "adapter_config.json").string() +
+                                         ": \"r\" must be an integer, found string \"8\"");
+  }
+}
+
+// A train-lora step's trainer_state.json with fields of the wrong type: a magix::Error naming
+// the field, never a JSON library exception.
+TEST_F(LoraCheckpointTest, RunInfoWrongTypesNameTheField) {
+  Mesh mesh;
+  CheckpointManager manager(tmp_ / "state", mesh, CheckpointOptions{0, false});
+  int64_t step = 0;
+  const auto read = [&](const nlohmann::json& state) {
+    manager.save(++step, {}, state);
+    manager.wait();
+    (void)read_lora_run_info(manager.step_dir(step));
+  };
+  const nlohmann::json valid = {
+      {"step", 3},
+      {"args",
+       {{"model_name", "m"}, {"model_config", ""}, {"seed", 42}, {"bf16_model_weights", false}}},
+      {"trainable",
+       {{"lora_rank", 2}, {"lora_alpha", 5.0}, {"lora_targets", "q_proj"}, {"lora_dropout", 0.0}}}};
+  const std::vector<test::JsonField> fields = {
+      {"/args"},
+      {"/args/model_name", true},
+      {"/args/model_config", true},
+      {"/args/seed", true},
+      {"/args/bf16_model_weights", true},
+      {"/trainable"},
+      {"/trainable/lora_rank"},
+      {"/trainable/lora_alpha"},
+      {"/trainable/lora_targets"},
+      {"/trainable/lora_dropout", true},
+  };
+  test::expect_wrong_types_named(valid, fields, read);
+  test::expect_only_magix_errors(valid, read);
 }
 
 }  // namespace

@@ -1,6 +1,11 @@
 // config.json parsing: layouts of real HF folders, family defaults, and clear errors.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
+
+#include "../common/json_wrong_types.hpp"
 #include "magix/error.hpp"
 #include "magix/model.hpp"
 
@@ -248,13 +253,14 @@ TEST(ModelConfig, ErrorsNameTheField) {
   EXPECT_NE(error_of(j).find("'dynamic'"), std::string::npos);
   j = llama();
   j["rope_scaling"] = {{"rope_type", 3}};
-  EXPECT_NE(error_of(j).find("rope_scaling.rope_type must be a string"), std::string::npos);
+  EXPECT_NE(error_of(j).find("\"rope_scaling\": \"rope_type\" must be a string"),
+            std::string::npos);
   j = llama();
   j["attention_dropout"] = 0.1;
   EXPECT_NE(error_of(j).find("attention_dropout"), std::string::npos);
   j = llama();
   j.erase("hidden_size");
-  EXPECT_NE(error_of(j).find("'hidden_size' is missing"), std::string::npos);
+  EXPECT_NE(error_of(j).find("\"hidden_size\" is missing"), std::string::npos);
   j = llama();
   j["model_type"] = "gpt2";
   EXPECT_NE(error_of(j).find("model_type 'gpt2'"), std::string::npos);
@@ -266,7 +272,7 @@ TEST(ModelConfig, ErrorsNameTheField) {
   EXPECT_NE(error_of(j).find("num_key_value_heads"), std::string::npos);
   j = llama();
   j["vocab_size"] = "many";
-  EXPECT_NE(error_of(j).find("'vocab_size' must be an integer"), std::string::npos);
+  EXPECT_NE(error_of(j).find("\"vocab_size\" must be an integer"), std::string::npos);
   j = llama();
   j["model_type"] = "gemma";
   j["use_bidirectional_attention"] = true;
@@ -335,6 +341,89 @@ TEST(ModelConfig, UnsupportedPartitionSpecIsAnError) {
   apply_partition_rules(p, PartitionRules(fsdp_only_q), c);
   shard_parameters(p, mesh);
   EXPECT_NO_THROW(Decoder(c, mesh, ParameterSet(p)));
+}
+
+// config.json fields of the wrong type (a string for a number, a number for a string, an object
+// for a list, null for a required field): a magix::Error naming the field, never a JSON library
+// exception.
+TEST(ModelConfig, WrongTypesNameTheField) {
+  json valid = llama();
+  valid["head_dim"] = 16;
+  valid["rope_theta"] = 10000.0;
+  valid["initializer_range"] = 0.02;
+  valid["tie_word_embeddings"] = false;
+  valid["attention_bias"] = false;
+  valid["mlp_bias"] = false;
+  valid["hidden_act"] = "silu";
+  valid["attention_dropout"] = 0.0;
+  valid["bos_token_id"] = 1;
+  valid["pad_token_id"] = 0;
+  valid["eos_token_id"] = json::array({2, 3});
+  valid["rope_scaling"] = {{"rope_type", "llama3"},
+                           {"factor", 8.0},
+                           {"low_freq_factor", 1.0},
+                           {"high_freq_factor", 4.0},
+                           {"original_max_position_embeddings", 64}};
+  const auto read = [](const json& j) { parse_model_config(j, "config.json"); };
+  const std::vector<test::JsonField> fields = {
+      {"/model_type"},
+      {"/vocab_size"},
+      {"/hidden_size"},
+      {"/intermediate_size"},
+      {"/num_hidden_layers"},
+      {"/num_attention_heads"},
+      {"/num_key_value_heads", true},
+      {"/head_dim", true},
+      {"/rms_norm_eps", true},
+      {"/max_position_embeddings", true},
+      {"/rope_theta", true},
+      {"/initializer_range", true},
+      {"/tie_word_embeddings", true},
+      {"/attention_bias", true},
+      {"/mlp_bias", true},
+      {"/hidden_act", true},
+      {"/attention_dropout", true},
+      {"/bos_token_id", true},
+      {"/pad_token_id", true},
+      {"/eos_token_id/1", false, "\"eos_token_id\"[1]"},
+      // An id or a list of ids: a string, a fraction, an object, true are wrong.
+      {"/eos_token_id", true, "", {"x", 2.5, json{{"k", 1}}, true}},
+      {"/rope_scaling", true, "", {"x", 7, json::array({1}), true}},
+      // null: the rope type defaults, a required factor is "missing"
+      {"/rope_scaling/rope_type", true},
+      {"/rope_scaling/factor", true},
+      {"/rope_scaling/low_freq_factor", true},
+      {"/rope_scaling/original_max_position_embeddings", true},
+  };
+  test::expect_wrong_types_named(valid, fields, read);
+  EXPECT_GT(test::expect_only_magix_errors(valid, read), 100u);
+  // A top level that is not an object names the file.
+  for (const json& top : {json::array(), json(3)}) {
+    EXPECT_NE(error_of(top).find("cfg.json: a model config must be a JSON object"),
+              std::string::npos)
+        << error_of(top);
+  }
+}
+
+// The same through load_model_config, from a file.
+TEST(ModelConfig, FileWithWrongTypes) {
+  const std::filesystem::path path =
+      std::filesystem::temp_directory_path() / fmt::format("magix_cfg_{}.json", ::getpid());
+  for (const auto& [text, want] : std::vector<std::pair<std::string, std::string>>{
+           {"[]", "a model config must be a JSON object, found list"},
+           {"3", "a model config must be a JSON object, found integer 3"},
+           {R"({"model_type": "llama", "vocab_size": "256"})",
+            R"("vocab_size" must be an integer, found string "256")"}}) {
+    { std::ofstream(path) << text; }
+    try {
+      load_model_config(path);
+      ADD_FAILURE() << text << ": no error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(path.string() + ": "), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+  }
+  std::filesystem::remove(path);
 }
 
 }  // namespace

@@ -12,12 +12,15 @@
 #include <string>
 #include <vector>
 
+#include "../common/json_wrong_types.hpp"
 #include "../common/tensor_compare.hpp"
 #include "magix/checkpoint.hpp"
 #include "magix/error.hpp"
 #include "magix/mesh.hpp"
 #include "magix/safetensors.hpp"
+#include "magix/train_step.hpp"
 #include "magix/trainer.hpp"
+#include "train/trainer_checkpoint.hpp"
 
 namespace magix {
 namespace {
@@ -329,6 +332,66 @@ TEST(Trainer, BadArgumentsAreClearErrors) {
   a = tiny_args();
   a.train_file = "/nonexistent/data.jsonl";
   expect_error(a, "/nonexistent/data.jsonl");
+}
+
+// A step's trainer_state.json with the fields a resume reads of the wrong type (optimizer
+// counters, step, data position): a magix::Error naming the file and the field, never a JSON
+// library exception.
+TEST(Trainer, ResumeStateWithWrongTypesNamesTheField) {
+  TempDir tmp;
+  Mesh mesh;
+  const TrainArgs a = tiny_args();
+  std::unique_ptr<Trainable> model = make_full_trainable(a, mesh);
+  AdamW optimizer = make_opt_state(AdamWOptions{}, model->trainable());
+  std::vector<Example> examples(16);
+  for (size_t i = 0; i < examples.size(); ++i) {
+    examples[i].ids = {1, static_cast<int32_t>(2 + i), 3};
+    examples[i].loss_mask = {1, 1, 1};
+  }
+  LoaderOptions lo;
+  lo.global_batch = 4;
+  lo.max_length = 8;
+  DataLoader loader(examples, lo);
+  const nlohmann::json valid =
+      detail::make_trainer_state(a, *model, optimizer, loader, 0, 4, 0);
+  CheckpointManager manager(tmp.path(), mesh, CheckpointOptions{0, false});
+  int64_t step = 0;
+  std::string state_file;
+  const auto read = [&](const nlohmann::json& state) {
+    manager.save(++step, detail::training_items(*model, optimizer), state);
+    manager.wait();
+    state_file = (manager.step_dir(step) / "trainer_state.json").string();
+    (void)detail::restore_training(CheckpointReader(manager.step_dir(step)), *model, optimizer,
+                                   loader);
+  };
+  const std::vector<test::JsonField> fields = {
+      {"/optimizer", false, "", {"x", 7, true, nlohmann::json::array({1}), nullptr}},
+      {"/optimizer/updates"},
+      {"/optimizer/consecutive_skipped"},
+      {"/data", false, "", {"x", 7, true, nlohmann::json::array({1}), nullptr}},
+      {"/data/epoch"},
+      {"/data/step"},
+      {"/data/version"},
+      {"/step"},
+  };
+  test::expect_wrong_types_named(valid, fields, read);
+  nlohmann::json bad = valid;
+  bad["optimizer"]["updates"] = "3";
+  try {
+    read(bad);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              state_file + ": \"optimizer\": \"updates\" must be an integer, found string \"3\"");
+  }
+  try {
+    read(nlohmann::json::array());
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(state_file + " must be an object, found list"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace
