@@ -57,12 +57,13 @@ def create_device_mesh(shape, names=("data", "model")):
 
 
 def load_model_hub(name_or_path, mesh=None, partition_rules=None, family=None, bf16=False,
-                   revision=None):
+                   revision=None, device=None):
     """An HF folder, a hub name in the local HF cache, or a magix checkpoint step, loaded onto
     `mesh` (default: all ranks on the data axis). partition_rules: None (the family's rules),
     a JSON rules file, or a list of (regex, spec) pairs such as
     ("mlp/down_proj", ("model", "data")). family: checked against config.json's model_type.
-    revision: of a hub name (a branch, tag or commit; default refs/main)."""
+    revision: of a hub name (a branch, tag or commit; default refs/main). device: "cpu" or
+    "cuda" (as --device; default: cuda when this build has it and a GPU is visible, else cpu)."""
     if mesh is None:
         mesh = create_device_mesh((-1, 1))
     if partition_rules is not None and not isinstance(partition_rules, (str, _os.PathLike)):
@@ -71,7 +72,7 @@ def load_model_hub(name_or_path, mesh=None, partition_rules=None, family=None, b
         partition_rules = _os.fspath(partition_rules)
     with _revision(revision):
         return _magix.load_model_hub(_os.fspath(name_or_path), mesh, partition_rules, family,
-                                     bool(bf16))
+                                     bool(bf16), device)
 
 
 def _ids(array, name="ids"):

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <optional>
 
+#include "backends/backend.hpp"
 #include "bindings.hpp"
 #include "magix/checkpoint.hpp"
 #include "magix/error.hpp"
@@ -40,11 +41,13 @@ PartitionRules make_rules(const nb::handle& given, const std::string& family) {
 }
 
 PyModel load_model(const std::string& name_or_path, PyMesh mesh, nb::handle partition_rules,
-                   std::optional<std::string> family, bool bf16) {
+                   std::optional<std::string> family, bool bf16,
+                   std::optional<std::string> device) {
   PyModel out;
   out.mesh = mesh.mesh;
   DecoderOptions options;
   options.compute_dtype = bf16 ? DType::kBF16 : DType::kF32;
+  options.device = use_device(device.value_or(""));  // as --device: default cuda with a GPU
   const bool step = is_checkpoint_step(name_or_path);
   const fs::path dir = step ? fs::path(name_or_path) : resolve_model_dir(name_or_path);
   const ModelConfig config = load_model_config(dir / "config.json");
@@ -197,7 +200,7 @@ void bind_model(nb::module_& m) {
 
   m.def("load_model_hub", &load_model, nb::arg("name_or_path"), nb::arg("mesh"),
         nb::arg("partition_rules").none(), nb::arg("family").none(), nb::arg("bf16"),
-        nb::keep_alive<0, 2>());
+        nb::arg("device").none(), nb::keep_alive<0, 2>());
 
   nb::class_<PyOptState>(m, "OptState").def_prop_ro("updates", [](const PyOptState& o) {
     return o.adamw->updates();

@@ -37,6 +37,19 @@ def test_logits_equal_cpp_bit_for_bit_and_transformers_within_tolerance(model, t
     assert np.array_equal(again[1, :16], logits[1, :16])
 
 
+def test_device_argument(model):
+    mesh = magix.create_device_mesh((1, 1))
+    ids = [[1, 5, 9, 2, 7]]
+    on_cpu = magix.load_model_hub(MODEL, mesh=mesh, device="cpu")
+    assert np.array_equal(on_cpu.logits(ids), model.logits(ids))
+    try:  # a GPU build with a GPU: the same logits within fp32 tolerance; else a clear error
+        on_gpu = magix.load_model_hub(MODEL, mesh=mesh, device="cuda")
+    except magix.MagixError as e:
+        assert "no GPU is visible" in str(e) or "no cuda backend" in str(e), str(e)
+    else:
+        np.testing.assert_allclose(on_gpu.logits(ids), model.logits(ids), rtol=0, atol=1e-4)
+
+
 def test_nll_matches_transformers(model):
     ref = read_safetensors(MODEL / "reference.safetensors")
     nll, tokens = model.nll(ref["input_ids"], attention_mask=ref["attention_mask"],
@@ -90,6 +103,9 @@ def test_errors_are_python_exceptions_with_magix_messages(tmp_path):
     assert issubclass(magix.MagixError, RuntimeError)
     with pytest.raises(magix.MagixError, match="family 'gemma' does not match"):
         magix.load_model_hub(MODEL, family="gemma")
+    with pytest.raises(magix.MagixError, match="unknown device 'tpu'"):
+        magix.load_model_hub(MODEL, device="tpu")
+
     with pytest.raises(TypeError, match="unexpected keyword argument 'learning_rat'"):
         magix.train(learning_rat=1e-3)
     with pytest.raises(TypeError, match="'batch_size' has the wrong type"):
