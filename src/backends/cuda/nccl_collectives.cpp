@@ -96,6 +96,7 @@ class NcclCollectives final : public DeviceCollectives {
 
   void gather(const Tensor& local, int dim, Tensor& full) override {
     check("gather", local, full);
+    check_sizes("gather", full.numel(), local.numel());
     const Split s = split_of("gather", local, dim);
     const size_t count = static_cast<size_t>(local.numel());
     if (s.rows == 1 || n_ == 1) {
@@ -112,6 +113,7 @@ class NcclCollectives final : public DeviceCollectives {
 
   void reduce_scatter_add(const Tensor& full, int dim, Tensor& local) override {
     check("reduce_scatter", local, full);
+    check_sizes("reduce_scatter", full.numel(), local.numel());
     const Split s = split_of("reduce_scatter", local, dim);
     const int64_t m = local.numel();
     Tensor send = full;
@@ -164,6 +166,13 @@ class NcclCollectives final : public DeviceCollectives {
                 "{}: NCCL collectives of a group issued from a thread other than the one that made "
                 "its communicator",
                 op);
+  }
+
+  // full holds n blocks of local's size.
+  void check_sizes(const char* op, int64_t full, int64_t local) const {
+    MAGIX_CHECK(full == static_cast<int64_t>(n_) * local,
+                "{}: the whole tensor has {} elements, expected {} ranks x {}", op, full, n_,
+                local);
   }
 
   const NcclApi& api_;
