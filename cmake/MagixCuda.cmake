@@ -6,10 +6,12 @@
 # PATH or in /usr/local/cuda/bin. CMAKE_CUDA_ARCHITECTURES defaults to 90 (H100/H200); set it
 # (e.g. -DCMAKE_CUDA_ARCHITECTURES="80;90") for other GPUs.
 #
-# Sets MAGIX_CUDA_FOUND; src/CMakeLists.txt then builds the kernels and defines MAGIX_HAS_CUDA.
+# Sets MAGIX_CUDA_FOUND (and MAGIX_NCCL_FOUND, MAGIX_NCCL_INCLUDE_DIR when nccl.h is there too);
+# src/CMakeLists.txt then builds the kernels and defines MAGIX_HAS_CUDA (and MAGIX_HAS_NCCL).
 set(MAGIX_CUDA AUTO CACHE STRING "CUDA backend (nvcc, cuBLASLt): AUTO, ON or OFF")
 set_property(CACHE MAGIX_CUDA PROPERTY STRINGS AUTO ON OFF)
 set(MAGIX_CUDA_FOUND OFF)
+set(MAGIX_NCCL_FOUND OFF)
 
 if(NOT MAGIX_CUDA STREQUAL "OFF")
   set(_why "")
@@ -42,6 +44,18 @@ if(NOT MAGIX_CUDA STREQUAL "OFF")
     endif()
     message(STATUS "magix: CUDA backend ON (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, "
                    "architectures ${CMAKE_CUDA_ARCHITECTURES})")
+    # NCCL (src/backends/cuda/nccl_*.cpp: collectives of CUDA tensors) needs only its header
+    # here: libnccl.so.2 is loaded with dlopen at the first collective of CUDA tensors over a
+    # group of several ranks, so a process that makes none, or a machine without NCCL, does not
+    # need it. Without the header the collectives of CUDA tensors stage through host memory.
+    find_path(MAGIX_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} NO_CACHE)
+    if(MAGIX_NCCL_INCLUDE_DIR)
+      set(MAGIX_NCCL_FOUND ON)
+      message(STATUS "magix: NCCL collectives ON (${MAGIX_NCCL_INCLUDE_DIR}/nccl.h; "
+                     "libnccl.so.2 loaded at run time)")
+    else()
+      message(STATUS "magix: NCCL collectives OFF (no nccl.h beside the CUDA headers)")
+    endif()
   elseif(MAGIX_CUDA STREQUAL "ON")
     message(FATAL_ERROR "MAGIX_CUDA=ON but the CUDA backend cannot be built: ${_why}. Install the "
                         "CUDA toolkit (nvcc, cudart, cuBLASLt) or configure with -DMAGIX_CUDA=OFF.")

@@ -10,14 +10,18 @@
 #
 #   MAGIX_GPU_REUSE_BUILD=1 MAGIX_GPU_BUNDLE=gpu_bundle scripts/gpu_check.sh
 #
-# BUNDLE_DIR/bin holds test_backends, test_backends_cuda, test_gpu and bench_gpu (stripped);
+# BUNDLE_DIR/bin holds test_backends, test_backends_cuda, test_gpu, test_gpu_nccl and bench_gpu
+# (stripped);
 # BUNDLE_DIR/lib.tar.xz (xz: ICU's data, oneDNN and OpenBLAS are 100 MiB unpacked) every library
 # `ldd` resolves for them, and OpenBLAS (which the CPU backend dlopens, as libopenblas.so.0 from
 # the library path when the Debian path is absent) with its own dependencies, except those the
 # GPU machine has itself: glibc (libc, libm, libdl, librt, libpthread, the loader), the
 # compiler's runtime (libstdc++, libgcc_s), the driver (libcuda) and cuBLAS (libcublas,
 # libcublasLt: the CUDA backend dlopens libcublasLt.so.<major> from the GPU machine's toolkit,
-# src/backends/cuda/cublaslt_library.cpp). libcudart is carried (under 1 MiB). gpu_check.sh
+# src/backends/cuda/cublaslt_library.cpp). libcudart is carried (under 1 MiB). NCCL is not
+# carried either: libnccl.so.2 is 208 MiB (NCCL 2.28, CUDA 13.0), over the 64 MiB a working tree
+# may carry, and magix dlopens it (it is not in ldd's list); gpu_check.sh finds the GPU machine's
+# own (the toolkit's lib64, or PyTorch's nvidia-nccl wheel through MAGIX_NCCL_LIBRARY). gpu_check.sh
 # unpacks lib.tar.xz into BUNDLE_DIR/lib. BUNDLE_DIR/manifest.txt lists each file and its
 # unpacked size. Fails when the bundle is over 64 MiB (what a working tree may carry to a lent GPU
 # machine).
@@ -26,7 +30,7 @@ cd "$(dirname "$0")/.."
 bundle=${1:-gpu_bundle}
 build=${MAGIX_GPU_BUILD_DIR:-build-gpu}
 limit_mib=64
-targets=(test_backends test_backends_cuda test_gpu bench_gpu)
+targets=(test_backends test_backends_cuda test_gpu test_gpu_nccl bench_gpu)
 
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)

@@ -5,6 +5,8 @@
 #   - the tests labelled `gpu`: the CUDA backend against the CPU backend op by op
 #     (test_backends_cuda), and tests/gpu (test_gpu: the fixture families' bf16 NLL and gradients
 #     against HF, 20 training steps against the CPU, greedy generation against the CPU);
+#   - test_gpu_nccl: NCCL collectives of CUDA tensors against the host path, one process (a group
+#     of one NCCL rank), and under mpirun -np 2 where 2 GPUs and mpirun are there (NcclTwoRanks);
 #   - the op-table sweep on the cuda device (every op against fp64 references);
 #   - bench_gpu (train-step tokens/s and MFU of a ~1B Llama, attention TFLOP/s, decode tokens/s),
 #     last; its JSON goes into the summary.
@@ -18,8 +20,8 @@
 #                             $MAGIX_GPU_BUILD_DIR/bin (a build carried from another machine)
 #   MAGIX_GPU_BUNDLE=dir      the bundle of scripts/gpu_bundle.sh (with MAGIX_GPU_REUSE_BUILD=1)
 # Each step has a time limit. From a bundle (the way on the lent GPU machines, which cannot build
-# magix): nvidia-smi 30 s, unpack 30 s, op parity 80 s, tests/gpu 110 s, sweep 70 s, bench 150 s:
-# 470 s, under 8 minutes in all. Building here instead adds configure 60 s and build 240 s
+# magix): nvidia-smi 30 s, unpack 30 s, op parity 80 s, tests/gpu 110 s, NCCL 30 s (and 90 s
+# on two ranks where there are 2 GPUs), sweep 70 s, bench 150 s: 500 s (590 s), under 10 minutes. Building here instead adds configure 60 s and build 240 s
 # (ctest -L gpu 150 s in place of the two test steps). Exit status 0 when every step passed. OUT_DIR gets gpu_check.log,
 # summary.json (with the bench's JSON under "bench") and the test results (ctest_gpu.xml or
 # ops_cuda.json and gpu_tests.json, sweep_cuda.json, bench_gpu.out).
@@ -75,6 +77,20 @@ PY
 )
   [ -n "$pylt" ] && export LD_LIBRARY_PATH="$pylt:$LD_LIBRARY_PATH"
 fi
+# NCCL (dlopened at the first collective of CUDA tensors over several ranks, libnccl.so.2): the
+# library path (the toolkit's lib64 above), else the copy in Python's nvidia-nccl package
+# (PyTorch's), passed as MAGIX_NCCL_LIBRARY.
+if [ -z "${MAGIX_NCCL_LIBRARY:-}" ] && ! ls /usr/local/cuda/lib64/libnccl.so.2 >/dev/null 2>&1 &&
+   command -v python3 >/dev/null; then
+  pynccl=$(python3 - 2>/dev/null <<'PY'
+import glob, os, site
+for d in site.getsitepackages():
+    for f in sorted(glob.glob(os.path.join(d, "nvidia", "**", "libnccl.so.2"), recursive=True)):
+        print(f); raise SystemExit
+PY
+)
+  [ -n "$pynccl" ] && export MAGIX_NCCL_LIBRARY="$pynccl"
+fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 bin="$build/bin"
 if [ "$reuse" = 1 ] && [ -n "${MAGIX_GPU_BUNDLE:-}" ]; then
@@ -89,7 +105,7 @@ if [ "$reuse" = 1 ] && [ -n "${MAGIX_GPU_BUNDLE:-}" ]; then
 fi
 # tests/gpu reads the fixtures of this working tree (the binaries may come from another machine).
 export MAGIX_FIXTURES_DIR="$PWD/tests/fixtures"
-echo "=== LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >>"$log"
+echo "=== LD_LIBRARY_PATH=$LD_LIBRARY_PATH MAGIX_NCCL_LIBRARY=${MAGIX_NCCL_LIBRARY:-}" >>"$log"
 
 if [ "$reuse" != 1 ]; then
   generator=()
@@ -97,7 +113,7 @@ if [ "$reuse" != 1 ]; then
   run_step configure 60 cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
     -DMAGIX_CUDA=ON -DMAGIX_PYTHON=OFF -DMAGIX_BUILD_BENCH=ON
   run_step build 240 cmake --build "$build" -j "$(nproc)" --target test_backends \
-    test_backends_cuda test_gpu bench_gpu
+    test_backends_cuda test_gpu test_gpu_nccl bench_gpu
   # Label gpu: the CUDA backend against the CPU backend, and tests/gpu (each on the emulated
   # device and on the GPU; the GPU instances skip without one).
   junit=()
@@ -107,6 +123,14 @@ if [ "$reuse" != 1 ]; then
 else
   run_step ops_cuda 80 "$bin/test_backends_cuda" --gtest_output="json:$out/ops_cuda.json"
   run_step gpu_tests 110 "$bin/test_gpu" --gtest_output="json:$out/gpu_tests.json"
+  run_step nccl_tests 30 "$bin/test_gpu_nccl" --gtest_output="json:$out/nccl_tests.json"
+  gpus=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | wc -l)
+  if [ "${gpus:-0}" -ge 2 ] && command -v mpirun >/dev/null; then
+    OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 run_step nccl_2ranks 90 \
+      mpirun -np 2 "$bin/test_gpu_nccl" --gtest_filter='NcclTwoRanks.*'
+  else
+    echo "=== nccl_2ranks: not run (${gpus:-0} GPU(s); needs 2 and mpirun)" >>"$log"
+  fi
 fi
 # The op-table sweep on the cuda device (every op against fp64 references, error table at the end).
 run_step sweep_cuda 70 "$bin/test_backends" --gtest_filter='*/cuda' \

@@ -11,6 +11,10 @@ namespace magix {
 
 enum class ReduceOp { kSum, kMax };
 
+// Collectives of a group on device buffers (src/dist/device_collectives.hpp: NCCL for CUDA
+// tensors), kept by the group's Communicator.
+class DeviceCollectives;
+
 // A task given to Communicator::run_async. wait() returns once it has run (at once when nothing
 // is pending) and rethrows its error; a handle dropped without wait() waits in its destructor.
 class PendingCollective {
@@ -31,7 +35,8 @@ class PendingCollective {
 
 class Communicator {
  public:
-  virtual ~Communicator() = default;
+  Communicator();
+  virtual ~Communicator();
   virtual int rank() const = 0;
   virtual int size() const = 0;
   // In place over the group.
@@ -56,6 +61,17 @@ class Communicator {
   // This default (and an engine without a thread) runs task(*this) before returning; its error
   // still comes from wait().
   virtual PendingCollective run_async(std::function<void(Communicator&)> task);
+
+  // This group's collectives on device buffers, chosen on first use by the collectives of
+  // tensors (src/dist/device_collectives.cpp) and destroyed with the communicator.
+  struct DeviceSlot {
+    bool decided = false;                       // whether the path was chosen
+    std::unique_ptr<DeviceCollectives> engine;  // after the choice, null: host-staged
+  };
+  DeviceSlot& device_slot() { return device_slot_; }
+
+ private:
+  DeviceSlot device_slot_;
 };
 
 // The group of one rank: every collective is the identity.

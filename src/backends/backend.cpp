@@ -9,6 +9,9 @@
 #if defined(MAGIX_HAS_CUDA)
 #include "backends/cuda/cuda_backend.hpp"
 #endif
+#if defined(MAGIX_HAS_NCCL)
+#include "backends/cuda/nccl_collectives.hpp"
+#endif
 #include "magix/distributed.hpp"
 #include "magix/error.hpp"
 
@@ -21,6 +24,12 @@ constexpr size_t kDevices = 2;
 std::array<const Backend*, kDevices>& test_backends() {
   static std::array<const Backend*, kDevices> backends{};
   return backends;
+}
+
+// Engines registered by set_collectives_engine_for_testing, by Device.
+std::array<const DeviceCollectivesEngine*, kDevices>& test_engines() {
+  static std::array<const DeviceCollectivesEngine*, kDevices> engines{};
+  return engines;
 }
 
 const Backend* build_backend(Device device) {
@@ -81,6 +90,22 @@ void set_backend_for_testing(Device device, const Backend* backend) {
               "set_backend_for_testing: a {} backend registered for {}",
               device_name(backend ? backend->device() : device), device_name(device));
   test_backends().at(static_cast<size_t>(device)) = backend;
+}
+
+const DeviceCollectivesEngine* collectives_engine_for(Device device) {
+  if (const DeviceCollectivesEngine* e = test_engines().at(static_cast<size_t>(device))) return e;
+  if (device != Device::kCuda || test_backends().at(static_cast<size_t>(device)) != nullptr) {
+    return nullptr;
+  }
+#if defined(MAGIX_HAS_NCCL)
+  return &cuda::nccl_engine();
+#else
+  return nullptr;
+#endif
+}
+
+void set_collectives_engine_for_testing(Device device, const DeviceCollectivesEngine* engine) {
+  test_engines().at(static_cast<size_t>(device)) = engine;
 }
 
 Device parse_device(std::string_view name) {

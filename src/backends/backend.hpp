@@ -27,6 +27,8 @@
 
 namespace magix {
 
+class DeviceCollectivesEngine;  // dist/device_collectives.hpp
+
 // Query i of row b sees key j iff j <= i, and (window <= 0 or i - j < window), and key_valid[b, j]
 // != 0 (when given), and segment[b, i] == segment[b, j] (when given; packing). A query that sees
 // no key outputs 0 (lse = -inf). With softcap > 0 each score s = scale·q·k is capped to
@@ -276,6 +278,13 @@ bool has_backend(Device device);
 // registers a host-memory backend for Device::kCuda with it, so that every host access of a
 // device tensor in model, training and generation code throws on the CPU alone.
 void set_backend_for_testing(Device device, const Backend* backend);
+
+// The engine of collectives on buffers of `device` (dist/device_collectives.hpp): NCCL for the
+// build's own CUDA backend when built with its header; null for the CPU, in a build without it,
+// and for a backend registered by a test (its tensors are not the GPU's), unless a test
+// registered an engine with set_collectives_engine_for_testing (null restores the build's).
+const DeviceCollectivesEngine* collectives_engine_for(Device device);
+void set_collectives_engine_for_testing(Device device, const DeviceCollectivesEngine* engine);
 
 // ---- devices and ranks -------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <exception>
 
+#include "dist/device_collectives.hpp"
 #include "magix/error.hpp"
 
 namespace magix {
@@ -36,6 +37,9 @@ void PendingCollective::wait() {
   wait_ = nullptr;
   w();
 }
+
+Communicator::Communicator() = default;
+Communicator::~Communicator() = default;
 
 PendingCollective Communicator::run_async(std::function<void(Communicator&)> task) {
   std::exception_ptr error;

@@ -37,10 +37,16 @@ void ParamStream::prefetch(const ParameterSet& params, size_t i) const {
   Shape shape = params.tensor(i).shape();
   shape[static_cast<size_t>(dd)] *= mesh_->data_size();
   Prefetch p{&params, i, ops_->empty(shape, DType::kF32), {}};
-  p.done = mesh_->data().run_async(
-      [w = widened(params.tensor(i)), dd, full = p.full](Communicator& comm) mutable {
-        model::gather_along_dim(comm, w, dd, full);
-      });
+  if (model::collectives_on_device(mesh_->data(), params.tensor(i).device())) {
+    // NCCL: enqueued on the device's stream now, in program order (it runs there while the
+    // host goes on enqueuing the layers' kernels).
+    model::gather_along_dim(mesh_->data(), widened(params.tensor(i)), dd, p.full);
+  } else {
+    p.done = mesh_->data().run_async(
+        [w = widened(params.tensor(i)), dd, full = p.full](Communicator& comm) mutable {
+          model::gather_along_dim(comm, w, dd, full);
+        });
+  }
   prefetched_.push_back(std::move(p));
 }
 
@@ -126,7 +132,7 @@ void ParamStream::close_grad(ParameterSet& grads, size_t i, const Tensor& g_used
   const int dd = data_sharded_dim(grads.info(i).spec);
   if (mesh_->data_size() == 1) {
     ops_->add(shard, g);
-  } else if (dd >= 0 && overlap_) {
+  } else if (dd >= 0 && overlap_ && !model::collectives_on_device(mesh_->data(), g.device())) {
     const size_t bytes = g.nbytes();
     while (!grads_pending_.empty() && pending_grad_bytes() + bytes > max_pending_bytes_) {
       grads_pending_.front().done.wait();  // oldest first: the order they were started in

@@ -11,6 +11,9 @@
 // data group's communication thread (Communicator::run_async) so that it runs while the caller
 // computes, and close_grad's reduce-scatters over data run there too; finish() waits for them.
 // The collectives are the same calls on the same bytes, so the numbers are the same bit for bit.
+// Where the data group's collectives run on the device (NCCL, shard_ops.hpp) there is no thread:
+// they are enqueued on the device's stream at once, in program order, and the GPU orders them
+// with the kernels around them (the host does not wait for them).
 #pragma once
 
 #include <cstdint>

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "backends/backend.hpp"
+#include "dist/device_collectives.hpp"
 #include "magix/error.hpp"
 
 namespace magix::model {
@@ -70,7 +71,21 @@ void host_all_reduce_add(Communicator& comm, const Tensor& full, Tensor& local) 
   for (size_t i = 0; i < buf.size(); ++i) dst[i] += buf[i];
 }
 
+// Both tensors on one device (not the host): the device's own path applies.
+bool on_one_device(const Tensor& a, const Tensor& b) {
+  return a.device() != Device::kCpu && a.device() == b.device();
+}
+
+// The group's device collectives for a and b, or null (host staging).
+DeviceCollectives* device_path(Communicator& comm, const Tensor& a, const Tensor& b) {
+  return on_one_device(a, b) ? device_collectives(comm, a.device()) : nullptr;
+}
+
 }  // namespace
+
+bool collectives_on_device(Communicator& comm, Device device) {
+  return device_collectives(comm, device) != nullptr;
+}
 
 HostStaged::HostStaged(const Tensor& t, bool read) : target_(t) {
   if (t.device() == Device::kCpu) {
@@ -87,6 +102,14 @@ void HostStaged::write_back() {
 
 void gather_along_dim(Communicator& comm, const Tensor& local, int dim, Tensor& full) {
   MAGIX_CHECK(full.numel() == comm.size() * local.numel(), "gather: sizes do not match");
+  if (comm.size() == 1 && on_one_device(local, full)) {
+    backend_for(local.device()).copy(full, local);
+    return;
+  }
+  if (DeviceCollectives* dc = device_path(comm, local, full)) {
+    dc->gather(local, dim, full);
+    return;
+  }
   HostStaged in(local, /*read=*/true), out(full, /*read=*/false);
   host_gather(comm, in.host(), dim, out.host());
   out.write_back();
@@ -94,6 +117,14 @@ void gather_along_dim(Communicator& comm, const Tensor& local, int dim, Tensor& 
 
 void reduce_scatter_along_dim(Communicator& comm, const Tensor& full, int dim, Tensor& local) {
   MAGIX_CHECK(full.numel() == comm.size() * local.numel(), "reduce_scatter: sizes do not match");
+  if (comm.size() == 1 && on_one_device(local, full)) {
+    backend_for(local.device()).add(local, full);
+    return;
+  }
+  if (DeviceCollectives* dc = device_path(comm, full, local)) {
+    dc->reduce_scatter_add(full, dim, local);
+    return;
+  }
   HostStaged in(full, /*read=*/true), out(local, /*read=*/true);
   host_reduce_scatter(comm, in.host(), dim, out.host());
   out.write_back();
@@ -101,6 +132,14 @@ void reduce_scatter_along_dim(Communicator& comm, const Tensor& full, int dim, T
 
 void all_reduce_add(Communicator& comm, const Tensor& full, Tensor& local) {
   MAGIX_CHECK(full.numel() == local.numel(), "all_reduce_add: sizes do not match");
+  if (comm.size() == 1 && on_one_device(local, full)) {
+    backend_for(local.device()).add(local, full);
+    return;
+  }
+  if (DeviceCollectives* dc = device_path(comm, full, local)) {
+    dc->all_reduce_add(full, local);
+    return;
+  }
   HostStaged in(full, /*read=*/true), out(local, /*read=*/true);
   host_all_reduce_add(comm, in.host(), out.host());
   out.write_back();
@@ -108,6 +147,10 @@ void all_reduce_add(Communicator& comm, const Tensor& full, Tensor& local) {
 
 void all_reduce(Communicator& comm, Tensor& x, ReduceOp op) {
   if (comm.size() <= 1) return;
+  if (DeviceCollectives* dc = device_path(comm, x, x)) {
+    dc->all_reduce(x, op);
+    return;
+  }
   HostStaged staged(x, /*read=*/true);
   comm.all_reduce(staged.host().span<float>(), op);
   staged.write_back();

@@ -117,4 +117,15 @@ void attention_decode(float* out, const float* q, const void* k_cache, const voi
                       int64_t Hkv, int64_t D, int64_t slot, float scale, int64_t window,
                       float softcap, cudaStream_t s);
 
+// ---- collectives.cu (the device collectives, collective_math.hpp) -----------------------------
+
+// full (rows, n * cols) = blocks (n, rows, cols): block r to columns [r * cols, (r + 1) * cols).
+void blocks_to_columns(float* full, const float* blocks, int64_t rows, int64_t cols, int64_t n,
+                       cudaStream_t s);
+// The inverse: blocks (n, rows, cols) = the column blocks of full (rows, n * cols).
+void columns_to_blocks(float* blocks, const float* full, int64_t rows, int64_t cols, int64_t n,
+                       cudaStream_t s);
+// local (m) += the rank-order sum of chunks (n, m).
+void rank_order_sum_add(float* local, const float* chunks, int64_t m, int64_t n, cudaStream_t s);
+
 }  // namespace magix::cuda
