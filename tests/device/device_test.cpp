@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "../common/emulated_device.hpp"
+#include "../common/tiny_train.hpp"
 #include "../lora/lora_fixture.hpp"
 #include "backends/backend.hpp"
 #include "magix/error.hpp"
@@ -180,17 +181,8 @@ TEST(Device, LocalRankFromTheLaunchersEnvironment) {
 
 // The tiny random llama of tests/fixtures/train on its corpus (as tests/trainer), 3 steps.
 TrainArgs tiny_args() {
-  TrainArgs a;
-  a.model_config = (kFixtures / "train/tiny_config.json").string();
-  a.tokenizer_name = (kFixtures / "tokenizers/trained_bytelevel").string();
-  a.train_file = (kFixtures / "train/corpus.jsonl").string();
-  a.max_length = 24;
-  a.batch_size = 8;
+  TrainArgs a = test::tiny_train_args(kFixtures);
   a.max_steps = 3;
-  a.learning_rate = 1e-2;
-  a.weight_decay = 0.1;
-  a.progress = "none";
-  a.mesh_shape = {1, 1};
   return a;
 }
 

@@ -30,6 +30,7 @@
 
 #include "../common/emulated_device.hpp"
 #include "../common/fixture_batch.hpp"
+#include "../common/tiny_train.hpp"
 #include "backends/backend.hpp"
 #include "magix/generate.hpp"
 #include "magix/mesh.hpp"
@@ -173,18 +174,9 @@ class Training : public testing::TestWithParam<std::string> {};
 
 // The tiny random llama of tests/fixtures/train on its corpus (as tests/trainer), bf16 compute.
 TrainArgs tiny_args() {
-  TrainArgs a;
-  a.model_config = (kFixtures / "train/tiny_config.json").string();
-  a.tokenizer_name = (kFixtures / "tokenizers/trained_bytelevel").string();
-  a.train_file = (kFixtures / "train/corpus.jsonl").string();
-  a.max_length = 24;
-  a.batch_size = 8;
+  TrainArgs a = test::tiny_train_args(kFixtures);
   a.max_steps = 20;
-  a.learning_rate = 1e-2;
-  a.weight_decay = 0.1;
   a.bf16 = true;
-  a.progress = "none";
-  a.mesh_shape = {1, 1};
   return a;
 }
 

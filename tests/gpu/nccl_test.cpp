@@ -20,6 +20,7 @@
 
 #include "backends/backend.hpp"
 #include "dist/device_collectives.hpp"
+#include "../common/tiny_train.hpp"
 #include "magix/distributed.hpp"
 #include "magix/trainer.hpp"
 #include "shard/shard_ops.hpp"
@@ -159,16 +160,8 @@ std::vector<double> train_losses(bool nccl) {
   }
   Mesh mesh = create_device_mesh({2, 1});  // fresh groups: the path is chosen per group
   EXPECT_EQ(model::collectives_on_device(mesh.data(), Device::kCuda), nccl);
-  TrainArgs a;
-  a.model_config = (kFixtures / "train/tiny_config.json").string();
-  a.tokenizer_name = (kFixtures / "tokenizers/trained_bytelevel").string();
-  a.train_file = (kFixtures / "train/corpus.jsonl").string();
-  a.max_length = 24;
-  a.batch_size = 8;
+  TrainArgs a = test::tiny_train_args(kFixtures);
   a.max_steps = 3;
-  a.learning_rate = 1e-2;
-  a.weight_decay = 0.1;
-  a.progress = "none";
   a.mesh_shape = {2, 1};
   a.device = "cuda";
   std::unique_ptr<Trainable> model = make_full_trainable(a, mesh);

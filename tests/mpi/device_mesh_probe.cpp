@@ -22,6 +22,7 @@
 
 #include "../common/emulated_device.hpp"
 #include "../common/tensor_compare.hpp"
+#include "../common/tiny_train.hpp"
 #include "backends/backend.hpp"
 #include "magix/distributed.hpp"
 #include "magix/error.hpp"
@@ -89,16 +90,8 @@ int run_check(int d, int m) {
   };
   for (const Case& c :
        {Case{"fp32", false, nullptr}, Case{"bf16", true, nullptr}, Case{"lora", false, &lora}}) {
-    magix::TrainArgs a;
-    a.model_config = (kFixtures / "train/tiny_config.json").string();
-    a.tokenizer_name = (kFixtures / "tokenizers/trained_bytelevel").string();
-    a.train_file = (kFixtures / "train/corpus.jsonl").string();
-    a.max_length = 24;
-    a.batch_size = 8;
+    magix::TrainArgs a = magix::test::tiny_train_args(kFixtures);
     a.max_steps = 3;
-    a.learning_rate = 1e-2;
-    a.weight_decay = 0.1;
-    a.progress = "none";
     a.mesh_shape = {d, m};
     a.bf16 = c.bf16;
     a.bf16_model_weights = c.bf16;

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/tiny_train.hpp"
 #include "magix/checkpoint.hpp"
 #include "magix/error.hpp"
 #include "../io/io_test_util.hpp"
@@ -30,17 +31,8 @@ using test::TempDir;
 // The tiny random llama on its corpus (48 examples, 12 steps); the first 13 records are the
 // eval set (13: the last pass of 4 rows is partial).
 TrainArgs tiny_args(const fs::path& eval_file) {
-  TrainArgs a;
-  a.model_config = (kFixtures / "train/tiny_config.json").string();
-  a.tokenizer_name = (kFixtures / "tokenizers/trained_bytelevel").string();
-  a.train_file = (kFixtures / "train/corpus.jsonl").string();
-  a.max_length = 24;
-  a.batch_size = 8;
+  TrainArgs a = test::tiny_train_args(kFixtures);
   a.num_epochs = 2;
-  a.learning_rate = 1e-2;
-  a.weight_decay = 0.1;
-  a.progress = "none";
-  a.mesh_shape = {1, 1};
   {
     std::ifstream in(a.train_file);
     std::ofstream out(eval_file);

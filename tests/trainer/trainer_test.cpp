@@ -14,6 +14,7 @@
 
 #include "../common/json_wrong_types.hpp"
 #include "../common/tensor_compare.hpp"
+#include "../common/tiny_train.hpp"
 #include "magix/checkpoint.hpp"
 #include "magix/error.hpp"
 #include "magix/mesh.hpp"
@@ -45,17 +46,8 @@ class TempDir {
 
 // The tiny random llama of tests/fixtures/train on its corpus: 48 examples, 6 steps per epoch.
 TrainArgs tiny_args() {
-  TrainArgs a;
-  a.model_config = (kFixtures / "train/tiny_config.json").string();
-  a.tokenizer_name = (kFixtures / "tokenizers/trained_bytelevel").string();
-  a.train_file = (kFixtures / "train/corpus.jsonl").string();
-  a.max_length = 24;
-  a.batch_size = 8;
+  TrainArgs a = test::tiny_train_args(kFixtures);
   a.num_epochs = 2;
-  a.learning_rate = 1e-2;
-  a.weight_decay = 0.1;
-  a.progress = "none";
-  a.mesh_shape = {1, 1};
   return a;
 }
 
