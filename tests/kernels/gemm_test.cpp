@@ -13,6 +13,7 @@
 #include "backends/cpu/blas_library.hpp"
 #include "backends/cpu/gemm.hpp"
 #include "backends/cpu/matmul.hpp"
+#include "backends/cpu/onednn_matmul.hpp"
 #include "kernel_test_util.hpp"
 #include "magix/error.hpp"
 
@@ -256,6 +257,43 @@ TEST(Matmul, BackwardMatchesFiniteDifferencesAndAccumulates) {
   matmul_backward(dinp_only.data(), nullptr, nullptr, dout.data(), inp.data(), weight.data(), N, C,
                   OC);
   test::expect_close(dinp_only, g_inp, 0.0, 1e-5, "dinp alone");
+}
+
+// The skinny products of LoRA adapters (rank 8: u = x·Aᵀ, y += u·Bᵀ and their gradients) go
+// through oneDNN's f32 matmul (a dimension <= 16); forward and both gradients against double
+// references, accumulating into non-zero gradients.
+TEST(Matmul, SkinnyProductsThroughOnednnMatchReference) {
+  struct Case {
+    int64_t N, C, OC;
+  };
+  for (const Case& k : {Case{129, 2048, 8}, Case{129, 8, 1024}, Case{3, 40, 50}}) {
+    SCOPED_TRACE(::testing::Message() << "N " << k.N << " C " << k.C << " OC " << k.OC);
+    const int64_t N = k.N, C = k.C, OC = k.OC;
+    auto inp = random_floats(N * C, 31), weight = random_floats(OC * C, 32);
+    auto dout = random_floats(N * OC, 33);
+    const int64_t cached = onednn_cached_primitives();
+    std::vector<float> out(N * OC, NAN);
+    matmul_forward(out.data(), inp.data(), weight.data(), nullptr, N, C, OC);
+    EXPECT_GT(onednn_cached_primitives(), cached) << "not through oneDNN";
+    const auto x = test::to_double(inp), W = test::to_double(weight), dy = test::to_double(dout);
+    // |inputs| <= 1: a float dot product of length K errs by <= K^2 eps (as above).
+    const auto tol = [](int64_t K) { return 2.0 * K * K * FLT_EPSILON; };
+    test::expect_close(out, matmul_ref(x, W, {}, N, C, OC), 0.0, tol(C), "out");
+    auto dinp = random_floats(N * C, 34), dweight = random_floats(OC * C, 35);
+    std::vector<double> want_dinp = test::to_double(dinp), want_dweight = test::to_double(dweight);
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t o = 0; o < OC; ++o) {
+        for (int64_t c = 0; c < C; ++c) {
+          want_dinp[n * C + c] += dy[n * OC + o] * W[o * C + c];
+          want_dweight[o * C + c] += dy[n * OC + o] * x[n * C + c];
+        }
+      }
+    }
+    matmul_backward(dinp.data(), dweight.data(), nullptr, dout.data(), inp.data(), weight.data(), N,
+                    C, OC);
+    test::expect_close(dinp, want_dinp, 0.0, tol(OC) + 1e-6, "dinp");
+    test::expect_close(dweight, want_dweight, 0.0, tol(N) + 1e-6, "dweight");
+  }
 }
 
 TEST(Matmul, BiasGradientOverManyRowsAndColumnBlocks) {

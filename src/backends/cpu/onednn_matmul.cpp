@@ -25,6 +25,7 @@ struct Key {
   int64_t M, N, K;
   uint32_t alpha_bits;
   bool bias, accumulate, c_bf16;
+  bool f32;  // fp32 operands and C (onednn_matmul_f32), else bf16 operands
   int threads;
   bool operator==(const Key&) const = default;
 };
@@ -39,7 +40,7 @@ struct KeyHash {
     mix(static_cast<uint64_t>(k.K));
     mix(k.alpha_bits);
     mix((k.trans_a ? 1u : 0u) | (k.trans_b ? 2u : 0u) | (k.bias ? 4u : 0u) |
-        (k.accumulate ? 8u : 0u) | (k.c_bf16 ? 16u : 0u));
+        (k.accumulate ? 8u : 0u) | (k.c_bf16 ? 16u : 0u) | (k.f32 ? 32u : 0u));
     mix(static_cast<uint64_t>(k.threads));
     return h;
   }
@@ -78,8 +79,9 @@ std::shared_ptr<const Entry> create(const Key& k) {
   // Row-major (rows, cols) operands as oneDNN's logical (M, K) and (K, N) with strides.
   const memory::dims a_strides = k.trans_a ? memory::dims{1, k.M} : memory::dims{k.K, 1};
   const memory::dims b_strides = k.trans_b ? memory::dims{1, k.K} : memory::dims{k.N, 1};
-  const memory::desc a({k.M, k.K}, dt::bf16, a_strides);
-  const memory::desc b({k.K, k.N}, dt::bf16, b_strides);
+  const dt in = k.f32 ? dt::f32 : dt::bf16;
+  const memory::desc a({k.M, k.K}, in, a_strides);
+  const memory::desc b({k.K, k.N}, in, b_strides);
   const memory::desc c({k.M, k.N}, k.c_bf16 ? dt::bf16 : dt::f32, memory::dims{k.N, 1});
   const memory::desc bias =
       k.bias ? memory::desc({1, k.N}, dt::f32, memory::dims{k.N, 1}) : memory::desc();
@@ -151,29 +153,15 @@ unsigned effective_isa() {
   return static_cast<unsigned>(dnnl::get_effective_cpu_isa());
 }
 
-}  // namespace
-
-void onednn_matmul_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
-                        const uint16_t* A, const uint16_t* B, const float* bias, bool accumulate,
-                        void* C, bool c_bf16) {
-  MAGIX_CHECK(!(accumulate && c_bf16), "oneDNN matmul: accumulating into a bf16 C");
-  const Key key{trans_a,
-                trans_b,
-                M,
-                N,
-                K,
-                std::bit_cast<uint32_t>(alpha),
-                bias != nullptr,
-                accumulate,
-                c_bf16,
-                omp_in_parallel() ? 1 : omp_get_max_threads()};
+// Runs the cached primitive of `key` on A, B, bias and C (oneDNN only reads A, B and bias).
+void run(const Key& key, const void* A, const void* B, const float* bias, void* C) {
   try {
     const std::shared_ptr<const Entry> entry = cache().get(key);
     dnnl::engine& engine = cpu_engine();
     thread_local dnnl::stream stream(engine);
     // oneDNN only reads A, B and bias; its memory objects take non-const handles.
-    memory a(entry->a, engine, const_cast<uint16_t*>(A));
-    memory b(entry->b, engine, const_cast<uint16_t*>(B));
+    memory a(entry->a, engine, const_cast<void*>(A));
+    memory b(entry->b, engine, const_cast<void*>(B));
     memory c(entry->c, engine, C);
     memory scratchpad(entry->scratchpad, engine, thread_scratchpad(entry->scratchpad.get_size()));
     std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, a},
@@ -181,17 +169,39 @@ void onednn_matmul_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_
                                             {DNNL_ARG_DST, c},
                                             {DNNL_ARG_SCRATCHPAD, scratchpad}};
     if (bias != nullptr) {
-      const int post_op = accumulate ? 1 : 0;  // the bias's index among the post-ops
+      const int post_op = key.accumulate ? 1 : 0;  // the bias's index among the post-ops
       args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post_op) | DNNL_ARG_SRC_1,
                    memory(entry->bias, engine, const_cast<float*>(bias)));
     }
     entry->primitive.execute(stream, args);
     stream.wait();
   } catch (const dnnl::error& e) {
-    MAGIX_FAIL("oneDNN matmul (M={} N={} K={}, {}{}, ISA {}) failed: {} (status {})", M, N, K,
-               trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', onednn_isa_name(), e.what(),
-               static_cast<int>(e.status));
+    MAGIX_FAIL("oneDNN matmul ({}, M={} N={} K={}, {}{}, ISA {}) failed: {} (status {})",
+               key.f32 ? "f32" : "bf16", key.M, key.N, key.K, key.trans_a ? 'T' : 'N',
+               key.trans_b ? 'T' : 'N', onednn_isa_name(), e.what(), static_cast<int>(e.status));
   }
+}
+
+int team_threads() {
+  return omp_in_parallel() ? 1 : omp_get_max_threads();
+}
+
+}  // namespace
+
+void onednn_matmul_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                        const uint16_t* A, const uint16_t* B, const float* bias, bool accumulate,
+                        void* C, bool c_bf16) {
+  MAGIX_CHECK(!(accumulate && c_bf16), "oneDNN matmul: accumulating into a bf16 C");
+  run(Key{trans_a, trans_b, M, N, K, std::bit_cast<uint32_t>(alpha), bias != nullptr, accumulate,
+          c_bf16, /*f32=*/false, team_threads()},
+      A, B, bias, C);
+}
+
+void onednn_matmul_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
+                       const float* B, bool accumulate, float* C) {
+  run(Key{trans_a, trans_b, M, N, K, std::bit_cast<uint32_t>(1.0f), false, accumulate, false,
+          /*f32=*/true, team_threads()},
+      A, B, nullptr, C);
 }
 
 std::string onednn_isa_name() {

@@ -1,6 +1,6 @@
 // bf16 matrix products through oneDNN's matmul primitive (see docs/kernels.md, "bf16 GEMM
-// engine"). Only gemm_bf16.cpp calls this; it packs operands with padded rows first, because
-// oneDNN 2.6's fast (brgemm) matmul accepts dense row-major operands only.
+// engine"), and skinny fp32 ones. gemm_bf16.cpp calls the bf16 form; it packs operands with padded
+// rows first, because oneDNN 2.6's fast (brgemm) matmul accepts dense row-major operands only.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +17,11 @@ namespace magix::cpu {
 void onednn_matmul_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                         const uint16_t* A, const uint16_t* B, const float* bias, bool accumulate,
                         void* C, bool c_bf16);
+
+// C (M, N) = op(A) · op(B) [+ C] in fp32, dense operands as above (onednn_matmul_bf16): the
+// skinny products of linear layers (matmul.cpp), where oneDNN's brgemm beats OpenBLAS.
+void onednn_matmul_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
+                       const float* B, bool accumulate, float* C);
 
 // The instruction set oneDNN dispatches to on this CPU (after ONEDNN_MAX_CPU_ISA), e.g.
 // "avx512_core_amx", and whether that includes AMX with bf16 (which needs the CPU's amx_bf16 and
