@@ -95,10 +95,10 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 bin="$build/bin"
 if [ "$reuse" = 1 ] && [ -n "${MAGIX_GPU_BUNDLE:-}" ]; then
   bin="${MAGIX_GPU_BUNDLE%/}/bin"
-  # The libraries travel packed (scripts/gpu_bundle.sh); tar's xz, else Python's.
+  # The binaries and libraries travel packed (scripts/gpu_bundle.sh); tar's xz, else Python's.
   if [ ! -d "${MAGIX_GPU_BUNDLE%/}/lib" ]; then
-    run_step unpack_bundle 30 bash -c 'tar -C "$1" -xJf "$1/lib.tar.xz" 2>/dev/null ||
-      python3 -c "import sys, tarfile; tarfile.open(sys.argv[1] + \"/lib.tar.xz\").extractall(sys.argv[1])" "$1"' \
+    run_step unpack_bundle 30 bash -c 'tar -C "$1" -xJf "$1/bundle.tar.xz" 2>/dev/null ||
+      python3 -c "import sys, tarfile; tarfile.open(sys.argv[1] + \"/bundle.tar.xz\").extractall(sys.argv[1])" "$1"' \
       _ "${MAGIX_GPU_BUNDLE%/}"
   fi
   export LD_LIBRARY_PATH="$(cd "${MAGIX_GPU_BUNDLE%/}/lib" && pwd):$LD_LIBRARY_PATH"
