@@ -19,16 +19,21 @@ enum class ModelFamily { kLlama, kMistral, kGemma, kQwen2, kQwen3, kGemma2, kGem
 // The gated MLP's activation: SiLU (SwiGLU) or tanh-approximated GELU (GeGLU).
 enum class Activation { kSilu, kGeluTanh };
 
-// How rotary frequencies are scaled (transformers' rope types default, linear, llama3 and yarn).
+// How rotary frequencies are scaled (transformers' rope types default, linear, llama3, yarn and
+// longrope).
 struct RopeScaling {
-  enum class Kind { kNone, kLinear, kLlama3, kYarn };
+  enum class Kind { kNone, kLinear, kLlama3, kYarn, kLongRope };
   Kind kind = Kind::kNone;
   float factor = 1.0f;
   float low_freq_factor = 1.0f;          // llama3
   float high_freq_factor = 4.0f;         // llama3
-  int64_t original_max_position = 8192;  // llama3, yarn
+  int64_t original_max_position = 8192;  // llama3, yarn, longrope
   double beta_fast = 32, beta_slow = 1;  // yarn: the ramp's bounds in rotations
   bool truncate = true;                  // yarn: round the ramp's bounds to whole dims
+  // longrope (Phi-3 128k, Phi-3.5): the divisors of the D/2 inverse frequencies for sequences up
+  // to original_max_position (short) and past it (long; chosen per forward by the largest
+  // position, as transformers does).
+  std::vector<float> short_factor, long_factor;
   // cos and sin are multiplied by this (transformers' attention_scaling; yarn's attention_factor
   // or mscale rule, 1 for the other types).
   float attention_scaling = 1.0f;

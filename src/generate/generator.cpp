@@ -73,7 +73,9 @@ struct Generator::Impl {
   // and the LM head in the compute dtype, the rest F32.
   std::vector<model::BlockWeights> layers;
   Tensor embed, norm, head, inv_freq;
-  Tensor inv_freq_local;  // the sliding layers' frequencies (gemma3_text), or undefined
+  Tensor inv_freq_local;      // the sliding layers' frequencies (gemma3_text), or undefined
+  Tensor inv_freq_long;       // longrope's past the original context, or undefined
+  bool long_context = false;  // this generation uses inv_freq_long (generate() decides)
 
   // Per generate() call: the cache and the step buffers.
   int64_t B = 0, S = 0;
@@ -128,6 +130,11 @@ void Generator::Impl::load(const Decoder& d) {
              : stream.gather(p, static_cast<size_t>(layout.head), compute);
   inv_freq = ops->empty({std::ssize(layout.inv_freq)}, DType::kF32);
   ops->copy(inv_freq, Tensor::view_of(layout.inv_freq.data(), inv_freq.shape(), DType::kF32));
+  if (!layout.inv_freq_long.empty()) {
+    inv_freq_long = ops->empty({std::ssize(layout.inv_freq_long)}, DType::kF32);
+    ops->copy(inv_freq_long,
+              Tensor::view_of(layout.inv_freq_long.data(), inv_freq_long.shape(), DType::kF32));
+  }
   if (!layout.inv_freq_local.empty()) {
     inv_freq_local = ops->empty({std::ssize(layout.inv_freq_local)}, DType::kF32);
     ops->copy(inv_freq_local,
@@ -139,7 +146,7 @@ void Generator::Impl::load(const Decoder& d) {
 Generator::Impl::Ropes Generator::Impl::rope_of(const Tensor& pos) const {
   Ropes r;
   r.global = ops->empty({pos.numel(), layout.D}, DType::kF32);
-  ops->rope_table(r.global, pos, inv_freq);
+  ops->rope_table(r.global, pos, long_context ? inv_freq_long : inv_freq);
   if (layout.rope_scale != 1.0f) ops->scale(r.global, layout.rope_scale);
   if (inv_freq_local.defined()) {
     r.local = ops->empty({pos.numel(), layout.D}, DType::kF32);
@@ -328,6 +335,20 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
     if (m.tok) r.stream.emplace(*m.tok, /*skip_special_tokens=*/true);
     longest = std::max(longest, std::ssize(p));
     steps = std::max(steps, r.limit);
+  }
+  if (steps > 0 && m.inv_freq_long.defined()) {
+    // longrope: transformers picks the factors per forward by the largest position + 1, and
+    // when a generation crosses the original context it recomputes the whole cache with the long
+    // ones. magix follows the first rule (a prompt past the original context uses the long
+    // factors throughout) and refuses a generation that would cross.
+    const int64_t from = m.layout.long_from, last = longest + steps - 1;
+    m.long_context = longest > from;
+    MAGIX_CHECK(m.long_context || last <= from,
+                "this model's longrope switches to its long factors past {} positions, and this "
+                "generation would cross that point (a {}-token prompt and {} new tokens reach "
+                "{} positions): transformers then recomputes the whole cache, which magix does "
+                "not do; keep them within {} (--max_new_tokens / --max_length)",
+                from, longest, steps, last, from);
   }
   if (steps > 0) {
     const int64_t T = (longest + options.pad_to_multiple_of - 1) / options.pad_to_multiple_of *

@@ -28,9 +28,9 @@ namespace {
 // Metadata values by GGUF type.
 struct KV {
   std::string key;
-  uint32_t type;       // GGUF value type
-  json value;          // scalar, string or array
-  uint32_t elem = 0;   // for arrays
+  uint32_t type;      // GGUF value type
+  json value;         // scalar, string or array
+  uint32_t elem = 0;  // for arrays
 };
 
 constexpr uint32_t kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7, kString = 8, kArray = 9;
@@ -48,12 +48,23 @@ class Bytes {
   }
   void value(uint32_t type, const json& v) {
     switch (type) {
-      case kU32: put<uint32_t>(v.get<uint32_t>()); break;
-      case kI32: put<int32_t>(v.get<int32_t>()); break;
-      case kF32: put<float>(v.get<float>()); break;
-      case kBool: put<uint8_t>(v.get<bool>() ? 1 : 0); break;
-      case kString: str(v.get<std::string>()); break;
-      default: MAGIX_FAIL("GGUF writer: value type {}", type);
+      case kU32:
+        put<uint32_t>(v.get<uint32_t>());
+        break;
+      case kI32:
+        put<int32_t>(v.get<int32_t>());
+        break;
+      case kF32:
+        put<float>(v.get<float>());
+        break;
+      case kBool:
+        put<uint8_t>(v.get<bool>() ? 1 : 0);
+        break;
+      case kString:
+        str(v.get<std::string>());
+        break;
+      default:
+        MAGIX_FAIL("GGUF writer: value type {}", type);
     }
   }
   std::vector<uint8_t>& data() { return b_; }
@@ -70,7 +81,8 @@ std::string gguf_tensor_name(const std::string& arch, const std::string& hf) {
   if (hf.starts_with(prefix)) {
     const size_t dot = hf.find('.', prefix.size());
     if (dot != std::string::npos) {
-      const std::string_view gg = gguf::gguf_layer_suffix(arch, std::string_view(hf).substr(dot + 1));
+      const std::string_view gg =
+          gguf::gguf_layer_suffix(arch, std::string_view(hf).substr(dot + 1));
       if (!gg.empty()) {
         return "blk." + hf.substr(prefix.size(), dot - prefix.size()) + "." + std::string(gg);
       }
@@ -131,9 +143,10 @@ bool spm_space_prefix(const json& t, const std::string& arch, const std::string&
       replaces_spaces(norm["normalizers"][1])) {
     return true;
   }
-  MAGIX_FAIL("{}: GGUF export cannot state this SentencePiece pipeline (normalizer {}, "
-             "pre-tokenizer {}); it writes Metaspace or Prepend/Replace ones", src, type(norm),
-             type(pre));
+  MAGIX_FAIL(
+      "{}: GGUF export cannot state this SentencePiece pipeline (normalizer {}, "
+      "pre-tokenizer {}); it writes Metaspace or Prepend/Replace ones",
+      src, type(norm), type(pre));
 }
 
 // The tokenizer.* metadata of a byte-level BPE tokenizer.json ("gpt2") or a SentencePiece-style
@@ -170,7 +183,8 @@ std::vector<KV> tokenizer_metadata(const fs::path& tokenizer_json, const ModelCo
              pre["pretokenizers"][0].value("type", "") == "Split" &&
              is_byte_level(pre["pretokenizers"][1], false)) {
     const json& pat = pre["pretokenizers"][0]["pattern"];
-    const std::string re = pat.is_object() && pat.contains("Regex") ? pat["Regex"].get<std::string>() : "";
+    const std::string re =
+        pat.is_object() && pat.contains("Regex") ? pat["Regex"].get<std::string>() : "";
     if (re == gguf::kLlama3Split) pre_name = "llama-bpe";
     if (re == gguf::kQwen2Split) pre_name = "qwen2";
     MAGIX_CHECK(!pre_name.empty(),
@@ -195,9 +209,10 @@ std::vector<KV> tokenizer_metadata(const fs::path& tokenizer_json, const ModelCo
     by_id[id] = a.at("content").get<std::string>();
     types[id] = a.value("special", false) ? 3 : 4;
   }
-  const int64_t n = std::max<int64_t>(config.vocab_size, by_id.empty() ? 0 : by_id.rbegin()->first + 1);
-  MAGIX_CHECK(n == config.vocab_size,
-              "{}: token ids go up to {}, past the model's vocab_size {}", src, n - 1, config.vocab_size);
+  const int64_t n =
+      std::max<int64_t>(config.vocab_size, by_id.empty() ? 0 : by_id.rbegin()->first + 1);
+  MAGIX_CHECK(n == config.vocab_size, "{}: token ids go up to {}, past the model's vocab_size {}",
+              src, n - 1, config.vocab_size);
   json tokens = json::array(), token_types = json::array();
   const auto is_byte_token = [](const std::string& s) {
     return s.size() == 6 && s.starts_with("<0x") && s.back() == '>' &&
@@ -205,7 +220,8 @@ std::vector<KV> tokenizer_metadata(const fs::path& tokenizer_json, const ModelCo
            std::isxdigit(static_cast<unsigned char>(s[4]));
   };
   const std::string unk_token = model.contains("unk_token") && model["unk_token"].is_string()
-                                    ? model["unk_token"].get<std::string>() : "";
+                                    ? model["unk_token"].get<std::string>()
+                                    : "";
   for (int64_t i = 0; i < n; ++i) {
     auto it = by_id.find(i);
     tokens.push_back(it != by_id.end() ? it->second : fmt::format("[PAD{}]", i));
@@ -281,8 +297,10 @@ std::vector<KV> tokenizer_metadata(const fs::path& tokenizer_json, const ModelCo
     if (!single.empty() && single.front().contains("SpecialToken")) add_bos = true;
     if (!single.empty() && single.back().contains("SpecialToken")) add_eos = true;
   }
-  if (cfg.contains("add_bos_token") && cfg["add_bos_token"].is_boolean()) add_bos = cfg["add_bos_token"];
-  if (cfg.contains("add_eos_token") && cfg["add_eos_token"].is_boolean()) add_eos = cfg["add_eos_token"];
+  if (cfg.contains("add_bos_token") && cfg["add_bos_token"].is_boolean())
+    add_bos = cfg["add_bos_token"];
+  if (cfg.contains("add_eos_token") && cfg["add_eos_token"].is_boolean())
+    add_eos = cfg["add_eos_token"];
   kv.push_back({"tokenizer.ggml.add_bos_token", kBool, add_bos});
   kv.push_back({"tokenizer.ggml.add_eos_token", kBool, add_eos});
   if (auto tmpl = tc.chat_template()) kv.push_back({"tokenizer.chat_template", kString, *tmpl});
@@ -293,13 +311,20 @@ std::vector<KV> tokenizer_metadata(const fs::path& tokenizer_json, const ModelCo
 std::string gguf_architecture(const ModelConfig& c) {
   switch (c.family) {
     case ModelFamily::kLlama:
-    case ModelFamily::kMistral: return "llama";
-    case ModelFamily::kQwen2: return "qwen2";
-    case ModelFamily::kQwen3: return "qwen3";
-    case ModelFamily::kPhi3: return "phi3";
-    case ModelFamily::kGemma: return "gemma";
-    case ModelFamily::kGemma2: return "gemma2";
-    case ModelFamily::kGemma3Text: return "gemma3";
+    case ModelFamily::kMistral:
+      return "llama";
+    case ModelFamily::kQwen2:
+      return "qwen2";
+    case ModelFamily::kQwen3:
+      return "qwen3";
+    case ModelFamily::kPhi3:
+      return "phi3";
+    case ModelFamily::kGemma:
+      return "gemma";
+    case ModelFamily::kGemma2:
+      return "gemma2";
+    case ModelFamily::kGemma3Text:
+      return "gemma3";
   }
   MAGIX_FAIL("GGUF export: family {} has no GGUF architecture", family_name(c.family));
 }
@@ -330,16 +355,23 @@ std::vector<KV> architecture_metadata(const ModelConfig& c, const std::string& a
     kv.push_back({p + "rope.scaling.yarn_beta_slow", kF32, rs.beta_slow});
   } else if (rs.kind == RopeScaling::Kind::kLlama3) {
     // Written as llama.cpp does: the divisors in a rope_freqs.weight tensor (gguf_export).
-    MAGIX_CHECK(arch == "llama", "GGUF export: Llama 3-style RoPE scaling of a {} model is not "
-                "written to GGUF", fam);
+    MAGIX_CHECK(arch == "llama",
+                "GGUF export: Llama 3-style RoPE scaling of a {} model is not "
+                "written to GGUF",
+                fam);
   } else {
+    MAGIX_CHECK(
+        rs.kind != RopeScaling::Kind::kLongRope,
+        "GGUF export: LongRoPE scaling (short_factor / long_factor) is not written to GGUF");
     MAGIX_CHECK(rs.kind == RopeScaling::Kind::kNone, "GGUF export: unknown RoPE scaling");
   }
   const auto window = [&](size_t i) { return c.sliding_window.empty() ? 0 : c.sliding_window[i]; };
   if (arch == "qwen2" || arch == "qwen3" || arch == "gemma") {
     for (int64_t i = 0; i < c.num_layers; ++i) {
-      MAGIX_CHECK(window(i) == 0, "GGUF export: llama.cpp's {} has no sliding-window layers; "
-                  "layer {} of this model has a window of {}", arch, i, window(i));
+      MAGIX_CHECK(window(i) == 0,
+                  "GGUF export: llama.cpp's {} has no sliding-window layers; "
+                  "layer {} of this model has a window of {}",
+                  arch, i, window(i));
     }
   }
   if (arch == "phi3") {
@@ -365,14 +397,16 @@ std::vector<KV> architecture_metadata(const ModelConfig& c, const std::string& a
       const bool sliding = (i + 1) % pattern != 0;
       MAGIX_CHECK(w > 0 && window(i) == (sliding ? w : 0),
                   "GGUF export: llama.cpp's {} slides a window on every layer but each {}th; "
-                  "this model's layer {} has a window of {}", arch, pattern, i, window(i));
+                  "this model's layer {} has a window of {}",
+                  arch, pattern, i, window(i));
     }
     kv.push_back({p + "attention.sliding_window", kU32, w});
     const bool big = c.num_layers == (arch == "gemma2" ? 46 : 62);
     const double scalar = big ? static_cast<double>(c.hidden_size / c.num_heads) : c.head_dim;
     MAGIX_CHECK(c.query_pre_attn_scalar == scalar,
                 "GGUF export: llama.cpp scales {} queries by 1/sqrt({}); this model's "
-                "query_pre_attn_scalar is {}", arch, scalar, c.query_pre_attn_scalar);
+                "query_pre_attn_scalar is {}",
+                arch, scalar, c.query_pre_attn_scalar);
   }
   if (arch == "gemma2") {
     MAGIX_CHECK(c.attn_softcap > 0 && c.final_softcap > 0,
@@ -383,10 +417,11 @@ std::vector<KV> architecture_metadata(const ModelConfig& c, const std::string& a
   if (arch == "gemma3") {
     MAGIX_CHECK(c.attn_softcap == 0 && c.final_softcap == 0,
                 "GGUF export: llama.cpp's gemma3 does not soft-cap; this model does");
-    MAGIX_CHECK(c.rope_local_theta == 10000.0f &&
-                    c.rope_local_scaling.kind == RopeScaling::Kind::kNone,
-                "GGUF export: llama.cpp's gemma3 local layers use RoPE base 10000 unscaled; "
-                "this model's is {}", c.rope_local_theta);
+    MAGIX_CHECK(
+        c.rope_local_theta == 10000.0f && c.rope_local_scaling.kind == RopeScaling::Kind::kNone,
+        "GGUF export: llama.cpp's gemma3 local layers use RoPE base 10000 unscaled; "
+        "this model's is {}",
+        c.rope_local_theta);
   }
   return kv;
 }
@@ -394,10 +429,14 @@ std::vector<KV> architecture_metadata(const ModelConfig& c, const std::string& a
 uint32_t ggml_type_of(GgufOutType t, const Shape& shape) {
   if (shape.size() != 2) return 0;  // F32: norms and biases
   switch (t) {
-    case GgufOutType::kF32: return 0;
-    case GgufOutType::kF16: return 1;
-    case GgufOutType::kBF16: return 30;
-    case GgufOutType::kQ8_0: return shape[1] % 32 == 0 ? 8 : 1;  // rows not of whole blocks: F16
+    case GgufOutType::kF32:
+      return 0;
+    case GgufOutType::kF16:
+      return 1;
+    case GgufOutType::kBF16:
+      return 30;
+    case GgufOutType::kQ8_0:
+      return shape[1] % 32 == 0 ? 8 : 1;  // rows not of whole blocks: F16
   }
   return 0;
 }
@@ -421,8 +460,10 @@ void write_gguf_model(const fs::path& out, const ModelConfig& config, const std:
       {"general.architecture", kString, arch},
       {"general.name", kString, name},
       {"general.file_type", kU32,
-       outtype == GgufOutType::kF32 ? 0 : outtype == GgufOutType::kF16 ? 1
-                                        : outtype == GgufOutType::kBF16 ? 32 : 7},
+       outtype == GgufOutType::kF32    ? 0
+       : outtype == GgufOutType::kF16  ? 1
+       : outtype == GgufOutType::kBF16 ? 32
+                                       : 7},
       {p + "context_length", kU32, config.max_position_embeddings},
       {p + "embedding_length", kU32, config.hidden_size},
       {p + "feed_forward_length", kU32, config.intermediate_size},
@@ -451,7 +492,7 @@ void write_gguf_model(const fs::path& out, const ModelConfig& config, const std:
     uint64_t offset, nbytes;
     bool permute;
     int64_t heads;
-    bool plus_one;  // gemma norms: stored as 1 + w
+    bool plus_one;              // gemma norms: stored as 1 + w
     std::vector<float> values;  // written instead of a parameter (F32) when not empty
   };
   std::vector<Out> tensors;
@@ -462,10 +503,18 @@ void write_gguf_model(const fs::path& out, const ModelConfig& config, const std:
     const Shape& shape = params.info(i).global_shape;
     MAGIX_CHECK(params.tensor(i).shape() == shape,
                 "GGUF export needs whole tensors ('{}' is a shard)", hf);
-    Out o{gguf_tensor_name(arch, hf), i, ggml_type_of(outtype, shape), shape, 0, 0, false, 0,
+    Out o{gguf_tensor_name(arch, hf),
+          i,
+          ggml_type_of(outtype, shape),
+          shape,
+          0,
+          0,
+          false,
+          0,
           arch.starts_with("gemma") && hf.ends_with("norm.weight")};
     const auto g = static_cast<GgmlType>(o.type);
-    o.nbytes = static_cast<uint64_t>(shape_numel(shape) / ggml_block_values(g) * ggml_block_bytes(g));
+    o.nbytes =
+        static_cast<uint64_t>(shape_numel(shape) / ggml_block_values(g) * ggml_block_bytes(g));
     const bool q = hf.ends_with("q_proj.weight") || hf.ends_with("q_proj.bias");
     const bool k = hf.ends_with("k_proj.weight") || hf.ends_with("k_proj.bias");
     o.permute = arch == "llama" && (q || k);
@@ -480,8 +529,8 @@ void write_gguf_model(const fs::path& out, const ModelConfig& config, const std:
     Out o{"rope_freqs.weight", 0, 0, {config.head_dim / 2}, offset, 0, false, 0, false, {}};
     for (int64_t i = 0; i < config.head_dim / 2; ++i) {
       o.values.push_back(static_cast<float>(gguf::llama3_divisor(
-          i, config.head_dim, config.rope_theta, rs.factor, rs.low_freq_factor,
-          rs.high_freq_factor, static_cast<double>(rs.original_max_position))));
+          i, config.head_dim, config.rope_theta, rs.factor, rs.low_freq_factor, rs.high_freq_factor,
+          static_cast<double>(rs.original_max_position))));
     }
     o.nbytes = o.values.size() * sizeof(float);
     offset += (o.nbytes + 31) / 32 * 32;
@@ -529,7 +578,9 @@ void write_gguf_model(const fs::path& out, const ModelConfig& config, const std:
       bytes.assign((o.nbytes + 31) / 32 * 32, 0);
       const std::span<const float> src(t.data<float>(), static_cast<size_t>(t.numel()));
       switch (o.type) {
-        case 0: std::memcpy(bytes.data(), src.data(), o.nbytes); break;
+        case 0:
+          std::memcpy(bytes.data(), src.data(), o.nbytes);
+          break;
         case 1:
           for (size_t i = 0; i < src.size(); ++i) {
             const uint16_t v = float_to_f16(src[i]);
@@ -542,8 +593,11 @@ void write_gguf_model(const fs::path& out, const ModelConfig& config, const std:
             std::memcpy(bytes.data() + 2 * i, &v, 2);
           }
           break;
-        case 8: ggml_quantize_q8_0(src, std::span<uint8_t>(bytes.data(), o.nbytes)); break;
-        default: MAGIX_FAIL("GGUF export: type {}", o.type);
+        case 8:
+          ggml_quantize_q8_0(src, std::span<uint8_t>(bytes.data(), o.nbytes));
+          break;
+        default:
+          MAGIX_FAIL("GGUF export: type {}", o.type);
       }
       io::write_all(fd, bytes.data(), bytes.size(), tmp);
     }

@@ -80,6 +80,7 @@ struct Decoder::State {
   model::ModelLayout layout;
   ParamStream stream;
   Tensor inv_freq;        // (D/2)
+  Tensor inv_freq_long;   // (D/2) longrope's past its original context, or undefined
   Tensor inv_freq_local;  // (D/2) of the sliding layers (gemma3_text), or undefined
   // Workspace for the current number of rows N and compute dtype (rebuilt when they change).
   int64_t N = -1;
@@ -115,6 +116,9 @@ Decoder::Decoder(ModelConfig config, const Mesh& mesh, ParameterSet params, Deco
   s.stream = ParamStream(mesh, *s.ops, s.layout.kv_rows, s.layout.kv);
   s.stream.set_overlap(options_.overlap_comm, max_pending_grad_bytes(s.layout, s.stream, params_));
   s.inv_freq = upload(*s.ops, s.layout.inv_freq, DType::kF32);
+  if (!s.layout.inv_freq_long.empty()) {
+    s.inv_freq_long = upload(*s.ops, s.layout.inv_freq_long, DType::kF32);
+  }
   if (!s.layout.inv_freq_local.empty()) {
     s.inv_freq_local = upload(*s.ops, s.layout.inv_freq_local, DType::kF32);
   }
@@ -470,7 +474,12 @@ class DecoderStep {
     s_.positions = upload(ops_, positions, DType::kI32);
     s_.segments = b_.segments.empty() ? Tensor() : upload(ops_, b_.segments, DType::kI32);
     s_.rope = ops_.empty({N, L_.D}, DType::kF32);
-    ops_.rope_table(s_.rope, s_.positions, s_.inv_freq);
+    // longrope: the long factors when the batch's largest position + 1 passes the original
+    // context, as transformers decides per forward (max(position_ids) + 1).
+    const bool long_context =
+        s_.inv_freq_long.defined() &&
+        *std::max_element(positions.begin(), positions.end()) + int64_t{1} > L_.long_from;
+    ops_.rope_table(s_.rope, s_.positions, long_context ? s_.inv_freq_long : s_.inv_freq);
     if (L_.rope_scale != 1.0f) ops_.scale(s_.rope, L_.rope_scale);
     if (s_.inv_freq_local.defined()) {
       s_.rope_local = ops_.empty({N, L_.D}, DType::kF32);

@@ -38,8 +38,8 @@ void check_supported_spec(const ParamInfo& p, const PartitionSpec& default_spec,
 void check_fused_spec(const ParamInfo& p, const ParamInfo& expected, const Mesh& mesh) {
   if (expected.part_rows.empty()) {
     MAGIX_CHECK(p.part_rows.empty(),
-                "parameter '{}': partition spec {} gives parts, but the tensor is not fused", p.name,
-                p.spec.str());
+                "parameter '{}': partition spec {} gives parts, but the tensor is not fused",
+                p.name, p.spec.str());
     return;
   }
   if (mesh.model_size() > 1) {
@@ -138,6 +138,10 @@ ModelLayout make_layout(const ModelConfig& c, const Mesh& mesh, const ParameterS
   s.V = c.vocab_size / M;
   s.v0 = mesh.model_rank() * s.V;
   s.inv_freq = rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling);
+  if (c.rope_scaling.kind == RopeScaling::Kind::kLongRope) {
+    s.inv_freq_long = rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling, /*long=*/true);
+    s.long_from = c.rope_scaling.original_max_position;
+  }
   s.rope_scale = c.rope_scaling.attention_scaling;
   if (!c.local_rope.empty()) {
     s.inv_freq_local = rope_inv_freq(c.head_dim, c.rope_local_theta, c.rope_local_scaling);

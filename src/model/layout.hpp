@@ -25,6 +25,10 @@ struct ModelLayout {
   int embed = kNoParam, norm = kNoParam, head = kNoParam;  // head == embed when tied
   std::vector<char> kv_rows;    // per parameter: taken per KV head (replicated KV heads)
   std::vector<float> inv_freq;  // (D/2)
+  // longrope: the frequencies of a forward whose largest position + 1 passes long_from (HF picks
+  // per forward), else empty.
+  std::vector<float> inv_freq_long;
+  int64_t long_from = 0;
   float rope_scale = 1.0f;      // cos and sin times this (RopeScaling::attention_scaling)
   std::vector<float> inv_freq_local;  // (D/2) of the sliding layers' RoPE, or empty (gemma3_text)
   float rope_scale_local = 1.0f;      // the sliding layers' attention_scaling

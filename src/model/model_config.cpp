@@ -118,6 +118,54 @@ void parse_yarn(const json& j, const json& rope, ModelConfig& c, const std::stri
   s.attention_scaling = static_cast<float>(attention);
 }
 
+// _compute_longrope_parameters: short_factor and long_factor (D/2 divisors each), the original
+// context (a top-level original_max_position_embeddings wins over the dict's; required), factor
+// (default max_position_embeddings / original) and attention_factor (default
+// sqrt(1 + ln factor / ln original) when factor > 1, else 1).
+void parse_longrope(const json& j, const json& rope, ModelConfig& c, const std::string& where,
+                    const std::string& source) {
+  auto& s = c.rope_scaling;
+  s.kind = RopeScaling::Kind::kLongRope;
+  const int64_t half = c.head_dim / 2;
+  for (const auto& [key, out] :
+       {std::pair{"short_factor", &s.short_factor}, std::pair{"long_factor", &s.long_factor}}) {
+    MAGIX_CHECK(given(rope, key), "{}: longrope needs '{}'", where, key);
+    const json& list = json_array_at(rope, key, where);
+    MAGIX_CHECK(std::ssize(list) == half,
+                "{}: {} has {} entries, expected {} (half the head_dim {})", where, key,
+                list.size(), half, c.head_dim);
+    out->clear();
+    for (const json& v : list) {
+      const double x = json_as<double>(v, fmt::format("{}: {}", where, key));
+      MAGIX_CHECK(std::isfinite(x) && x > 0,
+                  "{}: {} entries must be positive finite numbers, got {}", where, key, x);
+      out->push_back(static_cast<float>(x));
+    }
+  }
+  s.original_max_position = json_value<int64_t>(
+      j, "original_max_position_embeddings",
+      json_value<int64_t>(rope, "original_max_position_embeddings", 0, where), source);
+  MAGIX_CHECK(s.original_max_position > 0,
+              "{}: longrope needs original_max_position_embeddings > 0", where);
+  const double factor = json_value<double>(
+      rope, "factor",
+      static_cast<double>(c.max_position_embeddings) / static_cast<double>(s.original_max_position),
+      where);
+  MAGIX_CHECK(std::isfinite(factor) && factor > 0, "{}: factor must be a positive finite number",
+              where);
+  s.factor = static_cast<float>(factor);
+  double attention =
+      factor <= 1.0 ? 1.0
+                    : std::sqrt(1 + std::log(factor) /
+                                        std::log(static_cast<double>(s.original_max_position)));
+  if (given(rope, "attention_factor")) {
+    attention = json_value<double>(rope, "attention_factor", 1.0, where);
+  }
+  MAGIX_CHECK(std::isfinite(attention) && attention > 0,
+              "{}: attention_factor must be a positive finite number, got {}", where, attention);
+  s.attention_scaling = static_cast<float>(attention);
+}
+
 // rope_scaling (older layout) takes precedence over rope_parameters, as in transformers;
 // rope_theta comes from the dict, else the top level, else 10000.
 void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
@@ -153,10 +201,6 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
                 "{}: rope type '{}' is not valid for phi3 (transformers accepts default and "
                 "longrope)",
                 where, type);
-    MAGIX_CHECK(type != "longrope",
-                "{}: phi3's longrope scaling (short_factor / long_factor) is not supported; "
-                "models without rope scaling (e.g. Phi-3-mini-4k) are",
-                where);
   }
   if (type == "default") {
     c.rope_scaling.kind = RopeScaling::Kind::kNone;
@@ -193,9 +237,12 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
                             source);
   } else if (type == "yarn") {
     parse_yarn(j, rope, c, where, source);
+  } else if (type == "longrope") {
+    parse_longrope(j, rope, c, where, source);
   } else {
-    MAGIX_FAIL("{}: rope type '{}' is not supported (supported: default, linear, llama3, yarn)",
-               where, type);
+    MAGIX_FAIL(
+        "{}: rope type '{}' is not supported (supported: default, linear, llama3, yarn, longrope)",
+        where, type);
   }
 }
 
@@ -488,7 +535,7 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
     c.eos_token_ids = json_get<std::vector<int64_t>>(j, "eos_token_id", source);
   } else {
     std::optional<int64_t> eos_default = gemma_like(f)             ? std::optional<int64_t>(1)
-                                         : qwen                      ? std::nullopt
+                                         : qwen                    ? std::nullopt
                                          : f == ModelFamily::kPhi3 ? std::optional<int64_t>(32000)
                                                                    : std::optional<int64_t>(2);
     if (auto eos = optional_id(j, "eos_token_id", eos_default, source)) {

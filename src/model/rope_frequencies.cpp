@@ -1,5 +1,5 @@
-// Rotary frequencies as transformers 5.23 computes them (the default, linear, llama3 and yarn
-// rules).
+// Rotary frequencies as transformers 5.23 computes them (the default, linear, llama3, yarn and
+// longrope rules).
 #include "model/rope_frequencies.hpp"
 
 #include <algorithm>
@@ -59,14 +59,15 @@ void yarn_inv_freq(std::vector<float>& inv_freq, int64_t head_dim, float theta,
     const float interpolation = 1.0f / (s.factor * pos_freq);
     const float ramp = std::clamp((static_cast<float>(i) - low_f) / width, 0.0f, 1.0f);
     const float extrapolation_factor = 1.0f - ramp;
-    inv_freq[i] = interpolation * (1.0f - extrapolation_factor) + extrapolation *
-                                                                      extrapolation_factor;
+    inv_freq[i] =
+        interpolation * (1.0f - extrapolation_factor) + extrapolation * extrapolation_factor;
   }
 }
 
 }  // namespace
 
-std::vector<float> rope_inv_freq(int64_t head_dim, float theta, const RopeScaling& scaling) {
+std::vector<float> rope_inv_freq(int64_t head_dim, float theta, const RopeScaling& scaling,
+                                 bool long_context) {
   MAGIX_CHECK(head_dim > 0 && head_dim % 2 == 0, "rope: head_dim must be even and > 0, got {}",
               head_dim);
   MAGIX_CHECK(theta > 0.0f, "rope: rope_theta must be > 0, got {}", theta);
@@ -117,6 +118,16 @@ std::vector<float> rope_inv_freq(int64_t head_dim, float theta, const RopeScalin
     case RopeScaling::Kind::kYarn:
       yarn_inv_freq(inv_freq, head_dim, theta, scaling);
       break;
+    case RopeScaling::Kind::kLongRope: {
+      // _compute_longrope_parameters: 1 / (ext_factors * base ** (2i / dim)) in fp32.
+      const std::vector<float>& ext = long_context ? scaling.long_factor : scaling.short_factor;
+      MAGIX_CHECK(std::ssize(ext) == half, "rope: longrope needs {} factors, got {}", half,
+                  ext.size());
+      for (int64_t i = 0; i < half; i++) {
+        inv_freq[i] = 1.0f / (ext[static_cast<size_t>(i)] * rope_power(i, head_dim, theta));
+      }
+      break;
+    }
   }
   return inv_freq;
 }

@@ -9,7 +9,9 @@
 
 namespace magix {
 
-// inv_freq (D/2), computed as HF does for the given rule.
-std::vector<float> rope_inv_freq(int64_t head_dim, float theta, const RopeScaling& scaling);
+// inv_freq (D/2), computed as HF does for the given rule. `long_context`: for longrope, the
+// frequencies of sequences longer than original_max_position (long_factor; else short_factor).
+std::vector<float> rope_inv_freq(int64_t head_dim, float theta, const RopeScaling& scaling,
+                                 bool long_context = false);
 
 }  // namespace magix

@@ -101,7 +101,28 @@ TEST_P(GenerateFixture, Bf16WeightsAreWidened) {
 INSTANTIATE_TEST_SUITE_P(Models, GenerateFixture,
                          ::testing::Values("llama_gqa", "llama_mqa_bias", "mistral_window", "gemma",
                                            "qwen2", "qwen2_tied", "qwen3", "gemma2",
-                                           "gemma3_text", "llama_yarn", "phi3"));
+                                           "gemma3_text", "llama_yarn", "phi3", "phi3_longrope",
+                                           "phi3_longrope_short"));
+
+// LongRoPE (original context 16): transformers recomputes the whole cache when a generation
+// crosses the original context; magix refuses such a generation instead, naming the limit,
+// and generates up to it.
+TEST(Generate, LongRopeGenerationThatWouldCrossIsRefused) {
+  Mesh mesh;
+  Generator gen(load_decoder(model_dir("phi3_longrope_short"), mesh));
+  GenerateOptions o;
+  o.eos_ids = {};
+  o.max_new_tokens = 7;  // a 10-token prompt and 7 new tokens reach 16 positions: within
+  const std::vector<int32_t> prompt = {5, 9, 11, 20, 33, 41, 7, 8, 60, 70};
+  EXPECT_EQ(gen.generate({prompt}, o)[0].tokens.size(), 7u);
+  o.max_new_tokens = 8;  // 17 positions: crosses
+  try {
+    gen.generate({prompt}, o);
+    ADD_FAILURE() << "a crossing generation was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("past 16 positions"), std::string::npos) << e.what();
+  }
+}
 
 // Stopping: an EOS id ends a row at its first occurrence (included); max_length counts the
 // prompt's own tokens; max_new_tokens bounds the rest.

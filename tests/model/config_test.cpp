@@ -247,7 +247,7 @@ TEST(ModelConfig, Gemma2Gemma3Errors) {
 TEST(ModelConfig, ErrorsNameTheField) {
   json j = llama();
   j["rope_scaling"] = {{"rope_type", "longrope"}, {"factor", 4.0}};
-  EXPECT_NE(error_of(j).find("rope type 'longrope'"), std::string::npos) << error_of(j);
+  EXPECT_NE(error_of(j).find("longrope needs 'short_factor'"), std::string::npos) << error_of(j);
   j = llama();
   j["rope_parameters"] = {{"rope_type", "dynamic"}, {"factor", 4.0}};
   EXPECT_NE(error_of(j).find("'dynamic'"), std::string::npos);

@@ -46,17 +46,20 @@ TEST(Phi3Config, DefaultsOfPhi3Config) {
 }
 
 TEST(Phi3Config, UnsupportedFieldsAreClearErrors) {
-  json longrope = phi3();
+  json longrope = phi3();  // head_dim 16: 8 factors each
   longrope["rope_scaling"] = {{"type", "longrope"},
                               {"short_factor", json::array({1.0, 1.0})},
                               {"long_factor", json::array({2.0, 2.0})}};
-  EXPECT_NE(error_of(longrope).find("longrope scaling (short_factor / long_factor) is not "
-                                    "supported"),
-            std::string::npos)
+  longrope["original_max_position_embeddings"] = 32;
+  EXPECT_NE(error_of(longrope).find("short_factor has 2 entries, expected 8"), std::string::npos)
+      << error_of(longrope);
+  longrope["rope_scaling"]["short_factor"] = json::array({1, 1, 1, 1, 1, 1, 1, -1});
+  EXPECT_NE(error_of(longrope).find("short_factor entries must be positive"), std::string::npos)
       << error_of(longrope);
   json yarn = phi3();  // Phi3Config reads yarn as longrope
   yarn["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 2.0}};
-  EXPECT_NE(error_of(yarn).find("longrope"), std::string::npos) << error_of(yarn);
+  EXPECT_NE(error_of(yarn).find("longrope needs 'short_factor'"), std::string::npos)
+      << error_of(yarn);
   json linear = phi3();
   linear["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}};
   EXPECT_NE(error_of(linear).find("not valid for phi3"), std::string::npos) << error_of(linear);

@@ -33,8 +33,11 @@ import transformers
 from transformers import AutoModelForCausalLM
 
 CASES = ["llama_gqa", "llama_mqa_bias", "mistral_window", "gemma", "qwen2", "qwen2_tied", "qwen3",
-         "gemma2", "gemma3_text", "llama_yarn", "phi3"]
+         "gemma2", "gemma3_text", "llama_yarn", "phi3", "phi3_longrope", "phi3_longrope_short"]
 LENGTHS = [5, 9, 2, 7]
+# LongRoPE (original context 16): prompts past it (the long factors from the prefill on), and
+# prompts short enough that 12 new tokens stay within it (the short factors throughout).
+LENGTHS_OF = {"phi3_longrope": [17, 20, 18, 19], "phi3_longrope_short": [5, 4, 2, 3]}
 MAX_NEW_TOKENS = 12
 PENALTY = 1.3
 MIN_GAP = 1e-3
@@ -88,7 +91,8 @@ def make_case(case, models_dir):
     vocab = model.config.vocab_size
     for seed in range(100, 1100):
         gen = torch.Generator().manual_seed(seed)
-        prompts = [torch.randint(3, vocab, (n,), generator=gen).tolist() for n in LENGTHS]
+        prompts = [torch.randint(3, vocab, (n,), generator=gen).tolist()
+                   for n in LENGTHS_OF.get(case, LENGTHS)]
         greedy, gap = run(model, prompts, eos, pad)
         if gap < MIN_GAP:
             continue

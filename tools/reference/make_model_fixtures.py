@@ -258,6 +258,26 @@ CASES = [
         ),
         "T": 20, "pad": 4, "seed": 1008, "legacy_config": False,
     },
+] + [
+    {
+        "case": case,
+        "family": "phi3",
+        "description": "Phi-3 with LongRoPE (Phi-3 128k / Phi-3.5 style): head_dim 16, 8 short "
+        "and 8 long factors, original_max_position_embeddings 16 of max_position_embeddings 64 "
+        "(factor 4: cos/sin scaled by sqrt(1 + ln 4 / ln 16)); transformers picks the factors "
+        f"per forward by max(position_ids) + 1: T = {T}, so the {kind} factors.",
+        "config": dict(
+            vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+            original_max_position_embeddings=16, rms_norm_eps=1e-5, initializer_range=0.1,
+            tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+            rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                             "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.1, 3.8],
+                             "long_factor": [1.0, 1.4, 2.2, 3.5, 5.0, 7.0, 9.5, 12.0]},
+        ),
+        "T": T, "pad": 3, "seed": 1010, "legacy_config": False,
+    }
+    for case, T, kind in [("phi3_longrope", 24, "long"), ("phi3_longrope_short", 12, "short")]
 ]
 
 # Families whose transformers classes have no sdpa attention (soft-capping needs eager).
