@@ -19,10 +19,14 @@ using nlohmann::json;
 const std::filesystem::path kModels = std::filesystem::path(MAGIX_FIXTURES_DIR) / "models";
 
 json llama(int64_t hidden, int64_t heads, int64_t max_pos, json rope) {
-  return json{{"model_type", "llama"},        {"vocab_size", 32},
-              {"hidden_size", hidden},        {"intermediate_size", 64},
-              {"num_hidden_layers", 1},       {"num_attention_heads", heads},
-              {"max_position_embeddings", max_pos}, {"rope_parameters", std::move(rope)}};
+  return json{{"model_type", "llama"},
+              {"vocab_size", 32},
+              {"hidden_size", hidden},
+              {"intermediate_size", 64},
+              {"num_hidden_layers", 1},
+              {"num_attention_heads", heads},
+              {"max_position_embeddings", max_pos},
+              {"rope_parameters", std::move(rope)}};
 }
 
 struct YarnCase {
@@ -42,13 +46,38 @@ std::vector<YarnCase> yarn_cases() {
               {"factor", 4.0},
               {"original_max_position_embeddings", 32768}}),
        1.138629436111989,
-       {1.0f,           0.649381638f,    0.421696514f,    0.273841977f,    0.177827939f,
-        0.115478203f,   0.0749894157f,   0.0486967526f,   0.0316227786f,   0.0205352511f,
-        0.0133352149f,  0.00865964312f,  0.00515479548f,  0.0030431177f,   0.00177853031f,
-        0.00102661771f, 0.000583333371f, 0.000324690831f, 0.000175706868f, 9.12806499e-05f,
-        4.44569851e-05f, 2.88695483e-05f, 1.87473561e-05f, 1.21741887e-05f, 7.90569356e-06f,
-        5.13381246e-06f, 3.33380353e-06f, 2.16491094e-06f, 1.40585337e-06f, 9.1293532e-07f,
-        5.92843435e-07f, 3.84981632e-07f}},
+       {1.0f,
+        0.649381638f,
+        0.421696514f,
+        0.273841977f,
+        0.177827939f,
+        0.115478203f,
+        0.0749894157f,
+        0.0486967526f,
+        0.0316227786f,
+        0.0205352511f,
+        0.0133352149f,
+        0.00865964312f,
+        0.00515479548f,
+        0.0030431177f,
+        0.00177853031f,
+        0.00102661771f,
+        0.000583333371f,
+        0.000324690831f,
+        0.000175706868f,
+        9.12806499e-05f,
+        4.44569851e-05f,
+        2.88695483e-05f,
+        1.87473561e-05f,
+        1.21741887e-05f,
+        7.90569356e-06f,
+        5.13381246e-06f,
+        3.33380353e-06f,
+        2.16491094e-06f,
+        1.40585337e-06f,
+        9.1293532e-07f,
+        5.92843435e-07f,
+        3.84981632e-07f}},
       {"mscale / mscale_all_dim, factor 40, truncate false",
        llama(512, 8, 4096,
              {{"rope_type", "yarn"},
@@ -61,13 +90,38 @@ std::vector<YarnCase> yarn_cases() {
               {"beta_slow", 1},
               {"truncate", false}}),
        1.1557219901962608,
-       {1.0f,            0.749894202f,    0.562341332f,    0.421696514f,    0.316227764f,
-        0.237137362f,    0.177827939f,    0.133352146f,    0.100000001f,    0.0749894157f,
-        0.0562341288f,   0.0403675847f,   0.0277108587f,   0.0188600607f,   0.0127031431f,
-        0.00844623521f,  0.00552406255f,  0.00353525812f,  0.00219573081f,  0.00130510959f,
-        0.000722638157f, 0.000349887385f, 0.000118387645f, 3.3338034e-05f,  2.49999994e-05f,
-        1.87473543e-05f, 1.40585325e-05f, 1.05424124e-05f, 7.90569447e-06f, 5.92843435e-06f,
-        4.44569832e-06f, 3.33380353e-06f}},
+       {1.0f,
+        0.749894202f,
+        0.562341332f,
+        0.421696514f,
+        0.316227764f,
+        0.237137362f,
+        0.177827939f,
+        0.133352146f,
+        0.100000001f,
+        0.0749894157f,
+        0.0562341288f,
+        0.0403675847f,
+        0.0277108587f,
+        0.0188600607f,
+        0.0127031431f,
+        0.00844623521f,
+        0.00552406255f,
+        0.00353525812f,
+        0.00219573081f,
+        0.00130510959f,
+        0.000722638157f,
+        0.000349887385f,
+        0.000118387645f,
+        3.3338034e-05f,
+        2.49999994e-05f,
+        1.87473543e-05f,
+        1.40585325e-05f,
+        1.05424124e-05f,
+        7.90569447e-06f,
+        5.92843435e-06f,
+        4.44569832e-06f,
+        3.33380353e-06f}},
       {"factor null (max_position / original), explicit attention_factor",
        llama(256, 8, 8192,
              {{"rope_type", "yarn"},
@@ -76,9 +130,9 @@ std::vector<YarnCase> yarn_cases() {
               {"original_max_position_embeddings", 2048},
               {"attention_factor", 0.9}}),
        0.9,
-       {1.0f, 0.440366626f, 0.193922758f, 0.0747224614f, 0.028204523f, 0.0103502758f,
-        0.0036463323f, 0.00120429229f, 0.000353553361f, 0.000155693109f, 6.85620471e-05f,
-        3.01924356e-05f, 1.32957393e-05f, 5.85499947e-06f, 2.57834631e-06f, 1.13541762e-06f}},
+       {1.0f, 0.440366626f, 0.193922758f, 0.0747224614f, 0.028204523f, 0.0103502758f, 0.0036463323f,
+        0.00120429229f, 0.000353553361f, 0.000155693109f, 6.85620471e-05f, 3.01924356e-05f,
+        1.32957393e-05f, 5.85499947e-06f, 2.57834631e-06f, 1.13541762e-06f}},
   };
 }
 
@@ -137,7 +191,8 @@ TEST(Yarn, ParsingDefaultsAndErrors) {
   // which wins over the dict's (as transformers' standardize_rope_params).
   json old = llama(64, 4, 256, nullptr);
   old.erase("rope_parameters");
-  old["rope_scaling"] = {{"type", "yarn"}, {"factor", 2.0}, {"original_max_position_embeddings", 64}};
+  old["rope_scaling"] = {
+      {"type", "yarn"}, {"factor", 2.0}, {"original_max_position_embeddings", 64}};
   old["original_max_position_embeddings"] = 128;
   EXPECT_EQ(parse_model_config(old, "cfg.json").rope_scaling.original_max_position, 128);
 
@@ -173,9 +228,13 @@ TEST(RopeOfFixtures, MatchTheReferenceBitForBit) {
     const json ref = json::parse(in);
     if (!ref.contains("rope")) continue;
     const ModelConfig c = load_model_config(entry.path() / "config.json");
+    // longrope: the factors of the fixture's forward (long past the original context).
+    const bool long_context =
+        c.rope_scaling.kind == RopeScaling::Kind::kLongRope &&
+        ref.at("seq_len").get<int64_t>() > c.rope_scaling.original_max_position;
     const auto check = [&](const json& want, float theta, const RopeScaling& scaling,
                            const std::string& what) {
-      const std::vector<float> got = rope_inv_freq(c.head_dim, theta, scaling);
+      const std::vector<float> got = rope_inv_freq(c.head_dim, theta, scaling, long_context);
       ASSERT_EQ(got.size(), want.at("inv_freq").size()) << what;
       for (size_t i = 0; i < got.size(); ++i) {
         EXPECT_EQ(got[i], want.at("inv_freq")[i].get<float>()) << what << " inv_freq[" << i << "]";
@@ -196,7 +255,7 @@ TEST(RopeOfFixtures, MatchTheReferenceBitForBit) {
     }
     ++checked;
   }
-  EXPECT_GE(checked, 11);
+  EXPECT_GE(checked, 13);
 }
 
 }  // namespace
