@@ -218,6 +218,41 @@ json llama3_rope_scaling(const GgufFile& f, const std::string& arch, double base
               {"original_max_position_embeddings", static_cast<int64_t>(L)}};
 }
 
+// Phi-3 LongRoPE as llama.cpp writes it: rope_factors_short/long.weight (head_dim / 2 divisors
+// each), rope.scaling.attn_factor (the cos/sin scale llama.cpp computed) and
+// rope.scaling.original_context_length -> HF's longrope rope_scaling. Null without the tensors.
+json phi3_longrope(const GgufFile& f, const std::string& p, int64_t head_dim) {
+  const GgufTensorInfo* shorts = f.find("rope_factors_short.weight");
+  const GgufTensorInfo* longs = f.find("rope_factors_long.weight");
+  if (shorts == nullptr && longs == nullptr) return nullptr;
+  const std::string where = f.path().string();
+  MAGIX_CHECK(shorts != nullptr && longs != nullptr,
+              "{}: a phi3 GGUF with one of rope_factors_short/long.weight needs both", where);
+  MAGIX_CHECK(meta_opt(f, p + "rope.scaling.original_context_length"),
+              "{}: rope_factors_short/long.weight need {}rope.scaling.original_context_length",
+              where, p);
+  json r = {{"rope_type", "longrope"}};
+  for (const auto& [name, key] : {std::pair{"rope_factors_short.weight", "short_factor"},
+                                  std::pair{"rope_factors_long.weight", "long_factor"}}) {
+    const Shape shape = f.find(name)->shape();  // checked before reading
+    MAGIX_CHECK(shape.size() == 1 && shape[0] * 2 == head_dim,
+                "{}: {} has shape {}, expected [{}] (half the head_dim {})", where, name,
+                shape_str(shape), head_dim / 2, head_dim);
+    const Tensor t = f.read_f32(name);
+    json list = json::array();
+    for (const float v : t.span<float>()) {
+      MAGIX_CHECK(std::isfinite(v) && v > 0, "{}: {} holds {}: factors must be finite and > 0",
+                  where, name, v);
+      list.push_back(static_cast<double>(v));
+    }
+    r[key] = std::move(list);
+  }
+  if (meta_opt(f, p + "rope.scaling.attn_factor")) {
+    r["attention_factor"] = meta_float(f, p + "rope.scaling.attn_factor");
+  }
+  return r;
+}
+
 fs::path cache_root() {
   if (const char* c = std::getenv("MAGIX_CACHE"); c && *c) return fs::path(c) / "gguf";
   if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return fs::path(x) / "magix" / "gguf";
@@ -295,11 +330,7 @@ json gguf_hf_config(const GgufFile& f) {
     c["mlp_bias"] = false;
   }
   if (arch == "phi3") {
-    MAGIX_CHECK(f.find("rope_factors_long.weight") == nullptr &&
-                    f.find("rope_factors_short.weight") == nullptr,
-                "{}: this phi3 GGUF carries rope_factors_long/short (LongRoPE), which magix does "
-                "not map from GGUF",
-                f.path().string());
+    if (json rs = phi3_longrope(f, p, head_dim); !rs.is_null()) c["rope_scaling"] = rs;
     if (meta_opt(f, p + "rope.dimension_count")) {
       const int64_t rot = meta_int(f, p + "rope.dimension_count");
       if (rot != head_dim) c["partial_rotary_factor"] = static_cast<double>(rot) / head_dim;
@@ -358,7 +389,10 @@ GgufWeights::GgufWeights(const fs::path& gguf) : file_(gguf) {
   n_heads_ = config.at("num_attention_heads").get<int64_t>();
   n_kv_heads_ = config.at("num_key_value_heads").get<int64_t>();
   for (const GgufTensorInfo& t : file_.tensors()) {
-    if (t.name == "rope_freqs.weight") continue;  // the config's rope_scaling (gguf_hf_config)
+    if (t.name == "rope_freqs.weight" || t.name == "rope_factors_long.weight" ||
+        t.name == "rope_factors_short.weight") {
+      continue;  // the config's rope_scaling (gguf_hf_config)
+    }
     std::string hf = hf_name(arch_, t.name);
     if (hf.empty()) hf = t.name;  // unknown: listed under its GGUF name as unexpected
     SafetensorsEntry e{hf, DType::kF32, t.shape(), t.offset, t.nbytes};

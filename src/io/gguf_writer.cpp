@@ -359,10 +359,13 @@ std::vector<KV> architecture_metadata(const ModelConfig& c, const std::string& a
                 "GGUF export: Llama 3-style RoPE scaling of a {} model is not "
                 "written to GGUF",
                 fam);
+  } else if (rs.kind == RopeScaling::Kind::kLongRope) {
+    // Written as llama.cpp does for Phi-3: rope_factors_short/long.weight tensors (gguf_export),
+    // the attention factor, and the original context (below).
+    MAGIX_CHECK(arch == "phi3",
+                "GGUF export: LongRoPE scaling of a {} model is not written to GGUF", fam);
+    kv.push_back({p + "rope.scaling.attn_factor", kF32, rs.attention_scaling});
   } else {
-    MAGIX_CHECK(
-        rs.kind != RopeScaling::Kind::kLongRope,
-        "GGUF export: LongRoPE scaling (short_factor / long_factor) is not written to GGUF");
     MAGIX_CHECK(rs.kind == RopeScaling::Kind::kNone, "GGUF export: unknown RoPE scaling");
   }
   const auto window = [&](size_t i) { return c.sliding_window.empty() ? 0 : c.sliding_window[i]; };
@@ -384,8 +387,10 @@ std::vector<KV> architecture_metadata(const ModelConfig& c, const std::string& a
     }
     if (window(0) > 0) kv.push_back({p + "attention.sliding_window", kU32, window(0)});
     const auto omp =
-        json_value<uint32_t>(c.raw, "original_max_position_embeddings",
-                             static_cast<uint32_t>(c.max_position_embeddings), "config.json");
+        rs.kind == RopeScaling::Kind::kLongRope
+            ? static_cast<uint32_t>(rs.original_max_position)
+            : json_value<uint32_t>(c.raw, "original_max_position_embeddings",
+                                   static_cast<uint32_t>(c.max_position_embeddings), "config.json");
     kv.push_back({p + "rope.scaling.original_context_length", kU32, omp});
   }
   if (arch == "gemma2" || arch == "gemma3") {
@@ -535,6 +540,17 @@ void write_gguf_model(const fs::path& out, const ModelConfig& config, const std:
     o.nbytes = o.values.size() * sizeof(float);
     offset += (o.nbytes + 31) / 32 * 32;
     tensors.push_back(std::move(o));
+  }
+  if (config.rope_scaling.kind == RopeScaling::Kind::kLongRope) {
+    // llama.cpp's Phi-3 LongRoPE tensors: the divisors of each inverse frequency.
+    const RopeScaling& rs = config.rope_scaling;
+    for (const auto& [name, values] : {std::pair{"rope_factors_long.weight", &rs.long_factor},
+                                       std::pair{"rope_factors_short.weight", &rs.short_factor}}) {
+      Out o{name, 0, 0, {std::ssize(*values)}, offset, 0, false, 0, false, *values};
+      o.nbytes = o.values.size() * sizeof(float);
+      offset += (o.nbytes + 31) / 32 * 32;
+      tensors.push_back(std::move(o));
+    }
   }
 
   Bytes h;

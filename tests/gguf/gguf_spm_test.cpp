@@ -1,8 +1,8 @@
 // SentencePiece vocabularies and the gemma/gemma2/gemma3/qwen3/phi3 architectures from GGUF,
 // against transformers loading the same files (tools/reference/make_gguf_spm_fixtures.py):
 // token ids and decoded text equal on varied texts, logits within fp32 tolerance. The gemma and
-// llama_yarn and llama3 files, which transformers 5 cannot read as written (it ignores llama rope
-// scaling and rope_freqs.weight), are compared with the HF models
+// llama_yarn, llama3 and phi3_longrope files, which transformers 5 cannot read as written (it
+// ignores llama rope scaling, rope_freqs.weight and rope_factors_*), are compared with the HF models
 // they were written from.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -111,7 +111,7 @@ TEST_F(GgufSpm, AddSpacePrefixFalsePrependsNothing) {
 
 TEST_F(GgufSpm, LogitsEqualReference) {
   SafetensorsReader want(kDir / "expected.safetensors");
-  ASSERT_EQ(expected_["models"].size(), 7u);
+  ASSERT_EQ(expected_["models"].size(), 8u);
   for (const auto& [family, m] : expected_["models"].items()) {
     SCOPED_TRACE(family);
     Mesh mesh;
@@ -184,6 +184,14 @@ TEST_F(GgufSpm, ConfigFromMetadata) {
             json({{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
                   {"high_freq_factor", 8.0}, {"original_max_position_embeddings", 8192}}));
   EXPECT_EQ(config_of("tiny_phi3.gguf").at("model_type"), "phi3");
+  // Phi-3 LongRoPE from rope_factors_short/long.weight and llama.cpp's attention factor.
+  const json lr = config_of("tiny_phi3_longrope.gguf");
+  EXPECT_EQ(lr.at("original_max_position_embeddings"), 16);
+  EXPECT_EQ(lr.at("rope_scaling").at("rope_type"), "longrope");
+  EXPECT_EQ(lr.at("rope_scaling").at("short_factor").size(), 8u);
+  EXPECT_FLOAT_EQ(lr.at("rope_scaling").at("long_factor")[7].get<float>(), 12.0f);
+  EXPECT_NEAR(lr.at("rope_scaling").at("attention_factor").get<double>(),
+              std::sqrt(1 + std::log(8.0) / std::log(16.0)), 1e-6);
   EXPECT_EQ(config_of("tiny_qwen3.gguf").at("head_dim"), 128);
 }
 
@@ -191,7 +199,7 @@ TEST_F(GgufSpm, UnsupportedFilesAreClearErrors) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"refused_arch.gguf", "GGUF architecture 'mamba' is not supported"},
       {"refused_tokenizer.gguf", "GGUF tokenizer model 't5' is not supported"},
-      {"refused_longrope.gguf", "rope_factors_long/short (LongRoPE)"},
+      {"refused_longrope.gguf", "with one of rope_factors_short/long.weight needs both"},
       {"refused_rope.gguf", "GGUF rope scaling 'longrope' is not supported"},
       {"refused_rope_freqs.gguf", "rope_freqs.weight: its divisors do not follow the Llama 3 rule"},
   };

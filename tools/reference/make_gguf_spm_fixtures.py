@@ -216,6 +216,15 @@ def tiny_config(family, vocab, bos, eos, pad):
                                             "factor": 8.0, "low_freq_factor": 1.0,
                                             "high_freq_factor": 8.0,
                                             "original_max_position_embeddings": 8192}, **common)
+    if family == "phi3_longrope":
+        # LongRoPE (Phi-3 128k style): original context 16 of 128, 8 short and 8 long factors.
+        return Phi3Config(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
+                          original_max_position_embeddings=16,
+                          rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                           "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.1, 3.8],
+                                           "long_factor": [1.0, 1.4, 2.2, 3.5, 5.0, 7.0, 9.5, 12.0]},
+                          **dict(common, rms_norm_eps=1e-5))
     if family == "phi3":
         return Phi3Config(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                           num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
@@ -224,12 +233,12 @@ def tiny_config(family, vocab, bos, eos, pad):
 
 
 GGUF_ARCH = {"gemma": "gemma", "gemma2": "gemma2", "gemma3": "gemma3", "qwen3": "qwen3",
-             "phi3": "phi3", "llama_yarn": "llama", "llama3": "llama"}
+             "phi3": "phi3", "llama_yarn": "llama", "llama3": "llama", "phi3_longrope": "phi3"}
 SEEDS = {"gemma": 1, "gemma2": 2, "gemma3": 3, "qwen3": 4, "phi3": 5, "llama_yarn": 6,
-         "llama3": 7}
+         "llama3": 7, "phi3_longrope": 8}
 # transformers 5 reads no `gemma` architecture and no llama rope scaling from GGUF: those
 # references are the HF models the files were written from.
-HF_REFERENCE = {"gemma", "llama_yarn", "llama3"}
+HF_REFERENCE = {"gemma", "llama_yarn", "llama3", "phi3_longrope"}
 
 
 def llama3_rope_freqs(cfg):
@@ -262,7 +271,7 @@ def tiny_model(out, family, vocab, ids_seqs):
     from transformers import AutoModelForCausalLM
     tokens, scores, types = vocab
     gemma = family.startswith("gemma")
-    bos, eos, pad = (2, 1, 0) if gemma else (1, 2, 0 if family == "phi3" else None)
+    bos, eos, pad = (2, 1, 0) if gemma else (1, 2, 0 if family.startswith("phi3") else None)
     cfg = tiny_config(family, len(tokens), bos, eos, pad)
     torch.manual_seed(SEEDS[family])
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
@@ -295,6 +304,16 @@ def tiny_model(out, family, vocab, ids_seqs):
         w.add_float32("llama.rope.scaling.yarn_beta_slow", rp["beta_slow"])
     if family == "llama3":
         w.add_tensor("rope_freqs.weight", llama3_rope_freqs(cfg))
+    if family == "phi3_longrope":
+        # As llama.cpp's Phi-3 converter: the factors as tensors, its attention factor
+        # sqrt(1 + ln(max / original) / ln original), the original context length.
+        rp = cfg.rope_parameters
+        orig = rp["original_max_position_embeddings"]
+        scale = cfg.max_position_embeddings / orig
+        w.add_rope_scaling_attn_factors(math.sqrt(1 + math.log(scale) / math.log(orig)))
+        w.add_rope_scaling_orig_ctx_len(orig)
+        w.add_tensor("rope_factors_long.weight", np.array(rp["long_factor"], dtype=np.float32))
+        w.add_tensor("rope_factors_short.weight", np.array(rp["short_factor"], dtype=np.float32))
     add_tokenizer(w, tokens, scores, types, bos, eos, 0 if not gemma else 3, pad, True)
     tmap = gguf.get_tensor_name_map(
         next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch), cfg.num_hidden_layers)
@@ -378,11 +397,13 @@ def main():
     real = Tokenizer.from_str(json.dumps(load_tokenizer_json(args.tokenizers, "mistral")))
     expected["published_tokenizer_ids"] = {"spm_llama.gguf": [real.encode(t).ids for t in TEXTS]}
     rng = np.random.default_rng(20261207)
-    for family in ["gemma", "gemma2", "gemma3", "qwen3", "phi3", "llama_yarn", "llama3"]:
+    for family in ["gemma", "gemma2", "gemma3", "qwen3", "phi3", "llama_yarn", "llama3",
+                   "phi3_longrope"]:
         vocab = gemma_vocab(args.tokenizers, 500) if family.startswith("gemma") else \
             llama_vocab(args.tokenizers, 300)
         n = len(vocab[0])
-        seqs = [rng.integers(0, n, 12 if not family.startswith("llama") else 48).tolist(),
+        long_seq = family.startswith("llama") or family == "phi3_longrope"
+        seqs = [rng.integers(0, n, 12 if not long_seq else 48).tolist(),
                 rng.integers(0, n, 7).tolist()]
         fname, logits = tiny_model(args.out, family, vocab, seqs)
         tensors.update(logits)
