@@ -72,20 +72,15 @@ double yarn_mscale(double scale, double mscale) {
   return scale <= 1 ? 1.0 : 0.1 * mscale * std::log(scale) + 1.0;
 }
 
-// rope_type "yarn" as _compute_yarn_parameters reads it: factor (null: max_position_embeddings /
-// original_max_position_embeddings), beta_fast / beta_slow (absent, null or 0: 32 / 1), truncate,
-// and attention_factor, else mscale / mscale_all_dim (both non-zero), else ln(factor).
-void parse_yarn(const json& j, const json& rope, ModelConfig& c, const std::string& where,
-                const std::string& source) {
+// yarn and longrope: original_max_position_embeddings (a top-level one wins over the dict's, as
+// for llama3; `fallback` when neither is given) and factor (default max_position_embeddings /
+// original), stored in c.rope_scaling; returns the factor in double.
+double read_original_and_factor(const json& j, const json& rope, ModelConfig& c, int64_t fallback,
+                                const std::string& where, const std::string& source) {
   auto& s = c.rope_scaling;
-  s.kind = RopeScaling::Kind::kYarn;
-  MAGIX_CHECK(rope.contains("factor"), "{}: yarn rope needs 'factor'", where);
-  // As for llama3: a top-level original_max_position_embeddings wins over the dict's.
-  s.original_max_position =
-      json_value<int64_t>(j, "original_max_position_embeddings",
-                          json_value<int64_t>(rope, "original_max_position_embeddings",
-                                              c.max_position_embeddings, where),
-                          source);
+  s.original_max_position = json_value<int64_t>(
+      j, "original_max_position_embeddings",
+      json_value<int64_t>(rope, "original_max_position_embeddings", fallback, where), source);
   MAGIX_CHECK(s.original_max_position > 0, "{}: original_max_position_embeddings must be > 0",
               where);
   const double factor = json_value<double>(
@@ -95,6 +90,19 @@ void parse_yarn(const json& j, const json& rope, ModelConfig& c, const std::stri
   MAGIX_CHECK(std::isfinite(factor) && factor > 0, "{}: factor must be a positive finite number",
               where);
   s.factor = static_cast<float>(factor);
+  return factor;
+}
+
+// rope_type "yarn" as _compute_yarn_parameters reads it: factor (null: max_position_embeddings /
+// original_max_position_embeddings), beta_fast / beta_slow (absent, null or 0: 32 / 1), truncate,
+// and attention_factor, else mscale / mscale_all_dim (both non-zero), else ln(factor).
+void parse_yarn(const json& j, const json& rope, ModelConfig& c, const std::string& where,
+                const std::string& source) {
+  auto& s = c.rope_scaling;
+  s.kind = RopeScaling::Kind::kYarn;
+  MAGIX_CHECK(rope.contains("factor"), "{}: yarn rope needs 'factor'", where);
+  const double factor =
+      read_original_and_factor(j, rope, c, c.max_position_embeddings, where, source);
   s.beta_fast = json_value<double>(rope, "beta_fast", 0, where);
   s.beta_slow = json_value<double>(rope, "beta_slow", 0, where);
   if (s.beta_fast == 0) s.beta_fast = 32;
@@ -142,18 +150,7 @@ void parse_longrope(const json& j, const json& rope, ModelConfig& c, const std::
       out->push_back(static_cast<float>(x));
     }
   }
-  s.original_max_position = json_value<int64_t>(
-      j, "original_max_position_embeddings",
-      json_value<int64_t>(rope, "original_max_position_embeddings", 0, where), source);
-  MAGIX_CHECK(s.original_max_position > 0,
-              "{}: longrope needs original_max_position_embeddings > 0", where);
-  const double factor = json_value<double>(
-      rope, "factor",
-      static_cast<double>(c.max_position_embeddings) / static_cast<double>(s.original_max_position),
-      where);
-  MAGIX_CHECK(std::isfinite(factor) && factor > 0, "{}: factor must be a positive finite number",
-              where);
-  s.factor = static_cast<float>(factor);
+  const double factor = read_original_and_factor(j, rope, c, 0, where, source);  // 0: required
   double attention =
       factor <= 1.0 ? 1.0
                     : std::sqrt(1 + std::log(factor) /

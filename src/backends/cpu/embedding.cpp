@@ -1,8 +1,8 @@
 #include "backends/cpu/embedding.hpp"
 
 #include <algorithm>
-#include <bit>
 
+#include "magix/dtype_convert.hpp"
 #include "magix/error.hpp"
 
 namespace magix::cpu {
@@ -22,9 +22,7 @@ void embedding_forward(float* out, const int32_t* ids, const void* table, bool b
     }
     if (bf16) {
       const uint16_t* t = static_cast<const uint16_t*>(table) + row * C;
-      for (int64_t c = 0; c < C; c++) {
-        o[c] = scale * std::bit_cast<float>(static_cast<uint32_t>(t[c]) << 16);
-      }
+      for (int64_t c = 0; c < C; c++) o[c] = scale * bf16_to_float(t[c]);
     } else {
       const float* t = static_cast<const float*>(table) + row * C;
       for (int64_t c = 0; c < C; c++) o[c] = scale * t[c];

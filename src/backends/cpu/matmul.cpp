@@ -76,7 +76,7 @@ constexpr int64_t kSkinnyDim = 16;
 // The fp32 products of a linear layer (dense operands; beta 0: C =, 1: C +=). Where one
 // dimension is at most 16 (a LoRA adapter's rank-r products, a few rows) through oneDNN's
 // matmul: OpenBLAS 0.3.21 runs such products no faster on two threads than on one while
-// keeping both busy, oneDNN's brgemm 1.3-3x faster (docs/kernels.md); OpenBLAS otherwise.
+// keeping both busy, oneDNN's brgemm 1.1-3.2x faster (docs/kernels.md); OpenBLAS otherwise.
 void linear_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
                  const float* B, float beta, float* C) {
   if (std::min({M, N, K}) >= 1 && std::min({M, N, K}) <= kSkinnyDim) {
