@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <filesystem>
 #include <limits>
 #include <string>
 #include <string_view>
@@ -22,6 +23,13 @@
 namespace magix {
 
 constexpr int kMaxJsonDepth = 512;  // arrays and objects inside each other
+
+// Reads a file from outside (a hub folder, a user's path) whole, refusing one larger than
+// `max_bytes` before reading it, and one that grows past the bound while it is read: "cannot open
+// WHAT 'PATH'", "WHAT 'PATH' is N bytes, more than the MAX a real one needs". Each caller states
+// its bound beside the sizes real files have.
+std::string read_text_file_bounded(const std::filesystem::path& path, int64_t max_bytes,
+                                   std::string_view what);
 
 // Parses `text`; throws magix::Error "SOURCE: invalid JSON: ..." or "SOURCE: JSON nested deeper
 // than 512 levels". `source` names the file (and line) in messages.

@@ -21,6 +21,9 @@ namespace magix {
 
 struct TokenizerImpl;  // src/tokenizer/tokenizer_impl.hpp
 
+// The largest tokenizer.json read: real ones are 2-35 MB (Gemma 3's, 33 MB, is the largest seen).
+inline constexpr int64_t kMaxTokenizerJsonBytes = 256 << 20;
+
 class Tokenizer {
  public:
   // tokenizer.json (+ tokenizer_config.json / chat_template.jinja beside it, if present) from a

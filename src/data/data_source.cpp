@@ -4,10 +4,8 @@
 #include <glob.h>
 
 #include <algorithm>
-#include <fstream>
 #include <map>
 #include <optional>
-#include <sstream>
 
 #include "magix/dataset.hpp"
 #include "magix/error.hpp"
@@ -71,14 +69,7 @@ DataFile checked_data_file(const fs::path& path) {
 }
 
 std::string read_small_file(const fs::path& path) {
-  std::error_code ec;
-  const auto size = fs::file_size(path, ec);
-  MAGIX_CHECK(!ec && size <= (1u << 20), "{}: cannot read it, or larger than 1 MiB", path.string());
-  std::ifstream in(path, std::ios::binary);
-  MAGIX_CHECK(in.good(), "cannot open {}", path.string());
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return std::move(ss).str();
+  return read_text_file_bounded(path, 1 << 20, "dataset description");
 }
 
 nlohmann::json read_small_json(const fs::path& path) {

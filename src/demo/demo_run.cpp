@@ -4,7 +4,6 @@
 #include <sys/resource.h>
 
 #include <algorithm>
-#include <fstream>
 #include <memory>
 
 #include "demo/demo_files.hpp"
@@ -89,9 +88,7 @@ nlohmann::ordered_json model_config_json(const DemoOptions& o, int64_t tokenizer
   // Rounded up to a multiple of 64 so that the vocabulary splits over model axes up to 64.
   const int64_t vocab = (tokenizer_vocab + 63) / 64 * 64;
   if (o.model_config.empty()) return demo_model_config(vocab);
-  std::ifstream in(o.model_config, std::ios::binary);
-  MAGIX_CHECK(in.good(), "cannot open --model_config '{}'", o.model_config.string());
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string text = read_text_file_bounded(o.model_config, 4 << 20, "--model_config");
   const std::string source = o.model_config.string();
   nlohmann::ordered_json j = parse_ordered_json(text, source);
   MAGIX_CHECK(j.is_object(), "--model_config '{}' is not a JSON object, found {}", source,
@@ -190,7 +187,6 @@ std::vector<std::string> continue_commands(const DemoPaths& paths, const TrainAr
   };
 }
 
-
 int64_t count_parameters(const ModelConfig& config) {
   int64_t total = 0;
   for (const ParamInfo& p : expected_parameters(config)) {
@@ -264,7 +260,8 @@ DemoReport run_demo(const DemoOptions& o, const Mesh& mesh) {
 
   // 3. Exact match (every rank reads the file world rank 0 wrote, so all return the same).
   mesh.world().barrier();
-  const std::vector<std::string> answers = demo::read_generations(paths.generations, data.test.size());
+  const std::vector<std::string> answers =
+      demo::read_generations(paths.generations, data.test.size());
   rep.test_examples = static_cast<int64_t>(data.test.size());
   std::string scored;
   for (size_t i = 0; i < data.test.size(); ++i) {

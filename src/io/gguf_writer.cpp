@@ -4,7 +4,6 @@
 #include <cctype>
 #include <cmath>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <variant>
 
@@ -159,10 +158,8 @@ std::vector<KV> tokenizer_metadata(const fs::path& tokenizer_json, const ModelCo
   // and the GGUF states the tokenization magix itself does.
   const TokenizerConfig tc = load_tokenizer_config(dir);
   (void)Tokenizer::from_file(tokenizer_json, tc);
-  std::ifstream in(tokenizer_json, std::ios::binary);
-  MAGIX_CHECK(in, "cannot open {}", src);
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const json t = parse_json(text, src);
+  const json t = parse_json(
+      read_text_file_bounded(tokenizer_json, kMaxTokenizerJsonBytes, "tokenizer file"), src);
   MAGIX_CHECK(t.is_object() && t.contains("model") && t["model"].is_object(),
               "{}: not a tokenizer.json", src);
   const json& model = t["model"];

@@ -5,13 +5,12 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <fstream>
 #include <set>
-#include <sstream>
 #include <system_error>
 
 #include "magix/error.hpp"
 #include "magix/gguf_model.hpp"
+#include "magix/json_parse.hpp"
 #include "safetensors_util.hpp"
 
 namespace magix {
@@ -61,12 +60,11 @@ bool is_hub_name(const std::string& s) {
   return slashes <= 1 && s.front() != '/' && s.back() != '/' && s.front() != '.';
 }
 
+// A hub cache's refs (a 40-character commit) and a shard index (some KB; ~100 KB for the
+// largest models) are small: a file far larger is not one of them.
 std::string read_small_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  MAGIX_CHECK(in, "cannot open {}", p.string());
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  constexpr int64_t kMaxBytes = 16 << 20;
+  return read_text_file_bounded(p, kMaxBytes, "hub file");
 }
 
 std::string trim(std::string s) {
@@ -319,8 +317,10 @@ static fs::path gguf_folder_or(const fs::path& dir) {
   if (ggufs.size() > 1) {
     std::vector<std::string> names;
     for (const auto& g : ggufs) names.push_back(g.filename().string());
-    MAGIX_FAIL("{} has no config.json and {} GGUF files ({}): pass the one to load as the model "
-               "path", dir.string(), ggufs.size(), fmt::join(names, ", "));
+    MAGIX_FAIL(
+        "{} has no config.json and {} GGUF files ({}): pass the one to load as the model "
+        "path",
+        dir.string(), ggufs.size(), fmt::join(names, ", "));
   }
   return gguf_model_folder(ggufs[0]);
 }

@@ -1,5 +1,7 @@
 #include "magix/json_parse.hpp"
 
+#include <fstream>
+
 #include "magix/error.hpp"
 
 namespace magix {
@@ -38,6 +40,27 @@ Json parse_limited(std::string_view text, const std::string& source) {
 }
 
 }  // namespace
+
+std::string read_text_file_bounded(const std::filesystem::path& path, int64_t max_bytes,
+                                   std::string_view what) {
+  std::ifstream in(path, std::ios::binary);
+  MAGIX_CHECK(in.good(), "cannot open {} '{}'", what, path.string());
+  std::error_code ec;
+  const uintmax_t size = std::filesystem::file_size(path, ec);  // fails for a pipe: read below
+  MAGIX_CHECK(ec || size <= static_cast<uintmax_t>(max_bytes),
+              "{} '{}' is {} bytes, more than the {} a real one needs", what, path.string(), size,
+              max_bytes);
+  std::string text;
+  char chunk[1 << 16];
+  while (in.read(chunk, sizeof chunk) || in.gcount() > 0) {
+    text.append(chunk, static_cast<size_t>(in.gcount()));
+    MAGIX_CHECK(std::ssize(text) <= max_bytes,
+                "{} '{}' holds more than the {} bytes a real one needs", what, path.string(),
+                max_bytes);
+  }
+  MAGIX_CHECK(!in.bad(), "cannot read {} '{}'", what, path.string());
+  return text;
+}
 
 nlohmann::json parse_json(std::string_view text, const std::string& source) {
   return parse_limited<nlohmann::json>(text, source);

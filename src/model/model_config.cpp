@@ -4,7 +4,6 @@
 #include "magix/model_config.hpp"
 
 #include <cmath>
-#include <fstream>
 
 #include "magix/error.hpp"
 #include "magix/json_parse.hpp"
@@ -554,9 +553,9 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
 }
 
 ModelConfig load_model_config(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  MAGIX_CHECK(in.good(), "cannot open model config '{}'", path.string());
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Real config.json files are 1-10 KB (a multimodal one some tens of KB).
+  constexpr int64_t kMaxConfigBytes = 4 << 20;
+  const std::string text = read_text_file_bounded(path, kMaxConfigBytes, "model config");
   return parse_model_config(parse_json(text, path.string()), path.string());
 }
 

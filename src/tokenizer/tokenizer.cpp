@@ -2,9 +2,6 @@
 // added tokens -> normalizer -> normalized added tokens -> pre-tokenizer -> BPE -> post-processor).
 #include "magix/tokenizer.hpp"
 
-#include <fstream>
-#include <sstream>
-
 #include "magix/error.hpp"
 #include "magix/gguf.hpp"
 #include "magix/hf_files.hpp"
@@ -216,12 +213,9 @@ Tokenizer Tokenizer::from_json_string(std::string_view text, TokenizerConfig con
 
 Tokenizer Tokenizer::from_file(const std::filesystem::path& tokenizer_json,
                                TokenizerConfig config) {
-  std::ifstream in(tokenizer_json, std::ios::binary);
-  MAGIX_CHECK(in.good(), "cannot open tokenizer file '{}'", tokenizer_json.string());
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  MAGIX_CHECK(!in.bad(), "cannot read tokenizer file '{}'", tokenizer_json.string());
-  return from_json_string(ss.str(), std::move(config), tokenizer_json.string());
+  return from_json_string(
+      read_text_file_bounded(tokenizer_json, kMaxTokenizerJsonBytes, "tokenizer file"),
+      std::move(config), tokenizer_json.string());
 }
 
 Tokenizer Tokenizer::load(const std::string& name_or_path) {

@@ -1,8 +1,5 @@
 #include "magix/tokenizer_config.hpp"
 
-#include <fstream>
-#include <sstream>
-
 #include "magix/error.hpp"
 #include "magix/json_parse.hpp"
 
@@ -79,19 +76,16 @@ TokenizerConfig load_tokenizer_config(const std::filesystem::path& dir) {
   TokenizerConfig c;
   auto path = dir / "tokenizer_config.json";
   if (std::filesystem::exists(path)) {
-    std::ifstream in(path, std::ios::binary);
-    MAGIX_CHECK(in, "cannot open {}", path.string());
-    std::stringstream ss;
-    ss << in.rdbuf();
-    c = parse_tokenizer_config(parse_json(ss.str(), path.string()), path.string());
+    // Real ones are up to ~1 MB (Gemma 3's lists 6k added tokens).
+    constexpr int64_t kMaxTokenizerConfigBytes = 64 << 20;
+    const std::string text =
+        read_text_file_bounded(path, kMaxTokenizerConfigBytes, "tokenizer config");
+    c = parse_tokenizer_config(parse_json(text, path.string()), path.string());
   }
   auto jinja = dir / "chat_template.jinja";
   if (std::filesystem::exists(jinja)) {
-    std::ifstream in(jinja, std::ios::binary);
-    MAGIX_CHECK(in, "cannot open {}", jinja.string());
-    std::stringstream ss;
-    ss << in.rdbuf();
-    c.chat_templates["default"] = ss.str();
+    constexpr int64_t kMaxTemplateBytes = 4 << 20;  // real templates are 1-20 KB
+    c.chat_templates["default"] = read_text_file_bounded(jinja, kMaxTemplateBytes, "chat template");
     c.chat_template_files["default"] = jinja.string();
   }
   return c;

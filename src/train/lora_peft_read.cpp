@@ -4,8 +4,6 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
-#include <fstream>
-
 #include "magix/error.hpp"
 #include "magix/json_parse.hpp"
 #include "magix/lora.hpp"
@@ -85,9 +83,9 @@ bool is_peft_adapter_dir(const fs::path& dir) {
 LoadedLora read_peft_adapter(const fs::path& dir, const std::vector<ParamInfo>& base,
                              const Mesh& mesh) {
   const fs::path cfg_path = dir / "adapter_config.json";
-  std::ifstream f(cfg_path, std::ios::binary);
-  MAGIX_CHECK(f.good(), "cannot read {}", cfg_path.string());
-  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  constexpr int64_t kMaxAdapterConfigBytes = 4 << 20;  // PEFT writes about 1 KB
+  const std::string text =
+      read_text_file_bounded(cfg_path, kMaxAdapterConfigBytes, "PEFT adapter config");
   const std::string where = cfg_path.string();
   const nlohmann::json c = parse_json(text, where);
   json_expect_object(c, where);
