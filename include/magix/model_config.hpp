@@ -50,6 +50,10 @@ struct ModelConfig {
   int64_t num_heads = 0;          // Hq
   int64_t num_kv_heads = 0;       // Hkv (divides Hq)
   int64_t head_dim = 0;           // D (even)
+  // R <= D, even: RoPE rotates each head's first R dims (int(D · partial_rotary_factor); phi3,
+  // Phi-4-mini 0.75) and leaves the rest; 0 means D.
+  int64_t rotary_dim = 0;
+  int64_t rope_dim() const { return rotary_dim > 0 ? rotary_dim : head_dim; }
   float rms_norm_eps = 1e-6f;
   float rope_theta = 10000.0f;
   RopeScaling rope_scaling;     // kNone, kLinear, kLlama3 or kYarn

@@ -114,7 +114,8 @@ class Backend {
   // inv_freq (D/2) F32. Computed once per batch, shared by every layer's q and k.
   void rope_table(Tensor& table, const Tensor& pos, const Tensor& inv_freq) const;
   // x (N, H, D) F32 or BF16 (rotated in fp32, rounded once) in place by the table's angles;
-  // backward (F32): the inverse rotation.
+  // backward (F32): the inverse rotation. A table (N, R) with R < D rotates each head's first R
+  // dims and leaves the rest (partial_rotary_factor); x must then be 3-D. A 2-D x is (N, H·R).
   void rope_forward(Tensor& x, const Tensor& table) const;
   void rope_backward(Tensor& dx, const Tensor& table) const;
 

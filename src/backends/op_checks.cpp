@@ -121,14 +121,22 @@ bool all_of(std::initializer_list<const Tensor*> ts, DType d) {
   return true;
 }
 
-// The rope operand x (N, H, D) against its table (N, D) F32.
+// The rope operand x (N, H, D), or (N, H·R), against its table (N, R) F32, R <= D even.
 void check_rope(const OpCheck& c, const char* what, const Tensor& x, const Tensor& table) {
   c.on(what, x);
   c.dtype("table", table, DType::kF32);
   const Mat t = mat(table);
-  MAGIX_CHECK(t.rows > 0 && t.cols > 0 && t.cols % 2 == 0 && x.numel() % (t.rows * t.cols) == 0,
-              "{}: {} {} is not (N={}, H, D={}) for the table {}", c.op(), what,
-              shape_str(x.shape()), t.rows, t.cols, shape_str(table.shape()));
+  MAGIX_CHECK(t.rows > 0 && t.cols > 0 && t.cols % 2 == 0, "{}: table {} is not (N, R), R even",
+              c.op(), shape_str(table.shape()));
+  if (x.ndim() == 3) {
+    MAGIX_CHECK(x.dim(0) == t.rows && x.dim(2) >= t.cols,
+                "{}: {} {} is not (N={}, H, D>={}) for the table {}", c.op(), what,
+                shape_str(x.shape()), t.rows, t.cols, shape_str(table.shape()));
+  } else {
+    MAGIX_CHECK(x.numel() % (t.rows * t.cols) == 0,
+                "{}: {} {} is not (N={}, H, D={}) for the table {}", c.op(), what,
+                shape_str(x.shape()), t.rows, t.cols, shape_str(table.shape()));
+  }
 }
 
 }  // namespace

@@ -29,14 +29,16 @@ inline Heads heads(const Tensor& t) {
   return {t.dim(0), t.dim(1), t.dim(2), t.dim(3)};
 }
 
-// (N, H, D) of a rope operand x against its table (N, D).
+// (N, H, D) of a rope operand x against its table (N, R): x (N, H, D) when it is 3-D, else
+// (N, H·R) (each head R wide); the first R of each head's D dims are rotated.
 struct RopeDims {
-  int64_t N, H, D;
+  int64_t N, H, D, R;
 };
 
 inline RopeDims rope_dims(const Tensor& x, const Tensor& table) {
   const Mat t = mat(table);
-  return {t.rows, x.numel() / (t.rows * t.cols), t.cols};
+  const int64_t D = x.ndim() == 3 ? x.dim(2) : t.cols;
+  return {t.rows, x.numel() / (t.rows * D), D, t.cols};
 }
 
 }  // namespace magix::backends

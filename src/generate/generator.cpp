@@ -142,14 +142,14 @@ void Generator::Impl::load(const Decoder& d) {
   }
 }
 
-// The rope tables (N, D) of positions pos (N).
+// The rope tables (N, R) of positions pos (N).
 Generator::Impl::Ropes Generator::Impl::rope_of(const Tensor& pos) const {
   Ropes r;
-  r.global = ops->empty({pos.numel(), layout.D}, DType::kF32);
+  r.global = ops->empty({pos.numel(), layout.R}, DType::kF32);
   ops->rope_table(r.global, pos, long_context ? inv_freq_long : inv_freq);
   if (layout.rope_scale != 1.0f) ops->scale(r.global, layout.rope_scale);
   if (inv_freq_local.defined()) {
-    r.local = ops->empty({pos.numel(), layout.D}, DType::kF32);
+    r.local = ops->empty({pos.numel(), layout.R}, DType::kF32);
     ops->rope_table(r.local, pos, inv_freq_local);
     if (layout.rope_scale_local != 1.0f) ops->scale(r.local, layout.rope_scale_local);
   }

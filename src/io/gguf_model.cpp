@@ -221,7 +221,7 @@ json llama3_rope_scaling(const GgufFile& f, const std::string& arch, double base
 // Phi-3 LongRoPE as llama.cpp writes it: rope_factors_short/long.weight (head_dim / 2 divisors
 // each), rope.scaling.attn_factor (the cos/sin scale llama.cpp computed) and
 // rope.scaling.original_context_length -> HF's longrope rope_scaling. Null without the tensors.
-json phi3_longrope(const GgufFile& f, const std::string& p, int64_t head_dim) {
+json phi3_longrope(const GgufFile& f, const std::string& p, int64_t rotary_dim) {
   const GgufTensorInfo* shorts = f.find("rope_factors_short.weight");
   const GgufTensorInfo* longs = f.find("rope_factors_long.weight");
   if (shorts == nullptr && longs == nullptr) return nullptr;
@@ -235,9 +235,9 @@ json phi3_longrope(const GgufFile& f, const std::string& p, int64_t head_dim) {
   for (const auto& [name, key] : {std::pair{"rope_factors_short.weight", "short_factor"},
                                   std::pair{"rope_factors_long.weight", "long_factor"}}) {
     const Shape shape = f.find(name)->shape();  // checked before reading
-    MAGIX_CHECK(shape.size() == 1 && shape[0] * 2 == head_dim,
-                "{}: {} has shape {}, expected [{}] (half the head_dim {})", where, name,
-                shape_str(shape), head_dim / 2, head_dim);
+    MAGIX_CHECK(shape.size() == 1 && shape[0] * 2 == rotary_dim,
+                "{}: {} has shape {}, expected [{}] (half the {} rotated dims)", where, name,
+                shape_str(shape), rotary_dim / 2, rotary_dim);
     const Tensor t = f.read_f32(name);
     json list = json::array();
     for (const float v : t.span<float>()) {
@@ -330,11 +330,19 @@ json gguf_hf_config(const GgufFile& f) {
     c["mlp_bias"] = false;
   }
   if (arch == "phi3") {
-    if (json rs = phi3_longrope(f, p, head_dim); !rs.is_null()) c["rope_scaling"] = rs;
-    if (meta_opt(f, p + "rope.dimension_count")) {
-      const int64_t rot = meta_int(f, p + "rope.dimension_count");
-      if (rot != head_dim) c["partial_rotary_factor"] = static_cast<double>(rot) / head_dim;
+    const int64_t rot = meta_opt(f, p + "rope.dimension_count")
+                            ? meta_int(f, p + "rope.dimension_count")
+                            : head_dim;
+    if (rot != head_dim) {
+      // transformers rotates int(head_dim · factor) dims: the factor is nudged up where the
+      // quotient's rounding would truncate to one dim fewer.
+      double factor = static_cast<double>(rot) / static_cast<double>(head_dim);
+      if (static_cast<int64_t>(static_cast<double>(head_dim) * factor) < rot) {
+        factor = std::nextafter(factor, 2.0);
+      }
+      c["partial_rotary_factor"] = factor;
     }
+    if (json rs = phi3_longrope(f, p, rot); !rs.is_null()) c["rope_scaling"] = rs;
     if (meta_opt(f, p + "rope.scaling.original_context_length")) {
       c["original_max_position_embeddings"] =
           meta_int(f, p + "rope.scaling.original_context_length");

@@ -375,10 +375,6 @@ std::vector<KV> architecture_metadata(const ModelConfig& c, const std::string& a
     }
   }
   if (arch == "phi3") {
-    MAGIX_CHECK(!c.raw.contains("partial_rotary_factor") ||
-                    c.raw["partial_rotary_factor"].is_null() ||
-                    c.raw["partial_rotary_factor"].get<double>() == 1.0,
-                "GGUF export: partial rotary embeddings of a phi3 model are not written to GGUF");
     for (int64_t i = 1; i < c.num_layers; ++i) {
       MAGIX_CHECK(window(i) == window(0), "GGUF export: phi3 layers with different windows");
     }
@@ -474,7 +470,7 @@ void write_gguf_model(const fs::path& out, const ModelConfig& config, const std:
       {p + "attention.head_count_kv", kU32, config.num_kv_heads},
       {p + "attention.layer_norm_rms_epsilon", kF32, config.rms_norm_eps},
       {p + "rope.freq_base", kF32, config.rope_theta},
-      {p + "rope.dimension_count", kU32, config.head_dim},
+      {p + "rope.dimension_count", kU32, config.rope_dim()},
       {p + "vocab_size", kU32, config.vocab_size},
   };
   const bool own_head_dim = arch == "qwen3" || arch.starts_with("gemma");

@@ -152,6 +152,18 @@ Tensor heads(const Tensor& t, int64_t B, int64_t T, int64_t H, int64_t D) {
   return t.reshape({B, T, H, D});
 }
 
+// q or k (N, H·D) rotated in place, seen as (N, H, D): the table's R dims of each head (all D of
+// them, or the first R with partial_rotary_factor).
+void rope_heads(const Backend& ops, const Tensor& x, int64_t H, int64_t D, const Tensor& table,
+                bool backward) {
+  Tensor heads3 = x.reshape({x.dim(0), H, D});  // shares x's storage
+  if (backward) {
+    ops.rope_backward(heads3, table);
+  } else {
+    ops.rope_forward(heads3, table);
+  }
+}
+
 // The T new keys (or values) of each row (N, KD) into cache slots [slot, slot + T).
 void write_cache(Tensor& cache, const Tensor& x, const BlockDims& d, int64_t slot,
                  const BlockContext& ctx) {
@@ -288,8 +300,8 @@ void block_forward(Tensor& out, const Tensor& inp, const BlockWeights& w, BlockA
     head_norm_forward(a.k, a.rstd_k, a.k_raw, w[kKn], d.Hkv, d, ctx);
   }
   const Tensor& rope = d.local_rope ? *ctx.rope_local : *ctx.rope;
-  ops.rope_forward(a.q, rope);
-  ops.rope_forward(a.k, rope);
+  rope_heads(ops, a.q, d.Hq, d.D, rope, /*backward=*/false);
+  rope_heads(ops, a.k, d.Hkv, d.D, rope, /*backward=*/false);
   if (cache) {
     write_cache(cache->k, a.k, d, cache->slot, ctx);
     write_cache(cache->v, a.v, d, cache->slot, ctx);
@@ -384,8 +396,8 @@ void block_backward(Tensor& dx, const Tensor& inp, const BlockWeights& w, BlockG
                          d.attn_scale,
                          AttentionMask{ctx.key_valid, ctx.segment, d.window, d.softcap});
   const Tensor& rope = d.local_rope ? *ctx.rope_local : *ctx.rope;
-  ops.rope_backward(s.dq, rope);
-  ops.rope_backward(s.dk, rope);
+  rope_heads(ops, s.dq, d.Hq, d.D, rope, /*backward=*/true);
+  rope_heads(ops, s.dk, d.Hkv, d.D, rope, /*backward=*/true);
   // d q, k projections' outputs: through the per-head norms with qk_norm.
   if (d.qk_norm) {
     head_norm_backward(s.dq_raw, g[kQn], s.dq, a.q_raw, w[kQn], a.rstd_q, d.Hq, d, ctx);

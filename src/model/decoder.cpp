@@ -79,9 +79,9 @@ struct Decoder::State {
   const Backend* ops = nullptr;
   model::ModelLayout layout;
   ParamStream stream;
-  Tensor inv_freq;        // (D/2)
-  Tensor inv_freq_long;   // (D/2) longrope's past its original context, or undefined
-  Tensor inv_freq_local;  // (D/2) of the sliding layers (gemma3_text), or undefined
+  Tensor inv_freq;        // (R/2)
+  Tensor inv_freq_long;   // (R/2) longrope's past its original context, or undefined
+  Tensor inv_freq_local;  // (R/2) of the sliding layers (gemma3_text), or undefined
   // Workspace for the current number of rows N and compute dtype (rebuilt when they change).
   int64_t N = -1;
   bool acts_per_layer = false;
@@ -473,7 +473,7 @@ class DecoderStep {
     s_.key_valid = upload(ops_, key_valid, DType::kI32);
     s_.positions = upload(ops_, positions, DType::kI32);
     s_.segments = b_.segments.empty() ? Tensor() : upload(ops_, b_.segments, DType::kI32);
-    s_.rope = ops_.empty({N, L_.D}, DType::kF32);
+    s_.rope = ops_.empty({N, L_.R}, DType::kF32);
     // longrope: the long factors when the batch's largest position + 1 passes the original
     // context, as transformers decides per forward (max(position_ids) + 1).
     const bool long_context =
@@ -482,7 +482,7 @@ class DecoderStep {
     ops_.rope_table(s_.rope, s_.positions, long_context ? s_.inv_freq_long : s_.inv_freq);
     if (L_.rope_scale != 1.0f) ops_.scale(s_.rope, L_.rope_scale);
     if (s_.inv_freq_local.defined()) {
-      s_.rope_local = ops_.empty({N, L_.D}, DType::kF32);
+      s_.rope_local = ops_.empty({N, L_.R}, DType::kF32);
       ops_.rope_table(s_.rope_local, s_.positions, s_.inv_freq_local);
       if (L_.rope_scale_local != 1.0f) ops_.scale(s_.rope_local, L_.rope_scale_local);
     }

@@ -135,16 +135,17 @@ ModelLayout make_layout(const ModelConfig& c, const Mesh& mesh, const ParameterS
   s.kv.head = mesh.model_rank() / s.kv.replicas;
   s.kv.head_rows = c.head_dim;
   s.D = c.head_dim;
+  s.R = c.rope_dim();
   s.V = c.vocab_size / M;
   s.v0 = mesh.model_rank() * s.V;
-  s.inv_freq = rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling);
+  s.inv_freq = rope_inv_freq(s.R, c.rope_theta, c.rope_scaling);
   if (c.rope_scaling.kind == RopeScaling::Kind::kLongRope) {
-    s.inv_freq_long = rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling, /*long=*/true);
+    s.inv_freq_long = rope_inv_freq(s.R, c.rope_theta, c.rope_scaling, /*long=*/true);
     s.long_from = c.rope_scaling.original_max_position;
   }
   s.rope_scale = c.rope_scaling.attention_scaling;
   if (!c.local_rope.empty()) {
-    s.inv_freq_local = rope_inv_freq(c.head_dim, c.rope_local_theta, c.rope_local_scaling);
+    s.inv_freq_local = rope_inv_freq(s.R, c.rope_local_theta, c.rope_local_scaling);
     s.rope_scale_local = c.rope_local_scaling.attention_scaling;
   }
   s.kv_rows.assign(params.size(), 0);

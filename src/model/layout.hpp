@@ -19,18 +19,19 @@ inline constexpr int kNoParam = -1;
 
 struct ModelLayout {
   int64_t C = 0, I = 0, Hq = 0, Hkv = 0, D = 0;  // local sizes
-  int64_t V = 0, v0 = 0;                         // this rank's vocab rows [v0, v0 + V)
+  int64_t R = 0;          // the rotated dims of each head (D, or fewer with partial_rotary_factor)
+  int64_t V = 0, v0 = 0;  // this rank's vocab rows [v0, v0 + V)
   KvReplication kv;
   std::vector<std::array<int, kNumLayerParams>> layers;    // parameter index, or kNoParam
   int embed = kNoParam, norm = kNoParam, head = kNoParam;  // head == embed when tied
   std::vector<char> kv_rows;    // per parameter: taken per KV head (replicated KV heads)
-  std::vector<float> inv_freq;  // (D/2)
+  std::vector<float> inv_freq;  // (R/2)
   // longrope: the frequencies of a forward whose largest position + 1 passes long_from (HF picks
   // per forward), else empty.
   std::vector<float> inv_freq_long;
   int64_t long_from = 0;
-  float rope_scale = 1.0f;      // cos and sin times this (RopeScaling::attention_scaling)
-  std::vector<float> inv_freq_local;  // (D/2) of the sliding layers' RoPE, or empty (gemma3_text)
+  float rope_scale = 1.0f;            // cos and sin times this (RopeScaling::attention_scaling)
+  std::vector<float> inv_freq_local;  // (R/2) of the sliding layers' RoPE, or empty (gemma3_text)
   float rope_scale_local = 1.0f;      // the sliding layers' attention_scaling
 
   // Fused weights (and their gradients, LoRA B): the parts as row views (model::split_fused with

@@ -133,14 +133,14 @@ void parse_longrope(const json& j, const json& rope, ModelConfig& c, const std::
                     const std::string& source) {
   auto& s = c.rope_scaling;
   s.kind = RopeScaling::Kind::kLongRope;
-  const int64_t half = c.head_dim / 2;
+  const int64_t half = c.rope_dim() / 2;
   for (const auto& [key, out] :
        {std::pair{"short_factor", &s.short_factor}, std::pair{"long_factor", &s.long_factor}}) {
     MAGIX_CHECK(given(rope, key), "{}: longrope needs '{}'", where, key);
     const json& list = json_array_at(rope, key, where);
     MAGIX_CHECK(std::ssize(list) == half,
-                "{}: {} has {} entries, expected {} (half the head_dim {})", where, key,
-                list.size(), half, c.head_dim);
+                "{}: {} has {} entries, expected {} (half the {} rotated dims)", where, key,
+                list.size(), half, c.rope_dim());
     out->clear();
     for (const json& v : list) {
       const double x = json_as<double>(v, fmt::format("{}: {}", where, key));
@@ -178,11 +178,24 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
       rope, "rope_theta", json_value<double>(j, "rope_theta", 10000.0, source), source));
   MAGIX_CHECK(std::isfinite(c.rope_theta) && c.rope_theta > 0,
               "{}: rope_theta must be a positive finite number, got {}", source, c.rope_theta);
-  double partial =
+  // partial_rotary_factor (the dict's, else the top level's): transformers' phi3 rotates the first
+  // int(head_dim · factor) dims of each head (Phi-4-mini: 0.75); its other families rotate whole
+  // heads whatever the factor says, so magix refuses a factor there rather than guess.
+  const double partial =
       json_value<double>(rope, "partial_rotary_factor",
                          json_value<double>(j, "partial_rotary_factor", 1.0, source), source);
-  MAGIX_CHECK(partial == 1.0, "{}: partial_rotary_factor {} is not supported (only 1.0)", source,
-              partial);
+  MAGIX_CHECK(std::isfinite(partial) && partial > 0 && partial <= 1,
+              "{}: partial_rotary_factor must be in (0, 1], got {}", source, partial);
+  c.rotary_dim = c.head_dim;
+  if (partial != 1.0) {
+    MAGIX_CHECK(c.family == ModelFamily::kPhi3,
+                "{}: partial_rotary_factor {} is supported for phi3 only ({} rotates whole heads)",
+                source, partial, family_name(c.family));
+    c.rotary_dim = static_cast<int64_t>(static_cast<double>(c.head_dim) * partial);
+    MAGIX_CHECK(c.rotary_dim > 0 && c.rotary_dim % 2 == 0,
+                "{}: partial_rotary_factor {} of head_dim {} rotates {} dims: must be even and > 0",
+                source, partial, c.head_dim, c.rotary_dim);
+  }
   std::string type = "default";
   for (const char* key : {"rope_type", "type"}) {
     if (!given(rope, key)) continue;

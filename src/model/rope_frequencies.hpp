@@ -9,7 +9,8 @@
 
 namespace magix {
 
-// inv_freq (D/2), computed as HF does for the given rule. `long_context`: for longrope, the
+// inv_freq (R/2), computed as HF does for the given rule, R = the rotated dims (head_dim, or
+// int(head_dim · partial_rotary_factor): HF's `dim`). `long_context`: for longrope, the
 // frequencies of sequences longer than original_max_position (long_factor; else short_factor).
 std::vector<float> rope_inv_freq(int64_t head_dim, float theta, const RopeScaling& scaling,
                                  bool long_context = false);

@@ -393,6 +393,21 @@ std::vector<Case> bad_calls() {
          Tensor x = o.z({2, 3});
          o.b.rope_forward(x, o.z({2, 4}));
        }},
+      {"rope_forward: x [2, 1, 4] is not (N=2, H, D>=6) for the table [2, 6]",
+       [](const On& o) {
+         Tensor x = o.z({2, 1, 4});  // a table wider than the heads
+         o.b.rope_forward(x, o.z({2, 6}));
+       }},
+      {"rope_forward: x [3, 1, 8] is not (N=2, H, D>=4) for the table [2, 4]",
+       [](const On& o) {
+         Tensor x = o.z({3, 1, 8});
+         o.b.rope_forward(x, o.z({2, 4}));
+       }},
+      {"rope_backward: table [2, 3] is not (N, R), R even",
+       [](const On& o) {
+         Tensor dx = o.z({2, 1, 6});
+         o.b.rope_backward(dx, o.z({2, 3}));
+       }},
       {foreign("rope_forward", "x", {2, 1, 4}),
        [](const On& o) {
          Tensor x = o.x({2, 1, 4});

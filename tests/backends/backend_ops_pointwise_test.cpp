@@ -100,29 +100,33 @@ TEST_P(PointwiseOps, RmsnormBackwardAccumulates) {
   }
 }
 
-// ---- rope: (x[i], x[i + D/2]) rotated by the fp32 angle float(pos) · inv_freq[i] --------------
+// ---- rope: (x[i], x[i + R/2]) rotated by the fp32 angle float(pos) · inv_freq[i] --------------
+// R = D rotates whole heads (x given as (N, H·D)); R < D the first R dims of each head of a 3-D x
+// (partial_rotary_factor), the other D - R passed through untouched.
 
 struct RopeShape {
-  int64_t N, H, D;
+  int64_t N, H, D, R;
 };
 
 TEST_P(PointwiseOps, RopeForwardAndBackward) {
-  const RopeShape shapes[] = {{1, 1, 2}, {17, 3, 8}, {5, 2, 34}, {33, 4, 64}, {65, 8, 64}};
+  const RopeShape shapes[] = {{1, 1, 2, 2},    {17, 3, 8, 8},   {5, 2, 34, 34}, {33, 4, 64, 64},
+                              {65, 8, 64, 64}, {17, 3, 16, 12}, {5, 2, 34, 10}, {33, 4, 64, 48}};
   for (const RopeShape& s : shapes) {
     for (int mode = 0; mode < 3; ++mode) {  // forward F32, backward F32, forward BF16
       const bool backward = mode == 1, bf16 = mode == 2;
-      std::vector<float> inv_freq(s.D / 2);
-      for (int64_t i = 0; i < s.D / 2; ++i)
-        inv_freq[i] = static_cast<float>(std::pow(10000.0, -2.0 * i / s.D));
+      std::vector<float> inv_freq(s.R / 2);
+      for (int64_t i = 0; i < s.R / 2; ++i)
+        inv_freq[i] = static_cast<float>(std::pow(10000.0, -2.0 * i / s.R));
       // Positions out of order, repeated, and large (up to 10^5).
       std::vector<int32_t> pos = uniform_ints(s.N, 221, 0, 5000);
       pos[0] = 100000;
       if (s.N > 2) pos[2] = pos[1];
       const Input x = random({s.N, s.H, s.D}, bf16 ? DType::kBF16 : DType::kF32, 222, -2, 2);
-      const Input freq = put({s.D / 2}, DType::kF32, inv_freq);
+      const Input freq = put({s.R / 2}, DType::kF32, inv_freq);
       const Tensor p = put_i32({s.N}, pos);
-      Tensor xt = x.dev.reshape({s.N, s.H * s.D});  // (N, H·D) reads the same
-      Tensor table = be().empty({s.N, s.D}, DType::kF32);
+      // Whole heads: (N, H·D) reads the same as (N, H, D).
+      Tensor xt = s.R == s.D ? x.dev.reshape({s.N, s.H * s.D}) : x.dev;
+      Tensor table = be().empty({s.N, s.R}, DType::kF32);
       be().rope_table(table, p, freq.dev);
       if (backward) {
         be().rope_backward(xt, table);
@@ -130,7 +134,7 @@ TEST_P(PointwiseOps, RopeForwardAndBackward) {
         be().rope_forward(xt, table);
       }
       std::vector<double> want = x.ref;
-      const int64_t half = s.D / 2;
+      const int64_t half = s.R / 2;
       for (int64_t n = 0; n < s.N; ++n) {
         for (int64_t i = 0; i < half; ++i) {
           // The table's angle: one fp32 multiply; cos/sin of it in double.
@@ -143,11 +147,19 @@ TEST_P(PointwiseOps, RopeForwardAndBackward) {
           }
         }
       }
-      const std::string what = fmt::format("N={} H={} D={} on {}", s.N, s.H, s.D, dev_name());
+      const std::string what =
+          fmt::format("N={} H={} D={} R={} on {}", s.N, s.H, s.D, s.R, dev_name());
+      const std::vector<double> got = get(xt);
       if (bf16) {
-        expect_bf16_close("rope_forward BF16", what, get(xt), want);
+        expect_bf16_close("rope_forward BF16", what, got, want);
       } else {
-        expect_close(backward ? "rope_backward F32" : "rope_forward F32", what, get(xt), want);
+        expect_close(backward ? "rope_backward F32" : "rope_forward F32", what, got, want);
+      }
+      // The dims past R are the input's, bit for bit.
+      for (int64_t nh = 0; nh < s.N * s.H; ++nh) {
+        for (int64_t i = s.R; i < s.D; ++i) {
+          ASSERT_EQ(got[nh * s.D + i], x.ref[nh * s.D + i]) << what << " dim " << i;
+        }
       }
     }
   }

@@ -163,6 +163,14 @@ std::vector<Case> cases() {
                    e.be.rope_forward(x, t);
                    return std::vector<Tensor>{t, x};
                  }});
+    c.push_back({"rope_forward_partial_" + d, tol_out, [=](const Env& e) {
+                   // partial_rotary_factor: the first 24 of each head's 32 dims.
+                   Tensor pos = e.ints({5}, {0, 1, 7, 100, 4095}), f = e.in({12}, F, 164, 0, 1);
+                   Tensor t = e.be.empty({5, 24}, F), x = e.in({5, 3, 32}, dt, 165);
+                   e.be.rope_table(t, pos, f);
+                   e.be.rope_forward(x, t);
+                   return std::vector<Tensor>{t, x};
+                 }});
     c.push_back({"softcap_" + d, tol_out, [=](const Env& e) {
                    Tensor x = e.in({4, 77}, dt, 20, -80, 80), dx = e.in({4, 77}, dt, 21);
                    e.be.softcap_forward(x, 30.0f);
@@ -270,6 +278,13 @@ std::vector<Case> cases() {
   c.push_back({"rope_backward", kF32, [](const Env& e) {
                  Tensor pos = e.ints({4}, {3, 9, 27, 81}), f = e.in({8}, F, 61, 0, 1);
                  Tensor t = e.be.empty({4, 16}, F), dx = e.in({4, 2, 16}, F, 62);
+                 e.be.rope_table(t, pos, f);
+                 e.be.rope_backward(dx, t);
+                 return std::vector<Tensor>{dx};
+               }});
+  c.push_back({"rope_backward_partial", kF32, [](const Env& e) {
+                 Tensor pos = e.ints({4}, {3, 9, 27, 81}), f = e.in({6}, F, 166, 0, 1);
+                 Tensor t = e.be.empty({4, 12}, F), dx = e.in({4, 2, 16}, F, 167);
                  e.be.rope_table(t, pos, f);
                  e.be.rope_backward(dx, t);
                  return std::vector<Tensor>{dx};

@@ -100,9 +100,9 @@ TEST_P(GenerateFixture, Bf16WeightsAreWidened) {
 
 INSTANTIATE_TEST_SUITE_P(Models, GenerateFixture,
                          ::testing::Values("llama_gqa", "llama_mqa_bias", "mistral_window", "gemma",
-                                           "qwen2", "qwen2_tied", "qwen3", "gemma2",
-                                           "gemma3_text", "llama_yarn", "phi3", "phi3_longrope",
-                                           "phi3_longrope_short"));
+                                           "qwen2", "qwen2_tied", "qwen3", "gemma2", "gemma3_text",
+                                           "llama_yarn", "phi3", "phi3_longrope",
+                                           "phi3_longrope_short", "phi3_partial_rotary"));
 
 // LongRoPE (original context 16): transformers recomputes the whole cache when a generation
 // crosses the original context; magix refuses such a generation instead, naming the limit,

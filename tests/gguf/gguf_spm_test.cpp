@@ -1,9 +1,9 @@
 // SentencePiece vocabularies and the gemma/gemma2/gemma3/qwen3/phi3 architectures from GGUF,
 // against transformers loading the same files (tools/reference/make_gguf_spm_fixtures.py):
 // token ids and decoded text equal on varied texts, logits within fp32 tolerance. The gemma and
-// llama_yarn, llama3 and phi3_longrope files, which transformers 5 cannot read as written (it
-// ignores llama rope scaling, rope_freqs.weight and rope_factors_*), are compared with the HF models
-// they were written from.
+// llama_yarn, llama3, phi3_longrope and phi3_partial files, which transformers 5 cannot read as
+// written (it ignores llama rope scaling, rope_freqs.weight and rope_factors_*), are compared with
+// the HF models they were written from.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -111,7 +111,7 @@ TEST_F(GgufSpm, AddSpacePrefixFalsePrependsNothing) {
 
 TEST_F(GgufSpm, LogitsEqualReference) {
   SafetensorsReader want(kDir / "expected.safetensors");
-  ASSERT_EQ(expected_["models"].size(), 8u);
+  ASSERT_EQ(expected_["models"].size(), 9u);
   for (const auto& [family, m] : expected_["models"].items()) {
     SCOPED_TRACE(family);
     Mesh mesh;
@@ -193,6 +193,10 @@ TEST_F(GgufSpm, ConfigFromMetadata) {
   EXPECT_NEAR(lr.at("rope_scaling").at("attention_factor").get<double>(),
               std::sqrt(1 + std::log(8.0) / std::log(16.0)), 1e-6);
   EXPECT_EQ(config_of("tiny_qwen3.gguf").at("head_dim"), 128);
+  // Phi-4-mini style: rope.dimension_count 12 of head_dim 16, 6 factors each.
+  const json partial = config_of("tiny_phi3_partial.gguf");
+  EXPECT_EQ(partial.at("partial_rotary_factor"), 0.75);
+  EXPECT_EQ(partial.at("rope_scaling").at("long_factor").size(), 6u);
 }
 
 TEST_F(GgufSpm, UnsupportedFilesAreClearErrors) {

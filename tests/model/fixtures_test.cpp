@@ -109,7 +109,7 @@ INSTANTIATE_TEST_SUITE_P(Models, FixtureTest,
                          testing::Values("llama_gqa", "llama_mqa_bias", "mistral_window", "gemma",
                                          "qwen2", "qwen2_tied", "qwen3", "gemma2", "gemma3_text",
                                          "llama_yarn", "phi3", "phi3_longrope",
-                                         "phi3_longrope_short"));
+                                         "phi3_longrope_short", "phi3_partial_rotary"));
 
 }  // namespace
 }  // namespace magix

@@ -11,9 +11,9 @@ namespace {
 using nlohmann::json;
 
 json phi3() {
-  return json{{"model_type", "phi3"},       {"vocab_size", 128},       {"hidden_size", 64},
-              {"intermediate_size", 96},    {"num_hidden_layers", 2},  {"num_attention_heads", 4},
-              {"num_key_value_heads", 2},   {"pad_token_id", 0},       {"eos_token_id", 2},
+  return json{{"model_type", "phi3"},          {"vocab_size", 128},      {"hidden_size", 64},
+              {"intermediate_size", 96},       {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+              {"num_key_value_heads", 2},      {"pad_token_id", 0},      {"eos_token_id", 2},
               {"max_position_embeddings", 128}};
 }
 
@@ -63,11 +63,25 @@ TEST(Phi3Config, UnsupportedFieldsAreClearErrors) {
   json linear = phi3();
   linear["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}};
   EXPECT_NE(error_of(linear).find("not valid for phi3"), std::string::npos) << error_of(linear);
-  json partial = phi3();
-  partial["partial_rotary_factor"] = 0.5;
-  EXPECT_NE(error_of(partial).find("partial_rotary_factor 0.5 is not supported"),
+  for (const double bad : {0.0, -0.5, 1.5}) {
+    json partial = phi3();
+    partial["partial_rotary_factor"] = bad;
+    EXPECT_NE(error_of(partial).find("partial_rotary_factor must be in (0, 1]"), std::string::npos)
+        << error_of(partial);
+  }
+  json odd = phi3();
+  odd["partial_rotary_factor"] = 0.1;  // int(16 * 0.1) = 1
+  EXPECT_NE(error_of(odd).find("partial_rotary_factor 0.1 of head_dim 16 rotates 1 dims: must be "
+                               "even and > 0"),
             std::string::npos)
-      << error_of(partial);
+      << error_of(odd);
+  json llama = phi3();
+  llama["model_type"] = "llama";
+  llama["partial_rotary_factor"] = 0.5;
+  EXPECT_NE(error_of(llama).find("partial_rotary_factor 0.5 is supported for phi3 only (llama "
+                                 "rotates whole heads)"),
+            std::string::npos)
+      << error_of(llama);
   json dropout = phi3();
   dropout["resid_pdrop"] = 0.1;
   EXPECT_NE(error_of(dropout).find("resid_pdrop 0.1 is not supported"), std::string::npos)
@@ -85,10 +99,10 @@ TEST(Phi3Params, FusedWeightsWithPartSpecs) {
   for (const ParamInfo& p : infos) {
     if (p.name.starts_with("model.layers.0.")) names.push_back(p.name.substr(15));
   }
-  EXPECT_EQ(names, (std::vector<std::string>{"input_layernorm.weight", "self_attn.o_proj.weight",
-                                             "post_attention_layernorm.weight",
-                                             "mlp.down_proj.weight", "self_attn.qkv_proj.weight",
-                                             "mlp.gate_up_proj.weight"}));
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"input_layernorm.weight", "self_attn.o_proj.weight",
+                                      "post_attention_layernorm.weight", "mlp.down_proj.weight",
+                                      "self_attn.qkv_proj.weight", "mlp.gate_up_proj.weight"}));
   for (const ParamInfo& p : infos) {
     if (p.name.ends_with("qkv_proj.weight")) {
       EXPECT_EQ(p.global_shape, (Shape{64 + 32 + 32, 64}));
@@ -110,8 +124,8 @@ TEST(Phi3Params, UnsupportedFusedSpecsAreErrors) {
   const PartitionRules defaults = default_partition_rules("phi3");
   // Parts on a tensor that is not fused: refused by the decoder on any mesh.
   std::vector<ParamInfo> q = expected_parameters(c);
-  RuleList rules = {{R"(o_proj\.weight$)", PartitionSpec({"data", "model"}, {{"a", "32"},
-                                                                           {"b", "32"}})}};
+  RuleList rules = {
+      {R"(o_proj\.weight$)", PartitionSpec({"data", "model"}, {{"a", "32"}, {"b", "32"}})}};
   for (const auto& r : defaults.rules()) rules.push_back(r);
   apply_partition_rules(q, PartitionRules(rules), c);
   Mesh mesh;
@@ -138,6 +152,34 @@ TEST(Phi3Params, UnsupportedFusedSpecsAreErrors) {
     EXPECT_NE(std::string(e.what()).find("qkv_proj.weight"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("sum to 96 rows"), std::string::npos) << e.what();
   }
+}
+
+// Phi-4-mini's partial rotary embeddings: int(head_dim · factor) rotated dims (as transformers
+// truncates), from the top level or the rope dict; longrope then needs half as many factors.
+TEST(Phi3Config, PartialRotaryFactor) {
+  EXPECT_EQ(parse_model_config(phi3(), "cfg.json").rope_dim(), 16);
+  for (const auto& [factor, dims] : {std::pair{0.75, 12}, std::pair{0.5, 8}, std::pair{0.3, 4}}) {
+    json j = phi3();
+    j["partial_rotary_factor"] = factor;
+    const ModelConfig c = parse_model_config(j, "cfg.json");
+    EXPECT_EQ(c.head_dim, 16);
+    EXPECT_EQ(c.rope_dim(), dims) << factor;
+  }
+  json in_dict = phi3();
+  in_dict["rope_parameters"] = {{"rope_type", "default"}, {"partial_rotary_factor", 0.5}};
+  EXPECT_EQ(parse_model_config(in_dict, "cfg.json").rope_dim(), 8);
+  json longrope = phi3();
+  longrope["partial_rotary_factor"] = 0.5;
+  longrope["original_max_position_embeddings"] = 32;
+  longrope["rope_scaling"] = {{"type", "longrope"},
+                              {"short_factor", json::array({1, 1, 1, 1})},
+                              {"long_factor", json::array({1, 2, 3, 4})}};
+  EXPECT_EQ(parse_model_config(longrope, "cfg.json").rope_scaling.long_factor.size(), 4u);
+  longrope["rope_scaling"]["long_factor"] = json::array({1, 2, 3, 4, 5, 6, 7, 8});
+  EXPECT_NE(error_of(longrope).find("long_factor has 8 entries, expected 4 (half the 8 rotated "
+                                    "dims)"),
+            std::string::npos)
+      << error_of(longrope);
 }
 
 }  // namespace

@@ -234,7 +234,7 @@ TEST(RopeOfFixtures, MatchTheReferenceBitForBit) {
         ref.at("seq_len").get<int64_t>() > c.rope_scaling.original_max_position;
     const auto check = [&](const json& want, float theta, const RopeScaling& scaling,
                            const std::string& what) {
-      const std::vector<float> got = rope_inv_freq(c.head_dim, theta, scaling, long_context);
+      const std::vector<float> got = rope_inv_freq(c.rope_dim(), theta, scaling, long_context);
       ASSERT_EQ(got.size(), want.at("inv_freq").size()) << what;
       for (size_t i = 0; i < got.size(); ++i) {
         EXPECT_EQ(got[i], want.at("inv_freq")[i].get<float>()) << what << " inv_freq[" << i << "]";

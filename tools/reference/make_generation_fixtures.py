@@ -33,11 +33,13 @@ import transformers
 from transformers import AutoModelForCausalLM
 
 CASES = ["llama_gqa", "llama_mqa_bias", "mistral_window", "gemma", "qwen2", "qwen2_tied", "qwen3",
-         "gemma2", "gemma3_text", "llama_yarn", "phi3", "phi3_longrope", "phi3_longrope_short"]
+         "gemma2", "gemma3_text", "llama_yarn", "phi3", "phi3_longrope", "phi3_longrope_short",
+         "phi3_partial_rotary"]
 LENGTHS = [5, 9, 2, 7]
 # LongRoPE (original context 16): prompts past it (the long factors from the prefill on), and
 # prompts short enough that 12 new tokens stay within it (the short factors throughout).
-LENGTHS_OF = {"phi3_longrope": [17, 20, 18, 19], "phi3_longrope_short": [5, 4, 2, 3]}
+LENGTHS_OF = {"phi3_longrope": [17, 20, 18, 19], "phi3_longrope_short": [5, 4, 2, 3],
+              "phi3_partial_rotary": [17, 20, 18, 19]}
 MAX_NEW_TOKENS = 12
 PENALTY = 1.3
 MIN_GAP = 1e-3

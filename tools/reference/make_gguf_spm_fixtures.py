@@ -133,7 +133,8 @@ def gemma_vocab(root, first_n):
     return tokens, scores, types
 
 
-def hyper(w, arch, hidden, inter, layers, heads, kv, head_dim, ctx=128, eps=1e-6, theta=10000.0):
+def hyper(w, arch, hidden, inter, layers, heads, kv, head_dim, ctx=128, eps=1e-6, theta=10000.0,
+          rot=None):
     w.add_context_length(ctx)
     w.add_embedding_length(hidden)
     w.add_feed_forward_length(inter)
@@ -142,7 +143,7 @@ def hyper(w, arch, hidden, inter, layers, heads, kv, head_dim, ctx=128, eps=1e-6
     w.add_head_count_kv(kv)
     w.add_key_length(head_dim)
     w.add_value_length(head_dim)
-    w.add_rope_dimension_count(head_dim)
+    w.add_rope_dimension_count(rot or head_dim)
     w.add_layer_norm_rms_eps(eps)
     w.add_rope_freq_base(theta)
 
@@ -225,6 +226,16 @@ def tiny_config(family, vocab, bos, eos, pad):
                                            "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.1, 3.8],
                                            "long_factor": [1.0, 1.4, 2.2, 3.5, 5.0, 7.0, 9.5, 12.0]},
                           **dict(common, rms_norm_eps=1e-5))
+    if family == "phi3_partial":
+        # Phi-4-mini style: RoPE on 12 of each head's 16 dims, LongRoPE with 6 + 6 factors.
+        return Phi3Config(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                          original_max_position_embeddings=16,
+                          rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                                           "partial_rotary_factor": 0.75,
+                                           "short_factor": [1.0, 1.2, 1.5, 2.0, 2.6, 3.3],
+                                           "long_factor": [1.0, 1.7, 3.0, 4.8, 7.5, 11.0]},
+                          **dict(common, rms_norm_eps=1e-5))
     if family == "phi3":
         return Phi3Config(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                           num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
@@ -233,12 +244,13 @@ def tiny_config(family, vocab, bos, eos, pad):
 
 
 GGUF_ARCH = {"gemma": "gemma", "gemma2": "gemma2", "gemma3": "gemma3", "qwen3": "qwen3",
-             "phi3": "phi3", "llama_yarn": "llama", "llama3": "llama", "phi3_longrope": "phi3"}
+             "phi3": "phi3", "llama_yarn": "llama", "llama3": "llama", "phi3_longrope": "phi3",
+             "phi3_partial": "phi3"}
 SEEDS = {"gemma": 1, "gemma2": 2, "gemma3": 3, "qwen3": 4, "phi3": 5, "llama_yarn": 6,
-         "llama3": 7, "phi3_longrope": 8}
+         "llama3": 7, "phi3_longrope": 8, "phi3_partial": 9}
 # transformers 5 reads no `gemma` architecture and no llama rope scaling from GGUF: those
 # references are the HF models the files were written from.
-HF_REFERENCE = {"gemma", "llama_yarn", "llama3", "phi3_longrope"}
+HF_REFERENCE = {"gemma", "llama_yarn", "llama3", "phi3_longrope", "phi3_partial"}
 
 
 def llama3_rope_freqs(cfg):
@@ -288,8 +300,11 @@ def tiny_model(out, family, vocab, ids_seqs):
     hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     theta = cfg.rope_parameters["rope_theta"] if family != "gemma3" else \
         cfg.rope_parameters["full_attention"]["rope_theta"]
+    rot = int(hd * cfg.rope_parameters.get("partial_rotary_factor", 1.0)) \
+        if family != "gemma3" else hd
     hyper(w, arch, cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers,
-          cfg.num_attention_heads, cfg.num_key_value_heads, hd, eps=cfg.rms_norm_eps, theta=theta)
+          cfg.num_attention_heads, cfg.num_key_value_heads, hd, eps=cfg.rms_norm_eps, theta=theta,
+          rot=rot)
     if family in ("gemma2", "gemma3"):
         w.add_sliding_window(cfg.sliding_window)
     if family == "gemma2":
@@ -304,7 +319,7 @@ def tiny_model(out, family, vocab, ids_seqs):
         w.add_float32("llama.rope.scaling.yarn_beta_slow", rp["beta_slow"])
     if family == "llama3":
         w.add_tensor("rope_freqs.weight", llama3_rope_freqs(cfg))
-    if family == "phi3_longrope":
+    if family in ("phi3_longrope", "phi3_partial"):
         # As llama.cpp's Phi-3 converter: the factors as tensors, its attention factor
         # sqrt(1 + ln(max / original) / ln original), the original context length.
         rp = cfg.rope_parameters
@@ -398,11 +413,11 @@ def main():
     expected["published_tokenizer_ids"] = {"spm_llama.gguf": [real.encode(t).ids for t in TEXTS]}
     rng = np.random.default_rng(20261207)
     for family in ["gemma", "gemma2", "gemma3", "qwen3", "phi3", "llama_yarn", "llama3",
-                   "phi3_longrope"]:
+                   "phi3_longrope", "phi3_partial"]:
         vocab = gemma_vocab(args.tokenizers, 500) if family.startswith("gemma") else \
             llama_vocab(args.tokenizers, 300)
         n = len(vocab[0])
-        long_seq = family.startswith("llama") or family == "phi3_longrope"
+        long_seq = family.startswith("llama") or family in ("phi3_longrope", "phi3_partial")
         seqs = [rng.integers(0, n, 12 if not long_seq else 48).tolist(),
                 rng.integers(0, n, 7).tolist()]
         fname, logits = tiny_model(args.out, family, vocab, seqs)

@@ -278,6 +278,27 @@ CASES = [
         "T": T, "pad": 3, "seed": 1010, "legacy_config": False,
     }
     for case, T, kind in [("phi3_longrope", 24, "long"), ("phi3_longrope_short", 12, "short")]
+] + [
+    {
+        "case": "phi3_partial_rotary",
+        "family": "phi3",
+        "description": "Phi-4-mini style: partial_rotary_factor 0.75 (RoPE on the first 12 of "
+        "each head's 16 dims, the last 4 passed through), LongRoPE with 6 short and 6 long "
+        "factors (half the rotated dims), original_max_position_embeddings 16 of 64, T = 24: "
+        "the long factors; tied embeddings. config.json in Phi-4-mini's layout: "
+        "partial_rotary_factor at top level, rope_scaling {'type': 'longrope'}.",
+        "config": dict(
+            vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+            original_max_position_embeddings=16, rms_norm_eps=1e-5, initializer_range=0.1,
+            tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+            rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                             "partial_rotary_factor": 0.75,
+                             "short_factor": [1.0, 1.2, 1.5, 2.0, 2.6, 3.3],
+                             "long_factor": [1.0, 1.7, 3.0, 4.8, 7.5, 11.0]},
+        ),
+        "T": 24, "pad": 3, "seed": 1011, "legacy_config": True,
+    }
 ]
 
 # Families whose transformers classes have no sdpa attention (soft-capping needs eager).
@@ -348,6 +369,8 @@ def to_legacy_config(path):
         cfg = json.load(f)
     rope = dict(cfg.pop("rope_parameters"))
     cfg["rope_theta"] = rope.pop("rope_theta")
+    if "partial_rotary_factor" in rope:  # top level, as Phi-4-mini's config.json has it
+        cfg["partial_rotary_factor"] = rope.pop("partial_rotary_factor")
     rope_type = rope.pop("rope_type")
     if rope_type != "default":
         cfg["rope_scaling"] = {"type": rope_type, **rope}
@@ -524,11 +547,13 @@ def describe_rope_of(cfg, rope_parameters, inv_freq, attention_scaling):
     inv = inv_freq.detach().double()
     theta = rope_parameters["rope_theta"]
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    base = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    dim = int(head_dim * rope_parameters.get("partial_rotary_factor", 1.0))  # rotated dims
+    base = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
     ratio = (base.double() / inv).tolist()
     return {
         "rope_parameters": dict(rope_parameters),
         "head_dim": int(head_dim),
+        "rotary_dim": int(dim),
         "attention_scaling": float(attention_scaling),
         "inv_freq": [float(x) for x in inv_freq.tolist()],
         "unscaled_over_scaled": [float(x) for x in ratio],

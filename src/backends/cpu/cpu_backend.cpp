@@ -215,15 +215,15 @@ void CpuBackend::do_rope_table(Tensor& table, const Tensor& pos, const Tensor& i
 void CpuBackend::do_rope_forward(Tensor& x, const Tensor& table) const {
   const RopeDims r = rope_dims(x, table);
   if (is(x, DType::kBF16)) {
-    cpu::rope_forward(b16(x), f32(table), r.N, r.H, r.D);
+    cpu::rope_forward(b16(x), f32(table), r.N, r.H, r.D, r.R);
   } else {
-    cpu::rope_forward(f32(x), f32(table), r.N, r.H, r.D);
+    cpu::rope_forward(f32(x), f32(table), r.N, r.H, r.D, r.R);
   }
 }
 
 void CpuBackend::do_rope_backward(Tensor& dx, const Tensor& table) const {
   const RopeDims r = rope_dims(dx, table);
-  cpu::rope_backward(f32(dx), f32(table), r.N, r.H, r.D);
+  cpu::rope_backward(f32(dx), f32(table), r.N, r.H, r.D, r.R);
 }
 
 void CpuBackend::do_attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k,

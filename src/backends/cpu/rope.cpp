@@ -31,21 +31,23 @@ inline void store(uint16_t& x, float v) {
   x = float_to_bf16(v);
 }
 
-// x (N, H, D) in place: for i < D/2, with c = table[n, i], s = sign * table[n, D/2 + i],
-//   x[i]       <- x[i] * c - x[i + D/2] * s
-//   x[i + D/2] <- x[i + D/2] * c + x[i] * s
-// sign = -1 applies the transpose (the inverse rotation) instead.
+// x (N, H, D) in place, each head's first R dims: for i < R/2, with c = table[n, i],
+// s = sign * table[n, R/2 + i],
+//   x[i]       <- x[i] * c - x[i + R/2] * s
+//   x[i + R/2] <- x[i + R/2] * c + x[i] * s
+// sign = -1 applies the transpose (the inverse rotation) instead. Dims [R, D) are not touched.
 template <class T>
-void rope_rotate(T* x, const float* table, int64_t N, int64_t H, int64_t D, float sign) {
-  MAGIX_CHECK(N >= 0 && H >= 0 && D > 0 && D % 2 == 0, "rope: bad sizes N={} H={} D={}", N, H, D);
-  const int64_t half = D / 2;
-#pragma omp parallel if (N * H * D > (1 << 15))
+void rope_rotate(T* x, const float* table, int64_t N, int64_t H, int64_t D, int64_t R, float sign) {
+  MAGIX_CHECK(N >= 0 && H >= 0 && R > 0 && R % 2 == 0 && R <= D,
+              "rope: bad sizes N={} H={} D={} R={}", N, H, D, R);
+  const int64_t half = R / 2;
+#pragma omp parallel if (N * H * R > (1 << 15))
   {
     std::vector<float> sin_a(half);
 #pragma omp for
     for (int64_t n = 0; n < N; n++) {
-      const float* cos_a = table + n * D;
-      for (int64_t i = 0; i < half; i++) sin_a[i] = sign * table[n * D + half + i];
+      const float* cos_a = table + n * R;
+      for (int64_t i = 0; i < half; i++) sin_a[i] = sign * table[n * R + half + i];
       for (int64_t h = 0; h < H; h++) {
         T* x1 = x + (n * H + h) * D;
         T* x2 = x1 + half;
@@ -77,30 +79,30 @@ void rope_table(float* table, const int32_t* pos, const float* inv_freq, int64_t
   }
 }
 
-void rope_forward(float* x, const float* table, int64_t N, int64_t H, int64_t D) {
-  rope_rotate(x, table, N, H, D, 1.0f);
+void rope_forward(float* x, const float* table, int64_t N, int64_t H, int64_t D, int64_t R) {
+  rope_rotate(x, table, N, H, D, R, 1.0f);
 }
 
-void rope_backward(float* dx, const float* table, int64_t N, int64_t H, int64_t D) {
-  rope_rotate(dx, table, N, H, D, -1.0f);
+void rope_backward(float* dx, const float* table, int64_t N, int64_t H, int64_t D, int64_t R) {
+  rope_rotate(dx, table, N, H, D, R, -1.0f);
 }
 
-void rope_forward(uint16_t* x, const float* table, int64_t N, int64_t H, int64_t D) {
-  rope_rotate(x, table, N, H, D, 1.0f);
+void rope_forward(uint16_t* x, const float* table, int64_t N, int64_t H, int64_t D, int64_t R) {
+  rope_rotate(x, table, N, H, D, R, 1.0f);
 }
 
 void rope_forward(float* x, const int32_t* pos, const float* inv_freq, int64_t N, int64_t H,
                   int64_t D) {
   std::vector<float> table(static_cast<size_t>(N * D));
   rope_table(table.data(), pos, inv_freq, N, D);
-  rope_forward(x, table.data(), N, H, D);
+  rope_forward(x, table.data(), N, H, D, D);
 }
 
 void rope_backward(float* dx, const int32_t* pos, const float* inv_freq, int64_t N, int64_t H,
                    int64_t D) {
   std::vector<float> table(static_cast<size_t>(N * D));
   rope_table(table.data(), pos, inv_freq, N, D);
-  rope_backward(dx, table.data(), N, H, D);
+  rope_backward(dx, table.data(), N, H, D, D);
 }
 
 }  // namespace magix::cpu

@@ -40,13 +40,13 @@ void CudaBackend::do_rope_table(Tensor& table, const Tensor& pos, const Tensor& 
 
 void CudaBackend::do_rope_forward(Tensor& x, const Tensor& table) const {
   const RopeDims r = rope_dims(x, table);
-  rope_rotate(raw(x), is(x, DType::kBF16), f32(table), r.N, r.H, r.D, 1.0f, s_->stream);
+  rope_rotate(raw(x), is(x, DType::kBF16), f32(table), r.N, r.H, r.D, r.R, 1.0f, s_->stream);
   MAGIX_CUDA_CHECK_LAUNCH("rope_forward");
 }
 
 void CudaBackend::do_rope_backward(Tensor& dx, const Tensor& table) const {
   const RopeDims r = rope_dims(dx, table);
-  rope_rotate(raw(dx), false, f32(table), r.N, r.H, r.D, -1.0f, s_->stream);
+  rope_rotate(raw(dx), false, f32(table), r.N, r.H, r.D, r.R, -1.0f, s_->stream);
   MAGIX_CUDA_CHECK_LAUNCH("rope_backward");
 }
 
@@ -114,9 +114,8 @@ void CudaBackend::do_cross_entropy_sumexp(Tensor& sumexp, Tensor& target_logit,
   MAGIX_CUDA_CHECK_LAUNCH("cross_entropy_sumexp");
 }
 
-void CudaBackend::do_cross_entropy_loss(Tensor& losses, const Tensor& row_max,
-                                        const Tensor& sumexp, const Tensor& target_logit,
-                                        const Tensor& targets) const {
+void CudaBackend::do_cross_entropy_loss(Tensor& losses, const Tensor& row_max, const Tensor& sumexp,
+                                        const Tensor& target_logit, const Tensor& targets) const {
   cuda::cross_entropy_loss(f32(losses), f32(row_max), f32(sumexp), f32(target_logit), i32(targets),
                            targets.numel(), s_->stream);
   MAGIX_CUDA_CHECK_LAUNCH("cross_entropy_loss");

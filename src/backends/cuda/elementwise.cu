@@ -136,12 +136,12 @@ void adamw_t(W* w, const float* g, float* m, float* v, int64_t n, AdamWArgs k, c
 // Separately rounded products and sums, as the CPU kernel (compiled without FMA contraction):
 // the same bits.
 template <class T>
-void rope_rotate_t(T* x, const float* table, int64_t N, int64_t H, int64_t D, float sign,
+void rope_rotate_t(T* x, const float* table, int64_t N, int64_t H, int64_t D, int64_t R, float sign,
                    cudaStream_t s) {
-  const int64_t half = D / 2;
+  const int64_t half = R / 2;
   each(N * H * half, s, [=] __device__(int64_t e) {
     const int64_t i = e % half, nh = e / half, n = nh / H;
-    const float c = table[n * D + i], sn = sign * table[n * D + half + i];
+    const float c = table[n * R + i], sn = sign * table[n * R + half + i];
     T* x1 = x + nh * D;
     const float a = load(x1, i), b = load(x1, i + half);
     store(x1, i, __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, sn)));
@@ -313,12 +313,12 @@ void rope_table(float* table, const int32_t* pos, const float* inv_freq, int64_t
   });
 }
 
-void rope_rotate(void* x, bool bf16, const float* table, int64_t N, int64_t H, int64_t D,
+void rope_rotate(void* x, bool bf16, const float* table, int64_t N, int64_t H, int64_t D, int64_t R,
                  float sign, cudaStream_t s) {
   if (bf16) {
-    rope_rotate_t(static_cast<uint16_t*>(x), table, N, H, D, sign, s);
+    rope_rotate_t(static_cast<uint16_t*>(x), table, N, H, D, R, sign, s);
   } else {
-    rope_rotate_t(static_cast<float*>(x), table, N, H, D, sign, s);
+    rope_rotate_t(static_cast<float*>(x), table, N, H, D, R, sign, s);
   }
 }
 

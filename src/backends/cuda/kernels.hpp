@@ -52,8 +52,9 @@ void adamw_update(void* w, bool bf16, const float* g, float* m, float* v, int64_
 
 void rope_table(float* table, const int32_t* pos, const float* inv_freq, int64_t N, int64_t D,
                 cudaStream_t s);
-// x (N, H, D) rotated by the table's angles; sign -1 is the inverse rotation (backward).
-void rope_rotate(void* x, bool bf16, const float* table, int64_t N, int64_t H, int64_t D,
+// x (N, H, D): the first R dims of each head rotated by the table's (N, R) angles; sign -1 is
+// the inverse rotation (backward).
+void rope_rotate(void* x, bool bf16, const float* table, int64_t N, int64_t H, int64_t D, int64_t R,
                  float sign, cudaStream_t s);
 
 // ---- rows.cu ----------------------------------------------------------------------------------
