@@ -150,7 +150,11 @@ Engine make_engine(const std::string& engine) {
       const dnnl::memory::desc a({s.M, s.K}, dt::bf16, s.trans_a ? dims{1, s.M} : dims{s.K, 1});
       const dnnl::memory::desc b({s.K, s.N}, dt::bf16, s.trans_b ? dims{1, s.K} : dims{s.N, 1});
       const dnnl::memory::desc c({s.M, s.N}, dt::f32, dims{s.N, 1});
+#if DNNL_VERSION_MAJOR >= 3
+      const dnnl::matmul::primitive_desc pd(cpu, a, b, c);
+#else
       const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), cpu);
+#endif
       std::printf("impl %s %s\n", s.name, pd.impl_info_str());
       auto primitive = std::make_shared<dnnl::matmul>(pd);
       return [primitive, a, b, c](Operands& o) {

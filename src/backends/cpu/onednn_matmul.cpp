@@ -89,15 +89,25 @@ std::shared_ptr<const Entry> create(const Key& k) {
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   const float alpha = std::bit_cast<float>(k.alpha_bits);
+  // alpha scales A·B before the post-ops: oneDNN 2.x as a constant output scale, 3.x as a
+  // runtime scale of the weights (passed by run()); both compute alpha·(A·B) in fp32.
+#if DNNL_VERSION_MAJOR >= 3
+  if (alpha != 1.0f) attr.set_scales_mask(DNNL_ARG_WEIGHTS, 0);
+#else
   if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
-  // Post-ops run after the output scale, in order: + C, then + bias. (matmul's own bias argument
-  // would be scaled by alpha too: oneDNN 2.6 computes alpha (A·B + bias).)
+#endif
+  // Post-ops run after the scale, in order: + C, then + bias. (matmul's own bias argument would
+  // be scaled by alpha too on 2.x, which computes alpha (A·B + bias).)
   dnnl::post_ops ops;
   if (k.accumulate) ops.append_sum(1.0f);
   if (k.bias) ops.append_binary(dnnl::algorithm::binary_add, bias);
   attr.set_post_ops(ops);
   ScopedOmpThreads threads(k.threads);
+#if DNNL_VERSION_MAJOR >= 3
+  const dnnl::matmul::primitive_desc pd(cpu_engine(), a, b, c, attr);
+#else
   const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), attr, cpu_engine());
+#endif
   return std::make_shared<const Entry>(
       Entry{dnnl::matmul(pd), a, b, bias, c, pd.scratchpad_desc()});
 }
@@ -168,6 +178,14 @@ void run(const Key& key, const void* A, const void* B, const float* bias, void* 
                                             {DNNL_ARG_WEIGHTS, b},
                                             {DNNL_ARG_DST, c},
                                             {DNNL_ARG_SCRATCHPAD, scratchpad}};
+#if DNNL_VERSION_MAJOR >= 3
+    float alpha = std::bit_cast<float>(key.alpha_bits);
+    if (alpha != 1.0f) {
+      args.emplace(
+          DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS,
+          memory(memory::desc({1}, memory::data_type::f32, memory::dims{1}), engine, &alpha));
+    }
+#endif
     if (bias != nullptr) {
       const int post_op = key.accumulate ? 1 : 0;  // the bias's index among the post-ops
       args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post_op) | DNNL_ARG_SRC_1,
