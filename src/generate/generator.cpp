@@ -75,7 +75,7 @@ struct Generator::Impl {
   Tensor embed, norm, head, inv_freq;
   Tensor inv_freq_local;      // the sliding layers' frequencies (gemma3_text), or undefined
   Tensor inv_freq_long;       // longrope's past the original context, or undefined
-  bool long_context = false;  // this generation uses inv_freq_long (generate() decides)
+  bool long_context = false;  // the next forward uses inv_freq_long (generate() decides)
 
   // Per generate() call: the cache and the step buffers.
   int64_t B = 0, S = 0;
@@ -336,20 +336,12 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
     longest = std::max(longest, std::ssize(p));
     steps = std::max(steps, r.limit);
   }
-  if (steps > 0 && m.inv_freq_long.defined()) {
-    // longrope: transformers picks the factors per forward by the largest position + 1, and
-    // when a generation crosses the original context it recomputes the whole cache with the long
-    // ones. magix follows the first rule (a prompt past the original context uses the long
-    // factors throughout) and refuses a generation that would cross.
-    const int64_t from = m.layout.long_from, last = longest + steps - 1;
-    m.long_context = longest > from;
-    MAGIX_CHECK(m.long_context || last <= from,
-                "this model's longrope switches to its long factors past {} positions, and this "
-                "generation would cross that point (a {}-token prompt and {} new tokens reach "
-                "{} positions): transformers then recomputes the whole cache, which magix does "
-                "not do; keep them within {} (--max_new_tokens / --max_length)",
-                from, longest, steps, last, from);
-  }
+  // longrope: transformers picks the factors per forward by the largest position + 1 (a prompt
+  // past the original context uses the long ones throughout), and when a generation crosses the
+  // original context it recomputes the whole cache with the long factors at that step (Phi3's
+  // prepare_inputs_for_generation): so does magix, at the step whose largest position reaches it.
+  const int64_t long_from = m.inv_freq_long.defined() ? m.layout.long_from : 0;
+  m.long_context = long_from > 0 && longest > long_from;
   if (steps > 0) {
     const int64_t T = (longest + options.pad_to_multiple_of - 1) / options.pad_to_multiple_of *
                       options.pad_to_multiple_of;
@@ -409,6 +401,16 @@ std::vector<GenerationResult> Generator::generate(const std::vector<std::vector<
         }
       }
       if (all_done) break;
+      // The largest position of this step is the longest prompt's (rows that stopped count on,
+      // as transformers keeps their attention mask growing).
+      if (long_from > 0 && !m.long_context && longest + step + 1 > long_from) {
+        m.long_context = true;
+        std::vector<std::vector<int32_t>> histories;
+        histories.reserve(rows.size());
+        for (const Row& r : rows) histories.push_back(r.history);
+        m.prefill(histories, T + step + 1, options.pad_id);  // the same slots, recomputed
+        continue;
+      }
       m.decode(feed, pos, T + step);
     }
   }

@@ -34,12 +34,20 @@ from transformers import AutoModelForCausalLM
 
 CASES = ["llama_gqa", "llama_mqa_bias", "mistral_window", "gemma", "qwen2", "qwen2_tied", "qwen3",
          "gemma2", "gemma3_text", "llama_yarn", "phi3", "phi3_longrope", "phi3_longrope_short",
-         "phi3_partial_rotary"]
+         "phi3_partial_rotary", "phi3_longrope_cross"]
 LENGTHS = [5, 9, 2, 7]
 # LongRoPE (original context 16): prompts past it (the long factors from the prefill on), and
 # prompts short enough that 12 new tokens stay within it (the short factors throughout).
 LENGTHS_OF = {"phi3_longrope": [17, 20, 18, 19], "phi3_longrope_short": [5, 4, 2, 3],
-              "phi3_partial_rotary": [17, 20, 18, 19]}
+              "phi3_partial_rotary": [17, 20, 18, 19],
+              # prompts of 10-13 tokens and 12 new ones cross the original context (16) mid-way:
+              # transformers recomputes the whole cache with the long factors at that step.
+              "phi3_longrope_cross": [10, 13, 12, 11]}
+# A fixture of another case's model.
+MODEL_OF = {"phi3_longrope_cross": "phi3_longrope_short"}
+# Fixtures whose batch rows depend on each other: the longest prompt's positions switch the whole
+# batch to the long factors, earlier than a shorter prompt alone would switch.
+BATCH_DEPENDENT = {"phi3_longrope_cross"}
 MAX_NEW_TOKENS = 12
 PENALTY = 1.3
 MIN_GAP = 1e-3
@@ -85,7 +93,7 @@ def run(model, prompts, eos, pad, **kwargs):
 
 
 def make_case(case, models_dir):
-    model = AutoModelForCausalLM.from_pretrained(os.path.join(models_dir, case),
+    model = AutoModelForCausalLM.from_pretrained(os.path.join(models_dir, MODEL_OF.get(case, case)),
                                                  dtype=torch.float32,
                                                  attn_implementation="eager")
     model.eval()
@@ -107,6 +115,7 @@ def make_case(case, models_dir):
             continue
         return {
             "case": case,
+            "model": MODEL_OF.get(case, case),
             "seed": seed,
             "prompts": prompts,
             "max_new_tokens": MAX_NEW_TOKENS,
@@ -118,6 +127,7 @@ def make_case(case, models_dir):
             "penalty_greedy": penalty,
             "penalty_min_gap": pgap,
             "min_gap_required": MIN_GAP,
+            "batch_rows_independent": case not in BATCH_DEPENDENT,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
             "notes": "greedy: one left-padded batch; penalty: each prompt alone. Gaps are "
                      "between the two largest processed scores of every running step.",
