@@ -133,7 +133,9 @@ class Backend {
   // One new query per row at cache slot `slot`: q, out (B, Hq, D) F32; k_cache, v_cache
   // (B, S, Hkv, D) F32 or BF16 (both); valid (B, S) I32. The query sees slot j iff j <= slot,
   // valid[b, j] != 0 and (window <= 0 or slot - j < window): the training mask with slots as
-  // positions. softcap > 0 caps the scores as AttentionMask::softcap does.
+  // positions. softcap > 0 caps the scores as AttentionMask::softcap does. The cache holds slot j
+  // at j mod S, as does valid: with a window, S may be as small as the window (a ring of the
+  // sliding layers' last keys), the slots the query sees must fit in it; without one, slot < S.
   void attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                         const Tensor& valid, int64_t slot, float scale, int64_t window,
                         float softcap) const;

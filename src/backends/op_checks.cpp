@@ -418,8 +418,11 @@ void Backend::attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cac
               "attention_decode: q {} (B, Hq, D) does not match the cache {} (B, S, Hkv, D)",
               shape_str(q.shape()), shape_str(k_cache.shape()));
   c.numel("valid", valid, cache.B * cache.T);
-  MAGIX_CHECK(slot >= 0 && slot < cache.T, "attention_decode: slot {} outside the cache's {} slots",
-              slot, cache.T);
+  // Slot j is held at j mod S: the slots the query sees, [slot - window + 1, slot], must fit.
+  const int64_t seen = window > 0 ? std::min(window, slot + 1) : slot + 1;
+  MAGIX_CHECK(slot >= 0 && (window > 0 ? seen <= cache.T : slot < cache.T),
+              "attention_decode: slot {} (window {}) outside the cache's {} slots", slot, window,
+              cache.T);
   do_attention_decode(out, q, k_cache, v_cache, valid, slot, scale, window, softcap);
 }
 

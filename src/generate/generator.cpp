@@ -4,6 +4,7 @@
 // attend against the cache (attention_decode).
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <optional>
 #include <set>
 
@@ -80,9 +81,13 @@ struct Generator::Impl {
   // Per generate() call: the cache and the step buffers.
   int64_t B = 0, S = 0;
   std::vector<int32_t> valid_host;  // (B, S) 1 where the slot holds a real token
-  Tensor valid;                     // the same on the backend
-  std::vector<Tensor> k, v;         // per layer (B, S, Hkv, D)
-  model::BlockActs step_acts;       // a decode step's activations (B rows)
+  // Per layer: its cache's slots, S, or a ring of its sliding window where that is smaller (slot
+  // j at j mod window: a sliding layer never looks further back).
+  std::vector<int64_t> cache_slots;
+  // valid_host as each cache size reads it: (B, S), and (B, R) for a ring of R slots.
+  std::map<int64_t, Tensor> valid;
+  std::vector<Tensor> k, v;    // per layer (B, cache_slots[l], Hkv, D)
+  model::BlockActs step_acts;  // a decode step's activations (B rows)
   Tensor x, next, xf, rstd, logits_local, logits;
 
   void load(const Decoder& d);
@@ -93,6 +98,8 @@ struct Generator::Impl {
   model::BlockContext context(const Ropes& rope, const Tensor* key_valid) const;
   Ropes rope_of(const Tensor& pos) const;
   void allocate(int64_t rows, int64_t slots);
+  void upload_valid(int64_t last_slot);
+  model::KvCache cache_of(int64_t l, int64_t slot);
   void head_logits(const Tensor& rows_x);
   void prefill(const std::vector<std::vector<int32_t>>& prompts, int64_t T, int32_t pad_id);
   void decode(std::vector<int32_t>& ids, std::vector<int32_t>& pos, int64_t slot);
@@ -170,10 +177,16 @@ void Generator::Impl::allocate(int64_t rows, int64_t slots) {
   B = rows;
   S = slots;
   const int64_t C = layout.C, V = layout.V;
+  cache_slots.assign(static_cast<size_t>(c.num_layers), S);
+  double cache_rows = 0;  // B x (slots of every layer)
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const int64_t window = c.sliding_window.empty() ? 0 : c.sliding_window[static_cast<size_t>(l)];
+    if (window > 0 && window < S) cache_slots[static_cast<size_t>(l)] = window;
+    cache_rows += static_cast<double>(B) * static_cast<double>(cache_slots[static_cast<size_t>(l)]);
+  }
   // Up front, in floating point (no overflow): the cache (k and v of every layer) and the
   // per-slot validity flags.
-  const double cache = 2.0 * static_cast<double>(c.num_layers) * static_cast<double>(B) *
-                           static_cast<double>(S) * static_cast<double>(layout.Hkv) *
+  const double cache = 2.0 * cache_rows * static_cast<double>(layout.Hkv) *
                            static_cast<double>(layout.D) *
                            static_cast<double>(dtype_size(compute)) +
                        static_cast<double>(B) * static_cast<double>(S);
@@ -182,12 +195,14 @@ void Generator::Impl::allocate(int64_t rows, int64_t slots) {
                                           "the KV cache",
                                           B, S));
   valid_host.assign(static_cast<size_t>(B * S), 0);
+  valid.clear();
   k.assign(static_cast<size_t>(c.num_layers), Tensor());
   v.assign(static_cast<size_t>(c.num_layers), Tensor());
   for (int64_t l = 0; l < c.num_layers; ++l) {
     // The cache in the compute dtype: bf16 mixed precision halves its bytes per decode step.
-    k[l] = ops->zeros({B, S, layout.Hkv, layout.D}, compute);
-    v[l] = ops->zeros({B, S, layout.Hkv, layout.D}, compute);
+    const int64_t Sl = cache_slots[static_cast<size_t>(l)];
+    k[l] = ops->zeros({B, Sl, layout.Hkv, layout.D}, compute);
+    v[l] = ops->zeros({B, Sl, layout.Hkv, layout.D}, compute);
   }
   model::BlockDims d = layout.dims(c, 0, B, 1, compute);
   d.decode = true;
@@ -198,6 +213,29 @@ void Generator::Impl::allocate(int64_t rows, int64_t slots) {
   rstd = ops->zeros({B}, DType::kF32);
   logits_local = ops->zeros({B, V}, DType::kF32);
   logits = Tensor({B, V * mesh->model_size()});  // host: the sampler reads it
+}
+
+// valid_host to the backend for every cache size, after slots [0, last_slot] were written: a ring
+// of R slots holds slot j (of the last R) at j mod R.
+void Generator::Impl::upload_valid(int64_t last_slot) {
+  for (const int64_t R : std::set<int64_t>(cache_slots.begin(), cache_slots.end())) {
+    if (R == S) {
+      valid[R] = upload(*ops, valid_host, {B, S});
+      continue;
+    }
+    std::vector<int32_t> ring(static_cast<size_t>(B * R), 0);
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t j = std::max<int64_t>(0, last_slot - R + 1); j <= last_slot; ++j) {
+        ring[static_cast<size_t>(b * R + j % R)] = valid_host[static_cast<size_t>(b * S + j)];
+      }
+    }
+    valid[R] = upload(*ops, ring, {B, R});
+  }
+}
+
+model::KvCache Generator::Impl::cache_of(int64_t l, int64_t slot) {
+  const int64_t R = cache_slots[static_cast<size_t>(l)];
+  return model::KvCache{k[l], v[l], &valid.at(R), slot, /*ring=*/R < S};
 }
 
 // logits (B, V) <- head(final_norm(rows_x (B, C))), gathered over the model axis.
@@ -230,7 +268,7 @@ void Generator::Impl::prefill(const std::vector<std::vector<int32_t>>& prompts, 
       pos[b * T + first + t] = static_cast<int32_t>(t);
     }
   }
-  valid = upload(*ops, valid_host, {B, S});
+  upload_valid(T - 1);
   const Tensor ids_t = upload(*ops, ids, {N}), pos_t = upload(*ops, pos, {N}),
                key_valid_t = upload(*ops, key_valid, {B, T});
   Tensor cur = ops->empty({N, C}, DType::kF32), out = ops->empty({N, C}, DType::kF32);
@@ -240,7 +278,7 @@ void Generator::Impl::prefill(const std::vector<std::vector<int32_t>>& prompts, 
   const Ropes rope = rope_of(pos_t);
   const model::BlockContext ctx = context(rope, &key_valid_t);
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    model::KvCache cache{k[l], v[l], &valid, 0};
+    model::KvCache cache = cache_of(l, 0);
     model::block_forward(out, cur, layers[l], acts, layout.dims(c, l, B, T, compute), ctx, &cache);
     std::swap(cur, out);
   }
@@ -258,13 +296,13 @@ void Generator::Impl::decode(std::vector<int32_t>& ids, std::vector<int32_t>& po
   ops->embedding_forward(x, ids_t, embed, layout.v0, c.embed_scale);
   all_reduce_model(mesh->model(), x);
   for (int64_t b = 0; b < B; ++b) valid_host[b * S + slot] = 1;
-  valid = upload(*ops, valid_host, {B, S});
+  upload_valid(slot);
   const Ropes rope = rope_of(pos_t);
   const model::BlockContext ctx = context(rope, nullptr);
   for (int64_t l = 0; l < c.num_layers; ++l) {
     model::BlockDims d = layout.dims(c, l, B, 1, compute);
     d.decode = true;
-    model::KvCache cache{k[l], v[l], &valid, slot};
+    model::KvCache cache = cache_of(l, slot);
     model::block_forward(next, x, layers[l], step_acts, d, ctx, &cache);
     std::swap(x, next);
   }

@@ -164,16 +164,22 @@ void rope_heads(const Backend& ops, const Tensor& x, int64_t H, int64_t D, const
   }
 }
 
-// The T new keys (or values) of each row (N, KD) into cache slots [slot, slot + T).
-void write_cache(Tensor& cache, const Tensor& x, const BlockDims& d, int64_t slot,
+// The T new keys (or values) of each row (N, KD) into cache slots [slot, slot + T): slot j at j,
+// or at j mod S in a ring (where only the last S of them are kept).
+void write_cache(Tensor& cache, const Tensor& x, const BlockDims& d, int64_t slot, bool ring,
                  const BlockContext& ctx) {
   const int64_t S = cache.dim(1), KD = d.Hkv * d.D;
-  MAGIX_CHECK(slot + d.T <= S, "KV cache: positions [{}, {}) beyond its {} slots", slot, slot + d.T,
-              S);
+  MAGIX_CHECK(ring || slot + d.T <= S, "KV cache: positions [{}, {}) beyond its {} slots", slot,
+              slot + d.T, S);
   const Tensor slots = cache.reshape({d.B * S, KD});
   for (int64_t b = 0; b < d.B; ++b) {
-    Tensor dst = slots.rows(b * S + slot, d.T);
-    ctx.ops->copy(dst, x.rows(b * d.T, d.T));
+    // Contiguous runs of slots: one, or two where the ring wraps.
+    for (int64_t t = std::max<int64_t>(0, d.T - S); t < d.T;) {
+      const int64_t at = (slot + t) % S, n = std::min(d.T - t, S - at);
+      Tensor dst = slots.rows(b * S + at, n);
+      ctx.ops->copy(dst, x.rows(b * d.T + t, n));
+      t += n;
+    }
   }
 }
 
@@ -303,8 +309,8 @@ void block_forward(Tensor& out, const Tensor& inp, const BlockWeights& w, BlockA
   rope_heads(ops, a.q, d.Hq, d.D, rope, /*backward=*/false);
   rope_heads(ops, a.k, d.Hkv, d.D, rope, /*backward=*/false);
   if (cache) {
-    write_cache(cache->k, a.k, d, cache->slot, ctx);
-    write_cache(cache->v, a.v, d, cache->slot, ctx);
+    write_cache(cache->k, a.k, d, cache->slot, cache->ring, ctx);
+    write_cache(cache->v, a.v, d, cache->slot, cache->ring, ctx);
   }
   if (d.decode) {
     Tensor att = a.att.reshape({d.B, d.Hq, d.D});

@@ -71,6 +71,9 @@ struct KvCache {
   Tensor k, v;                    // (B, S, Hkv, D) F32, or BF16 in bf16 mixed precision
   const Tensor* valid = nullptr;  // (B, S) I32: 1 where the slot holds a real token
   int64_t slot = 0;
+  // A ring of a sliding-window layer: slot j is held at j mod S (S >= the window), so only the
+  // window's last keys are kept; else slot j at j, and the slots written must fit.
+  bool ring = false;
 };
 
 // A layer's weights as used (gathered over data; linear weights in the compute dtype, norms and

@@ -196,6 +196,7 @@ TEST_P(AttentionOps, ForwardAndBackward) {
 }
 
 // ---- attention_decode: one query per row at cache slot `slot` -------------------------------
+// (with a window, also against the same keys in a ring of the window's size)
 
 struct DecodeCase {
   const char* name;
@@ -275,6 +276,31 @@ TEST_P(AttentionOps, DecodeAgainstCache) {
       expect_close(cache_dtype == DType::kBF16 ? "attention_decode out (BF16 cache)"
                                                : "attention_decode out",
                    what, get(out), want);
+      if (c.window <= 0) continue;
+      // The same cache as a ring of R slots (slot j held at j mod R: the sliding layers' cache in
+      // generation), R the window or a little more: the same output, bit for bit.
+      const std::vector<double> full = get(out);
+      for (const int64_t R : {c.window, c.window + 3}) {
+        const int64_t KD = c.Hkv * c.D;
+        std::vector<float> kr(c.B * R * KD, 7.0f), vr(c.B * R * KD, 7.0f);
+        std::vector<int32_t> vr_valid(c.B * R, 0);
+        for (int64_t b = 0; b < c.B; ++b) {
+          for (int64_t j = std::max<int64_t>(0, c.slot - R + 1); j <= c.slot; ++j) {
+            const int64_t at = b * R + j % R;
+            vr_valid[at] = valid[b * c.S + j];
+            for (int64_t e = 0; e < KD; ++e) {
+              kr[at * KD + e] = static_cast<float>(kc.ref[(b * c.S + j) * KD + e]);
+              vr[at * KD + e] = static_cast<float>(vc.ref[(b * c.S + j) * KD + e]);
+            }
+          }
+        }
+        Tensor ring_out = garbage({c.B, c.Hq, c.D}, DType::kF32);
+        be().attention_decode(ring_out, q.dev, put({c.B, R, c.Hkv, c.D}, cache_dtype, kr).dev,
+                              put({c.B, R, c.Hkv, c.D}, cache_dtype, vr).dev,
+                              put_i32({c.B, R}, vr_valid), c.slot, scale, c.window,
+                              static_cast<float>(c.softcap));
+        EXPECT_EQ(get(ring_out), full) << what << ", a ring of " << R << " slots";
+      }
     }
 }
 

@@ -525,11 +525,17 @@ std::vector<Case> bad_calls() {
          const Tensor cache = o.z({1, 3, 2, 4});
          o.b.attention_decode(out, o.z({1, 2, 4}), cache, cache, o.z({2}, I), 0, 1, 0, 0);
        }},
-      {"attention_decode: slot 3 outside the cache's 3 slots",
+      {"attention_decode: slot 3 (window 0) outside the cache's 3 slots",
        [](const On& o) {
          Tensor out = o.z({1, 2, 4});
          const Tensor cache = o.z({1, 3, 2, 4});
          o.b.attention_decode(out, o.z({1, 2, 4}), cache, cache, o.z({1, 3}, I), 3, 1, 0, 0);
+       }},
+      {"attention_decode: slot 9 (window 4) outside the cache's 3 slots",
+       [](const On& o) {
+         Tensor out = o.z({1, 2, 4});
+         const Tensor cache = o.z({1, 3, 2, 4});  // a ring of 3 holds no window of 4
+         o.b.attention_decode(out, o.z({1, 2, 4}), cache, cache, o.z({1, 3}, I), 9, 1, 4, 0);
        }},
       {foreign("attention_decode", "k_cache", {1, 3, 2, 4}),
        [](const On& o) {

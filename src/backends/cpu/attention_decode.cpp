@@ -27,8 +27,8 @@ void attention_decode(float* out, const float* q, const KvView& c, int64_t B, in
         float mx = -std::numeric_limits<float>::infinity();
         for (int64_t j = lo; j <= slot; ++j) {
           float dot = -std::numeric_limits<float>::infinity();
-          if (valid[j]) {
-            const float* kj = c.k + ((b * c.S + j) * Hkv + kvh) * D;
+          if (valid[j % c.S]) {
+            const float* kj = c.k + ((b * c.S + j % c.S) * Hkv + kvh) * D;
             dot = 0;
             for (int64_t d = 0; d < D; ++d) dot += qh[d] * kj[d];
             dot *= scale;
@@ -42,7 +42,7 @@ void attention_decode(float* out, const float* q, const KvView& c, int64_t B, in
         if (mx == -std::numeric_limits<float>::infinity()) continue;
         float sum = 0;
         for (int64_t j = lo; j <= slot; ++j) {
-          const float p = valid[j] ? std::exp(s[j - lo] - mx) : 0.0f;
+          const float p = valid[j % c.S] ? std::exp(s[j - lo] - mx) : 0.0f;
           s[j - lo] = p;
           sum += p;
         }
@@ -50,7 +50,7 @@ void attention_decode(float* out, const float* q, const KvView& c, int64_t B, in
         for (int64_t j = lo; j <= slot; ++j) {
           if (s[j - lo] == 0.0f) continue;
           const float p = s[j - lo] * inv;
-          const float* vj = c.v + ((b * c.S + j) * Hkv + kvh) * D;
+          const float* vj = c.v + ((b * c.S + j % c.S) * Hkv + kvh) * D;
           for (int64_t d = 0; d < D; ++d) o[d] += p * vj[d];
         }
       }
@@ -76,8 +76,8 @@ void attention_decode(float* out, const float* q, const KvViewBf16& c, int64_t B
         float mx = -std::numeric_limits<float>::infinity();
         for (int64_t j = lo; j <= slot; ++j) {
           float dot = -std::numeric_limits<float>::infinity();
-          if (valid[j]) {
-            const uint16_t* kj = c.k + ((b * c.S + j) * Hkv + kvh) * D;
+          if (valid[j % c.S]) {
+            const uint16_t* kj = c.k + ((b * c.S + j % c.S) * Hkv + kvh) * D;
             vec::F8 acc{};
             int64_t d = 0;
             for (; d < D8; d += 8) acc += vec::load(qh + d) * vec::load_bf16(kj + d);
@@ -94,7 +94,7 @@ void attention_decode(float* out, const float* q, const KvViewBf16& c, int64_t B
         if (mx == -std::numeric_limits<float>::infinity()) continue;
         float sum = 0;
         for (int64_t j = lo; j <= slot; ++j) {
-          const float p = valid[j] ? std::exp(s[j - lo] - mx) : 0.0f;
+          const float p = valid[j % c.S] ? std::exp(s[j - lo] - mx) : 0.0f;
           s[j - lo] = p;
           sum += p;
         }
@@ -102,7 +102,7 @@ void attention_decode(float* out, const float* q, const KvViewBf16& c, int64_t B
         for (int64_t j = lo; j <= slot; ++j) {
           if (s[j - lo] == 0.0f) continue;
           const float p = s[j - lo] * inv;
-          const uint16_t* vj = c.v + ((b * c.S + j) * Hkv + kvh) * D;
+          const uint16_t* vj = c.v + ((b * c.S + j % c.S) * Hkv + kvh) * D;
           int64_t d = 0;
           for (; d < D8; d += 8) vec::store(o + d, vec::load(o + d) + p * vec::load_bf16(vj + d));
           for (; d < D; ++d) o[d] += p * bf16_to_float(vj[d]);

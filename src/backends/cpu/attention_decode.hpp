@@ -12,7 +12,7 @@ struct KvView {
   const float* k = nullptr;
   const float* v = nullptr;
   const int32_t* valid = nullptr;  // (B, S)
-  int64_t S = 0;                   // slots allocated per row
+  int64_t S = 0;  // slots allocated per row; slot j is held at j mod S (a ring: see backend.hpp)
 };
 
 // q, out (B, Hq, D): the token at slot `slot` of each row; query head h uses kv head

@@ -348,8 +348,8 @@ __global__ void dkdv_kernel(float* dk, float* dv, const T* dout, const float* ls
   }
 }
 
-// One warp per (b, query head) against the cache's slots [lo, slot]: lane l scores slot
-// j0 + l straight from the cache, then the online softmax of the forward.
+// One warp per (b, query head) against the cache's slots [lo, slot] (slot j held at j mod S):
+// lane l scores slot j0 + l straight from the cache, then the online softmax of the forward.
 template <class T>
 __global__ void decode_kernel(float* out, const float* q, const T* kc, const T* vc,
                               const int32_t* valid, int64_t B, int64_t S, int64_t Hq, int64_t Hkv,
@@ -370,8 +370,8 @@ __global__ void decode_kernel(float* out, const float* q, const T* kc, const T* 
   for (int64_t j0 = lo; j0 <= slot; j0 += kKeyTile) {
     const int64_t j = j0 + lane;
     float s = -INFINITY;
-    if (j <= slot && valid[b * S + j] != 0) {
-      const T* kj = kc + ((b * S + j) * Hkv + kvh) * D;
+    if (j <= slot && valid[b * S + j % S] != 0) {
+      const T* kj = kc + ((b * S + j % S) * Hkv + kvh) * D;
       float dotv = 0.0f;
       for (int64_t d = 0; d < D; ++d) dotv += qrow[d] * load(kj, d);
       float slope;
@@ -388,7 +388,7 @@ __global__ void decode_kernel(float* out, const float* q, const T* kc, const T* 
     for (int jj = 0; jj < kKeyTile; ++jj) {
       const float pj = __shfl_sync(kFull, p, jj);
       if (pj == 0.0f) continue;
-      const T* vj = vc + ((b * S + j0 + jj) * Hkv + kvh) * D;
+      const T* vj = vc + ((b * S + (j0 + jj) % S) * Hkv + kvh) * D;
 #pragma unroll
       for (int c = 0; c < kDimsPerLane; ++c) {
         const int64_t d = lane + 32 * c;
