@@ -8,19 +8,19 @@
 #include <string_view>
 #include <unordered_map>
 
-#include "magix/error.hpp"
-#include "magix/gguf_model.hpp"
 #include "gguf_meta.hpp"
 #include "gguf_names.hpp"
+#include "magix/error.hpp"
+#include "magix/gguf_model.hpp"
 
 namespace magix {
 
-using nlohmann::json;
 using gguf::meta;
 using gguf::meta_bool;
 using gguf::meta_opt;
 using gguf::token_id;
 using gguf::tokens;
+using nlohmann::json;
 
 namespace {
 
@@ -91,12 +91,22 @@ std::string byte_level_spelling(const std::string& token, bool* in_alphabet) {
 // Pre-tokenizer split patterns by tokenizer.ggml.pre (the regexes of the tokenizers these
 // vocabularies were trained with); absent: GPT-2's ByteLevel split.
 const char* split_pattern(const std::string& pre) {
-  static const std::string llama3(gguf::kLlama3Split), qwen2(gguf::kQwen2Split);
+  static const std::string llama3(gguf::kLlama3Split), qwen2(gguf::kQwen2Split),
+      qwen35(gguf::kQwen35Split), tekken(gguf::kTekkenSplit), gpt4o(gguf::kGpt4oSplit);
+  // The names transformers 5.23 maps (its GGUF tokenizer mapping), to the same patterns.
   static const std::map<std::string, const std::string*> by_name = {
-      {"llama3", &llama3},  {"llama-v3", &llama3}, {"llama-bpe", &llama3},
-      {"falcon3", &llama3}, {"dbrx", &llama3},     {"smaug-bpe", &llama3},
-      {"pixtral", &llama3}, {"qwen2", &qwen2},     {"deepseek-r1-qwen", &qwen2},
-      {"megrez", &qwen2},
+      {"llama3", &llama3},       {"llama-v3", &llama3},
+      {"llama-bpe", &llama3},    {"falcon3", &llama3},
+      {"falcon-h1", &llama3},    {"pixtral", &llama3},
+      {"midm-2.0", &llama3},     {"lfm2", &llama3},
+      {"jina-v5-nano", &llama3}, {"dbrx", &llama3},
+      {"smaug-bpe", &llama3},    {"tekken", &tekken},
+      {"qwen2", &qwen2},         {"deepseek-r1-qwen", &qwen2},
+      {"kormo", &qwen2},         {"f2llmv2", &qwen2},
+      {"megrez", &qwen2},        {"qwen35", &qwen35},
+      {"gpt-4o", &gpt4o},        {"llama4", &gpt4o},
+      {"kanana2", &gpt4o},       {"talkie", &gpt4o},
+      {"minimax-m2", &gpt4o},
   };
   auto it = by_name.find(pre);
   return it == by_name.end() ? nullptr : it->second->c_str();
@@ -125,8 +135,8 @@ std::vector<int64_t> token_types(const GgufFile& f, int64_t n) {
 }
 
 json added_token(int64_t id, const json& content, bool special) {
-  return {{"id", id},         {"content", content}, {"single_word", false}, {"lstrip", false},
-          {"rstrip", false},  {"normalized", false}, {"special", special}};
+  return {{"id", id},        {"content", content},  {"single_word", false}, {"lstrip", false},
+          {"rstrip", false}, {"normalized", false}, {"special", special}};
 }
 
 // TemplateProcessing that adds bos / eos as the file's add_bos_token / add_eos_token say
@@ -144,8 +154,8 @@ json template_processor(const GgufFile& f, const json& toks, bool add_bos_defaul
     } else {
       single.push_back(piece);
     }
-    specials[tok.get<std::string>()] = {{"id", tok}, {"ids", json::array({*id})},
-                                        {"tokens", json::array({tok})}};
+    specials[tok.get<std::string>()] = {
+        {"id", tok}, {"ids", json::array({*id})}, {"tokens", json::array({tok})}};
   };
   single.push_back({{"Sequence", {{"id", "A"}, {"type_id", 0}}}});
   special("tokenizer.ggml.bos_token_id", "tokenizer.ggml.add_bos_token", add_bos_default, true);
@@ -160,7 +170,9 @@ json template_processor(const GgufFile& f, const json& toks, bool add_bos_defaul
       pair.push_back(p2);
     }
   }
-  return {{"type", "TemplateProcessing"}, {"single", single}, {"pair", pair},
+  return {{"type", "TemplateProcessing"},
+          {"single", single},
+          {"pair", pair},
           {"special_tokens", specials}};
 }
 
@@ -172,8 +184,8 @@ json merges_from_file(const GgufFile& f, const json& m) {
     const std::string& s = e.get_ref<const std::string&>();
     const size_t sp = s.find(' ');
     MAGIX_CHECK(sp != std::string::npos && s.find(' ', sp + 1) == std::string::npos,
-                "{}: GGUF merge '{}' is not two tokens separated by one space",
-                f.path().string(), s);
+                "{}: GGUF merge '{}' is not two tokens separated by one space", f.path().string(),
+                s);
     merges.push_back(json::array({s.substr(0, sp), s.substr(sp + 1)}));
   }
   return merges;
@@ -210,12 +222,11 @@ json byte_level_tokenizer_json(const GgufFile& f) {
       pre_name && pre_name->is_string() ? split_pattern(pre_name->get<std::string>()) : nullptr;
   if (pattern) {
     pre = {{"type", "Sequence"},
-           {"pretokenizers",
-            json::array({{{"type", "Split"},
-                          {"pattern", {{"Regex", pattern}}},
-                          {"behavior", "Isolated"},
-                          {"invert", false}},
-                         byte_level(false, false)})}};
+           {"pretokenizers", json::array({{{"type", "Split"},
+                                           {"pattern", {{"Regex", pattern}}},
+                                           {"behavior", "Isolated"},
+                                           {"invert", false}},
+                                          byte_level(false, false)})}};
   } else {
     pre = byte_level(false, true);
   }
@@ -256,8 +267,8 @@ SpmStyle spm_style(const std::string& arch) {
 // Python's str.isspace() for the code points a token may hold.
 bool is_python_space(uint32_t c) {
   return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 ||
-         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 ||
-         c == 0x202F || c == 0x205F || c == 0x3000;
+         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+         c == 0x205F || c == 0x3000;
 }
 
 constexpr std::string_view kSpace = "\u2581";  // "▁"
@@ -284,7 +295,8 @@ json derive_merges(const GgufFile& f, const std::vector<std::pair<std::string_vi
   }
   MAGIX_CHECK(work <= kBudget,
               "{}: the SentencePiece vocabulary is too large to derive merges from (the sum of "
-              "squared token lengths is {}, over 2^32)", f.path().string(), work);
+              "squared token lengths is {}, over 2^32)",
+              f.path().string(), work);
   std::vector<Merge> merges;
   std::vector<uint32_t> cps;
   std::vector<size_t> offsets;
@@ -298,7 +310,8 @@ json derive_merges(const GgufFile& f, const std::vector<std::pair<std::string_vi
     const size_t first = merges.size();
     for (size_t k = 1; k < offsets.size(); ++k) {
       const std::string_view l = tok.substr(0, offsets[k]), r = tok.substr(offsets[k]);
-      if (ids.contains(l) && ids.contains(r)) merges.push_back({l, r, score, k, offsets.size() - k});
+      if (ids.contains(l) && ids.contains(r))
+        merges.push_back({l, r, score, k, offsets.size() - k});
     }
     std::stable_sort(merges.begin() + static_cast<std::ptrdiff_t>(first), merges.end(),
                      [&](const Merge& a, const Merge& b) {
@@ -356,8 +369,8 @@ json spm_tokenizer_json(const GgufFile& f) {
     } else {
       const json& s = meta(f, "tokenizer.ggml.scores");
       MAGIX_CHECK(s.is_array() && static_cast<int64_t>(s.size()) == n,
-                  "{}: tokenizer.ggml.scores must list one score per token ({})",
-                  f.path().string(), n);
+                  "{}: tokenizer.ggml.scores must list one score per token ({})", f.path().string(),
+                  n);
       for (int64_t i = 0; i < n; ++i) {
         MAGIX_CHECK(s[i].is_number() && std::isfinite(s[i].get<double>()),
                     "{}: tokenizer.ggml.scores must hold finite numbers (token {})",
@@ -387,13 +400,14 @@ json spm_tokenizer_json(const GgufFile& f) {
   json added = json::array();
   for (int64_t i = 0; i < n; ++i) {
     const bool special = types[i] == kControl || special_ids.contains(i);
-    const bool user = types[i] == kUserDefined && ids.contains(toks[i].get_ref<const std::string&>());
+    const bool user =
+        types[i] == kUserDefined && ids.contains(toks[i].get_ref<const std::string&>());
     if (special || user) added.push_back(added_token(i, toks[i], special));
   }
   const bool prefix = meta_bool(f, "tokenizer.ggml.add_space_prefix", true);
   json normalizer = nullptr, pre = nullptr;
-  json decoders = json::array({replace_space(kSpace, " "), {{"type", "ByteFallback"}},
-                               {{"type", "Fuse"}}});
+  json decoders =
+      json::array({replace_space(kSpace, " "), {{"type", "ByteFallback"}}, {{"type", "Fuse"}}});
   json unk = nullptr;
   switch (style) {
     case SpmStyle::kLlama:
@@ -405,9 +419,9 @@ json spm_tokenizer_json(const GgufFile& f) {
     case SpmStyle::kPhi3:
       normalizer = replace_space(" ", kSpace);
       if (prefix) {
-        normalizer = {{"type", "Sequence"},
-                      {"normalizers",
-                       json::array({{{"type", "Prepend"}, {"prepend", kSpace}}, normalizer})}};
+        normalizer = {
+            {"type", "Sequence"},
+            {"normalizers", json::array({{{"type", "Prepend"}, {"prepend", kSpace}}, normalizer})}};
       }
       break;
     case SpmStyle::kGemma:
@@ -449,9 +463,10 @@ json gguf_tokenizer_json(const GgufFile& f) {
   const std::string model = gguf::meta_string(f, "tokenizer.ggml.model");
   if (model == "gpt2") return byte_level_tokenizer_json(f);
   if (model == "llama") return spm_tokenizer_json(f);
-  MAGIX_FAIL("{}: GGUF tokenizer model '{}' is not supported (magix builds 'gpt2' byte-level BPE "
-             "and 'llama' SentencePiece BPE tokenizers from GGUF metadata)",
-             f.path().string(), model);
+  MAGIX_FAIL(
+      "{}: GGUF tokenizer model '{}' is not supported (magix builds 'gpt2' byte-level BPE "
+      "and 'llama' SentencePiece BPE tokenizers from GGUF metadata)",
+      f.path().string(), model);
 }
 
 json gguf_tokenizer_config(const GgufFile& f) {

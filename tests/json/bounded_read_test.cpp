@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "../common/error_of.hpp"
 #include "magix/error.hpp"
 #include "magix/json_parse.hpp"
 #include "magix/model_config.hpp"
@@ -24,15 +25,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 class BoundedRead : public ::testing::Test {
  protected:

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/error_of.hpp"
 #include "magix/error.hpp"
 #include "magix/json_parse.hpp"
 
@@ -16,15 +17,7 @@ namespace {
 
 using nlohmann::json;
 
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 const json kDoc = json::parse(R"({"s": "8", "i": 8, "u": 4294967296, "n": -3, "f": 0.5,
   "b": true, "z": null, "o": {"k": 1}, "l": [1, 2], "ls": ["a", 3]})");
