@@ -9,6 +9,7 @@
 #include <string>
 
 #include "magix/model_config.hpp"
+#include "magix/tensor.hpp"
 
 namespace magix {
 
@@ -20,16 +21,17 @@ std::string format_bytes(double bytes);
 // Parameters of the model `c` describes (embeddings, layers, final norm, untied head).
 double model_parameter_count(const ModelConfig& c);
 
-// Throws when `need` bytes (per process) exceed physical memory: "<what> would need <need>;
-// this machine has <phys>". `what` names the value at fault (e.g. "--max_length 100000000 with
-// --batch_size 8: the activations").
-void check_fits_in_memory(double need, const std::string& what);
+// Throws when `need` bytes (per process) exceed the memory of `device`, where they will live: the
+// host's physical memory ("<what> would need <need>; this machine has <phys>"), or a GPU's
+// ("...; the cuda device has <bytes> (<its description>)"). `what` names the value at fault (e.g.
+// "--max_length 100000000 with --batch_size 8: the activations").
+void check_fits_in_memory(double need, const std::string& what, Device device = Device::kCpu);
 
 // The weights of `c` stored with `bytes_per_param` bytes each (plus `extra_bytes_per_param`
 // of gradients and optimizer state for training), split evenly over `processes` (the least
 // any sharding needs per process). `source` names the config file.
 void check_model_fits_in_memory(const ModelConfig& c, const std::string& source,
                                 double bytes_per_param, double extra_bytes_per_param = 0,
-                                int processes = 1);
+                                int processes = 1, Device device = Device::kCpu);
 
 }  // namespace magix

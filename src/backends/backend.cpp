@@ -14,6 +14,7 @@
 #endif
 #include "magix/distributed.hpp"
 #include "magix/error.hpp"
+#include "magix/memory_check.hpp"
 
 namespace magix {
 namespace {
@@ -63,6 +64,10 @@ bool built_with(Device device) {
 }
 
 }  // namespace
+
+double Backend::memory_bytes() const {
+  return physical_memory_bytes();
+}
 
 const Backend& backend_for(Device device) {
   if (const Backend* b = test_backends().at(static_cast<size_t>(device))) return *b;

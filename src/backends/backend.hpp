@@ -56,6 +56,9 @@ class Backend {
   virtual Device device() const = 0;
   // What runs, e.g. "cpu: fp32 GEMM OpenBLAS 0.3.21 (SkylakeX, OpenMP), bf16 GEMM ...".
   virtual std::string describe() const = 0;
+  // The bytes of the memory its tensors live in (up-front fit checks, magix/memory_check.hpp):
+  // the host's physical memory, a GPU's global memory.
+  virtual double memory_bytes() const;
 
   // ---- memory --------------------------------------------------------------------------------
   Tensor zeros(const Shape& shape, DType dtype) const;

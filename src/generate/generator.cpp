@@ -190,10 +190,12 @@ void Generator::Impl::allocate(int64_t rows, int64_t slots) {
                            static_cast<double>(layout.D) *
                            static_cast<double>(dtype_size(compute)) +
                        static_cast<double>(B) * static_cast<double>(S);
-  check_fits_in_memory(cache, fmt::format("{} prompts per batch with {} cache slots each (the "
-                                          "padded prompt + --max_length / --max_new_tokens): "
-                                          "the KV cache",
-                                          B, S));
+  check_fits_in_memory(cache,
+                       fmt::format("{} prompts per batch with {} cache slots each (the "
+                                   "padded prompt + --max_length / --max_new_tokens): "
+                                   "the KV cache",
+                                   B, S),
+                       ops->device());
   valid_host.assign(static_cast<size_t>(B * S), 0);
   valid.clear();
   k.assign(static_cast<size_t>(c.num_layers), Tensor());

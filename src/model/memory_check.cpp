@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backends/backend.hpp"
 #include "magix/error.hpp"
 
 namespace magix {
@@ -34,20 +35,27 @@ double model_parameter_count(const ModelConfig& c) {
   const double q = static_cast<double>(c.num_heads) * static_cast<double>(c.head_dim);
   const double kv = static_cast<double>(c.num_kv_heads) * static_cast<double>(c.head_dim);
   const double norms = 2 * C + (c.sandwich_norms ? 2 * C : 0) +
-                      (c.qk_norm ? 2 * static_cast<double>(c.head_dim) : 0);
+                       (c.qk_norm ? 2 * static_cast<double>(c.head_dim) : 0);
   const double layer = C * (q + 2 * kv) + q * C + 3 * C * I + norms;
   return V * C * (c.tie_word_embeddings ? 1 : 2) + L * layer + C;
 }
 
-void check_fits_in_memory(double need, const std::string& what) {
+void check_fits_in_memory(double need, const std::string& what, Device device) {
+  if (device != Device::kCpu) {
+    const Backend& b = backend_for(device);
+    const double have = b.memory_bytes();
+    if (have <= 0 || need <= have) return;
+    MAGIX_FAIL("{} would need {}; the {} device has {} ({})", what, format_bytes(need),
+               device_name(device), format_bytes(have), b.describe());
+  }
   const double phys = physical_memory_bytes();
   if (phys <= 0 || need <= phys) return;
   MAGIX_FAIL("{} would need {}; this machine has {}", what, format_bytes(need), format_bytes(phys));
 }
 
 void check_model_fits_in_memory(const ModelConfig& c, const std::string& source,
-                                double bytes_per_param, double extra_bytes_per_param,
-                                int processes) {
+                                double bytes_per_param, double extra_bytes_per_param, int processes,
+                                Device device) {
   const double params = model_parameter_count(c);
   const double need = params * (bytes_per_param + extra_bytes_per_param) / std::max(processes, 1);
   // Name the size that dominates: the embedding tables, else the layers.
@@ -67,7 +75,7 @@ void check_model_fits_in_memory(const ModelConfig& c, const std::string& source,
                   c.num_layers, params,
                   extra_bytes_per_param > 0 ? "for the weights, gradients and optimizer state"
                                             : "for the weights");
-  check_fits_in_memory(need, what);
+  check_fits_in_memory(need, what, device);
 }
 
 }  // namespace magix

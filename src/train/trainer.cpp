@@ -209,7 +209,8 @@ TrainSummary run_training(const TrainArgs& given, const Mesh& mesh, Trainable& m
     check_fits_in_memory(tokens * per_token * 4,
                          fmt::format("--max_length {} with --batch_size {} ({:.0f} rows per data "
                                      "rank and micro-batch): the activations",
-                                     args.max_length, args.batch_size, rows));
+                                     args.max_length, args.batch_size, rows),
+                         model.decoder().options().device);
   }
   LoaderOptions lo;
   lo.global_batch = args.batch_size;

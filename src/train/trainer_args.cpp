@@ -162,8 +162,10 @@ Decoder load_train_decoder(const TrainArgs& a, const Mesh& mesh) {
   }
   const ModelConfig config = load_model_config(a.model_config);
   check_type(config, a.model_config);
-  check_model_fits_in_memory(config, a.model_config, a.bf16_model_weights ? 2 : 4, 0,
-                             mesh.world_size());
+  for (const Device where : {Device::kCpu, options.device}) {  // drawn on the host, then moved
+    check_model_fits_in_memory(config, a.model_config, a.bf16_model_weights ? 2 : 4, 0,
+                               mesh.world_size(), where);
+  }
   std::vector<ParamInfo> infos = expected_parameters(config);
   if (rules) apply_partition_rules(infos, *rules, config);
   shard_parameters(infos, mesh);
@@ -173,12 +175,14 @@ Decoder load_train_decoder(const TrainArgs& a, const Mesh& mesh) {
 
 std::unique_ptr<Trainable> make_full_trainable(const TrainArgs& args, const Mesh& mesh) {
   // Before anything is allocated: the weights, their fp32 gradients and AdamW's two fp32
-  // moments, split evenly over the processes (the least any sharding needs).
+  // moments, split evenly over the processes (the least any sharding needs), in the memory of
+  // the device they will live on.
   const std::string config_json =
       args.model_name.empty() ? args.model_config
                               : (resolve_model_dir(args.model_name) / "config.json").string();
   check_model_fits_in_memory(load_model_config(config_json), config_json,
-                             args.bf16_model_weights ? 2 : 4, 12, mesh.world_size());
+                             args.bf16_model_weights ? 2 : 4, 12, mesh.world_size(),
+                             use_device(args.device));
   return std::make_unique<FullTrainable>(load_train_decoder(args, mesh));
 }
 

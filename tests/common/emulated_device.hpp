@@ -33,8 +33,14 @@ class EmulatedDeviceBackend final : public Backend {
   std::string describe() const override {
     return "emulated cuda (host memory, cpu ops): " + cpu().describe();
   }
+  // The device memory it reports (default: the host's), for the up-front fit checks.
+  double memory_bytes() const override {
+    return memory_bytes_ > 0 ? memory_bytes_ : Backend::memory_bytes();
+  }
+  void set_memory_bytes(double bytes) { memory_bytes_ = bytes; }
 
  private:
+  double memory_bytes_ = 0;
   // Each kernel runs the CPU backend's op on host views of its tensors, which the op checked
   // (backends/op_checks.cpp): this backend checks nothing of its own.
   Tensor do_zeros(const Shape& shape, DType dtype) const override {
@@ -253,6 +259,7 @@ class EmulatedDeviceScope {
   ~EmulatedDeviceScope() { set_backend_for_testing(EmulatedDeviceBackend::kDevice, nullptr); }
   EmulatedDeviceScope(const EmulatedDeviceScope&) = delete;
   EmulatedDeviceScope& operator=(const EmulatedDeviceScope&) = delete;
+  EmulatedDeviceBackend& backend() { return backend_; }
 
  private:
   EmulatedDeviceBackend backend_;

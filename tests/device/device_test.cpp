@@ -29,6 +29,7 @@
 #include "magix/evaluate.hpp"
 #include "magix/generate.hpp"
 #include "magix/lora.hpp"
+#include "magix/memory_check.hpp"
 #include "magix/mesh.hpp"
 #include "magix/trainer.hpp"
 
@@ -365,6 +366,47 @@ TEST(Device, GreedyGenerationAndLogitsOnTheDeviceEqualTheCpu) {
       }
     }
   }
+}
+
+// Up-front fit checks count the device's memory where the tensors will live: the weights when a
+// model is loaded onto it, the KV cache of a generation, the training state; each refusal names
+// the device and what would not fit.
+TEST(Device, FitChecksUseTheDevicesMemory) {
+  EmulatedDeviceScope emulated;
+  Mesh mesh;
+  const std::string dir = (kFixtures / "models/llama_gqa").string();
+  DecoderOptions options;
+  options.device = Device::kCuda;
+  emulated.backend().set_memory_bytes(4096);  // less than the fixture's weights
+  try {
+    load_decoder(dir, mesh, options);
+    ADD_FAILURE() << "weights larger than the device were loaded onto it";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("for the weights would need"), std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("the cuda device has 4.0 KiB (emulated cuda"),
+              std::string::npos)
+        << e.what();
+  }
+  emulated.backend().set_memory_bytes(1 << 20);  // the weights fit, a long generation's cache not
+  Generator gen(load_decoder(dir, mesh, options));
+  GenerateOptions o;
+  o.eos_ids = {};
+  o.max_new_tokens = 8;
+  EXPECT_EQ(gen.generate({{1, 5, 9}}, o)[0].tokens.size(), 8u);
+  o.max_new_tokens = 100000;
+  o.max_length = 100003;  // (its default, 256, would stop the prompt first)
+  try {
+    gen.generate({{1, 5, 9}}, o);
+    ADD_FAILURE() << "a KV cache larger than the device was allocated";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("the KV cache would need"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("the cuda device has 1.0 MiB"), std::string::npos)
+        << e.what();
+  }
+  // The same on the host: the machine's memory, which these sizes are far from.
+  EXPECT_NO_THROW(check_fits_in_memory(1 << 21, "two MiB"));
+  EXPECT_THROW(check_fits_in_memory(1 << 21, "two MiB", Device::kCuda), Error);
 }
 
 }  // namespace

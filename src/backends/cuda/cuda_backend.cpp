@@ -51,6 +51,10 @@ Device CudaBackend::device() const {
   return Device::kCuda;
 }
 
+double CudaBackend::memory_bytes() const {
+  return static_cast<double>(s_->prop.totalGlobalMem);
+}
+
 std::string CudaBackend::describe() const {
   int runtime = 0;
   (void)cudaRuntimeGetVersion(&runtime);

@@ -19,6 +19,7 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override;
 
   Device device() const override;
+  double memory_bytes() const override;
   std::string describe() const override;
 
   // The stream every op is enqueued on (a cudaStream_t), for a communicator that must order its
