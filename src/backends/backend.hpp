@@ -198,7 +198,7 @@ class Backend {
 
  private:
   // The kernels: a backend's part of each op above, `do_` and the op's name, with its
-  // arguments. The op (src/backends/op_checks.cpp) checks them once for every backend before it
+  // arguments. The op (src/backends/op_checks*.cpp) checks them once for every backend before it
   // calls the kernel: each tensor defined and on this backend's device (copy: or the host), the
   // dtypes and dtype combination the op lists above, the shapes, which pointers may be null and
   // the scalars' ranges. A kernel checks only what its backend alone cannot run (e.g. the CUDA

@@ -2,142 +2,21 @@
 // its tensors (defined, on the backend's device, dtype and dtype combination, shape), its
 // optional arguments and its scalars, then calls the backend's kernel (Backend::do_<op>). A
 // backend's kernel adds only the limits of its own hardware or library.
-#include <initializer_list>
 #include <string>
-#include <utility>
 
-#include "backends/backend.hpp"
-#include "backends/op_shapes.hpp"
-#include "magix/error.hpp"
+#include "backends/op_check.hpp"
 
 namespace magix {
 namespace {
 
+using backends::all_of;
 using backends::heads;
 using backends::Heads;
+using backends::is;
 using backends::mat;
 using backends::Mat;
-
-// A tensor argument and its name in messages.
-using Named = std::pair<const char*, const Tensor*>;
-using NamedList = std::initializer_list<Named>;
-
-bool is(const Tensor& t, DType d) {
-  return t.dtype() == d;
-}
-
-// The checks of one call: the op's name, for every message, and the backend's device.
-class OpCheck {
- public:
-  OpCheck(const Backend& backend, const char* op) : op_(op), device_(backend.device()) {}
-
-  // t defined and on the backend's device.
-  void on(const char* what, const Tensor& t) const {
-    defined(what, t);
-    if (t.device() != device_) foreign(what, t);
-  }
-  // copy: on the backend's device or on the host.
-  void on_or_host(const char* what, const Tensor& t) const {
-    defined(what, t);
-    if (t.device() != device_ && t.device() != Device::kCpu) foreign(what, t);
-  }
-  void dtype(const char* what, const Tensor& t, DType want) const {
-    on(what, t);
-    MAGIX_CHECK(t.dtype() == want, "{}: {} is {}, must be {}", op_, what, dtype_name(t.dtype()),
-                dtype_name(want));
-  }
-  // F32 or BF16.
-  void float_kind(const char* what, const Tensor& t) const {
-    on(what, t);
-    MAGIX_CHECK(is(t, DType::kF32) || is(t, DType::kBF16), "{}: {} is {}, must be F32 or BF16", op_,
-                what, dtype_name(t.dtype()));
-  }
-  void numel(const char* what, const Tensor& t, int64_t want) const {
-    MAGIX_CHECK(t.numel() == want, "{}: {} has {} elements {}, expected {}", op_, what, t.numel(),
-                shape_str(t.shape()), want);
-  }
-  // An optional F32 tensor of `want` elements (bias, a gradient).
-  void f32_or_null(const char* what, const Tensor* t, int64_t want) const {
-    if (!t) return;
-    dtype(what, *t, DType::kF32);
-    numel(what, *t, want);
-  }
-  // (B, T, H, D).
-  Heads four_d(const char* what, const Tensor& t) const {
-    MAGIX_CHECK(t.ndim() == 4, "{}: {} must be (B, T, H, D), got {}", op_, what,
-                shape_str(t.shape()));
-    return heads(t);
-  }
-  // weight (OC, C) chains with inp (N, C).
-  void chains(const Tensor& inp, const Tensor& weight) const {
-    MAGIX_CHECK(weight.ndim() == 2 && mat(inp).cols == mat(weight).cols,
-                "{}: inp {} and weight {} do not chain (weight is (OC, C))", op_,
-                shape_str(inp.shape()), shape_str(weight.shape()));
-  }
-  // Query head h reads KV head h / (Hq / Hkv).
-  void head_counts(int64_t Hq, int64_t Hkv, int64_t D) const {
-    MAGIX_CHECK(Hq > 0 && Hkv > 0 && Hq % Hkv == 0,
-                "{}: {} query heads is not a multiple of {} kv heads", op_, Hq, Hkv);
-    MAGIX_CHECK(D > 0, "{}: head dim {} is not positive", op_, D);
-  }
-  void mask(const AttentionMask& m, int64_t B, int64_t T) const {
-    for (const auto& [what, t] : NamedList{{"key_valid", m.key_valid}, {"segment", m.segment}}) {
-      if (!t) continue;
-      dtype(what, *t, DType::kI32);
-      numel(what, *t, B * T);
-    }
-  }
-  // A vocabulary of at least one entry per row.
-  void vocab(const Mat& logits) const {
-    MAGIX_CHECK(logits.cols > 0, "{}: bad sizes N={} V={}", op_, logits.rows, logits.cols);
-  }
-  // A dtype combination the op does not list: its tensors' dtypes.
-  [[noreturn]] void no_kernel(NamedList tensors) const {
-    std::string dtypes;
-    for (const auto& [what, t] : tensors) {
-      dtypes += fmt::format("{}{} {}", dtypes.empty() ? "" : ", ", what, dtype_name(t->dtype()));
-    }
-    MAGIX_FAIL("{}: no kernel for {}", op_, dtypes);
-  }
-  const char* op() const { return op_; }
-
- private:
-  void defined(const char* what, const Tensor& t) const {
-    MAGIX_CHECK(t.defined(), "{}: {} is an undefined tensor", op_, what);
-  }
-  [[noreturn]] void foreign(const char* what, const Tensor& t) const {
-    MAGIX_FAIL("{}: {} is a {} {} tensor given to the {} backend (move it with to_device or copy)",
-               op_, what, device_name(t.device()), shape_str(t.shape()), device_name(device_));
-  }
-
-  const char* op_;
-  Device device_;
-};
-
-// Every one of ts has dtype d.
-bool all_of(std::initializer_list<const Tensor*> ts, DType d) {
-  for (const Tensor* t : ts)
-    if (!is(*t, d)) return false;
-  return true;
-}
-
-// The rope operand x (N, H, D), or (N, H·R), against its table (N, R) F32, R <= D even.
-void check_rope(const OpCheck& c, const char* what, const Tensor& x, const Tensor& table) {
-  c.on(what, x);
-  c.dtype("table", table, DType::kF32);
-  const Mat t = mat(table);
-  MAGIX_CHECK(t.rows > 0 && t.cols > 0 && t.cols % 2 == 0, "{}: table {} is not (N, R), R even",
-              c.op(), shape_str(table.shape()));
-  if (x.ndim() == 3) {
-    MAGIX_CHECK(x.dim(0) == t.rows && x.dim(2) >= t.cols,
-                "{}: {} {} is not (N={}, H, D>={}) for the table {}", c.op(), what,
-                shape_str(x.shape()), t.rows, t.cols, shape_str(table.shape()));
-  } else {
-    MAGIX_CHECK(x.numel() % (t.rows * t.cols) == 0,
-                "{}: {} {} is not (N={}, H, D={}) for the table {}", c.op(), what,
-                shape_str(x.shape()), t.rows, t.cols, shape_str(table.shape()));
-  }
-}
+using backends::NamedList;
+using backends::OpCheck;
 
 }  // namespace
 
@@ -301,129 +180,6 @@ void Backend::rmsnorm_backward(Tensor& dinp, Tensor* dweight, const Tensor& dout
   c.f32_or_null("dweight", dweight, m.cols);
   MAGIX_CHECK(m.rows == 0 || m.cols > 0, "rmsnorm_backward: rows of 0 channels");
   do_rmsnorm_backward(dinp, dweight, dout, inp, weight, rstd, offset);
-}
-
-// ---- rotary position embedding -----------------------------------------------------------------
-
-void Backend::rope_table(Tensor& table, const Tensor& pos, const Tensor& inv_freq) const {
-  const OpCheck c(*this, "rope_table");
-  c.dtype("table", table, DType::kF32);
-  c.dtype("pos", pos, DType::kI32);
-  c.dtype("inv_freq", inv_freq, DType::kF32);
-  const int64_t D = 2 * inv_freq.numel();
-  MAGIX_CHECK(D > 0, "rope_table: no frequencies");
-  c.numel("table", table, pos.numel() * D);
-  do_rope_table(table, pos, inv_freq);
-}
-
-void Backend::rope_forward(Tensor& x, const Tensor& table) const {
-  const OpCheck c(*this, "rope_forward");
-  check_rope(c, "x", x, table);
-  c.float_kind("x", x);
-  do_rope_forward(x, table);
-}
-
-void Backend::rope_backward(Tensor& dx, const Tensor& table) const {
-  const OpCheck c(*this, "rope_backward");
-  check_rope(c, "dx", dx, table);
-  c.dtype("dx", dx, DType::kF32);
-  do_rope_backward(dx, table);
-}
-
-// ---- attention ---------------------------------------------------------------------------------
-
-void Backend::attention_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k,
-                                const Tensor& v, float scale, const AttentionMask& mask) const {
-  const OpCheck c(*this, "attention_forward");
-  c.on("out", out);
-  c.on("q", q);
-  c.on("k", k);
-  c.on("v", v);
-  const Heads hq = c.four_d("q", q), hk = c.four_d("k", k);
-  MAGIX_CHECK(hk.B == hq.B && hk.T == hq.T && hk.D == hq.D && v.shape() == k.shape() &&
-                  out.shape() == q.shape(),
-              "attention_forward: q {}, k {}, v {}, out {} do not match", shape_str(q.shape()),
-              shape_str(k.shape()), shape_str(v.shape()), shape_str(out.shape()));
-  c.head_counts(hq.H, hk.H, hq.D);
-  c.dtype("lse", lse, DType::kF32);
-  c.numel("lse", lse, hq.B * hq.H * hq.T);
-  c.mask(mask, hq.B, hq.T);
-  if (!all_of({&q, &k, &v, &out}, DType::kF32) && !all_of({&q, &k, &v, &out}, DType::kBF16)) {
-    c.no_kernel({{"q", &q}, {"k", &k}, {"v", &v}, {"out", &out}});
-  }
-  do_attention_forward(out, lse, q, k, v, scale, mask);
-}
-
-void Backend::attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout,
-                                 const Tensor& out, const Tensor& lse, const Tensor& q,
-                                 const Tensor& k, const Tensor& v, float scale,
-                                 const AttentionMask& mask) const {
-  const OpCheck c(*this, "attention_backward");
-  for (const auto& [what, t] : NamedList{{"dq", &dq},
-                                         {"dk", &dk},
-                                         {"dv", &dv},
-                                         {"dout", &dout},
-                                         {"out", &out},
-                                         {"q", &q},
-                                         {"k", &k},
-                                         {"v", &v}}) {
-    c.on(what, *t);
-  }
-  const Heads hq = c.four_d("q", q), hk = c.four_d("k", k);
-  MAGIX_CHECK(hk.B == hq.B && hk.T == hq.T && hk.D == hq.D && v.shape() == k.shape() &&
-                  out.shape() == q.shape() && dout.shape() == q.shape() &&
-                  dq.shape() == q.shape() && dk.shape() == k.shape() && dv.shape() == k.shape(),
-              "attention_backward: q {}, k {}, v {} and their gradients do not match",
-              shape_str(q.shape()), shape_str(k.shape()), shape_str(v.shape()));
-  c.head_counts(hq.H, hk.H, hq.D);
-  c.dtype("lse", lse, DType::kF32);
-  c.numel("lse", lse, hq.B * hq.H * hq.T);
-  c.mask(mask, hq.B, hq.T);
-  // All F32, or bf16 mixed precision: bf16 activations, fp32 gradients.
-  const bool f32 = all_of({&dq, &dk, &dv, &dout, &out, &q, &k, &v}, DType::kF32);
-  const bool mixed =
-      all_of({&dout, &out, &q, &k, &v}, DType::kBF16) && all_of({&dq, &dk, &dv}, DType::kF32);
-  if (!f32 && !mixed) {
-    c.no_kernel({{"dq", &dq},
-                 {"dk", &dk},
-                 {"dv", &dv},
-                 {"dout", &dout},
-                 {"out", &out},
-                 {"q", &q},
-                 {"k", &k},
-                 {"v", &v}});
-  }
-  do_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, scale, mask);
-}
-
-void Backend::attention_decode(Tensor& out, const Tensor& q, const Tensor& k_cache,
-                               const Tensor& v_cache, const Tensor& valid, int64_t slot,
-                               float scale, int64_t window, float softcap) const {
-  const OpCheck c(*this, "attention_decode");
-  c.dtype("q", q, DType::kF32);
-  c.dtype("out", out, DType::kF32);
-  c.on("k_cache", k_cache);
-  c.on("v_cache", v_cache);
-  MAGIX_CHECK(
-      (is(k_cache, DType::kF32) || is(k_cache, DType::kBF16)) && v_cache.dtype() == k_cache.dtype(),
-      "attention_decode: the cache is {} / {}, must be F32 or BF16 (both)",
-      dtype_name(k_cache.dtype()), dtype_name(v_cache.dtype()));
-  c.dtype("valid", valid, DType::kI32);
-  const Heads cache = c.four_d("k_cache", k_cache);  // (B, S, Hkv, D)
-  MAGIX_CHECK(cache.H > 0 && cache.D > 0 && q.ndim() == 3 && q.dim(1) > 0,
-              "attention_decode: empty heads: q {}, cache {}", shape_str(q.shape()),
-              shape_str(k_cache.shape()));
-  MAGIX_CHECK(q.dim(0) == cache.B && q.dim(2) == cache.D && out.shape() == q.shape() &&
-                  v_cache.shape() == k_cache.shape() && q.dim(1) % cache.H == 0,
-              "attention_decode: q {} (B, Hq, D) does not match the cache {} (B, S, Hkv, D)",
-              shape_str(q.shape()), shape_str(k_cache.shape()));
-  c.numel("valid", valid, cache.B * cache.T);
-  // Slot j is held at j mod S: the slots the query sees, [slot - window + 1, slot], must fit.
-  const int64_t seen = window > 0 ? std::min(window, slot + 1) : slot + 1;
-  MAGIX_CHECK(slot >= 0 && (window > 0 ? seen <= cache.T : slot < cache.T),
-              "attention_decode: slot {} (window {}) outside the cache's {} slots", slot, window,
-              cache.T);
-  do_attention_decode(out, q, k_cache, v_cache, valid, slot, scale, window, softcap);
 }
 
 // ---- logit soft-capping ------------------------------------------------------------------------

@@ -1,10 +1,10 @@
-// The op table's argument checks live once, in Backend (src/backends/op_checks.cpp): every op
-// called with a bad argument (a wrong dtype, a wrong shape, a tensor of another device, a scalar
-// out of range) fails with the same message on
+// The op table's argument checks live once, in Backend (src/backends/op_checks.cpp,
+// op_checks_sequence.cpp): every op called with a bad argument (a wrong dtype, a wrong shape, a
+// tensor of another device, a scalar out of range) fails with the same message on
 // - the CPU backend,
 // - the emulated device (tests/common/emulated_device.hpp), whose kernels check nothing,
 // - a backend whose kernels do nothing but count their calls,
-// and no kernel is reached: the error is thrown at the op's check in op_checks.cpp (Error::where)
+// and no kernel is reached: the error is thrown at the op's check in op_check* (Error::where)
 // before the backend's kernel runs.
 #include <gtest/gtest.h>
 
@@ -148,7 +148,8 @@ struct On {
 struct Case {
   std::string message;
   std::function<void(const On&)> call;
-  std::string thrown_in = "backends/op_checks.cpp";  // Error::where()
+  // Error::where(): the op table's checks (op_check.hpp, op_checks.cpp, op_checks_sequence.cpp).
+  std::string thrown_in = "backends/op_check";
 };
 
 // "<op>: <what> is a {other} <shape> tensor given to the {dev} backend ...".
