@@ -15,6 +15,7 @@
 // local A and B shards alone (merge_lora, for generation and export).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -47,8 +48,14 @@ struct LoraConfig {
   // PEFT's lora_dropout: during training each adapter's input x is dropped (p) and rescaled
   // (1 / (1 - p)) before A; never at evaluation or generation.
   double dropout = 0.0;
+  // PEFT's use_rslora (rank-stabilised LoRA): the adapters' scale is alpha / sqrt(r), not
+  // alpha / r.
+  bool rslora = false;
 
-  double scale() const { return alpha / static_cast<double>(rank); }
+  double scale() const {
+    return rslora ? alpha / std::sqrt(static_cast<double>(rank))
+                  : alpha / static_cast<double>(rank);
+  }
 };
 
 // "model.layers.0.self_attn.q_proj.weight" -> "model.layers.0.self_attn.q_proj.lora_A.weight"

@@ -47,6 +47,9 @@ void add_train_lora_command(CLI::App& app) {
   cmd->add_option(flag("lora_dropout"), lora->dropout,
                   "dropout on the adapters' input (PEFT's lora_dropout; saved with the adapters)")
       ->capture_default_str();
+  cmd->add_flag(flag("use_rslora"), lora->rslora,
+                "rank-stabilised LoRA (PEFT's use_rslora): scale = alpha / sqrt(r); saved with the "
+                "adapters");
   auto init = std::make_shared<std::string>();
   cmd->add_option(flag("lora_init"), *init,
                   "start from these adapters: a PEFT adapter folder or a train-lora checkpoint "

@@ -3,6 +3,7 @@
 
 #include "magix/checkpoint.hpp"
 #include "magix/error.hpp"
+#include "magix/json_parse.hpp"
 #include "magix/lora.hpp"
 
 namespace magix {
@@ -32,6 +33,13 @@ LoadedLora read_lora_checkpoint(const std::filesystem::path& step_dir,
   LoadedLora out;
   out.config.alpha = alpha;
   out.config.rank = 0;
+  // The scaling the adapters were trained with: train-lora records --use_rslora in the step's
+  // trainer state (absent: plain LoRA).
+  const nlohmann::json state = reader.trainer_state();
+  if (const nlohmann::json* t = json_find(state, "trainable"); t != nullptr && t->is_object()) {
+    out.config.rslora = json_value<bool>(*t, "lora_use_rslora", false,
+                                         json_key_name(step_dir.string(), "trainable"));
+  }
   std::vector<ParamInfo> infos;
   std::vector<std::string> names;
   for (const ParamInfo& w : base) {

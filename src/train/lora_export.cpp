@@ -87,6 +87,7 @@ LoraRunInfo read_lora_run_info(const fs::path& step_dir) {
   out.config.alpha = json_get<double>(t, "lora_alpha", t_where);
   out.config.targets = json_get<std::string>(t, "lora_targets", t_where);
   out.config.dropout = json_value<double>(t, "lora_dropout", 0.0, t_where);
+  out.config.rslora = json_value<bool>(t, "lora_use_rslora", false, t_where);
   return out;
 }
 

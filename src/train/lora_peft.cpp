@@ -80,7 +80,7 @@ void write_peft_adapter(const fs::path& dir, const ParameterSet& adapters, const
         {"fan_in_fan_out", false},
         {"inference_mode", true},
         {"init_lora_weights", true},
-        {"use_rslora", false},
+        {"use_rslora", config.rslora},
         {"use_dora", false},
         {"modules_to_save", nullptr},
         {"layers_to_transform", nullptr},

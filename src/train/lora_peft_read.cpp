@@ -61,8 +61,8 @@ void check_supported(const nlohmann::json& c, const fs::path& file) {
   MAGIX_CHECK(peft_type == "LORA", "{}: peft_type {} (magix reads LORA adapters)", where,
               peft_type);
   for (const char* key :
-       {"use_rslora", "use_dora", "fan_in_fan_out", "modules_to_save", "rank_pattern",
-        "alpha_pattern", "layers_to_transform", "exclude_modules", "lora_bias", "layer_replication",
+       {"use_dora", "fan_in_fan_out", "modules_to_save", "rank_pattern", "alpha_pattern",
+        "layers_to_transform", "exclude_modules", "lora_bias", "layer_replication",
         "target_parameters", "trainable_token_indices", "use_qalora"}) {
     MAGIX_CHECK(!is_set(key), "{}: {} = {} is not supported by magix's LoRA", file.string(), key,
                 c.at(key).dump());
@@ -94,6 +94,7 @@ LoadedLora read_peft_adapter(const fs::path& dir, const std::vector<ParamInfo>& 
   out.config.rank = json_get<int64_t>(c, "r", where);
   out.config.alpha = json_get<double>(c, "lora_alpha", where);
   out.config.dropout = json_value<double>(c, "lora_dropout", 0.0, where);
+  out.config.rslora = json_value<bool>(c, "use_rslora", false, where);
   out.config.targets = targets_regex(c, cfg_path);
   const std::vector<ParamInfo> infos = lora_adapter_infos(base, out.config, mesh);
   const SafetensorsReader st(dir / "adapter_model.safetensors");

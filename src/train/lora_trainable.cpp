@@ -12,10 +12,13 @@ LossResult LoraTrainable::loss_and_grad(const TokenBatch& batch, double token_co
 
 nlohmann::json LoraTrainable::describe() const {
   const LoraConfig& c = model_.config();
-  return {{"lora_rank", c.rank},
-          {"lora_alpha", c.alpha},
-          {"lora_targets", c.targets},
-          {"lora_dropout", c.dropout}};
+  nlohmann::json d = {{"lora_rank", c.rank},
+                      {"lora_alpha", c.alpha},
+                      {"lora_targets", c.targets},
+                      {"lora_dropout", c.dropout}};
+  // Only when set: a checkpoint of plain LoRA reads (and resumes) as before.
+  if (c.rslora) d["lora_use_rslora"] = true;
+  return d;
 }
 
 std::unique_ptr<LoraTrainable> make_lora_trainable(const TrainArgs& args, const LoraConfig& lora,
@@ -34,6 +37,11 @@ std::unique_ptr<LoraTrainable> make_lora_trainable(const TrainArgs& args, const 
                 "--lora_init {}: {} adapter tensors of rank {}, the run's --lora_rank {} and "
                 "--lora_targets need {} (pass the adapters' settings)",
                 init.string(), loaded.adapters.size(), loaded.config.rank, lora.rank, infos.size());
+    MAGIX_CHECK(loaded.config.rslora == lora.rslora,
+                "--lora_init {}: adapters {} rank-stabilised scaling (use_rslora) and the run {}: "
+                "{} --use_rslora",
+                init.string(), loaded.config.rslora ? "with" : "without",
+                lora.rslora ? "with" : "without", loaded.config.rslora ? "pass" : "drop");
     for (size_t i = 0; i < infos.size(); ++i) {
       MAGIX_CHECK(loaded.adapters.info(i).name == infos[i].name,
                   "--lora_init {}: adapter '{}' where the run's --lora_targets want '{}'",

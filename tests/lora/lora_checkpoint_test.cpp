@@ -36,16 +36,17 @@ class LoraCheckpointTest : public testing::Test {
     const auto infos = lora_adapter_infos(base.params().infos(), fx.config, mesh);
     adapters_ = test::fixture_adapters(fx, infos);
     CheckpointManager manager(tmp_ / "ckpt", mesh, CheckpointOptions{3, false});
-    const nlohmann::json state = {{"step", 3},
-                                  {"args",
-                                   {{"model_name", fx.model_dir.string()},
-                                    {"model_config", ""},
-                                    {"seed", 42},
-                                    {"bf16_model_weights", bf16_base}}},
-                                  {"trainable",
-                                   {{"lora_rank", fx.config.rank},
-                                    {"lora_alpha", fx.config.alpha},
-                                    {"lora_targets", fx.config.targets}}}};
+    nlohmann::json state = {{"step", 3},
+                            {"args",
+                             {{"model_name", fx.model_dir.string()},
+                              {"model_config", ""},
+                              {"seed", 42},
+                              {"bf16_model_weights", bf16_base}}},
+                            {"trainable",
+                             {{"lora_rank", fx.config.rank},
+                              {"lora_alpha", fx.config.alpha},
+                              {"lora_targets", fx.config.targets}}}};
+    if (fx.config.rslora) state["trainable"]["lora_use_rslora"] = true;
     manager.save(3, {{"lora", sharded_tensors(adapters_)}}, state, {fx.model_dir / "config.json"});
     manager.wait();
     return manager.step_dir(3);
@@ -229,18 +230,63 @@ TEST_F(LoraCheckpointTest, PeftFolderForGenerateAndLoraInit) {
   wrong.rank = 3;
   EXPECT_THROW(make_lora_trainable(args, wrong, mesh, dir), Error);
   // Settings magix does not implement are errors.
-  const fs::path bad = tmp_ / "rslora";
+  const fs::path bad = tmp_ / "dora";
   fs::create_directories(bad);
   fs::copy_file(dir / "adapter_model.safetensors", bad / "adapter_model.safetensors");
   nlohmann::json cfg = nlohmann::json::parse(std::ifstream(dir / "adapter_config.json"));
-  cfg["use_rslora"] = true;
+  cfg["use_dora"] = true;
   std::ofstream(bad / "adapter_config.json") << cfg.dump();
   try {
     read_peft_adapter(bad, model.params().infos(), mesh);
-    ADD_FAILURE() << "use_rslora accepted";
+    ADD_FAILURE() << "use_dora accepted";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("use_rslora"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("use_dora"), std::string::npos) << e.what();
   }
+}
+
+// Rank-stabilised LoRA (PEFT's use_rslora, scale alpha / sqrt(r)): the fixture's adapters written
+// as a PEFT folder and as a train-lora step read back with the setting, and merged they give
+// PEFT's logits (scale 6 for r 4, alpha 12; plain LoRA's 3 does not); --lora_init refuses a run
+// whose --use_rslora differs.
+TEST_F(LoraCheckpointTest, RsloraAdaptersKeepTheirScale) {
+  const test::LoraFixture fx = test::load_lora_fixture("llama_gqa_rslora");
+  ASSERT_TRUE(fx.config.rslora);
+  EXPECT_DOUBLE_EQ(fx.config.scale(), 6.0);
+  const Tensor want = fx.reader.read_f32("logits");
+  const fs::path step = save_fixture_step(fx);
+  Mesh mesh;
+  Decoder from_step = load_decoder(fx.model_dir.string(), mesh);
+  EXPECT_TRUE(merge_lora_adapters(step, from_step).rslora);
+  EXPECT_LE(logits_error(from_step.logits(fx.batch), want), 1e-4);
+
+  const fs::path peft = tmp_ / "peft_rslora";
+  write_peft_adapter(peft, adapters_, fx.config, "org/base");
+  EXPECT_TRUE(nlohmann::json::parse(std::ifstream(peft / "adapter_config.json")).at("use_rslora"));
+  Decoder model = load_decoder(fx.model_dir.string(), mesh);
+  const LoadedLora lora = read_peft_adapter(peft, model.params().infos(), mesh);
+  EXPECT_TRUE(lora.config.rslora);
+  merge_lora_adapters(peft, model);
+  EXPECT_LE(logits_error(model.logits(fx.batch), want), 1e-4);
+  LoraConfig plain = fx.config;
+  plain.rslora = false;
+  Decoder wrong = load_decoder(fx.model_dir.string(), mesh);
+  merge_lora(wrong.params(), lora.adapters, plain.scale());
+  EXPECT_GT(logits_error(wrong.logits(fx.batch), want), 1e-2);
+
+  TrainArgs args;
+  args.model_name = fx.model_dir.string();
+  args.model_type = "llama";
+  try {
+    make_lora_trainable(args, plain, mesh, peft);
+    ADD_FAILURE() << "--lora_init of rsLoRA adapters into a plain LoRA run accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("pass --use_rslora"), std::string::npos) << e.what();
+  }
+  std::unique_ptr<LoraTrainable> t = make_lora_trainable(args, fx.config, mesh, peft);
+  ParameterSet grads = t->trainable().zeros_like();
+  const double loss = t->loss_and_grad(fx.batch, fx.token_count, grads).loss;
+  EXPECT_LE(test::rel(loss, fx.reader.read_f32("loss").data<float>()[0]), 1e-5);
+  EXPECT_EQ(t->describe().at("lora_use_rslora"), true);
 }
 
 // adapter_config.json with fields of the wrong type (a string for r, a number for a module name,

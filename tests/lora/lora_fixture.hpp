@@ -40,6 +40,7 @@ inline LoraFixture load_lora_fixture(const std::string& name, int64_t repeat = 1
                  SafetensorsReader(dir / "lora.safetensors"), TokenBatch{}, 0};
   fx.config.rank = meta.at("r").get<int64_t>();
   fx.config.alpha = meta.at("lora_alpha").get<double>();
+  fx.config.rslora = meta.value("use_rslora", false);
   if (!meta.at("magix_targets").is_null()) {
     fx.config.targets = meta.at("magix_targets").get<std::string>();
   }

@@ -81,7 +81,7 @@ TEST_P(PeftFixtureTest, LossLogitsAndAdapterGradientsMatchPeft) {
 
 INSTANTIATE_TEST_SUITE_P(Cases, PeftFixtureTest,
                          testing::Values("llama_gqa", "qwen2_qv_down", "qwen3", "gemma2",
-                                         "gemma3_text", "phi3_fused"));
+                                         "gemma3_text", "phi3_fused", "llama_gqa_rslora"));
 
 TEST(LoraTargets, DefaultSelectsEveryLayerLinearWeight) {
   const test::LoraFixture fx = load_lora_fixture("llama_gqa");

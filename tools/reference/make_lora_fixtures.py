@@ -87,6 +87,20 @@ CASES = [
         "seed": seed,
     }
     for model, seed in (("qwen3", 7003), ("gemma2", 7004), ("gemma3_text", 7005))
+] + [
+    {
+        "case": "llama_gqa_rslora",
+        "model": "llama_gqa",
+        "description": "rank-stabilised LoRA (PEFT's use_rslora: scale alpha / sqrt(r)): every "
+                       "linear weight of the layers, r 4, alpha 12 (scale 6, not 3)",
+        "r": 4,
+        "alpha": 12.0,
+        "use_rslora": True,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                           "down_proj"],
+        "magix_targets": None,  # the default
+        "seed": 7006,
+    },
 ]
 
 
@@ -102,7 +116,8 @@ def run(case, out_root):
     model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager",
                                                  dtype=torch.float32)
     cfg = LoraConfig(r=case["r"], lora_alpha=case["alpha"], target_modules=case["target_modules"],
-                     lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
+                     lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
+                     use_rslora=case.get("use_rslora", False))
     pm = get_peft_model(model, cfg)
     pm.train()  # dropout is 0 anyway; the model fixtures are made in train mode too
     g = torch.Generator().manual_seed(case["seed"])
@@ -136,6 +151,7 @@ def run(case, out_root):
         "description": case["description"],
         "r": case["r"],
         "lora_alpha": case["alpha"],
+        "use_rslora": case.get("use_rslora", False),
         "target_modules": case["target_modules"],
         "magix_targets": case["magix_targets"],
         "loss": out.loss.item(),
