@@ -28,7 +28,7 @@ from ._magix import MagixError, Mesh, OptState, Tokenizer
 __all__ = [
     "MagixError", "Mesh", "Model", "OptState", "Tokenizer", "create_device_mesh", "export",
     "generate", "initialize_opt_state", "load_model_hub", "random_batch", "score", "train",
-    "train_step",
+    "train_lora", "train_step",
 ]
 
 Model = _magix.Model
@@ -218,20 +218,32 @@ def train(train_data=None, **flags):
     last_checkpoint, resumed_from).
     Ctrl-C stops after the step in flight (with a checkpoint of it when there is a
     checkpoint_dir) and raises KeyboardInterrupt."""
-    _flags(flags, _magix.train_flags(), "train")
+    return _train_call("train", _magix.train_flags(), _magix.train, train_data, flags)
+
+
+def train_lora(train_data=None, **flags):
+    """`magix train-lora` as a call: train's keywords (and train_data) plus the adapters' flags
+    (lora_rank, lora_alpha, lora_targets, lora_dropout, use_rslora, lora_init); the base model
+    stays frozen and the checkpoints hold the adapters. Returns what train returns."""
+    return _train_call("train_lora", _magix.train_lora_flags(), _magix.train_lora, train_data,
+                       flags)
+
+
+def _train_call(function, allowed, run, train_data, flags):
+    _flags(flags, allowed, function)
     flags = _paths(dict(flags), ["model_name", "model_config", "model_cache_dir",
                                  "tokenizer_name", "train_file", "eval_file", "checkpoint_dir",
-                                 "metrics_file", "partition_rules", "logging_dir"])
+                                 "metrics_file", "partition_rules", "logging_dir", "lora_init"])
     revision = (flags.pop("revision", None), flags.pop("dataset_revision", None))
     if train_data is None:
         with _revision(*revision):
-            return _magix.train(flags)
+            return run(flags)
     if "train_file" in flags:
-        raise TypeError("magix.train(): pass train_data or train_file, not both")
+        raise TypeError(f"magix.{function}(): pass train_data or train_file, not both")
     path = _write_jsonl(train_data, "train_data")
     try:
         with _revision(*revision):
-            return _magix.train(dict(flags, train_file=path))
+            return run(dict(flags, train_file=path))
     finally:
         _os.unlink(path)
 

@@ -1,4 +1,4 @@
-// magix.train / generate / score / export: the CLI's commands as calls whose keyword names are
+// magix.train / train_lora / generate / score / export: the CLI's commands as calls whose keyword names are
 // the commands' flag names (src/cli/*.cpp), returning what the command prints as a dict.
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <memory>
 
 #include "bindings.hpp"
 #include "magix/checkpoint.hpp"
@@ -86,13 +88,40 @@ const FieldTable<TrainArgs>& train_fields() {
   return table;
 }
 
+// train_lora's keywords: train's, then the adapters' (the flags of `magix train-lora`).
+struct TrainLoraArgs {
+  TrainArgs train;
+  LoraConfig lora;
+  std::string lora_init;
+};
+
+const FieldTable<TrainLoraArgs>& train_lora_fields() {
+  static const FieldTable<TrainLoraArgs> table = [] {
+    FieldTable<TrainLoraArgs> t;
+    for (const auto& [name, set] : train_fields()) {
+      t.emplace_back(name, [set](TrainLoraArgs& a, nb::handle v) { set(a.train, v); });
+    }
+    const FieldTable<TrainLoraArgs> lora = {
+        MAGIX_PY_FIELD("lora_rank", lora.rank),
+        MAGIX_PY_FIELD("lora_alpha", lora.alpha),
+        MAGIX_PY_FIELD("lora_targets", lora.targets),
+        MAGIX_PY_FIELD("lora_dropout", lora.dropout),
+        MAGIX_PY_FIELD("use_rslora", lora.rslora),
+        MAGIX_PY_FIELD("lora_init", lora_init),
+    };
+    t.insert(t.end(), lora.begin(), lora.end());
+    return t;
+  }();
+  return table;
+}
+
 // Ctrl-C during training: Python's handler only sets a flag while the GIL is released, so the
 // trainer's should_stop hook runs the pending handlers after each step; a KeyboardInterrupt
 // stops the run there (after a checkpoint of that step when there is a checkpoint_dir, as the
-// trainer's stop does) and is raised when run_training has returned.
-nb::dict run_train(const nb::dict& kwargs) {
-  TrainArgs a;
-  apply_kwargs(a, kwargs, train_fields(), "train");
+// trainer's stop does) and is raised when run_training has returned. make_model builds the
+// trainable (the full model, or the adapters on the frozen one) on the mesh.
+nb::dict run_training_call(
+    TrainArgs& a, const std::function<std::unique_ptr<Trainable>(const Mesh&)>& make_model) {
   validate_train_args(a);
   {  // before the model loads: the data source opens and its first record reads
     ReadOptions read;
@@ -123,7 +152,7 @@ nb::dict run_train(const nb::dict& kwargs) {
   TrainSummary s;
   {
     nb::gil_scoped_release release;
-    std::unique_ptr<Trainable> model = make_full_trainable(a, mesh);
+    std::unique_ptr<Trainable> model = make_model(mesh);
     s = run_training(a, mesh, *model, hooks);
   }
   if (interrupted) {
@@ -157,6 +186,22 @@ nb::dict run_train(const nb::dict& kwargs) {
   d["last_checkpoint"] = s.last_checkpoint;
   d["resumed_from"] = s.resumed_from ? nb::cast(*s.resumed_from) : nb::none();
   return d;
+}
+
+nb::dict run_train(const nb::dict& kwargs) {
+  TrainArgs a;
+  apply_kwargs(a, kwargs, train_fields(), "train");
+  return run_training_call(a, [&a](const Mesh& mesh) { return make_full_trainable(a, mesh); });
+}
+
+nb::dict run_train_lora(const nb::dict& kwargs) {
+  TrainLoraArgs a;
+  apply_kwargs(a, kwargs, train_lora_fields(), "train_lora");
+  MAGIX_CHECK(a.lora_init.empty() || fs::exists(a.lora_init), "lora_init '{}' does not exist",
+              a.lora_init);
+  return run_training_call(a.train, [&a](const Mesh& mesh) -> std::unique_ptr<Trainable> {
+    return make_lora_trainable(a.train, a.lora, mesh, a.lora_init);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -372,6 +417,7 @@ nb::dict run_export(const nb::dict& kwargs) {
 
 void bind_commands(nb::module_& m) {
   m.def("train", &run_train, nb::arg("kwargs"));
+  m.def("train_lora", &run_train_lora, nb::arg("kwargs"));
   m.def("generate", &run_generate, nb::arg("kwargs"));
   m.def("score", &run_score, nb::arg("kwargs"));
   m.def("export", &run_export, nb::arg("kwargs"));
@@ -380,6 +426,7 @@ void bind_commands(nb::module_& m) {
   m.def("set_dataset_revision", &set_dataset_revision, nb::arg("revision"));
   m.def("dataset_revision", &dataset_revision);
   m.def("train_flags", [] { return field_names(train_fields()); });
+  m.def("train_lora_flags", [] { return field_names(train_lora_fields()); });
   m.def("generate_flags", [] { return field_names(generate_fields()); });
   m.def("score_flags", [] { return field_names(score_fields()); });
   m.def("export_flags", [] { return field_names(export_fields()); });

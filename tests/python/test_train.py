@@ -27,6 +27,27 @@ def test_train_gives_the_cli_losses(tiny_train, tmp_path):
     assert summary["last_loss"] < summary["first_loss"]
 
 
+def test_train_lora_gives_the_cli_losses(tiny_train, tmp_path):
+    """magix.train_lora: the losses of `magix train-lora` with the same flags, the adapters'
+    settings recorded in the checkpoint (use_rslora included)."""
+    flags = dict(tiny_train, train_file=str(CORPUS), lora_rank=4, lora_alpha=8.0,
+                 use_rslora=True)
+    run([MAGIX_BIN, "train-lora", *cli_flags(flags), "--metrics_file", tmp_path / "cli.jsonl"])
+    summary = magix.train_lora(**flags, metrics_file=tmp_path / "py.jsonl",
+                               checkpoint_dir=tmp_path / "ckpt", save_steps=4)
+    cli, py = read_metrics(tmp_path / "cli.jsonl"), read_metrics(tmp_path / "py.jsonl")
+    assert len(py) == 4 and py == cli
+    assert summary["last_loss"] < summary["first_loss"]
+    state = json.loads((tmp_path / "ckpt" / "000004" / "trainer_state.json").read_text())
+    assert state["trainable"]["lora_rank"] == 4
+    assert state["trainable"]["lora_use_rslora"] is True
+    # Without use_rslora the scale, and so the run, differs.
+    magix.train_lora(**dict(flags, use_rslora=False), metrics_file=tmp_path / "plain.jsonl")
+    assert read_metrics(tmp_path / "plain.jsonl") != py
+    with pytest.raises(TypeError, match="unexpected keyword argument 'lora_rnak'"):
+        magix.train_lora(**flags, lora_rnak=2)
+
+
 def test_python_records_train_like_the_same_jsonl(tiny_train, tmp_path):
     magix.train(**tiny_train, train_file=CORPUS, metrics_file=tmp_path / "file.jsonl")
     magix.train(**tiny_train, train_data=records(), metrics_file=tmp_path / "list.jsonl")
