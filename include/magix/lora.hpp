@@ -186,10 +186,11 @@ std::unique_ptr<LoraTrainable> make_lora_trainable(const TrainArgs& args, const 
 
 // The adapters stored in item "lora" of a committed checkpoint step, for the parameters of
 // `base` (sharded for `mesh`): this rank's boxes. The targets and the rank are read from the
-// checkpoint (which weights have adapters there, the shape of lora_A); alpha is the caller's.
+// checkpoint (which weights have adapters there, the shape of lora_A), rslora from its trainer
+// state (`trainable.lora_use_rslora`); alpha is the caller's.
 // Errors: no item "lora", no adapter for any parameter, an A without its B, a rank mismatch.
 struct LoadedLora {
-  LoraConfig config;  // rank and alpha; targets: the adapted names, as an anchored alternation
+  LoraConfig config;  // rank, alpha, rslora; targets: the adapted names, as an anchored alternation
   ParameterSet adapters;
 };
 LoadedLora read_lora_checkpoint(const std::filesystem::path& step_dir,
