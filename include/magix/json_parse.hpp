@@ -25,9 +25,10 @@ namespace magix {
 constexpr int kMaxJsonDepth = 512;  // arrays and objects inside each other
 
 // Reads a file from outside (a hub folder, a user's path) whole, refusing one larger than
-// `max_bytes` before reading it, and one that grows past the bound while it is read: "cannot open
-// WHAT 'PATH'", "WHAT 'PATH' is N bytes, more than the MAX a real one needs". Each caller states
-// its bound beside the sizes real files have.
+// `max_bytes` before reading it ("WHAT 'PATH' is N bytes, more than the MAX a real one needs"),
+// and a pipe or growing file once it passes the bound ("WHAT 'PATH' holds more than the MAX bytes
+// a real one needs"); "cannot open WHAT 'PATH'". Each caller states its bound beside the sizes
+// real files have.
 std::string read_text_file_bounded(const std::filesystem::path& path, int64_t max_bytes,
                                    std::string_view what);
 

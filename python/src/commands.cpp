@@ -1,5 +1,5 @@
-// magix.train / train_lora / generate / score / export: the CLI's commands as calls whose keyword names are
-// the commands' flag names (src/cli/*.cpp), returning what the command prints as a dict.
+// magix.train / train_lora / generate / score / export: the CLI's commands as calls whose keyword
+// names are the commands' flag names (src/cli/*.cpp), returning what the command prints as a dict.
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 #include <stdlib.h>
@@ -16,9 +16,9 @@
 #include "magix/checkpoint.hpp"
 #include "magix/dataset.hpp"
 #include "magix/error.hpp"
-#include "magix/gguf_export.hpp"
 #include "magix/evaluate.hpp"
 #include "magix/generate.hpp"
+#include "magix/gguf_export.hpp"
 #include "magix/hf_files.hpp"
 #include "magix/lora.hpp"
 #include "magix/trainer.hpp"
@@ -102,12 +102,9 @@ const FieldTable<TrainLoraArgs>& train_lora_fields() {
       t.emplace_back(name, [set](TrainLoraArgs& a, nb::handle v) { set(a.train, v); });
     }
     const FieldTable<TrainLoraArgs> lora = {
-        MAGIX_PY_FIELD("lora_rank", lora.rank),
-        MAGIX_PY_FIELD("lora_alpha", lora.alpha),
-        MAGIX_PY_FIELD("lora_targets", lora.targets),
-        MAGIX_PY_FIELD("lora_dropout", lora.dropout),
-        MAGIX_PY_FIELD("use_rslora", lora.rslora),
-        MAGIX_PY_FIELD("lora_init", lora_init),
+        MAGIX_PY_FIELD("lora_rank", lora.rank),       MAGIX_PY_FIELD("lora_alpha", lora.alpha),
+        MAGIX_PY_FIELD("lora_targets", lora.targets), MAGIX_PY_FIELD("lora_dropout", lora.dropout),
+        MAGIX_PY_FIELD("use_rslora", lora.rslora),    MAGIX_PY_FIELD("lora_init", lora_init),
     };
     t.insert(t.end(), lora.begin(), lora.end());
     return t;
@@ -386,8 +383,8 @@ nb::dict run_export(const nb::dict& kwargs) {
     fs::path out;
     {
       nb::gil_scoped_release release;
-      out = export_checkpoint_gguf(a.checkpoint, a.output_dir, a.outtype, a.base_model,
-                                   a.overwrite);
+      out =
+          export_checkpoint_gguf(a.checkpoint, a.output_dir, a.outtype, a.base_model, a.overwrite);
     }
     d["output_file"] = out.string();
     return d;

@@ -93,16 +93,9 @@ void Backend::attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tenso
                                  const Tensor& k, const Tensor& v, float scale,
                                  const AttentionMask& mask) const {
   const OpCheck c(*this, "attention_backward");
-  for (const auto& [what, t] : NamedList{{"dq", &dq},
-                                         {"dk", &dk},
-                                         {"dv", &dv},
-                                         {"dout", &dout},
-                                         {"out", &out},
-                                         {"q", &q},
-                                         {"k", &k},
-                                         {"v", &v}}) {
-    c.on(what, *t);
-  }
+  const NamedList all = {{"dq", &dq},   {"dk", &dk}, {"dv", &dv}, {"dout", &dout},
+                         {"out", &out}, {"q", &q},   {"k", &k},   {"v", &v}};
+  for (const auto& [what, t] : all) c.on(what, *t);
   const Heads hq = c.four_d("q", q), hk = c.four_d("k", k);
   MAGIX_CHECK(hk.B == hq.B && hk.T == hq.T && hk.D == hq.D && v.shape() == k.shape() &&
                   out.shape() == q.shape() && dout.shape() == q.shape() &&
@@ -117,16 +110,7 @@ void Backend::attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tenso
   const bool f32 = all_of({&dq, &dk, &dv, &dout, &out, &q, &k, &v}, DType::kF32);
   const bool mixed =
       all_of({&dout, &out, &q, &k, &v}, DType::kBF16) && all_of({&dq, &dk, &dv}, DType::kF32);
-  if (!f32 && !mixed) {
-    c.no_kernel({{"dq", &dq},
-                 {"dk", &dk},
-                 {"dv", &dv},
-                 {"dout", &dout},
-                 {"out", &out},
-                 {"q", &q},
-                 {"k", &k},
-                 {"v", &v}});
-  }
+  if (!f32 && !mixed) c.no_kernel(all);
   do_attention_backward(dq, dk, dv, dout, out, lse, q, k, v, scale, mask);
 }
 

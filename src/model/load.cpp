@@ -12,12 +12,14 @@ Decoder load_decoder(const std::string& name_or_path, const Mesh& mesh, DecoderO
                      const PartitionRules* rules) {
   const std::filesystem::path dir = resolve_model_dir(name_or_path);
   ModelConfig config = load_model_config(dir / "config.json");
-  // Read into host memory, then (another device) moved there.
-  for (const Device where : {Device::kCpu, options.device}) {
+  // Read into host memory, then (on another device) moved there.
+  const auto fits_on = [&](Device where) {
     check_model_fits_in_memory(config, (dir / "config.json").string(),
                                static_cast<double>(dtype_size(options.weight_dtype)), 0,
                                mesh.world_size(), where);
-  }
+  };
+  fits_on(Device::kCpu);
+  if (options.device != Device::kCpu) fits_on(options.device);
   std::vector<ParamInfo> infos = expected_parameters(config);
   if (rules) apply_partition_rules(infos, *rules, config);
   shard_parameters(infos, mesh);

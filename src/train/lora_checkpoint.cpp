@@ -34,7 +34,8 @@ LoadedLora read_lora_checkpoint(const std::filesystem::path& step_dir,
   out.config.alpha = alpha;
   out.config.rank = 0;
   // The scaling the adapters were trained with: train-lora records --use_rslora in the step's
-  // trainer state (absent: plain LoRA).
+  // trainer state (absent, or a state without train-lora's settings: plain LoRA). Read leniently,
+  // unlike read_lora_run_info: this reads adapters of any step that has them.
   const nlohmann::json state = reader.trainer_state();
   if (const nlohmann::json* t = json_find(state, "trainable"); t != nullptr && t->is_object()) {
     out.config.rslora = json_value<bool>(*t, "lora_use_rslora", false,

@@ -162,10 +162,13 @@ Decoder load_train_decoder(const TrainArgs& a, const Mesh& mesh) {
   }
   const ModelConfig config = load_model_config(a.model_config);
   check_type(config, a.model_config);
-  for (const Device where : {Device::kCpu, options.device}) {  // drawn on the host, then moved
+  // Drawn on the host, then (on another device) moved there.
+  const auto fits_on = [&](Device where) {
     check_model_fits_in_memory(config, a.model_config, a.bf16_model_weights ? 2 : 4, 0,
                                mesh.world_size(), where);
-  }
+  };
+  fits_on(Device::kCpu);
+  if (options.device != Device::kCpu) fits_on(options.device);
   std::vector<ParamInfo> infos = expected_parameters(config);
   if (rules) apply_partition_rules(infos, *rules, config);
   shard_parameters(infos, mesh);
