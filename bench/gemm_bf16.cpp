@@ -1,9 +1,10 @@
 // bf16 GEMM throughput: magix's gemm_bf16() against each candidate engine called directly and
 // against the fp32 gemm() of the same shapes, in the same run; plus the fp32 <-> bf16
-// conversions' GB/s. Shapes: square n = 512, 1024, 2048 (NN, NT) and the products of the
+// conversions' GB/s. Shapes: square n = 512, 1024, 2048 (NN, NT); the products of the
 // decoder's linear layers (torch layout W (OC, C), N = 2048 rows): forward out = inp·W^T (NT),
 // dinp += dout·W (NN), dW += dout^T·inp (TN), for OC = C = 768, OC = 2048 (C 768), the LM head in
-// chunks of 256 rows (V = 32000, C 768) and a 1.1B model's MLP (C 2048, I 5632).
+// chunks of 256 rows (V = 32000, C 768) and a 1.1B model's MLP (C 2048, I 5632); and (--shapes
+// lora) the frozen weights' products of a 1.1B LoRA step on 128 tokens and a 7B MLP's on 512.
 //
 // Every engine runs in its own child process (oneDNN reads ONEDNN_MAX_CPU_ISA once; "X:isa"
 // caps it to show what CPUs without AMX or without AVX512-BF16 get), rounds interleave the
@@ -13,7 +14,7 @@
 //
 // Usage (engines: the names in kEngines below; none: the conversions only):
 //   bench_gemm_bf16 [--threads 2] [--rounds 3] [--reps 3] [--engines a,b,...|none]
-//                   [--shapes all|square|decoder]
+//                   [--shapes all|square|decoder|lora]
 //   bench_gemm_bf16 --child ENGINE [--reps 3] [--shapes ...]    one engine, machine-readable
 #include <dlfcn.h>
 #include <unistd.h>
@@ -34,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/cpu/amx_gemm.hpp"
 #include "backends/cpu/blas_library.hpp"
 #include "backends/cpu/convert.hpp"
 #include "backends/cpu/gemm.hpp"
@@ -46,42 +48,58 @@ struct Shape {
   const char* name;
   bool trans_a, trans_b;
   int64_t M, N, K;
-  bool square;
+  const char* group;  // "square", "decoder" or "lora"
 };
 
 constexpr Shape kShapes[] = {
-    {"NN512", false, false, 512, 512, 512, true},
-    {"NN1024", false, false, 1024, 1024, 1024, true},
-    {"NN2048", false, false, 2048, 2048, 2048, true},
-    {"NT512", false, true, 512, 512, 512, true},
-    {"NT1024", false, true, 1024, 1024, 1024, true},
-    {"NT2048", false, true, 2048, 2048, 2048, true},
+    {"NN512", false, false, 512, 512, 512, "square"},
+    {"NN1024", false, false, 1024, 1024, 1024, "square"},
+    {"NN2048", false, false, 2048, 2048, 2048, "square"},
+    {"NT512", false, true, 512, 512, 512, "square"},
+    {"NT1024", false, true, 1024, 1024, 1024, "square"},
+    {"NT2048", false, true, 2048, 2048, 2048, "square"},
     // C = OC = 768 (attention projections of a ~110M model)
-    {"fwd768", false, true, 2048, 768, 768, false},
-    {"dinp768", false, false, 2048, 768, 768, false},
-    {"dW768", true, false, 768, 768, 2048, false},
+    {"fwd768", false, true, 2048, 768, 768, "decoder"},
+    {"dinp768", false, false, 2048, 768, 768, "decoder"},
+    {"dW768", true, false, 768, 768, 2048, "decoder"},
     // C 768 -> OC 2048 (MLP up/gate)
-    {"fwd768x2048", false, true, 2048, 2048, 768, false},
-    {"dinp768x2048", false, false, 2048, 768, 2048, false},
-    {"dW768x2048", true, false, 2048, 768, 2048, false},
+    {"fwd768x2048", false, true, 2048, 2048, 768, "decoder"},
+    {"dinp768x2048", false, false, 2048, 768, 2048, "decoder"},
+    {"dW768x2048", true, false, 2048, 768, 2048, "decoder"},
     // LM head, one chunk of 256 rows: (256, 768) x (32000, 768)^T
-    {"fwdLM", false, true, 256, 32000, 768, false},
-    {"dinpLM", false, false, 256, 768, 32000, false},
-    {"dWLM", true, false, 32000, 768, 256, false},
+    {"fwdLM", false, true, 256, 32000, 768, "decoder"},
+    {"dinpLM", false, false, 256, 768, 32000, "decoder"},
+    {"dWLM", true, false, 32000, 768, 256, "decoder"},
     // 1.1B model's MLP: C 2048 -> I 5632
-    {"fwd2048x5632", false, true, 2048, 5632, 2048, false},
-    {"dinp2048x5632", false, false, 2048, 2048, 5632, false},
-    {"dW2048x5632", true, false, 5632, 2048, 2048, false},
+    {"fwd2048x5632", false, true, 2048, 5632, 2048, "decoder"},
+    {"dinp2048x5632", false, false, 2048, 2048, 5632, "decoder"},
+    {"dW2048x5632", true, false, 5632, 2048, 2048, "decoder"},
+    // A LoRA step of a 1.1B Llama (hidden 2048, kv 256, MLP 5632, vocab 32000) on 128 tokens:
+    // the frozen weights' forward products (NT) and input gradients (NN); and a 7B MLP on 512.
+    {"lqFwd", false, true, 128, 2048, 2048, "lora"},
+    {"lkvFwd", false, true, 128, 256, 2048, "lora"},
+    {"lupFwd", false, true, 128, 5632, 2048, "lora"},
+    {"ldownFwd", false, true, 128, 2048, 5632, "lora"},
+    {"lheadFwd", false, true, 128, 32000, 2048, "lora"},
+    {"lqDinp", false, false, 128, 2048, 2048, "lora"},
+    {"lkvDinp", false, false, 128, 2048, 256, "lora"},
+    {"lupDinp", false, false, 128, 2048, 5632, "lora"},
+    {"ldownDinp", false, false, 128, 5632, 2048, "lora"},
+    {"lheadDinp", false, false, 128, 2048, 32000, "lora"},
+    {"l7upFwd", false, true, 512, 14336, 4096, "lora"},
+    {"l7upDinp", false, false, 512, 4096, 14336, "lora"},
 };
 
 // "fp32": gemm() on fp32 copies (the baseline). "magix": gemm_bf16() as chosen at run time;
-// "magix:fp32" forces its widening engine (what CPUs without AMX run). "onednn": the matmul
+// "magix:fp32" forces its widening engine (what CPUs without AMX run). "amx": magix's AMX kernels
+// (amx_gemm.hpp) called directly, gemm_bf16() for the shapes they do not take. "onednn": the matmul
 // primitive created once per shape and called directly; "onednn-gemm": oneDNN's
 // dnnl_gemm_bf16bf16f32 (exported, not in its public headers); "openblas-sbgemm": OpenBLAS's
 // cblas_sbgemm where the library has it.
 // ":isa" sets ONEDNN_MAX_CPU_ISA for that child.
 const std::vector<std::string> kEngines = {"fp32",
                                            "magix",
+                                           "amx",
                                            "magix:fp32",
                                            "onednn",
                                            "onednn-gemm",
@@ -136,6 +154,25 @@ Engine make_engine(const std::string& engine) {
         const Shape& s = *o.shape;
         magix::cpu::gemm_bf16(s.trans_a, s.trans_b, s.M, s.N, s.K, 1.0f, o.a.data(), lda(s),
                               o.b.data(), ldb(s), 0.0f, o.c.data(), s.N);
+      };
+    };
+  }
+  if (base == "amx") {
+    if (!magix::cpu::amx_gemm_available()) {
+      std::printf("absent this CPU (or OS) has no AMX-BF16\n");
+      std::exit(0);
+    }
+    std::printf("name magix AMX kernels\n");
+    return [](const Shape&) -> Product {
+      return [](Operands& o) {
+        const Shape& s = *o.shape;
+        if (!magix::cpu::amx_gemm_takes(s.trans_a, s.M, s.N, s.K)) {
+          magix::cpu::gemm_bf16(s.trans_a, s.trans_b, s.M, s.N, s.K, 1.0f, o.a.data(), lda(s),
+                                o.b.data(), ldb(s), 0.0f, o.c.data(), s.N);
+          return;
+        }
+        magix::cpu::amx_gemm_bf16(s.trans_b, s.M, s.N, s.K, 1.0f, o.a.data(), lda(s),
+                                  o.b.data(), ldb(s), nullptr, false, o.c.data(), s.N, false);
       };
     };
   }
@@ -239,7 +276,7 @@ void time_samples(const std::string& label, int reps, double work_per_call, doub
 }
 
 bool wanted(const Shape& s, const std::string& shapes) {
-  return shapes == "all" || (shapes == "square") == s.square;
+  return shapes == "all" || shapes == s.group;
 }
 
 int run_gemm_child(const std::string& engine_name, int reps, const std::string& shapes) {
@@ -498,8 +535,8 @@ int main(int argc, char** argv) {
     }
   }
   if (threads < 1 || rounds < 1 || reps < 1) die("--threads, --rounds and --reps must be >= 1");
-  if (shapes != "all" && shapes != "square" && shapes != "decoder")
-    die("--shapes: all|square|decoder");
+  if (shapes != "all" && shapes != "square" && shapes != "decoder" && shapes != "lora")
+    die("--shapes: all|square|decoder|lora");
   if (child == "convert") return run_convert_child(reps);
   if (!child.empty()) return run_gemm_child(child, reps, shapes);
   return run_driver(threads, rounds, reps, engines, shapes);

@@ -1,7 +1,9 @@
 // gemm_bf16 / gemm_bf16_out_bf16 against the double reference gemm_bf16_naive: all transposes,
 // odd sizes, padded rows, beta 0 and 1, alpha != 1, bias; calls from inside an OpenMP parallel
-// region; and, in child processes with oneDNN's ISA capped, the engines of CPUs without AMX
-// (AVX512-BF16 only, AVX-512 only, AVX2) and oneDNN forced where it is not the default.
+// region; on AMX CPUs magix's AMX kernels directly (their tails of rows, columns and K chunks,
+// and results independent of the split of rows, columns and threads); and, in child processes
+// with oneDNN's ISA capped, the engines of CPUs without AMX (AVX512-BF16 only, AVX-512 only,
+// AVX2) and oneDNN forced where it is not the default.
 #include <gtest/gtest.h>
 #include <omp.h>
 #include <unistd.h>
@@ -16,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/cpu/amx_gemm.hpp"
 #include "backends/cpu/gemm_bf16.hpp"
 #include "backends/cpu/onednn_matmul.hpp"
 #include "magix/dtype_convert.hpp"
@@ -59,7 +62,7 @@ std::string describe(const Case& c) {
 std::vector<Case> cases() {
   const int64_t sizes[][3] = {{1, 1, 1},    {3, 1, 17},    {1, 33, 3},     {17, 33, 65},
                               {65, 17, 33}, {64, 130, 31}, {129, 67, 200}, {33, 65, 1},
-                              {2, 300, 17}, {300, 2, 40}};
+                              {2, 300, 17}, {300, 2, 40},   {130, 272, 288}, {17, 48, 64}};
   std::vector<Case> out;
   for (const auto& s : sizes) {
     for (int t = 0; t < 4; t++) {
@@ -325,12 +328,160 @@ TEST(GemmBf16, ConcurrentCallsInsideAParallelRegion) {
   }
 }
 
-// Which engine a CPU like this one gets: oneDNN with AMX where the CPU (and the OS) allow it,
-// else bf16 widened to fp32 for OpenBLAS.
+// --- magix's AMX kernels, called directly (CPUs with AMX-BF16 only). ---
+
+#define MAGIX_NEEDS_AMX()                                                         \
+  if (!amx_gemm_available()) {                                                    \
+    GTEST_SKIP() << "this CPU (or its OS) offers no AMX-BF16: the kernels never run here"; \
+  }
+
+TEST(AmxGemm, TakesOnlyWholeTiles) {
+  const bool amx = amx_gemm_available();
+  EXPECT_EQ(amx_gemm_takes(false, 1, 16, 32), amx);
+  EXPECT_EQ(amx_gemm_takes(false, 300, 272, 288), amx);
+  EXPECT_FALSE(amx_gemm_takes(true, 16, 16, 32));   // A transposed
+  EXPECT_FALSE(amx_gemm_takes(false, 16, 24, 32));  // N not a multiple of 16
+  EXPECT_FALSE(amx_gemm_takes(false, 16, 16, 48));  // K not a multiple of 32
+  EXPECT_FALSE(amx_gemm_takes(false, 0, 16, 32));
+}
+
+// Every output against the double reference: rows below, at and past a tile (16), a pair of
+// tiles (32) and a row chunk (128); columns of one tile, an odd number of tiles and past a panel
+// (256); K of one tile, several, and past a K chunk (256); padded leading dimensions; alpha,
+// accumulation, bias, bf16 output.
+TEST(AmxGemm, MatchesNaive) {
+  MAGIX_NEEDS_AMX();
+  uint32_t seed = 7000;
+  for (const int64_t M : {1, 16, 17, 33, 130, 300}) {
+    for (const int64_t N : {16, 48, 272}) {
+      for (const int64_t K : {32, 96, 288}) {
+        for (const bool trans_b : {false, true}) {
+          const int64_t pad = (M + N + K) % 3 == 0 ? 0 : 6;
+          const int64_t lda = K + pad, ldb = (trans_b ? K : N) + pad, ldc = N + pad;
+          const auto A = padded_bf16(M, K, lda, seed++);
+          const auto B = padded_bf16(trans_b ? N : K, trans_b ? K : N, ldb, seed++);
+          const Case c{M, N, K, false, trans_b, pad};
+          std::vector<float> bias(N);
+          std::mt19937 rng(seed++);
+          std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+          for (float& x : bias) x = dist(rng);
+          std::vector<float> C0(M * ldc);
+          for (float& x : C0) x = dist(rng);
+          for (int variant = 0; variant < 3; variant++) {
+            // 0: C = A·op(B); 1: C += -0.375 A·op(B); 2: bf16 C = bf16(0.75 A·op(B) + bias)
+            const float alpha = variant == 0 ? 1.0f : variant == 1 ? -0.375f : 0.75f;
+            std::vector<float> exact(M * N);
+            gemm_bf16_naive(false, trans_b, M, N, K, alpha, A.data(), lda, B.data(), ldb, 0.0f,
+                            exact.data(), N);
+            std::vector<float> C = C0;
+            std::vector<uint16_t> Cb(M * ldc, kBf16NaN);
+            if (variant < 2) {
+              amx_gemm_bf16(trans_b, M, N, K, alpha, A.data(), lda, B.data(), ldb, nullptr,
+                            variant == 1, C.data(), ldc, false);
+            } else {
+              amx_gemm_bf16(trans_b, M, N, K, alpha, A.data(), lda, B.data(), ldb, bias.data(),
+                            false, Cb.data(), ldc, true);
+            }
+            for (int64_t i = 0; i < M; i++) {
+              for (int64_t j = 0; j < N; j++) {
+                const double mag = magnitude(c, alpha, A, lda, B, ldb, i, j);
+                if (variant < 2) {
+                  const double prior = variant == 1 ? C0[i * ldc + j] : 0.0;
+                  const double tol = fp32_tolerance(K, mag + std::fabs(prior));
+                  ASSERT_NEAR(C[i * ldc + j], exact[i * N + j] + prior, tol)
+                      << describe(c) << " variant " << variant << " at (" << i << ", " << j << ")";
+                } else {
+                  const double want = static_cast<double>(exact[i * N + j]) + bias[j];
+                  const double fp32_err = fp32_tolerance(K, mag + std::fabs(want));
+                  ASSERT_NEAR(bf16_to_float(Cb[i * ldc + j]), want,
+                              0.5 * bf16_ulp(std::fabs(want) + fp32_err) + fp32_err)
+                      << describe(c) << " bf16 at (" << i << ", " << j << ")";
+                }
+              }
+              for (int64_t j = N; j < ldc; j++) {  // the padding of C is never written
+                ASSERT_EQ(C[i * ldc + j], C0[i * ldc + j]) << describe(c);
+                ASSERT_EQ(Cb[i * ldc + j], kBf16NaN) << describe(c);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Each output is the same fp32 sum whatever rows and columns are computed with it and however
+// many threads share the work: what makes a product split between tensor-parallel ranks (a slice
+// of the weight's rows or columns) or data-parallel ranks (a slice of the rows) give the bits of
+// the whole.
+TEST(AmxGemm, ResultsDoNotDependOnTheSplit) {
+  MAGIX_NEEDS_AMX();
+  const int64_t M = 150, N = 320, K = 544;
+  const auto A = random_bf16(M * K, 71);
+  for (const bool trans_b : {false, true}) {
+    const auto B = random_bf16(N * K, trans_b ? 72 : 73);
+    const int64_t ldb = trans_b ? K : N;
+    std::vector<float> whole(M * N);
+    amx_gemm_bf16(trans_b, M, N, K, 1.0f, A.data(), K, B.data(), ldb, nullptr, false,
+                  whole.data(), N, false);
+    // Rows 37 .. 37 + 64 and columns 48 .. 48 + 112 alone, on one thread.
+    const int64_t m0 = 37, rows = 64, n0 = 48, cols = 112;
+    const uint16_t* b_part = trans_b ? B.data() + n0 * ldb : B.data() + n0;
+    std::vector<float> part(rows * cols);
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    amx_gemm_bf16(trans_b, rows, cols, K, 1.0f, A.data() + m0 * K, K, b_part, ldb, nullptr, false,
+                  part.data(), cols, false);
+    omp_set_num_threads(saved);
+    for (int64_t i = 0; i < rows; i++) {
+      for (int64_t j = 0; j < cols; j++) {
+        ASSERT_EQ(part[i * cols + j], whole[(m0 + i) * N + n0 + j])
+            << "trans_b " << trans_b << " at (" << i << ", " << j << ")";
+      }
+    }
+  }
+}
+
+// gemm_bf16 hands a product of few rows against a large weight (B of 2^20 values) to the AMX
+// kernels: the same bits as calling them, and the double reference's values.
+TEST(AmxGemm, GemmBf16RoutesLargeWeightProductsToThem) {
+  MAGIX_NEEDS_AMX();
+  if (gemm_bf16_engine_name().rfind("magix AMX", 0) != 0) {
+    GTEST_SKIP() << "the engine is forced by the environment: " << gemm_bf16_engine_name();
+  }
+  const int64_t M = 40, N = 1024, K = 1024;
+  const auto A = random_bf16(M * K, 81);
+  for (const bool trans_b : {false, true}) {
+    const auto B = random_bf16(N * K, trans_b ? 82 : 83);
+    const int64_t ldb = trans_b ? K : N;
+    std::vector<float> routed(M * N, 0.25f), direct = routed, ref = routed;
+    gemm_bf16(false, trans_b, M, N, K, 1.0f, A.data(), K, B.data(), ldb, 1.0f, routed.data(), N);
+    amx_gemm_bf16(trans_b, M, N, K, 1.0f, A.data(), K, B.data(), ldb, nullptr, true,
+                  direct.data(), N, false);
+    gemm_bf16_naive(false, trans_b, M, N, K, 1.0f, A.data(), K, B.data(), ldb, 1.0f, ref.data(),
+                    N);
+    for (int64_t i = 0; i < M * N; i++) {
+      ASSERT_EQ(routed[i], direct[i]) << "trans_b " << trans_b << " at " << i;
+      ASSERT_NEAR(routed[i], ref[i], fp32_tolerance(K, K + 0.25)) << "trans_b " << trans_b;
+    }
+  }
+}
+
+TEST(AmxGemm, ProductsItDoesNotTakeAreErrors) {
+  MAGIX_NEEDS_AMX();
+  const std::vector<uint16_t> A(16 * 48), B(48 * 24);
+  std::vector<float> C(16 * 24);
+  EXPECT_THROW(amx_gemm_bf16(false, 16, 24, 48, 1.0f, A.data(), 48, B.data(), 24, nullptr, false,
+                             C.data(), 24, false),
+               Error);
+}
+
+// Which engine a CPU like this one gets: magix's AMX kernels beside oneDNN's matmul with AMX
+// where the CPU (and the OS) allow it, else bf16 widened to fp32 for OpenBLAS.
 std::string expected_engine() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("amx-bf16") && __builtin_cpu_supports("amx-tile")) {
-    return "matmul (avx512_core_amx)";
+    return "magix AMX kernels";
   }
   return "widened to fp32, OpenBLAS";
 }
@@ -407,6 +558,12 @@ TEST(GemmBf16Engine, ForcedOnednnEmulationOnAvx512) {
             "MatchesNaiveScaledAndAccumulated");
 }
 
+TEST(GemmBf16Engine, ForcedOnednnOnAmxLeavesMagixKernelsOut) {
+  // MAGIX_GEMM_BF16_ENGINE=onednn on an AMX CPU: oneDNN's matmul for every product.
+  if (!amx_gemm_available()) GTEST_SKIP() << "this CPU (or its OS) offers no AMX-BF16";
+  run_child("MAGIX_GEMM_BF16_ENGINE=onednn MAGIX_TEST_EXPECT=oneDNN", "OnlyOnednnMatchesNaive");
+}
+
 TEST(GemmBf16Engine, ForcedOnednnOnAvx2IsAClearError) {
   run_child("ONEDNN_MAX_CPU_ISA=AVX2 MAGIX_GEMM_BF16_ENGINE=onednn", "OnednnRefuses");
 }
@@ -431,6 +588,15 @@ TEST(GemmBf16Child, MatchesNaiveScaledAndAccumulated) {
   const std::string name = gemm_bf16_engine_name();
   std::printf("bf16 gemm engine: %s\n", name.c_str());
   EXPECT_NE(name.find(std::getenv("MAGIX_TEST_EXPECT")), std::string::npos) << name;
+  check_against_naive(0.5f, 1.0f);
+}
+
+TEST(GemmBf16Child, OnlyOnednnMatchesNaive) {
+  MAGIX_ONLY_IN_CHILD();
+  const std::string name = gemm_bf16_engine_name();
+  std::printf("bf16 gemm engine: %s\n", name.c_str());
+  EXPECT_EQ(name.rfind(std::getenv("MAGIX_TEST_EXPECT"), 0), 0u) << name;
+  EXPECT_EQ(name.find("magix AMX"), std::string::npos) << name;
   check_against_naive(0.5f, 1.0f);
 }
 

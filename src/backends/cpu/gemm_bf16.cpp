@@ -5,6 +5,7 @@
 #include <cstring>
 #include <memory>
 
+#include "backends/cpu/amx_gemm.hpp"
 #include "backends/cpu/convert.hpp"
 #include "backends/cpu/gemm.hpp"
 #include "backends/cpu/onednn_matmul.hpp"
@@ -16,22 +17,37 @@ namespace magix::cpu {
 namespace {
 
 enum class Engine {
+  kAmx,     // magix's AMX kernels (amx_gemm.hpp) where they apply, oneDNN's matmul elsewhere
   kOnednn,  // oneDNN matmul, bf16 operands as they are
   kFp32,    // operands widened to fp32, then gemm() (OpenBLAS sgemm)
 };
 
+// The products the AMX kernels take (with A not transposed): few rows against a large B, as the
+// frozen weights of a LoRA step. Measured (docs/kernels.md) faster than oneDNN 2.6's matmul at
+// M = 128 and 512 on the decoder's weight products, slower at M = 2048, where oneDNN's blocking
+// reuses each weight tile more, and slower on small B (attention's per-head products, the
+// 256 x 2048 k/v weights), where packing A and transposing C back weigh more.
+constexpr int64_t kAmxMaxRows = 512;
+constexpr int64_t kAmxMinBElems = int64_t{1} << 20;
+
 Engine choose_engine() {
   const char* forced = std::getenv("MAGIX_GEMM_BF16_ENGINE");
   if (forced != nullptr && *forced != '\0') {
+    if (std::strcmp(forced, "amx") == 0) {
+      MAGIX_CHECK(amx_gemm_available(),
+                  "MAGIX_GEMM_BF16_ENGINE=amx: this CPU (or its OS) offers no AMX-BF16");
+      return Engine::kAmx;
+    }
     if (std::strcmp(forced, "onednn") == 0) return Engine::kOnednn;
     if (std::strcmp(forced, "fp32") == 0) return Engine::kFp32;
-    MAGIX_FAIL("MAGIX_GEMM_BF16_ENGINE={} is not one of: onednn, fp32", forced);
+    MAGIX_FAIL("MAGIX_GEMM_BF16_ENGINE={} is not one of: amx, onednn, fp32", forced);
   }
   // Measured (docs/kernels.md): with AMX oneDNN runs 2.7-4.6x the fp32 GFLOP/s on the decoder's
   // shapes. Without AMX its AVX512-BF16 kernels reached 0.6-1.0x the widened fp32 path on this
   // Xeon, and without AVX512-BF16 it emulates bf16 at a quarter of fp32 speed (AVX-512) or
   // refuses bf16 matmul (AVX2); so everything else widens to fp32.
-  return onednn_uses_amx() ? Engine::kOnednn : Engine::kFp32;
+  if (!onednn_uses_amx()) return Engine::kFp32;
+  return amx_gemm_available() ? Engine::kAmx : Engine::kOnednn;
 }
 
 Engine engine() {
@@ -124,7 +140,12 @@ void run(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alph
   Workspace& ws = thread_workspace();
   const int64_t a_rows = trans_a ? K : M, a_cols = trans_a ? M : K;
   const int64_t b_rows = trans_b ? N : K, b_cols = trans_b ? K : N;
-  if (engine() == Engine::kOnednn) {
+  if (engine() == Engine::kAmx && M <= kAmxMaxRows && N * K >= kAmxMinBElems &&
+      amx_gemm_takes(trans_a, M, N, K)) {
+    amx_gemm_bf16(trans_b, M, N, K, alpha, A, lda, B, ldb, bias, accumulate, C, ldc, c_bf16);
+    return;
+  }
+  if (engine() != Engine::kFp32) {
     const uint16_t* a = dense(A, a_rows, a_cols, lda, ws.a);
     const uint16_t* b = dense(B, b_rows, b_cols, ldb, ws.b);
     if (ldc == N || M == 1) {
@@ -204,6 +225,10 @@ void gemm_bf16_out_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_
 }
 
 std::string gemm_bf16_engine_name() {
+  if (engine() == Engine::kAmx) {
+    return "magix AMX kernels (A not transposed, up to " + std::to_string(kAmxMaxRows) +
+           " rows, B of 2^20 values or more), else " + onednn_matmul_name();
+  }
   if (engine() == Engine::kOnednn) return onednn_matmul_name();
   return "widened to fp32, " + gemm_backend_name();
 }
