@@ -171,8 +171,8 @@ Engine make_engine(const std::string& engine) {
                                 o.b.data(), ldb(s), 0.0f, o.c.data(), s.N);
           return;
         }
-        magix::cpu::amx_gemm_bf16(s.trans_b, s.M, s.N, s.K, 1.0f, o.a.data(), lda(s),
-                                  o.b.data(), ldb(s), nullptr, false, o.c.data(), s.N, false);
+        magix::cpu::amx_gemm_bf16(s.trans_b, s.M, s.N, s.K, 1.0f, o.a.data(), lda(s), o.b.data(),
+                                  ldb(s), nullptr, false, o.c.data(), s.N, false);
       };
     };
   }

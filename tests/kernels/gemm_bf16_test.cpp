@@ -60,9 +60,9 @@ std::string describe(const Case& c) {
 }
 
 std::vector<Case> cases() {
-  const int64_t sizes[][3] = {{1, 1, 1},    {3, 1, 17},    {1, 33, 3},     {17, 33, 65},
-                              {65, 17, 33}, {64, 130, 31}, {129, 67, 200}, {33, 65, 1},
-                              {2, 300, 17}, {300, 2, 40},   {130, 272, 288}, {17, 48, 64}};
+  const int64_t sizes[][3] = {{1, 1, 1},    {3, 1, 17},    {1, 33, 3},      {17, 33, 65},
+                              {65, 17, 33}, {64, 130, 31}, {129, 67, 200},  {33, 65, 1},
+                              {2, 300, 17}, {300, 2, 40},  {130, 272, 288}, {17, 48, 64}};
   std::vector<Case> out;
   for (const auto& s : sizes) {
     for (int t = 0; t < 4; t++) {
@@ -330,8 +330,8 @@ TEST(GemmBf16, ConcurrentCallsInsideAParallelRegion) {
 
 // --- magix's AMX kernels, called directly (CPUs with AMX-BF16 only). ---
 
-#define MAGIX_NEEDS_AMX()                                                         \
-  if (!amx_gemm_available()) {                                                    \
+#define MAGIX_NEEDS_AMX()                                                                  \
+  if (!amx_gemm_available()) {                                                             \
     GTEST_SKIP() << "this CPU (or its OS) offers no AMX-BF16: the kernels never run here"; \
   }
 
@@ -422,8 +422,8 @@ TEST(AmxGemm, ResultsDoNotDependOnTheSplit) {
     const auto B = random_bf16(N * K, trans_b ? 72 : 73);
     const int64_t ldb = trans_b ? K : N;
     std::vector<float> whole(M * N);
-    amx_gemm_bf16(trans_b, M, N, K, 1.0f, A.data(), K, B.data(), ldb, nullptr, false,
-                  whole.data(), N, false);
+    amx_gemm_bf16(trans_b, M, N, K, 1.0f, A.data(), K, B.data(), ldb, nullptr, false, whole.data(),
+                  N, false);
     // Rows 37 .. 37 + 64 and columns 48 .. 48 + 112 alone, on one thread.
     const int64_t m0 = 37, rows = 64, n0 = 48, cols = 112;
     const uint16_t* b_part = trans_b ? B.data() + n0 * ldb : B.data() + n0;
@@ -456,10 +456,9 @@ TEST(AmxGemm, GemmBf16RoutesLargeWeightProductsToThem) {
     const int64_t ldb = trans_b ? K : N;
     std::vector<float> routed(M * N, 0.25f), direct = routed, ref = routed;
     gemm_bf16(false, trans_b, M, N, K, 1.0f, A.data(), K, B.data(), ldb, 1.0f, routed.data(), N);
-    amx_gemm_bf16(trans_b, M, N, K, 1.0f, A.data(), K, B.data(), ldb, nullptr, true,
-                  direct.data(), N, false);
-    gemm_bf16_naive(false, trans_b, M, N, K, 1.0f, A.data(), K, B.data(), ldb, 1.0f, ref.data(),
-                    N);
+    amx_gemm_bf16(trans_b, M, N, K, 1.0f, A.data(), K, B.data(), ldb, nullptr, true, direct.data(),
+                  N, false);
+    gemm_bf16_naive(false, trans_b, M, N, K, 1.0f, A.data(), K, B.data(), ldb, 1.0f, ref.data(), N);
     for (int64_t i = 0; i < M * N; i++) {
       ASSERT_EQ(routed[i], direct[i]) << "trans_b " << trans_b << " at " << i;
       ASSERT_NEAR(routed[i], ref[i], fp32_tolerance(K, K + 0.25)) << "trans_b " << trans_b;

@@ -13,9 +13,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
 
 #include "backends/cpu/convert.hpp"
+#include "backends/cpu/scratch_buffer.hpp"
 
 // Functions that execute AMX or AVX-512 instructions carry these targets; the rest of the file
 // (and the program) keeps the build's baseline ISA, and none of them runs unless
@@ -34,8 +34,8 @@ namespace magix::cpu {
 namespace {
 
 // Tiles: 16 rows of 64 bytes; a bf16 operand tile is 16 x 32 values, an fp32 accumulator 16 x 16.
-constexpr int64_t kTile = 16;       // rows of a tile; fp32 columns of an accumulator
-constexpr int64_t kTileK = 32;      // bf16 values of K in one tile row
+constexpr int64_t kTile = 16;        // rows of a tile; fp32 columns of an accumulator
+constexpr int64_t kTileK = 32;       // bf16 values of K in one tile row
 constexpr int64_t kTileElems = 512;  // bf16 values in one tile
 // Rows of A (M) handled per pass over the weight: the packed A of a 5632-wide K is then 1.4 MB,
 // which stays in a core's L2 beside the weight panel it meets.
@@ -89,35 +89,11 @@ MAGIX_AMX_TARGET void release_tiles() {
   _tile_release();
 }
 
-// A growable 64-byte-aligned buffer; kept between calls.
-class Scratch {
- public:
-  template <typename T>
-  T* get(int64_t count) {
-    const size_t bytes = static_cast<size_t>(count) * sizeof(T);
-    if (bytes > capacity_) {
-      const size_t rounded = (bytes + 4095) / 4096 * 4096;
-      capacity_ = 0;
-      data_.reset(std::aligned_alloc(64, rounded));
-      MAGIX_CHECK(data_ != nullptr, "amx_gemm_bf16: cannot allocate {} bytes of scratch", bytes);
-      capacity_ = rounded;
-    }
-    return static_cast<T*>(data_.get());
-  }
-
- private:
-  struct Free {
-    void operator()(void* p) const { std::free(p); }
-  };
-  std::unique_ptr<void, Free> data_;
-  size_t capacity_ = 0;
-};
-
 // Scratch of one call, owned by the calling thread and allocated before its parallel region (an
 // allocation failure then throws outside the region): packed or padded A, fp32 partial sums, and
 // one packed panel of B per thread.
 struct CallScratch {
-  Scratch packed_a, acc, panels;
+  ScratchBuffer packed_a, acc, panels;
 };
 CallScratch& call_scratch() {
   thread_local CallScratch scratch;
@@ -246,8 +222,8 @@ void product_bt(int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
                 int64_t ldc, bool c_bf16, int threads) {
   const int64_t KB = K / kTileK;
   const int64_t NB = (N + 31) / 32;  // blocks of 32 rows of B (the last may have 16)
-  uint16_t* packed =
-      call_scratch().packed_a.get<uint16_t>(((kRowChunk + kTile - 1) / kTile) * KB * kTileElems);
+  uint16_t* packed = call_scratch().packed_a.get<uint16_t>(
+      ((kRowChunk + kTile - 1) / kTile) * KB * kTileElems, "amx_gemm_bf16");
   for (int64_t m0 = 0; m0 < M; m0 += kRowChunk) {
     const int64_t rows = std::min(kRowChunk, M - m0);
     const int64_t MB = (rows + kTile - 1) / kTile;
@@ -377,14 +353,15 @@ void product_b(int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, 
     const uint16_t* a = A + m0 * lda;
     int64_t a_ld = lda;
     if (padded_rows != rows) {
-      uint16_t* copy = call_scratch().packed_a.get<uint16_t>(padded_rows * K);
+      uint16_t* copy = call_scratch().packed_a.get<uint16_t>(padded_rows * K, "amx_gemm_bf16");
       for (int64_t r = 0; r < rows; r++) std::memcpy(copy + r * K, a + r * lda, K * 2);
       std::memset(copy + rows * K, 0, (padded_rows - rows) * K * 2);
       a = copy;
       a_ld = K;
     }
-    float* acc = call_scratch().acc.get<float>(padded_rows * N);
-    uint16_t* panels = call_scratch().panels.get<uint16_t>(threads * kKChunk * kPanelCols);
+    float* acc = call_scratch().acc.get<float>(padded_rows * N, "amx_gemm_bf16");
+    uint16_t* panels =
+        call_scratch().panels.get<uint16_t>(threads * kKChunk * kPanelCols, "amx_gemm_bf16");
 #pragma omp parallel num_threads(threads)
     {
       configure_tiles();

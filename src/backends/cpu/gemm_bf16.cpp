@@ -3,12 +3,12 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
 
 #include "backends/cpu/amx_gemm.hpp"
 #include "backends/cpu/convert.hpp"
 #include "backends/cpu/gemm.hpp"
 #include "backends/cpu/onednn_matmul.hpp"
+#include "backends/cpu/scratch_buffer.hpp"
 #include "magix/dtype_convert.hpp"
 #include "magix/error.hpp"
 
@@ -55,30 +55,6 @@ Engine engine() {
   return chosen;
 }
 
-// A growable 64-byte-aligned buffer owned by one thread; kept between calls.
-class ScratchBuffer {
- public:
-  template <typename T>
-  T* get(int64_t count) {
-    const size_t bytes = static_cast<size_t>(count) * sizeof(T);
-    if (bytes > capacity_) {
-      const size_t rounded = (bytes + 4095) / 4096 * 4096;
-      capacity_ = 0;  // stays 0 if the allocation fails
-      data_.reset(std::aligned_alloc(64, rounded));
-      MAGIX_CHECK(data_ != nullptr, "gemm_bf16: cannot allocate {} bytes of scratch", bytes);
-      capacity_ = rounded;
-    }
-    return static_cast<T*>(data_.get());
-  }
-
- private:
-  struct Free {
-    void operator()(void* p) const { std::free(p); }
-  };
-  std::unique_ptr<void, Free> data_;
-  size_t capacity_ = 0;
-};
-
 struct Workspace {
   ScratchBuffer a, b, c;
 };
@@ -111,7 +87,7 @@ void copy_rows(const T* src, int64_t src_ld, T* dst, int64_t dst_ld, int64_t row
 const uint16_t* dense(const uint16_t* X, int64_t rows, int64_t cols, int64_t ld,
                       ScratchBuffer& buffer) {
   if (ld == cols || rows <= 1) return X;
-  uint16_t* packed = buffer.get<uint16_t>(rows * cols);
+  uint16_t* packed = buffer.get<uint16_t>(rows * cols, "gemm_bf16");
   copy_rows(X, ld, packed, cols, rows, cols);
   return packed;
 }
@@ -154,19 +130,19 @@ void run(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alph
     }
     // C with padded rows goes through a dense copy (oneDNN's brgemm matmul needs dense C too).
     if (c_bf16) {
-      uint16_t* c = ws.c.get<uint16_t>(M * N);
+      uint16_t* c = ws.c.get<uint16_t>(M * N, "gemm_bf16");
       onednn_matmul_bf16(trans_a, trans_b, M, N, K, alpha, a, b, bias, false, c, true);
       copy_rows(c, N, static_cast<uint16_t*>(C), ldc, M, N);
     } else {
-      float* c = ws.c.get<float>(M * N);
+      float* c = ws.c.get<float>(M * N, "gemm_bf16");
       if (accumulate) copy_rows(static_cast<const float*>(C), ldc, c, N, M, N);
       onednn_matmul_bf16(trans_a, trans_b, M, N, K, alpha, a, b, nullptr, accumulate, c, false);
       copy_rows(c, N, static_cast<float*>(C), ldc, M, N);
     }
     return;
   }
-  float* a = ws.a.get<float>(a_rows * a_cols);
-  float* b = ws.b.get<float>(b_rows * b_cols);
+  float* a = ws.a.get<float>(a_rows * a_cols, "gemm_bf16");
+  float* b = ws.b.get<float>(b_rows * b_cols, "gemm_bf16");
   // One parallel region for both operands: on a busy machine every region start can wait a
   // scheduler time slice for the team, which costs more than the conversion itself.
 #pragma omp parallel if (a_rows * a_cols + b_rows * b_cols >= kConvertParallelMin)
@@ -179,7 +155,7 @@ void run(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alph
          static_cast<float*>(C), ldc);
     return;
   }
-  float* c = ws.c.get<float>(M * N);
+  float* c = ws.c.get<float>(M * N, "gemm_bf16");
   gemm(trans_a, trans_b, M, N, K, alpha, a, a_cols, b, b_cols, 0.0f, c, N);
   uint16_t* out = static_cast<uint16_t*>(C);
 #pragma omp parallel for if (M * N >= kConvertParallelMin)
