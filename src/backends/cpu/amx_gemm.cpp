@@ -37,9 +37,16 @@ namespace {
 constexpr int64_t kTile = 16;        // rows of a tile; fp32 columns of an accumulator
 constexpr int64_t kTileK = 32;       // bf16 values of K in one tile row
 constexpr int64_t kTileElems = 512;  // bf16 values in one tile
-// Rows of A (M) handled per pass over the weight: the packed A of a 5632-wide K is then 1.4 MB,
-// which stays in a core's L2 beside the weight panel it meets.
-constexpr int64_t kRowChunk = 128;
+// Rows of A (M) handled per pass over B: up to 512, in equal chunks of a multiple of 16 (129 rows
+// are one pass of 144, not 128 and then 1: each pass reads, and in the not-transposed product
+// packs, all of B).
+constexpr int64_t kMaxRowChunk = 512;
+
+int64_t row_chunk(int64_t M) {
+  const int64_t chunks = (M + kMaxRowChunk - 1) / kMaxRowChunk;
+  const int64_t rows = (M + chunks - 1) / chunks;
+  return (rows + kTile - 1) / kTile * kTile;
+}
 // The pair-interleaved (trans_b false) product packs B in panels of kKChunk rows x kPanelCols
 // columns (128 KB, in L2 while it meets every row of A; rows of B read 512 bytes at a time).
 // Chosen by measurement (docs/kernels.md): 64-1024 x 64-2048 tried, 256 x 256 the fastest.
@@ -161,7 +168,7 @@ void* row_ptr(void* C, int64_t row, int64_t ldc, int64_t col, bool c_bf16) {
 // tiles as they lie in memory; A is packed once into second-operand tiles (pairs of K
 // interleaved, 16 rows of A per tile).
 
-// Packs rows [0, M) of A (M <= kRowChunk) into tiles: for row block mb (16 rows, past M zeros)
+// Packs rows [0, M) of A (M <= kMaxRowChunk) into tiles: for row block mb (16 rows, past M zeros)
 // and K block kb, the tile at packed + (mb * KB + kb) * kTileElems holds, in its row r, the pairs
 // (A[16 mb + c][32 kb + 2r], A[16 mb + c][32 kb + 2r + 1]) for c = 0 .. 15.
 MAGIX_AVX512_TARGET void pack_a_pairs(const uint16_t* A, int64_t lda, int64_t M, int64_t K,
@@ -222,16 +229,20 @@ void product_bt(int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
                 int64_t ldc, bool c_bf16, int threads) {
   const int64_t KB = K / kTileK;
   const int64_t NB = (N + 31) / 32;  // blocks of 32 rows of B (the last may have 16)
-  uint16_t* packed = call_scratch().packed_a.get<uint16_t>(
-      ((kRowChunk + kTile - 1) / kTile) * KB * kTileElems, "amx_gemm_bf16");
-  for (int64_t m0 = 0; m0 < M; m0 += kRowChunk) {
-    const int64_t rows = std::min(kRowChunk, M - m0);
+  const int64_t chunk = row_chunk(M);
+  uint16_t* packed =
+      call_scratch().packed_a.get<uint16_t>((chunk / kTile) * KB * kTileElems, "amx_gemm_bf16");
+  // Per thread: the accumulators of a 32-row panel of B against every pair of row blocks.
+  const int64_t acc_per_thread = (chunk / 32 + 1) * 32 * 32;
+  float* accs = call_scratch().acc.get<float>(threads * acc_per_thread, "amx_gemm_bf16");
+  for (int64_t m0 = 0; m0 < M; m0 += chunk) {
+    const int64_t rows = std::min(chunk, M - m0);
     const int64_t MB = (rows + kTile - 1) / kTile;
 #pragma omp parallel num_threads(threads)
     {
       pack_a_pairs(A + m0 * lda, lda, rows, K, packed);  // ends with the omp for's barrier
       configure_tiles();
-      alignas(64) float acc[(kRowChunk / 32 + 1) * 32 * 32];
+      float* acc = accs + omp_get_thread_num() * acc_per_thread;
       alignas(64) float out[32 * 32];  // row = row of C, 32 columns
 #pragma omp for schedule(static)
       for (int64_t nb = 0; nb < NB; nb++) {
@@ -345,8 +356,9 @@ void product_b(int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, 
                const uint16_t* B, int64_t ldb, const float* bias, bool accumulate, void* C,
                int64_t ldc, bool c_bf16, int threads) {
   const int64_t SB = (N + kPanelCols - 1) / kPanelCols;  // panels of kPanelCols columns
-  for (int64_t m0 = 0; m0 < M; m0 += kRowChunk) {
-    const int64_t rows = std::min(kRowChunk, M - m0);
+  const int64_t chunk = row_chunk(M);
+  for (int64_t m0 = 0; m0 < M; m0 += chunk) {
+    const int64_t rows = std::min(chunk, M - m0);
     const int64_t MB = (rows + kTile - 1) / kTile;
     const int64_t padded_rows = MB * kTile;
     // A's rows, copied with zero rows below when there are not a multiple of 16.
