@@ -466,6 +466,36 @@ TEST(AmxGemm, GemmBf16RoutesLargeWeightProductsToThem) {
   }
 }
 
+// Calls from the threads of a parallel region (each configures its own tiles and runs on its own
+// thread, with its own scratch) give each thread's product.
+TEST(AmxGemm, ConcurrentCallsInsideAParallelRegion) {
+  MAGIX_NEEDS_AMX();
+  const int64_t M = 33, N = 96, K = 320;
+  constexpr int kThreads = 4;
+  std::vector<std::vector<uint16_t>> As, Bs;
+  std::vector<std::vector<float>> refs;
+  for (int t = 0; t < kThreads; t++) {
+    As.push_back(random_bf16(M * K, 1200 + t));
+    Bs.push_back(random_bf16(N * K, 1300 + t));
+    refs.emplace_back(M * N);
+    gemm_bf16_naive(false, t % 2 == 0, M, N, K, 1.0f, As[t].data(), K, Bs[t].data(),
+                    t % 2 == 0 ? K : N, 0.0f, refs[t].data(), N);
+  }
+  std::vector<std::vector<float>> got(kThreads, std::vector<float>(M * N));
+  for (int repeat = 0; repeat < 3; repeat++) {
+#pragma omp parallel for num_threads(kThreads) schedule(static, 1)
+    for (int t = 0; t < kThreads; t++) {
+      amx_gemm_bf16(t % 2 == 0, M, N, K, 1.0f, As[t].data(), K, Bs[t].data(), t % 2 == 0 ? K : N,
+                    nullptr, false, got[t].data(), N, false);
+    }
+    for (int t = 0; t < kThreads; t++) {
+      for (int64_t i = 0; i < M * N; i++) {
+        ASSERT_NEAR(got[t][i], refs[t][i], fp32_tolerance(K, K)) << "thread " << t << " at " << i;
+      }
+    }
+  }
+}
+
 TEST(AmxGemm, ProductsItDoesNotTakeAreErrors) {
   MAGIX_NEEDS_AMX();
   const std::vector<uint16_t> A(16 * 48), B(48 * 24);
