@@ -48,6 +48,7 @@ int64_t row_chunk(int64_t M) {
   const int64_t rows = (M + chunks - 1) / chunks;
   return (rows + kTile - 1) / kTile * kTile;
 }
+
 // The pair-interleaved (trans_b false) product packs B in panels of kKChunk rows x kPanelCols
 // columns (128 KB, in L2 while it meets every row of A; rows of B read 512 bytes at a time).
 // Chosen by measurement (docs/kernels.md): 64-1024 x 64-2048 tried, 256 x 256 the fastest.
@@ -55,8 +56,8 @@ constexpr int64_t kKChunk = 256;
 constexpr int64_t kPanelCols = 256;
 // The transposed (trans_b) product meets a 32-row panel of B with every pair of row blocks of
 // A in slices of 8 K blocks (256 of K): a slice of the panel (16 KB) and of a pair of packed row
-// blocks (16 KB) then fit in L1 together. Measured: the same speed as whole K at K = 2048,
-// 1.2x at K = 5632.
+// blocks (16 KB) then fit in L1 together. Measured (a scratch program, one thread): the same speed
+// as whole K at K = 2048, 1.2x at K = 5632.
 constexpr int64_t kKBlocksBt = 8;
 
 constexpr int kArchReqXcompPerm = 0x1023;
