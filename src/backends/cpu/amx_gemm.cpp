@@ -192,38 +192,55 @@ MAGIX_AVX512_TARGET void pack_a_pairs(const uint16_t* A, int64_t lda, int64_t M,
   }
 }
 
-// Accumulators for a 32 x 32 block of Cᵀ (rows n0 .. n0 + 16 NI of B, columns: row blocks mb0,
-// mb0 + 1 of the packed A), over all of K, stored into acc (32 x 32 fp32, row = n).
-template <int NI, int MJ>
-MAGIX_AMX_TARGET void block_bt(const uint16_t* B, int64_t ldb, const uint16_t* packed_mb0,
-                               int64_t KB, int64_t kb0, int64_t kb1, float* acc, bool first) {
-  if (first) {
+// The one tile kernel of both products. acc (16 R rows x 16 C columns of fp32, row stride ld
+// floats; zeroed first if zero) += first · second over kbs blocks of K: first is 16 R rows of bf16
+// with row stride ld_first, 32 values of K per block (first-operand tiles loaded where they lie);
+// second0 (and second1) are packed second-operand tiles, one per K block, 16 columns each.
+template <int R, int C>
+MAGIX_AMX_TARGET void tile_block(const uint16_t* first, int64_t ld_first, const uint16_t* second0,
+                                 const uint16_t* second1, int64_t kbs, float* acc, int64_t ld,
+                                 bool zero) {
+  const int64_t stride_acc = ld * 4, stride_first = ld_first * 2;
+  if (zero) {
     _tile_zero(0);
-    if constexpr (MJ == 2) _tile_zero(1);
-    if constexpr (NI == 2) _tile_zero(2);
-    if constexpr (NI == 2 && MJ == 2) _tile_zero(3);
+    if constexpr (C == 2) _tile_zero(1);
+    if constexpr (R == 2) _tile_zero(2);
+    if constexpr (R == 2 && C == 2) _tile_zero(3);
   } else {
-    _tile_loadd(0, acc, 128);
-    if constexpr (MJ == 2) _tile_loadd(1, acc + 16, 128);
-    if constexpr (NI == 2) _tile_loadd(2, acc + 16 * 32, 128);
-    if constexpr (NI == 2 && MJ == 2) _tile_loadd(3, acc + 16 * 32 + 16, 128);
+    _tile_loadd(0, acc, stride_acc);
+    if constexpr (C == 2) _tile_loadd(1, acc + 16, stride_acc);
+    if constexpr (R == 2) _tile_loadd(2, acc + 16 * ld, stride_acc);
+    if constexpr (R == 2 && C == 2) _tile_loadd(3, acc + 16 * ld + 16, stride_acc);
   }
-  const int64_t stride_b = ldb * 2;
-  const uint16_t* packed_mb1 = packed_mb0 + KB * kTileElems;
-  for (int64_t kb = kb0; kb < kb1; kb++) {
-    _tile_loadd(4, B + kb * kTileK, stride_b);
-    if constexpr (NI == 2) _tile_loadd(5, B + kTile * ldb + kb * kTileK, stride_b);
-    _tile_loadd(6, packed_mb0 + kb * kTileElems, 64);
-    if constexpr (MJ == 2) _tile_loadd(7, packed_mb1 + kb * kTileElems, 64);
+  for (int64_t kb = 0; kb < kbs; kb++) {
+    _tile_loadd(4, first + kb * kTileK, stride_first);
+    if constexpr (R == 2) _tile_loadd(5, first + kTile * ld_first + kb * kTileK, stride_first);
+    _tile_loadd(6, second0 + kb * kTileElems, 64);
+    if constexpr (C == 2) _tile_loadd(7, second1 + kb * kTileElems, 64);
     _tile_dpbf16ps(0, 4, 6);
-    if constexpr (MJ == 2) _tile_dpbf16ps(1, 4, 7);
-    if constexpr (NI == 2) _tile_dpbf16ps(2, 5, 6);
-    if constexpr (NI == 2 && MJ == 2) _tile_dpbf16ps(3, 5, 7);
+    if constexpr (C == 2) _tile_dpbf16ps(1, 4, 7);
+    if constexpr (R == 2) _tile_dpbf16ps(2, 5, 6);
+    if constexpr (R == 2 && C == 2) _tile_dpbf16ps(3, 5, 7);
   }
-  _tile_stored(0, acc, 128);
-  if constexpr (MJ == 2) _tile_stored(1, acc + 16, 128);
-  if constexpr (NI == 2) _tile_stored(2, acc + 16 * 32, 128);
-  if constexpr (NI == 2 && MJ == 2) _tile_stored(3, acc + 16 * 32 + 16, 128);
+  _tile_stored(0, acc, stride_acc);
+  if constexpr (C == 2) _tile_stored(1, acc + 16, stride_acc);
+  if constexpr (R == 2) _tile_stored(2, acc + 16 * ld, stride_acc);
+  if constexpr (R == 2 && C == 2) _tile_stored(3, acc + 16 * ld + 16, stride_acc);
+}
+
+// tile_block with R, C in {1, 2} chosen at run time.
+void run_tile_block(int rows, int cols, const uint16_t* first, int64_t ld_first,
+                    const uint16_t* second0, const uint16_t* second1, int64_t kbs, float* acc,
+                    int64_t ld, bool zero) {
+  if (rows == 2 && cols == 2) {
+    tile_block<2, 2>(first, ld_first, second0, second1, kbs, acc, ld, zero);
+  } else if (rows == 2) {
+    tile_block<2, 1>(first, ld_first, second0, second1, kbs, acc, ld, zero);
+  } else if (cols == 2) {
+    tile_block<1, 2>(first, ld_first, second0, second1, kbs, acc, ld, zero);
+  } else {
+    tile_block<1, 1>(first, ld_first, second0, second1, kbs, acc, ld, zero);
+  }
 }
 
 void product_bt(int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
@@ -255,17 +272,11 @@ void product_bt(int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A,
           const int64_t kb1 = std::min(KB, kb0 + kKBlocksBt);
           for (int64_t mb = 0; mb < MB; mb += 2) {
             const int mj = MB - mb >= 2 ? 2 : 1;
-            const uint16_t* pa = packed + mb * KB * kTileElems;
-            float* a = acc + (mb / 2) * 32 * 32;
-            if (ni == 2 && mj == 2) {
-              block_bt<2, 2>(b, ldb, pa, KB, kb0, kb1, a, kb0 == 0);
-            } else if (ni == 2) {
-              block_bt<2, 1>(b, ldb, pa, KB, kb0, kb1, a, kb0 == 0);
-            } else if (mj == 2) {
-              block_bt<1, 2>(b, ldb, pa, KB, kb0, kb1, a, kb0 == 0);
-            } else {
-              block_bt<1, 1>(b, ldb, pa, KB, kb0, kb1, a, kb0 == 0);
-            }
+            const uint16_t* pa = packed + (mb * KB + kb0) * kTileElems;
+            // acc: a 32 x 32 block of Cᵀ (rows n0 .. n0 + 16 ni of B, columns the row blocks mb,
+            // mb + 1 of A).
+            run_tile_block(ni, mj, b + kb0 * kTileK, ldb, pa, pa + KB * kTileElems, kb1 - kb0,
+                           acc + (mb / 2) * 32 * 32, 32, kb0 == 0);
           }
         }
         for (int64_t mb = 0; mb < MB; mb += 2) {
@@ -320,40 +331,6 @@ MAGIX_AVX512_TARGET void pack_b_panel(const uint16_t* B, int64_t ldb, int64_t kc
   }
 }
 
-// acc (rows of C from the A rows given, 16 MI of them; 16 NJ columns, row stride ldacc floats)
-// += A rows · the packed columns b0 (and b1), over KB blocks; zeroed first if first.
-template <int MI, int NJ>
-MAGIX_AMX_TARGET void block_b(const uint16_t* A, int64_t lda, const uint16_t* b0,
-                              const uint16_t* b1, int64_t KB, float* acc, int64_t ldacc,
-                              bool first) {
-  const int64_t stride_acc = ldacc * 4, stride_a = lda * 2;
-  if (first) {
-    _tile_zero(0);
-    if constexpr (NJ == 2) _tile_zero(1);
-    if constexpr (MI == 2) _tile_zero(2);
-    if constexpr (MI == 2 && NJ == 2) _tile_zero(3);
-  } else {
-    _tile_loadd(0, acc, stride_acc);
-    if constexpr (NJ == 2) _tile_loadd(1, acc + 16, stride_acc);
-    if constexpr (MI == 2) _tile_loadd(2, acc + 16 * ldacc, stride_acc);
-    if constexpr (MI == 2 && NJ == 2) _tile_loadd(3, acc + 16 * ldacc + 16, stride_acc);
-  }
-  for (int64_t kb = 0; kb < KB; kb++) {
-    _tile_loadd(4, A + kb * kTileK, stride_a);
-    if constexpr (MI == 2) _tile_loadd(5, A + kTile * lda + kb * kTileK, stride_a);
-    _tile_loadd(6, b0 + kb * kTileElems, 64);
-    if constexpr (NJ == 2) _tile_loadd(7, b1 + kb * kTileElems, 64);
-    _tile_dpbf16ps(0, 4, 6);
-    if constexpr (NJ == 2) _tile_dpbf16ps(1, 4, 7);
-    if constexpr (MI == 2) _tile_dpbf16ps(2, 5, 6);
-    if constexpr (MI == 2 && NJ == 2) _tile_dpbf16ps(3, 5, 7);
-  }
-  _tile_stored(0, acc, stride_acc);
-  if constexpr (NJ == 2) _tile_stored(1, acc + 16, stride_acc);
-  if constexpr (MI == 2) _tile_stored(2, acc + 16 * ldacc, stride_acc);
-  if constexpr (MI == 2 && NJ == 2) _tile_stored(3, acc + 16 * ldacc + 16, stride_acc);
-}
-
 void product_b(int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
                const uint16_t* B, int64_t ldb, const float* bias, bool accumulate, void* C,
                int64_t ldc, bool c_bf16, int threads) {
@@ -393,18 +370,8 @@ void product_b(int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, 
             const uint16_t* b1 = b0 + KB * kTileElems;
             for (int64_t mb = 0; mb < MB; mb += 2) {
               const int mi = MB - mb >= 2 ? 2 : 1;
-              const uint16_t* a_rows = a + mb * kTile * a_ld + k0;
-              float* c = acc + mb * kTile * N + n_begin + j * kTile;
-              const bool first = k0 == 0;
-              if (mi == 2 && nj == 2) {
-                block_b<2, 2>(a_rows, a_ld, b0, b1, KB, c, N, first);
-              } else if (mi == 2) {
-                block_b<2, 1>(a_rows, a_ld, b0, b1, KB, c, N, first);
-              } else if (nj == 2) {
-                block_b<1, 2>(a_rows, a_ld, b0, b1, KB, c, N, first);
-              } else {
-                block_b<1, 1>(a_rows, a_ld, b0, b1, KB, c, N, first);
-              }
+              run_tile_block(mi, nj, a + mb * kTile * a_ld + k0, a_ld, b0, b1, KB,
+                             acc + mb * kTile * N + n_begin + j * kTile, N, k0 == 0);
             }
           }
         }  // the barrier: the next K chunk adds to these accumulators
